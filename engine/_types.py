@@ -148,13 +148,14 @@ class BindingRule:
     compare: BindingCompare = "equal"
 
     def matches(self, value: str, certified: str) -> bool:
-        entered = _canonical(value)
+        entered = canonical_text(value)
         if self.compare == "last4":
-            return entered[-4:] == _canonical(certified)
-        return entered == _canonical(certified)
+            return entered[-4:] == canonical_text(certified)
+        return entered == canonical_text(certified)
 
 
-def _canonical(value: str) -> str:
+def canonical_text(value: str) -> str:
+    """How identity values compare: NFKC-normalised, trimmed, upper-cased."""
     return unicodedata.normalize("NFKC", value).strip().upper()
 
 

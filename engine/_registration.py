@@ -1,0 +1,467 @@
+"""The 憑證註冊 service: one registration, step by step, persisted after every event.
+
+The CLI, the HTTP API and the web wizard call these methods and nothing else. Each method is one
+unit of work: it loads the registration, validates the input with the pure core, fires the
+workflow event (a :class:`_Recorder` listener writes the state, the audit row and, on entering
+``completed``, the account) and commits. A refusal raises before the commit, so it leaves
+nothing behind; the account exists only once ``completed`` is entered.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from zoneinfo import ZoneInfo
+
+import pluggy
+from statemachine.exceptions import TransitionNotAllowed
+
+from ._card_check import CardResponse, Challenge, check_card_response
+from ._clock import Clock
+from ._fields import using_today
+from ._errors import ChallengeError, ErrorCode, RefusedError, WorkflowError
+from ._plugins import Catalog
+from ._security import IdentifierHasher, PasswordHasher, new_id
+from ._step_data import Hashers, accept_step, masked_diff
+from ._trust_service import TrustService
+from ._types import ApplicantType, CertificateIdentity, RegistrationCompleted
+from ._workflow import ENDINGS, Event, Step, WorkflowDefinition, advance
+from .store import Account, Certificate, Database, Registration, UnitOfWork
+from .store import Challenge as ChallengeRow
+
+ACCOUNT_COLUMNS = (
+    "email", "contact_name", "national_id_hash", "national_id_masked", "ubn", "sub_card", "oid",
+    "company_name", "phone", "address",
+)  # fmt: skip
+TAIPEI = ZoneInfo("Asia/Taipei")  # birth dates and 'today' are Taiwan's
+_NOT_PROFILE = frozenset(ACCOUNT_COLUMNS) | {"birth_date", "password_hash", "consent", "iot"}
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationView:
+    """What a client may see of a registration (no hashes, no certificate bytes)."""
+
+    id: str
+    state: str
+    applicant_type: str
+    chosen_type: str
+    path: tuple[str, ...]
+    data: Mapping[str, Any]
+    locked: tuple[str, ...]
+    account: str | None
+    expires_at: datetime
+    identity: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def step_number(self) -> int:
+        """1-based position in the progress bar (the path's length when it ended)."""
+        return self.path.index(self.state) + 1 if self.state in self.path else len(self.path)
+
+
+class WorkflowLibrary:
+    """Workflow definitions by hash: the current one plus every one a registration pinned."""
+
+    def __init__(self, current: WorkflowDefinition) -> None:
+        self.current = current
+        self._known = {current.hash: current}
+
+    def get(self, definition_hash: str) -> WorkflowDefinition:
+        try:
+            return self._known[definition_hash]
+        except KeyError:
+            raise WorkflowError(
+                ErrorCode.REGISTRATION_EXPIRED, detail="its workflow definition is gone"
+            ) from None
+
+    def remember(self, definition: WorkflowDefinition) -> None:
+        self._known[definition.hash] = definition
+
+
+class RegistrationService:
+    def __init__(
+        self,
+        *,
+        database: Database,
+        catalog: Catalog,
+        workflows: WorkflowLibrary,
+        trust: TrustService,
+        clock: Clock,
+        passwords: PasswordHasher,
+        identifiers: IdentifierHasher,
+        plugins: pluggy.PluginManager,
+        origin: str,
+    ) -> None:
+        self._database = database
+        self._catalog = catalog
+        self._workflows = workflows
+        self._trust = trust
+        self._clock = clock
+        self._hashers = Hashers(password=passwords.hash, identifier=identifiers.hash)
+        self._plugins = plugins
+        self.origin = origin
+
+    # -- step 1: 申請類別 -------------------------------------------------------------------------
+
+    def start(
+        self, type_code: str, *, consent: bool, iot: bool = False, actor: str = "cli",
+        origin: str | None = None,
+    ) -> RegistrationView:  # fmt: skip
+        """Choose 類別/屬性, accept the data-use statement; moves on to the card check."""
+        applicant = self._catalog.applicant(type_code)
+        if consent is not True:
+            raise RefusedError(ErrorCode.CONSENT_REQUIRED, field="consent")
+        if iot and not applicant.iot_allowed:
+            raise RefusedError(ErrorCode.IOT_NOT_ALLOWED, field="iot")
+        definition = self._workflows.current
+        now = self._clock.now()
+        with self._database.unit_of_work() as uow:
+            uow.workflows.ensure(definition.hash, definition.name, definition.source, now)
+            registration = Registration(
+                id=new_id(),
+                state=Step.CATEGORY.value,
+                chosen_type=applicant.code,
+                applicant_type=applicant.code,
+                workflow_hash=definition.hash,
+                data={"consent": True, "iot": bool(iot)},
+                locked=[],
+                origin=origin or self.origin,
+                created_at=now,
+                updated_at=now,
+                expires_at=now + definition.idle_timeout,
+            )
+            uow.registrations.add(registration)
+            uow.audit.append(
+                at=now, actor=actor, event="start", registration_id=registration.id,
+                to_state=Step.CATEGORY.value, applicant_type=applicant.code,
+                workflow_hash=definition.hash, diff={"consent": True, "iot": bool(iot)},
+            )  # fmt: skip
+            self._fire(uow, registration, Event.NEXT, actor=actor)
+            uow.commit()
+            return self._view(registration)
+
+    # -- step 2: 憑證檢查 -------------------------------------------------------------------------
+
+    def issue_challenge(self, registration_id: str, *, actor: str = "cli") -> Challenge:
+        """A fresh single-use challenge (≥ 256 random bits, 5-minute default lifetime)."""
+        with self._database.unit_of_work() as uow:
+            registration = self._load(uow, registration_id, actor)
+            self._require_state(registration, Step.CARD_CHECK)
+            definition = self._workflows.get(registration.workflow_hash)
+            now = self._clock.now()
+            row = ChallengeRow(
+                id=new_id(),
+                registration_id=registration.id,
+                nonce=secrets.token_hex(32),
+                origin=registration.origin,
+                created_at=now,
+                expires_at=now + definition.challenge_ttl,
+            )
+            uow.challenges.add(row)
+            uow.commit()
+            return _challenge(row)
+
+    def submit_card(
+        self, registration_id: str, response: CardResponse, *, actor: str = "cli"
+    ) -> RegistrationView:
+        """Validate the card's certificate and signature; moves on to 基本資料."""
+        challenge = self._consume_challenge(registration_id, response.challenge_id)
+        with self._database.unit_of_work() as uow:
+            registration = self._load(uow, registration_id, actor)
+            self._require_state(registration, Step.CARD_CHECK)
+            chosen = self._catalog.applicant(registration.chosen_type)
+            now = self._clock.now()
+            snapshot = self._trust.snapshot(uow)
+            result = check_card_response(
+                response, challenge, chosen=chosen, catalog=self._catalog,
+                trust=snapshot.store, revocation=snapshot.revocation, at=now,
+            )  # fmt: skip
+            parsed = result.parsed
+            if uow.certificates.active_login(parsed.fingerprint) is not None:
+                raise RefusedError(ErrorCode.ALREADY_REGISTERED)
+            applicant = result.applicant
+            prefill = applicant.binding.prefill(parsed.identity)
+            diff: dict[str, Any] = {"certificate": parsed.fingerprint, "ca": parsed.ca.value}
+            if applicant.code != registration.applicant_type:
+                diff["applicant_type"] = {"from": registration.applicant_type, "to": applicant.code}
+                registration.applicant_type = applicant.code
+            registration.evidence = result.evidence(challenge)
+            registration.certificate_der = parsed.der
+            registration.certificate_fingerprint = parsed.fingerprint
+            registration.locked = sorted(prefill)
+            registration.data = {**registration.data, **prefill}
+            diff.update(masked_diff(prefill))
+            self._fire(uow, registration, Event.NEXT, actor=actor, diff=diff)
+            uow.commit()
+            return self._view(registration)
+
+    def _consume_challenge(self, registration_id: str, challenge_id: str) -> Challenge:
+        """Mark the challenge used in its own transaction: single use, success or not."""
+        with self._database.unit_of_work() as uow:
+            row = uow.challenges.get(challenge_id)
+            if row is None or row.registration_id != registration_id:
+                raise ChallengeError(ErrorCode.CHALLENGE_EXPIRED, detail="unknown challenge")
+            if row.used_at is not None:
+                raise ChallengeError(ErrorCode.CHALLENGE_USED)
+            now = self._clock.now()
+            if now > row.expires_at:
+                raise ChallengeError(ErrorCode.CHALLENGE_EXPIRED)
+            if not uow.challenges.consume(challenge_id, now):
+                raise ChallengeError(ErrorCode.CHALLENGE_USED)
+            uow.commit()
+            return _challenge(row)
+
+    # -- steps 3, 4 and plugin steps: forms ------------------------------------------------------
+
+    def submit(
+        self, registration_id: str, answers: Mapping[str, Any], *, actor: str = "cli"
+    ) -> RegistrationView:
+        """Submit the current step's form (基本資料, 企業資訊 or a plugin step); moves on."""
+        with self._database.unit_of_work() as uow:
+            registration = self._load(uow, registration_id, actor)
+            applicant = self._catalog.applicant(registration.applicant_type)
+            form = applicant.form_for(registration.state)
+            if form is None and registration.state in self._catalog.steps:
+                form = self._catalog.steps[registration.state].form
+            if form is None:
+                raise WorkflowError(ErrorCode.INVALID_TRANSITION, detail=registration.state)
+            with using_today(self._clock.now().astimezone(TAIPEI).date()):
+                step = accept_step(
+                    form, answers, applicant=applicant, identity=_identity(registration),
+                    locked={k: registration.data[k] for k in registration.locked},
+                    hashers=self._hashers,
+                )  # fmt: skip
+            data = {**registration.data, **step.stored}
+            account = applicant.account.name(data)
+            if (
+                registration.state == Step.BASIC_DATA
+                and account is not None
+                and uow.accounts.exists(account)
+            ):
+                raise RefusedError(ErrorCode.ACCOUNT_EXISTS, field=applicant.account.field)
+            registration.data = data
+            registration.account_name = account
+            self._fire(uow, registration, Event.NEXT, actor=actor, diff=step.audit_diff)
+            uow.commit()
+        if registration.state == Step.COMPLETED:
+            self._announce(registration)
+        return self._view(registration)
+
+    # -- 上一步, 取消, status, expiry --------------------------------------------------------------
+
+    def back(self, registration_id: str, *, actor: str = "cli") -> RegistrationView:
+        """上一步: what was typed is kept; leaving 基本資料 for the card check needs a new check."""
+        with self._database.unit_of_work() as uow:
+            registration = self._load(uow, registration_id, actor)
+            self._fire(uow, registration, Event.BACK, actor=actor)
+            if registration.state in (Step.CARD_CHECK, Step.CATEGORY):
+                self._forget_card(registration)
+            uow.commit()
+            return self._view(registration)
+
+    def cancel(self, registration_id: str, *, actor: str = "cli") -> RegistrationView:
+        with self._database.unit_of_work() as uow:
+            registration = self._load(uow, registration_id, actor)
+            self._fire(uow, registration, Event.CANCEL, actor=actor)
+            uow.commit()
+            return self._view(registration)
+
+    def status(self, registration_id: str, *, actor: str = "cli") -> RegistrationView:
+        with self._database.unit_of_work() as uow:
+            return self._view(self._load(uow, registration_id, actor, expire_only=True))
+
+    def expire_idle(self, *, actor: str = "system") -> int:
+        """Expire every registration idle past its deadline; returns how many."""
+        now = self._clock.now()
+        with self._database.unit_of_work() as uow:
+            stale = uow.registrations.idle(now)
+            for registration in stale:
+                self._fire(uow, registration, Event.EXPIRE, actor=actor)
+            uow.commit()
+            return len(stale)
+
+    def check_account(self, name: str) -> bool:
+        """檢核是否存在: True when the account name is still free (「此帳號可使用」)."""
+        with self._database.unit_of_work() as uow:
+            return not uow.accounts.exists(name.strip().lower() if "@" in name else name.strip())
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _load(
+        self, uow: UnitOfWork, registration_id: str, actor: str, *, expire_only: bool = False
+    ) -> Registration:
+        registration = uow.registrations.get(registration_id)
+        if registration is None:
+            raise WorkflowError(ErrorCode.REGISTRATION_NOT_FOUND, field="registration_id")
+        if registration.state not in ENDINGS and self._clock.now() > registration.expires_at:
+            self._fire(uow, registration, Event.EXPIRE, actor=actor)
+            uow.commit()
+            if not expire_only:
+                raise WorkflowError(ErrorCode.REGISTRATION_EXPIRED)
+        if registration.state == Step.EXPIRED and not expire_only:
+            raise WorkflowError(ErrorCode.REGISTRATION_EXPIRED)
+        return registration
+
+    @staticmethod
+    def _require_state(registration: Registration, state: Step) -> None:
+        if registration.state != state:
+            raise WorkflowError(
+                ErrorCode.INVALID_TRANSITION,
+                detail=f"the registration is at {registration.state!r}, not {state.value!r}",
+            )
+
+    def _fire(
+        self, uow: UnitOfWork, registration: Registration, event: Event, *, actor: str,
+        diff: Mapping[str, Any] | None = None,
+    ) -> None:  # fmt: skip
+        definition = self._workflows.get(registration.workflow_hash)
+        applicant = self._catalog.applicant(registration.applicant_type)
+        recorder = _Recorder(self, uow, registration, actor, dict(diff or {}), definition)
+        try:
+            advance(definition, applicant, registration.state, event, [recorder])
+        except TransitionNotAllowed:
+            raise WorkflowError(
+                ErrorCode.INVALID_TRANSITION,
+                detail=f"cannot {event.value} at {registration.state!r}",
+            ) from None
+
+    @staticmethod
+    def _forget_card(registration: Registration) -> None:
+        registration.data = {k: v for k, v in registration.data.items() if k not in registration.locked}
+        registration.locked = []
+        registration.evidence = None
+        registration.certificate_der = None
+        registration.certificate_fingerprint = None
+        registration.applicant_type = registration.chosen_type
+
+    def _create_account(self, uow: UnitOfWork, registration: Registration) -> Account:
+        applicant = self._catalog.applicant(registration.applicant_type)
+        data = registration.data
+        name = applicant.account.name(data)
+        evidence = registration.evidence
+        if name is None or evidence is None or registration.certificate_der is None:
+            raise WorkflowError(ErrorCode.INVALID_TRANSITION, detail="incomplete registration")
+        now = self._clock.now()
+        birth = data.get("birth_date")
+        account = Account(
+            name=name,
+            applicant_type=applicant.code,
+            category=applicant.category.value,
+            status="pending_activation",
+            birth_date=date.fromisoformat(birth) if birth else None,
+            iot=bool(data.get("iot")),
+            password_hash=data["password_hash"],
+            profile={k: v for k, v in data.items() if k not in _NOT_PROFILE},
+            registration_id=registration.id,
+            created_at=now,
+            **{column: data.get(column) for column in ACCOUNT_COLUMNS},
+        )
+        uow.accounts.add(account)
+        identity = evidence.get("identity", {})
+        uow.certificates.add(
+            Certificate(
+                fingerprint=evidence["fingerprint"],
+                purpose="login",
+                account_id=account.id,
+                registration_id=registration.id,
+                der=registration.certificate_der,
+                serial_hex=evidence["serial"],
+                subject=evidence["subject"],
+                issuer=evidence["issuer"],
+                ca=evidence["ca"],
+                card_rank=identity.get("card_rank"),
+                not_before=datetime.fromisoformat(evidence["not_before"]),
+                not_after=datetime.fromisoformat(evidence["not_after"]),
+                ubn=identity.get("ubn") or data.get("ubn"),
+                oid=identity.get("oid"),
+                national_id_hash=data.get("national_id_hash"),
+                query_key=data.get("national_id_hash") or data.get(applicant.account.field),
+                status="active",
+                created_at=now,
+            )
+        )
+        registration.account_name = name
+        return account
+
+    def _announce(self, registration: Registration) -> None:
+        event = RegistrationCompleted(
+            registration_id=registration.id,
+            account=registration.account_name or "",
+            applicant_type=registration.applicant_type,
+            email=registration.data.get("email"),
+            at=self._clock.now(),
+            fields=masked_diff(
+                {k: v for k, v in registration.data.items() if not k.endswith("_hash")}
+            ),
+        )
+        self._plugins.hook.swreg_registration_completed(event=event)
+
+    def _view(self, registration: Registration) -> RegistrationView:
+        applicant = self._catalog.applicant(registration.applicant_type)
+        definition = self._workflows.get(registration.workflow_hash)
+        visible = {k: v for k, v in registration.data.items() if not k.endswith("_hash")}
+        return RegistrationView(
+            id=registration.id,
+            state=registration.state,
+            applicant_type=registration.applicant_type,
+            chosen_type=registration.chosen_type,
+            path=definition.path_for(applicant),
+            data=visible,
+            locked=tuple(registration.locked),
+            account=registration.account_name or applicant.account.name(registration.data),
+            expires_at=registration.expires_at,
+            identity=(registration.evidence or {}).get("identity", {}),
+        )
+
+
+class _Recorder:
+    """The listener that writes a transition: state, deadline, audit row, account."""
+
+    def __init__(
+        self, service: RegistrationService, uow: UnitOfWork, registration: Registration,
+        actor: str, diff: dict[str, Any], definition: WorkflowDefinition,
+    ) -> None:  # fmt: skip
+        self.service = service
+        self.uow = uow
+        self.registration = registration
+        self.actor = actor
+        self.diff = diff
+        self.definition = definition
+
+    def on_enter_completed(self) -> None:
+        account = self.service._create_account(self.uow, self.registration)
+        self.diff["account"] = account.name
+
+    def after_transition(self, event: str, source: Any, target: Any) -> None:
+        registration = self.registration
+        now = self.service._clock.now()
+        registration.state = target.id
+        registration.updated_at = now
+        if target.id not in ENDINGS:
+            timeout = self.definition.step(target.id).timeout or self.definition.idle_timeout
+            registration.expires_at = now + timeout
+        self.uow.audit.append(
+            at=now, actor=self.actor, event=event, registration_id=registration.id,
+            from_state=source.id, to_state=target.id, applicant_type=registration.applicant_type,
+            workflow_hash=registration.workflow_hash, diff=self.diff,
+        )  # fmt: skip
+        self.uow.flush()
+
+
+def _challenge(row: ChallengeRow) -> Challenge:
+    return Challenge(
+        id=row.id,
+        registration_id=row.registration_id,
+        nonce=row.nonce,
+        origin=row.origin,
+        expires_at=row.expires_at,
+    )
+
+
+def _identity(registration: Registration) -> CertificateIdentity:
+    identity = (registration.evidence or {}).get("identity", {})
+    return CertificateIdentity(**identity)
+

@@ -1,0 +1,107 @@
+"""Settings: read from the environment once, passed explicitly everywhere after that.
+
+``SWREG_DATABASE_URL``   database URL (default: a SQLite file ``swreg.db`` in the working directory)
+``SWREG_WORKFLOW``       a workflow definition file replacing the built-in one
+``SWREG_SECRET_KEY``     hex key for the keyed hashes of personal IDs (≥ 32 bytes); otherwise
+                         ``SWREG_SECRET_KEY_FILE`` or ``<database file>.key`` beside a SQLite file,
+                         created on first use
+``SWREG_ORIGIN``         the origin the CLI's card check signs (default ``urn:swreg:cli``)
+``SWREG_ARGON2``         ``time_cost,memory_kib,parallelism`` (default OWASP ``2,19456,1``)
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from ._errors import EnvironmentProblem, ErrorCode, UsageError
+
+DEFAULT_DATABASE_URL = "sqlite:///swreg.db"
+CLI_ORIGIN = "urn:swreg:cli"
+
+
+@dataclass(frozen=True)
+class Argon2Parameters:
+    time_cost: int = 2
+    memory_kib: int = 19456
+    parallelism: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> Argon2Parameters:
+        try:
+            t, m, p = (int(part) for part in text.split(","))
+        except ValueError:
+            raise UsageError(detail=f"SWREG_ARGON2 must be 'time,memory_kib,parallelism': {text!r}") from None
+        return cls(t, m, p)
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    workflow_file: Path | None = None
+    secret_key: bytes | None = None
+    secret_key_file: Path | None = None
+    origin: str = CLI_ORIGIN
+    argon2: Argon2Parameters = Argon2Parameters()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        env = os.environ if environ is None else environ
+        settings = cls(
+            database_url=env.get("SWREG_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            workflow_file=Path(env["SWREG_WORKFLOW"]) if env.get("SWREG_WORKFLOW") else None,
+            secret_key=_hex_key(env["SWREG_SECRET_KEY"]) if env.get("SWREG_SECRET_KEY") else None,
+            secret_key_file=(
+                Path(env["SWREG_SECRET_KEY_FILE"]) if env.get("SWREG_SECRET_KEY_FILE") else None
+            ),
+            origin=env.get("SWREG_ORIGIN") or CLI_ORIGIN,
+            argon2=Argon2Parameters.parse(env["SWREG_ARGON2"]) if env.get("SWREG_ARGON2") else Argon2Parameters(),
+        )
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return replace(settings, **given)  # type: ignore[arg-type]
+
+    def identifier_key(self) -> bytes:
+        """The key of the keyed personal-ID hashes: configured, or a key file created once."""
+        if self.secret_key is not None:
+            return self.secret_key
+        path = self.secret_key_file or _key_file_beside(self.database_url)
+        return _load_or_create_key(path)
+
+
+def _hex_key(text: str) -> bytes:
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise UsageError(detail="SWREG_SECRET_KEY must be hex") from None
+    if len(key) < 32:
+        raise UsageError(detail="SWREG_SECRET_KEY must hold at least 32 bytes")
+    return key
+
+
+def _key_file_beside(database_url: str) -> Path:
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database + ".key")
+    return Path("swreg.key")
+
+
+def _load_or_create_key(path: Path) -> bytes:
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError:
+        pass
+    except ValueError as exc:
+        raise EnvironmentProblem(ErrorCode.DATABASE_UNAVAILABLE, detail=f"bad key file {path}") from exc
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:  # O_EXCL: when two processes race, both end up reading the winner's key
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return bytes.fromhex(path.read_text().strip())
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(32) + "\n")
+    return bytes.fromhex(path.read_text().strip())

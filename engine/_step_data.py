@@ -1,0 +1,118 @@
+"""Turning one step's answers into what is stored and what is audited (pure).
+
+A step's form validates the answers; fields read from the certificate are locked (a different
+value is ``identity_mismatch``); the identity binding compares the rest with the certificate.
+What is kept between steps never holds a clear-text password or national ID: the password is
+stored as its argon2id hash, the ID as a keyed hash plus a masked value. The audit diff masks
+every personal value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from pydantic import BaseModel, SecretStr
+
+from ._errors import ErrorCode, FormError, RefusedError
+from ._fields import validate_form
+from ._identifiers import mask_email, mask_national_id, mask_phone
+from ._types import ApplicantType, CertificateIdentity, canonical_text
+
+SECRET_FIELDS = frozenset({"password", "password_confirm"})
+MASKERS: Mapping[str, Callable[[str], str]] = {
+    "national_id": mask_national_id,
+    "email": mask_email,
+    "phone": mask_phone,
+    "address": lambda _value: "***",
+    "birth_date": lambda _value: "****-**-**",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StepData:
+    """A validated step: values to keep with the registration and the audit diff."""
+
+    stored: dict[str, Any]
+    audit_diff: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Hashers:
+    """The two one-way functions the step needs (kept out so this module stays pure)."""
+
+    password: Callable[[str], str]
+    identifier: Callable[[str, str], str]
+
+
+def accept_step(
+    form: type[BaseModel],
+    answers: Mapping[str, Any],
+    *,
+    applicant: ApplicantType,
+    identity: CertificateIdentity,
+    locked: Mapping[str, str],
+    hashers: Hashers,
+) -> StepData:
+    """Validate ``answers`` for ``form`` against the locked fields and the certificate."""
+    merged = dict(answers)
+    conflicts = []
+    for field_name, certified in locked.items():
+        if field_name not in form.model_fields:
+            continue
+        given = merged.get(field_name)
+        if given in (None, ""):
+            merged[field_name] = certified
+        elif not _same(str(given), certified):
+            conflicts.append(RefusedError(ErrorCode.IDENTITY_MISMATCH, field=field_name))
+    if conflicts:
+        raise FormError(conflicts)
+    model = validate_form(form, merged)
+    values = {name: getattr(model, name) for name in form.model_fields}
+    plain = {k: _plain(v) for k, v in values.items() if k not in SECRET_FIELDS}
+    mismatched = applicant.binding.mismatches(identity, plain)
+    if mismatched:
+        raise FormError(RefusedError(ErrorCode.IDENTITY_MISMATCH, field=f) for f in mismatched)
+    return StepData(stored=_for_storage(values, hashers), audit_diff=masked_diff(plain))
+
+
+def masked_diff(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The audit view of changed values: personal values masked, secrets never present."""
+    diff: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in SECRET_FIELDS or key.endswith("_hash"):
+            diff[key] = "[set]"
+        elif value is not None and key in MASKERS:
+            diff[key] = MASKERS[key](str(value))
+        else:
+            diff[key] = value
+    return diff
+
+
+def _for_storage(values: Mapping[str, Any], hashers: Hashers) -> dict[str, Any]:
+    stored: dict[str, Any] = {}
+    for key, value in values.items():
+        if key == "password_confirm":
+            continue
+        if key == "password" and isinstance(value, SecretStr):
+            stored["password_hash"] = hashers.password(value.get_secret_value())
+        elif key == "national_id" and value:
+            stored["national_id_hash"] = hashers.identifier("national_id", str(value))
+            stored["national_id_masked"] = mask_national_id(str(value))
+        else:
+            stored[key] = _plain(value)
+    return stored
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return value
+
+
+def _same(given: str, certified: str) -> bool:
+    return canonical_text(given) == canonical_text(certified)

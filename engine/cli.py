@@ -1,0 +1,398 @@
+"""``swreg``: the command-line front end (DESIGN.md §9).
+
+Thin by design: every command parses its arguments, calls a service of :class:`engine.App` and
+prints the result, in zh-TW and English for people or as one JSON object with ``--json``.
+Exit status: 0 success, 1 refused (validation or business rule), 2 usage error, 3 environment
+error (no reader, no card, no database).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ._bootstrap import App, bootstrap
+from ._enrol import register_with_card
+from ._errors import ErrorCode, RefusedError, SwregError, UsageError, message_for
+from ._settings import Settings
+
+MAX_INPUT_FILE = 1024 * 1024
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+DbOption = Annotated[
+    str | None, typer.Option("--db", help="Database URL (default: SWREG_DATABASE_URL or ./swreg.db).")
+]
+
+app = typer.Typer(
+    name="swreg",
+    help="Smart-card certificate account registration (關港貿單一窗口憑證註冊).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+trust_app = typer.Typer(help="Trust anchors (受信任的根憑證與中繼憑證).", no_args_is_help=True)
+crl_app = typer.Typer(help="Certificate revocation lists (憑證廢止清冊).", no_args_is_help=True)
+accounts_app = typer.Typer(help="Accounts (帳號).", no_args_is_help=True)
+cert_app = typer.Typer(help="Certificates (憑證).", no_args_is_help=True)
+audit_app = typer.Typer(help="The hash-chained audit log (稽核紀錄).", no_args_is_help=True)
+readers_app = typer.Typer(help="Card readers (讀卡機).", no_args_is_help=True)
+for sub, name in (
+    (trust_app, "trust"),
+    (crl_app, "crl"),
+    (accounts_app, "accounts"),
+    (cert_app, "cert"),
+    (audit_app, "audit"),
+    (readers_app, "readers"),
+):
+    app.add_typer(sub, name=name)
+
+
+class _State:
+    db: str | None = None
+
+
+_state = _State()
+
+
+@app.callback()
+def _options(db: DbOption = None) -> None:
+    _state.db = db
+
+
+# -- plumbing --------------------------------------------------------------------------------
+
+
+class Output:
+    """Collects a command's result and prints it the way the caller asked."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.result: dict[str, Any] = {}
+        self.lines: list[str] = []
+
+    def say(self, line: str) -> None:
+        self.lines.append(line)
+
+    def emit(self, ok: bool = True) -> None:
+        if self.as_json:
+            typer.echo(json.dumps({"ok": ok, **self.result}, ensure_ascii=False, default=str))
+        else:
+            for line in self.lines:
+                typer.echo(line)
+
+
+@contextmanager
+def _command(as_json: bool) -> Iterator[Output]:
+    """Run a command body; turn swreg errors into the contract's output and exit status."""
+    out = Output(as_json)
+    try:
+        yield out
+    except SwregError as error:
+        _fail(out, error)
+    out.emit(ok=True)
+
+
+def _fail(out: Output, error: SwregError) -> None:
+    errors = error.as_dicts("zh-TW")
+    if out.as_json:
+        out.result["errors"] = errors
+        out.emit(ok=False)
+    else:
+        for item in error.errors:
+            where = f" [{item.field}]" if item.field else ""
+            typer.echo(
+                f"✗ {item.code}{where}: {item.message('zh-TW')} / {item.message('en')}", err=True
+            )
+    raise typer.Exit(error.exit_status)
+
+
+def _app(db: str | None = None, **overrides: Any) -> App:
+    settings = Settings.from_env(database_url=db or _state.db, **overrides)
+    return bootstrap(settings)
+
+
+def _read_file(path: Path, *, limit: int = MAX_INPUT_FILE) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise UsageError(detail=f"cannot read {path}: {exc.strerror}") from exc
+    if len(data) > limit:
+        raise RefusedError(ErrorCode.FILE_TOO_LARGE, field="file")
+    return data
+
+
+def _read_answers(path: Path) -> dict[str, Any]:
+    raw = _read_file(path)
+    try:
+        if path.suffix.lower() == ".toml":
+            answers = tomllib.loads(raw.decode("utf-8"))
+        else:
+            answers = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise UsageError(detail=f"{path}: not a JSON or TOML answers file ({exc})") from exc
+    if not isinstance(answers, dict):
+        raise UsageError(detail=f"{path}: the answers must be one object of field: value")
+    return answers
+
+
+def _read_pin(from_stdin: bool) -> str:
+    if from_stdin:
+        pin = sys.stdin.readline().rstrip("\r\n")
+    else:
+        try:
+            pin = getpass.getpass("PIN碼 / PIN: ")
+        except (EOFError, OSError) as exc:
+            raise UsageError(detail="no terminal to ask for the PIN; use --pin-stdin") from exc
+    if not pin:
+        raise RefusedError(ErrorCode.FIELD_REQUIRED, field="pin")
+    return pin
+
+
+def _both(code: ErrorCode) -> str:
+    return f"{message_for(code, 'zh-TW')} / {message_for(code, 'en')}"
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+@app.command()
+def init(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Create or migrate the database (idempotent). 建立或更新資料庫。"""
+    with _command(as_json) as out:
+        application = _app(db)
+        out.result.update(database=application.settings.database_url,
+                          workflow=application.workflow.hash)
+        out.say(f"資料庫已就緒 / database ready: {application.settings.database_url}")
+        out.say(f"流程定義 / workflow {application.workflow.name} {application.workflow.hash[:12]}")
+
+
+@trust_app.command("add")
+def trust_add(
+    file: Path,
+    intermediate: Annotated[
+        bool, typer.Option("--intermediate", help="Use for path building only; do not trust it.")
+    ] = False,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Trust a CA certificate (DER or PEM). 加入受信任的憑證。"""
+    with _command(as_json) as out:
+        entry = _app(db).trust.add_certificate(_read_file(file), anchor=not intermediate)
+        out.result.update(fingerprint=entry.fingerprint, subject=entry.subject,
+                          anchor=entry.is_anchor, added=entry.added)
+        verb = "已加入 / added" if entry.added else "已存在 / already present"
+        out.say(f"{verb}: {entry.subject} ({entry.fingerprint[:16]}…)")
+
+
+@trust_app.command("list")
+def trust_list(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """List trusted certificates. 列出受信任的憑證。"""
+    with _command(as_json) as out:
+        entries = _app(db).trust.list()
+        out.result["certificates"] = [
+            {"fingerprint": e.fingerprint, "subject": e.subject, "anchor": e.is_anchor}
+            for e in entries
+        ]
+        for e in entries:
+            role = "anchor" if e.is_anchor else "intermediate"
+            out.say(f"{e.fingerprint[:16]}…  {role:12}  {e.subject}")
+        if not entries:
+            out.say("尚無受信任的憑證 / no trusted certificates yet (swreg trust add FILE)")
+
+
+@crl_app.command("add")
+def crl_add(file: Path, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Add a CRL signed by a trusted CA. 加入憑證廢止清冊。"""
+    with _command(as_json) as out:
+        info = _app(db).trust.add_crl(_read_file(file))
+        out.result.update(info)
+        out.say(f"CRL {info['issuer']} #{info['crl_number']}: {info['revoked']} revoked")
+
+
+@app.command("types")
+def types_(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Applicant types and customs usage types of the installed plugins. 申請類別與憑證使用類型。"""
+    with _command(as_json) as out:
+        application = _app(db)
+        applicants = list(application.catalog.applicant_types.values())
+        usages = list(application.catalog.usage_types.values())
+        out.result["applicant_types"] = [
+            {
+                "code": a.code,
+                "category": a.category.value,
+                "labels": {"zh-TW": a.labels.zh_tw, "en": a.labels.en},
+                "category_labels": {"zh-TW": a.category.labels.zh_tw, "en": a.category.labels.en},
+                "login_cas": sorted(ca.value for ca in a.login.cas),
+                "account": a.account.field,
+                "iot_allowed": a.iot_allowed,
+                "steps": list(application.workflow.path_for(a)),
+            }
+            for a in applicants
+        ]
+        out.result["usage_types"] = [
+            {
+                "code": u.code,
+                "labels": {"zh-TW": u.labels.zh_tw, "en": u.labels.en},
+                "imports": sorted(f"{kind.value}:{cert.value}" for kind, cert in u.imports),
+                "query_key": u.query_key,
+            }
+            for u in usages
+        ]
+        out.say("申請類別 / applicant types:")
+        for a in applicants:
+            out.say(f"  {a.code:32} {a.category.labels.zh_tw}/{a.labels.zh_tw}  "
+                    f"{a.category.labels.en} / {a.labels.en}")
+        out.say("憑證使用類型 / customs usage types:")
+        for u in usages:
+            out.say(f"  {u.code:32} {u.labels.zh_tw}  {u.labels.en}")
+
+
+@app.command()
+def register(
+    type_code: Annotated[str, typer.Option("--type", help="Applicant type code (swreg types).")],
+    answers: Annotated[Path, typer.Option("--answers", help="JSON or TOML file of field: value.")],
+    card: Annotated[str, typer.Option("--card", help="pcsc:NAME_OR_INDEX or virtual:FILE.p12")],
+    pin_stdin: Annotated[bool, typer.Option("--pin-stdin", help="Read the PIN from stdin.")] = False,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The whole 憑證註冊 with a card. 以憑證卡完成註冊。"""
+    from readers import open_card
+
+    with _command(as_json) as out:
+        data = _read_answers(answers)
+        application = _app(db)
+        application.catalog.applicant(type_code)
+        with open_card(card) as opened:
+            pin = _read_pin(pin_stdin)
+
+            def remember(view: Any) -> None:
+                out.result["registration_id"] = view.id
+
+            view = register_with_card(
+                application.registrations, type_code=type_code, answers=data, card=opened,
+                pin=pin, on_step=remember,
+            )  # fmt: skip
+        out.result.update(account=view.account, state=view.state, type=view.applicant_type,
+                          registration_id=view.id)
+        out.say(f"註冊完成 / registration completed: {view.applicant_type}")
+        out.say(f"帳號 / account: {view.account}")
+        out.say("請至您的電子郵件Email進行帳號啟用 / activate the account from your e-mail")
+
+
+@accounts_app.command("check")
+def accounts_check(name: str, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """檢核是否存在: is this account name still free?"""
+    with _command(as_json) as out:
+        if not _app(db).registrations.check_account(name):
+            raise RefusedError(ErrorCode.ACCOUNT_EXISTS, field="account")
+        out.result.update(account=name, available=True, message="此帳號可使用")
+        out.say("此帳號可使用 / this account is available")
+
+
+@cert_app.command("inspect")
+def cert_inspect(file: Path, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Explain a certificate the way the card check sees it. 說明憑證檢查的結果。"""
+    with _command(as_json) as out:
+        data = _read_file(file)
+        report = _app(db).inspect_certificate(data)
+        out.result.update(report)
+        for key in ("ca", "subject", "issuer", "serial", "not_before", "not_after", "status"):
+            out.say(f"{key:12} {report[key]}")
+        out.say(f"{'key_usage':12} {', '.join(report['key_usage'])}")
+        for key, value in report["identity"].items():
+            out.say(f"{'identity':12} {key} = {value}")
+        for i, subject in enumerate(report["chain"]):
+            out.say(f"{'chain':12} {'  ' * i}{subject}")
+        out.say(f"{'accepted_by':12} {', '.join(report['accepted_by']) or '-'}")
+
+
+@audit_app.command("verify")
+def audit_verify(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Check the audit hash chain; report the first bad row. 驗證稽核紀錄。"""
+    with _command(as_json) as out:
+        with _app(db).database.unit_of_work() as uow:
+            result = uow.audit.verify()
+        out.result.update(rows=result.rows, first_bad_seq=result.first_bad_seq,
+                          reason=result.reason)
+        if not result.ok:
+            raise RefusedError(
+                ErrorCode.INVALID_VALUE, field="audit",
+                detail=f"row {result.first_bad_seq}: {result.reason}",
+                first_bad_seq=result.first_bad_seq, reason=result.reason,
+            )  # fmt: skip
+        out.say(f"稽核紀錄完整 / audit chain intact: {result.rows} rows")
+
+
+@audit_app.command("show")
+def audit_show(
+    registration_id: Annotated[str, typer.Argument(metavar="ID")],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The audit rows of one registration. 顯示註冊作業的稽核紀錄。"""
+    with _command(as_json) as out:
+        with _app(db).database.unit_of_work() as uow:
+            rows = uow.audit.entries(registration_id)
+        if not rows:
+            raise RefusedError(ErrorCode.REGISTRATION_NOT_FOUND, field="id")
+        out.result["entries"] = [_entry(row) for row in rows]
+        for row in rows:
+            out.say(f"#{row.seq} {row.at.isoformat()} {row.actor} {row.event} "
+                    f"{row.from_state or '-'} → {row.to_state or '-'} "
+                    f"{json.dumps(row.diff, ensure_ascii=False)}")
+
+
+def _entry(row: Any) -> dict[str, Any]:
+    return {
+        "seq": row.seq, "at": row.at.isoformat(), "actor": row.actor, "event": row.event,
+        "registration_id": row.registration_id, "from_state": row.from_state,
+        "to_state": row.to_state, "applicant_type": row.applicant_type,
+        "workflow_hash": row.workflow_hash, "diff": row.diff, "prev_hash": row.prev_hash,
+        "hash": row.hash,
+    }  # fmt: skip
+
+
+@readers_app.command("list")
+def readers_list(as_json: JsonOption = False) -> None:
+    """Card readers and whether a card is present. 列出讀卡機。"""
+    from readers import list_readers
+
+    with _command(as_json) as out:
+        found = list_readers()
+        out.result["readers"] = [
+            {"name": r.name, "card_present": r.card_present, "profile": r.profile} for r in found
+        ]
+        for r in found:
+            out.say(f"{r.name}  {'card' if r.card_present else 'empty'}  {r.profile or ''}")
+        if not found:
+            out.say("找不到讀卡機 / no card reader found")
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Keep the demo PKI, cards and database here.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Register one applicant of each category with virtual test cards. 示範註冊流程。"""
+    from .testing.demo import run_demo
+
+    with _command(as_json) as out:
+        out.result.update(run_demo(out_dir, say=None if as_json else typer.echo))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    app(args=argv, prog_name="swreg")
+

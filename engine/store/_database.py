@@ -1,0 +1,196 @@
+"""The database: engine, migrations and units of work.
+
+:class:`Database` owns the SQLAlchemy engine; a :class:`UnitOfWork` owns one session and one
+transaction, and the service layer decides when it commits. SQLite files run in WAL mode with
+foreign keys on and a 5 s busy timeout; PostgreSQL is used as configured by its URL.
+
+The schema comes from the Alembic migrations shipped in ``migrations/`` (:meth:`Database.migrate`),
+never from ``create_all``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
+
+from .._errors import EnvironmentProblem, ErrorCode, WorkflowError
+from ._audit import AuditLog
+from ._repositories import (
+    AccountRepository,
+    CertificateRepository,
+    ChallengeRepository,
+    CRLRepository,
+    RegistrationRepository,
+    TrustRepository,
+    WorkflowRepository,
+    translate_stale,
+)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+"""Where the Alembic environment and revisions live (shipped as package data)."""
+
+
+def _unavailable(exc: OperationalError) -> EnvironmentProblem:
+    return EnvironmentProblem(ErrorCode.DATABASE_UNAVAILABLE, detail=str(exc.orig or exc))
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    """Per-connection SQLite settings: WAL, foreign keys, busy timeout."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=5000")
+    finally:
+        cursor.close()
+
+
+def _sqlite_begin_before_savepoint(conn: Connection, _name: str) -> None:
+    """Open a real transaction before the first SAVEPOINT.
+
+    The sqlite3 driver emits BEGIN lazily, before the first INSERT/UPDATE/DELETE. A SAVEPOINT
+    issued before that starts the transaction itself, and releasing it would COMMIT everything:
+    the unit of work could no longer roll back.
+    """
+    dbapi_connection = conn.connection.dbapi_connection
+    if dbapi_connection is not None and not dbapi_connection.in_transaction:
+        conn.exec_driver_sql("BEGIN")
+
+
+def _make_parent_dir(url: URL) -> None:
+    """Create the directory of a SQLite database file (not for in-memory databases)."""
+    database = url.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return
+    if url.query.get("mode") == "memory":
+        return
+    try:
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EnvironmentProblem(
+            ErrorCode.DATABASE_UNAVAILABLE, detail=f"{database}: {exc.strerror}"
+        ) from exc
+
+
+class Database:
+    """One database, by SQLAlchemy URL (``sqlite:///path/swreg.db``, ``postgresql+psycopg://...``)."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        parsed = make_url(url)
+        self.url = parsed
+        sqlite = parsed.get_backend_name() == "sqlite"
+        if sqlite:
+            _make_parent_dir(parsed)
+        self.engine: Engine = create_engine(parsed, echo=echo)
+        if sqlite:
+            event.listen(self.engine, "connect", _sqlite_on_connect)
+            event.listen(self.engine, "savepoint", _sqlite_begin_before_savepoint)
+        self._sessions = sessionmaker(bind=self.engine, expire_on_commit=False)
+
+    def __repr__(self) -> str:
+        return f"Database({self.url.render_as_string(hide_password=True)!r})"
+
+    def _alembic_config(self) -> Config:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+        return config
+
+    def migrate(self) -> None:
+        """Upgrade the schema to the newest revision and commit; a no-op when up to date."""
+        config = self._alembic_config()
+        try:
+            with self.engine.begin() as connection:
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+        except OperationalError as exc:
+            raise _unavailable(exc) from exc
+
+    def is_migrated(self) -> bool:
+        """Whether the schema is at the newest revision."""
+        head = ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+        try:
+            with self.engine.connect() as connection:
+                current = MigrationContext.configure(connection).get_current_revision()
+        except OperationalError as exc:
+            raise _unavailable(exc) from exc
+        return current is not None and current == head
+
+    def unit_of_work(self) -> UnitOfWork:
+        """A new unit of work; use it as a context manager."""
+        return UnitOfWork(self._sessions())
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+class UnitOfWork:
+    """One session and its transaction, with the repositories bound to it.
+
+    ::
+
+        with database.unit_of_work() as uow:
+            reg = uow.registrations.get(id)
+            ...
+            uow.commit()
+
+    Leaving the block without :meth:`commit` rolls back; an exception rolls back and propagates
+    (a stale registration update propagates as ``WorkflowError("invalid_transition")``).
+    """
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.registrations = RegistrationRepository(session)
+        self.accounts = AccountRepository(session)
+        self.certificates = CertificateRepository(session)
+        self.challenges = ChallengeRepository(session)
+        self.trust = TrustRepository(session)
+        self.crls = CRLRepository(session)
+        self.workflows = WorkflowRepository(session)
+        self.audit = AuditLog(session)
+
+    def __enter__(self) -> UnitOfWork:
+        try:
+            self.session.connection()
+        except OperationalError as exc:
+            self.session.close()
+            raise _unavailable(exc) from exc
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self.session.rollback()
+        finally:
+            self.session.close()
+        if isinstance(exc, StaleDataError):
+            raise WorkflowError(ErrorCode.INVALID_TRANSITION, detail="concurrent update") from exc
+
+    def commit(self) -> None:
+        """Flush and commit everything done so far."""
+        with translate_stale():
+            self.session.commit()
+
+    def rollback(self) -> None:
+        """Discard everything since the last commit."""
+        self.session.rollback()
+
+    def flush(self) -> None:
+        """Send pending changes to the database without committing."""
+        with translate_stale():
+            self.session.flush()

@@ -1,0 +1,244 @@
+"""The tables of the store as SQLAlchemy 2 declarative models (DESIGN.md §6).
+
+One :class:`Base` carries a naming convention, so every index and constraint has the same name
+on SQLite and PostgreSQL (and the Alembic migration in ``migrations/versions`` can spell it).
+Datetimes go through :class:`UTCDateTime`: aware in, aware UTC out, on every dialect.
+
+The many-to-one relationships (``Registration.workflow``, ``Challenge.registration``,
+``Certificate.account``) are there so one flush inserts parents before children; setting the
+foreign-key column alone is enough.
+
+The JSON columns of registrations and accounts track in-place changes of their top level
+(``reg.data["email"] = ...`` is flushed); nested values must be reassigned.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.ext.mutable import MutableDict, MutableList
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware datetime stored as UTC.
+
+    Naive datetimes are refused on the way in (their meaning is a guess). SQLite keeps the value
+    as naive UTC text, PostgreSQL as ``timestamptz``; both come back aware, in UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: the store needs aware datetimes")
+        utc = value.astimezone(UTC)
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+_JSONDict = MutableDict.as_mutable(JSON())
+_JSONList = MutableList.as_mutable(JSON())
+
+
+class Base(DeclarativeBase):
+    """The declarative base of every swreg table."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class WorkflowDefinition(Base):
+    """A workflow definition as it was when a registration started, keyed by its hash."""
+
+    __tablename__ = "workflow_definitions"
+
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    source: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Registration(Base):
+    """One registration in progress (or finished); ``version`` guards concurrent updates."""
+
+    __tablename__ = "registrations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    state: Mapped[str] = mapped_column(String(32))
+    chosen_type: Mapped[str] = mapped_column(String(64))
+    applicant_type: Mapped[str] = mapped_column(String(64))
+    workflow_hash: Mapped[str] = mapped_column(String(64), ForeignKey("workflow_definitions.hash"))
+    data: Mapped[dict[str, Any]] = mapped_column(_JSONDict)
+    locked: Mapped[list[str]] = mapped_column(_JSONList)
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(_JSONDict, nullable=True)
+    certificate_der: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    certificate_fingerprint: Mapped[str | None] = mapped_column(
+        String(64), nullable=True, index=True
+    )
+    account_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    origin: Mapped[str] = mapped_column(String(255))
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    workflow: Mapped[WorkflowDefinition] = relationship()
+
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 (SQLAlchemy reads it once)
+
+
+class Account(Base):
+    """A Single Window account created by a completed registration."""
+
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    applicant_type: Mapped[str] = mapped_column(String(64))
+    category: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(
+        String(32), default="pending_activation", server_default="pending_activation"
+    )
+    email: Mapped[str] = mapped_column(String(254))
+    contact_name: Mapped[str] = mapped_column(String(200))
+    national_id_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    national_id_masked: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    ubn: Mapped[str | None] = mapped_column(String(8), nullable=True, index=True)
+    sub_card: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    oid: Mapped[str | None] = mapped_column(String(256), nullable=True, index=True)
+    company_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    phone: Mapped[str] = mapped_column(String(40))
+    address: Mapped[str] = mapped_column(String(200))
+    birth_date: Mapped[date | None] = mapped_column(Date, nullable=True)
+    iot: Mapped[bool] = mapped_column(Boolean)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    profile: Mapped[dict[str, Any]] = mapped_column(_JSONDict)
+    registration_id: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Certificate(Base):
+    """A registered login or signing certificate (also the 通關憑證 lookup table)."""
+
+    __tablename__ = "certificates"
+    __table_args__ = (UniqueConstraint("fingerprint", "purpose"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    purpose: Mapped[str] = mapped_column(String(16))
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), nullable=True)
+    registration_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    der: Mapped[bytes] = mapped_column(LargeBinary)
+    serial_hex: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(1024))
+    issuer: Mapped[str] = mapped_column(String(1024))
+    ca: Mapped[str] = mapped_column(String(16))
+    card_rank: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime())
+    not_after: Mapped[datetime] = mapped_column(UTCDateTime())
+    ubn: Mapped[str | None] = mapped_column(String(8), nullable=True, index=True)
+    oid: Mapped[str | None] = mapped_column(String(256), nullable=True, index=True)
+    national_id_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    query_key: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    usage_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    account: Mapped[Account | None] = relationship()
+
+
+class Challenge(Base):
+    """A single-use nonce the card signs to prove possession of the private key."""
+
+    __tablename__ = "challenges"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    registration_id: Mapped[str] = mapped_column(ForeignKey("registrations.id"))
+    nonce: Mapped[str] = mapped_column(String(64))
+    origin: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    registration: Mapped[Registration] = relationship()
+
+
+class TrustCertificate(Base):
+    """A CA certificate of the trust store (``is_anchor`` for roots)."""
+
+    __tablename__ = "trust_certificates"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    der: Mapped[bytes] = mapped_column(LargeBinary)
+    subject: Mapped[str] = mapped_column(String(1024))
+    is_anchor: Mapped[bool] = mapped_column(Boolean)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class CRL(Base):
+    """A certificate revocation list; ``crl_number`` is a decimal string (may exceed 64 bits)."""
+
+    __tablename__ = "crls"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    issuer: Mapped[str] = mapped_column(String(1024))
+    der: Mapped[bytes] = mapped_column(LargeBinary)
+    crl_number: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    this_update: Mapped[datetime] = mapped_column(UTCDateTime())
+    next_update: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AuditEntry(Base):
+    """One row of the hash-chained audit log; ``seq`` is set by the appender, never generated."""
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(String(255))
+    event: Mapped[str] = mapped_column(String(64))
+    registration_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    from_state: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    to_state: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    applicant_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    workflow_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    diff: Mapped[dict[str, Any]] = mapped_column(JSON())
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))

@@ -1,0 +1,274 @@
+"""Thin, typed repositories over one unit of work's session.
+
+They return ORM objects, never commit, and translate the database's refusals into the error
+tree: a duplicate account name is ``account_exists``, a duplicate certificate
+``already_registered``, a stale registration update ``invalid_transition``. Inserts that may hit a
+UNIQUE constraint run inside a SAVEPOINT, so the surrounding transaction stays usable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from .._errors import ErrorCode, RefusedError, WorkflowError
+from ._models import (
+    CRL,
+    Account,
+    Base,
+    Certificate,
+    Challenge,
+    Registration,
+    TrustCertificate,
+    WorkflowDefinition,
+)
+
+ENDING_STATES: tuple[str, ...] = ("completed", "cancelled", "expired")
+"""Registration states that never expire (the workflow's endings)."""
+
+
+@contextmanager
+def translate_stale() -> Iterator[None]:
+    """Turn SQLAlchemy's optimistic-locking failure into ``invalid_transition``."""
+    try:
+        yield
+    except StaleDataError as exc:
+        raise WorkflowError(ErrorCode.INVALID_TRANSITION, detail="concurrent update") from exc
+
+
+def _insert_in_savepoint(session: Session, row: Base, exists: Callable[[], bool]) -> bool:
+    """Insert ``row`` inside a SAVEPOINT; False when a UNIQUE conflict rolled it back.
+
+    Pending work is flushed first, outside the savepoint, so its errors are not mistaken for
+    this row's. An IntegrityError is taken for a conflict only when ``exists()`` confirms the
+    conflicting row is there (a broken foreign key, say, is re-raised).
+    """
+    with translate_stale():
+        session.flush()
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        if exists():
+            return False
+        raise
+    return True
+
+
+class RegistrationRepository:
+    """Registrations, keyed by their uuid; updates are version-checked at flush."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def add(self, reg: Registration) -> None:
+        """Add a new registration (inserted at the next flush)."""
+        self._session.add(reg)
+
+    def get(self, id: str) -> Registration | None:
+        """The registration ``id``, or None."""
+        with translate_stale():
+            return self._session.get(Registration, id)
+
+    def idle(
+        self,
+        now: datetime,
+        *,
+        ending_states: Collection[str] = ENDING_STATES,
+        limit: int | None = None,
+    ) -> list[Registration]:
+        """Registrations past ``expires_at`` that have not ended, oldest deadline first."""
+        query = (
+            select(Registration)
+            .where(Registration.expires_at < now, Registration.state.not_in(ending_states))
+            .order_by(Registration.expires_at)
+            .limit(limit)
+        )
+        with translate_stale():
+            return list(self._session.scalars(query))
+
+
+class AccountRepository:
+    """Accounts, unique by name."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def add(self, account: Account) -> None:
+        """Insert ``account`` now; a taken name raises ``account_exists`` (field ``account``)."""
+        if not _insert_in_savepoint(self._session, account, lambda: self.exists(account.name)):
+            raise RefusedError(ErrorCode.ACCOUNT_EXISTS, field="account")
+
+    def exists(self, name: str) -> bool:
+        """Whether an account called ``name`` exists."""
+        query = select(Account.id).where(Account.name == name).limit(1)
+        return self._session.scalar(query) is not None
+
+    def get_by_name(self, name: str) -> Account | None:
+        """The account called ``name``, or None."""
+        return self._session.scalar(select(Account).where(Account.name == name))
+
+
+class CertificateRepository:
+    """Registered certificates, unique per (fingerprint, purpose)."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def add(self, cert: Certificate) -> None:
+        """Insert ``cert`` now; a known (fingerprint, purpose) raises ``already_registered``."""
+        taken = lambda: self.find(cert.fingerprint, cert.purpose) is not None  # noqa: E731
+        if not _insert_in_savepoint(self._session, cert, taken):
+            raise RefusedError(ErrorCode.ALREADY_REGISTERED)
+
+    def active_login(self, fingerprint: str) -> Certificate | None:
+        """The active login certificate with this SHA-256 fingerprint, or None."""
+        query = select(Certificate).where(
+            Certificate.fingerprint == fingerprint,
+            Certificate.purpose == "login",
+            Certificate.status == "active",
+        )
+        return self._session.scalar(query)
+
+    def find(self, fingerprint: str, purpose: str) -> Certificate | None:
+        """The certificate registered for ``purpose`` with this fingerprint, whatever its status."""
+        query = select(Certificate).where(
+            Certificate.fingerprint == fingerprint, Certificate.purpose == purpose
+        )
+        return self._session.scalar(query)
+
+
+class ChallengeRepository:
+    """Single-use challenges."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def add(self, ch: Challenge) -> None:
+        """Add a new challenge (inserted at the next flush)."""
+        self._session.add(ch)
+
+    def get(self, id: str) -> Challenge | None:
+        """The challenge ``id``, or None."""
+        return self._session.get(Challenge, id)
+
+    def consume(self, id: str, at: datetime) -> bool:
+        """Mark the challenge used at ``at``; True only for the one caller that got it first.
+
+        One atomic ``UPDATE ... WHERE used_at IS NULL``, safe across workers.
+        """
+        stmt = (
+            update(Challenge)
+            .where(Challenge.id == id, Challenge.used_at.is_(None))
+            .values(used_at=at)
+            .execution_options(synchronize_session="fetch")
+        )
+        result = cast(CursorResult[Any], self._session.execute(stmt))
+        return result.rowcount == 1
+
+
+class TrustRepository:
+    """The CA certificates of the trust store."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def add(
+        self, der: bytes, subject: str, fingerprint: str, is_anchor: bool, at: datetime
+    ) -> bool:
+        """Add a CA certificate; False (and nothing changes) when it is already there."""
+        if self._exists(fingerprint):
+            return False
+        row = TrustCertificate(
+            fingerprint=fingerprint, der=der, subject=subject, is_anchor=is_anchor, added_at=at
+        )
+        return _insert_in_savepoint(self._session, row, lambda: self._exists(fingerprint))
+
+    def list(self) -> list[TrustCertificate]:
+        """Every trust certificate, in the order added."""
+        return list(self._session.scalars(select(TrustCertificate).order_by(TrustCertificate.id)))
+
+    def version(self) -> tuple[int, int]:
+        """``(count, max id)``: changes whenever a certificate is added or removed."""
+        return _version(self._session, TrustCertificate.id)
+
+    def _exists(self, fingerprint: str) -> bool:
+        query = select(TrustCertificate.id).where(TrustCertificate.fingerprint == fingerprint)
+        return self._session.scalar(query) is not None
+
+
+class CRLRepository:
+    """Certificate revocation lists."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def add(
+        self,
+        der: bytes,
+        issuer: str,
+        fingerprint: str,
+        crl_number: int | None,
+        this_update: datetime,
+        next_update: datetime | None,
+        at: datetime,
+    ) -> bool:
+        """Add a CRL; False (and nothing changes) when it is already there."""
+        if self._exists(fingerprint):
+            return False
+        row = CRL(
+            fingerprint=fingerprint,
+            issuer=issuer,
+            der=der,
+            crl_number=None if crl_number is None else str(crl_number),
+            this_update=this_update,
+            next_update=next_update,
+            added_at=at,
+        )
+        return _insert_in_savepoint(self._session, row, lambda: self._exists(fingerprint))
+
+    def list(self) -> list[CRL]:
+        """Every CRL, in the order added."""
+        return list(self._session.scalars(select(CRL).order_by(CRL.id)))
+
+    def version(self) -> tuple[int, int]:
+        """``(count, max id)``: changes whenever a CRL is added or removed."""
+        return _version(self._session, CRL.id)
+
+    def _exists(self, fingerprint: str) -> bool:
+        query = select(CRL.id).where(CRL.fingerprint == fingerprint)
+        return self._session.scalar(query) is not None
+
+
+class WorkflowRepository:
+    """Workflow definitions by content hash."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def ensure(self, hash: str, name: str, source: str, at: datetime) -> None:
+        """Record the definition ``hash`` unless it is already stored."""
+        if self.get(hash) is not None:
+            return
+        row = WorkflowDefinition(hash=hash, name=name, source=source, created_at=at)
+        _insert_in_savepoint(self._session, row, lambda: self._stored(hash))
+
+    def get(self, hash: str) -> WorkflowDefinition | None:
+        """The definition stored under ``hash``, or None."""
+        return self._session.get(WorkflowDefinition, hash)
+
+    def _stored(self, hash: str) -> bool:
+        query = select(WorkflowDefinition.hash).where(WorkflowDefinition.hash == hash)
+        return self._session.scalar(query) is not None
+
+
+def _version(session: Session, id_column: Any) -> tuple[int, int]:
+    count, max_id = session.execute(select(func.count(id_column), func.max(id_column))).one()
+    return int(count), int(max_id or 0)

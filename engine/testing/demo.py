@@ -1,0 +1,202 @@
+"""``swreg demo``: one applicant of each category registers with virtual test cards.
+
+Everything here is test material made on the spot by :class:`engine.testing.pki.TestPKI`: a
+GRCA-like test root, test MOICA/MOEACA/XCA/GCA CAs and PKCS#12 "cards" whose password is the
+PIN. The demo uses its own SQLite database in its own folder and narrates every step in zh-TW
+and English.
+"""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .._bootstrap import App, bootstrap
+from .._enrol import register_with_card
+from .._errors import SwregError
+from .._registration import RegistrationView
+from .._settings import Settings
+from .._workflow import Step
+from .pki import IssuedCard, TestPKI
+
+PIN = "123456"
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    title: str
+    type_code: str
+    card: IssuedCard
+    answers: dict[str, Any]
+    expect: str | None = None  # the refusal code this scenario shows on purpose
+
+
+def _scenarios(pki: TestPKI) -> list[Scenario]:
+    password = {"password": "Demo2026pass", "password_confirm": "Demo2026pass"}
+    company = {
+        "consent": True, "email": "contact@demo-trading.example", "contact_name": "陳大文",
+        "ubn": "04595257", "phone": "02-2345-6789", "address": "臺北市中正區測試路1號",
+        "company_name": "示範貿易股份有限公司", **password,
+    }  # fmt: skip
+    secondary = pki.issue_company(ubn="04595257", name="示範貿易股份有限公司", rank="secondary")
+    return [
+        Scenario(
+            "個人 / 一般個人 — Individual with a 自然人憑證 (MOICA test card)",
+            "person.general",
+            pki.issue_person(name="王小明", id_last4="6789", key="rsa"),
+            {
+                "consent": True,
+                "email": "ming@demo.example",
+                "contact_name": "王小明",
+                "national_id": "A123456789",
+                "birth_date": "1985-03-14",
+                "phone": "0912-345-678",
+                "address": "臺北市信義區示範路2號",
+                **password,
+            },  # fmt: skip
+        ),
+        Scenario(
+            "企業 / 一般企業 — a company's primary 工商憑證 (MOEACA test card, 正卡)",
+            "enterprise.general",
+            pki.issue_company(ubn="04595257", name="示範貿易股份有限公司", rank="primary"),
+            company,
+        ),
+        Scenario(
+            "企業 / 一般企業 — the secondary card (附卡) without 附卡編號: the UBN account exists",
+            "enterprise.general",
+            secondary,
+            {**company, "email": "branch@demo-trading.example"},
+            expect="account_exists",
+        ),
+        Scenario(
+            "企業 / 一般企業 — the secondary card again, with 附卡編號 01",
+            "enterprise.general",
+            secondary,
+            {**company, "sub_card": "01", "email": "branch@demo-trading.example"},
+        ),
+        Scenario(
+            "企業 / 組織團體 — chosen as 一般企業或組織團體 with an XCA card (組織團體憑證)",
+            "enterprise.general",
+            pki.issue_organization(oid="2.16.886.111.90010.90003.100001", name="示範大學"),
+            {
+                "consent": True,
+                "email": "office@demo-univ.example",
+                "contact_name": "林小美",
+                "oid": "2.16.886.111.90010.90003.100001",
+                "phone": "(02)23456789",
+                "address": "臺北市大安區示範路3號",
+                "company_name": "示範大學",
+                "ubn": "10458575",
+                **password,
+            },  # fmt: skip
+        ),
+        Scenario(
+            "企業 / 政府機關 — a government agency with a GCA card (政府憑證)",
+            "enterprise.government",
+            pki.issue_agency(oid="2.16.886.101.20003.20065.20065", name="示範署"),
+            {
+                "consent": True,
+                "email": "it@demo-agency.example",
+                "contact_name": "張志明",
+                "oid": "2.16.886.101.20003.20065.20065",
+                "phone": "02-2787-8000",
+                "address": "臺北市南港區示範路4號",
+                "company_name": "示範署",
+                **password,
+            },  # fmt: skip
+        ),
+    ]
+
+
+def run_demo(out_dir: Path | None = None, *, say: Say | None = None) -> dict[str, Any]:
+    """Run every scenario; return a summary (accounts made, audit rows, where things are)."""
+    speak: Say = say or (lambda _line: None)
+    folder = out_dir or Path(tempfile.mkdtemp(prefix="swreg-demo-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    speak(
+        "swreg 示範 / demo — 所有憑證與金鑰皆為測試用 / every certificate and key is TEST material"
+    )
+    speak(f"資料夾 / folder: {folder}")
+    pki = TestPKI.create(datetime.now(UTC))
+    settings = Settings(
+        database_url=f"sqlite:///{folder / 'demo.db'}", secret_key=secrets.token_bytes(32)
+    )
+    app = bootstrap(settings)
+    try:
+        for anchor in pki.anchors():
+            entry = app.trust.add_certificate(pki.der(anchor), actor="demo")
+            speak(f"信任 / trust: {entry.subject}")
+        results = [_run(app, pki, folder, scenario, speak) for scenario in _scenarios(pki)]
+        with app.database.unit_of_work() as uow:
+            audit = uow.audit.verify()
+        speak(
+            f"稽核紀錄 / audit log: {audit.rows} rows, chain {'intact 完整' if audit.ok else 'BROKEN'}"
+        )
+        return {
+            "folder": str(folder),
+            "database": settings.database_url,
+            "registrations": results,
+            "audit_rows": audit.rows,
+            "audit_ok": audit.ok,
+        }
+    finally:
+        app.close()
+
+
+def _run(app: App, pki: TestPKI, folder: Path, scenario: Scenario, speak: Say) -> dict[str, Any]:
+    speak("")
+    speak(f"== {scenario.title}")
+    card_file = folder / f"card-{scenario.card.certificate.serial_number:x}.p12"
+    pki.write_pkcs12(scenario.card, card_file, PIN)
+    speak(f"   卡片 / card: virtual:{card_file.name} (PIN {PIN}, test only)")
+    catalog = app.catalog
+
+    def narrate(view: RegistrationView) -> None:
+        applicant = catalog.applicant(view.applicant_type)
+        total = len(view.path)
+        step = Step(view.state) if view.state in Step._value2member_map_ else None
+        label = step.labels if step else catalog.steps[view.state].labels
+        speak(f"   [{view.step_number}/{total}] {label.zh_tw} / {label.en}")
+        if view.state == Step.CARD_CHECK:
+            speak(
+                f"       {applicant.category.labels.zh_tw}/{applicant.labels.zh_tw} — "
+                f"{applicant.category.labels.en} / {applicant.labels.en}"
+            )
+        elif view.state == Step.BASIC_DATA:
+            speak(
+                "       檢查完畢 / card check passed: "
+                + ", ".join(f"{k}={v}" for k, v in view.identity.items())
+            )
+            if view.applicant_type != view.chosen_type:
+                speak(
+                    f"       屬性改為 / type resolved to {applicant.labels.zh_tw} "
+                    f"{applicant.labels.en} ({view.applicant_type})"
+                )
+        elif view.state == Step.COMPLETED:
+            speak(
+                f"       帳號 / account: {view.account} — 請至您的電子郵件Email進行帳號啟用 "
+                "/ activate it from your e-mail"
+            )
+
+    from readers.virtual import VirtualP12Card
+
+    answers = dict(scenario.answers)
+    with VirtualP12Card(card_file) as card:
+        try:
+            view = register_with_card(
+                app.registrations, type_code=scenario.type_code, answers=answers, card=card,
+                pin=PIN, actor="demo", on_step=narrate,
+            )  # fmt: skip
+        except SwregError as error:
+            speak(f"   ✗ {error.code}: {error.message('zh-TW')} / {error.message('en')}")
+            if scenario.expect == error.code:
+                speak("       (預期中的拒絕 / refused as expected; the registration was cancelled)")
+            return {"type": scenario.type_code, "ok": False, "code": str(error.code),
+                    "expected": scenario.expect == error.code}
+    return {"type": view.applicant_type, "ok": True, "account": view.account, "state": view.state}

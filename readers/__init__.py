@@ -1,0 +1,134 @@
+"""Card access: the narrow interface every card implementation follows (DESIGN.md §7).
+
+A card is opened from a *spec* string, as the CLI's ``--card SPEC`` takes it (DESIGN.md §9)::
+
+    virtual:FILE.p12        a software card: a PKCS#12 file whose password is the PIN
+    pcsc:NAME_OR_INDEX      a card in a PC/SC reader (arrives with the readers issue)
+
+Each scheme maps to an *opener* in one registry, so an implementation plugs itself in with
+:func:`register_scheme` without touching :func:`open_card`. Errors are ``engine`` errors only:
+:class:`~engine.CardError` (the card refused), :class:`~engine.EnvironmentProblem` (no reader, no
+card) and :class:`~engine.UsageError` (a malformed spec).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
+
+from engine import EnvironmentProblem, ErrorCode, UsageError
+
+from . import virtual as _virtual
+
+__all__ = ["Card", "Opener", "ReaderInfo", "list_readers", "open_card", "register_scheme"]
+
+
+@runtime_checkable
+class Card(Protocol):
+    """One card, opened and ready for the card check (DESIGN.md §4).
+
+    Use it as a context manager, or call :meth:`close` when done.
+    """
+
+    label: str
+    """A human-readable name of the card and where it sits (no secrets)."""
+
+    def read_certificate(self) -> bytes:
+        """The DER of the card's **signing** certificate."""
+        ...
+
+    def read_chain(self) -> tuple[bytes, ...]:
+        """DER of the CA certificates the card carries; may be empty."""
+        ...
+
+    def verify_pin(self, pin: str) -> None:
+        """Verify ``pin`` on the card.
+
+        Raises ``CardError("pin_incorrect", tries_left=N)`` (``N`` is ``None`` when the card
+        has no retry counter) or ``CardError("card_locked")``.
+        """
+        ...
+
+    def sign(self, message: bytes) -> bytes:
+        """Hash ``message`` with SHA-256 on the card and sign it.
+
+        Returns an RSA PKCS#1 v1.5 signature or a DER-encoded ECDSA signature. Needs a verified
+        PIN, otherwise raises ``CardError("card_error", detail="PIN not verified")``.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the card and forget any secret state (verified PIN, keys)."""
+        ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class ReaderInfo:
+    """A reader as ``swreg readers list`` shows it.
+
+    ``profile`` names the card profile recognised in it (for example ``"piv"``), or ``None``.
+    """
+
+    name: str
+    card_present: bool
+    profile: str | None
+
+
+Opener = Callable[[str], Card]
+"""Opens a card from the part of a spec after ``scheme:``."""
+
+
+def _pcsc_not_yet(target: str) -> Card:
+    raise EnvironmentProblem(
+        ErrorCode.NO_READER,
+        detail="PC/SC readers arrive with the readers issue; use virtual:FILE.p12",
+    )
+
+
+_OPENERS: dict[str, Opener] = {}
+
+
+def register_scheme(scheme: str, opener: Opener) -> None:
+    """Make ``open_card("SCHEME:...")`` call ``opener``; replaces an earlier registration."""
+    _OPENERS[scheme] = opener
+
+
+register_scheme(_virtual.SCHEME, _virtual.VirtualP12Card)
+register_scheme("pcsc", _pcsc_not_yet)
+
+_SPEC_FORMS = "expected virtual:FILE.p12 or pcsc:NAME_OR_INDEX"
+
+
+def open_card(spec: str) -> Card:
+    """Open the card that ``spec`` names (``virtual:FILE.p12`` or ``pcsc:NAME_OR_INDEX``).
+
+    Raises :class:`~engine.UsageError` for a malformed spec or an unknown scheme, and whatever
+    the scheme's opener raises (``no_reader``, ``no_card``, ``card_error``, ...).
+    """
+    scheme, sep, target = spec.partition(":")
+    opener = _OPENERS.get(scheme)
+    if not sep or opener is None:
+        raise UsageError(detail=f"unknown card spec {spec!r}; {_SPEC_FORMS}")
+    if not target:
+        raise UsageError(detail=f"card spec {spec!r} names nothing after {scheme!r}; {_SPEC_FORMS}")
+    return opener(target)
+
+
+def list_readers() -> list[ReaderInfo]:
+    """The PC/SC readers present, with whether a card sits in each.
+
+    Always empty for now: PC/SC support arrives with the readers issue. Virtual cards are not
+    readers; they are opened directly with ``virtual:FILE.p12``.
+    """
+    return []

@@ -1,0 +1,99 @@
+"""Shared fixtures: a test PKI made once per run, a fresh database and app per test.
+
+The PKI is issued at the real current time (so the CLI, which reads the system clock, sees
+valid certificates); service-level tests use a :class:`FixedClock` starting at the same instant.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine import App, FixedClock, Settings, bootstrap
+from engine._settings import Argon2Parameters
+from engine.testing.pki import IssuedCard, TestPKI
+
+PIN = "246810"
+FAST_ARGON2 = Argon2Parameters(time_cost=1, memory_kib=64, parallelism=1)
+SECRET = bytes(range(32))
+PKI_NOW = datetime.now(UTC).replace(microsecond=0)
+
+PASSWORD = {"password": "Passw0rdOK", "password_confirm": "Passw0rdOK"}
+PERSON_ANSWERS: dict[str, Any] = {
+    "consent": True,
+    "email": "ming@example.com",
+    "contact_name": "王小明",
+    "national_id": "A123456789",
+    "birth_date": "1985-03-14",
+    "phone": "0912-345-678",
+    "address": "臺北市信義區市府路1號",
+    **PASSWORD,
+}
+COMPANY_ANSWERS: dict[str, Any] = {
+    "consent": True,
+    "email": "info@trading.example",
+    "contact_name": "陳大文",
+    "ubn": "04595257",
+    "phone": "02-2345-6789",
+    "address": "臺北市中正區重慶南路1號",
+    "company_name": "測試貿易股份有限公司",
+    **PASSWORD,
+}
+ORG_OID = "2.16.886.111.90010.90003.100004"
+AGENCY_OID = "2.16.886.101.20003.20065.20065"
+
+
+@pytest.fixture(scope="session")
+def pki() -> TestPKI:
+    return TestPKI.create(PKI_NOW)
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(PKI_NOW)
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'swreg.db'}"
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    return Settings(database_url=db_url, secret_key=SECRET, argon2=FAST_ARGON2)
+
+
+@pytest.fixture
+def app(settings: Settings, clock: FixedClock, pki: TestPKI) -> Iterator[App]:
+    application = bootstrap(settings, clock=clock)
+    for anchor in pki.anchors():
+        application.trust.add_certificate(pki.der(anchor), actor="test")
+    yield application
+    application.close()
+
+
+@pytest.fixture
+def card_file(tmp_path: Path, pki: TestPKI) -> Any:
+    """Write a card as a PKCS#12 file (password = PIN) and return its ``virtual:`` spec."""
+
+    def write(card: IssuedCard, pin: str = PIN) -> str:
+        path = tmp_path / f"card-{card.certificate.serial_number:x}.p12"
+        pki.write_pkcs12(card, path, pin)
+        return f"virtual:{path}"
+
+    return write
+
+
+@pytest.fixture
+def answers_file(tmp_path: Path) -> Any:
+    def write(answers: dict[str, Any], name: str = "answers.json") -> Path:
+        path = tmp_path / name
+        path.write_text(json.dumps(answers, ensure_ascii=False), encoding="utf-8")
+        return path
+
+    return write

@@ -1,0 +1,455 @@
+"""The store on a temporary SQLite file: schema, units of work, repositories."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import UniqueConstraint, inspect, text
+
+from engine._errors import EnvironmentProblem, ErrorCode, RefusedError, WorkflowError
+from engine.store import (
+    Account,
+    Base,
+    Certificate,
+    Challenge,
+    Database,
+    Registration,
+)
+
+T0 = datetime(2025, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
+TAIPEI = timezone(timedelta(hours=8))
+WF_HASH = "a" * 64
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = Database(f"sqlite:///{tmp_path / 'data' / 'swreg.db'}")
+    database.migrate()
+    database.migrate()  # idempotent
+    yield database
+    database.dispose()
+
+
+def rows(db: Database, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    """Raw rows, read outside any unit of work."""
+    with db.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text(sql), params)]
+
+
+def make_registration(id: str = "reg-1", **over: Any) -> Registration:
+    values: dict[str, Any] = {
+        "id": id,
+        "state": "entering",
+        "chosen_type": "person",
+        "applicant_type": "person.natural",
+        "workflow_hash": WF_HASH,
+        "data": {"email": "a@example.tw"},
+        "locked": [],
+        "origin": "https://portal.example.tw",
+        "created_at": T0,
+        "updated_at": T0,
+        "expires_at": T0 + timedelta(hours=1),
+    }
+    values.update(over)
+    return Registration(**values)
+
+
+def make_account(name: str, **over: Any) -> Account:
+    values: dict[str, Any] = {
+        "name": name,
+        "applicant_type": "person.natural",
+        "category": "person",
+        "email": "a@example.tw",
+        "contact_name": "王小明",
+        "national_id_hash": "f" * 64,
+        "national_id_masked": "A12*****89",
+        "phone": "02-12345678",
+        "address": "臺北市",
+        "birth_date": date(1990, 1, 2),
+        "iot": False,
+        "password_hash": "$argon2id$x",
+        "profile": {},
+        "registration_id": "reg-1",
+        "created_at": T0,
+    }
+    values.update(over)
+    return Account(**values)
+
+
+def make_certificate(
+    fingerprint: str = "c" * 64, purpose: str = "login", **over: Any
+) -> Certificate:
+    values: dict[str, Any] = {
+        "fingerprint": fingerprint,
+        "purpose": purpose,
+        "der": b"\x30\x82",
+        "serial_hex": "01ab",
+        "subject": "CN=王小明",
+        "issuer": "CN=MOICA",
+        "ca": "MOICA",
+        "not_before": T0 - timedelta(days=1),
+        "not_after": T0 + timedelta(days=365),
+        "created_at": T0,
+    }
+    values.update(over)
+    return Certificate(**values)
+
+
+def seed_registration(db: Database, id: str = "reg-1") -> None:
+    with db.unit_of_work() as uow:
+        uow.workflows.ensure(WF_HASH, "default", "[workflow]", T0)
+        uow.registrations.add(make_registration(id))
+        uow.commit()
+
+
+# --- database and schema -------------------------------------------------------------------
+
+
+def test_migrate_creates_parent_dir_and_is_idempotent(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'a' / 'b' / 'swreg.db'}")
+    assert not database.is_migrated()
+    database.migrate()
+    database.migrate()
+    assert database.is_migrated()
+    assert (tmp_path / "a" / "b" / "swreg.db").is_file()
+    assert rows(database, "SELECT version_num FROM alembic_version") == [("0001",)]
+    database.dispose()
+
+
+def test_sqlite_connection_settings(db: Database) -> None:
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+
+
+def test_models_and_migrated_schema_agree(db: Database) -> None:
+    inspector = inspect(db.engine)
+    migrated = set(inspector.get_table_names()) - {"alembic_version"}
+    assert migrated == set(Base.metadata.tables)
+    assert migrated == {
+        "registrations",
+        "accounts",
+        "certificates",
+        "challenges",
+        "trust_certificates",
+        "crls",
+        "workflow_definitions",
+        "audit_log",
+    }
+    for name, table in Base.metadata.tables.items():
+        columns = {c["name"]: c for c in inspector.get_columns(name)}
+        assert list(columns) == [c.name for c in table.columns], name
+        for column in table.columns:
+            assert columns[column.name]["nullable"] == column.nullable, (name, column.name)
+        indexes = {i["name"]: i["column_names"] for i in inspector.get_indexes(name)}
+        assert indexes == {i.name: [c.name for c in i.columns] for i in table.indexes}, name
+        pk = inspector.get_pk_constraint(name)["constrained_columns"]
+        assert pk == [c.name for c in table.primary_key.columns], name
+        fks = {
+            (tuple(f["constrained_columns"]), f["referred_table"])
+            for f in inspector.get_foreign_keys(name)
+        }
+        assert fks == {
+            (tuple(f.parent.name for f in c.elements), c.referred_table.name)
+            for c in table.foreign_key_constraints
+        }, name
+        uniques = {tuple(u["column_names"]) for u in inspector.get_unique_constraints(name)}
+        model_uniques = {
+            tuple(c.name for c in u.columns)
+            for u in table.constraints
+            if isinstance(u, UniqueConstraint)
+        }
+        assert uniques == model_uniques, name
+
+
+def test_unavailable_database_is_an_environment_problem(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path}")  # a directory, not a file
+    with pytest.raises(EnvironmentProblem) as info:
+        database.unit_of_work().__enter__()
+    assert info.value.code is ErrorCode.DATABASE_UNAVAILABLE
+    with pytest.raises(EnvironmentProblem):
+        database.migrate()
+    database.dispose()
+
+
+# --- unit of work --------------------------------------------------------------------------
+
+
+def test_leaving_without_commit_rolls_back(db: Database) -> None:
+    with db.unit_of_work() as uow:
+        uow.workflows.ensure(WF_HASH, "default", "[workflow]", T0)
+    assert rows(db, "SELECT hash FROM workflow_definitions") == []
+
+
+def test_exception_rolls_back_and_propagates(db: Database) -> None:
+    with pytest.raises(KeyError), db.unit_of_work() as uow:
+        uow.workflows.ensure(WF_HASH, "default", "[workflow]", T0)
+        uow.flush()
+        raise KeyError("boom")
+    assert rows(db, "SELECT hash FROM workflow_definitions") == []
+
+
+def test_savepoint_as_first_write_still_rolls_back(db: Database) -> None:
+    # The sqlite3 driver begins lazily: a RELEASE of an outermost SAVEPOINT would commit.
+    seed_registration(db)
+    with db.unit_of_work() as uow:
+        uow.accounts.add(make_account("ALICE"))
+    assert rows(db, "SELECT name FROM accounts") == []
+
+
+# --- registrations -------------------------------------------------------------------------
+
+
+def test_registration_round_trip_and_stored_row(db: Database) -> None:
+    with db.unit_of_work() as uow:
+        uow.workflows.ensure(WF_HASH, "default", "[workflow]", T0)
+        uow.workflows.ensure(WF_HASH, "other", "ignored", T0)  # already there: no change
+        uow.registrations.add(
+            make_registration(created_at=T0.astimezone(TAIPEI), evidence={"ca": "MOICA"})
+        )
+        uow.commit()
+    assert rows(db, "SELECT hash, name, source FROM workflow_definitions") == [
+        (WF_HASH, "default", "[workflow]")
+    ]
+    assert rows(
+        db,
+        "SELECT id, state, chosen_type, applicant_type, workflow_hash, data, locked, evidence,"
+        " certificate_der, certificate_fingerprint, account_name, origin, version, created_at"
+        " FROM registrations",
+    ) == [
+        (
+            "reg-1",
+            "entering",
+            "person",
+            "person.natural",
+            WF_HASH,
+            '{"email": "a@example.tw"}',
+            "[]",
+            '{"ca": "MOICA"}',
+            None,
+            None,
+            None,
+            "https://portal.example.tw",
+            1,
+            "2025-03-01 09:30:15.123456",
+        )
+    ]
+    with db.unit_of_work() as uow:
+        reg = uow.registrations.get("reg-1")
+        assert reg is not None
+        assert reg.created_at == T0 and reg.created_at.tzinfo is UTC
+        assert reg.expires_at == T0 + timedelta(hours=1)
+        assert uow.registrations.get("nope") is None
+        reg.data["ubn"] = "12345675"  # in-place change is tracked
+        reg.locked.append("email")
+        reg.state = "card_check"
+        uow.commit()
+    assert rows(db, "SELECT state, data, locked, version FROM registrations") == [
+        ("card_check", '{"email": "a@example.tw", "ubn": "12345675"}', '["email"]', 2)
+    ]
+
+
+def test_naive_datetime_refused(db: Database) -> None:
+    with db.unit_of_work() as uow:
+        uow.workflows.ensure(WF_HASH, "default", "[workflow]", T0)
+        uow.registrations.add(make_registration(created_at=datetime(2025, 1, 1)))
+        with pytest.raises(Exception, match="naive datetime"):
+            uow.flush()
+
+
+def test_optimistic_locking(db: Database) -> None:
+    seed_registration(db)
+    with db.unit_of_work() as first, db.unit_of_work() as second:
+        a = first.registrations.get("reg-1")
+        b = second.registrations.get("reg-1")
+        assert a is not None and b is not None
+        a.state = "card_check"
+        first.commit()
+        b.state = "cancelled"
+        with pytest.raises(WorkflowError) as info:
+            second.commit()
+        assert info.value.code is ErrorCode.INVALID_TRANSITION
+        assert info.value.detail == "concurrent update"
+    assert rows(db, "SELECT state, version FROM registrations") == [("card_check", 2)]
+
+
+def test_stale_update_escaping_the_block_is_translated(db: Database) -> None:
+    seed_registration(db)
+    with pytest.raises(WorkflowError), db.unit_of_work() as second:
+        b = second.registrations.get("reg-1")
+        assert b is not None
+        with db.unit_of_work() as first:
+            a = first.registrations.get("reg-1")
+            assert a is not None
+            a.state = "card_check"
+            first.commit()
+        b.state = "cancelled"
+        second.session.flush()  # untranslated on purpose: __exit__ translates
+
+
+# --- accounts ------------------------------------------------------------------------------
+
+
+def test_duplicate_account_keeps_outer_transaction_usable(db: Database) -> None:
+    seed_registration(db)
+    with db.unit_of_work() as uow:
+        uow.accounts.add(make_account("ALICE"))
+        uow.commit()
+    with db.unit_of_work() as uow:
+        reg = uow.registrations.get("reg-1")
+        assert reg is not None
+        reg.state = "completed"  # other work, pending before the failing insert
+        with pytest.raises(RefusedError) as info:
+            uow.accounts.add(make_account("ALICE", email="other@example.tw"))
+        assert info.value.code is ErrorCode.ACCOUNT_EXISTS
+        assert info.value.field == "account"
+        uow.accounts.add(make_account("BOB", ubn="12345675", national_id_hash=None))
+        uow.commit()
+    assert rows(db, "SELECT id, name, email, status, ubn, birth_date, iot FROM accounts") == [
+        (1, "ALICE", "a@example.tw", "pending_activation", None, "1990-01-02", 0),
+        (2, "BOB", "a@example.tw", "pending_activation", "12345675", "1990-01-02", 0),
+    ]
+    assert rows(db, "SELECT state FROM registrations") == [("completed",)]
+    with db.unit_of_work() as uow:
+        assert uow.accounts.exists("ALICE")
+        assert not uow.accounts.exists("CAROL")
+        bob = uow.accounts.get_by_name("BOB")
+        assert bob is not None and bob.birth_date == date(1990, 1, 2) and bob.profile == {}
+        assert uow.accounts.get_by_name("CAROL") is None
+
+
+def test_broken_foreign_key_is_not_mistaken_for_a_duplicate(db: Database) -> None:
+    with db.unit_of_work() as uow, pytest.raises(Exception, match="FOREIGN KEY"):
+        uow.certificates.add(make_certificate(account_id=999))
+
+
+# --- certificates --------------------------------------------------------------------------
+
+
+def test_certificates(db: Database) -> None:
+    with db.unit_of_work() as uow:
+        uow.accounts.add(make_account("ALICE"))
+        account = uow.accounts.get_by_name("ALICE")
+        assert account is not None
+        uow.certificates.add(make_certificate(account_id=account.id, query_key="q1"))
+        uow.certificates.add(make_certificate(purpose="signing", status="replaced"))
+        with pytest.raises(RefusedError) as info:
+            uow.certificates.add(make_certificate())
+        assert info.value.code is ErrorCode.ALREADY_REGISTERED
+        uow.commit()
+    assert rows(
+        db, "SELECT id, fingerprint, purpose, account_id, status, query_key FROM certificates"
+    ) == [
+        (1, "c" * 64, "login", 1, "active", "q1"),
+        (2, "c" * 64, "signing", None, "replaced", None),
+    ]
+    with db.unit_of_work() as uow:
+        login = uow.certificates.active_login("c" * 64)
+        assert login is not None and login.id == 1 and login.not_after.tzinfo is UTC
+        assert uow.certificates.active_login("d" * 64) is None
+        signing = uow.certificates.find("c" * 64, "signing")
+        assert signing is not None and signing.status == "replaced"
+        assert uow.certificates.find("d" * 64, "login") is None
+        login.status = "deleted"
+        uow.commit()
+    with db.unit_of_work() as uow:
+        assert uow.certificates.active_login("c" * 64) is None
+
+
+# --- challenges ----------------------------------------------------------------------------
+
+
+def test_challenge_is_single_use(db: Database) -> None:
+    seed_registration(db)
+    with db.unit_of_work() as uow:
+        uow.challenges.add(
+            Challenge(
+                id="ch-1",
+                registration_id="reg-1",
+                nonce="ab" * 32,
+                origin="https://portal.example.tw",
+                created_at=T0,
+                expires_at=T0 + timedelta(minutes=5),
+            )
+        )
+        uow.commit()
+    used = T0 + timedelta(seconds=30)
+    with db.unit_of_work() as first, db.unit_of_work() as second:
+        loaded = first.challenges.get("ch-1")
+        assert loaded is not None and loaded.used_at is None
+        assert first.challenges.consume("ch-1", used) is True
+        assert loaded.used_at == used
+        first.commit()
+        assert second.challenges.consume("ch-1", used) is False
+        assert second.challenges.consume("missing", used) is False
+    assert rows(db, "SELECT id, used_at FROM challenges") == [
+        ("ch-1", "2025-03-01 09:30:45.123456")
+    ]
+    with db.unit_of_work() as uow:
+        assert uow.challenges.consume("ch-1", used + timedelta(seconds=1)) is False
+        again = uow.challenges.get("ch-1")
+        assert again is not None and again.used_at == used
+        assert uow.challenges.get("missing") is None
+
+
+# --- trust store and CRLs ------------------------------------------------------------------
+
+
+def test_trust_certificates_are_idempotent(db: Database) -> None:
+    with db.unit_of_work() as uow:
+        assert uow.trust.version() == (0, 0)
+        assert uow.trust.add(b"root", "CN=Root", "1" * 64, True, T0) is True
+        assert uow.trust.add(b"root", "CN=Root", "1" * 64, True, T0) is False
+        assert uow.trust.add(b"sub", "CN=Sub", "2" * 64, False, T0) is True
+        uow.commit()
+    assert rows(db, "SELECT id, fingerprint, der, subject, is_anchor FROM trust_certificates") == [
+        (1, "1" * 64, b"root", "CN=Root", 1),
+        (2, "2" * 64, b"sub", "CN=Sub", 0),
+    ]
+    with db.unit_of_work() as uow:
+        assert [t.subject for t in uow.trust.list()] == ["CN=Root", "CN=Sub"]
+        assert uow.trust.version() == (2, 2)
+
+
+def test_crls_are_idempotent_and_keep_big_numbers(db: Database) -> None:
+    big = 2**100 + 7
+    with db.unit_of_work() as uow:
+        assert uow.crls.version() == (0, 0)
+        assert uow.crls.add(b"crl", "CN=Sub", "3" * 64, big, T0, T0 + timedelta(days=7), T0)
+        assert not uow.crls.add(b"crl", "CN=Sub", "3" * 64, big, T0, None, T0)
+        assert uow.crls.add(b"crl2", "CN=Sub", "4" * 64, None, T0, None, T0)
+        uow.commit()
+    assert rows(db, "SELECT id, crl_number, next_update FROM crls") == [
+        (1, str(big), "2025-03-08 09:30:15.123456"),
+        (2, None, None),
+    ]
+    with db.unit_of_work() as uow:
+        first, second = uow.crls.list()
+        assert first.crl_number is not None and int(first.crl_number) == big
+        assert first.this_update == T0 and second.next_update is None
+        assert uow.crls.version() == (2, 2)
+
+
+def test_idle_registrations(db: Database) -> None:
+    with db.unit_of_work() as uow:
+        uow.workflows.ensure(WF_HASH, "default", "[workflow]", T0)
+        uow.registrations.add(make_registration("late", expires_at=T0 - timedelta(minutes=1)))
+        uow.registrations.add(make_registration("later", expires_at=T0 - timedelta(minutes=9)))
+        uow.registrations.add(make_registration("live", expires_at=T0 + timedelta(minutes=1)))
+        uow.registrations.add(
+            make_registration("done", state="completed", expires_at=T0 - timedelta(hours=1))
+        )
+        uow.commit()
+    with db.unit_of_work() as uow:
+        assert [r.id for r in uow.registrations.idle(T0)] == ["later", "late"]
+        assert [r.id for r in uow.registrations.idle(T0, limit=1)] == ["later"]
+        assert [r.id for r in uow.registrations.idle(T0, ending_states=())] == [
+            "done",
+            "later",
+            "late",
+        ]
