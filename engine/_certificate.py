@@ -268,6 +268,8 @@ def _sniff_der(der: bytes) -> None:
     try:
         tag, start, end = _read_tlv(der, 0)
     except _DerError as exc:
+        if _truncated_certificate(der):
+            raise CertificateError(ErrorCode.CERTIFICATE_MALFORMED, detail="truncated") from exc
         raise _refuse(ErrorCode.NOT_A_CERTIFICATE) from exc
     if tag != _SEQUENCE:
         raise _refuse(ErrorCode.NOT_A_CERTIFICATE)
@@ -292,6 +294,14 @@ def _sniff_der(der: bytes) -> None:
         _, s, e = children[0]
         kind = "PKCS#7" if _decode_oid(der[s:e]) in _PKCS7_OIDS else "not a certificate"
         raise _refuse(ErrorCode.NOT_A_CERTIFICATE, kind)
+
+
+def _truncated_certificate(der: bytes) -> bool:
+    """A SEQUENCE header with a long-form length (0x81-0x83) whose content is cut short."""
+    if len(der) < 8 or der[0] != _SEQUENCE or der[1] not in (0x81, 0x82, 0x83):
+        return False
+    inner = 2 + (der[1] & 0x7F)
+    return der[inner] == _SEQUENCE  # the TBSCertificate (or another SEQUENCE) begins
 
 
 def _malformed_or_other(der: bytes, exc: Exception) -> SwregError:

@@ -17,12 +17,21 @@ from types import MappingProxyType
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
 from ._errors import CertificateError, ErrorCode, RefusedError
 from ._trust import TrustStore
 
 MAX_CRL_BYTES = 64 * 1024 * 1024
 """A full MOICA G2 CRL is about 20 MB; anything beyond this is refused as not a CRL."""
+
+_ISSUER_KEYS = (
+    rsa.RSAPublicKey,
+    ec.EllipticCurvePublicKey,
+    dsa.DSAPublicKey,
+    ed25519.Ed25519PublicKey,
+    ed448.Ed448PublicKey,
+)
 
 IssuerKey = bytes
 """SHA-256 of the issuer's SubjectPublicKeyInfo: what a CRL and its certificates share."""
@@ -172,9 +181,10 @@ def _verified_issuer(
         if not _may_sign_crls(candidate):
             continue
         try:
-            if not crl.is_signature_valid(candidate.public_key()):  # type: ignore[arg-type]
+            key = candidate.public_key()
+            if not isinstance(key, _ISSUER_KEYS) or not crl.is_signature_valid(key):
                 continue
-        except Exception:
+        except Exception:  # an unsupported algorithm: this candidate did not sign it
             continue
         try:
             trust.build_path(candidate, extra=issuers)

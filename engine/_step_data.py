@@ -58,21 +58,20 @@ def accept_step(
 ) -> StepData:
     """Validate ``answers`` for ``form`` against the locked fields and the certificate."""
     merged = dict(answers)
-    conflicts = []
     for field_name, certified in locked.items():
-        if field_name not in form.model_fields:
-            continue
-        given = merged.get(field_name)
-        if given in (None, ""):
-            merged[field_name] = certified
-        elif not _same(str(given), certified):
-            conflicts.append(RefusedError(ErrorCode.IDENTITY_MISMATCH, field=field_name))
-    if conflicts:
-        raise FormError(conflicts)
+        if field_name in form.model_fields and merged.get(field_name) in (None, ""):
+            merged[field_name] = certified  # not typed: pre-filled from the certificate
     model = validate_form(form, merged)
     values = {name: getattr(model, name) for name in form.model_fields}
     plain = {k: _plain(v) for k, v in values.items() if k not in SECRET_FIELDS}
-    mismatched = applicant.binding.mismatches(identity, plain)
+    conflicts = [
+        name
+        for name, certified in locked.items()
+        if name in plain and not _same(str(plain[name]), certified)
+    ]
+    mismatched = conflicts + [
+        name for name in applicant.binding.mismatches(identity, plain) if name not in conflicts
+    ]
     if mismatched:
         raise FormError(RefusedError(ErrorCode.IDENTITY_MISMATCH, field=f) for f in mismatched)
     return StepData(stored=_for_storage(values, hashers), audit_diff=masked_diff(plain))

@@ -342,14 +342,14 @@ def audit_show(
     """The audit rows of one registration. 顯示註冊作業的稽核紀錄。"""
     with _command(as_json) as out:
         with _app(db).database.unit_of_work() as uow:
-            rows = uow.audit.entries(registration_id)
-        if not rows:
+            entries = [_entry(row) for row in uow.audit.entries(registration_id)]
+        if not entries:
             raise RefusedError(ErrorCode.REGISTRATION_NOT_FOUND, field="id")
-        out.result["entries"] = [_entry(row) for row in rows]
-        for row in rows:
-            out.say(f"#{row.seq} {row.at.isoformat()} {row.actor} {row.event} "
-                    f"{row.from_state or '-'} → {row.to_state or '-'} "
-                    f"{json.dumps(row.diff, ensure_ascii=False)}")
+        out.result["entries"] = entries
+        for e in entries:
+            out.say(f"#{e['seq']} {e['at']} {e['actor']} {e['event']} "
+                    f"{e['from_state'] or '-'} → {e['to_state'] or '-'} "
+                    f"{json.dumps(e['diff'], ensure_ascii=False)}")
 
 
 def _entry(row: Any) -> dict[str, Any]:

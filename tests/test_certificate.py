@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -13,7 +15,6 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from vectors import ALL_VECTORS, GpkiVector, parsed_vector, vector, vector_bytes
 
 from engine._certificate import (
     MAX_CERTIFICATE_BYTES,
@@ -26,6 +27,8 @@ from engine._certificate import (
 from engine._errors import CertificateError, ErrorCode, RefusedError, SwregError
 from engine._types import IssuerCA
 from engine.testing import TestPKI, pkcs12_bytes
+
+from .vectors import ALL_VECTORS, GpkiVector, parsed_vector, vector, vector_bytes
 
 NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -324,9 +327,9 @@ def test_other_pki_files_are_not_certificates(pki: TestPKI) -> None:
         lambda der: der + b"\x00\x00",  # trailing bytes after the certificate
     ],
 )
-def test_damaged_der_is_malformed(pki: TestPKI, mangle: object) -> None:
+def test_damaged_der_is_malformed(pki: TestPKI, mangle: Callable[[bytes], bytes]) -> None:
     der = pki.issue_person().der()
-    error = refusal(mangle(der))  # type: ignore[operator]
+    error = refusal(mangle(der))
     assert error.code is ErrorCode.CERTIFICATE_MALFORMED
     assert isinstance(error, CertificateError)
 
@@ -373,7 +376,7 @@ def _attribute(oid_body: bytes, *values: bytes) -> bytes:
     return _tlv(0x30, _tlv(0x06, oid_body) + _tlv(0x31, b"".join(values)))
 
 
-_OID_51 = bytes.fromhex("6086760164020033")[:-2] + b"\x33"  # 2.16.886.1.100.2.51
+_OID_51 = bytes.fromhex("60867601640233")  # 2.16.886.1.100.2.51
 
 
 @pytest.mark.parametrize(
@@ -449,10 +452,8 @@ def test_certificate_with_malformed_sda_loads_without_identity(pki: TestPKI) -> 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(st.binary(max_size=2048))
 def test_random_bytes_give_only_swreg_errors(data: bytes) -> None:
-    try:
+    with contextlib.suppress(SwregError):
         load_certificate(data)
-    except SwregError:
-        pass
 
 
 @settings(max_examples=400, deadline=None)

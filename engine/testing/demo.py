@@ -124,7 +124,7 @@ def run_demo(out_dir: Path | None = None, *, say: Say | None = None) -> dict[str
     )
     speak(f"資料夾 / folder: {folder}")
     pki = TestPKI.create(datetime.now(UTC))
-    settings = Settings(
+    settings = Settings.from_env(
         database_url=f"sqlite:///{folder / 'demo.db'}", secret_key=secrets.token_bytes(32)
     )
     app = bootstrap(settings)
@@ -158,31 +158,31 @@ def _run(app: App, pki: TestPKI, folder: Path, scenario: Scenario, speak: Say) -
     catalog = app.catalog
 
     def narrate(view: RegistrationView) -> None:
+        """Tell the step that just finished (the view shows the step that comes next)."""
         applicant = catalog.applicant(view.applicant_type)
-        total = len(view.path)
-        step = Step(view.state) if view.state in Step._value2member_map_ else None
-        label = step.labels if step else catalog.steps[view.state].labels
-        speak(f"   [{view.step_number}/{total}] {label.zh_tw} / {label.en}")
-        if view.state == Step.CARD_CHECK:
-            speak(
-                f"       {applicant.category.labels.zh_tw}/{applicant.labels.zh_tw} — "
-                f"{applicant.category.labels.en} / {applicant.labels.en}"
-            )
-        elif view.state == Step.BASIC_DATA:
-            speak(
-                "       檢查完畢 / card check passed: "
-                + ", ".join(f"{k}={v}" for k, v in view.identity.items())
-            )
+        if view.state == Step.COMPLETED:
+            tell(view, view.path[-2], applicant)
+        tell(view, view.path[view.step_number - 2] if view.state != Step.COMPLETED else view.state,
+             applicant)
+
+    def tell(view: RegistrationView, done: str, applicant: Any) -> None:
+        number = view.path.index(done) + 1
+        label = Step(done).labels if done in Step._value2member_map_ else catalog.steps[done].labels
+        head = f"   [{number}/{len(view.path)}] {label.zh_tw} / {label.en}:"
+        if done == Step.CATEGORY:
+            speak(f"{head} {applicant.category.labels.zh_tw}/{applicant.labels.zh_tw} — "
+                  f"{applicant.category.labels.en} / {applicant.labels.en}; 已同意資料使用聲明 / consent given")
+        elif done == Step.CARD_CHECK:
+            found = ", ".join(f"{k}={v}" for k, v in view.identity.items())
+            speak(f"{head} 檢查完畢 / passed (PIN verified on the card, challenge signed): {found}")
             if view.applicant_type != view.chosen_type:
-                speak(
-                    f"       屬性改為 / type resolved to {applicant.labels.zh_tw} "
-                    f"{applicant.labels.en} ({view.applicant_type})"
-                )
-        elif view.state == Step.COMPLETED:
-            speak(
-                f"       帳號 / account: {view.account} — 請至您的電子郵件Email進行帳號啟用 "
-                "/ activate it from your e-mail"
-            )
+                speak(f"       屬性改為 / type resolved to {applicant.labels.zh_tw} "
+                      f"{applicant.labels.en} ({view.applicant_type})")
+        elif done == Step.COMPLETED:
+            speak(f"{head} 帳號 / account {view.account} — 請至您的電子郵件Email進行帳號啟用 "
+                  "/ activate it from your e-mail")
+        else:
+            speak(f"{head} 已填寫 / accepted (帳號 / account {view.account})")
 
     from readers.virtual import VirtualP12Card
 

@@ -1,0 +1,345 @@
+"""The ``swreg`` command line, driven as a user (and the acceptance checks) drive it.
+
+Most tests run the real console script in a subprocess: exit statuses, ``--json`` output, the
+PIN on stdin, files on disk. The per-type matrix uses Typer's in-process runner for speed; it
+runs exactly the same command code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from engine.cli import app as cli_app
+from engine.testing.pki import IssuedCard, TestPKI
+
+from .conftest import AGENCY_OID, COMPANY_ANSWERS, ORG_OID, PERSON_ANSWERS, PIN, SECRET
+
+SWREG = str(Path(sys.executable).parent / "swreg")
+
+
+class Cli:
+    """One database, one environment; ``run`` (subprocess) and ``invoke`` (in-process)."""
+
+    def __init__(self, tmp_path: Path, pki: TestPKI) -> None:
+        self.tmp = tmp_path
+        self.pki = pki
+        self.db = tmp_path / "cli.db"
+        self.env = {
+            **os.environ,
+            "SWREG_DATABASE_URL": f"sqlite:///{self.db}",
+            "SWREG_SECRET_KEY": SECRET.hex(),
+            "SWREG_ARGON2": "1,64,1",
+        }
+
+    def run(self, *args: str, stdin: str | None = None) -> tuple[int, dict[str, Any], str]:
+        done = subprocess.run(
+            [SWREG, *args, "--json"], input=stdin, capture_output=True, text=True,
+            env=self.env, timeout=120, check=False,
+        )  # fmt: skip
+        return done.returncode, json.loads(done.stdout) if done.stdout.strip() else {}, done.stderr
+
+    def invoke(self, *args: str, stdin: str | None = None) -> tuple[int, dict[str, Any]]:
+        result = CliRunner().invoke(cli_app, [*args, "--json"], input=stdin, env=self.env)
+        return result.exit_code, json.loads(result.stdout) if result.stdout.strip() else {}
+
+    def file(self, name: str, data: bytes | str) -> str:
+        path = self.tmp / name
+        if isinstance(data, str):
+            path.write_text(data, encoding="utf-8")
+        else:
+            path.write_bytes(data)
+        return str(path)
+
+    def card(self, card: IssuedCard, pin: str = PIN) -> str:
+        path = self.tmp / f"card-{card.certificate.serial_number:x}.p12"
+        self.pki.write_pkcs12(card, path, pin)
+        return f"virtual:{path}"
+
+    def answers(self, answers: dict[str, Any]) -> str:
+        return self.file(f"answers-{len(list(self.tmp.iterdir()))}.json", json.dumps(answers))
+
+    def trust_roots(self) -> None:
+        for i, anchor in enumerate(self.pki.anchors()):
+            code, out = self.invoke("trust", "add", self.file(f"root{i}.cer", self.pki.der(anchor)))
+            assert code == 0 and out["ok"] is True
+
+    def register(
+        self, type_code: str, card: IssuedCard, answers: dict[str, Any], *, pin: str = PIN,
+        subprocess_: bool = False,
+    ) -> tuple[int, dict[str, Any]]:  # fmt: skip
+        args = ("register", "--type", type_code, "--answers", self.answers(answers),
+                "--card", self.card(card), "--pin-stdin")  # fmt: skip
+        if subprocess_:
+            code, out, _ = self.run(*args, stdin=pin + "\n")
+            return code, out
+        return self.invoke(*args, stdin=pin + "\n")
+
+
+@pytest.fixture
+def cli(tmp_path: Path, pki: TestPKI) -> Cli:
+    runner = Cli(tmp_path, pki)
+    code, out, _ = runner.run("init")
+    assert (code, out["ok"]) == (0, True)
+    runner.trust_roots()
+    return runner
+
+
+def org_answers(oid: str, **extra: Any) -> dict[str, Any]:
+    base = {k: v for k, v in COMPANY_ANSWERS.items() if k != "ubn"}
+    return {**base, "oid": oid, "email": "office@org.example", **extra}
+
+
+def cards_for(pki: TestPKI) -> dict[str, tuple[Any, dict[str, Any]]]:
+    person = (lambda: pki.issue_person("王小明", "6789", key="rsa"), PERSON_ANSWERS)
+    company = (lambda: pki.issue_company("04595257", key="ec"), COMPANY_ANSWERS)
+    return {
+        "person.general": person,
+        "person.customs_broker": person,
+        "enterprise.organization": (
+            lambda: pki.issue_organization(ORG_OID, "測試大學"),
+            org_answers(ORG_OID, ubn="10458575"),
+        ),
+        "enterprise.government": (
+            lambda: pki.issue_agency(AGENCY_OID, "測試署"),
+            org_answers(AGENCY_OID),
+        ),
+    } | {code: company for code in (
+        "enterprise.general", "enterprise.customs_broker", "enterprise.express",
+        "enterprise.shipping", "enterprise.warehouse", "enterprise.forwarder",
+        "enterprise.offshore_duty_free", "enterprise.duty_free", "enterprise.bonded_transport",
+        "enterprise.equipment_supplier",
+    )}  # fmt: skip
+
+
+ALL_TYPES = sorted([
+    "person.general", "person.customs_broker", "enterprise.general", "enterprise.customs_broker",
+    "enterprise.express", "enterprise.shipping", "enterprise.warehouse", "enterprise.forwarder",
+    "enterprise.offshore_duty_free", "enterprise.duty_free", "enterprise.bonded_transport",
+    "enterprise.equipment_supplier", "enterprise.organization", "enterprise.government",
+])  # fmt: skip
+EXPECTED_ACCOUNT = {"person": "ming@example.com", "enterprise": "04595257"}
+
+
+def test_types_lists_all_fourteen_applicant_types(cli: Cli) -> None:
+    code, out, _ = cli.run("types")
+    assert code == 0
+    assert sorted(t["code"] for t in out["applicant_types"]) == ALL_TYPES
+    assert len(out["applicant_types"]) == 14
+    assert {u["code"] for u in out["usage_types"]} == {
+        "broker_specialist", "general_forwarder", "shipping", "warehouse", "inspection",
+        "offshore_duty_free_system", "duty_free", "airline",
+    }  # fmt: skip
+    general = next(t for t in out["applicant_types"] if t["code"] == "enterprise.general")
+    assert general["labels"] == {"zh-TW": "一般企業或組織團體", "en": "General enterprise or organisation"}
+    person = next(t for t in out["applicant_types"] if t["code"] == "person.general")
+    assert person["steps"] == ["category", "card_check", "basic_data", "completed"]
+
+
+@pytest.mark.parametrize("type_code", ALL_TYPES)
+def test_every_type_registers_through_the_cli(cli: Cli, pki: TestPKI, type_code: str) -> None:
+    make_card, answers = cards_for(pki)[type_code]
+    code, out = cli.register(type_code, make_card(), answers)
+    assert code == 0, out
+    expected = {
+        "enterprise.organization": ORG_OID,
+        "enterprise.government": AGENCY_OID,
+    }.get(type_code, EXPECTED_ACCOUNT[type_code.split(".")[0]])
+    assert (out["ok"], out["account"], out["state"], out["type"]) == (
+        True,
+        expected,
+        "completed",
+        type_code,
+    )
+    assert len(out["registration_id"]) == 36
+
+
+def test_register_in_a_subprocess_with_a_resolved_type(cli: Cli, pki: TestPKI) -> None:
+    card = pki.issue_organization(ORG_OID, "測試大學")
+    code, out = cli.register(
+        "enterprise.general", card, org_answers(ORG_OID, ubn="10458575"), subprocess_=True
+    )
+    assert (code, out["type"], out["account"]) == (0, "enterprise.organization", ORG_OID)
+    code, shown, _ = cli.run("audit", "show", out["registration_id"])
+    assert code == 0
+    assert [e["event"] for e in shown["entries"]] == ["start", "next", "next", "next", "next"]
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "code"),
+    [
+        (("--type", "person.nope"), 1, "unknown_type"),
+        (("--card", "pcsc:0"), 3, "no_reader"),  # PC/SC arrives with the readers issue
+        (("--card", "smartcard"), 2, "usage"),
+        (("--answers", "/nonexistent/answers.json"), 2, "usage"),
+    ],
+)
+def test_register_exit_statuses(
+    cli: Cli, pki: TestPKI, args: tuple[str, str], status: int, code: str
+) -> None:
+    options = {"--type": "person.general", "--answers": cli.answers(PERSON_ANSWERS),
+               "--card": cli.card(pki.issue_person())}  # fmt: skip
+    options[args[0]] = args[1]
+    flat = [item for pair in options.items() for item in pair]
+    rc, out, _ = cli.run("register", *flat, "--pin-stdin", stdin=PIN + "\n")
+    assert rc == status
+    assert out["ok"] is False
+    assert out["errors"][0]["code"] == code
+
+
+def test_a_wrong_pin_is_refused_and_leaves_nothing(cli: Cli, pki: TestPKI) -> None:
+    code, out = cli.register("person.general", pki.issue_person(), PERSON_ANSWERS, pin="000000")
+    assert code == 1
+    assert out["errors"][0]["code"] == "pin_incorrect"
+    assert out["errors"][0]["field"] is None
+    code, out = cli.invoke("accounts", "check", "ming@example.com")
+    assert (code, out["available"], out["message"]) == (0, True, "此帳號可使用")
+
+
+def test_refusals_report_field_and_code(cli: Cli, pki: TestPKI) -> None:
+    code, out = cli.register(
+        "enterprise.general", pki.issue_company("04595257"), {**COMPANY_ANSWERS, "ubn": "04595258"}
+    )
+    assert code == 1
+    assert out["errors"] == [
+        {"field": "ubn", "code": "invalid_ubn", "message": "統一編號錯誤"},
+    ]
+    code, out = cli.invoke("accounts", "check", "04595257")
+    assert code == 0 and out["available"] is True  # nothing was created
+
+
+def test_accounts_check_after_registration(cli: Cli, pki: TestPKI) -> None:
+    assert cli.register("enterprise.general", pki.issue_company("04595257"), COMPANY_ANSWERS)[0] == 0
+    code, out = cli.invoke("accounts", "check", "04595257")
+    assert code == 1
+    assert out["errors"][0]["code"] == "account_exists"
+    assert out["errors"][0]["message"] == "用戶姓名已存在"
+
+
+def test_the_pin_appears_in_no_file_table_or_output(cli: Cli, pki: TestPKI) -> None:
+    pin = "Zq7PIN9313"
+    code, out, err = cli.run(
+        "register", "--type", "person.general", "--answers", cli.answers(PERSON_ANSWERS),
+        "--card", cli.card(pki.issue_person(), pin=pin), "--pin-stdin", stdin=pin + "\n",
+    )  # fmt: skip
+    assert code == 0, out
+    for path in cli.tmp.iterdir():
+        if path.suffix != ".p12" and path.is_file():
+            assert pin.encode() not in path.read_bytes(), path
+    assert pin not in json.dumps(out) and pin not in err
+    with sqlite3.connect(cli.db) as connection:
+        for (table,) in connection.execute("select name from sqlite_master where type='table'"):
+            for row in connection.execute(f'select * from "{table}"'):  # noqa: S608
+                assert pin not in repr(row), table
+                assert "A123456789" not in repr(row), table  # the ID: hashed and masked only
+                assert "Passw0rdOK" not in repr(row), table
+
+
+def _tamper(db: Path, sql: str) -> None:
+    with sqlite3.connect(db) as connection:
+        connection.executescript(sql)
+
+
+@pytest.mark.parametrize(
+    ("sql", "bad_seq"),
+    [
+        ("update audit_log set diff = '{\"iot\": true}' where seq = 3", 3),  # edited (2 rows of trust first)
+        ("delete from audit_log where seq = 4", 5),  # deleted: the gap shows at the next row
+        (  # reordered: rows 3 and 4 swap places
+            "update audit_log set seq = -3 where seq = 3; update audit_log set seq = 3 where seq = 4;"
+            " update audit_log set seq = 4 where seq = -3",
+            3,
+        ),
+    ],
+)
+def test_audit_verify_finds_the_first_bad_row(
+    cli: Cli, pki: TestPKI, sql: str, bad_seq: int
+) -> None:
+    assert cli.register("person.general", pki.issue_person(), PERSON_ANSWERS)[0] == 0
+    code, out, _ = cli.run("audit", "verify")
+    assert (code, out["ok"], out["first_bad_seq"]) == (0, True, None)
+    _tamper(cli.db, sql)
+    code, out, _ = cli.run("audit", "verify")
+    assert code == 1
+    assert out["ok"] is False
+    assert out["errors"][0]["first_bad_seq"] == bad_seq
+
+
+def test_cert_inspect_explains_a_card(cli: Cli, pki: TestPKI) -> None:
+    from engine import IssuerCA
+
+    card = pki.issue_company("04595257", rank="secondary")
+    moeaca = pki.ca(IssuerCA.MOEACA).certificate
+    code, out, _ = cli.run("cert", "inspect", cli.file("company.cer", card.pem()))
+    assert (code, out["status"], out["chain"]) == (0, "untrusted", [out["subject"]])
+    code, _ = cli.invoke("trust", "add", cli.file("moeaca.cer", pki.der(moeaca)))  # as an anchor
+    assert code == 0
+    code, out, _ = cli.run("cert", "inspect", cli.file("company.cer", card.pem()))
+    assert code == 0
+    assert out["ca"] == "MOEACA"
+    assert out["status"] == "valid"
+    assert out["identity"] == {"ubn": "04595257", "card_rank": "secondary"}
+    assert out["key_usage"] == ["digital_signature"]
+    assert out["serial"] == format(card.certificate.serial_number, "X")
+    assert len(out["chain"]) == 3 and "Government Root CA" in out["chain"][-1]
+    assert "enterprise.general" in out["accepted_by"]
+    assert "person.general" not in out["accepted_by"]
+
+
+def test_cert_inspect_of_garbage_is_refused(cli: Cli) -> None:
+    code, out, _ = cli.run("cert", "inspect", cli.file("junk.cer", b"hello"))
+    assert code == 1
+    assert out["errors"][0]["code"] == "not_a_certificate"
+
+
+def test_crl_add_then_a_revoked_card_is_refused(cli: Cli, pki: TestPKI) -> None:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from engine import IssuerCA
+
+    card = pki.issue_person()
+    moica = pki.ca(IssuerCA.MOICA).certificate
+    code, _ = cli.invoke("trust", "add", "--intermediate", cli.file("moica.cer", pki.der(moica)))
+    assert code == 0
+    crl = pki.crl(IssuerCA.MOICA, revoked=[card], number=7)
+    code, out = cli.invoke("crl", "add", cli.file("moica.crl", crl.public_bytes(Encoding.DER)))
+    assert (code, out["crl_number"], out["revoked"]) == (0, 7, 1)
+    code, out = cli.register("person.general", card, PERSON_ANSWERS)
+    assert (code, out["errors"][0]["code"]) == (1, "certificate_revoked")
+    code, out, _ = cli.run("cert", "inspect", cli.file("revoked.cer", card.der()))
+    assert out["status"] == "revoked"
+
+
+def test_trust_list_and_readers_list(cli: Cli) -> None:
+    code, out = cli.invoke("trust", "list")
+    assert code == 0
+    assert len(out["certificates"]) == 2 and all(c["anchor"] for c in out["certificates"])
+    code, out = cli.invoke("readers", "list")
+    assert (code, out) == (0, {"ok": True, "readers": []})
+
+
+def test_demo_registers_every_category(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [SWREG, "demo", "--out", str(tmp_path / "demo"), "--json"],
+        capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "SWREG_ARGON2": "1,64,1"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["audit_ok"] is True
+    assert [(r["type"], r.get("account"), r.get("code")) for r in out["registrations"]] == [
+        ("person.general", "ming@demo.example", None),
+        ("enterprise.general", "04595257", None),
+        ("enterprise.general", None, "account_exists"),  # the 附卡 without 附卡編號
+        ("enterprise.general", "0459525701", None),
+        ("enterprise.organization", "2.16.886.111.90010.90003.100001", None),
+        ("enterprise.government", "2.16.886.101.20003.20065.20065", None),
+    ]
