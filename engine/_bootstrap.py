@@ -11,8 +11,8 @@ from typing import Any
 
 import pluggy
 
-from ._certificate import load_certificate
 from ._cert_checks import inspect
+from ._certificate import load_certificate
 from ._clock import Clock, SystemClock
 from ._plugins import Catalog, make_plugin_manager
 from ._registration import RegistrationService, WorkflowLibrary
@@ -88,9 +88,15 @@ def bootstrap(
 def load_workflow(settings: Settings, catalog: Catalog) -> WorkflowDefinition:
     """The configured workflow file, or the built-in definition of the seed manual."""
     if settings.workflow_file is not None:
-        source, origin = settings.workflow_file.read_text(encoding="utf-8"), str(settings.workflow_file)
+        source, origin = (
+            settings.workflow_file.read_text(encoding="utf-8"),
+            str(settings.workflow_file),
+        )
     else:
         source, origin = default_definition_source(), "engine/workflow.toml"
     return load_definition(
-        source, origin=origin, contributed=catalog.steps, applicants=catalog.applicant_types.values()
+        source,
+        origin=origin,
+        contributed=catalog.steps,
+        applicants=catalog.applicant_types.values(),
     )

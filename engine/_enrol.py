@@ -8,6 +8,7 @@ re-raises, so nothing is left half-done.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from typing import Any, Protocol
 
 from ._card_check import CardResponse
@@ -63,7 +64,5 @@ def register_with_card(
 
 
 def _cancel_quietly(service: RegistrationService, registration_id: str, actor: str) -> None:
-    try:
+    with suppress(SwregError):  # already ended (expired): nothing to undo
         service.cancel(registration_id, actor=actor)
-    except SwregError:
-        pass  # already ended (expired): nothing to undo

@@ -54,7 +54,9 @@ class Catalog:
             for code in applicant.takes_over:
                 if code not in applicants:
                     raise DefinitionError(f"{applicant.code} takes over unknown type {code!r}")
-        ordered = sorted(applicants.values(), key=lambda a: (a.category != "person", a.order, a.code))
+        ordered = sorted(
+            applicants.values(), key=lambda a: (a.category != "person", a.order, a.code)
+        )
         return cls(
             applicant_types=MappingProxyType({a.code: a for a in ordered}),
             usage_types=MappingProxyType(

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
-
 from zoneinfo import ZoneInfo
 
 import pluggy
@@ -22,13 +21,13 @@ from statemachine.exceptions import TransitionNotAllowed
 
 from ._card_check import CardResponse, Challenge, check_card_response
 from ._clock import Clock
-from ._fields import using_today
 from ._errors import ChallengeError, ErrorCode, RefusedError, WorkflowError
+from ._fields import using_today
 from ._plugins import Catalog
 from ._security import IdentifierHasher, PasswordHasher, new_id
 from ._step_data import Hashers, accept_step, masked_diff
 from ._trust_service import TrustService
-from ._types import ApplicantType, CertificateIdentity, RegistrationCompleted
+from ._types import CertificateIdentity, RegistrationCompleted
 from ._workflow import ENDINGS, Event, Step, WorkflowDefinition, advance
 from .store import Account, Certificate, Database, Registration, UnitOfWork
 from .store import Challenge as ChallengeRow
@@ -330,7 +329,9 @@ class RegistrationService:
 
     @staticmethod
     def _forget_card(registration: Registration) -> None:
-        registration.data = {k: v for k, v in registration.data.items() if k not in registration.locked}
+        registration.data = {
+            k: v for k, v in registration.data.items() if k not in registration.locked
+        }
         registration.locked = []
         registration.evidence = None
         registration.certificate_der = None
@@ -464,4 +465,3 @@ def _challenge(row: ChallengeRow) -> Challenge:
 def _identity(registration: Registration) -> CertificateIdentity:
     identity = (registration.evidence or {}).get("identity", {})
     return CertificateIdentity(**identity)
-

@@ -36,7 +36,9 @@ class Argon2Parameters:
         try:
             t, m, p = (int(part) for part in text.split(","))
         except ValueError:
-            raise UsageError(detail=f"SWREG_ARGON2 must be 'time,memory_kib,parallelism': {text!r}") from None
+            raise UsageError(
+                detail=f"SWREG_ARGON2 must be 'time,memory_kib,parallelism': {text!r}"
+            ) from None
         return cls(t, m, p)
 
 
@@ -60,7 +62,9 @@ class Settings:
                 Path(env["SWREG_SECRET_KEY_FILE"]) if env.get("SWREG_SECRET_KEY_FILE") else None
             ),
             origin=env.get("SWREG_ORIGIN") or CLI_ORIGIN,
-            argon2=Argon2Parameters.parse(env["SWREG_ARGON2"]) if env.get("SWREG_ARGON2") else Argon2Parameters(),
+            argon2=Argon2Parameters.parse(env["SWREG_ARGON2"])
+            if env.get("SWREG_ARGON2")
+            else Argon2Parameters(),
         )
         given = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **given)  # type: ignore[arg-type]
@@ -96,7 +100,9 @@ def _load_or_create_key(path: Path) -> bytes:
     except FileNotFoundError:
         pass
     except ValueError as exc:
-        raise EnvironmentProblem(ErrorCode.DATABASE_UNAVAILABLE, detail=f"bad key file {path}") from exc
+        raise EnvironmentProblem(
+            ErrorCode.DATABASE_UNAVAILABLE, detail=f"bad key file {path}"
+        ) from exc
     path.parent.mkdir(parents=True, exist_ok=True)
     try:  # O_EXCL: when two processes race, both end up reading the winner's key
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -44,7 +44,9 @@ class TrustService:
         self._lock = Lock()
         self._cached: tuple[Any, TrustSnapshot] | None = None
 
-    def add_certificate(self, data: bytes, *, anchor: bool = True, actor: str = "cli") -> TrustEntry:
+    def add_certificate(
+        self, data: bytes, *, anchor: bool = True, actor: str = "cli"
+    ) -> TrustEntry:
         """Trust a CA certificate (``anchor``) or keep it as an intermediate for path building."""
         parsed = load_certificate(data)
         if not _can_issue(parsed.certificate):
@@ -57,15 +59,20 @@ class TrustService:
                     at=now,
                     actor=actor,
                     event="trust_added",
-                    diff={"subject": parsed.subject, "fingerprint": parsed.fingerprint,
-                          "anchor": anchor},
+                    diff={
+                        "subject": parsed.subject,
+                        "fingerprint": parsed.fingerprint,
+                        "anchor": anchor,
+                    },
                 )
             uow.commit()
         return TrustEntry(parsed.fingerprint, parsed.subject, anchor, added)
 
     def list(self) -> list[TrustEntry]:
         with self._database.unit_of_work() as uow:
-            return [TrustEntry(t.fingerprint, t.subject, t.is_anchor, False) for t in uow.trust.list()]
+            return [
+                TrustEntry(t.fingerprint, t.subject, t.is_anchor, False) for t in uow.trust.list()
+            ]
 
     def add_crl(self, data: bytes, *, actor: str = "cli") -> dict[str, Any]:
         """Store a CRL after checking its signature against a trusted issuer."""
@@ -79,13 +86,24 @@ class TrustService:
         now = self._clock.now()
         with self._database.unit_of_work() as uow:
             added = uow.crls.add(
-                der, issuer, fingerprint, number, crl.last_update_utc, crl.next_update_utc, now,
+                der,
+                issuer,
+                fingerprint,
+                number,
+                crl.last_update_utc,
+                crl.next_update_utc,
+                now,
             )
             if added:
                 uow.audit.append(
-                    at=now, actor=actor, event="crl_added",
-                    diff={"issuer": issuer, "crl_number": str(number) if number is not None else None,
-                          "revoked": len(crl)},
+                    at=now,
+                    actor=actor,
+                    event="crl_added",
+                    diff={
+                        "issuer": issuer,
+                        "crl_number": str(number) if number is not None else None,
+                        "revoked": len(crl),
+                    },
                 )
             uow.commit()
         return {"issuer": issuer, "crl_number": number, "revoked": len(crl), "added": added}
@@ -123,5 +141,3 @@ def _crl_number(crl: x509.CertificateRevocationList) -> int | None:
         return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
     except x509.ExtensionNotFound:
         return None
-
-

@@ -249,8 +249,10 @@ class UsageType:
         return (kind, certificate) in self.imports
 
     def accepted_cas(self) -> frozenset[IssuerCA]:
-        cas = {IssuerCA.MOEACA if c is CertificateKind.BUSINESS else IssuerCA.TAICA
-               for _, c in self.imports}
+        cas = {
+            IssuerCA.MOEACA if c is CertificateKind.BUSINESS else IssuerCA.TAICA
+            for _, c in self.imports
+        }
         return frozenset(cas)
 
 

@@ -20,6 +20,7 @@ from datetime import timedelta
 from enum import StrEnum
 from functools import cache
 from importlib import resources
+from itertools import pairwise
 from typing import Any, cast
 
 from statemachine import State, StateMachine
@@ -138,9 +139,7 @@ def load_definition(
         raise DefinitionError("no [[step]] tables", source=origin)
     known = {s.value for s in _PLACEABLE} | set(contributed)
     scopes = {c.value for c in Category} | {a.code for a in applicants}
-    steps = tuple(
-        _parse_step(i, entry, known, scopes, locate) for i, entry in enumerate(raw_steps)
-    )
+    steps = tuple(_parse_step(i, entry, known, scopes, locate) for i, entry in enumerate(raw_steps))
     _check_order(steps, locate)
     if applicants:
         for i, step in enumerate(steps):
@@ -209,9 +208,13 @@ def _check_order(steps: Sequence[WorkflowStep], locate: _Locator) -> None:
         if required not in ids:
             raise DefinitionError(f"missing step {required.value!r}", source=locate.origin)
         if steps[ids.index(required)].applies_to:
-            raise locate.error(f"{required.value!r} applies to every type", step=ids.index(required))
+            raise locate.error(
+                f"{required.value!r} applies to every type", step=ids.index(required)
+            )
     if ids.index(Step.CARD_CHECK) > ids.index(Step.BASIC_DATA):
-        raise locate.error("'card_check' must come before 'basic_data'", step=ids.index(Step.CARD_CHECK))
+        raise locate.error(
+            "'card_check' must come before 'basic_data'", step=ids.index(Step.CARD_CHECK)
+        )
 
 
 def _text(value: Any, key: str, locate: _Locator) -> str:
@@ -237,7 +240,9 @@ class _Locator:
             n for n, line in enumerate(self.lines, 1) if line.strip().startswith("[[step]]")
         ]
 
-    def error(self, detail: str, *, step: int | None = None, key: str | None = None) -> DefinitionError:
+    def error(
+        self, detail: str, *, step: int | None = None, key: str | None = None
+    ) -> DefinitionError:
         return DefinitionError(detail, source=self.origin, line=self.line(step, key))
 
     def line(self, step: int | None, key: str | None) -> int | None:
@@ -271,8 +276,8 @@ def _compile(path: tuple[str, ...]) -> type[StateMachine]:
         states[ending.value] = State(name=ending.value, value=ending.value, final=True)
     live = path[:-1]
     events: dict[str, Any] = {
-        Event.NEXT.value: _chain(states[a].to(states[b]) for a, b in zip(path, path[1:], strict=False)),
-        Event.BACK.value: _chain(states[b].to(states[a]) for a, b in zip(live, live[1:], strict=False)),
+        Event.NEXT.value: _chain(states[a].to(states[b]) for a, b in pairwise(path)),
+        Event.BACK.value: _chain(states[b].to(states[a]) for a, b in pairwise(live)),
         Event.CANCEL.value: _chain(states[s].to(states[Step.CANCELLED.value]) for s in live),
         Event.EXPIRE.value: _chain(states[s].to(states[Step.EXPIRED.value]) for s in live),
     }

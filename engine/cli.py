@@ -28,7 +28,8 @@ MAX_INPUT_FILE = 1024 * 1024
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 DbOption = Annotated[
-    str | None, typer.Option("--db", help="Database URL (default: SWREG_DATABASE_URL or ./swreg.db).")
+    str | None,
+    typer.Option("--db", help="Database URL (default: SWREG_DATABASE_URL or ./swreg.db)."),
 ]
 
 app = typer.Typer(
@@ -169,8 +170,9 @@ def init(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Create or migrate the database (idempotent). 建立或更新資料庫。"""
     with _command(as_json) as out:
         application = _app(db)
-        out.result.update(database=application.settings.database_url,
-                          workflow=application.workflow.hash)
+        out.result.update(
+            database=application.settings.database_url, workflow=application.workflow.hash
+        )
         out.say(f"資料庫已就緒 / database ready: {application.settings.database_url}")
         out.say(f"流程定義 / workflow {application.workflow.name} {application.workflow.hash[:12]}")
 
@@ -187,8 +189,12 @@ def trust_add(
     """Trust a CA certificate (DER or PEM). 加入受信任的憑證。"""
     with _command(as_json) as out:
         entry = _app(db).trust.add_certificate(_read_file(file), anchor=not intermediate)
-        out.result.update(fingerprint=entry.fingerprint, subject=entry.subject,
-                          anchor=entry.is_anchor, added=entry.added)
+        out.result.update(
+            fingerprint=entry.fingerprint,
+            subject=entry.subject,
+            anchor=entry.is_anchor,
+            added=entry.added,
+        )
         verb = "已加入 / added" if entry.added else "已存在 / already present"
         out.say(f"{verb}: {entry.subject} ({entry.fingerprint[:16]}…)")
 
@@ -249,8 +255,10 @@ def types_(db: DbOption = None, as_json: JsonOption = False) -> None:
         ]
         out.say("申請類別 / applicant types:")
         for a in applicants:
-            out.say(f"  {a.code:32} {a.category.labels.zh_tw}/{a.labels.zh_tw}  "
-                    f"{a.category.labels.en} / {a.labels.en}")
+            out.say(
+                f"  {a.code:32} {a.category.labels.zh_tw}/{a.labels.zh_tw}  "
+                f"{a.category.labels.en} / {a.labels.en}"
+            )
         out.say("憑證使用類型 / customs usage types:")
         for u in usages:
             out.say(f"  {u.code:32} {u.labels.zh_tw}  {u.labels.en}")
@@ -261,7 +269,9 @@ def register(
     type_code: Annotated[str, typer.Option("--type", help="Applicant type code (swreg types).")],
     answers: Annotated[Path, typer.Option("--answers", help="JSON or TOML file of field: value.")],
     card: Annotated[str, typer.Option("--card", help="pcsc:NAME_OR_INDEX or virtual:FILE.p12")],
-    pin_stdin: Annotated[bool, typer.Option("--pin-stdin", help="Read the PIN from stdin.")] = False,
+    pin_stdin: Annotated[
+        bool, typer.Option("--pin-stdin", help="Read the PIN from stdin.")
+    ] = False,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -282,8 +292,12 @@ def register(
                 application.registrations, type_code=type_code, answers=data, card=opened,
                 pin=pin, on_step=remember,
             )  # fmt: skip
-        out.result.update(account=view.account, state=view.state, type=view.applicant_type,
-                          registration_id=view.id)
+        out.result.update(
+            account=view.account,
+            state=view.state,
+            type=view.applicant_type,
+            registration_id=view.id,
+        )
         out.say(f"註冊完成 / registration completed: {view.applicant_type}")
         out.say(f"帳號 / account: {view.account}")
         out.say("請至您的電子郵件Email進行帳號啟用 / activate the account from your e-mail")
@@ -322,8 +336,9 @@ def audit_verify(db: DbOption = None, as_json: JsonOption = False) -> None:
     with _command(as_json) as out:
         with _app(db).database.unit_of_work() as uow:
             result = uow.audit.verify()
-        out.result.update(rows=result.rows, first_bad_seq=result.first_bad_seq,
-                          reason=result.reason)
+        out.result.update(
+            rows=result.rows, first_bad_seq=result.first_bad_seq, reason=result.reason
+        )
         if not result.ok:
             raise RefusedError(
                 ErrorCode.INVALID_VALUE, field="audit",
@@ -347,9 +362,11 @@ def audit_show(
             raise RefusedError(ErrorCode.REGISTRATION_NOT_FOUND, field="id")
         out.result["entries"] = entries
         for e in entries:
-            out.say(f"#{e['seq']} {e['at']} {e['actor']} {e['event']} "
-                    f"{e['from_state'] or '-'} → {e['to_state'] or '-'} "
-                    f"{json.dumps(e['diff'], ensure_ascii=False)}")
+            out.say(
+                f"#{e['seq']} {e['at']} {e['actor']} {e['event']} "
+                f"{e['from_state'] or '-'} → {e['to_state'] or '-'} "
+                f"{json.dumps(e['diff'], ensure_ascii=False)}"
+            )
 
 
 def _entry(row: Any) -> dict[str, Any]:
@@ -395,4 +412,3 @@ def demo(
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     app(args=argv, prog_name="swreg")
-

@@ -54,7 +54,9 @@ def to_card_check(app: App, type_code: str, **start: Any) -> RegistrationView:
     return app.registrations.start(type_code, consent=True, **start)
 
 
-def card_response(app: App, view: RegistrationView, card: IssuedCard, **override: Any) -> CardResponse:
+def card_response(
+    app: App, view: RegistrationView, card: IssuedCard, **override: Any
+) -> CardResponse:
     challenge = app.registrations.issue_challenge(view.id)
     fields = {
         "challenge_id": challenge.id,

@@ -139,7 +139,10 @@ def test_types_lists_all_fourteen_applicant_types(cli: Cli) -> None:
         "offshore_duty_free_system", "duty_free", "airline",
     }  # fmt: skip
     general = next(t for t in out["applicant_types"] if t["code"] == "enterprise.general")
-    assert general["labels"] == {"zh-TW": "一般企業或組織團體", "en": "General enterprise or organisation"}
+    assert general["labels"] == {
+        "zh-TW": "一般企業或組織團體",
+        "en": "General enterprise or organisation",
+    }
     person = next(t for t in out["applicant_types"] if t["code"] == "person.general")
     assert person["steps"] == ["category", "card_check", "basic_data", "completed"]
 
@@ -217,7 +220,9 @@ def test_refusals_report_field_and_code(cli: Cli, pki: TestPKI) -> None:
 
 
 def test_accounts_check_after_registration(cli: Cli, pki: TestPKI) -> None:
-    assert cli.register("enterprise.general", pki.issue_company("04595257"), COMPANY_ANSWERS)[0] == 0
+    assert (
+        cli.register("enterprise.general", pki.issue_company("04595257"), COMPANY_ANSWERS)[0] == 0
+    )
     code, out = cli.invoke("accounts", "check", "04595257")
     assert code == 1
     assert out["errors"][0]["code"] == "account_exists"
@@ -237,7 +242,7 @@ def test_the_pin_appears_in_no_file_table_or_output(cli: Cli, pki: TestPKI) -> N
     assert pin not in json.dumps(out) and pin not in err
     with sqlite3.connect(cli.db) as connection:
         for (table,) in connection.execute("select name from sqlite_master where type='table'"):
-            for row in connection.execute(f'select * from "{table}"'):  # noqa: S608
+            for row in connection.execute(f'select * from "{table}"'):
                 assert pin not in repr(row), table
                 assert "A123456789" not in repr(row), table  # the ID: hashed and masked only
                 assert "Passw0rdOK" not in repr(row), table
@@ -251,11 +256,15 @@ def _tamper(db: Path, sql: str) -> None:
 @pytest.mark.parametrize(
     ("sql", "bad_seq"),
     [
-        ("update audit_log set diff = '{\"iot\": true}' where seq = 3", 3),  # edited (2 rows of trust first)
+        (
+            "update audit_log set diff = '{\"iot\": true}' where seq = 3",
+            3,
+        ),  # edited (2 rows of trust first)
         ("delete from audit_log where seq = 4", 5),  # deleted: the gap shows at the next row
         (  # reordered: rows 3 and 4 swap places
-            "update audit_log set seq = -3 where seq = 3; update audit_log set seq = 3 where seq = 4;"
-            " update audit_log set seq = 4 where seq = -3",
+            "update audit_log set seq = -3 where seq = 3;"
+            "update audit_log set seq = 3 where seq = 4;"
+            "update audit_log set seq = 4 where seq = -3",
             3,
         ),
     ],

@@ -148,7 +148,10 @@ def test_an_organization_gives_its_ubn_at_enterprise_info(app: App, pki: TestPKI
 
 def test_the_government_type_directly(app: App, pki: TestPKI) -> None:
     view = enrol(
-        app, "enterprise.government", pki.issue_agency(AGENCY_OID, "測試署"), org_answers(AGENCY_OID)
+        app,
+        "enterprise.government",
+        pki.issue_agency(AGENCY_OID, "測試署"),
+        org_answers(AGENCY_OID),
     )
     assert (view.account, view.applicant_type) == (AGENCY_OID, "enterprise.government")
 
@@ -325,7 +328,9 @@ def test_person_identity_mismatch(
     app: App, pki: TestPKI, change: dict[str, str], field: str
 ) -> None:
     with pytest.raises(RefusedError) as info:
-        enrol(app, "person.general", pki.issue_person("王小明", "6789"), {**PERSON_ANSWERS, **change})
+        enrol(
+            app, "person.general", pki.issue_person("王小明", "6789"), {**PERSON_ANSWERS, **change}
+        )
     assert refusal(info) == ("identity_mismatch", field)
     assert count(app, Account) == 0
 

@@ -112,8 +112,8 @@ def test_missing_final_step_is_refused(catalog: Catalog) -> None:
 def test_a_contributed_step_can_be_placed(catalog: Catalog) -> None:
     review = StepSpec(id="review", labels=Labels("審核", "Review"), applies_to=frozenset())
     source = GOOD.replace(
-        '[[step]]\nid = "completed"', '[[step]]\nid = "review"\napplies_to = ["enterprise"]\n'
-        '[[step]]\nid = "completed"'
+        '[[step]]\nid = "completed"',
+        '[[step]]\nid = "review"\napplies_to = ["enterprise"]\n[[step]]\nid = "completed"',
     )
     definition = load_definition(
         source, contributed={"review": review}, applicants=catalog.applicant_types.values()

@@ -59,7 +59,7 @@ def _scenarios(pki: TestPKI) -> list[Scenario]:
                 "phone": "0912-345-678",
                 "address": "臺北市信義區示範路2號",
                 **password,
-            },  # fmt: skip
+            },
         ),
         Scenario(
             "企業 / 一般企業 — a company's primary 工商憑證 (MOEACA test card, 正卡)",
@@ -94,7 +94,7 @@ def _scenarios(pki: TestPKI) -> list[Scenario]:
                 "company_name": "示範大學",
                 "ubn": "10458575",
                 **password,
-            },  # fmt: skip
+            },
         ),
         Scenario(
             "企業 / 政府機關 — a government agency with a GCA card (政府憑證)",
@@ -109,7 +109,7 @@ def _scenarios(pki: TestPKI) -> list[Scenario]:
                 "address": "臺北市南港區示範路4號",
                 "company_name": "示範署",
                 **password,
-            },  # fmt: skip
+            },
         ),
     ]
 
@@ -135,9 +135,8 @@ def run_demo(out_dir: Path | None = None, *, say: Say | None = None) -> dict[str
         results = [_run(app, pki, folder, scenario, speak) for scenario in _scenarios(pki)]
         with app.database.unit_of_work() as uow:
             audit = uow.audit.verify()
-        speak(
-            f"稽核紀錄 / audit log: {audit.rows} rows, chain {'intact 完整' if audit.ok else 'BROKEN'}"
-        )
+        chain = "intact 完整" if audit.ok else "BROKEN"
+        speak(f"稽核紀錄 / audit log: {audit.rows} rows, chain {chain}")
         return {
             "folder": str(folder),
             "database": settings.database_url,
@@ -162,25 +161,35 @@ def _run(app: App, pki: TestPKI, folder: Path, scenario: Scenario, speak: Say) -
         applicant = catalog.applicant(view.applicant_type)
         if view.state == Step.COMPLETED:
             tell(view, view.path[-2], applicant)
-        tell(view, view.path[view.step_number - 2] if view.state != Step.COMPLETED else view.state,
-             applicant)
+        tell(
+            view,
+            view.path[view.step_number - 2] if view.state != Step.COMPLETED else view.state,
+            applicant,
+        )
 
     def tell(view: RegistrationView, done: str, applicant: Any) -> None:
         number = view.path.index(done) + 1
         label = Step(done).labels if done in Step._value2member_map_ else catalog.steps[done].labels
         head = f"   [{number}/{len(view.path)}] {label.zh_tw} / {label.en}:"
         if done == Step.CATEGORY:
-            speak(f"{head} {applicant.category.labels.zh_tw}/{applicant.labels.zh_tw} — "
-                  f"{applicant.category.labels.en} / {applicant.labels.en}; 已同意資料使用聲明 / consent given")
+            speak(
+                f"{head} {applicant.category.labels.zh_tw}/{applicant.labels.zh_tw} — "
+                f"{applicant.category.labels.en} / {applicant.labels.en}; "
+                "已同意資料使用聲明 / consent given"
+            )
         elif done == Step.CARD_CHECK:
             found = ", ".join(f"{k}={v}" for k, v in view.identity.items())
             speak(f"{head} 檢查完畢 / passed (PIN verified on the card, challenge signed): {found}")
             if view.applicant_type != view.chosen_type:
-                speak(f"       屬性改為 / type resolved to {applicant.labels.zh_tw} "
-                      f"{applicant.labels.en} ({view.applicant_type})")
+                speak(
+                    f"       屬性改為 / type resolved to {applicant.labels.zh_tw} "
+                    f"{applicant.labels.en} ({view.applicant_type})"
+                )
         elif done == Step.COMPLETED:
-            speak(f"{head} 帳號 / account {view.account} — 請至您的電子郵件Email進行帳號啟用 "
-                  "/ activate it from your e-mail")
+            speak(
+                f"{head} 帳號 / account {view.account} — 請至您的電子郵件Email進行帳號啟用 "
+                "/ activate it from your e-mail"
+            )
         else:
             speak(f"{head} 已填寫 / accepted (帳號 / account {view.account})")
 
@@ -197,6 +206,10 @@ def _run(app: App, pki: TestPKI, folder: Path, scenario: Scenario, speak: Say) -
             speak(f"   ✗ {error.code}: {error.message('zh-TW')} / {error.message('en')}")
             if scenario.expect == error.code:
                 speak("       (預期中的拒絕 / refused as expected; the registration was cancelled)")
-            return {"type": scenario.type_code, "ok": False, "code": str(error.code),
-                    "expected": scenario.expect == error.code}
+            return {
+                "type": scenario.type_code,
+                "ok": False,
+                "code": str(error.code),
+                "expected": scenario.expect == error.code,
+            }
     return {"type": view.applicant_type, "ok": True, "account": view.account, "state": view.state}

@@ -32,7 +32,13 @@ _ATTRIBUTES = (
     ("enterprise.shipping", "船公司/代理業", "Shipping company or agent", 40, True),
     ("enterprise.warehouse", "倉儲業", "Warehouse operator", 50, True),
     ("enterprise.forwarder", "承攬業", "Freight forwarder", 60, False),
-    ("enterprise.offshore_duty_free", "離島免稅購物商店", "Offshore-island duty-free shop", 70, False),
+    (
+        "enterprise.offshore_duty_free",
+        "離島免稅購物商店",
+        "Offshore-island duty-free shop",
+        70,
+        False,
+    ),
     ("enterprise.duty_free", "免稅商店", "Duty-free shop", 80, False),
     (
         "enterprise.bonded_transport",
@@ -74,7 +80,12 @@ _USAGES = (
     ("shipping", "船公司/代理業", "Shipping company or agent", 30),
     ("warehouse", "倉儲業", "Warehouse operator", 40),
     ("inspection", "報驗業", "Inspection agent", 50),
-    ("offshore_duty_free_system", "離島免稅購物商店系統", "Offshore-island duty-free shop system", 60),
+    (
+        "offshore_duty_free_system",
+        "離島免稅購物商店系統",
+        "Offshore-island duty-free shop system",
+        60,
+    ),
     ("duty_free", "免稅商店", "Duty-free shop", 70),
     ("airline", "航空公司", "Airline", 80),
 )

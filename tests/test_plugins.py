@@ -1,0 +1,222 @@
+"""Plugins: the built-ins through the entry-point group, a third party added without touching
+``engine/``, the public API and the layering rules of DESIGN.md §1."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import engine
+from engine import Catalog, Category, DefinitionError, IssuerCA, make_plugin_manager
+from engine.testing.pki import TestPKI
+
+from .conftest import COMPANY_ANSWERS
+from .helpers import enrol
+
+ROOT = Path(__file__).resolve().parent.parent
+SWREG = str(Path(sys.executable).parent / "swreg")
+
+THIRD_PARTY = '''
+"""An example third-party applicant type: 企業 / 航空公司 with its IATA code."""
+from engine import (
+    BUSINESS_CARD, COMPANY_BINDING, AccountRule, ApplicantType, Category, CompanyInfo,
+    EnterpriseBasicData, Labels, Text, hookimpl,
+)
+
+
+class AirlineData(EnterpriseBasicData):
+    iata_code: Text
+
+
+AIRLINE = ApplicantType(
+    code="enterprise.airline",
+    category=Category.ENTERPRISE,
+    labels=Labels("航空公司", "Airline"),
+    basic_data=AirlineData,
+    enterprise_info=CompanyInfo,
+    account=AccountRule("ubn", suffix_field="iata_code", separator="-"),
+    login=BUSINESS_CARD,
+    binding=COMPANY_BINDING,
+    order=95,
+)
+
+
+@hookimpl
+def swreg_applicant_types():
+    return [AIRLINE]
+'''
+
+
+@pytest.fixture
+def third_party(tmp_path: Path) -> Iterator[Path]:
+    """A package installed the way pip would: a module plus a dist-info with entry points."""
+    site = tmp_path / "site"
+    (site / "acme_airline").mkdir(parents=True)
+    (site / "acme_airline" / "__init__.py").write_text(THIRD_PARTY, encoding="utf-8")
+    info = site / "acme_airline-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-airline\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[swreg]\nairline = acme_airline\n")
+    sys.path.insert(0, str(site))
+    yield site
+    sys.path.remove(str(site))
+    sys.modules.pop("acme_airline", None)
+
+
+def test_the_built_ins_come_through_the_entry_point_group() -> None:
+    manager = make_plugin_manager()
+    names = {name for name, _ in manager.list_name_plugin()}
+    assert {"person", "enterprise", "broker", "org_oid"} <= names
+    catalog = Catalog.from_plugins(manager)
+    assert len(catalog.applicant_types) == 14
+    assert [a.code for a in catalog.applicant_types.values()][:2] == [
+        "person.general",
+        "person.customs_broker",
+    ]
+    iot = {a.code for a in catalog.applicant_types.values() if a.iot_allowed}
+    assert iot == {"enterprise.shipping", "enterprise.warehouse", "enterprise.bonded_transport"}
+    assert catalog.applicant("enterprise.organization").takes_over == {"enterprise.general"}
+    for applicant in catalog.applicant_types.values():
+        assert applicant.labels.zh_tw and applicant.labels.en
+        expected = {"person": {IssuerCA.MOICA}}.get(applicant.category.value)
+        if expected:
+            assert applicant.login.cas == expected
+
+
+def test_without_entry_points_nothing_is_loaded() -> None:
+    manager = make_plugin_manager(load_entrypoints=False)
+    assert Catalog.from_plugins(manager).applicant_types == {}
+
+
+def test_a_duplicate_code_is_a_definition_error() -> None:
+    import plugins.person as person
+
+    class Again:
+        swreg_applicant_types = staticmethod(person.swreg_applicant_types)
+
+    manager = make_plugin_manager(plugins=[Again()])
+    with pytest.raises(DefinitionError, match=r"duplicate applicant type 'person\.general'"):
+        Catalog.from_plugins(manager)
+
+
+def test_a_third_party_type_registers_in_process(
+    third_party: Path, settings: engine.Settings, clock: engine.FixedClock, pki: TestPKI
+) -> None:
+    app = engine.bootstrap(settings, clock=clock)
+    try:
+        airline = app.catalog.applicant("enterprise.airline")
+        assert airline.category is Category.ENTERPRISE
+        for anchor in pki.anchors():
+            app.trust.add_certificate(pki.der(anchor))
+        answers = {**COMPANY_ANSWERS, "iata_code": "BR"}
+        view = enrol(app, "enterprise.airline", pki.issue_company("04595257"), answers)
+        assert (view.state, view.account) == ("completed", "04595257-BR")
+    finally:
+        app.close()
+
+
+def test_a_third_party_type_through_the_cli(
+    third_party: Path, tmp_path: Path, pki: TestPKI
+) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(third_party),
+        "SWREG_DATABASE_URL": f"sqlite:///{tmp_path / 'tp.db'}",
+        "SWREG_ARGON2": "1,64,1",
+    }
+
+    def swreg(*args: str, stdin: str | None = None) -> dict[str, object]:
+        done = subprocess.run(
+            [SWREG, *args, "--json"], env=env, input=stdin, capture_output=True, text=True,
+            timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        result: dict[str, object] = json.loads(done.stdout)
+        return result
+
+    types = swreg("types")
+    assert "enterprise.airline" in [t["code"] for t in types["applicant_types"]]  # type: ignore[attr-defined,index]
+    for i, anchor in enumerate(pki.anchors()):
+        path = tmp_path / f"root{i}.cer"
+        path.write_bytes(pki.der(anchor))
+        swreg("trust", "add", str(path))
+    answers = tmp_path / "airline.json"
+    answers.write_text(json.dumps({**COMPANY_ANSWERS, "iata_code": "CI"}), encoding="utf-8")
+    card = tmp_path / "airline.p12"
+    pki.write_pkcs12(pki.issue_company("04595257"), card, "1234")
+    out = swreg(
+        "register", "--type", "enterprise.airline", "--answers", str(answers),
+        "--card", f"virtual:{card}", "--pin-stdin", stdin="1234\n",
+    )  # fmt: skip
+    assert (out["account"], out["type"]) == ("04595257-CI", "enterprise.airline")
+
+
+def test_the_public_api_is_pinned() -> None:
+    assert engine.__all__ == sorted(engine.__all__, key=lambda n: (not n.isupper(), n))
+    for name in engine.__all__:
+        assert hasattr(engine, name), name
+    assert {"bootstrap", "hookimpl", "ApplicantType", "SwregError", "ErrorCode"} <= set(
+        engine.__all__
+    )
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(("." * node.level) + node.module)
+    return found
+
+
+def test_plugins_and_readers_use_only_the_public_engine_api() -> None:
+    for folder in ("plugins", "readers"):
+        for path in (ROOT / folder).rglob("*.py"):
+            private = {
+                m for m in _imports(path) if m.startswith("engine.") and m != "engine.hookspecs"
+            }
+            assert not private, f"{path} imports {private}"
+
+
+PURE_CORE = [
+    "_workflow", "_types", "_identifiers", "_fields", "_forms", "_certificate", "_trust",
+    "_revocation", "_cert_checks", "_card_check", "_step_data", "_plugins", "_profiles", "_errors",
+]  # fmt: skip
+FORBIDDEN = ("sqlalchemy", "typer", "fastapi", "smartcard", "readers", "plugins", "socket")
+
+
+@pytest.mark.parametrize("module", PURE_CORE)
+def test_the_pure_core_does_no_io(module: str) -> None:
+    imported = _imports(ROOT / "engine" / f"{module}.py")
+    assert not {m for m in imported if m.lstrip(".").split(".")[0] in FORBIDDEN}
+    assert ".store" not in imported
+
+
+def test_nothing_in_engine_imports_a_plugin_by_name() -> None:
+    for path in (ROOT / "engine").rglob("*.py"):
+        assert not {m for m in _imports(path) if m.split(".")[0] == "plugins"}, path
+
+
+def test_hookspecs_are_prefixed_and_documented() -> None:
+    from engine import hookspecs
+
+    specs = [n for n in dir(hookspecs) if n.startswith("swreg_")]
+    assert specs == [
+        "swreg_applicant_types",
+        "swreg_registration_completed",
+        "swreg_usage_types",
+        "swreg_workflow_steps",
+    ]
+    for name in specs:
+        doc = textwrap.dedent(getattr(hookspecs, name).__doc__ or "")
+        assert "Parameters:" in doc and "Returns:" in doc, name
