@@ -10,7 +10,7 @@ nothing behind; the account exists only once ``completed`` is entered.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -235,11 +235,7 @@ class RegistrationService:
                 )  # fmt: skip
             data = {**registration.data, **step.stored}
             account = applicant.account.name(data)
-            if (
-                registration.state == Step.BASIC_DATA
-                and account is not None
-                and uow.accounts.exists(account)
-            ):
+            if account is not None and uow.accounts.exists(account):  # 用戶姓名已存在
                 raise RefusedError(ErrorCode.ACCOUNT_EXISTS, field=applicant.account.field)
             registration.data = data
             registration.account_name = account
@@ -318,7 +314,15 @@ class RegistrationService:
     ) -> None:  # fmt: skip
         definition = self._workflows.get(registration.workflow_hash)
         applicant = self._catalog.applicant(registration.applicant_type)
-        recorder = _Recorder(self, uow, registration, actor, dict(diff or {}), definition)
+        recorder = _Recorder(
+            uow=uow,
+            registration=registration,
+            definition=definition,
+            clock=self._clock,
+            create_account=self._create_account,
+            actor=actor,
+            diff=dict(diff or {}),
+        )
         try:
             advance(definition, applicant, registration.state, event, [recorder])
         except TransitionNotAllowed:
@@ -418,27 +422,26 @@ class RegistrationService:
         )
 
 
+@dataclass(slots=True)
 class _Recorder:
-    """The listener that writes a transition: state, deadline, audit row, account."""
+    """The listener that writes a transition: state, deadline, audit row and, on entering
+    ``completed``, the account (through ``create_account``), all in the caller's transaction."""
 
-    def __init__(
-        self, service: RegistrationService, uow: UnitOfWork, registration: Registration,
-        actor: str, diff: dict[str, Any], definition: WorkflowDefinition,
-    ) -> None:  # fmt: skip
-        self.service = service
-        self.uow = uow
-        self.registration = registration
-        self.actor = actor
-        self.diff = diff
-        self.definition = definition
+    uow: UnitOfWork
+    registration: Registration
+    definition: WorkflowDefinition
+    clock: Clock
+    create_account: Callable[[UnitOfWork, Registration], Account]
+    actor: str
+    diff: dict[str, Any]
 
     def on_enter_completed(self) -> None:
-        account = self.service._create_account(self.uow, self.registration)
+        account = self.create_account(self.uow, self.registration)
         self.diff["account"] = account.name
 
     def after_transition(self, event: str, source: Any, target: Any) -> None:
         registration = self.registration
-        now = self.service._clock.now()
+        now = self.clock.now()
         registration.state = target.id
         registration.updated_at = now
         if target.id not in ENDINGS:
