@@ -18,7 +18,7 @@ from typing import Any
 from cryptography import x509
 
 from ._cert_checks import CertificateVerdict, check_login_certificate, verify_signature
-from ._certificate import ParsedCertificate, load_certificate
+from ._certificate import ParsedCertificate, load_certificate, name_string
 from ._errors import SwregError
 from ._plugins import Catalog
 from ._revocation import RevocationIndex
@@ -85,7 +85,7 @@ class CardCheckResult:
             "not_before": parsed.not_before.isoformat(),
             "not_after": parsed.not_after.isoformat(),
             "identity": parsed.identity.as_dict(),
-            "chain": [c.subject.rfc4514_string() for c in self.verdict.chain],
+            "chain": [name_string(c.subject) for c in self.verdict.chain],
             "validated_at": self.verdict.checked_at.isoformat(),
             "crl_number": (
                 str(self.verdict.crl_number) if self.verdict.crl_number is not None else None

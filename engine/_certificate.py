@@ -229,13 +229,22 @@ def _load(data: bytes) -> ParsedCertificate:
         raise _refuse(ErrorCode.FILE_TOO_LARGE, f"{len(data)} bytes > {MAX_CERTIFICATE_BYTES}")
     if not data.strip():
         raise _refuse(ErrorCode.NOT_A_CERTIFICATE, "empty file")
-    der = _pem_to_der(data) if b"-----BEGIN" in data else data
+    der = _pem_to_der(data) if b"-----BEGIN" in data and not _whole_der(data) else data
     _sniff_der(der)
     try:
         certificate = x509.load_der_x509_certificate(der)
     except Exception as exc:
         raise _malformed_or_other(der, exc) from exc
     return _parse(der, certificate)
+
+
+def _whole_der(data: bytes) -> bool:
+    """One DER SEQUENCE spanning all of ``data`` (which may contain "-----BEGIN" by chance)."""
+    try:
+        tag, _, end = _read_tlv(data, 0)
+    except _DerError:
+        return False
+    return tag == _SEQUENCE and end == len(data)
 
 
 def _pem_to_der(data: bytes) -> bytes:
@@ -292,8 +301,11 @@ def _sniff_der(der: bytes) -> None:
         raise _refuse(ErrorCode.PRIVATE_KEY_REFUSED)
     if tags and tags[0] == _OID:
         _, s, e = children[0]
-        kind = "PKCS#7" if _decode_oid(der[s:e]) in _PKCS7_OIDS else "not a certificate"
-        raise _refuse(ErrorCode.NOT_A_CERTIFICATE, kind)
+        try:
+            pkcs7 = _decode_oid(der[s:e]) in _PKCS7_OIDS
+        except _DerError:
+            pkcs7 = False
+        raise _refuse(ErrorCode.NOT_A_CERTIFICATE, "PKCS#7" if pkcs7 else None)
 
 
 def _truncated_certificate(der: bytes) -> bool:
@@ -332,6 +344,8 @@ def _parse(der: bytes, certificate: x509.Certificate) -> ParsedCertificate:
         raise CertificateError(
             ErrorCode.CERTIFICATE_MALFORMED, detail=str(exc)[:200] or type(exc).__name__
         ) from exc
+    if serial <= 0:  # RFC 5280 §4.1.2.2; future cryptography releases refuse to parse these
+        raise CertificateError(ErrorCode.CERTIFICATE_MALFORMED, detail="serial number not positive")
     attributes = _directory_attributes(extensions)
     subject_class = _first(attributes, SDA_SUBJECT_CLASS)
     ca = classify_issuer(issuer_name, subject_class)

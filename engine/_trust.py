@@ -29,13 +29,14 @@ Time is not part of the path; :func:`check_validity` is separate.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import ExtensionOID
 
 from ._errors import CertificateError, ErrorCode
 
@@ -47,20 +48,37 @@ _MAX_SIGNATURE_CHECKS = 64  # bounds the search when a caller hands many look-al
 
 @dataclass(frozen=True, slots=True)
 class _Issuing:
-    """What a certificate may do as an issuer (read once per certificate)."""
+    """What a certificate may do as an issuer, and its names as DER (read once per certificate)."""
 
     can_issue: bool
     path_length: int | None
-    self_issued: bool
     is_ca: bool
+    v1: bool
     subject_key_id: bytes | None
     authority_key_id: bytes | None
+    subject_der: bytes
+    issuer_der: bytes
+
+    @property
+    def self_issued(self) -> bool:
+        return self.subject_der == self.issuer_der
+
+
+@dataclass(frozen=True, slots=True)
+class _Member:
+    """A certificate of the store: its index (for the signature memo) and what it may do."""
+
+    index: int
+    info: _Issuing
+    anchor: bool
+    self_signed: bool = False
 
 
 class TrustStore:
     """Trust anchors and known intermediates, indexed for O(1) issuer lookup.
 
-    Built once (at bootstrap or after ``swreg trust add``) and shared read-only between threads.
+    Built once (at bootstrap or after ``swreg trust add``) and shared read-only between threads
+    (the only mutation afterwards is a memo of verified CA-to-CA signatures).
     Intermediates help build paths but are not trusted on their own.
     """
 
@@ -74,23 +92,18 @@ class TrustStore:
         self._anchors = tuple(dict.fromkeys(anchors))
         anchor_set = frozenset(self._anchors)
         self._intermediates = tuple(c for c in dict.fromkeys(intermediates) if c not in anchor_set)
-        self._anchor_set = anchor_set
-        self._members = anchor_set | frozenset(self._intermediates)
         self._sha1_end_entities = sha1_end_entities
-        self._info: dict[x509.Certificate, _Issuing] = {}
-        self._by_subject: dict[bytes, list[x509.Certificate]] = {}
-        self._by_key_id: dict[bytes, list[x509.Certificate]] = {}
-        self._verified: dict[tuple[x509.Certificate, x509.Certificate], bool] = {}
-        for cert in (*self._anchors, *self._intermediates):
-            info = self._issuing(cert)
-            self._by_subject.setdefault(cert.subject.public_bytes(), []).append(cert)
-            if info.subject_key_id is not None:
-                self._by_key_id.setdefault(info.subject_key_id, []).append(cert)
-        self._self_signed = frozenset(
-            a
-            for a in self._anchors
-            if self._issuing(a).self_issued and self._signed_by(a, a, memo=True) is True
-        )
+        self._members: dict[x509.Certificate, _Member] = {}
+        self._by_subject: dict[bytes, tuple[x509.Certificate, ...]] = {}
+        self._verified: dict[tuple[int, int], bool] = {}
+        for index, cert in enumerate((*self._anchors, *self._intermediates)):  # anchors first
+            info = _read_issuing(cert)
+            self._members[cert] = _Member(index, info, cert in anchor_set)
+            self._by_subject[info.subject_der] = (*self._by_subject.get(info.subject_der, ()), cert)
+        for anchor in self._anchors:
+            member = self._members[anchor]
+            if member.info.self_issued and self._signed_by(anchor, member.info, anchor, member):
+                self._members[anchor] = replace(member, self_signed=True)
 
     @property
     def anchors(self) -> tuple[x509.Certificate, ...]:
@@ -101,7 +114,8 @@ class TrustStore:
         return self._intermediates
 
     def is_anchor(self, cert: x509.Certificate) -> bool:
-        return cert in self._anchor_set
+        member = self._members.get(cert)
+        return member is not None and member.anchor
 
     def issuer_candidates(
         self,
@@ -114,17 +128,8 @@ class TrustStore:
 
         Anchors come first, then intermediates, then ``extra``; signatures are not checked here.
         """
-        name = issuer.public_bytes()
-        found = list(self._by_subject.get(name, ()))
-        found.sort(key=lambda c: c not in self._anchor_set)
-        found += [c for c in extra if c not in found and c.subject.public_bytes() == name]
-        if key_identifier is None:
-            return found
-        return [
-            c
-            for c in found
-            if (ski := self._issuing(c).subject_key_id) is None or ski == key_identifier
-        ]
+        search = _Search(self, tuple(extra))
+        return [c for c, _, _ in search.candidates(issuer.public_bytes(), key_identifier)]
 
     def build_path(
         self, cert: x509.Certificate, *, extra: Sequence[x509.Certificate] = ()
@@ -135,7 +140,9 @@ class TrustStore:
         ``CertificateError("certificate_untrusted")`` when no path exists.
         """
         search = _Search(self, tuple(extra))
-        path = search.walk((cert,))
+        member = self._members.get(cert)
+        info = member.info if member is not None else _read_issuing(cert, as_issuer=False)
+        path = search.walk((cert,), (info,), member)
         if path is None:
             path = search.fallback
         if path is None:
@@ -147,47 +154,30 @@ class TrustStore:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _is_member(self, cert: x509.Certificate) -> bool:
-        return cert in self._members
-
-    def _is_self_signed_anchor(self, cert: x509.Certificate) -> bool:
-        return cert in self._self_signed
-
-    def _issuing(self, cert: x509.Certificate) -> _Issuing:
-        info = self._info.get(cert)
-        if info is None:
-            info = _read_issuing(cert)
-            if cert in self._members:
-                self._info[cert] = info
-        return info
-
     def _signed_by(
-        self, child: x509.Certificate, issuer: x509.Certificate, *, memo: bool
+        self,
+        child: x509.Certificate,
+        child_info: _Issuing,
+        issuer: x509.Certificate,
+        issuer_member: _Member | None,
+        child_member: _Member | None = None,
     ) -> bool | None:
-        """True/False; ``None`` when refused only because it is a SHA-1 end-entity signature."""
-        key = (child, issuer)
-        if memo and key in self._verified:
-            return self._verified[key]
-        result = _verify(child, issuer, sha1_allowed=self._issuing(child).is_ca)
+        """True/False; ``None`` when refused only because it is a SHA-1 end-entity signature.
+
+        Signatures between two store certificates are verified once and remembered.
+        """
+        key = None
+        if child_member is not None and issuer_member is not None:
+            key = (child_member.index, issuer_member.index)
+            known = self._verified.get(key)
+            if known is not None:
+                return known
+        result = _verify(child, issuer, sha1_allowed=child_info.is_ca)
         if result is None and self._sha1_end_entities:
             result = _verify(child, issuer, sha1_allowed=True)
-        if memo and result is not None:
+        if key is not None and result is not None:
             self._verified[key] = result
         return result
-
-    def _may_issue_for(
-        self, candidate: x509.Certificate, path: tuple[x509.Certificate, ...]
-    ) -> bool:
-        info = self._issuing(candidate)
-        if not info.can_issue:
-            return False
-        if not info.is_ca and candidate not in self._anchor_set and candidate.version.value != 0:
-            return False  # a v3 intermediate must say BasicConstraints ca=True
-        if info.path_length is not None:
-            below = sum(1 for c in path[1:] if not self._issuing(c).self_issued)
-            if below > info.path_length:
-                return False
-        return True
 
 
 class _Search:
@@ -195,40 +185,73 @@ class _Search:
 
     def __init__(self, store: TrustStore, extra: tuple[x509.Certificate, ...]) -> None:
         self.store = store
-        self.extra = extra
+        self.extra = [(c, _read_issuing(c)) for c in extra if c not in store._members]
         self.fallback: tuple[x509.Certificate, ...] | None = None
         self.sha1_refused = False
         self.budget = _MAX_SIGNATURE_CHECKS
 
-    def walk(self, path: tuple[x509.Certificate, ...]) -> tuple[x509.Certificate, ...] | None:
-        store = self.store
-        node = path[-1]
-        if store.is_anchor(node):
-            if store._is_self_signed_anchor(node):
+    def candidates(
+        self, issuer_der: bytes, key_identifier: bytes | None
+    ) -> list[tuple[x509.Certificate, _Issuing, _Member | None]]:
+        members = self.store._members
+        found: list[tuple[x509.Certificate, _Issuing, _Member | None]] = []
+        for cert in self.store._by_subject.get(issuer_der, ()):
+            member = members[cert]
+            found.append((cert, member.info, member))
+        found += [(c, i, None) for c, i in self.extra if i.subject_der == issuer_der]
+        if key_identifier is None:
+            return found
+        return [
+            item
+            for item in found
+            if item[1].subject_key_id is None or item[1].subject_key_id == key_identifier
+        ]
+
+    def walk(
+        self,
+        path: tuple[x509.Certificate, ...],
+        infos: tuple[_Issuing, ...],
+        member: _Member | None,
+    ) -> tuple[x509.Certificate, ...] | None:
+        node, info = path[-1], infos[-1]
+        if member is not None and member.anchor:
+            if member.self_signed:
                 return path
             if self.fallback is None:
                 self.fallback = path  # trusted; keep looking for the self-signed root above
         if len(path) >= MAX_PATH_LENGTH:
             return None
-        info = store._issuing(node)
-        for candidate in store.issuer_candidates(
-            node.issuer, info.authority_key_id, extra=self.extra
+        for candidate, candidate_info, candidate_member in self.candidates(
+            info.issuer_der, info.authority_key_id
         ):
-            if candidate in path or not store._may_issue_for(candidate, path):
+            anchor = candidate_member is not None and candidate_member.anchor
+            if candidate in path or not _may_issue(candidate_info, anchor, infos):
                 continue
             if self.budget <= 0:
                 return None
             self.budget -= 1
-            memo = store._is_member(node) and store._is_member(candidate)
-            signed = store._signed_by(node, candidate, memo=memo)
+            signed = self.store._signed_by(node, info, candidate, candidate_member, member)
             if signed is None:
                 self.sha1_refused = True
             if not signed:
                 continue
-            found = self.walk((*path, candidate))
+            found = self.walk((*path, candidate), (*infos, candidate_info), candidate_member)
             if found is not None:
                 return found
         return None
+
+
+def _may_issue(info: _Issuing, anchor: bool, below: tuple[_Issuing, ...]) -> bool:
+    """Whether a certificate may issue the one at the top of ``below`` (EE first)."""
+    if not info.can_issue:
+        return False
+    if not info.is_ca and not anchor and not info.v1:
+        return False  # a v3 intermediate must say BasicConstraints ca=True
+    if info.path_length is not None:
+        intermediates = sum(1 for i in below[1:] if not i.self_issued)
+        if intermediates > info.path_length:
+            return False
+    return True
 
 
 def check_validity(cert: x509.Certificate, at: datetime) -> None:
@@ -250,27 +273,42 @@ def check_validity(cert: x509.Certificate, at: datetime) -> None:
         )
 
 
-def _read_issuing(cert: x509.Certificate) -> _Issuing:
+_BASIC_CONSTRAINTS = ExtensionOID.BASIC_CONSTRAINTS
+_KEY_USAGE = ExtensionOID.KEY_USAGE
+_SKI = ExtensionOID.SUBJECT_KEY_IDENTIFIER
+_AKI = ExtensionOID.AUTHORITY_KEY_IDENTIFIER
+_WANTED = frozenset({_BASIC_CONSTRAINTS, _KEY_USAGE, _SKI, _AKI})
+
+
+def _read_issuing(cert: x509.Certificate, *, as_issuer: bool = True) -> _Issuing:
+    """Read once what path building needs; ``as_issuer=False`` skips the subject (an EE)."""
+    issuer_der = cert.issuer.public_bytes()
+    subject_der = cert.subject.public_bytes() if as_issuer else b""
     try:
-        extensions = cert.extensions
-        self_issued = cert.subject.public_bytes() == cert.issuer.public_bytes()
-    except Exception:  # unparsable extensions: cannot issue, matches nothing
-        return _Issuing(False, None, False, False, None, None)
+        found = {e.oid: e.value for e in cert.extensions if e.oid in _WANTED}
+        v1 = cert.version is x509.Version.v1
+    except Exception:  # unparsable extensions: cannot issue
+        return _Issuing(False, None, False, False, None, None, subject_der, issuer_der)
     can_issue, is_ca, path_length = True, False, None
-    ski = aki = None
-    for ext in extensions:
-        value = ext.value
-        if isinstance(value, x509.BasicConstraints):
-            is_ca = value.ca
-            can_issue = can_issue and value.ca
-            path_length = value.path_length
-        elif isinstance(value, x509.KeyUsage):
-            can_issue = can_issue and value.key_cert_sign
-        elif isinstance(value, x509.SubjectKeyIdentifier):
-            ski = value.digest
-        elif isinstance(value, x509.AuthorityKeyIdentifier):
-            aki = value.key_identifier
-    return _Issuing(can_issue, path_length, self_issued, is_ca, ski, aki)
+    constraints = found.get(_BASIC_CONSTRAINTS)
+    if isinstance(constraints, x509.BasicConstraints):
+        is_ca, path_length = constraints.ca, constraints.path_length
+        can_issue = constraints.ca
+    usage = found.get(_KEY_USAGE)
+    if isinstance(usage, x509.KeyUsage):
+        can_issue = can_issue and usage.key_cert_sign
+    ski = found.get(_SKI)
+    aki = found.get(_AKI)
+    return _Issuing(
+        can_issue,
+        path_length,
+        is_ca,
+        v1,
+        ski.digest if isinstance(ski, x509.SubjectKeyIdentifier) else None,
+        aki.key_identifier if isinstance(aki, x509.AuthorityKeyIdentifier) else None,
+        subject_der,
+        issuer_der,
+    )
 
 
 def _verify(

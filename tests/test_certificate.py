@@ -11,7 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -316,6 +316,9 @@ def test_other_pki_files_are_not_certificates(pki: TestPKI) -> None:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     assert refusal(spki).code is ErrorCode.NOT_A_CERTIFICATE
+    p7b = pkcs7.serialize_certificates([pki.root.certificate], serialization.Encoding.DER)
+    error = refusal(p7b)  # a .p7b bundle is not the single .cer asked for
+    assert (error.code, error.detail) == (ErrorCode.NOT_A_CERTIFICATE, "PKCS#7")
 
 
 @pytest.mark.parametrize(
@@ -449,6 +452,7 @@ def test_certificate_with_malformed_sda_loads_without_identity(pki: TestPKI) -> 
 # -- hostile input: only swreg errors ----------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning")
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(st.binary(max_size=2048))
 def test_random_bytes_give_only_swreg_errors(data: bytes) -> None:
@@ -456,6 +460,7 @@ def test_random_bytes_give_only_swreg_errors(data: bytes) -> None:
         load_certificate(data)
 
 
+@pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning")
 @settings(max_examples=400, deadline=None)
 @given(
     st.sampled_from(ALL_VECTORS),
@@ -479,3 +484,21 @@ def test_pkcs12_loader_round_trip_is_not_a_certificate_path(pki: TestPKI) -> Non
     card = pki.issue_person()
     key, cert, _ = pkcs12.load_key_and_certificates(pkcs12_bytes(card, "1234"), b"1234")
     assert cert == card.certificate and key is not None
+
+
+def test_non_positive_serial_number_is_malformed(pki: TestPKI) -> None:
+    # cryptography still parses these (with a deprecation warning) but RFC 5280 forbids them
+    card = pki.issue_customs("97162640")
+    assert 2**30 <= card.certificate.serial_number < 2**31  # a 4-byte positive INTEGER
+    der = bytearray(card.der())
+    tbs_serial = der.index(b"\x02\x04", 4)  # INTEGER, 4 bytes, right after the version
+    der[tbs_serial + 2] |= 0x80  # now negative
+    with pytest.warns(UserWarning):
+        error = refusal(bytes(der))
+    assert error.code is ErrorCode.CERTIFICATE_MALFORMED
+
+
+def test_der_containing_a_pem_marker_is_still_der(pki: TestPKI) -> None:
+    card = pki.issue_person("-----BEGIN CERTIFICATE-----")  # the marker inside the subject CN
+    parsed = load_certificate(card.der())
+    assert parsed.identity.name == "-----BEGIN CERTIFICATE-----"
