@@ -352,3 +352,20 @@ def test_demo_registers_every_category(tmp_path: Path) -> None:
         ("enterprise.organization", "2.16.886.111.90010.90003.100001", None),
         ("enterprise.government", "2.16.886.101.20003.20065.20065", None),
     ]
+
+
+def test_cert_inspect_of_a_real_gpki_company_certificate(cli: Cli) -> None:
+    vectors = Path(__file__).parent / "vectors" / "gpki"
+    code, _ = cli.invoke("trust", "add", str(vectors / "grca-g1-2002-root.cer"))
+    assert code == 0
+    for helper in ("grca-2012-link.cer", "moeaca-g2-ca.cer"):  # the key-rollover link and the CA
+        code, out = cli.invoke("trust", "add", "--intermediate", str(vectors / helper))
+        assert (code, out["anchor"]) == (0, False)
+    code, out, _ = cli.run("cert", "inspect", str(vectors / "moeaca-ee-g2-2019-citibank.cer"))
+    assert code == 0
+    assert out["ca"] == "MOEACA"
+    assert out["identity"] == {"ubn": "28421312", "card_rank": "secondary"}
+    assert out["status"] == "expired"  # a real card from 2019: its five years are over
+    assert len(out["chain"]) == 4  # EE → MOEACA G2 → 2012 link → GRCA (2002)
+    assert out["chain"][1].endswith("OU=工商憑證管理中心,O=行政院,C=TW")
+    assert "enterprise.general" in out["accepted_by"]
