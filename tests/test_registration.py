@@ -467,3 +467,46 @@ def test_error_codes_are_the_contracts() -> None:
         "file_too_large", "not_a_certificate", "private_key_refused", "rate_limited",
         "not_authorized",
     }  # fmt: skip
+
+
+def test_a_plugin_step_placed_by_a_workflow_file(
+    tmp_path: Any, settings: Any, clock: FixedClock, pki: TestPKI
+) -> None:
+    """A plugin contributes a 'declaration' step with a form; a workflow file places it."""
+    from dataclasses import replace
+
+    from engine import Form, Labels, StepSpec, Text, bootstrap, hookimpl, make_plugin_manager
+
+    class Declaration(Form):
+        declared_by: Text
+
+    class DeclarationPlugin:
+        @hookimpl
+        def swreg_workflow_steps(self) -> list[StepSpec]:
+            return [StepSpec("declaration", Labels("聲明", "Declaration"), form=Declaration)]
+
+    workflow = tmp_path / "workflow.toml"
+    workflow.write_text(
+        'name = "with-declaration"\n'
+        '[[step]]\nid = "category"\n[[step]]\nid = "card_check"\n[[step]]\nid = "basic_data"\n'
+        '[[step]]\nid = "declaration"\napplies_to = ["person"]\n[[step]]\nid = "completed"\n',
+        encoding="utf-8",
+    )
+    manager = make_plugin_manager(plugins=[DeclarationPlugin()])
+    app = bootstrap(replace(settings, workflow_file=workflow), clock=clock, plugins=manager)
+    try:
+        for anchor in pki.anchors():
+            app.trust.add_certificate(pki.der(anchor))
+        view = to_card_check(app, "person.general")
+        assert view.path == ("category", "card_check", "basic_data", "declaration", "completed")
+        view = app.registrations.submit_card(view.id, card_response(app, view, pki.issue_person()))
+        view = app.registrations.submit(view.id, PERSON_ANSWERS)
+        assert view.state == "declaration"
+        with pytest.raises(RefusedError) as info:
+            app.registrations.submit(view.id, {})
+        assert refusal(info) == ("field_required", "declared_by")
+        view = app.registrations.submit(view.id, {"declared_by": "王小明"})
+        assert (view.state, view.account) == ("completed", "ming@example.com")
+        assert accounts(app)[0].profile["declared_by"] == "王小明"
+    finally:
+        app.close()
