@@ -51,6 +51,7 @@ class ErrorCode(StrEnum):
     PIN_INCORRECT = "pin_incorrect"
     CARD_LOCKED = "card_locked"
     CARD_ERROR = "card_error"
+    HICOS_REQUIRED = "hicos_required"
     CERTIFICATE_MALFORMED = "certificate_malformed"
     CERTIFICATE_UNTRUSTED = "certificate_untrusted"
     CERTIFICATE_EXPIRED = "certificate_expired"
@@ -118,6 +119,10 @@ _MESSAGES: Mapping[ErrorCode, tuple[str, str]] = {
     ErrorCode.PIN_INCORRECT: ("PIN碼錯誤", "Incorrect PIN"),
     ErrorCode.CARD_LOCKED: ("IC卡已鎖卡", "The card is locked"),
     ErrorCode.CARD_ERROR: ("IC卡讀取錯誤", "The card could not be read"),
+    ErrorCode.HICOS_REQUIRED: (
+        "此卡片須透過 HiCOS 卡片管理工具（跨平台網頁元件）簽章，請改用網頁註冊",
+        "This card signs only through the HiCOS component (HiPKI); register in the web wizard",
+    ),
     ErrorCode.CERTIFICATE_MALFORMED: ("憑證格式錯誤", "The certificate is malformed"),
     ErrorCode.CERTIFICATE_UNTRUSTED: (
         "憑證非由受信任的憑證管理中心簽發",

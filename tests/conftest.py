@@ -7,6 +7,7 @@ valid certificates); service-level tests use a :class:`FixedClock` starting at t
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +47,25 @@ COMPANY_ANSWERS: dict[str, Any] = {
 }
 ORG_OID = "2.16.886.111.90010.90003.100004"
 AGENCY_OID = "2.16.886.101.20003.20065.20065"
+
+
+def _vpcd_readers() -> list[tuple[str, int]]:
+    """Readers of pcscd's vpcd driver and the TCP port a virtual card connects to for each.
+
+    ``SWREG_TEST_VPCD="NAME=PORT;NAME=PORT"`` overrides the default (Debian's reader.conf: two
+    slots of "Virtual PCD" on 35963 and 35964).
+    """
+    spec = os.environ.get("SWREG_TEST_VPCD", "Virtual PCD 00 00=35963;Virtual PCD 00 01=35964")
+    pairs = [item.rsplit("=", 1) for item in spec.split(";") if item.strip()]
+    return [(name.strip(), int(port)) for name, port in pairs]
+
+
+@pytest.fixture(scope="session")
+def vpcd_readers() -> list[tuple[str, int]]:
+    """At least two (reader name, vpcd port) pairs; pcscd must be running (``make test`` starts it)."""
+    readers = _vpcd_readers()
+    assert len(readers) >= 2, "SWREG_TEST_VPCD must name at least two vpcd readers"
+    return readers
 
 
 @pytest.fixture(scope="session")
