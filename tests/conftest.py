@@ -62,7 +62,7 @@ def _vpcd_readers() -> list[tuple[str, int]]:
 
 @pytest.fixture(scope="session")
 def vpcd_readers() -> list[tuple[str, int]]:
-    """At least two (reader name, vpcd port) pairs; pcscd must be running (``make test`` starts it)."""
+    """At least two (reader name, vpcd port) pairs; pcscd runs (``make test`` starts it)."""
     readers = _vpcd_readers()
     assert len(readers) >= 2, "SWREG_TEST_VPCD must name at least two vpcd readers"
     return readers
