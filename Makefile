@@ -27,7 +27,7 @@ test: setup
 	$(PY) -m ruff check engine plugins readers tests
 	$(PY) -m ruff format --check engine plugins readers tests
 	$(PY) -m mypy engine
-	$(PY) -m pytest -q
+	PY=$(PY) scripts/with-pcscd $(PY) -m pytest -q
 
 demo: setup
 	$(VENV)/bin/swreg demo

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import signal
 import sys
 import tomllib
 from collections.abc import Iterator
@@ -21,7 +22,14 @@ import typer
 
 from ._bootstrap import App, bootstrap
 from ._enrol import register_with_card
-from ._errors import ErrorCode, RefusedError, SwregError, UsageError, message_for
+from ._errors import (
+    EnvironmentProblem,
+    ErrorCode,
+    RefusedError,
+    SwregError,
+    UsageError,
+    message_for,
+)
 from ._settings import Settings
 
 MAX_INPUT_FILE = 1024 * 1024
@@ -45,6 +53,9 @@ accounts_app = typer.Typer(help="Accounts (帳號).", no_args_is_help=True)
 cert_app = typer.Typer(help="Certificates (憑證).", no_args_is_help=True)
 audit_app = typer.Typer(help="The hash-chained audit log (稽核紀錄).", no_args_is_help=True)
 readers_app = typer.Typer(help="Card readers (讀卡機).", no_args_is_help=True)
+card_app = typer.Typer(
+    help="Virtual cards for trying swreg without hardware.", no_args_is_help=True
+)
 for sub, name in (
     (trust_app, "trust"),
     (crl_app, "crl"),
@@ -52,6 +63,7 @@ for sub, name in (
     (cert_app, "cert"),
     (audit_app, "audit"),
     (readers_app, "readers"),
+    (card_app, "card"),
 ):
     app.add_typer(sub, name=name)
 
@@ -393,6 +405,94 @@ def readers_list(as_json: JsonOption = False) -> None:
             out.say(f"{r.name}  {'card' if r.card_present else 'empty'}  {r.profile or ''}")
         if not found:
             out.say("找不到讀卡機 / no card reader found")
+
+
+@card_app.command("serve")
+def card_serve(
+    file: Path,
+    slot: Annotated[
+        int, typer.Option("--slot", help="vpcd reader slot: 0 = 'Virtual PCD 00 00'.")
+    ] = 0,
+    profile: Annotated[
+        str, typer.Option("--profile", help="piv (read, PIN, sign) or gpki (read only).")
+    ] = "piv",
+    state: Annotated[
+        Path | None, typer.Option("--state", help="Keep the PIN retry counter in this file.")
+    ] = None,
+    pin_stdin: Annotated[
+        bool, typer.Option("--pin-stdin", help="Read the PIN from stdin.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Insert a PKCS#12 file as a virtual card into a vpcd reader of pcscd (test material).
+
+    The PKCS#12 password is the card's PIN. The card stays in the reader until Ctrl-C.
+    """
+    from readers.vcard import CardThread, PivApplet, RetryState, port_for_slot
+    from readers.vcard._gpki import GpkiApplet
+    from readers.virtual import VirtualP12Card
+
+    with _command(as_json) as out:
+        if profile not in ("piv", "gpki"):
+            raise UsageError(detail="--profile is piv or gpki")
+        data = _read_file(file)
+        pin = _read_pin(pin_stdin)
+        applet: Any
+        if profile == "piv":
+            retries = RetryState.file(state) if state else None
+            applet = PivApplet.from_pkcs12(data, pin, state=retries)
+        else:
+            with VirtualP12Card(file) as soft:
+                soft.verify_pin(pin)
+                chain = soft.read_chain()
+                applet = GpkiApplet(soft.read_certificate(), issuer_cert=chain[0] if chain else b"")
+        del pin
+        port = port_for_slot(slot)
+        stop_signals = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # the card thread inherits it
+        try:
+            thread = CardThread(applet, port=port).start()
+        except OSError as exc:
+            raise EnvironmentProblem(
+                ErrorCode.NO_READER,
+                detail=f"vpcd is not listening on port {port}; start pcscd (vsmartcard-vpcd)",
+            ) from exc
+        out.result.update(slot=slot, port=port, profile=profile)
+        typer.echo(
+            f"虛擬卡片已插入 / virtual {profile.upper()} card inserted: vpcd slot {slot} "
+            f"(port {port}); Ctrl-C to remove",
+            err=as_json,
+        )
+        try:
+            signal.sigwait(stop_signals)
+        finally:
+            thread.stop()
+        out.say("已移除 / removed")
+
+
+@app.command()
+def agent(
+    origin: Annotated[
+        list[str],
+        typer.Option("--origin", help="A page origin allowed to use the agent (repeatable)."),
+    ],
+    port: Annotated[int, typer.Option("--port", help="Loopback port to listen on.")] = 61234,
+    host: Annotated[str, typer.Option("--host", help="Loopback address only.")] = "127.0.0.1",
+    allow_virtual: Annotated[
+        bool, typer.Option("--allow-virtual", help="Also open virtual:FILE.p12 cards (testing).")
+    ] = False,
+) -> None:
+    """The local card agent: a WebSocket server on 127.0.0.1 for the registration page."""
+    from readers.agent import AgentConfig, run_agent
+
+    with _command(False) as out:
+        schemes = frozenset({"pcsc", "virtual"} if allow_virtual else {"pcsc"})
+        config = AgentConfig(
+            host=host, port=port, allowed_origins=frozenset(origin), card_schemes=schemes
+        )
+        typer.echo(f"swreg agent: ws://{host}:{port}/ for {', '.join(sorted(origin))}")
+        run_agent(config)
+        out.say("swreg agent stopped")
 
 
 @app.command()

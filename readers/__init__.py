@@ -3,7 +3,7 @@
 A card is opened from a *spec* string, as the CLI's ``--card SPEC`` takes it (DESIGN.md §9)::
 
     virtual:FILE.p12        a software card: a PKCS#12 file whose password is the PIN
-    pcsc:NAME_OR_INDEX      a card in a PC/SC reader (arrives with the readers issue)
+    pcsc:NAME_OR_INDEX      a card in a PC/SC reader (:mod:`readers.pcsc`)
 
 Each scheme maps to an *opener* in one registry, so an implementation plugs itself in with
 :func:`register_scheme` without touching :func:`open_card`. Errors are ``engine`` errors only:
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
-from engine import EnvironmentProblem, ErrorCode, UsageError
+from engine import UsageError
 
 from . import virtual as _virtual
 
@@ -89,11 +89,11 @@ Opener = Callable[[str], Card]
 """Opens a card from the part of a spec after ``scheme:``."""
 
 
-def _pcsc_not_yet(target: str) -> Card:
-    raise EnvironmentProblem(
-        ErrorCode.NO_READER,
-        detail="PC/SC readers arrive with the readers issue; use virtual:FILE.p12",
-    )
+def _open_pcsc(target: str) -> Card:
+    """Open a card in a PC/SC reader; imports :mod:`readers.pcsc` (and pyscard) on first use."""
+    from . import pcsc
+
+    return pcsc.open_pcsc(target)
 
 
 _OPENERS: dict[str, Opener] = {}
@@ -105,7 +105,7 @@ def register_scheme(scheme: str, opener: Opener) -> None:
 
 
 register_scheme(_virtual.SCHEME, _virtual.VirtualP12Card)
-register_scheme("pcsc", _pcsc_not_yet)
+register_scheme("pcsc", _open_pcsc)
 
 _SPEC_FORMS = "expected virtual:FILE.p12 or pcsc:NAME_OR_INDEX"
 
@@ -126,9 +126,12 @@ def open_card(spec: str) -> Card:
 
 
 def list_readers() -> list[ReaderInfo]:
-    """The PC/SC readers present, with whether a card sits in each.
+    """The PC/SC readers present, with whether a card sits in each and its profile.
 
-    Always empty for now: PC/SC support arrives with the readers issue. Virtual cards are not
-    readers; they are opened directly with ``virtual:FILE.p12``.
+    Delegates to :func:`readers.pcsc.list_readers` (imported on first use, so importing
+    :mod:`readers` never needs pcscd). Virtual cards are not readers; they are opened directly
+    with ``virtual:FILE.p12``.
     """
-    return []
+    from . import pcsc
+
+    return pcsc.list_readers()

@@ -224,9 +224,9 @@ def test_virtual_spec_opens_a_virtual_card(p12: P12) -> None:
     assert card.label == f"virtual:{p12.path}"
 
 
-def test_pcsc_spec_is_no_reader_for_now() -> None:
+def test_pcsc_spec_naming_no_reader_is_no_reader() -> None:
     with pytest.raises(EnvironmentProblem) as info:
-        open_card("pcsc:0")
+        open_card("pcsc:no-such-reader")
     assert info.value.code is ErrorCode.NO_READER
     assert info.value.exit_status == 3
 
@@ -248,6 +248,10 @@ def test_registered_scheme_replaces_the_opener(monkeypatch: pytest.MonkeyPatch, 
     assert isinstance(card, VirtualP12Card)
 
 
-def test_list_readers_is_empty_until_pcsc() -> None:
+def test_list_readers_delegates_to_pcsc(monkeypatch: pytest.MonkeyPatch) -> None:
+    import readers.pcsc
+
+    listed = [ReaderInfo("Some Reader 00 00", card_present=True, profile="piv")]
+    monkeypatch.setattr(readers.pcsc, "list_readers", lambda: listed)
     found: list[ReaderInfo] = list_readers()
-    assert found == []
+    assert found is listed
