@@ -413,6 +413,9 @@ def card_serve(
     slot: Annotated[
         int, typer.Option("--slot", help="vpcd reader slot: 0 = 'Virtual PCD 00 00'.")
     ] = 0,
+    port: Annotated[
+        int | None, typer.Option("--port", help="vpcd TCP port (default: 35963 + slot).")
+    ] = None,
     profile: Annotated[
         str, typer.Option("--profile", help="piv (read, PIN, sign) or gpki (read only).")
     ] = "piv",
@@ -447,7 +450,7 @@ def card_serve(
                 chain = soft.read_chain()
                 applet = GpkiApplet(soft.read_certificate(), issuer_cert=chain[0] if chain else b"")
         del pin
-        port = port_for_slot(slot)
+        port = port or port_for_slot(slot)
         stop_signals = {signal.SIGINT, signal.SIGTERM}
         signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # the card thread inherits it
         try:

@@ -70,6 +70,7 @@ _NO_CARD = frozenset(
 _NO_SERVICE = frozenset({scard.SCARD_E_NO_SERVICE, scard.SCARD_E_SERVICE_STOPPED})
 _NO_READER = frozenset({scard.SCARD_E_UNKNOWN_READER, scard.SCARD_E_READER_UNAVAILABLE})
 _WAIT_DONE = frozenset({scard.SCARD_S_SUCCESS, scard.SCARD_E_TIMEOUT})
+_LONGEST_WAIT_MS = 0xFFFFFFFE  # a DWORD; 0xFFFFFFFF would be INFINITE
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -154,7 +155,8 @@ def _wait(context: int, reader: str, *, present: bool, timeout: float) -> bool:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
-        [state] = _states(context, [(reader, state)], math.ceil(remaining * 1000))
+        timeout_ms = min(math.ceil(remaining * 1000), _LONGEST_WAIT_MS)
+        [state] = _states(context, [(reader, state)], timeout_ms)
     return True
 
 

@@ -25,7 +25,7 @@ from smartcard import scard
 from smartcard.Exceptions import CardConnectionException, NoCardException
 
 import readers
-from engine import CardError, EnvironmentProblem, ErrorCode, UsageError
+from engine import CardError, EnvironmentProblem, ErrorCode, SwregError, UsageError
 from readers import ReaderInfo, open_card
 from readers import pcsc as pcsc_module
 from readers._transport import Response
@@ -376,7 +376,9 @@ class FakeConnection:
         (-1, CardError, ErrorCode.CARD_ERROR),
     ],
 )
-def test_transport_translates_pyscard_errors(hresult: int, kind: type, code: ErrorCode) -> None:
+def test_transport_translates_pyscard_errors(
+    hresult: int, kind: type[SwregError], code: ErrorCode
+) -> None:
     error = CardConnectionException("Failed to transmit", hresult=hresult)
     transport = PcscTransport(FakeConnection(error))
     with pytest.raises(kind) as info:

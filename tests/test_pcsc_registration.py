@@ -17,13 +17,20 @@ from typing import Any
 
 import pytest
 
-from engine import App, CardError, EnvironmentProblem, SwregError, register_with_card
+from engine import (
+    App,
+    CardError,
+    EnvironmentProblem,
+    Settings,
+    SwregError,
+    bootstrap,
+    register_with_card,
+)
 from engine.store import Account, Certificate
 from engine.testing.pki import IssuedCard, TestPKI
 from readers import open_card
 from readers.pcsc import list_readers, wait_for_card
-from readers.vcard import CardThread, PivApplet
-from readers.vcard._gpki import GpkiApplet
+from readers.vcard import CardThread, GpkiApplet, PivApplet
 
 from .conftest import COMPANY_ANSWERS, PERSON_ANSWERS, SECRET
 from .helpers import count
@@ -66,17 +73,28 @@ def swreg(env: dict[str, str], *args: str, stdin: str | None = None) -> tuple[in
 
 @pytest.fixture
 def cli_env(tmp_path: Path, pki: TestPKI) -> dict[str, str]:
-    env = {
+    """The environment of a CLI whose database trusts the test roots and knows their CAs."""
+    url = f"sqlite:///{tmp_path / 'pcsc.db'}"
+    setup = bootstrap(Settings(database_url=url, secret_key=SECRET))
+    for anchor in pki.anchors():
+        setup.trust.add_certificate(pki.der(anchor))
+    for ca in pki.intermediates():  # a PIV card carries no chain: the CAs must be known
+        setup.trust.add_certificate(pki.der(ca), anchor=False)
+    setup.close()
+    return {
         **os.environ,
-        "SWREG_DATABASE_URL": f"sqlite:///{tmp_path / 'pcsc.db'}",
+        "SWREG_DATABASE_URL": url,
         "SWREG_SECRET_KEY": SECRET.hex(),
         "SWREG_ARGON2": "1,64,1",
     }
-    for i, anchor in enumerate(pki.anchors()):
-        path = tmp_path / f"root{i}.cer"
-        path.write_bytes(pki.der(anchor))
-        assert swreg(env, "trust", "add", str(path))[0] == 0
-    return env
+
+
+@pytest.fixture
+def trusted(app: App, pki: TestPKI) -> App:
+    """The app, also knowing the issuing CAs (PIV cards send no chain)."""
+    for ca in pki.intermediates():
+        app.trust.add_certificate(pki.der(ca), anchor=False)
+    return app
 
 
 def answers(tmp_path: Path, data: dict[str, Any], name: str = "answers.json") -> str:
@@ -120,8 +138,9 @@ def test_readers_list_shows_cards_and_profiles(
 
 
 def test_two_cards_in_two_readers_register_two_applicants(
-    insert: Insert, pki: TestPKI, app: App
+    insert: Insert, pki: TestPKI, trusted: App
 ) -> None:
+    app = trusted
     person, company = pki.issue_person(key="rsa"), pki.issue_company("04595257", key="ec")
     first = insert(piv(pki, person), slot=0)
     second = insert(piv(pki, company), slot=1)
@@ -142,8 +161,9 @@ def test_wrong_pin_twice_then_right(
     insert: Insert, pki: TestPKI, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     reader = insert(piv(pki, pki.issue_person()))
-    args = ("register", "--type", "person.general", "--answers",
-            answers(tmp_path, PERSON_ANSWERS), "--card", f"pcsc:{reader}", "--pin-stdin")  # fmt: skip
+    answers_file = answers(tmp_path, PERSON_ANSWERS)
+    args = ("register", "--type", "person.general", "--answers", answers_file,
+            "--card", f"pcsc:{reader}", "--pin-stdin")  # fmt: skip
     for tries_left in (2, 1):
         code, out = swreg(cli_env, *args, stdin="00000000\n")
         assert code == 1
@@ -174,8 +194,9 @@ def test_three_wrong_pins_lock_the_card(insert: Insert, pki: TestPKI) -> None:
 
 
 def test_card_removed_mid_check_stores_nothing(
-    vpcd_readers: list[tuple[str, int]], pki: TestPKI, app: App
+    vpcd_readers: list[tuple[str, int]], pki: TestPKI, trusted: App
 ) -> None:
+    app = trusted
     name, port = vpcd_readers[0]
     thread = CardThread(piv(pki, pki.issue_person()), port=port).start()
     try:
@@ -240,3 +261,91 @@ def test_readers_are_found_by_index_and_name(insert: Insert, pki: TestPKI) -> No
     for spec in (f"pcsc:{reader}", f"pcsc:{by_index}"):
         with open_card(spec) as opened:
             assert opened.read_certificate()
+
+
+def test_the_browser_path_through_the_agent(insert: Insert, pki: TestPKI, trusted: App) -> None:
+    """A page on an allowed origin signs the challenge through the local agent and pcscd;
+    a page on a foreign origin is refused at the WebSocket handshake."""
+    import asyncio
+    import base64
+    import socket
+
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    from engine import CardResponse
+    from readers.agent import AgentConfig, serve_agent
+
+    page = "http://127.0.0.1:8000"
+    reader = insert(piv(pki, pki.issue_person(key="ec")))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    service = trusted.registrations
+    view = service.start("person.general", consent=True, origin=page)
+    challenge = service.issue_challenge(view.id)
+
+    async def browser() -> dict[str, Any]:
+        ready, stop = asyncio.Event(), asyncio.Event()
+        config = AgentConfig(port=port, allowed_origins=frozenset({page}))
+        agent = asyncio.create_task(serve_agent(config, ready=ready, stop=stop))
+        await ready.wait()
+        try:
+            url = f"ws://127.0.0.1:{port}/"
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(url, origin="https://evil.example"):  # type: ignore[arg-type]
+                    pass
+            assert refused.value.response.status_code == 403
+            async with connect(url, origin=page) as ws:  # type: ignore[arg-type]
+                await ws.send(json.dumps({
+                    "id": 1, "op": "sign", "card": f"pcsc:{reader}", "pin": PIN,
+                    "data": base64.b64encode(challenge.payload).decode(),
+                }))  # fmt: skip
+                answer: dict[str, Any] = json.loads(await ws.recv())
+                return answer
+        finally:
+            stop.set()
+            await agent
+
+    signed = asyncio.run(browser())
+    assert signed["ok"] is True, signed
+    response = CardResponse(
+        challenge.id,
+        base64.b64decode(signed["certificate"]),
+        base64.b64decode(signed["signature"]),
+    )
+    view = service.submit_card(view.id, response)
+    view = service.submit(view.id, PERSON_ANSWERS)
+    assert (view.state, view.account) == ("completed", "ming@example.com")
+
+
+def test_card_serve_puts_a_pkcs12_into_a_reader(
+    pki: TestPKI, cli_env: dict[str, str], tmp_path: Path, vpcd_readers: list[tuple[str, int]]
+) -> None:
+    """``swreg card serve FILE.p12 --slot 1``: a person without hardware registers with it."""
+    import signal
+
+    name, port = vpcd_readers[1]
+    card = tmp_path / "mine.p12"
+    pki.write_pkcs12(pki.issue_company("04595257", key="rsa"), card, PIN)
+    where = ["--slot", "1"] if port == 35964 else ["--port", str(port)]  # Debian's vpcd: 00 01
+    server = subprocess.Popen(
+        [SWREG, "card", "serve", str(card), *where, "--pin-stdin"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=cli_env,
+    )  # fmt: skip
+    try:
+        assert server.stdin is not None
+        server.stdin.write(PIN + "\n")
+        server.stdin.close()
+        assert wait_for_card(name, present=True, timeout=10)
+        code, out = swreg(
+            cli_env, "register", "--type", "enterprise.warehouse", "--answers",
+            answers(tmp_path, {**COMPANY_ANSWERS, "iot": True}), "--card", f"pcsc:{name}",
+            "--pin-stdin", stdin=PIN + "\n",
+        )  # fmt: skip
+        assert (code, out.get("account")) == (0, "04595257"), out
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=10) == 0
+        assert wait_for_card(name, present=False, timeout=5)
