@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-APT_PACKAGES := pcscd vsmartcard-vpcd libpcsclite-dev
+APT_PACKAGES := pcscd vsmartcard-vpcd libpcsclite-dev chromium
 
 .PHONY: setup test demo lint typecheck clean
 

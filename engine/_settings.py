@@ -7,6 +7,12 @@
                          created on first use
 ``SWREG_ORIGIN``         the origin the CLI's card check signs (default ``urn:swreg:cli``)
 ``SWREG_ARGON2``         ``time_cost,memory_kib,parallelism`` (default OWASP ``2,19456,1``)
+``SWREG_PUBLIC_ORIGIN``  the portal's origin, e.g. ``https://portal.example`` (default
+                         ``http://127.0.0.1:8000``); the browser's card check signs it
+``SWREG_SMTP_HOST`` / ``_PORT`` / ``_TLS`` (none|starttls|ssl) / ``_USER`` / ``_PASSWORD``,
+``SWREG_MAIL_FROM``      the SMTP server that sends activation mail
+``SWREG_MAIL_OUTBOX``    a folder receiving mail as ``.eml`` files instead (demo)
+``SWREG_DEMO``           ``1``: demo mode (the portal shows the outbox at /demo/outbox)
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -23,6 +30,7 @@ from ._errors import EnvironmentProblem, ErrorCode, UsageError
 
 DEFAULT_DATABASE_URL = "sqlite:///swreg.db"
 CLI_ORIGIN = "urn:swreg:cli"
+DEFAULT_PUBLIC_ORIGIN = "http://127.0.0.1:8000"
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,34 @@ class Argon2Parameters:
 
 
 @dataclass(frozen=True)
+class MailSettings:
+    """Where e-mail goes: an SMTP server, or (demo) ``.eml`` files in ``outbox``."""
+
+    host: str | None = None
+    port: int = 25
+    tls: str = "none"  # "none" | "starttls" | "ssl"
+    user: str | None = None
+    password: str | None = None
+    sender: str = "swreg <no-reply@swreg.invalid>"
+    outbox: Path | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> MailSettings:
+        tls = env.get("SWREG_SMTP_TLS", "none")
+        if tls not in ("none", "starttls", "ssl"):
+            raise UsageError(detail="SWREG_SMTP_TLS is none, starttls or ssl")
+        return cls(
+            host=env.get("SWREG_SMTP_HOST") or None,
+            port=int(env.get("SWREG_SMTP_PORT") or (465 if tls == "ssl" else 25)),
+            tls=tls,
+            user=env.get("SWREG_SMTP_USER") or None,
+            password=env.get("SWREG_SMTP_PASSWORD") or None,
+            sender=env.get("SWREG_MAIL_FROM") or cls.sender,
+            outbox=Path(env["SWREG_MAIL_OUTBOX"]) if env.get("SWREG_MAIL_OUTBOX") else None,
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     workflow_file: Path | None = None
@@ -50,6 +86,13 @@ class Settings:
     secret_key_file: Path | None = None
     origin: str = CLI_ORIGIN
     argon2: Argon2Parameters = Argon2Parameters()
+    public_origin: str = DEFAULT_PUBLIC_ORIGIN
+    """The portal's own origin (scheme://host:port): what the browser's card check signs."""
+    mail: MailSettings = MailSettings()
+    activation_ttl: timedelta = timedelta(hours=24)
+    session_ttl: timedelta = timedelta(minutes=30)
+    demo: bool = False
+    """Demo mode: the portal shows the mail outbox at /demo/outbox."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -65,6 +108,9 @@ class Settings:
             argon2=Argon2Parameters.parse(env["SWREG_ARGON2"])
             if env.get("SWREG_ARGON2")
             else Argon2Parameters(),
+            public_origin=env.get("SWREG_PUBLIC_ORIGIN") or DEFAULT_PUBLIC_ORIGIN,
+            mail=MailSettings.from_env(env),
+            demo=env.get("SWREG_DEMO") == "1",
         )
         given = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **given)  # type: ignore[arg-type]
