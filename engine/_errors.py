@@ -71,6 +71,12 @@ class ErrorCode(StrEnum):
     PRIVATE_KEY_REFUSED = "private_key_refused"
     RATE_LIMITED = "rate_limited"
     NOT_AUTHORIZED = "not_authorized"
+    ACTIVATION_INVALID = "activation_invalid"
+    ACTIVATION_EXPIRED = "activation_expired"
+    ACCOUNT_INACTIVE = "account_inactive"
+    NOT_REGISTERED = "not_registered"
+    CSRF_FAILED = "csrf_failed"
+    REQUEST_TOO_LARGE = "request_too_large"
     USAGE = "usage"
     DATABASE_UNAVAILABLE = "database_unavailable"
     DEFINITION_INVALID = "definition_invalid"
@@ -163,6 +169,24 @@ _MESSAGES: Mapping[ErrorCode, tuple[str, str]] = {
     ),
     ErrorCode.RATE_LIMITED: ("操作過於頻繁，請稍後再試", "Too many requests; try again later"),
     ErrorCode.NOT_AUTHORIZED: ("無權限執行此操作", "Not authorized"),
+    ErrorCode.ACTIVATION_INVALID: (
+        "帳號啟用連結無效或已使用過",
+        "This activation link is invalid or was already used",
+    ),
+    ErrorCode.ACTIVATION_EXPIRED: ("帳號啟用連結已逾期", "This activation link has expired"),
+    ErrorCode.ACCOUNT_INACTIVE: (
+        "帳號尚未啟用，請至您的電子郵件Email進行帳號啟用",
+        "The account is not activated yet; use the link in your e-mail",
+    ),
+    ErrorCode.NOT_REGISTERED: (
+        "此憑證尚未註冊，請先進行憑證註冊",
+        "This certificate is not registered; please register first",
+    ),
+    ErrorCode.CSRF_FAILED: (
+        "表單已逾時或來源不明，請重新整理頁面",
+        "The form expired or came from elsewhere; reload the page",
+    ),
+    ErrorCode.REQUEST_TOO_LARGE: ("傳送的資料過大", "The request is too large"),
     ErrorCode.USAGE: ("指令使用方式錯誤", "Usage error"),
     ErrorCode.DATABASE_UNAVAILABLE: ("資料庫無法使用", "The database is not available"),
     ErrorCode.DEFINITION_INVALID: ("流程定義錯誤", "The workflow definition is invalid"),

@@ -13,6 +13,7 @@
 ``SWREG_MAIL_FROM``      the SMTP server that sends activation mail
 ``SWREG_MAIL_OUTBOX``    a folder receiving mail as ``.eml`` files instead (demo)
 ``SWREG_DEMO``           ``1``: demo mode (the portal shows the outbox at /demo/outbox)
+``SWREG_AGENT_URL``      where the wizard page finds the local card agent (ws://127.0.0.1:61234/)
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ class Settings:
     session_ttl: timedelta = timedelta(minutes=30)
     demo: bool = False
     """Demo mode: the portal shows the mail outbox at /demo/outbox."""
+    agent_url: str = "ws://127.0.0.1:61234/"
+    """Where the wizard page finds the local card agent."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -111,6 +114,7 @@ class Settings:
             public_origin=env.get("SWREG_PUBLIC_ORIGIN") or DEFAULT_PUBLIC_ORIGIN,
             mail=MailSettings.from_env(env),
             demo=env.get("SWREG_DEMO") == "1",
+            agent_url=env.get("SWREG_AGENT_URL") or "ws://127.0.0.1:61234/",
         )
         given = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **given)  # type: ignore[arg-type]

@@ -499,6 +499,36 @@ def agent(
 
 
 @app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option("--workers", help="uvicorn worker processes.")] = 1,
+    db: DbOption = None,
+) -> None:
+    """The registration portal: HTTP API and web wizard (FastAPI on uvicorn). 啟動註冊網站。"""
+    import os
+
+    import uvicorn
+
+    with _command(False) as out:
+        if db:
+            os.environ["SWREG_DATABASE_URL"] = db  # the workers read their settings from it
+        _app(db).close()  # migrate once, before the workers start
+        typer.echo(f"swreg portal: http://{host}:{port}/")
+        uvicorn.run(
+            "engine.web.asgi:create_app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            proxy_headers=False,
+            server_header=False,
+            log_level="warning",
+        )
+        out.say("swreg portal stopped")
+
+
+@app.command()
 def demo(
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Keep the demo PKI, cards and database here.")
