@@ -242,3 +242,59 @@ class AuditEntry(Base):
     diff: Mapped[dict[str, Any]] = mapped_column(JSON())
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class ActivationToken(Base):
+    """A single-use account activation link; only the SHA-256 hex of the token is stored."""
+
+    __tablename__ = "activation_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    account: Mapped[Account] = relationship()
+
+
+class LoginChallenge(Base):
+    """A single-use nonce the card signs to log in (憑證登入); bound to an origin, not to a
+    registration."""
+
+    __tablename__ = "login_challenges"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(64))
+    origin: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class LoginSession(Base):
+    """A logged-in session (table ``sessions``); only the SHA-256 hex of its token is stored.
+
+    ``expires_at`` slides forward on every use; ``ended_at`` is set by logout.
+    """
+
+    __tablename__ = "sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    account: Mapped[Account] = relationship()
+
+
+class RateLimitWindow(Base):
+    """How often ``key`` was hit in the fixed window starting at ``window_start``."""
+
+    __tablename__ = "rate_limits"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True, index=True)
+    count: Mapped[int] = mapped_column(Integer)
