@@ -5,6 +5,7 @@ packages use only what it exports, plus :mod:`engine.hookspecs`. Implementation 
 private (``engine._name``). Nothing here does I/O at import time: call :func:`bootstrap`.
 """
 
+from ._accounts import AccountService
 from ._bootstrap import App, bootstrap
 from ._card_check import CardResponse, Challenge, challenge_payload
 from ._clock import Clock, FixedClock, SystemClock
@@ -50,6 +51,8 @@ from ._forms import (
     PasswordFields,
     PersonBasicData,
 )
+from ._login import LoginResult, LoginService, SessionView
+from ._mail import Mailer, NullMailer, OutboxMailer, SmtpMailer, activation_message, make_mailer
 from ._plugins import Catalog, make_plugin_manager
 from ._profiles import (
     BUSINESS_CARD,
@@ -60,6 +63,7 @@ from ._profiles import (
     ORGANIZATION_CARD,
     PERSON_BINDING,
 )
+from ._ratelimit import RateLimiter
 from ._registration import RegistrationService, RegistrationView
 from ._settings import Settings
 from ._types import (
@@ -90,6 +94,7 @@ __all__ = [
     "ORGANIZATION_CARD",
     "PERSON_BINDING",
     "AccountRule",
+    "AccountService",
     "Address",
     "App",
     "ApplicantType",
@@ -123,21 +128,29 @@ __all__ = [
     "ImportKind",
     "IssuerCA",
     "Labels",
+    "LoginResult",
+    "LoginService",
+    "Mailer",
     "Name",
     "NationalId",
+    "NullMailer",
     "Oid",
     "OidBasicData",
     "OrganizationInfo",
+    "OutboxMailer",
     "Password",
     "PasswordFields",
     "PersonBasicData",
     "Phone",
+    "RateLimiter",
     "RefusedError",
     "RegistrationCompleted",
     "RegistrationService",
     "RegistrationView",
+    "SessionView",
     "Settings",
     "SigningCard",
+    "SmtpMailer",
     "SpecialistCode",
     "Step",
     "StepSpec",
@@ -150,10 +163,12 @@ __all__ = [
     "UsageType",
     "WorkflowDefinition",
     "WorkflowError",
+    "activation_message",
     "bootstrap",
     "challenge_payload",
     "hookimpl",
     "load_definition",
+    "make_mailer",
     "make_plugin_manager",
     "message_for",
     "register_with_card",

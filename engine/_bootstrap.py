@@ -11,16 +11,22 @@ from typing import Any
 
 import pluggy
 
+from ._accounts import AccountService
 from ._cert_checks import inspect
 from ._certificate import load_certificate
 from ._clock import Clock, SystemClock
+from ._login import LoginService
+from ._mail import Mailer, make_mailer
 from ._plugins import Catalog, make_plugin_manager
+from ._ratelimit import RateLimiter
 from ._registration import RegistrationService, WorkflowLibrary
 from ._security import IdentifierHasher, PasswordHasher
 from ._settings import Settings
 from ._trust_service import TrustService
 from ._workflow import WorkflowDefinition, default_definition_source, load_definition
 from .store import Database
+
+ACCOUNTS_PLUGIN = "swreg.accounts"
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,10 @@ class App:
     database: Database
     trust: TrustService
     registrations: RegistrationService
+    mailer: Mailer
+    accounts: AccountService
+    logins: LoginService
+    limits: RateLimiter
 
     def inspect_certificate(self, data: bytes) -> dict[str, Any]:
         """``swreg cert inspect``: the certificate as the card check sees it."""
@@ -82,7 +92,32 @@ def bootstrap(
         plugins=manager,
         origin=settings.origin,
     )
-    return App(settings, clock, manager, catalog, workflow, database, trust, registrations)
+    mailer = make_mailer(settings.mail, demo=settings.demo)
+    accounts = AccountService(
+        database,
+        clock,
+        mailer,
+        public_origin=settings.public_origin,
+        activation_ttl=settings.activation_ttl,
+        sender=settings.mail.sender,
+    )
+    if manager.get_plugin(ACCOUNTS_PLUGIN) is not None:  # a manager reused by a second app
+        manager.unregister(name=ACCOUNTS_PLUGIN)
+    manager.register(accounts, name=ACCOUNTS_PLUGIN)  # sends the activation mail on completion
+    return App(
+        settings=settings,
+        clock=clock,
+        plugins=manager,
+        catalog=catalog,
+        workflow=workflow,
+        database=database,
+        trust=trust,
+        registrations=registrations,
+        mailer=mailer,
+        accounts=accounts,
+        logins=LoginService(database, clock, trust, session_ttl=settings.session_ttl),
+        limits=RateLimiter(database, clock),
+    )
 
 
 def load_workflow(settings: Settings, catalog: Catalog) -> WorkflowDefinition:

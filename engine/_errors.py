@@ -77,6 +77,7 @@ class ErrorCode(StrEnum):
     NOT_REGISTERED = "not_registered"
     CSRF_FAILED = "csrf_failed"
     REQUEST_TOO_LARGE = "request_too_large"
+    MAIL_UNAVAILABLE = "mail_unavailable"
     USAGE = "usage"
     DATABASE_UNAVAILABLE = "database_unavailable"
     DEFINITION_INVALID = "definition_invalid"
@@ -187,6 +188,7 @@ _MESSAGES: Mapping[ErrorCode, tuple[str, str]] = {
         "The form expired or came from elsewhere; reload the page",
     ),
     ErrorCode.REQUEST_TOO_LARGE: ("傳送的資料過大", "The request is too large"),
+    ErrorCode.MAIL_UNAVAILABLE: ("郵件伺服器無法使用", "The mail server is not available"),
     ErrorCode.USAGE: ("指令使用方式錯誤", "Usage error"),
     ErrorCode.DATABASE_UNAVAILABLE: ("資料庫無法使用", "The database is not available"),
     ErrorCode.DEFINITION_INVALID: ("流程定義錯誤", "The workflow definition is invalid"),

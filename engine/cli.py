@@ -325,6 +325,15 @@ def accounts_check(name: str, db: DbOption = None, as_json: JsonOption = False) 
         out.say("此帳號可使用 / this account is available")
 
 
+@accounts_app.command("activate")
+def accounts_activate(token: str, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Activate an account with the token (or the whole link) of its activation mail. 帳號啟用。"""
+    with _command(as_json) as out:
+        account = _app(db).accounts.activate(token, actor="cli")
+        out.result.update(account=account, status="active")
+        out.say(f"帳號已啟用 / account activated: {account}")
+
+
 @cert_app.command("inspect")
 def cert_inspect(file: Path, db: DbOption = None, as_json: JsonOption = False) -> None:
     """Explain a certificate the way the card check sees it. 說明憑證檢查的結果。"""

@@ -28,10 +28,14 @@ from .._errors import EnvironmentProblem, ErrorCode, WorkflowError
 from ._audit import AuditLog
 from ._repositories import (
     AccountRepository,
+    ActivationRepository,
     CertificateRepository,
     ChallengeRepository,
     CRLRepository,
+    LoginChallengeRepository,
+    RateLimitRepository,
     RegistrationRepository,
+    SessionRepository,
     TrustRepository,
     WorkflowRepository,
     translate_stale,
@@ -158,6 +162,10 @@ class UnitOfWork:
         self.trust = TrustRepository(session)
         self.crls = CRLRepository(session)
         self.workflows = WorkflowRepository(session)
+        self.activations = ActivationRepository(session)
+        self.login_challenges = LoginChallengeRepository(session)
+        self.sessions = SessionRepository(session)
+        self.rate_limits = RateLimitRepository(session)
         self.audit = AuditLog(session)
 
     def __enter__(self) -> UnitOfWork:

@@ -13,7 +13,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy import CursorResult, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -22,9 +23,13 @@ from .._errors import ErrorCode, RefusedError, WorkflowError
 from ._models import (
     CRL,
     Account,
+    ActivationToken,
     Base,
     Certificate,
     Challenge,
+    LoginChallenge,
+    LoginSession,
+    RateLimitWindow,
     Registration,
     TrustCertificate,
     WorkflowDefinition,
@@ -110,6 +115,10 @@ class AccountRepository:
         """Whether an account called ``name`` exists."""
         query = select(Account.id).where(Account.name == name).limit(1)
         return self._session.scalar(query) is not None
+
+    def get(self, id: int) -> Account | None:
+        """The account with primary key ``id``, or None."""
+        return self._session.get(Account, id)
 
     def get_by_name(self, name: str) -> Account | None:
         """The account called ``name``, or None."""
@@ -267,6 +276,162 @@ class WorkflowRepository:
     def _stored(self, hash: str) -> bool:
         query = select(WorkflowDefinition.hash).where(WorkflowDefinition.hash == hash)
         return self._session.scalar(query) is not None
+
+
+class ActivationRepository:
+    """Account activation tokens, keyed by the SHA-256 hex of the token."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def add(self, token: ActivationToken) -> None:
+        """Add a new activation token (inserted at the next flush)."""
+        self._session.add(token)
+
+    def get(self, token_hash: str) -> ActivationToken | None:
+        """The token stored under ``token_hash``, or None."""
+        return self._session.get(ActivationToken, token_hash)
+
+    def consume(self, token_hash: str, at: datetime) -> bool:
+        """Mark the token used at ``at``; True only for the one caller that got it first.
+
+        One atomic ``UPDATE ... WHERE used_at IS NULL``, safe across workers.
+        """
+        return _mark_used(
+            self._session, ActivationToken, ActivationToken.token_hash, token_hash, at
+        )
+
+    def retire(self, account_id: int, at: datetime) -> int:
+        """Mark every unused token of the account used at ``at``; how many there were."""
+        stmt = (
+            update(ActivationToken)
+            .where(ActivationToken.account_id == account_id, ActivationToken.used_at.is_(None))
+            .values(used_at=at)
+            .execution_options(synchronize_session="fetch")
+        )
+        return _rowcount(self._session, stmt)
+
+
+class LoginChallengeRepository:
+    """Single-use challenges of 憑證登入."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def add(self, challenge: LoginChallenge) -> None:
+        """Add a new login challenge (inserted at the next flush)."""
+        self._session.add(challenge)
+
+    def get(self, id: str) -> LoginChallenge | None:
+        """The login challenge ``id``, or None."""
+        return self._session.get(LoginChallenge, id)
+
+    def consume(self, id: str, at: datetime) -> bool:
+        """Mark the challenge used at ``at``; True only for the one caller that got it first."""
+        return _mark_used(self._session, LoginChallenge, LoginChallenge.id, id, at)
+
+
+class SessionRepository:
+    """Logged-in sessions, keyed by the SHA-256 hex of the session token."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def add(self, row: LoginSession) -> None:
+        """Add a new session (inserted at the next flush)."""
+        self._session.add(row)
+
+    def get(self, token_hash: str) -> LoginSession | None:
+        """The session stored under ``token_hash`` (live or not), or None."""
+        return self._session.get(LoginSession, token_hash)
+
+    def touch(self, token_hash: str, at: datetime, expires_at: datetime) -> bool:
+        """Slide a live session: ``last_seen_at = at``, ``expires_at = expires_at``.
+
+        One atomic UPDATE that matches only a session not ended and not expired at ``at``;
+        False when there is none.
+        """
+        stmt = (
+            update(LoginSession)
+            .where(
+                LoginSession.token_hash == token_hash,
+                LoginSession.ended_at.is_(None),
+                LoginSession.expires_at > at,
+            )
+            .values(last_seen_at=at, expires_at=expires_at)
+            .execution_options(synchronize_session="fetch")
+        )
+        return _rowcount(self._session, stmt) == 1
+
+    def end(self, token_hash: str, at: datetime) -> bool:
+        """End the session at ``at``; True only when it had not ended already."""
+        stmt = (
+            update(LoginSession)
+            .where(LoginSession.token_hash == token_hash, LoginSession.ended_at.is_(None))
+            .values(ended_at=at)
+            .execution_options(synchronize_session="fetch")
+        )
+        return _rowcount(self._session, stmt) == 1
+
+
+class RateLimitRepository:
+    """Hit counters per (key, fixed window)."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def hit(self, key: str, window_start: datetime) -> int:
+        """Count one hit of ``key`` in the window starting at ``window_start``; the new count.
+
+        One ``INSERT ... ON CONFLICT (key, window_start) DO UPDATE SET count = count + 1
+        RETURNING count`` (SQLite ≥ 3.35 and PostgreSQL), so concurrent workers never lose a hit.
+        """
+        dialect = self._session.get_bind().dialect.name
+        if dialect == "postgresql":
+            insert: Any = postgresql.insert
+        elif dialect == "sqlite":
+            insert = sqlite.insert
+        else:  # pragma: no cover - the store supports SQLite and PostgreSQL only
+            raise NotImplementedError(f"rate limits need SQLite or PostgreSQL, not {dialect}")
+        table = RateLimitWindow.__table__
+        stmt = (
+            insert(table)
+            .values(key=key, window_start=window_start, count=1)
+            .on_conflict_do_update(
+                index_elements=[table.c.key, table.c.window_start],
+                set_={"count": table.c.count + 1},
+            )
+            .returning(table.c.count)
+        )
+        return int(self._session.execute(stmt).scalar_one())
+
+    def count(self, key: str, window_start: datetime) -> int:
+        """The hits of ``key`` in the window starting at ``window_start`` (0 when none)."""
+        query = select(RateLimitWindow.count).where(
+            RateLimitWindow.key == key, RateLimitWindow.window_start == window_start
+        )
+        return int(self._session.scalar(query) or 0)
+
+    def purge(self, before: datetime) -> int:
+        """Delete every window that started before ``before``; how many were deleted."""
+        stmt = delete(RateLimitWindow).where(RateLimitWindow.window_start < before)
+        return _rowcount(self._session, stmt.execution_options(synchronize_session=False))
+
+
+def _mark_used(session: Session, model: Any, key_column: Any, key: str, at: datetime) -> bool:
+    """``UPDATE model SET used_at = at WHERE key = ? AND used_at IS NULL``: one winner."""
+    stmt = (
+        update(model)
+        .where(key_column == key, model.used_at.is_(None))
+        .values(used_at=at)
+        .execution_options(synchronize_session="fetch")
+    )
+    return _rowcount(session, stmt) == 1
+
+
+def _rowcount(session: Session, stmt: Any) -> int:
+    result = cast(CursorResult[Any], session.execute(stmt))
+    return int(result.rowcount)
 
 
 def _version(session: Session, id_column: Any) -> tuple[int, int]:

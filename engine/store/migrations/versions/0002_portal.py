@@ -55,7 +55,9 @@ def upgrade() -> None:
         sa.Column("expires_at", _utc(), nullable=False),
         sa.Column("last_seen_at", _utc(), nullable=False),
         sa.Column("ended_at", _utc(), nullable=True),
-        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], name="fk_sessions_account_id_accounts"),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["accounts.id"], name="fk_sessions_account_id_accounts"
+        ),
         sa.PrimaryKeyConstraint("token_hash", name="pk_sessions"),
     )
     op.create_index("ix_sessions_account_id", "sessions", ["account_id"])

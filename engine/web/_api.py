@@ -1,0 +1,323 @@
+"""The JSON API under ``/api``: the same services as the CLI and the wizard, nothing more.
+
+Every endpoint is a plain ``def`` (FastAPI runs it in the thread pool, off the event loop: the
+services block on the database and argon2). Errors are raised as :class:`engine.SwregError`
+and rendered by the portal's one error mapping (``{"errors": [{field, code, message}]}``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Request, Response
+from pydantic import BaseModel, Field
+
+from .._card_check import CardResponse
+from .._errors import ErrorCode, Language, RefusedError
+from .._registration import RegistrationView
+from ._i18n import Translator, language_of
+from ._portal import (
+    ACTIVATE_LIMIT,
+    CHECK_LIMIT,
+    LOGIN_LIMIT,
+    START_LIMIT,
+    ChallengeLike,
+    Portal,
+)
+from ._security import (
+    SESSION_COOKIE,
+    clear_session_cookie,
+    client_address,
+    csrf_token,
+    set_session_cookie,
+)
+
+# -- bodies and views ----------------------------------------------------------------------
+
+
+class ErrorItem(BaseModel):
+    field: str | None
+    code: str
+    message: str
+
+
+class ErrorsOut(BaseModel):
+    """Every error response: one item per problem (several for a form)."""
+
+    errors: list[ErrorItem]
+
+
+class StartIn(BaseModel):
+    """Step 1 (申請類別): the applicant type code, consent and the IoT request."""
+
+    type: str = Field(max_length=100, examples=["person.general"])
+    consent: bool = False
+    iot: bool = False
+
+
+class RegistrationOut(BaseModel):
+    """A registration as its applicant may see it (no hashes, no certificate bytes)."""
+
+    id: str
+    state: str
+    applicant_type: str
+    chosen_type: str
+    path: list[str]
+    step_number: int
+    data: dict[str, Any]
+    locked: list[str]
+    account: str | None
+    expires_at: datetime
+    identity: dict[str, str]
+
+    @classmethod
+    def of(cls, view: RegistrationView) -> RegistrationOut:
+        return cls(
+            id=view.id,
+            state=view.state,
+            applicant_type=view.applicant_type,
+            chosen_type=view.chosen_type,
+            path=list(view.path),
+            step_number=view.step_number,
+            data=dict(view.data),
+            locked=list(view.locked),
+            account=view.account,
+            expires_at=view.expires_at,
+            identity=dict(view.identity),
+        )
+
+
+class ChallengeOut(BaseModel):
+    """A challenge; the card signs ``payload`` (base64), which is
+    SHA-256(origin) ‖ SHA-256(registration id) ‖ SHA-256(nonce)."""
+
+    challenge_id: str
+    nonce: str
+    origin: str
+    payload: str
+    expires_at: datetime
+
+    @classmethod
+    def of(cls, challenge: ChallengeLike) -> ChallengeOut:
+        return cls(
+            challenge_id=challenge.id,
+            nonce=challenge.nonce,
+            origin=challenge.origin,
+            payload=base64.b64encode(challenge.payload).decode("ascii"),
+            expires_at=challenge.expires_at,
+        )
+
+
+class CardIn(BaseModel):
+    """The card's answer to a challenge, all binary values in standard base64."""
+
+    challenge_id: str = Field(max_length=64)
+    certificate: str = Field(max_length=16384)
+    signature: str = Field(max_length=4096)
+    chain: list[str] = Field(default_factory=list, max_length=8)
+
+    def response(self) -> CardResponse:
+        return CardResponse(
+            challenge_id=self.challenge_id,
+            certificate=_b64(self.certificate, ErrorCode.CERTIFICATE_MALFORMED, "certificate"),
+            signature=_b64(self.signature, ErrorCode.SIGNATURE_INVALID, "signature"),
+            chain=tuple(_b64(c, ErrorCode.CERTIFICATE_MALFORMED, "chain") for c in self.chain),
+        )
+
+
+class AccountCheckOut(BaseModel):
+    available: bool
+    message: str
+
+
+class LoginOut(BaseModel):
+    account: str
+    applicant_type: str
+    expires_at: datetime
+
+
+class ActivateIn(BaseModel):
+    token: str = Field(max_length=256)
+
+
+class ActivateOut(BaseModel):
+    account: str
+
+
+class CsrfOut(BaseModel):
+    token: str
+
+
+class OkOut(BaseModel):
+    ok: bool = True
+
+
+def _b64(text: str, code: ErrorCode, field: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise RefusedError(code, field=field, detail="not base64") from None
+
+
+# -- dependencies --------------------------------------------------------------------------
+
+
+def portal(request: Request) -> Portal:
+    """The portal services of this application."""
+    found: Portal = request.app.state.portal
+    return found
+
+
+def language(request: Request) -> Language:
+    return language_of(request)
+
+
+PortalDep = Annotated[Portal, Depends(portal)]
+LanguageDep = Annotated[Language, Depends(language)]
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorsOut} for status in (403, 404, 409, 413, 422, 429, 503)
+}
+
+router = APIRouter(prefix="/api", responses=_ERRORS)
+
+
+def _actor(request: Request) -> str:
+    return f"api:{client_address(request)}"
+
+
+# -- routes --------------------------------------------------------------------------------
+
+
+@router.get("/csrf", tags=["security"])
+def get_csrf(request: Request) -> CsrfOut:
+    """The CSRF token (also set as the ``csrf`` cookie); send it as ``X-CSRF-Token``."""
+    return CsrfOut(token=csrf_token(request))
+
+
+@router.post("/registrations", status_code=201, tags=["registration"])
+def start_registration(request: Request, body: StartIn, portal: PortalDep) -> RegistrationOut:
+    """Step 1 (申請類別): choose the type and accept the data-use statement."""
+    portal.limit(START_LIMIT, client_address(request))
+    view = portal.registrations.start(
+        body.type,
+        consent=body.consent,
+        iot=body.iot,
+        actor=_actor(request),
+        origin=portal.origin,
+    )
+    return RegistrationOut.of(view)
+
+
+@router.get("/registrations/{registration_id}", tags=["registration"])
+def get_registration(registration_id: str, request: Request, portal: PortalDep) -> RegistrationOut:
+    return RegistrationOut.of(portal.registrations.status(registration_id, actor=_actor(request)))
+
+
+@router.post("/registrations/{registration_id}/challenge", tags=["registration"])
+def registration_challenge(
+    registration_id: str, request: Request, portal: PortalDep
+) -> ChallengeOut:
+    """Step 2 (憑證檢查): a fresh single-use challenge for the card to sign."""
+    challenge = portal.registrations.issue_challenge(registration_id, actor=_actor(request))
+    return ChallengeOut.of(challenge)
+
+
+@router.post("/registrations/{registration_id}/card", tags=["registration"])
+def registration_card(
+    registration_id: str, body: CardIn, request: Request, portal: PortalDep
+) -> RegistrationOut:
+    """Step 2 (憑證檢查): the card's certificate, chain and signature over the challenge."""
+    view = portal.registrations.submit_card(registration_id, body.response(), actor=_actor(request))
+    return RegistrationOut.of(view)
+
+
+@router.post("/registrations/{registration_id}/step", tags=["registration"])
+def registration_step(
+    registration_id: str,
+    request: Request,
+    portal: PortalDep,
+    answers: Annotated[dict[str, Any], Body(examples=[{"email": "ming@example.com"}])],
+) -> RegistrationOut:
+    """Steps 3, 4 and plugin steps: the current step's form, keys of the field vocabulary."""
+    view = portal.registrations.submit(registration_id, answers, actor=_actor(request))
+    return RegistrationOut.of(view)
+
+
+@router.post("/registrations/{registration_id}/back", tags=["registration"])
+def registration_back(registration_id: str, request: Request, portal: PortalDep) -> RegistrationOut:
+    """上一步: what was typed is kept; going back past the card check needs a new check."""
+    return RegistrationOut.of(portal.registrations.back(registration_id, actor=_actor(request)))
+
+
+@router.post("/registrations/{registration_id}/cancel", tags=["registration"])
+def registration_cancel(
+    registration_id: str, request: Request, portal: PortalDep
+) -> RegistrationOut:
+    """取消."""
+    return RegistrationOut.of(portal.registrations.cancel(registration_id, actor=_actor(request)))
+
+
+@router.get("/accounts/check", tags=["registration"])
+def check_account(
+    request: Request, portal: PortalDep, lang: LanguageDep, name: str = ""
+) -> AccountCheckOut:
+    """檢核是否存在: 「此帳號可使用」, or 409 ``account_exists`` (「用戶姓名已存在」)."""
+    portal.limit(CHECK_LIMIT, client_address(request))
+    if not name.strip():
+        raise RefusedError(ErrorCode.FIELD_REQUIRED, field="name")
+    if len(name) > 256:
+        raise RefusedError(ErrorCode.FIELD_TOO_LONG, field="name")
+    if not portal.registrations.check_account(name):
+        raise RefusedError(ErrorCode.ACCOUNT_EXISTS, field="name")
+    return AccountCheckOut(available=True, message=Translator(lang)("account_available"))
+
+
+@router.post("/login/challenge", tags=["login"])
+def login_challenge(request: Request, portal: PortalDep) -> ChallengeOut:
+    """憑證登入: a single-use challenge for the card to sign."""
+    portal.limit(LOGIN_LIMIT, client_address(request))
+    return ChallengeOut.of(portal.logins.issue_challenge(origin=portal.origin))
+
+
+@router.post("/login", tags=["login"])
+def login(body: CardIn, request: Request, response: Response, portal: PortalDep) -> LoginOut:
+    """憑證登入 with a registered, activated card; sets the ``swreg_session`` cookie."""
+    portal.limit(LOGIN_LIMIT, client_address(request))
+    result = portal.logins.login(body.response(), origin=portal.origin, actor=_actor(request))
+    set_session_cookie(response, result.token, portal.settings)
+    return LoginOut(
+        account=result.account, applicant_type=result.applicant_type, expires_at=result.expires_at
+    )
+
+
+@router.post("/logout", tags=["login"])
+def logout(request: Request, response: Response, portal: PortalDep) -> OkOut:
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        portal.logins.logout(token, actor=_actor(request))
+    clear_session_cookie(response, portal.settings)
+    return OkOut()
+
+
+@router.get("/session", tags=["login"])
+def get_session(request: Request, portal: PortalDep) -> LoginOut:
+    """The logged-in account, or 403 ``not_authorized``."""
+    token = request.cookies.get(SESSION_COOKIE)
+    session = portal.logins.session(token) if token else None
+    if session is None:
+        raise RefusedError(ErrorCode.NOT_AUTHORIZED)
+    return LoginOut(
+        account=session.account,
+        applicant_type=session.applicant_type,
+        expires_at=session.expires_at,
+    )
+
+
+@router.post("/activate", tags=["login"])
+def activate(body: ActivateIn, request: Request, portal: PortalDep) -> ActivateOut:
+    """帳號啟用 with the token of the activation e-mail."""
+    portal.limit(ACTIVATE_LIMIT, client_address(request))
+    return ActivateOut(account=portal.accounts.activate(body.token, actor=_actor(request)))

@@ -1,0 +1,647 @@
+"""The server-rendered wizard (Jinja2): 憑證註冊, 帳號啟用, 憑證登入, and their neighbours.
+
+Pages work without JavaScript except where a card is involved (the browser needs the local card
+agent or HiCOS for that). Handlers parse the form, call the services off the event loop and
+render; refusals carrying a field are shown next to that field, other errors go to the portal's
+error handler.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import jinja2
+from fastapi import APIRouter, Request
+from fastapi.templating import Jinja2Templates
+from markupsafe import Markup, escape
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from .._errors import ErrorCode, RefusedError, SwregError
+from .._fields import FieldDescription, form_fields
+from .._registration import RegistrationView
+from .._types import ApplicantType, Category, Labels
+from .._workflow import ENDINGS, Step
+from ._i18n import Translator, page_language
+from ._portal import ACTIVATE_LIMIT, CHECK_LIMIT, START_LIMIT, Portal, status_for
+from ._security import (
+    SESSION_COOKIE,
+    clear_session_cookie,
+    client_address,
+    csrf_token,
+)
+
+TEMPLATES_DIR: Final = Path(__file__).parent / "templates"
+_INPUT_TYPES: Final = {
+    "password": "password",
+    "password_confirm": "password",
+    "birth_date": "date",
+    "email": "email",
+    "phone": "tel",
+    "bool": "checkbox",
+}
+_AUTOCOMPLETE: Final = {
+    "email": "email",
+    "contact_name": "name",
+    "phone": "tel",
+    "address": "street-address",
+    "birth_date": "bday",
+    "password": "new-password",
+    "password_confirm": "new-password",
+    "company_name": "organization",
+}
+_FORM_FIELDS: Final = ("type", "category", "consent", "iot")
+_URL: Final = re.compile(r"(https?://[^\s<>\"']+)")
+_T = TypeVar("_T")
+
+
+def make_templates() -> Jinja2Templates:
+    """The page templates: autoescaped, and strict about undefined names."""
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        autoescape=jinja2.select_autoescape(["html"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return Jinja2Templates(env=environment)
+
+
+router = APIRouter(include_in_schema=False)
+
+# -- view values -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StepItem:
+    id: str
+    label: str
+    current: bool = False
+    done: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FieldView:
+    """One form control as the template draws it."""
+
+    name: str
+    label: str
+    required: bool
+    input_type: str
+    value: str
+    readonly: bool
+    autocomplete: str
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TypeGroup:
+    """The 屬性 radios of one 類別."""
+
+    category: str
+    label: str
+    types: list[tuple[str, str]] = field(default_factory=list)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _portal(request: Request) -> Portal:
+    found: Portal = request.app.state.portal
+    return found
+
+
+def _translator(request: Request) -> Translator:
+    return Translator(page_language(request))
+
+
+def _actor(request: Request) -> str:
+    return f"web:{client_address(request)}"
+
+
+async def _call(function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """Run a blocking service call in the thread pool."""
+    return await run_in_threadpool(function, *args, **kwargs)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """The posted form's text fields (the CSRF field left out); repeated keys keep the last."""
+    async with request.form() as form:
+        return {k: v for k, v in form.multi_items() if isinstance(v, str) and k != "csrf"}
+
+
+def render(
+    request: Request,
+    template: str,
+    *,
+    title: str,
+    status_code: int = 200,
+    body_data: Mapping[str, str] | None = None,
+    **context: Any,
+) -> HTMLResponse:
+    """Render ``template`` with what every page needs (language, CSRF token, body data)."""
+    portal = _portal(request)
+    language = page_language(request)
+    data = {"lang": language, "origin": portal.origin, **(body_data or {})}
+    response: HTMLResponse = _templates(request).TemplateResponse(
+        request,
+        template,
+        {
+            "t": Translator(language),
+            "lang": language,
+            "csrf": csrf_token(request),
+            "path": request.url.path,
+            "title": title,
+            "body_data": data,
+            **context,
+        },
+        status_code=status_code,
+    )
+    return response
+
+
+def _templates(request: Request) -> Jinja2Templates:
+    templates: Jinja2Templates = request.app.state.templates
+    return templates
+
+
+def _see_other(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+def _step_labels(portal: Portal, step_id: str) -> Labels:
+    if step_id in Step.__members__.values():
+        return Step(step_id).labels
+    spec = portal.catalog.steps.get(step_id)
+    return spec.labels if spec is not None else Labels(step_id, step_id)
+
+
+def _steps(
+    portal: Portal, t: Translator, path: Sequence[str], current: str | None
+) -> list[StepItem]:
+    position = list(path).index(current) if current is not None and current in path else -1
+    return [
+        StepItem(
+            id=step,
+            label=t.label(_step_labels(portal, step)),
+            current=index == position,
+            done=index < position,
+        )
+        for index, step in enumerate(path)
+    ]
+
+
+def _step_form(portal: Portal, view: RegistrationView) -> type[BaseModel] | None:
+    applicant = portal.catalog.applicant(view.applicant_type)
+    form = applicant.form_for(view.state)
+    if form is None and view.state in portal.catalog.steps:
+        form = portal.catalog.steps[view.state].form
+    return form
+
+
+def _field_view(
+    description: FieldDescription,
+    t: Translator,
+    *,
+    value: Any,
+    locked: bool,
+    error: str | None,
+) -> FieldView:
+    input_type = _INPUT_TYPES.get(description.type_name, "text")
+    if input_type == "password" or value is None:
+        shown = ""
+    elif isinstance(value, bool):
+        shown = "true" if value else ""
+    else:
+        shown = str(value)
+    return FieldView(
+        name=description.name,
+        label=t.field(description.name),
+        required=description.required,
+        input_type=input_type,
+        value=shown,
+        readonly=locked,
+        autocomplete=_AUTOCOMPLETE.get(description.name, "off"),
+        error=error,
+    )
+
+
+def _errors_by_field(error: SwregError, t: Translator, known: Sequence[str]) -> dict[str, str]:
+    """Messages keyed by field; those of no known field under ``""``."""
+    found: dict[str, str] = {}
+    for item in error.errors:
+        key = item.field if item.field in known else ""
+        found.setdefault(key or "", item.message(t.language))
+    return found
+
+
+# -- home, privacy, renewal --------------------------------------------------------------------
+
+
+@router.get("/", response_class=HTMLResponse)
+def home(request: Request) -> HTMLResponse:
+    t = _translator(request)
+    return render(request, "home.html", title=t("home"))
+
+
+@router.get("/privacy", response_class=HTMLResponse)
+def privacy(request: Request) -> HTMLResponse:
+    t = _translator(request)
+    return render(request, "privacy.html", title=t("privacy"))
+
+
+@router.get("/renewal", response_class=HTMLResponse)
+def renewal(request: Request) -> HTMLResponse:
+    t = _translator(request)
+    return render(request, "renewal.html", title=t("renewal"))
+
+
+# -- step 1: 申請類別 ----------------------------------------------------------------------------
+
+
+def _category_page(
+    request: Request,
+    *,
+    values: Mapping[str, str] | None = None,
+    errors: Mapping[str, str] | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    portal = _portal(request)
+    t = _translator(request)
+    applicants = list(portal.catalog.applicant_types.values())
+    groups = {c.value: TypeGroup(c.value, t.label(c.labels)) for c in Category}
+    for applicant in applicants:
+        groups[applicant.category.value].types.append((applicant.code, t.label(applicant.labels)))
+    values = values or {}
+    chosen = values.get("type") or (applicants[0].code if applicants else "")
+    chosen_applicant = portal.catalog.applicant_types.get(chosen)
+    category = values.get("category") or (
+        chosen_applicant.category.value if chosen_applicant else Category.PERSON.value
+    )
+    workflow = portal.app.workflow
+    paths = {
+        a.code: [t.label(_step_labels(portal, s)) for s in workflow.path_for(a)] for a in applicants
+    }
+    path = (
+        workflow.path_for(chosen_applicant)
+        if chosen_applicant
+        else workflow.path_for(applicants[0])
+    )
+    iot_types = "、".join(t.label(a.labels) for a in applicants if a.iot_allowed)
+    return render(
+        request,
+        "register_category.html",
+        title=t("register_title"),
+        status_code=status_code,
+        steps=_steps(portal, t, path, Step.CATEGORY.value),
+        step_number=1,
+        groups=list(groups.values()),
+        chosen_type=chosen,
+        chosen_category=category,
+        consent=values.get("consent") is not None,
+        iot=values.get("iot") is not None,
+        iot_types=iot_types,
+        errors=errors or {},
+        script_data={"paths": paths},
+    )
+
+
+@router.get("/register", response_class=HTMLResponse)
+def register_start_page(request: Request) -> HTMLResponse:
+    return _category_page(request)
+
+
+@router.post("/register", response_model=None)
+async def register_start(request: Request) -> Response:
+    portal = _portal(request)
+    t = _translator(request)
+    values = await _form(request)
+    type_code = values.get("type", "")
+    try:
+        applicant = portal.catalog.applicant(type_code)
+        category = values.get("category")
+        if category and category != applicant.category.value:
+            raise RefusedError(ErrorCode.UNKNOWN_TYPE, field="type")
+        await _call(portal.limit, START_LIMIT, client_address(request))
+        view = await _call(
+            portal.registrations.start,
+            applicant.code,
+            consent=_checked(values.get("consent")),
+            iot=_checked(values.get("iot")),
+            actor=_actor(request),
+            origin=portal.origin,
+        )
+    except SwregError as error:
+        if error.field not in _FORM_FIELDS:
+            raise
+        errors = _errors_by_field(error, t, _FORM_FIELDS)
+        return _category_page(request, values=values, errors=errors, status_code=status_for(error))
+    return _see_other(f"/register/{view.id}")
+
+
+def _checked(value: str | None) -> bool:
+    return value is not None and value.lower() in ("on", "true", "1", "yes")
+
+
+# -- steps 2 to 5 ----------------------------------------------------------------------------
+
+
+@router.get("/register/{registration_id}", response_class=HTMLResponse)
+async def register_step_page(registration_id: str, request: Request) -> Response:
+    portal = _portal(request)
+    view = await _call(portal.registrations.status, registration_id, actor=_actor(request))
+    return _step_page(request, view)
+
+
+def _step_page(
+    request: Request,
+    view: RegistrationView,
+    *,
+    values: Mapping[str, str] | None = None,
+    errors: Mapping[str, str] | None = None,
+    check: tuple[bool, str] | None = None,
+    status_code: int = 200,
+) -> Response:
+    portal = _portal(request)
+    t = _translator(request)
+    applicant = portal.catalog.applicant(view.applicant_type)
+    current = None if view.state in (Step.CANCELLED, Step.EXPIRED) else view.state
+    common: dict[str, Any] = {
+        "title": t("register_title"),
+        "steps": _steps(portal, t, view.path, current),
+        "step_number": view.step_number,
+        "registration": view,
+        "applicant_label": t.label(applicant.labels),
+        "status_code": status_code,
+    }
+    if view.state == Step.CATEGORY:
+        return _see_other("/register")
+    if view.state == Step.CARD_CHECK:
+        return render(
+            request,
+            "register_card.html",
+            body_data={"registration-id": view.id, "agent-url": portal.settings.agent_url},
+            is_person=applicant.category is Category.PERSON,
+            script_data={"messages": t.script_messages()},
+            **common,
+        )
+    if view.state == Step.COMPLETED:
+        return render(request, "register_completed.html", **common)
+    if view.state in ENDINGS:
+        return render(request, "register_ended.html", **common)
+    form = _step_form(portal, view)
+    if form is None:
+        raise RefusedError(ErrorCode.INVALID_TRANSITION, detail=view.state)
+    return render(
+        request,
+        "register_form.html",
+        form_fields=_fields(form, view, t, values or {}, errors or {}),
+        errors=errors or {},
+        account=_account_widget(applicant, form, view),
+        check=check,
+        intro_key=f"step_intro_{view.state}"
+        if view.state in (Step.BASIC_DATA, Step.ENTERPRISE_INFO)
+        else "step_intro_other",
+        step_label=t.label(_step_labels(portal, view.state)),
+        **common,
+    )
+
+
+def _fields(
+    form: type[BaseModel],
+    view: RegistrationView,
+    t: Translator,
+    values: Mapping[str, str],
+    errors: Mapping[str, str],
+) -> list[FieldView]:
+    return [
+        _field_view(
+            description,
+            t,
+            value=values.get(description.name, view.data.get(description.name)),
+            locked=description.name in view.locked,
+            error=errors.get(description.name),
+        )
+        for description in form_fields(form)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class AccountWidget:
+    """帳號 and 檢核是否存在: the account rule as data for the page (and its script)."""
+
+    value: str
+    field: str
+    suffix_field: str
+    separator: str
+    check_after: str | None  # the field the 檢核是否存在 button follows, when it is on this form
+
+
+def _account_widget(
+    applicant: ApplicantType, form: type[BaseModel], view: RegistrationView
+) -> AccountWidget:
+    rule = applicant.account
+    names = list(form.model_fields)
+    present = [n for n in (rule.field, rule.suffix_field) if n and n in names]
+    return AccountWidget(
+        value=view.account or "",
+        field=rule.field,
+        suffix_field=rule.suffix_field or "",
+        separator=rule.separator,
+        check_after=present[-1] if rule.field in names else None,
+    )
+
+
+@router.post("/register/{registration_id}", response_model=None)
+async def register_step(registration_id: str, request: Request) -> Response:
+    portal = _portal(request)
+    t = _translator(request)
+    values = await _form(request)
+    view = await _call(portal.registrations.status, registration_id, actor=_actor(request))
+    form = _step_form(portal, view) if view.state not in ENDINGS else None
+    if form is None:  # the card check runs in the page's script; anything else: show the step
+        return _see_other(f"/register/{registration_id}")
+    try:
+        await _call(portal.registrations.submit, registration_id, values, actor=_actor(request))
+    except SwregError as error:
+        if error.code in (ErrorCode.REGISTRATION_EXPIRED, ErrorCode.INVALID_TRANSITION):
+            return _see_other(f"/register/{registration_id}")
+        if not isinstance(error, RefusedError):
+            raise
+        errors = _errors_by_field(error, t, list(form.model_fields))
+        return _step_page(
+            request, view, values=values, errors=errors, status_code=status_for(error)
+        )
+    return _see_other(f"/register/{registration_id}")
+
+
+@router.post("/register/{registration_id}/check-account", response_model=None)
+async def register_check_account(registration_id: str, request: Request) -> Response:
+    """檢核是否存在 without JavaScript: the account the typed values name, free or taken."""
+    portal = _portal(request)
+    t = _translator(request)
+    values = await _form(request)
+    view = await _call(portal.registrations.status, registration_id, actor=_actor(request))
+    form = _step_form(portal, view) if view.state not in ENDINGS else None
+    if form is None:
+        return _see_other(f"/register/{registration_id}")
+    rule = portal.catalog.applicant(view.applicant_type).account
+    name = rule.name({**view.data, **values})
+    if name is None:
+        error = t.error(ErrorCode.FIELD_REQUIRED)
+        return _step_page(request, view, values=values, errors={rule.field: error}, status_code=422)
+    await _call(portal.limit, CHECK_LIMIT, client_address(request))
+    free = await _call(portal.registrations.check_account, name)
+    message = t("account_available") if free else t.error(ErrorCode.ACCOUNT_EXISTS)
+    return _step_page(request, view, values=values, check=(free, message))
+
+
+@router.post("/register/{registration_id}/back", response_model=None)
+async def register_back(registration_id: str, request: Request) -> Response:
+    portal = _portal(request)
+    await _call(portal.registrations.back, registration_id, actor=_actor(request))
+    return _see_other(f"/register/{registration_id}")
+
+
+@router.post("/register/{registration_id}/cancel", response_model=None)
+async def register_cancel(registration_id: str, request: Request) -> Response:
+    portal = _portal(request)
+    await _call(portal.registrations.cancel, registration_id, actor=_actor(request))
+    return _see_other(f"/register/{registration_id}")
+
+
+# -- 帳號啟用 --------------------------------------------------------------------------------------
+
+
+@router.get("/activate/{token}", response_class=HTMLResponse)
+def activate_page(token: str, request: Request) -> HTMLResponse:
+    t = _translator(request)
+    return render(request, "activate.html", title=t("activation"), token=token, error=None)
+
+
+@router.post("/activate/{token}", response_class=HTMLResponse)
+async def activate(token: str, request: Request) -> HTMLResponse:
+    portal = _portal(request)
+    t = _translator(request)
+    try:
+        await _call(portal.limit, ACTIVATE_LIMIT, client_address(request))
+        account = await _call(portal.accounts.activate, token, actor=_actor(request))
+    except RefusedError as error:
+        return render(
+            request,
+            "activate.html",
+            title=t("activation"),
+            token=token,
+            error=error.message(t.language),
+            status_code=status_for(error),
+        )
+    return render(request, "activated.html", title=t("activated"), account=account)
+
+
+# -- 憑證登入 ----------------------------------------------------------------------------------
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request) -> HTMLResponse:
+    portal = _portal(request)
+    t = _translator(request)
+    return render(
+        request,
+        "login.html",
+        title=t("login"),
+        body_data={"agent-url": portal.settings.agent_url},
+        script_data={"messages": t.script_messages()},
+    )
+
+
+@router.post("/login", response_model=None)
+def login_fallback() -> Response:
+    """The login form without JavaScript: the card needs the page's script; show it again."""
+    return _see_other("/login")
+
+
+@router.get("/account", response_model=None)
+async def account_page(request: Request) -> Response:
+    portal = _portal(request)
+    t = _translator(request)
+    token = request.cookies.get(SESSION_COOKIE)
+    session = await _call(portal.logins.session, token) if token else None
+    if session is None:
+        return _see_other("/login")
+    applicant = portal.catalog.applicant_types.get(session.applicant_type)
+    return render(
+        request,
+        "account.html",
+        title=t("my_account"),
+        session=session,
+        applicant_label=t.label(applicant.labels) if applicant else session.applicant_type,
+    )
+
+
+@router.post("/logout", response_model=None)
+async def logout(request: Request) -> Response:
+    portal = _portal(request)
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        await _call(portal.logins.logout, token, actor=_actor(request))
+    response = _see_other("/")
+    clear_session_cookie(response, portal.settings)
+    return response
+
+
+# -- demo outbox -------------------------------------------------------------------------------
+
+
+@router.get("/demo/outbox", response_class=HTMLResponse)
+def demo_outbox(request: Request) -> HTMLResponse:
+    portal = _portal(request)
+    outbox = portal.outbox()
+    if outbox is None:
+        raise HTTPException(404)
+    t = _translator(request)
+    mails = []
+    for message in outbox.messages():
+        part = message.get_body(preferencelist=("plain",))
+        text = part.get_content() if part is not None else ""
+        mails.append(
+            {
+                "to": message.get("To", ""),
+                "subject": message.get("Subject", ""),
+                "body": linkify(text),
+            }
+        )
+    return render(request, "outbox.html", title=t("outbox"), mails=mails)
+
+
+def linkify(text: str) -> Markup:
+    """Escaped text whose http(s) URLs are links."""
+    parts = _URL.split(text)
+    html = [
+        Markup('<a href="{0}">{0}</a>').format(part) if index % 2 else escape(part)
+        for index, part in enumerate(parts)
+    ]
+    return Markup("").join(html)
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+
+def error_page(request: Request, messages: Sequence[str], status_code: int) -> HTMLResponse:
+    """The page shown for an error that has no field to stand next to."""
+    t = _translator(request)
+    return render(
+        request,
+        "error.html",
+        title=t("error_title"),
+        messages=list(messages),
+        status_code=status_code,
+    )
+
+
+__all__ = ["error_page", "linkify", "make_templates", "router"]

@@ -1,0 +1,203 @@
+"""What the web layer needs from the engine, and the one place errors become HTTP statuses.
+
+:class:`Portal` is the web layer's view of the composition root (:class:`engine.App`): the
+registration service plus the portal services (accounts, logins, rate limits, mailer). The web
+layer reaches them only through the narrow protocols below, so it stays thin and testable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from typing import Any, Final, Protocol, cast
+
+from .._bootstrap import App
+from .._card_check import CardResponse
+from .._errors import EnvironmentProblem, ErrorCode, Language, SwregError, UsageError
+from .._plugins import Catalog
+from .._registration import RegistrationService
+from .._settings import Settings
+
+# -- the portal services, as the web layer uses them -----------------------------------------
+
+
+class ChallengeLike(Protocol):
+    """A single-use challenge whose :attr:`payload` the card signs."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def nonce(self) -> str: ...
+    @property
+    def origin(self) -> str: ...
+    @property
+    def expires_at(self) -> datetime: ...
+    @property
+    def payload(self) -> bytes: ...
+
+
+class LoginResultLike(Protocol):
+    @property
+    def token(self) -> str: ...
+    @property
+    def account(self) -> str: ...
+    @property
+    def applicant_type(self) -> str: ...
+    @property
+    def expires_at(self) -> datetime: ...
+
+
+class SessionLike(Protocol):
+    @property
+    def account(self) -> str: ...
+    @property
+    def applicant_type(self) -> str: ...
+    @property
+    def expires_at(self) -> datetime: ...
+
+
+class AccountService(Protocol):
+    def activate(self, token: str, *, actor: str) -> str: ...
+
+
+class LoginService(Protocol):
+    def issue_challenge(self, *, origin: str) -> ChallengeLike: ...
+    def login(self, response: CardResponse, *, origin: str, actor: str) -> LoginResultLike: ...
+    def session(self, token: str) -> SessionLike | None: ...
+    def logout(self, token: str, *, actor: str) -> None: ...
+
+
+class RateLimiter(Protocol):
+    def hit(self, key: str, *, limit: int, window: timedelta) -> Any: ...
+
+
+class Outbox(Protocol):
+    def messages(self) -> Sequence[EmailMessage]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """A rate limit per client address: ``limit`` hits per ``window``."""
+
+    name: str
+    limit: int
+    window: timedelta
+
+
+START_LIMIT: Final = Limit("start", 20, timedelta(minutes=10))
+CHECK_LIMIT: Final = Limit("check", 30, timedelta(minutes=10))
+LOGIN_LIMIT: Final = Limit("login", 20, timedelta(minutes=10))
+ACTIVATE_LIMIT: Final = Limit("activate", 20, timedelta(minutes=10))
+
+
+@dataclass(frozen=True)
+class Portal:
+    """The services behind the portal's routes, taken from one bootstrapped :class:`App`."""
+
+    app: App
+
+    @property
+    def settings(self) -> Settings:
+        return self.app.settings
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.app.catalog
+
+    @property
+    def registrations(self) -> RegistrationService:
+        return self.app.registrations
+
+    @property
+    def origin(self) -> str:
+        """What browsers' card checks sign: the configured public origin, never ``Host``."""
+        return self.settings.public_origin
+
+    @property
+    def accounts(self) -> AccountService:
+        return cast(AccountService, self._service("accounts"))
+
+    @property
+    def logins(self) -> LoginService:
+        return cast(LoginService, self._service("logins"))
+
+    def limit(self, rule: Limit, client: str) -> None:
+        """Count one hit of ``client`` against ``rule``; raises ``rate_limited`` past it."""
+        limits = getattr(self.app, "limits", None)
+        if limits is not None:
+            cast(RateLimiter, limits).hit(
+                f"{rule.name}:{client}", limit=rule.limit, window=rule.window
+            )
+
+    def outbox(self) -> Outbox | None:
+        """The demo mailer's outbox, when the portal runs in demo mode with one."""
+        mailer = getattr(self.app, "mailer", None)
+        if not self.settings.demo or mailer is None or not hasattr(mailer, "messages"):
+            return None
+        return cast(Outbox, mailer)
+
+    def _service(self, name: str) -> object:
+        service = getattr(self.app, name, None)
+        if service is None:
+            raise EnvironmentProblem(
+                ErrorCode.USAGE, detail=f"the portal's {name} service is not configured"
+            )
+        return service
+
+
+# -- errors → HTTP ---------------------------------------------------------------------------
+
+_STATUS: Final[dict[ErrorCode, int]] = {
+    ErrorCode.REGISTRATION_NOT_FOUND: 404,
+    ErrorCode.ACCOUNT_EXISTS: 409,
+    ErrorCode.ALREADY_REGISTERED: 409,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.CSRF_FAILED: 403,
+    ErrorCode.NOT_AUTHORIZED: 403,
+    ErrorCode.REQUEST_TOO_LARGE: 413,
+}
+
+
+def status_for(error: SwregError) -> int:
+    """The HTTP status of a domain error: the one mapping of the web layer."""
+    if error.code in _STATUS:
+        return _STATUS[error.code]
+    if isinstance(error, EnvironmentProblem):
+        return 503
+    if isinstance(error, UsageError):
+        return 400
+    return 422
+
+
+def retry_after(error: SwregError) -> str | None:
+    """The ``Retry-After`` header value (whole seconds) of a ``rate_limited`` error."""
+    value = error.details.get("retry_after")
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(max(1, int(-(-value // 1))))
+    return None
+
+
+def error_body(error: SwregError, language: Language) -> dict[str, Any]:
+    """``{"errors": [{field, code, message, ...details}]}`` with JSON-safe details."""
+    errors = []
+    for item in error.as_dicts(language):
+        errors.append({key: _json_safe(value) for key, value in item.items()})
+    return {"errors": errors}
+
+
+def _json_safe(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    return str(value)

@@ -1,0 +1,276 @@
+"""Request hygiene for every response: body size, CSRF, security headers and cookies.
+
+:class:`PortalMiddleware` is plain ASGI (no per-process state, so any worker can serve any
+request). For each HTTP request it
+
+1. refuses bodies over :data:`MAX_BODY_BYTES` with 413 ``request_too_large``: first by the
+   ``Content-Length`` header, then by counting what actually streams in (chunked uploads too).
+   The body is buffered (it is small by then) and replayed to the application;
+2. checks the double-submit CSRF token on unsafe methods: the ``csrf`` cookie must equal the
+   ``X-CSRF-Token`` header or the ``csrf`` form field, else 403 ``csrf_failed``;
+3. adds the security headers (CSP, nosniff, referrer policy, frame denial, no-store), the
+   ``csrf`` cookie (SameSite=Strict, readable by the page's script) and, after ``?lang=``,
+   the ``lang`` cookie.
+
+Its refusals are rendered by the callback it is given, the same one the exception handlers use.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable
+from enum import Enum
+from typing import Final
+from urllib.parse import urlsplit
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .._errors import ErrorCode, RefusedError, SwregError
+from .._settings import Settings
+from ._i18n import LANG_COOKIE, query_language
+
+MAX_BODY_BYTES: Final = 64 * 1024
+CSRF_COOKIE: Final = "csrf"
+CSRF_HEADER: Final = "x-csrf-token"
+CSRF_FIELD: Final = "csrf"
+SESSION_COOKIE: Final = "swreg_session"
+HIPKI_ORIGINS: Final = ("http://localhost:61161", "http://127.0.0.1:61161")
+UNSAFE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_SCOPE_KEY: Final = "swreg.csrf"
+_TOKEN: Final = re.compile(r"[A-Za-z0-9_-]{43}")
+_HOST: Final = re.compile(r"[A-Za-z0-9.\-\[\]:]+")
+
+ErrorRenderer = Callable[[Request, SwregError], Response]
+
+
+def content_security_policy(settings: Settings) -> str:
+    """The CSP: own scripts and styles only; the page may reach the card agent and HiPKI."""
+    connect = ["'self'", "ws://127.0.0.1:*", "ws://localhost:*", *HIPKI_ORIGINS]
+    agent = _origin_of(settings.agent_url)
+    if agent is not None and agent not in connect:
+        connect.append(agent)
+    return "; ".join(
+        (
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' data:",
+            "connect-src " + " ".join(connect),
+            "frame-ancestors 'none'",
+            "form-action 'self'",
+            "base-uri 'none'",
+            "object-src 'none'",
+        )
+    )
+
+
+def security_headers(settings: Settings) -> dict[str, str]:
+    """Headers every response carries (error responses made outside the middleware too)."""
+    return {
+        "content-security-policy": content_security_policy(settings),
+        "x-content-type-options": "nosniff",
+        "referrer-policy": "same-origin",
+        "x-frame-options": "DENY",
+    }
+
+
+def secure_cookies(settings: Settings) -> bool:
+    """Cookies are ``Secure`` when the portal is served over https."""
+    return settings.public_origin.lower().startswith("https://")
+
+
+def csrf_token(connection: HTTPConnection) -> str:
+    """The CSRF token of this request (the cookie's, or the one the response will set)."""
+    token = connection.scope.get(_SCOPE_KEY)
+    return token if isinstance(token, str) else ""
+
+
+def client_address(connection: HTTPConnection) -> str:
+    """The client's address as the server saw it (proxy headers are not trusted)."""
+    return connection.client.host if connection.client else "unknown"
+
+
+def set_session_cookie(response: Response, token: str, settings: Settings) -> None:
+    """The login session cookie: HttpOnly, SameSite=Lax, Secure over https, browser-session."""
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        httponly=True,
+        samesite="lax",
+        secure=secure_cookies(settings),
+        path="/",
+    )
+
+
+def clear_session_cookie(response: Response, settings: Settings) -> None:
+    response.delete_cookie(
+        SESSION_COOKIE, httponly=True, samesite="lax", secure=secure_cookies(settings), path="/"
+    )
+
+
+class PortalMiddleware:
+    """Body limit, CSRF and security headers (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp, *, settings: Settings, on_error: ErrorRenderer) -> None:
+        self.app = app
+        self.on_error = on_error
+        self.headers = security_headers(settings)
+        self.secure = "; Secure" if secure_cookies(settings) else ""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        presented_cookie = _cookie_token(scope)
+        token = presented_cookie or secrets.token_urlsafe(32)
+        scope[_SCOPE_KEY] = token
+        send = self._decorated(scope, send, token)
+
+        body = await _read_body(scope, receive)
+        if body is _Body.DISCONNECTED:
+            return
+        refusal: SwregError | None = None
+        if body is _Body.TOO_LARGE:
+            refusal, body = RefusedError(ErrorCode.REQUEST_TOO_LARGE), b""
+        elif scope["method"] in UNSAFE_METHODS and not await _csrf_ok(
+            scope, body, presented_cookie
+        ):
+            refusal = RefusedError(ErrorCode.CSRF_FAILED)
+        replay = _replay(body, receive)
+        if refusal is not None:
+            await self.on_error(Request(scope, replay), refusal)(scope, replay, send)
+            return
+        await self.app(scope, replay, send)
+
+    def _decorated(self, scope: Scope, send: Send, token: str) -> Send:
+        language = query_language(scope)
+        static = str(scope.get("path", "")).startswith("/static/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = list(message.get("headers", []))
+                headers = MutableHeaders(scope=message)
+                for name, value in self.headers.items():
+                    if name not in headers:
+                        headers[name] = value
+                if not static and "cache-control" not in headers:
+                    headers["cache-control"] = "no-store"
+                headers.append(
+                    "set-cookie", f"{CSRF_COOKIE}={token}; Path=/; SameSite=Strict{self.secure}"
+                )
+                if language is not None:
+                    headers.append(
+                        "set-cookie",
+                        f"{LANG_COOKIE}={language}; Path=/; Max-Age=31536000; "
+                        f"SameSite=Lax{self.secure}",
+                    )
+            await send(message)
+
+        return send_with_headers
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+class _Body(Enum):
+    """What :func:`_read_body` returns instead of a body."""
+
+    TOO_LARGE = "too_large"
+    DISCONNECTED = "disconnected"
+
+
+def _cookie_token(scope: Scope) -> str | None:
+    value = HTTPConnection(scope).cookies.get(CSRF_COOKIE)
+    return value if value is not None and _TOKEN.fullmatch(value) else None
+
+
+async def _read_body(scope: Scope, receive: Receive) -> bytes | _Body:
+    """The whole request body, or why there is none to hand on."""
+    declared = Headers(scope=scope).get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > MAX_BODY_BYTES:
+        return _Body.TOO_LARGE
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return _Body.DISCONNECTED
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return _Body.TOO_LARGE
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands out the buffered body once, then waits for the disconnect."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {
+                "type": "http.request",
+                "body": body,
+                "more_body": False,
+            }
+        return await receive()
+
+    return replay
+
+
+async def _csrf_ok(scope: Scope, body: bytes, cookie: str | None) -> bool:
+    if cookie is None:
+        return False
+    presented = Headers(scope=scope).get(CSRF_HEADER) or await _form_token(scope, body)
+    return bool(presented) and secrets.compare_digest(presented.encode(), cookie.encode())
+
+
+async def _form_token(scope: Scope, body: bytes) -> str:
+    """The ``csrf`` field of a form body (urlencoded or multipart), or ''."""
+    content_type = Headers(scope=scope).get("content-type", "")
+    if not content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        return ""
+    request = Request(scope, _replay(body, _no_more))
+    try:
+        async with request.form() as form:
+            value = form.get(CSRF_FIELD)
+            return value if isinstance(value, str) else ""
+    except Exception:  # a malformed form carries no token
+        return ""
+
+
+async def _no_more() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def _origin_of(url: str) -> str | None:
+    """``scheme://host:port`` of a URL, when it is a well-formed ws/wss/http/https one."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme not in ("ws", "wss", "http", "https") or not _HOST.fullmatch(parts.netloc):
+        return None
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+__all__ = [
+    "CSRF_COOKIE",
+    "MAX_BODY_BYTES",
+    "SESSION_COOKIE",
+    "PortalMiddleware",
+    "clear_session_cookie",
+    "client_address",
+    "content_security_policy",
+    "csrf_token",
+    "secure_cookies",
+    "set_session_cookie",
+]

@@ -1,0 +1,298 @@
+"""Mailers against a real SMTP server (aiosmtpd on a free loopback port) and the outbox folder."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import ssl
+import stat
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP as SMTPServer
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from engine import EnvironmentProblem
+from engine._mail import (
+    ACTIVATION_SUBJECT,
+    NullMailer,
+    OutboxMailer,
+    SmtpMailer,
+    activation_message,
+    make_mailer,
+)
+from engine._settings import MailSettings
+
+LINK = "https://portal.example/activate/abc_DEF-123"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class SmtpSink:
+    """A real SMTP server on 127.0.0.1 that keeps every message it accepts."""
+
+    def __init__(self, *, auth: bool = False, **server: Any) -> None:
+        self.envelopes: list[Envelope] = []
+        self.logins: list[tuple[bytes, bytes]] = []
+        self.port = free_port()
+        if auth:  # plain AUTH without TLS, for the test only
+            server.update(authenticator=self.authenticate, auth_require_tls=False)
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port, **server)
+
+    async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
+        self.envelopes.append(envelope)
+        return "250 OK"
+
+    def authenticate(
+        self, server: SMTPServer, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        if not isinstance(data, LoginPassword):
+            return AuthResult(success=False)
+        self.logins.append((data.login, data.password))
+        return AuthResult(success=data.password == b"s3cret", handled=False)
+
+    @property
+    def messages(self) -> list[EmailMessage]:
+        parser = BytesParser(policy=policy.default)
+        found = []
+        for envelope in self.envelopes:
+            content = envelope.original_content or b""
+            message = parser.parsebytes(content)
+            assert isinstance(message, EmailMessage)
+            found.append(message)
+        return found
+
+    def start(self) -> SmtpSink:
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+    def settings(self, **over: Any) -> MailSettings:
+        values: dict[str, Any] = {"host": "127.0.0.1", "port": self.port, "sender": SENDER}
+        values.update(over)
+        return MailSettings(**values)
+
+
+SENDER = "關港貿單一窗口 <no-reply@portal.example>"
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[SmtpSink]:
+    sink = SmtpSink().start()
+    yield sink
+    sink.stop()
+
+
+def body(message: EmailMessage) -> str:
+    part = message.get_body(("plain",))
+    assert part is not None
+    content = part.get_content()
+    assert isinstance(content, str)
+    return content
+
+
+def sample(to: str = "ming@example.com") -> EmailMessage:
+    return activation_message(
+        to=to, account="ming@example.com", link=LINK, sender=SENDER,
+        at=datetime(2025, 3, 1, 1, 2, 3, tzinfo=UTC),
+    )  # fmt: skip
+
+
+# --- the message --------------------------------------------------------------------------
+
+
+def test_activation_message_is_bilingual_utf8_with_the_link() -> None:
+    message = sample()
+    assert message["Subject"] == ACTIVATION_SUBJECT == "關港貿單一窗口帳號啟用 / Account activation"
+    assert message["To"] == "ming@example.com"
+    assert message["From"] == SENDER
+    assert message["Date"] == "Sat, 01 Mar 2025 01:02:03 +0000"
+    assert message.get_content_type() == "text/plain"
+    assert message.get_content_charset() == "utf-8"
+    text = body(message)
+    assert text.count(LINK) == 2
+    assert text.index("帳號啟用") < text.index("activate the account")  # zh-TW first
+    english_first = body(
+        activation_message(to="a@b.example", account="x", link=LINK, sender=SENDER, language="en")
+    )
+    assert english_first.index("activate the account") < english_first.index("帳號啟用")
+
+
+def test_header_injection_is_refused() -> None:
+    with pytest.raises(ValueError):
+        sample(to="ming@example.com\r\nBcc: all@example.com")
+
+
+# --- SMTP ---------------------------------------------------------------------------------
+
+
+def test_smtp_delivers_to_a_real_server(smtp_sink: SmtpSink) -> None:
+    mailer = make_mailer(smtp_sink.settings())
+    assert isinstance(mailer, SmtpMailer)
+    mailer.send(sample())
+    assert len(smtp_sink.envelopes) == 1
+    envelope = smtp_sink.envelopes[0]
+    assert envelope.mail_from == "no-reply@portal.example"
+    assert envelope.rcpt_tos == ["ming@example.com"]
+    received = smtp_sink.messages[0]
+    assert received["Subject"] == ACTIVATION_SUBJECT
+    assert LINK in body(received)
+
+
+def test_smtp_login_when_a_user_is_set() -> None:
+    sink = SmtpSink(auth=True).start()
+    try:
+        SmtpMailer(sink.settings(user="portal", password="s3cret")).send(sample())
+        assert sink.logins == [(b"portal", b"s3cret")]
+        assert len(sink.envelopes) == 1
+        with pytest.raises(EnvironmentProblem) as info:
+            SmtpMailer(sink.settings(user="portal", password="wrong")).send(sample())
+        assert "mail server unreachable" in str(info.value)
+        assert len(sink.envelopes) == 1
+    finally:
+        sink.stop()
+
+
+def test_unreachable_server_is_an_environment_problem() -> None:
+    port = free_port()  # nothing listens there
+    mailer = SmtpMailer(MailSettings(host="127.0.0.1", port=port), timeout=2)
+    with pytest.raises(EnvironmentProblem) as info:
+        mailer.send(sample())
+    assert info.value.exit_status == 3
+    assert info.value.detail is not None
+    assert info.value.detail.startswith(f"mail server unreachable: 127.0.0.1:{port}")
+    assert isinstance(info.value.__cause__, OSError)
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (PEM files)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "smtp.test")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder = tmp_path_factory.mktemp("tls")
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def server_context(tls_files: tuple[Path, Path]) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*tls_files)
+    return context
+
+
+def client_context(tls_files: tuple[Path, Path]) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(tls_files[0]))
+
+
+def test_starttls_verifies_the_server(tls_files: tuple[Path, Path]) -> None:
+    sink = SmtpSink(tls_context=server_context(tls_files), require_starttls=True).start()
+    try:
+        settings = sink.settings(tls="starttls")
+        with pytest.raises(EnvironmentProblem):  # self-signed: not in the system's CAs
+            SmtpMailer(settings, timeout=5).send(sample())
+        assert sink.envelopes == []
+        SmtpMailer(settings, timeout=5, context=client_context(tls_files)).send(sample())
+        assert len(sink.envelopes) == 1
+        with pytest.raises(EnvironmentProblem):  # the server insists on STARTTLS
+            SmtpMailer(sink.settings(tls="none"), timeout=5).send(sample())
+    finally:
+        sink.stop()
+
+
+def test_implicit_tls(tls_files: tuple[Path, Path]) -> None:
+    sink = SmtpSink(ssl_context=server_context(tls_files)).start()
+    try:
+        mailer = SmtpMailer(sink.settings(tls="ssl"), timeout=5, context=client_context(tls_files))
+        mailer.send(sample())
+        assert [m["Subject"] for m in sink.messages] == [ACTIVATION_SUBJECT]
+    finally:
+        sink.stop()
+
+
+# --- outbox and no mail -------------------------------------------------------------------
+
+
+def test_outbox_round_trip(tmp_path: Path) -> None:
+    folder = tmp_path / "outbox"
+    mailer = make_mailer(MailSettings(outbox=folder, host="ignored.example"))
+    assert isinstance(mailer, OutboxMailer)
+    assert mailer.messages() == []
+    mailer.send(sample("first@example.com"))
+    mailer.send(sample("second@example.com"))
+    files = sorted(folder.glob("*.eml"))
+    assert len(files) == 2
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        stamp, _, n = path.stem.rpartition("-")
+        assert stamp.endswith("Z") and n.isdigit()
+    read = mailer.messages()
+    assert [m["To"] for m in read] == ["first@example.com", "second@example.com"]  # newest last
+    assert read[1]["Subject"] == ACTIVATION_SUBJECT
+    assert LINK in body(read[1])
+
+
+def test_unwritable_outbox_is_an_environment_problem(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(EnvironmentProblem) as info:
+        OutboxMailer(blocker / "outbox").send(sample())
+    assert info.value.detail is not None and "mail outbox not writable" in info.value.detail
+
+
+def test_no_mail_configured(caplog: pytest.LogCaptureFixture) -> None:
+    mailer = make_mailer(MailSettings())
+    assert isinstance(mailer, NullMailer)
+    with caplog.at_level(logging.WARNING, logger="swreg.mail"):
+        mailer.send(sample())
+    assert "no mail configured" in caplog.text
+    assert "ming@example.com" not in caplog.text
+
+
+def test_demo_without_mail_settings_keeps_an_outbox() -> None:
+    mailer = make_mailer(MailSettings(), demo=True)
+    assert isinstance(mailer, OutboxMailer)
+    mailer.send(sample())
+    assert [m["To"] for m in mailer.messages()] == ["ming@example.com"]
+    assert stat.S_IMODE(mailer.folder.stat().st_mode) == 0o700

@@ -1,0 +1,103 @@
+"""Fixed-window rate limits stored in the database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from engine import App, FixedClock, RefusedError
+from engine._ratelimit import RateLimiter, hashed_key, retry_after, window_start
+from engine.store import RateLimitWindow
+
+MINUTE = timedelta(minutes=1)
+T0 = datetime(2025, 3, 1, 9, 30, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def limiter(app: App, clock: FixedClock) -> RateLimiter:
+    clock.set(T0 + timedelta(seconds=15))  # 45 s left in the current minute
+    return RateLimiter(app.database, clock)
+
+
+def stored(app: App) -> list[tuple[str, datetime, int]]:
+    with app.database.unit_of_work() as uow:
+        rows = uow.session.scalars(
+            select(RateLimitWindow).order_by(RateLimitWindow.window_start, RateLimitWindow.key)
+        )
+        return [(r.key, r.window_start, r.count) for r in rows]
+
+
+def test_fourth_hit_in_a_window_is_refused(
+    app: App, limiter: RateLimiter, clock: FixedClock
+) -> None:
+    for _ in range(3):
+        limiter.hit("start:203.0.113.9", limit=3, window=MINUTE)
+    with pytest.raises(RefusedError) as info:
+        limiter.hit("start:203.0.113.9", limit=3, window=MINUTE)
+    assert info.value.code == "rate_limited"
+    assert info.value.details == {"retry_after": 45}
+    assert info.value.as_dicts("en")[0]["retry_after"] == 45
+    limiter.hit("start:198.51.100.7", limit=3, window=MINUTE)  # other keys are not affected
+    assert stored(app) == [("start:198.51.100.7", T0, 1), ("start:203.0.113.9", T0, 4)]
+
+    clock.advance(timedelta(seconds=44))  # the last second of the window
+    with pytest.raises(RefusedError) as info:
+        limiter.hit("start:203.0.113.9", limit=3, window=MINUTE)
+    assert info.value.details == {"retry_after": 1}
+
+    clock.advance(timedelta(seconds=1))  # a new window
+    for _ in range(3):
+        limiter.hit("start:203.0.113.9", limit=3, window=MINUTE)
+    assert ("start:203.0.113.9", T0 + MINUTE, 3) in stored(app)
+
+
+def test_counts_are_shared_by_limiters_of_one_database(app: App, limiter: RateLimiter) -> None:
+    other_worker = RateLimiter(app.database, app.clock)
+    limiter.hit("k", limit=2, window=MINUTE)
+    other_worker.hit("k", limit=2, window=MINUTE)
+    with pytest.raises(RefusedError):
+        limiter.hit("k", limit=2, window=MINUTE)
+
+
+def test_old_windows_are_purged(app: App, clock: FixedClock) -> None:
+    clock.set(T0)
+    limiter = RateLimiter(app.database, clock, max_window=timedelta(hours=1), purge_every=3)
+    limiter.hit("old", limit=5, window=MINUTE)
+    clock.advance(timedelta(hours=2, minutes=1))
+    limiter.hit("new", limit=5, window=MINUTE)
+    assert [key for key, _, _ in stored(app)] == ["old", "new"]
+    limiter.hit("new", limit=5, window=MINUTE)  # the third call purges
+    assert stored(app) == [("new", T0 + timedelta(hours=2, minutes=1), 2)]
+
+
+@pytest.mark.parametrize(
+    ("at", "window", "start", "left"),
+    [
+        (T0, MINUTE, T0, 60),  # the first instant of a window
+        (T0 + timedelta(seconds=59, microseconds=1), MINUTE, T0, 1),  # part of a second left
+        (T0 + timedelta(minutes=7), timedelta(minutes=15), T0, 480),  # windows align to epoch
+        (T0 + timedelta(hours=3), timedelta(days=1), datetime(2025, 3, 1, tzinfo=UTC), 41400),
+    ],
+)
+def test_windows(at: datetime, window: timedelta, start: datetime, left: int) -> None:
+    assert window_start(at, window) == start
+    assert retry_after(at, window) == left
+
+
+def test_arguments_are_checked(limiter: RateLimiter) -> None:
+    for key, limit, window in [
+        ("", 1, MINUTE),  # empty key
+        ("x" * 201, 1, MINUTE),  # key too long
+        ("k", 0, MINUTE),  # limit below 1
+        ("k", 1, timedelta(0)),  # empty window
+        ("k", 1, timedelta(days=2)),  # longer than max_window
+    ]:
+        with pytest.raises(ValueError):
+            limiter.hit(key, limit=limit, window=window)
+
+
+def test_hashed_key_hides_the_value() -> None:
+    key = hashed_key("activate", "ming@example.com")
+    assert key.startswith("activate:") and "ming" not in key and len(key) == 9 + 64
