@@ -544,7 +544,7 @@ def demo_app(settings: Settings, clock: FixedClock, pki: TestPKI) -> Iterator[Ap
 
 
 def activation_token(app: App, address: str) -> str:
-    mailer: Any = app.mailer  # type: ignore[attr-defined]
+    mailer: Any = app.mailer
     [mail] = [m for m in mailer.messages() if address in str(m["To"])]
     body = mail.get_body(preferencelist=("plain",)).get_content()
     found = re.search(r"/activate/([A-Za-z0-9_\-.~]+)", body)

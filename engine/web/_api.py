@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Request, Response
 from pydantic import BaseModel, Field
 
-from .._card_check import CardResponse
+from .._card_check import CardResponse, Challenge
 from .._errors import ErrorCode, Language, RefusedError
 from .._registration import RegistrationView
 from ._i18n import Translator, language_of
@@ -24,7 +24,6 @@ from ._portal import (
     CHECK_LIMIT,
     LOGIN_LIMIT,
     START_LIMIT,
-    ChallengeLike,
     Portal,
 )
 from ._security import (
@@ -101,7 +100,7 @@ class ChallengeOut(BaseModel):
     expires_at: datetime
 
     @classmethod
-    def of(cls, challenge: ChallengeLike) -> ChallengeOut:
+    def of(cls, challenge: Challenge) -> ChallengeOut:
         return cls(
             challenge_id=challenge.id,
             nonce=challenge.nonce,

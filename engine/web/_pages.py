@@ -279,30 +279,23 @@ def _category_page(
     for applicant in applicants:
         groups[applicant.category.value].types.append((applicant.code, t.label(applicant.labels)))
     values = values or {}
-    chosen = values.get("type") or (applicants[0].code if applicants else "")
-    chosen_applicant = portal.catalog.applicant_types.get(chosen)
-    category = values.get("category") or (
-        chosen_applicant.category.value if chosen_applicant else Category.PERSON.value
-    )
+    # The first type (一般個人) is preselected, as in the manual; a refused post keeps its choice.
+    shown = portal.catalog.applicant_types.get(values.get("type", "")) or applicants[0]
+    category = values.get("category") or shown.category.value
     workflow = portal.app.workflow
     paths = {
         a.code: [t.label(_step_labels(portal, s)) for s in workflow.path_for(a)] for a in applicants
     }
-    path = (
-        workflow.path_for(chosen_applicant)
-        if chosen_applicant
-        else workflow.path_for(applicants[0])
-    )
     iot_types = "、".join(t.label(a.labels) for a in applicants if a.iot_allowed)
     return render(
         request,
         "register_category.html",
         title=t("register_title"),
         status_code=status_code,
-        steps=_steps(portal, t, path, Step.CATEGORY.value),
+        steps=_steps(portal, t, workflow.path_for(shown), Step.CATEGORY.value),
         step_number=1,
         groups=list(groups.values()),
-        chosen_type=chosen,
+        chosen_type=values.get("type") or shown.code,
         chosen_category=category,
         consent=values.get("consent") is not None,
         iot=values.get("iot") is not None,

@@ -1,80 +1,24 @@
 """What the web layer needs from the engine, and the one place errors become HTTP statuses.
 
 :class:`Portal` is the web layer's view of the composition root (:class:`engine.App`): the
-registration service plus the portal services (accounts, logins, rate limits, mailer). The web
-layer reaches them only through the narrow protocols below, so it stays thin and testable.
+registration service plus the portal services (accounts, logins, rate limits, demo outbox),
+and the per-client rate limits the routes apply.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.message import EmailMessage
-from typing import Any, Final, Protocol, cast
+from typing import Any, Final
 
+from .._accounts import AccountService
 from .._bootstrap import App
-from .._card_check import CardResponse
 from .._errors import EnvironmentProblem, ErrorCode, Language, SwregError, UsageError
+from .._login import LoginService
+from .._mail import OutboxMailer
 from .._plugins import Catalog
 from .._registration import RegistrationService
 from .._settings import Settings
-
-# -- the portal services, as the web layer uses them -----------------------------------------
-
-
-class ChallengeLike(Protocol):
-    """A single-use challenge whose :attr:`payload` the card signs."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def nonce(self) -> str: ...
-    @property
-    def origin(self) -> str: ...
-    @property
-    def expires_at(self) -> datetime: ...
-    @property
-    def payload(self) -> bytes: ...
-
-
-class LoginResultLike(Protocol):
-    @property
-    def token(self) -> str: ...
-    @property
-    def account(self) -> str: ...
-    @property
-    def applicant_type(self) -> str: ...
-    @property
-    def expires_at(self) -> datetime: ...
-
-
-class SessionLike(Protocol):
-    @property
-    def account(self) -> str: ...
-    @property
-    def applicant_type(self) -> str: ...
-    @property
-    def expires_at(self) -> datetime: ...
-
-
-class AccountService(Protocol):
-    def activate(self, token: str, *, actor: str) -> str: ...
-
-
-class LoginService(Protocol):
-    def issue_challenge(self, *, origin: str) -> ChallengeLike: ...
-    def login(self, response: CardResponse, *, origin: str, actor: str) -> LoginResultLike: ...
-    def session(self, token: str) -> SessionLike | None: ...
-    def logout(self, token: str, *, actor: str) -> None: ...
-
-
-class RateLimiter(Protocol):
-    def hit(self, key: str, *, limit: int, window: timedelta) -> Any: ...
-
-
-class Outbox(Protocol):
-    def messages(self) -> Sequence[EmailMessage]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,34 +61,20 @@ class Portal:
 
     @property
     def accounts(self) -> AccountService:
-        return cast(AccountService, self._service("accounts"))
+        return self.app.accounts
 
     @property
     def logins(self) -> LoginService:
-        return cast(LoginService, self._service("logins"))
+        return self.app.logins
 
     def limit(self, rule: Limit, client: str) -> None:
         """Count one hit of ``client`` against ``rule``; raises ``rate_limited`` past it."""
-        limits = getattr(self.app, "limits", None)
-        if limits is not None:
-            cast(RateLimiter, limits).hit(
-                f"{rule.name}:{client}", limit=rule.limit, window=rule.window
-            )
+        self.app.limits.hit(f"{rule.name}:{client}", limit=rule.limit, window=rule.window)
 
-    def outbox(self) -> Outbox | None:
+    def outbox(self) -> OutboxMailer | None:
         """The demo mailer's outbox, when the portal runs in demo mode with one."""
-        mailer = getattr(self.app, "mailer", None)
-        if not self.settings.demo or mailer is None or not hasattr(mailer, "messages"):
-            return None
-        return cast(Outbox, mailer)
-
-    def _service(self, name: str) -> object:
-        service = getattr(self.app, name, None)
-        if service is None:
-            raise EnvironmentProblem(
-                ErrorCode.USAGE, detail=f"the portal's {name} service is not configured"
-            )
-        return service
+        mailer = self.app.mailer
+        return mailer if self.settings.demo and isinstance(mailer, OutboxMailer) else None
 
 
 # -- errors → HTTP ---------------------------------------------------------------------------

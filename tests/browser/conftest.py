@@ -46,6 +46,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from engine import Settings, bootstrap
 from engine.testing.pki import IssuedCard, TestPKI
+from readers import open_card
 from readers.pcsc import wait_for_card
 from readers.vcard import CardThread, PivApplet, RetryState
 
@@ -337,6 +338,9 @@ def insert_card(pki: TestPKI, card_reader: tuple[str, int]) -> Iterator[InsertCa
         applet = PivApplet.from_pkcs12(pki.pkcs12_bytes(card, pin), pin, state=retry)
         inserted.append(CardThread(applet, port=port).start())
         assert wait_for_card(name, present=True, timeout=CARD_TIMEOUT), f"no card in {name}"
+        with open_card(f"pcsc:{name}") as present:  # ours, not another run's card in the slot
+            seen = present.read_certificate()
+        assert seen == card.der(), f"a foreign card is in {name} (another run uses it): rerun"
         return name
 
     yield put
