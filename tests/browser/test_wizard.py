@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from email.message import EmailMessage
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -133,7 +134,7 @@ def fill_fields(page: Page, answers: Mapping[str, Any]) -> None:
             box.fill(str(value))
 
 
-def activation_link(message: Any, origin: str) -> str:
+def activation_link(message: EmailMessage, origin: str) -> str:
     """The ``/activate/<token>`` link of an activation mail (plain text preferred)."""
     body = message.get_body(preferencelist=("plain", "html"))
     assert body is not None, "the activation mail has no text body"
