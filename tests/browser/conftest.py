@@ -217,7 +217,7 @@ class Mailbox:
             return next(m for rcpt, m in self._messages if address.lower() in rcpt)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def mailbox() -> Iterator[Mailbox]:
     """A real SMTP server (aiosmtpd) on a free loopback port collecting every message."""
     box = Mailbox("127.0.0.1", free_port())
@@ -246,13 +246,13 @@ class Portal:
         return self.origin + path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def portal_ports() -> tuple[int, int]:
     """(portal port, agent port): chosen first, since each process must know the other's."""
     return free_port(), free_port()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def portal_database(tmp_path_factory: pytest.TempPathFactory, pki: TestPKI) -> str:
     """A SQLite database, migrated in-process, trusting the test roots and knowing their CAs."""
     url = f"sqlite:///{tmp_path_factory.mktemp('portal') / 'swreg.db'}"
@@ -267,7 +267,7 @@ def portal_database(tmp_path_factory: pytest.TempPathFactory, pki: TestPKI) -> s
     return url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def portal(
     portal_database: str, portal_ports: tuple[int, int], mailbox: Mailbox
 ) -> Iterator[Portal]:
@@ -298,7 +298,7 @@ def portal(
         stop_process(process)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def agent(portal: Portal, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``swreg agent`` for the portal's origin only (``pcsc:`` cards); yields its ws:// URL."""
     log = tmp_path_factory.mktemp("agent") / "agent.log"
@@ -353,7 +353,7 @@ def insert_card(pki: TestPKI, card_reader: tuple[str, int]) -> Iterator[InsertCa
 # -- browser -----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """Debian's Chromium (``/usr/bin/chromium``) driven by Playwright's sync API."""
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install chromium"
