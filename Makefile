@@ -30,7 +30,7 @@ test: setup
 	PY=$(PY) scripts/with-pcscd $(PY) -m pytest -q
 
 demo: setup
-	$(VENV)/bin/swreg demo
+	PY=$(PY) scripts/with-pcscd $(VENV)/bin/swreg demo --serve
 
 lint: setup
 	$(PY) -m ruff check engine plugins readers tests

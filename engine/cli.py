@@ -542,13 +542,21 @@ def demo(
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Keep the demo PKI, cards and database here.")
     ] = None,
+    serve: Annotated[
+        bool,
+        typer.Option("--serve", help="Then serve the portal with virtual cards (needs pcscd)."),
+    ] = False,
+    port: Annotated[int, typer.Option("--port", help="Portal port for --serve.")] = 8000,
     as_json: JsonOption = False,
 ) -> None:
     """Register one applicant of each category with virtual test cards. 示範註冊流程。"""
     from .testing.demo import run_demo
 
     with _command(as_json) as out:
-        out.result.update(run_demo(out_dir, say=None if as_json else typer.echo))
+        summary = run_demo(
+            out_dir, say=None if as_json else typer.echo, serve_port=port if serve else None
+        )
+        out.result.update(summary)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -114,8 +114,14 @@ def _scenarios(pki: TestPKI) -> list[Scenario]:
     ]
 
 
-def run_demo(out_dir: Path | None = None, *, say: Say | None = None) -> dict[str, Any]:
-    """Run every scenario; return a summary (accounts made, audit rows, where things are)."""
+def run_demo(
+    out_dir: Path | None = None, *, say: Say | None = None, serve_port: int | None = None
+) -> dict[str, Any]:
+    """Run every scenario; return a summary (accounts made, audit rows, where things are).
+
+    With ``serve_port`` the portal is then served on it (with virtual cards and the agent)
+    until Ctrl-C.
+    """
     speak: Say = say or (lambda _line: None)
     folder = out_dir or Path(tempfile.mkdtemp(prefix="swreg-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -137,6 +143,10 @@ def run_demo(out_dir: Path | None = None, *, say: Say | None = None) -> dict[str
             audit = uow.audit.verify()
         chain = "intact 完整" if audit.ok else "BROKEN"
         speak(f"稽核紀錄 / audit log: {audit.rows} rows, chain {chain}")
+        if serve_port is not None:
+            from .portal_demo import serve_demo
+
+            serve_demo(app, pki, folder, port=serve_port, say=speak)
         return {
             "folder": str(folder),
             "database": settings.database_url,
