@@ -8,37 +8,33 @@ error (no reader, no card, no database).
 
 from __future__ import annotations
 
-import getpass
 import json
 import signal
-import sys
-import tomllib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from ._bootstrap import App, bootstrap
+from ._cli_customs import customs_app
+from ._cli_renewal import reminders_app, renewal_app
+from ._cli_support import (
+    DbOption,
+    JsonOption,
+    app_for,
+    command,
+    read_answers,
+    read_file,
+    read_pin,
+    state,
+)
+from ._cli_turnkey import turnkey_app
 from ._enrol import register_with_card
 from ._errors import (
     EnvironmentProblem,
     ErrorCode,
     RefusedError,
-    SwregError,
     UsageError,
-    message_for,
 )
-from ._settings import Settings
-
-MAX_INPUT_FILE = 1024 * 1024
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
-DbOption = Annotated[
-    str | None,
-    typer.Option("--db", help="Database URL (default: SWREG_DATABASE_URL or ./swreg.db)."),
-]
 
 app = typer.Typer(
     name="swreg",
@@ -64,124 +60,24 @@ for sub, name in (
     (audit_app, "audit"),
     (readers_app, "readers"),
     (card_app, "card"),
+    (customs_app, "customs-cert"),
+    (turnkey_app, "turnkey"),
+    (reminders_app, "reminders"),
+    (renewal_app, "renewal"),
 ):
     app.add_typer(sub, name=name)
 
 
-class _State:
-    db: str | None = None
-
-
-_state = _State()
-
-
 @app.callback()
 def _options(db: DbOption = None) -> None:
-    _state.db = db
-
-
-# -- plumbing --------------------------------------------------------------------------------
-
-
-class Output:
-    """Collects a command's result and prints it the way the caller asked."""
-
-    def __init__(self, as_json: bool) -> None:
-        self.as_json = as_json
-        self.result: dict[str, Any] = {}
-        self.lines: list[str] = []
-
-    def say(self, line: str) -> None:
-        self.lines.append(line)
-
-    def emit(self, ok: bool = True) -> None:
-        if self.as_json:
-            typer.echo(json.dumps({"ok": ok, **self.result}, ensure_ascii=False, default=str))
-        else:
-            for line in self.lines:
-                typer.echo(line)
-
-
-@contextmanager
-def _command(as_json: bool) -> Iterator[Output]:
-    """Run a command body; turn swreg errors into the contract's output and exit status."""
-    out = Output(as_json)
-    try:
-        yield out
-    except SwregError as error:
-        _fail(out, error)
-    out.emit(ok=True)
-
-
-def _fail(out: Output, error: SwregError) -> None:
-    errors = error.as_dicts("zh-TW")
-    if out.as_json:
-        out.result["errors"] = errors
-        out.emit(ok=False)
-    else:
-        for item in error.errors:
-            where = f" [{item.field}]" if item.field else ""
-            typer.echo(
-                f"✗ {item.code}{where}: {item.message('zh-TW')} / {item.message('en')}", err=True
-            )
-    raise typer.Exit(error.exit_status)
-
-
-def _app(db: str | None = None, **overrides: Any) -> App:
-    settings = Settings.from_env(database_url=db or _state.db, **overrides)
-    return bootstrap(settings)
-
-
-def _read_file(path: Path, *, limit: int = MAX_INPUT_FILE) -> bytes:
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(limit + 1)
-    except OSError as exc:
-        raise UsageError(detail=f"cannot read {path}: {exc.strerror}") from exc
-    if len(data) > limit:
-        raise RefusedError(ErrorCode.FILE_TOO_LARGE, field="file")
-    return data
-
-
-def _read_answers(path: Path) -> dict[str, Any]:
-    raw = _read_file(path)
-    try:
-        if path.suffix.lower() == ".toml":
-            answers = tomllib.loads(raw.decode("utf-8"))
-        else:
-            answers = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise UsageError(detail=f"{path}: not a JSON or TOML answers file ({exc})") from exc
-    if not isinstance(answers, dict):
-        raise UsageError(detail=f"{path}: the answers must be one object of field: value")
-    return answers
-
-
-def _read_pin(from_stdin: bool) -> str:
-    if from_stdin:
-        pin = sys.stdin.readline().rstrip("\r\n")
-    else:
-        try:
-            pin = getpass.getpass("PIN碼 / PIN: ")
-        except (EOFError, OSError) as exc:
-            raise UsageError(detail="no terminal to ask for the PIN; use --pin-stdin") from exc
-    if not pin:
-        raise RefusedError(ErrorCode.FIELD_REQUIRED, field="pin")
-    return pin
-
-
-def _both(code: ErrorCode) -> str:
-    return f"{message_for(code, 'zh-TW')} / {message_for(code, 'en')}"
-
-
-# -- commands --------------------------------------------------------------------------------
+    state.db = db
 
 
 @app.command()
 def init(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Create or migrate the database (idempotent). 建立或更新資料庫。"""
-    with _command(as_json) as out:
-        application = _app(db)
+    with command(as_json) as out:
+        application = app_for(db)
         out.result.update(
             database=application.settings.database_url, workflow=application.workflow.hash
         )
@@ -199,8 +95,8 @@ def trust_add(
     as_json: JsonOption = False,
 ) -> None:
     """Trust a CA certificate (DER or PEM). 加入受信任的憑證。"""
-    with _command(as_json) as out:
-        entry = _app(db).trust.add_certificate(_read_file(file), anchor=not intermediate)
+    with command(as_json) as out:
+        entry = app_for(db).trust.add_certificate(read_file(file), anchor=not intermediate)
         out.result.update(
             fingerprint=entry.fingerprint,
             subject=entry.subject,
@@ -214,8 +110,8 @@ def trust_add(
 @trust_app.command("list")
 def trust_list(db: DbOption = None, as_json: JsonOption = False) -> None:
     """List trusted certificates. 列出受信任的憑證。"""
-    with _command(as_json) as out:
-        entries = _app(db).trust.list()
+    with command(as_json) as out:
+        entries = app_for(db).trust.list()
         out.result["certificates"] = [
             {"fingerprint": e.fingerprint, "subject": e.subject, "anchor": e.is_anchor}
             for e in entries
@@ -230,8 +126,8 @@ def trust_list(db: DbOption = None, as_json: JsonOption = False) -> None:
 @crl_app.command("add")
 def crl_add(file: Path, db: DbOption = None, as_json: JsonOption = False) -> None:
     """Add a CRL signed by a trusted CA. 加入憑證廢止清冊。"""
-    with _command(as_json) as out:
-        info = _app(db).trust.add_crl(_read_file(file))
+    with command(as_json) as out:
+        info = app_for(db).trust.add_crl(read_file(file))
         out.result.update(info)
         out.say(f"CRL {info['issuer']} #{info['crl_number']}: {info['revoked']} revoked")
 
@@ -239,8 +135,8 @@ def crl_add(file: Path, db: DbOption = None, as_json: JsonOption = False) -> Non
 @app.command("types")
 def types_(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Applicant types and customs usage types of the installed plugins. 申請類別與憑證使用類型。"""
-    with _command(as_json) as out:
-        application = _app(db)
+    with command(as_json) as out:
+        application = app_for(db)
         applicants = list(application.catalog.applicant_types.values())
         usages = list(application.catalog.usage_types.values())
         out.result["applicant_types"] = [
@@ -290,12 +186,12 @@ def register(
     """The whole 憑證註冊 with a card. 以憑證卡完成註冊。"""
     from readers import open_card
 
-    with _command(as_json) as out:
-        data = _read_answers(answers)
-        application = _app(db)
+    with command(as_json) as out:
+        data = read_answers(answers)
+        application = app_for(db)
         application.catalog.applicant(type_code)
         with open_card(card) as opened:
-            pin = _read_pin(pin_stdin)
+            pin = read_pin(pin_stdin)
 
             def remember(view: Any) -> None:
                 out.result["registration_id"] = view.id
@@ -318,8 +214,8 @@ def register(
 @accounts_app.command("check")
 def accounts_check(name: str, db: DbOption = None, as_json: JsonOption = False) -> None:
     """檢核是否存在: is this account name still free?"""
-    with _command(as_json) as out:
-        if not _app(db).registrations.check_account(name):
+    with command(as_json) as out:
+        if not app_for(db).registrations.check_account(name):
             raise RefusedError(ErrorCode.ACCOUNT_EXISTS, field="account")
         out.result.update(account=name, available=True, message="此帳號可使用")
         out.say("此帳號可使用 / this account is available")
@@ -328,8 +224,8 @@ def accounts_check(name: str, db: DbOption = None, as_json: JsonOption = False) 
 @accounts_app.command("activate")
 def accounts_activate(token: str, db: DbOption = None, as_json: JsonOption = False) -> None:
     """Activate an account with the token (or the whole link) of its activation mail. 帳號啟用。"""
-    with _command(as_json) as out:
-        account = _app(db).accounts.activate(token, actor="cli")
+    with command(as_json) as out:
+        account = app_for(db).accounts.activate(token, actor="cli")
         out.result.update(account=account, status="active")
         out.say(f"帳號已啟用 / account activated: {account}")
 
@@ -337,9 +233,9 @@ def accounts_activate(token: str, db: DbOption = None, as_json: JsonOption = Fal
 @cert_app.command("inspect")
 def cert_inspect(file: Path, db: DbOption = None, as_json: JsonOption = False) -> None:
     """Explain a certificate the way the card check sees it. 說明憑證檢查的結果。"""
-    with _command(as_json) as out:
-        data = _read_file(file)
-        report = _app(db).inspect_certificate(data)
+    with command(as_json) as out:
+        data = read_file(file)
+        report = app_for(db).inspect_certificate(data)
         out.result.update(report)
         for key in ("ca", "subject", "issuer", "serial", "not_before", "not_after", "status"):
             out.say(f"{key:12} {report[key]}")
@@ -354,8 +250,8 @@ def cert_inspect(file: Path, db: DbOption = None, as_json: JsonOption = False) -
 @audit_app.command("verify")
 def audit_verify(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Check the audit hash chain; report the first bad row. 驗證稽核紀錄。"""
-    with _command(as_json) as out:
-        with _app(db).database.unit_of_work() as uow:
+    with command(as_json) as out:
+        with app_for(db).database.unit_of_work() as uow:
             result = uow.audit.verify()
         out.result.update(
             rows=result.rows, first_bad_seq=result.first_bad_seq, reason=result.reason
@@ -376,8 +272,8 @@ def audit_show(
     as_json: JsonOption = False,
 ) -> None:
     """The audit rows of one registration. 顯示註冊作業的稽核紀錄。"""
-    with _command(as_json) as out:
-        with _app(db).database.unit_of_work() as uow:
+    with command(as_json) as out:
+        with app_for(db).database.unit_of_work() as uow:
             entries = [_entry(row) for row in uow.audit.entries(registration_id)]
         if not entries:
             raise RefusedError(ErrorCode.REGISTRATION_NOT_FOUND, field="id")
@@ -405,7 +301,7 @@ def readers_list(as_json: JsonOption = False) -> None:
     """Card readers and whether a card is present. 列出讀卡機。"""
     from readers import list_readers
 
-    with _command(as_json) as out:
+    with command(as_json) as out:
         found = list_readers()
         out.result["readers"] = [
             {"name": r.name, "card_present": r.card_present, "profile": r.profile} for r in found
@@ -444,11 +340,11 @@ def card_serve(
     from readers.vcard._gpki import GpkiApplet
     from readers.virtual import VirtualP12Card
 
-    with _command(as_json) as out:
+    with command(as_json) as out:
         if profile not in ("piv", "gpki"):
             raise UsageError(detail="--profile is piv or gpki")
-        data = _read_file(file)
-        pin = _read_pin(pin_stdin)
+        data = read_file(file)
+        pin = read_pin(pin_stdin)
         applet: Any
         if profile == "piv":
             retries = RetryState.file(state) if state else None
@@ -497,7 +393,7 @@ def agent(
     """The local card agent: a WebSocket server on 127.0.0.1 for the registration page."""
     from readers.agent import AgentConfig, run_agent
 
-    with _command(False) as out:
+    with command(False) as out:
         schemes = frozenset({"pcsc", "virtual"} if allow_virtual else {"pcsc"})
         config = AgentConfig(
             host=host, port=port, allowed_origins=frozenset(origin), card_schemes=schemes
@@ -519,10 +415,10 @@ def serve(
 
     import uvicorn
 
-    with _command(False) as out:
+    with command(False) as out:
         if db:
             os.environ["SWREG_DATABASE_URL"] = db  # the workers read their settings from it
-        _app(db).close()  # migrate once, before the workers start
+        app_for(db).close()  # migrate once, before the workers start
         typer.echo(f"swreg portal: http://{host}:{port}/")
         uvicorn.run(
             "engine.web.asgi:create_app_from_env",
@@ -552,7 +448,7 @@ def demo(
     """Register one applicant of each category with virtual test cards. 示範註冊流程。"""
     from .testing.demo import run_demo
 
-    with _command(as_json) as out:
+    with command(as_json) as out:
         summary = run_demo(
             out_dir, say=None if as_json else typer.echo, serve_port=port if serve else None
         )

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from .._bootstrap import App
 from .._errors import ErrorCode, FormError, Language, RefusedError, SwregError
-from . import _api, _pages
+from . import _api, _api_customs, _api_renewal, _api_turnkey, _pages
 from ._i18n import Translator, language_of, page_language
 from ._portal import Portal, error_body, retry_after, status_for
 from ._security import PortalMiddleware, security_headers
@@ -52,6 +52,9 @@ def create_app(app: App, *, close_on_shutdown: bool = False) -> FastAPI:
     web.state.portal = Portal(app)
     web.state.templates = _pages.make_templates()
     web.include_router(_api.router)
+    web.include_router(_api_customs.router)
+    web.include_router(_api_turnkey.router)
+    web.include_router(_api_renewal.router)
     web.include_router(_pages.router)
     web.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     web.add_exception_handler(SwregError, _domain_error)
