@@ -82,7 +82,15 @@ def bootstrap(
     registrations = RegistrationService(
         database=database,
         catalog=catalog,
-        workflows=WorkflowLibrary(workflow),
+        workflows=WorkflowLibrary(
+            workflow,
+            lambda source, origin: load_definition(
+                source,
+                origin=origin,
+                contributed=catalog.steps,
+                applicants=catalog.applicant_types.values(),
+            ),
+        ),
         trust=trust,
         clock=clock,
         passwords=PasswordHasher(

@@ -9,6 +9,7 @@ nothing behind; the account exists only once ``completed`` is entered.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ ACCOUNT_COLUMNS = (
     "email", "contact_name", "national_id_hash", "national_id_masked", "ubn", "sub_card", "oid",
     "company_name", "phone", "address",
 )  # fmt: skip
+log = logging.getLogger("swreg.registration")
 TAIPEI = ZoneInfo("Asia/Taipei")  # birth dates and 'today' are Taiwan's
 _NOT_PROFILE = frozenset(ACCOUNT_COLUMNS) | {"birth_date", "password_hash", "consent", "iot"}
 
@@ -61,23 +63,35 @@ class RegistrationView:
         return self.path.index(self.state) + 1 if self.state in self.path else len(self.path)
 
 
-class WorkflowLibrary:
-    """Workflow definitions by hash: the current one plus every one a registration pinned."""
+DefinitionLoader = Callable[[str, str], WorkflowDefinition]
+"""Parses and validates a definition's ``(source, origin)`` against the installed plugins."""
 
-    def __init__(self, current: WorkflowDefinition) -> None:
+
+class WorkflowLibrary:
+    """Workflow definitions by hash: the current one plus every one a registration pinned.
+
+    A registration finishes under the definition it started with, even after the operator
+    changed the file or on a worker started with another one: pinned definitions are read back
+    from the database (their source is stored at ``start``) the first time they are needed.
+    """
+
+    def __init__(self, current: WorkflowDefinition, load: DefinitionLoader) -> None:
         self.current = current
+        self._load = load
         self._known = {current.hash: current}
 
-    def get(self, definition_hash: str) -> WorkflowDefinition:
-        try:
-            return self._known[definition_hash]
-        except KeyError:
+    def get(self, definition_hash: str, uow: UnitOfWork | None = None) -> WorkflowDefinition:
+        known = self._known.get(definition_hash)
+        if known is not None:
+            return known
+        row = uow.workflows.get(definition_hash) if uow is not None else None
+        if row is None:
             raise WorkflowError(
                 ErrorCode.REGISTRATION_EXPIRED, detail="its workflow definition is gone"
-            ) from None
-
-    def remember(self, definition: WorkflowDefinition) -> None:
-        self._known[definition.hash] = definition
+            )
+        definition = self._load(row.source, f"pinned workflow {definition_hash[:12]}")
+        self._known[definition_hash] = definition
+        return definition
 
 
 class RegistrationService:
@@ -149,7 +163,7 @@ class RegistrationService:
         with self._database.unit_of_work() as uow:
             registration = self._load(uow, registration_id, actor)
             self._require_state(registration, Step.CARD_CHECK)
-            definition = self._workflows.get(registration.workflow_hash)
+            definition = self._workflows.get(registration.workflow_hash, uow)
             now = self._clock.now()
             row = ChallengeRow(
                 id=new_id(),
@@ -225,19 +239,21 @@ class RegistrationService:
             form = applicant.form_for(registration.state)
             if form is None and registration.state in self._catalog.steps:
                 form = self._catalog.steps[registration.state].form
+                if form is None:  # a plugin step that only needs to be passed (a notice)
+                    self._fire(uow, registration, Event.NEXT, actor=actor)
+                    uow.commit()
+                    return self._view(registration)
             if form is None:
                 raise WorkflowError(ErrorCode.INVALID_TRANSITION, detail=registration.state)
             with using_today(self._clock.now().astimezone(TAIPEI).date()):
                 step = accept_step(
                     form, answers, applicant=applicant, identity=_identity(registration),
                     locked={k: registration.data[k] for k in registration.locked},
-                    hashers=self._hashers,
                 )  # fmt: skip
-            data = {**registration.data, **step.stored}
-            account = applicant.account.name(data)
+            account = applicant.account.name({**registration.data, **step.plain})
             if account is not None and uow.accounts.exists(account):  # 用戶姓名已存在
                 raise RefusedError(ErrorCode.ACCOUNT_EXISTS, field=applicant.account.field)
-            registration.data = data
+            registration.data = {**registration.data, **step.stored(self._hashers)}
             registration.account_name = account
             self._fire(uow, registration, Event.NEXT, actor=actor, diff=step.audit_diff)
             uow.commit()
@@ -312,7 +328,7 @@ class RegistrationService:
         self, uow: UnitOfWork, registration: Registration, event: Event, *, actor: str,
         diff: Mapping[str, Any] | None = None,
     ) -> None:  # fmt: skip
-        definition = self._workflows.get(registration.workflow_hash)
+        definition = self._workflows.get(registration.workflow_hash, uow)
         applicant = self._catalog.applicant(registration.applicant_type)
         recorder = _Recorder(
             uow=uow,
@@ -402,7 +418,10 @@ class RegistrationService:
                 {k: v for k, v in registration.data.items() if not k.endswith("_hash")}
             ),
         )
-        self._plugins.hook.swreg_registration_completed(event=event)
+        try:
+            self._plugins.hook.swreg_registration_completed(event=event)
+        except Exception:  # the account exists; a plugin's failure cannot undo it
+            log.exception("a swreg_registration_completed hook failed (%s)", event.applicant_type)
 
     def _view(self, registration: Registration) -> RegistrationView:
         applicant = self._catalog.applicant(registration.applicant_type)
@@ -437,7 +456,7 @@ class _Recorder:
 
     def on_enter_completed(self) -> None:
         account = self.create_account(self.uow, self.registration)
-        self.diff["account"] = account.name
+        self.diff.update(masked_diff({"account": account.name}))
 
     def after_transition(self, event: str, source: Any, target: Any) -> None:
         registration = self.registration

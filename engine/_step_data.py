@@ -25,6 +25,8 @@ SECRET_FIELDS = frozenset({"password", "password_confirm"})
 MASKERS: Mapping[str, Callable[[str], str]] = {
     "national_id": mask_national_id,
     "email": mask_email,
+    "account": lambda value: mask_email(value) if "@" in value else value,
+    "contact_name": lambda value: value[:1] + "*" * (len(value) - 1),
     "phone": mask_phone,
     "address": lambda _value: "***",
     "birth_date": lambda _value: "****-**-**",
@@ -33,10 +35,23 @@ MASKERS: Mapping[str, Callable[[str], str]] = {
 
 @dataclass(frozen=True, slots=True)
 class StepData:
-    """A validated step: values to keep with the registration and the audit diff."""
+    """A validated step: its values (secrets still in memory only) and the audit diff.
 
-    stored: dict[str, Any]
+    :meth:`stored` applies the one-way functions; call it only once the step is otherwise
+    accepted (argon2id is deliberately expensive).
+    """
+
+    values: dict[str, Any]
     audit_diff: dict[str, Any]
+
+    @property
+    def plain(self) -> dict[str, Any]:
+        """The values without secrets, as plain JSON types."""
+        return {k: _plain(v) for k, v in self.values.items() if k not in SECRET_FIELDS}
+
+    def stored(self, hashers: Hashers) -> dict[str, Any]:
+        """What is kept with the registration: no clear password, no clear national ID."""
+        return _for_storage(self.values, hashers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +69,6 @@ def accept_step(
     applicant: ApplicantType,
     identity: CertificateIdentity,
     locked: Mapping[str, str],
-    hashers: Hashers,
 ) -> StepData:
     """Validate ``answers`` for ``form`` against the locked fields and the certificate."""
     merged = dict(answers)
@@ -74,7 +88,7 @@ def accept_step(
     ]
     if mismatched:
         raise FormError(RefusedError(ErrorCode.IDENTITY_MISMATCH, field=f) for f in mismatched)
-    return StepData(stored=_for_storage(values, hashers), audit_diff=masked_diff(plain))
+    return StepData(values=values, audit_diff=masked_diff(plain))
 
 
 def masked_diff(values: Mapping[str, Any]) -> dict[str, Any]:

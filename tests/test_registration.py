@@ -510,3 +510,92 @@ def test_a_plugin_step_placed_by_a_workflow_file(
         assert accounts(app)[0].profile["declared_by"] == "王小明"
     finally:
         app.close()
+
+
+def test_a_registration_finishes_under_its_pinned_definition(
+    tmp_path: Any, settings: Any, clock: FixedClock, pki: TestPKI
+) -> None:
+    """The operator edits the workflow file mid-registration: the started one is undisturbed."""
+    from dataclasses import replace
+
+    from engine import bootstrap
+    from engine._workflow import default_definition_source
+
+    first = bootstrap(settings, clock=clock)
+    for anchor in pki.anchors():
+        first.trust.add_certificate(pki.der(anchor))
+    view = to_card_check(first, "person.general")
+    first.close()
+    edited = tmp_path / "edited.toml"
+    source = default_definition_source()
+    edited.write_text(source + "\n# edited by the operator\n", encoding="utf-8")
+    second = bootstrap(replace(settings, workflow_file=edited), clock=clock)
+    try:
+        assert second.workflow.hash != first.workflow.hash
+        view = second.registrations.submit_card(
+            view.id, card_response(second, view, pki.issue_person())
+        )
+        view = second.registrations.submit(view.id, PERSON_ANSWERS)
+        assert view.state == "completed"
+        with second.database.unit_of_work() as uow:
+            registration = uow.registrations.get(view.id)
+            assert registration is not None and registration.workflow_hash == first.workflow.hash
+        assert second.registrations.status(to_card_check(second, "person.general").id).state
+    finally:
+        second.close()
+
+
+def test_a_failing_completion_hook_does_not_undo_the_account(app: App, pki: TestPKI) -> None:
+    from engine import RegistrationCompleted, hookimpl
+
+    class Broken:
+        @hookimpl
+        def swreg_registration_completed(self, event: RegistrationCompleted) -> None:
+            raise RuntimeError("mail server on fire")
+
+    app.plugins.register(Broken())
+    view = enrol(app, "person.general", pki.issue_person(), PERSON_ANSWERS)
+    assert view.state == "completed"
+    assert [a.name for a in accounts(app)] == ["ming@example.com"]
+
+
+def test_the_audit_diff_masks_personal_values(app: App, pki: TestPKI) -> None:
+    view = enrol(app, "person.general", pki.issue_person(), PERSON_ANSWERS)
+    with app.database.unit_of_work() as uow:
+        text = repr([e.diff for e in uow.audit.entries(view.id)])
+    for clear in ("ming@example.com", "王小明", "A123456789", "0912-345-678", "Passw0rdOK"):
+        assert clear not in text, clear
+    assert "A12*****89" in text
+
+
+def test_a_plugin_step_without_a_form_is_passed_with_next(
+    tmp_path: Any, settings: Any, clock: FixedClock, pki: TestPKI
+) -> None:
+    from dataclasses import replace
+
+    from engine import Labels, StepSpec, bootstrap, hookimpl, make_plugin_manager
+
+    class Notice:
+        @hookimpl
+        def swreg_workflow_steps(self) -> list[StepSpec]:
+            return [StepSpec("notice", Labels("注意事項", "Notice"))]
+
+    workflow = tmp_path / "workflow.toml"
+    workflow.write_text(
+        '[[step]]\nid = "category"\n[[step]]\nid = "card_check"\n[[step]]\nid = "basic_data"\n'
+        '[[step]]\nid = "notice"\n[[step]]\nid = "completed"\n',
+        encoding="utf-8",
+    )
+    manager = make_plugin_manager(plugins=[Notice()])
+    app = bootstrap(replace(settings, workflow_file=workflow), clock=clock, plugins=manager)
+    try:
+        for anchor in pki.anchors():
+            app.trust.add_certificate(pki.der(anchor))
+        view = to_card_check(app, "person.general")
+        view = app.registrations.submit_card(view.id, card_response(app, view, pki.issue_person()))
+        view = app.registrations.submit(view.id, PERSON_ANSWERS)
+        assert view.state == "notice"
+        view = app.registrations.submit(view.id, {})
+        assert (view.state, view.account) == ("completed", "ming@example.com")
+    finally:
+        app.close()
