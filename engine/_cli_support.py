@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import sys
 import tomllib
 from collections.abc import Iterator
@@ -19,9 +20,10 @@ from typing import Annotated, Any
 import typer
 
 from ._bootstrap import App, bootstrap
-from ._errors import ErrorCode, RefusedError, SwregError, UsageError
+from ._errors import EnvironmentProblem, ErrorCode, RefusedError, SwregError, UsageError
 from ._settings import Settings
 
+log = logging.getLogger("swreg.cli")
 MAX_INPUT_FILE = 1024 * 1024
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
@@ -68,6 +70,11 @@ def command(as_json: bool) -> Iterator[Output]:
         yield out
     except SwregError as error:
         fail(out, error)
+    except (KeyboardInterrupt, typer.Exit):
+        raise
+    except Exception as exc:  # a defect: still answer in the contract's shape, exit 3
+        log.exception("swreg command failed")
+        fail(out, EnvironmentProblem(ErrorCode.INTERNAL_ERROR, detail=type(exc).__name__))
     out.emit(ok=True)
 
 

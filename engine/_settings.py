@@ -48,6 +48,10 @@ class Argon2Parameters:
             raise UsageError(
                 detail=f"SWREG_ARGON2 must be 'time,memory_kib,parallelism': {text!r}"
             ) from None
+        if t < 1 or p < 1 or m < 8 * p:
+            raise UsageError(
+                detail="SWREG_ARGON2 needs time ≥ 1, parallelism ≥ 1, memory ≥ 8·p KiB"
+            )
         return cls(t, m, p)
 
 
@@ -70,7 +74,7 @@ class MailSettings:
             raise UsageError(detail="SWREG_SMTP_TLS is none, starttls or ssl")
         return cls(
             host=env.get("SWREG_SMTP_HOST") or None,
-            port=int(env.get("SWREG_SMTP_PORT") or (465 if tls == "ssl" else 25)),
+            port=_port(env.get("SWREG_SMTP_PORT"), 465 if tls == "ssl" else 25),
             tls=tls,
             user=env.get("SWREG_SMTP_USER") or None,
             password=env.get("SWREG_SMTP_PASSWORD") or None,
@@ -127,6 +131,14 @@ class Settings:
         return _load_or_create_key(path)
 
 
+def _port(text: str | None, default: int) -> int:
+    if not text:
+        return default
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise UsageError(detail=f"SWREG_SMTP_PORT must be a port number, not {text!r}")
+    return int(text)
+
+
 def _hex_key(text: str) -> bytes:
     try:
         key = bytes.fromhex(text)
@@ -145,19 +157,28 @@ def _key_file_beside(database_url: str) -> Path:
 
 
 def _load_or_create_key(path: Path) -> bytes:
+    """Read the key file, or create it atomically (write a temporary file, then link it into
+    place): racing processes all end up with the one key that won, never a half-written one."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another process won the race: use its key
+        finally:
+            temporary.unlink()
     try:
-        return bytes.fromhex(path.read_text().strip())
-    except FileNotFoundError:
-        pass
+        key = bytes.fromhex(path.read_text().strip())
     except ValueError as exc:
         raise EnvironmentProblem(
             ErrorCode.DATABASE_UNAVAILABLE, detail=f"bad key file {path}"
         ) from exc
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:  # O_EXCL: when two processes race, both end up reading the winner's key
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return bytes.fromhex(path.read_text().strip())
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secrets.token_hex(32) + "\n")
-    return bytes.fromhex(path.read_text().strip())
+    if len(key) < 32:
+        raise EnvironmentProblem(
+            ErrorCode.DATABASE_UNAVAILABLE, detail=f"key file {path} holds fewer than 32 bytes"
+        )
+    return key

@@ -416,9 +416,10 @@ def serve(
     import uvicorn
 
     with command(False) as out:
-        if db:
-            os.environ["SWREG_DATABASE_URL"] = db  # the workers read their settings from it
-        app_for(db).close()  # migrate once, before the workers start
+        url = db or state.db
+        if url:
+            os.environ["SWREG_DATABASE_URL"] = url  # the workers read their settings from it
+        app_for(url).close()  # migrate once, before the workers start
         typer.echo(f"swreg portal: http://{host}:{port}/")
         uvicorn.run(
             "engine.web.asgi:create_app_from_env",

@@ -81,6 +81,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import ipaddress
 import json
 import logging
@@ -115,6 +116,7 @@ PROTOCOL_VERSION: Final = 1
 OPS: Final = ("hello", "list_readers", "read_certificate", "sign")
 DEFAULT_PORT: Final = 61234
 MAX_SIGN_DATA: Final = 4096
+CHALLENGE_PAYLOAD_BYTES: Final = 96
 """The most bytes ``sign`` accepts in ``data`` (a card-check payload is 96)."""
 TRANSPORT_SIZE_FACTOR: Final = 4
 """The WebSocket layer's ``max_size`` is this many times ``max_message_bytes``: messages in
@@ -410,14 +412,15 @@ class _Agent:
     async def handle(self, connection: ServerConnection) -> None:
         """Answer the connection's requests one by one until it closes."""
         try:
+            origin = connection.request.headers.get("Origin", "") if connection.request else ""
             async for message in connection:
-                reply = await self._answer(message)
+                reply = await self._answer(message, origin)
                 del message  # it may hold a PIN
                 await connection.send(reply)
         except ConnectionClosed:
             pass
 
-    async def _answer(self, message: str | bytes) -> str:
+    async def _answer(self, message: str | bytes, origin: str) -> str:
         request_id: Any = None
         op = "?"
         try:
@@ -426,7 +429,7 @@ class _Agent:
             request_id = request.get("id")
             raw_op = request.get("op")
             op = raw_op if isinstance(raw_op, str) and raw_op in OPS else "?"
-            result = await self._dispatch(op, raw_op, request)
+            result = await self._dispatch(op, raw_op, request, origin)
         except _BadRequest as exc:
             return self._failure(request_id, op, exc.error)
         except SwregError as exc:
@@ -452,12 +455,14 @@ class _Agent:
             raise _BadRequest('a request is a JSON object: {"id": ..., "op": ...}')
         return request
 
-    async def _dispatch(self, op: str, raw_op: Any, request: dict[str, Any]) -> dict[str, Any]:
+    async def _dispatch(
+        self, op: str, raw_op: Any, request: dict[str, Any], origin: str
+    ) -> dict[str, Any]:
         # Take the PIN out of the request first, whatever the op, so nothing else can see it.
         pin = request.pop("pin", None)
         if op == "sign":
             spec = self._card_spec(request)
-            data = _sign_data(request)
+            data = _sign_data(request, origin)
             if not isinstance(pin, str) or not 1 <= len(pin) <= MAX_PIN_LENGTH:
                 raise _BadRequest(
                     f"sign needs the card's PIN as a string of 1..{MAX_PIN_LENGTH} characters",
@@ -565,7 +570,13 @@ def _list_readers(lister: Callable[[], list[ReaderInfo]]) -> dict[str, Any]:
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def _sign_data(request: Mapping[str, Any]) -> bytes:
+def _sign_data(request: Mapping[str, Any], origin: str) -> bytes:
+    """The bytes to sign: only a swreg challenge payload bound to the asking page's origin.
+
+    A card check payload is ``SHA-256(origin) ‖ SHA-256(scope) ‖ SHA-256(nonce)`` (96 bytes);
+    refusing anything else keeps a script on an allowed page from having the card sign, say, a
+    Turnkey message, and a page from relaying another origin's challenge.
+    """
     text = request.get("data")
     if not isinstance(text, str):
         raise _BadRequest("sign needs data: the bytes to sign, base64", field="data")
@@ -579,6 +590,11 @@ def _sign_data(request: Mapping[str, Any]) -> bytes:
         raise _BadRequest("data is empty", field="data")
     if len(data) > MAX_SIGN_DATA:
         raise _BadRequest(f"data is larger than {MAX_SIGN_DATA} bytes", field="data")
+    if (
+        len(data) != CHALLENGE_PAYLOAD_BYTES
+        or data[:32] != hashlib.sha256(origin.encode()).digest()
+    ):
+        raise _BadRequest("the agent signs only swreg challenges bound to this page", field="data")
     return data
 
 

@@ -173,18 +173,21 @@ def wait_for_card(reader: str, *, present: bool, timeout: float) -> bool:
 # --- connections ------------------------------------------------------------------------------
 
 
-def _connect(reader: str, disposition: int) -> Any:
-    """A shared connection to the card in ``reader``: T=1 preferred, T=0 accepted.
+def _connect(reader: str, disposition: int, *, exclusive: bool = False) -> Any:
+    """A connection to the card in ``reader``: T=1 preferred, T=0 accepted.
 
     ``disposition`` is what :meth:`disconnect` does to the card (``SCARD_RESET_CARD``, ...).
+    ``exclusive`` keeps every other program off the card while we hold it: between our VERIFY
+    and our signature nobody else may use the PIN-verified card.
     """
+    share = scard.SCARD_SHARE_EXCLUSIVE if exclusive else scard.SCARD_SHARE_SHARED
     try:
         connection = PCSCCardConnection(reader)
     except SmartcardException as exc:
         raise _translate(exc, reader) from exc
     for protocol in (CardConnection.T1_protocol, CardConnection.T0_protocol):
         try:
-            connection.connect(protocol, scard.SCARD_SHARE_SHARED, disposition)
+            connection.connect(protocol, share, disposition)
         except SmartcardException as exc:
             mismatch = _hresult(exc.hresult) == scard.SCARD_E_PROTO_MISMATCH
             if mismatch and protocol == CardConnection.T1_protocol:
@@ -368,7 +371,7 @@ def open_pcsc(target: str) -> Card:
         reader = resolve_reader(target, _reader_names(context))
         if not _wait(context, reader, present=True, timeout=_card_wait()):
             raise EnvironmentProblem(ErrorCode.NO_CARD, detail=f"no card in {reader}")
-    transport = PcscTransport(_connect(reader, scard.SCARD_RESET_CARD))
+    transport = PcscTransport(_connect(reader, scard.SCARD_RESET_CARD, exclusive=True))
     try:
         profile = _detect(transport)
         if profile is None:

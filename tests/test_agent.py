@@ -399,7 +399,7 @@ def test_malformed_requests_are_answered_and_the_connection_stays_usable(
 ) -> None:
     spec, _ = card_spec()
     config = _config()
-    good_data = b64(b"x" * 96)
+    good_data = b64(challenge_payload(ORIGIN, "reg-1", b"n" * 32))
     too_much = b64(b"x" * (MAX_SIGN_DATA + 1))
     padding_ = " " * config.max_message_bytes
     cases: list[tuple[Any, Any, str | None]] = [
@@ -614,7 +614,14 @@ def test_foreign_card_failures_become_card_error_without_their_text() -> None:
         async with client(uri) as ws:
             boom = await call(ws, {"id": 1, "op": "read_certificate", "card": "pcsc:boom"})
             locked = await call(
-                ws, {"id": 2, "op": "sign", "card": "pcsc:A", "pin": PIN, "data": b64(b"d")}
+                ws,
+                {
+                    "id": 2,
+                    "op": "sign",
+                    "card": "pcsc:A",
+                    "pin": PIN,
+                    "data": b64(challenge_payload(ORIGIN, "reg-4", b"n" * 32)),
+                },
             )
             return [boom, locked]
 
@@ -669,3 +676,27 @@ def test_run_agent_serves_until_sigterm(
     assert asyncio.run(hello())["ok"] is True
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=TIMEOUT) == 0
+
+
+def test_the_agent_signs_only_challenges_bound_to_the_page(
+    card_spec: Callable[..., tuple[str, Any]],
+) -> None:
+    """A script on an allowed page cannot have the card sign anything else (a Turnkey message,
+    another origin's challenge)."""
+    spec, _ = card_spec()
+
+    async def body(uri: str) -> list[dict[str, Any]]:
+        async with client(uri) as ws:
+            other = b64(challenge_payload(OTHER_ORIGIN, "reg-5", b"n" * 32))
+            arbitrary = b64(b"<Turnkey message>" * 4)
+            return [
+                await call(ws, {"id": i, "op": "sign", "card": spec, "pin": PIN, "data": data})
+                for i, data in enumerate((other, arbitrary))
+            ]
+
+    for answer in with_agent(_config(), body):
+        assert (answer["ok"], answer["error"]["code"], answer["error"]["field"]) == (
+            False,
+            "invalid_value",
+            "data",
+        )

@@ -21,7 +21,14 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from .._bootstrap import App
-from .._errors import ErrorCode, FormError, Language, RefusedError, SwregError
+from .._errors import (
+    EnvironmentProblem,
+    ErrorCode,
+    FormError,
+    Language,
+    RefusedError,
+    SwregError,
+)
 from . import _api, _api_customs, _api_renewal, _api_turnkey, _pages
 from ._i18n import Translator, language_of, page_language
 from ._portal import Portal, error_body, retry_after, status_for
@@ -84,7 +91,14 @@ def _wants_json(request: Request) -> bool:
 
 
 def render_error(request: Request, error: SwregError) -> Response:
-    """A domain error as an HTTP response: the status mapping of :func:`status_for`."""
+    """A domain error as an HTTP response: the status mapping of :func:`status_for`.
+
+    The detail of an environment problem (a database host, a mail server's answer) is for the
+    server's log, not for the public.
+    """
+    if isinstance(error, EnvironmentProblem) and error.detail:
+        logger.warning("%s on %s: %s", error.code, request.url.path, error.detail)
+        error = EnvironmentProblem(error.code)
     language = language_of(request) if _wants_json(request) else page_language(request)
     status = status_for(error)
     headers = {}
