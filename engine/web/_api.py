@@ -24,6 +24,7 @@ from ._portal import (
     CHECK_LIMIT,
     LOGIN_LIMIT,
     START_LIMIT,
+    STEP_LIMIT,
     Portal,
 )
 from ._security import (
@@ -220,6 +221,7 @@ def registration_challenge(
     registration_id: str, request: Request, portal: PortalDep
 ) -> ChallengeOut:
     """Step 2 (憑證檢查): a fresh single-use challenge for the card to sign."""
+    portal.limit(STEP_LIMIT, client_address(request))
     challenge = portal.registrations.issue_challenge(registration_id, actor=_actor(request))
     return ChallengeOut.of(challenge)
 
@@ -229,6 +231,7 @@ def registration_card(
     registration_id: str, body: CardIn, request: Request, portal: PortalDep
 ) -> RegistrationOut:
     """Step 2 (憑證檢查): the card's certificate, chain and signature over the challenge."""
+    portal.limit(STEP_LIMIT, client_address(request))
     view = portal.registrations.submit_card(registration_id, body.response(), actor=_actor(request))
     return RegistrationOut.of(view)
 
@@ -241,6 +244,7 @@ def registration_step(
     answers: Annotated[dict[str, Any], Body(examples=[{"email": "ming@example.com"}])],
 ) -> RegistrationOut:
     """Steps 3, 4 and plugin steps: the current step's form, keys of the field vocabulary."""
+    portal.limit(STEP_LIMIT, client_address(request))
     view = portal.registrations.submit(registration_id, answers, actor=_actor(request))
     return RegistrationOut.of(view)
 

@@ -1,7 +1,235 @@
-"""The JSON API of customs (under /api); errors go through the portal's one error mapping."""
+"""The JSON API of customs (under /api); errors go through the portal's one error mapping.
+
+``POST /api/customs-certificates``   通關憑證註冊: multipart (``usage_type``, the answers as form
+                                     fields, ``file`` = the ``.cer``) or JSON (``usage_type``,
+                                     ``kind``, ``certificate`` in base64, optional ``chain``, the
+                                     answers under ``answers`` or at the top level)
+``GET /api/customs-certificates?key=``  通關憑證查詢
+``DELETE /api/customs-certificates/{id}``  刪除, by the owner logged in with its card
+                                     (``swreg_session`` cookie)
+
+Unsafe methods need the CSRF token like every other POST (the portal middleware checks it).
+Bodies over 64 KiB never reach these routes: the middleware answers 413 ``request_too_large``,
+so a ``.cer`` over the 64 KiB limit is refused there; ``file_too_large`` (422) comes from the
+service for what gets through.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import base64
+import binascii
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any, Final
 
-router = APIRouter(prefix="/api")
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, UploadFile
+
+from .._certificate import MAX_CERTIFICATE_BYTES
+from .._customs import CustomsCertificateService, CustomsImport, CustomsRow, customs_service
+from .._errors import ErrorCode, RefusedError
+from .._types import ImportKind
+from ._api import PortalDep
+from ._portal import Limit, Portal
+from ._security import CSRF_FIELD, SESSION_COOKIE, client_address
+
+IMPORT_LIMIT: Final = Limit("customs_import", 20, timedelta(minutes=10))
+QUERY_LIMIT: Final = Limit("customs_query", 60, timedelta(minutes=10))
+_RESERVED: Final = frozenset({"usage_type", "kind", "certificate", "chain", "answers", CSRF_FIELD})
+_MAX_CHAIN: Final = 8
+
+router = APIRouter(prefix="/api", tags=["customs"])
+
+
+class CustomsImportOut(BaseModel):
+    """An imported certificate: 「主憑證匯入成功!」."""
+
+    ok: bool = True
+    id: int
+    query_key: str
+    fingerprint: str
+    usage_type: str
+    kind: str
+    certificate_kind: str
+    message: str
+
+    @classmethod
+    def of(cls, result: CustomsImport) -> CustomsImportOut:
+        return cls(
+            id=result.id,
+            query_key=result.query_key,
+            fingerprint=result.fingerprint,
+            usage_type=result.usage_type,
+            kind=result.kind.value,
+            certificate_kind=result.certificate_kind.value,
+            message=result.message,
+        )
+
+
+class CustomsRowOut(BaseModel):
+    """One row of 通關憑證查詢 (憑證型態 | 憑證種類 | 用途 | 憑證資訊, and English)."""
+
+    id: int
+    form: str
+    kind: str
+    purpose: str
+    info: str
+    form_en: str
+    kind_en: str
+    purpose_en: str
+    info_en: str
+    serial: str
+    subject: str
+    not_before: str
+    not_after: str
+    account: str | None
+    usage_type: str | None
+    status: str
+
+
+class CustomsRowsOut(BaseModel):
+    rows: list[CustomsRowOut]
+
+    @classmethod
+    def of(cls, rows: list[CustomsRow]) -> CustomsRowsOut:
+        return cls(rows=[CustomsRowOut(**row.as_dict()) for row in rows])
+
+
+class DeletedOut(BaseModel):
+    ok: bool = True
+    id: int
+    status: str = "deleted"
+
+
+def _service(portal: Portal) -> CustomsCertificateService:
+    return customs_service(portal.app)
+
+
+def _actor(request: Request) -> str:
+    return f"api:{client_address(request)}"
+
+
+@router.post("/customs-certificates", status_code=201)
+async def import_customs_certificate(request: Request, portal: PortalDep) -> CustomsImportOut:
+    """通關憑證註冊: a ``.cer`` upload (multipart) or a certificate in JSON (base64)."""
+    portal.limit(IMPORT_LIMIT, client_address(request))
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        async with request.form(max_files=1) as form:
+            upload = await _upload(form)
+    else:
+        upload = _json_upload(await _json_body(request))
+    result = await run_in_threadpool(
+        _service(portal).import_certificate,
+        upload.usage_type,
+        upload.answers,
+        certificate=upload.certificate,
+        kind=upload.kind,
+        chain=upload.chain,
+        actor=_actor(request),
+    )
+    return CustomsImportOut.of(result)
+
+
+@router.get("/customs-certificates")
+def query_customs_certificates(
+    request: Request, portal: PortalDep, key: str = ""
+) -> CustomsRowsOut:
+    """通關憑證查詢 by A00001 (大關別+專責人員代碼), UBN, 身分證字號 or OID."""
+    portal.limit(QUERY_LIMIT, client_address(request))
+    if not key.strip():
+        raise RefusedError(ErrorCode.FIELD_REQUIRED, field="key")
+    if len(key) > 256:
+        raise RefusedError(ErrorCode.FIELD_TOO_LONG, field="key")
+    return CustomsRowsOut.of(_service(portal).query(key))
+
+
+@router.delete("/customs-certificates/{certificate_id}")
+def delete_customs_certificate(
+    certificate_id: int, request: Request, portal: PortalDep
+) -> DeletedOut:
+    """刪除: the owner logged in with its card (憑證登入); else 403 ``not_authorized``."""
+    token = request.cookies.get(SESSION_COOKIE)
+    session = portal.logins.session(token) if token else None
+    _service(portal).delete(certificate_id, session=session, actor=_actor(request))
+    return DeletedOut(id=certificate_id)
+
+
+# -- request bodies ----------------------------------------------------------------------------
+
+
+class _Upload:
+    """What an import request carries, whatever its content type."""
+
+    def __init__(
+        self,
+        usage_type: str,
+        answers: Mapping[str, Any],
+        certificate: bytes,
+        kind: ImportKind = ImportKind.NON_IC,
+        chain: tuple[bytes, ...] = (),
+    ) -> None:
+        self.usage_type = usage_type
+        self.answers = answers
+        self.certificate = certificate
+        self.kind = kind
+        self.chain = chain
+
+
+async def _upload(form: FormData) -> _Upload:
+    """Multipart: ``usage_type``, the answers as fields, the ``.cer`` as ``file`` (非IC卡類)."""
+    file = form.get("file")
+    if not isinstance(file, UploadFile):
+        raise RefusedError(ErrorCode.FIELD_REQUIRED, field="file")
+    data = await file.read(MAX_CERTIFICATE_BYTES + 1)
+    answers = {k: v for k, v in form.items() if k not in _RESERVED and isinstance(v, str)}
+    return _Upload(_text(form.get("usage_type"), "usage_type"), answers, data)
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise RefusedError(ErrorCode.INVALID_VALUE, detail="not a JSON object") from None
+    if not isinstance(body, dict):
+        raise RefusedError(ErrorCode.INVALID_VALUE, detail="not a JSON object")
+    return body
+
+
+def _json_upload(body: Mapping[str, Any]) -> _Upload:
+    """JSON: ``usage_type``, ``kind`` (``non_ic`` / ``ic_card``), ``certificate`` (base64)."""
+    nested = body.get("answers") or {}
+    if not isinstance(nested, dict):
+        raise RefusedError(ErrorCode.INVALID_VALUE, field="answers")
+    answers = {**{k: v for k, v in body.items() if k not in _RESERVED}, **nested}
+    try:
+        kind = ImportKind(body.get("kind", ImportKind.NON_IC.value))
+    except ValueError:
+        raise RefusedError(ErrorCode.INVALID_VALUE, field="kind") from None
+    chain = body.get("chain") or []
+    if not isinstance(chain, list) or len(chain) > _MAX_CHAIN:
+        raise RefusedError(ErrorCode.INVALID_VALUE, field="chain")
+    return _Upload(
+        _text(body.get("usage_type"), "usage_type"),
+        answers,
+        _b64(body.get("certificate"), "certificate"),
+        kind,
+        tuple(_b64(item, "chain") for item in chain),
+    )
+
+
+def _text(value: object, field: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise RefusedError(ErrorCode.FIELD_REQUIRED, field=field)
+    return value.strip()
+
+
+def _b64(value: object, field: str) -> bytes:
+    if not isinstance(value, str) or not value:
+        raise RefusedError(ErrorCode.FIELD_REQUIRED, field=field)
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise RefusedError(ErrorCode.NOT_A_CERTIFICATE, field=field, detail="not base64") from None

@@ -1,7 +1,83 @@
-"""The JSON API of renewal (under /api); errors go through the portal's one error mapping."""
+"""The JSON API of 憑證更換作業 (under /api); errors go through the portal's one error mapping.
+
+::
+
+    POST /api/renewal/challenge   a single-use challenge for the NEW card to sign
+    POST /api/renewal             {challenge_id, certificate, signature, chain} of the new card,
+                                  plus the proof of the old account: the ``swreg_session``
+                                  cookie of a login with the old card, or (once the old
+                                  certificate has expired) ``account`` + ``password``
+
+Both are POSTs and need the CSRF token like every other (``X-CSRF-Token``); both count against
+a per-client rate limit (password guessing). Plain ``def`` routes: the service blocks on the
+database and argon2, so FastAPI runs them in its thread pool.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from datetime import timedelta
+from typing import Any, Final
 
-router = APIRouter(prefix="/api")
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from .._renewal import Replacement, renewals_of
+from ._api import CardIn, ChallengeOut, ErrorsOut, PortalDep
+from ._portal import Limit
+from ._security import SESSION_COOKIE, client_address
+
+RENEWAL_LIMIT: Final = Limit("renewal", 20, timedelta(minutes=10))
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorsOut} for status in (403, 409, 413, 422, 429, 503)
+}
+
+router = APIRouter(prefix="/api", responses=_ERRORS)
+
+
+class RenewalIn(CardIn):
+    """The new card's answer to a renewal challenge, and (without a session) the password."""
+
+    account: str | None = Field(default=None, max_length=256)
+    password: str | None = Field(default=None, max_length=256)
+
+
+class RenewalOut(BaseModel):
+    """A done replacement: SHA-256 fingerprints of the old and the new login certificate."""
+
+    account: str
+    old_fingerprint: str
+    new_fingerprint: str
+
+    @classmethod
+    def of(cls, done: Replacement) -> RenewalOut:
+        return cls(
+            account=done.account,
+            old_fingerprint=done.old_fingerprint,
+            new_fingerprint=done.new_fingerprint,
+        )
+
+
+@router.post("/renewal/challenge", tags=["renewal"])
+def renewal_challenge(request: Request, portal: PortalDep) -> ChallengeOut:
+    """憑證更換作業: a single-use challenge for the new card (its payload names ``renewal``)."""
+    portal.limit(RENEWAL_LIMIT, client_address(request))
+    return ChallengeOut.of(renewals_of(portal.app).issue_challenge(origin=portal.origin))
+
+
+@router.post("/renewal", tags=["renewal"])
+def renewal(body: RenewalIn, request: Request, portal: PortalDep) -> RenewalOut:
+    """Bind the new card to the account proven by the session cookie or by the password."""
+    client = client_address(request)
+    portal.limit(RENEWAL_LIMIT, client)
+    token = request.cookies.get(SESSION_COOKIE)
+    session = portal.logins.session(token) if token else None
+    done = renewals_of(portal.app).replace_card(
+        body.response(),
+        origin=portal.origin,
+        session=session,
+        account=body.account,
+        password=body.password,
+        actor=f"api:{client}",
+    )
+    return RenewalOut.of(done)

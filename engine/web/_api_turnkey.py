@@ -1,7 +1,96 @@
-"""The JSON API of turnkey (under /api); errors go through the portal's one error mapping."""
+"""The JSON API of turnkey (under /api); errors go through the portal's one error mapping.
+
+``POST /api/turnkey/verify`` checks a Turnkey message's detached signature against the sender's
+registered signing certificates (DESIGN.md §5). It is meant for server-to-server calls, yet the
+portal's CSRF middleware has no per-route exemption, so it asks for the CSRF token like every
+other unsafe request (``GET /api/csrf``, then the cookie and ``X-CSRF-Token``). Bodies are
+limited by the middleware (64 KiB), which bounds the message to about 48 KiB here; larger
+messages go through the CLI or :class:`engine._turnkey.TurnkeyVerifier` in-process.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import base64
+import binascii
+import threading
+from datetime import UTC, datetime
+from typing import Any
 
-router = APIRouter(prefix="/api")
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from .._errors import ErrorCode, RefusedError
+from .._turnkey import TurnkeyVerifier
+from ._api import ErrorsOut, PortalDep
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorsOut} for status in (403, 413, 422, 503)
+}
+router = APIRouter(prefix="/api", responses=_RESPONSES)
+_lock = threading.Lock()
+
+
+class TurnkeyVerifyIn(BaseModel):
+    """A message and its detached signature, both base64 (the signature may itself be a
+    base64 text, PEM or a CMS SignedData once decoded)."""
+
+    sender: str = Field(max_length=64, examples=["04595257"])
+    message: str = Field(description="The message, standard base64.")
+    signature: str = Field(max_length=350_000, description="The signature, standard base64.")
+    signed_at: datetime | None = Field(
+        default=None, description="Signing time (default: CMS signingTime, else now)."
+    )
+
+
+class TurnkeyCertificateOut(BaseModel):
+    fingerprint: str
+    subject: str
+    serial: str
+
+
+class TurnkeyVerifyOut(BaseModel):
+    valid: bool = True
+    sender: str
+    signed_at: datetime
+    certificate: TurnkeyCertificateOut
+
+
+def _verifier(request: Request, portal: PortalDep) -> TurnkeyVerifier:
+    """The application's verifier (``app.turnkey`` once wired), else one per web application."""
+    wired = getattr(portal.app, "turnkey", None)
+    if isinstance(wired, TurnkeyVerifier):
+        return wired
+    state = request.app.state
+    with _lock:
+        verifier = getattr(state, "turnkey", None)
+        if not isinstance(verifier, TurnkeyVerifier):
+            verifier = TurnkeyVerifier(portal.app.database, portal.app.clock, portal.app.trust)
+            state.turnkey = verifier
+    return verifier
+
+
+def _b64(text: str, code: ErrorCode, field: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise RefusedError(code, field=field, detail="not base64") from None
+
+
+@router.post("/turnkey/verify", tags=["turnkey"])
+def turnkey_verify(body: TurnkeyVerifyIn, request: Request, portal: PortalDep) -> TurnkeyVerifyOut:
+    """訊息簽章驗證: which registered signing certificate of ``sender`` signed ``message``.
+
+    Refusals (422): ``not_registered``, ``certificate_expired``, ``certificate_not_yet_valid``,
+    ``certificate_revoked``, ``signature_invalid``, ``invalid_value`` (message not base64).
+    """
+    message = _b64(body.message, ErrorCode.INVALID_VALUE, "message")
+    signature = _b64(body.signature, ErrorCode.SIGNATURE_INVALID, "signature")
+    at = body.signed_at
+    if at is not None and at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    result = _verifier(request, portal).verify(body.sender, message, signature, signed_at=at)
+    return TurnkeyVerifyOut(
+        sender=result.sender,
+        signed_at=result.signed_at,
+        certificate=TurnkeyCertificateOut(**result.certificate()),
+    )

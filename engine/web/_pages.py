@@ -29,7 +29,7 @@ from .._registration import RegistrationView
 from .._types import ApplicantType, Category, Labels
 from .._workflow import ENDINGS, Step
 from ._i18n import Translator, page_language
-from ._portal import ACTIVATE_LIMIT, CHECK_LIMIT, START_LIMIT, Portal, status_for
+from ._portal import ACTIVATE_LIMIT, CHECK_LIMIT, START_LIMIT, STEP_LIMIT, Portal, status_for
 from ._security import (
     SESSION_COOKIE,
     clear_session_cookie,
@@ -460,6 +460,7 @@ async def register_step(registration_id: str, request: Request) -> Response:
     form = _step_form(portal, view) if view.state not in ENDINGS else None
     if form is None:  # the card check runs in the page's script; anything else: show the step
         return _see_other(f"/register/{registration_id}")
+    await _call(portal.limit, STEP_LIMIT, client_address(request))
     try:
         await _call(portal.registrations.submit, registration_id, values, actor=_actor(request))
     except SwregError as error:

@@ -32,6 +32,9 @@ class Limit:
 
 START_LIMIT: Final = Limit("start", 20, timedelta(minutes=10))
 CHECK_LIMIT: Final = Limit("check", 30, timedelta(minutes=10))
+STEP_LIMIT: Final = Limit("step", 120, timedelta(minutes=10))
+"""Challenges, card results and form posts of registrations, per client: each costs a row or
+an argon2id hash, so none may be looped without bound."""
 LOGIN_LIMIT: Final = Limit("login", 20, timedelta(minutes=10))
 ACTIVATE_LIMIT: Final = Limit("activate", 20, timedelta(minutes=10))
 
