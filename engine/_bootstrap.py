@@ -15,6 +15,7 @@ from ._accounts import AccountService
 from ._cert_checks import inspect
 from ._certificate import load_certificate
 from ._clock import Clock, SystemClock
+from ._customs import CustomsCertificateService
 from ._login import LoginService
 from ._mail import Mailer, make_mailer
 from ._plugins import Catalog, make_plugin_manager
@@ -45,6 +46,7 @@ class App:
     accounts: AccountService
     logins: LoginService
     limits: RateLimiter
+    customs: CustomsCertificateService
 
     def inspect_certificate(self, data: bytes) -> dict[str, Any]:
         """``swreg cert inspect``: the certificate as the card check sees it."""
@@ -79,6 +81,7 @@ def bootstrap(
         database.migrate()
     trust = TrustService(database, clock)
     argon = settings.argon2
+    identifiers = IdentifierHasher(settings.identifier_key())
     registrations = RegistrationService(
         database=database,
         catalog=catalog,
@@ -96,7 +99,7 @@ def bootstrap(
         passwords=PasswordHasher(
             time_cost=argon.time_cost, memory_cost=argon.memory_kib, parallelism=argon.parallelism
         ),
-        identifiers=IdentifierHasher(settings.identifier_key()),
+        identifiers=identifiers,
         plugins=manager,
         origin=settings.origin,
     )
@@ -125,6 +128,7 @@ def bootstrap(
         accounts=accounts,
         logins=LoginService(database, clock, trust, session_ttl=settings.session_ttl),
         limits=RateLimiter(database, clock),
+        customs=CustomsCertificateService(database, clock, trust, catalog, identifiers),
     )
 
 

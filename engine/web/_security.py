@@ -34,6 +34,18 @@ from .._settings import Settings
 from ._i18n import LANG_COOKIE, query_language
 
 MAX_BODY_BYTES: Final = 64 * 1024
+UPLOAD_BODY_BYTES: Final = 256 * 1024
+"""The body limit of certificate uploads: above the 64 KiB a certificate may have, so that an
+oversized file is refused by the service as ``file_too_large`` and nothing is stored."""
+_UPLOAD_PATHS: Final = ("/api/customs-certificates",)
+
+
+def body_limit(scope: Scope) -> int:
+    """The largest body accepted on this request's path."""
+    path = str(scope.get("path", ""))
+    return UPLOAD_BODY_BYTES if path.startswith(_UPLOAD_PATHS) else MAX_BODY_BYTES
+
+
 CSRF_COOKIE: Final = "csrf"
 CSRF_HEADER: Final = "x-csrf-token"
 CSRF_FIELD: Final = "csrf"
@@ -190,8 +202,9 @@ def _cookie_token(scope: Scope) -> str | None:
 
 async def _read_body(scope: Scope, receive: Receive) -> bytes | _Body:
     """The whole request body, or why there is none to hand on."""
+    limit = body_limit(scope)
     declared = Headers(scope=scope).get("content-length")
-    if declared is not None and declared.strip().isdigit() and int(declared) > MAX_BODY_BYTES:
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
         return _Body.TOO_LARGE
     chunks: list[bytes] = []
     size = 0
@@ -201,7 +214,7 @@ async def _read_body(scope: Scope, receive: Receive) -> bytes | _Body:
             return _Body.DISCONNECTED
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
+        if size > limit:
             return _Body.TOO_LARGE
         chunks.append(chunk)
         if not message.get("more_body", False):

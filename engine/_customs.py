@@ -1,0 +1,542 @@
+"""通關憑證註冊 / 查詢 / 刪除: the signing certificates of Turnkey systems (DESIGN.md §5).
+
+:meth:`CustomsCertificateService.import_certificate` refuses, in this order, stopping at the
+first failure with its code; nothing is stored on a refusal::
+
+    usage type      declared by a plugin                              unknown_type (usage_type)
+    form            the usage type's form                             field codes
+    parse           one DER or PEM certificate, no key, ≤ 64 KiB       file_too_large,
+                                                                      not_a_certificate,
+                                                                      private_key_refused,
+                                                                      certificate_malformed
+    what it is      TaiCA → 通關專屬憑證, MOEACA → 工商憑證              certificate_type_mismatch
+    allowed         (import kind, certificate kind) by the usage type  certificate_type_mismatch
+    chain           a path to a configured trust anchor               certificate_untrusted
+    validity        the certificate and its intermediates, now        certificate_expired / ...
+    key usage       digitalSignature or nonRepudiation                certificate_key_usage
+    revocation      not on its issuer's CRL                           certificate_revoked
+    possession      IC card: the card signs a fresh challenge         signature_invalid
+    binding         the UBN in the certificate = the entered ``ubn``  identity_mismatch (ubn)
+    not registered  no active signing row with this fingerprint       already_registered
+
+Binding (DOMAIN.md §3.7): it applies to forms that ask for a ``ubn``. A 工商憑證 carries the UBN
+in SDA .101 (and, when present, the subject serialNumber, which must agree); a 通關專屬法人憑證
+carries it as the first eight digits of its CN (``04595257-06-000``); a TaiCA certificate whose
+CN has no such prefix is not bound. The 報關專責人員 form has no ``ubn``: the CN prefix of a
+通關專屬個人憑證 is the broker *company*'s UBN (the seed manual lists one broker company's prefix on
+every specialist certificate), not the person's, so nothing there is compared with the form (❓
+how a personal certificate encodes the specialist is unknown). Such a certificate is tied to the
+person by the keyed hash of the entered 身分證字號 instead, which is what :meth:`delete` checks.
+
+Deleting keeps the row with ``status="deleted"`` (the unique (fingerprint, purpose) row stays the
+one record of that certificate); importing it again reactivates that row.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from cryptography import x509
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from ._card_check import _chain_certificates
+from ._cert_checks import check_chain_validity, verify_signature
+from ._certificate import ParsedCertificate, load_certificate, ubn_conflict
+from ._clock import Clock
+from ._errors import CertificateError, ErrorCode, RefusedError
+from ._fields import validate_form
+from ._identifiers import (
+    is_valid_national_id,
+    is_valid_oid,
+    is_valid_ubn,
+    normalize_text,
+)
+from ._login import SessionView
+from ._plugins import Catalog
+from ._security import IdentifierHasher
+from ._step_data import masked_diff
+from ._trust_service import TrustService
+from ._types import CertificateKind, ImportKind, IssuerCA, Labels, UsageType
+from .store import Account, Certificate, Database, UnitOfWork
+
+if TYPE_CHECKING:
+    from ._bootstrap import App
+
+__all__ = [
+    "COLUMNS",
+    "IMPORT_MESSAGE",
+    "CustomsCertificateService",
+    "CustomsImport",
+    "CustomsRow",
+    "SignatureCheck",
+    "customs_service",
+]
+
+IMPORT_MESSAGE = "主憑證匯入成功!"
+"""What the seed manual shows after a successful import."""
+
+SIGNING, LOGIN = "signing", "login"
+ACTIVE, DELETED = "active", "deleted"
+TAIPEI = ZoneInfo("Asia/Taipei")  # the validity dates of 憑證資訊 are Taiwan's
+
+COLUMNS: tuple[tuple[str, Labels], ...] = (
+    ("form", Labels("憑證型態", "Certificate form")),
+    ("kind", Labels("憑證種類", "Certificate kind")),
+    ("purpose", Labels("用途", "Purpose")),
+    ("info", Labels("憑證資訊", "Certificate information")),
+)
+"""The result columns of 通關憑證查詢, in the seed manual's order."""
+
+SignatureCheck = Callable[[bytes], bytes]
+"""Proof of possession for IC-card imports: signs the given challenge with the card's key."""
+
+_BROKER_KEY = re.compile(r"[A-D][0-9]{5}")
+_CA_KIND = {IssuerCA.TAICA: CertificateKind.CUSTOMS, IssuerCA.MOEACA: CertificateKind.BUSINESS}
+_FORM_LABELS = {
+    ImportKind.IC_CARD.value: Labels("IC卡", "IC card"),
+    ImportKind.NON_IC.value: Labels("非IC卡類憑證", "Non-IC certificate"),
+}
+_LOGIN_KINDS = {
+    IssuerCA.MOEACA.value: Labels("工商憑證", "Business certificate"),
+    IssuerCA.MOICA.value: Labels("自然人憑證", "Citizen certificate"),
+    IssuerCA.XCA.value: Labels("組織團體憑證", "Organisation certificate"),
+    IssuerCA.GCA.value: Labels("政府憑證", "Government certificate"),
+}
+_BROKER_KIND = Labels("報關人員憑證", "Customs broker certificate")
+_PURPOSES = {LOGIN: Labels("登入", "Login"), SIGNING: Labels("簽章", "Signing")}
+
+
+@dataclass(frozen=True, slots=True)
+class CustomsImport:
+    """A registered (or reactivated) customs certificate."""
+
+    id: int
+    usage_type: str
+    query_key: str
+    fingerprint: str
+    kind: ImportKind
+    certificate_kind: CertificateKind
+    message: str = IMPORT_MESSAGE
+
+
+@dataclass(frozen=True, slots=True)
+class CustomsRow:
+    """One row of 通關憑證查詢: the four columns in zh-TW (and English), plus machine fields.
+
+    ``form`` 憑證型態, ``kind`` 憑證種類, ``purpose`` 用途 and ``info`` 憑證資訊 read as in the seed
+    manual; ``*_en`` are the same cells in English. ``account`` is the login account (login
+    certificates only); ``usage_type`` the 憑證使用類型 (signing certificates only).
+    """
+
+    id: int
+    form: str
+    kind: str
+    purpose: str
+    info: str
+    form_en: str
+    kind_en: str
+    purpose_en: str
+    info_en: str
+    serial: str
+    subject: str
+    not_before: datetime
+    not_after: datetime
+    account: str | None
+    usage_type: str | None
+    status: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (datetimes as ISO 8601)."""
+        values = asdict(self)
+        values["not_before"] = self.not_before.isoformat()
+        values["not_after"] = self.not_after.isoformat()
+        return values
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """A certificate that passed every check before the store is touched."""
+
+    usage: UsageType
+    form: BaseModel
+    parsed: ParsedCertificate
+    kind: ImportKind
+    certificate_kind: CertificateKind
+    query_key: str
+    ubn: str | None
+    national_id_hash: str | None
+
+
+class CustomsCertificateService:
+    """Imports, looks up and deletes the signing certificates of Turnkey systems."""
+
+    def __init__(
+        self,
+        database: Database,
+        clock: Clock,
+        trust: TrustService,
+        catalog: Catalog,
+        identifiers: IdentifierHasher,
+    ) -> None:
+        self._database = database
+        self._clock = clock
+        self._trust = trust
+        self._catalog = catalog
+        self._identifiers = identifiers
+
+    # -- 通關憑證註冊 -------------------------------------------------------------------------
+
+    def import_certificate(
+        self,
+        usage_type: str,
+        answers: Mapping[str, Any],
+        *,
+        certificate: bytes,
+        kind: ImportKind,
+        chain: Sequence[bytes] = (),
+        signature_check: SignatureCheck | None = None,
+        actor: str = "cli",
+    ) -> CustomsImport:
+        """Check and register a signing certificate (the order is in the module docstring).
+
+        ``kind`` says how it came: ``IC_CARD`` (read from a card by the caller, after the PIN;
+        ``chain`` holds the CA certificates the card carries and ``signature_check`` signs a
+        challenge with the card's key) or ``NON_IC`` (a ``.cer`` file). One transaction writes
+        the row and the ``customs_import`` audit row.
+        """
+        checked = self._check(usage_type, answers, certificate, ImportKind(kind), chain)
+        if signature_check is not None:
+            _prove_possession(checked.parsed, signature_check)
+        now = self._clock.now()
+        with self._database.unit_of_work() as uow:
+            row, reactivated = self._store(uow, checked, now)
+            uow.audit.append(
+                at=now, actor=actor, event="customs_import",
+                diff=_import_diff(checked, row.id, reactivated),
+            )  # fmt: skip
+            uow.commit()
+            return CustomsImport(
+                id=row.id,
+                usage_type=checked.usage.code,
+                query_key=checked.query_key,
+                fingerprint=checked.parsed.fingerprint,
+                kind=checked.kind,
+                certificate_kind=checked.certificate_kind,
+            )
+
+    def _check(
+        self,
+        usage_type: str,
+        answers: Mapping[str, Any],
+        certificate: bytes,
+        kind: ImportKind,
+        chain: Sequence[bytes],
+    ) -> _Checked:
+        usage = self._usage(usage_type)
+        form = validate_form(usage.form, answers)
+        parsed = load_certificate(certificate)
+        certificate_kind = _certificate_kind(parsed)
+        if not usage.accepts(kind, certificate_kind):
+            raise CertificateError(
+                ErrorCode.CERTIFICATE_TYPE_MISMATCH,
+                detail=f"{usage.code} does not take {kind.value} {certificate_kind.value}",
+            )
+        self._check_certificate(parsed, chain)
+        ubn = _entered(form, "ubn")
+        if ubn is not None:
+            _check_binding(parsed, ubn)
+        national_id = _entered(form, "national_id")
+        return _Checked(
+            usage=usage, form=form, parsed=parsed, kind=kind, certificate_kind=certificate_kind,
+            query_key=_query_key(form, usage), ubn=ubn,
+            national_id_hash=self._id_hash(national_id) if national_id else None,
+        )  # fmt: skip
+
+    def _usage(self, code: str) -> UsageType:
+        try:
+            return self._catalog.usage_types[code]
+        except KeyError:
+            raise RefusedError(ErrorCode.UNKNOWN_TYPE, field="usage_type", detail=code) from None
+
+    def _check_certificate(self, parsed: ParsedCertificate, chain: Sequence[bytes]) -> None:
+        """Chain, validity now, key usage for signing, revocation."""
+        snapshot = self._trust.snapshot()
+        path = snapshot.store.build_path(parsed.certificate, extra=_chain_certificates(chain))
+        check_chain_validity(path, trust=snapshot.store, at=self._clock.now())
+        if not {"digital_signature", "content_commitment"} & set(parsed.key_usage):
+            found = ", ".join(parsed.key_usage) or "no keyUsage"
+            raise CertificateError(ErrorCode.CERTIFICATE_KEY_USAGE, detail=found)
+        revocation = snapshot.revocation
+        if len(path) > 1 and revocation.is_revoked(parsed.certificate, path[1]):
+            raise CertificateError(
+                ErrorCode.CERTIFICATE_REVOKED, detail=f"serial {parsed.serial_hex}"
+            )
+
+    def _store(self, uow: UnitOfWork, checked: _Checked, now: datetime) -> tuple[Certificate, bool]:
+        """Insert the signing row, or reactivate a deleted one; ``already_registered`` else."""
+        parsed = checked.parsed
+        existing = uow.certificates.find(parsed.fingerprint, SIGNING)
+        if existing is not None and existing.status != DELETED:
+            raise RefusedError(ErrorCode.ALREADY_REGISTERED, detail=f"certificate {existing.id}")
+        values = {
+            "query_key": checked.query_key,
+            "usage_type": checked.usage.code,
+            "kind": checked.kind.value,
+            "ubn": checked.ubn,
+            "national_id_hash": checked.national_id_hash,
+            "status": ACTIVE,
+        }
+        if existing is not None:
+            for name, value in values.items():
+                setattr(existing, name, value)
+            uow.flush()
+            return existing, True
+        row = Certificate(
+            fingerprint=parsed.fingerprint, purpose=SIGNING, der=parsed.der,
+            serial_hex=parsed.serial_hex, subject=parsed.subject, issuer=parsed.issuer,
+            ca=parsed.ca.value, card_rank=parsed.identity.card_rank,
+            not_before=parsed.not_before, not_after=parsed.not_after, created_at=now, **values,
+        )  # fmt: skip
+        uow.certificates.add(row)
+        return row, False
+
+    # -- 通關憑證查詢 -------------------------------------------------------------------------
+
+    def query(self, key: str) -> list[CustomsRow]:
+        """The certificates a 查詢憑證 key finds, login ones first; deleted ones are hidden.
+
+        ``A00001`` (大關別 + 專責人員代碼) → signing certificates of that broker; a UBN → the
+        company's signing certificates and the login certificates of accounts with that UBN;
+        a 身分證字號 (or 居留證號) → that person's login and broker certificates; an OID → login
+        certificates with that OID. Anything else → ``invalid_value`` (field ``key``).
+        """
+        text = normalize_text(key or "").upper()
+        with self._database.unit_of_work() as uow:
+            found = self._find(uow, text)
+            return [_row(certificate, account) for certificate, account in found]
+
+    def _find(self, uow: UnitOfWork, key: str) -> list[tuple[Certificate, Account | None]]:
+        if _BROKER_KEY.fullmatch(key):
+            return _signing(uow, Certificate.query_key == key)
+        if re.fullmatch(r"[0-9]{8}", key) and is_valid_ubn(key):
+            return _login(uow, Account.ubn == key) + _signing(uow, Certificate.ubn == key)
+        if is_valid_national_id(key):
+            digest = self._id_hash(key)
+            return _login(uow, Certificate.national_id_hash == digest) + _signing(
+                uow, Certificate.national_id_hash == digest
+            )
+        if is_valid_oid(key):
+            return _login(uow, Certificate.oid == key)
+        raise RefusedError(ErrorCode.INVALID_VALUE, field="key", detail="not a query key")
+
+    # -- 刪除 -----------------------------------------------------------------------------------
+
+    def delete(self, certificate_id: int, *, session: SessionView | None, actor: str) -> None:
+        """Delete a customs (signing) certificate; its owner must be logged in with a card.
+
+        The owner is the session's account when it is an enterprise account proven by a
+        工商憑證 of the certificate's UBN, or a person whose 身分證字號 hash is the one entered at
+        import (報關專責人員). No session or another account → ``not_authorized``; an unknown,
+        deleted or login certificate → ``invalid_value`` (field ``id``).
+        """
+        if session is None:
+            raise RefusedError(ErrorCode.NOT_AUTHORIZED, detail="log in with your card first")
+        now = self._clock.now()
+        with self._database.unit_of_work() as uow:
+            row = uow.session.get(Certificate, certificate_id)
+            if row is None or row.purpose != SIGNING or row.status == DELETED:
+                raise RefusedError(
+                    ErrorCode.INVALID_VALUE, field="id", detail="no such customs certificate"
+                )
+            account = uow.accounts.get_by_name(session.account)
+            if account is None or not _owns(uow, account, row):
+                raise RefusedError(ErrorCode.NOT_AUTHORIZED)
+            previous, row.status = row.status, DELETED
+            uow.audit.append(
+                at=now, actor=actor, event="customs_delete", from_state=previous,
+                to_state=DELETED, diff=_delete_diff(row, account.name),
+            )  # fmt: skip
+            uow.commit()
+
+    def _id_hash(self, national_id: str) -> str:
+        return self._identifiers.hash("national_id", national_id.upper())
+
+
+def customs_service(app: App) -> CustomsCertificateService:
+    """``app.customs`` once the composition root wires it; until then one built from its parts."""
+    wired = getattr(app, "customs", None)
+    if isinstance(wired, CustomsCertificateService):
+        return wired
+    identifiers = IdentifierHasher(app.settings.identifier_key())
+    return CustomsCertificateService(app.database, app.clock, app.trust, app.catalog, identifiers)
+
+
+# -- checks ------------------------------------------------------------------------------------
+
+
+def _certificate_kind(parsed: ParsedCertificate) -> CertificateKind:
+    """TaiCA → 通關專屬憑證, MOEACA → 工商憑證; any other issuer is no customs certificate."""
+    try:
+        return _CA_KIND[parsed.ca]
+    except KeyError:
+        raise CertificateError(
+            ErrorCode.CERTIFICATE_TYPE_MISMATCH, detail=f"{parsed.ca.value} certificate"
+        ) from None
+
+
+def _check_binding(parsed: ParsedCertificate, ubn: str) -> None:
+    """The UBN in the certificate must be the entered one (module docstring)."""
+    certified = parsed.identity.ubn
+    if parsed.ca is IssuerCA.MOEACA and (certified is None or ubn_conflict(parsed)):
+        raise CertificateError(
+            ErrorCode.IDENTITY_MISMATCH, field="ubn", detail="the certificate states no clear UBN"
+        )
+    if certified is not None and certified != ubn:
+        raise CertificateError(ErrorCode.IDENTITY_MISMATCH, field="ubn")
+
+
+def _prove_possession(parsed: ParsedCertificate, sign: SignatureCheck) -> None:
+    """Have the card sign a fresh 256-bit challenge and verify it with the certificate's key."""
+    challenge = b"swreg customs import:" + secrets.token_bytes(32)
+    verify_signature(parsed.certificate, sign(challenge), challenge)
+
+
+def _entered(form: BaseModel, name: str) -> str | None:
+    value = getattr(form, name, None)
+    return str(value) if value else None
+
+
+def _query_key(form: BaseModel, usage: UsageType) -> str:
+    """The form's value of the usage type's key field (``ubn``), or its ``query_key`` property
+    (報關專責人員: 大關別 + 專責人員代碼)."""
+    value = getattr(form, usage.query_key, None) or getattr(form, "query_key", None)
+    if not value:
+        raise RefusedError(ErrorCode.FIELD_REQUIRED, field=usage.query_key)
+    return str(value)
+
+
+def _owns(uow: UnitOfWork, account: Account, row: Certificate) -> bool:
+    if row.national_id_hash is not None:
+        return account.national_id_hash == row.national_id_hash
+    if row.ubn is None or account.ubn != row.ubn:
+        return False
+    proof = select(Certificate.id).where(
+        Certificate.account_id == account.id,
+        Certificate.purpose == LOGIN,
+        Certificate.status == ACTIVE,
+        Certificate.ca == IssuerCA.MOEACA.value,
+        Certificate.ubn == row.ubn,
+    )
+    return uow.session.scalar(proof.limit(1)) is not None
+
+
+# -- queries -----------------------------------------------------------------------------------
+
+
+def _signing(uow: UnitOfWork, condition: Any) -> list[tuple[Certificate, Account | None]]:
+    query = (
+        select(Certificate)
+        .where(condition, Certificate.purpose == SIGNING, Certificate.status != DELETED)
+        .order_by(Certificate.id)
+    )
+    return [(c, None) for c in uow.session.scalars(query)]
+
+
+def _login(uow: UnitOfWork, condition: Any) -> list[tuple[Certificate, Account | None]]:
+    query = (
+        select(Certificate, Account)
+        .join(Account, Certificate.account_id == Account.id)
+        .where(condition, Certificate.purpose == LOGIN, Certificate.status != DELETED)
+        .order_by(Certificate.id)
+    )
+    return [(row[0], row[1]) for row in uow.session.execute(query)]
+
+
+# -- rows and audit ----------------------------------------------------------------------------
+
+
+def _row(certificate: Certificate, account: Account | None) -> CustomsRow:
+    form, kind, purpose = _labels(certificate)
+    dates = f"{_day(certificate.not_before)}~{_day(certificate.not_after)}"
+    serial = certificate.serial_hex
+    if certificate.purpose == LOGIN:
+        name = account.name if account else ""
+        info = f"登入用憑證,使用者帳號{name}, 序號{serial}, 起訖日期:{dates}"
+        info_en = f"Login certificate, account {name}, serial {serial}, valid {dates}"
+    else:
+        subject = _display_subject(certificate.der)
+        info = f"序號: {serial}, 主體: {subject}, 起訖日期:{dates}"
+        info_en = f"Serial: {serial}, subject: {subject}, valid {dates}"
+    return CustomsRow(
+        id=certificate.id, form=form.zh_tw, kind=kind.zh_tw, purpose=purpose.zh_tw, info=info,
+        form_en=form.en, kind_en=kind.en, purpose_en=purpose.en, info_en=info_en,
+        serial=serial, subject=certificate.subject, not_before=certificate.not_before,
+        not_after=certificate.not_after, account=account.name if account else None,
+        usage_type=certificate.usage_type, status=certificate.status,
+    )  # fmt: skip
+
+
+def _labels(certificate: Certificate) -> tuple[Labels, Labels, Labels]:
+    """憑證型態, 憑證種類 and 用途 of a stored certificate."""
+    purpose = _PURPOSES[certificate.purpose]
+    if certificate.purpose == LOGIN:
+        kind = _LOGIN_KINDS.get(certificate.ca, Labels(certificate.ca, certificate.ca))
+        return _FORM_LABELS[ImportKind.IC_CARD.value], kind, purpose
+    form = _FORM_LABELS.get(certificate.kind or "", _FORM_LABELS[ImportKind.NON_IC.value])
+    if certificate.ca == IssuerCA.MOEACA.value:
+        return form, CertificateKind.BUSINESS.labels, purpose
+    if certificate.national_id_hash is not None:
+        return form, _BROKER_KIND, purpose
+    return form, CertificateKind.CUSTOMS.labels, purpose
+
+
+def _day(moment: datetime) -> str:
+    return moment.astimezone(TAIPEI).strftime("%Y/%m/%d")
+
+
+def _display_subject(der: bytes) -> str:
+    """The subject as the seed manual prints it: ``C=TW O=Finance OU=… CN=…`` (root first)."""
+    try:
+        name = x509.load_der_x509_certificate(der).subject
+        return " ".join(
+            attribute.rfc4514_string(_SHORT_NAMES) for rdn in name.rdns for attribute in rdn
+        )
+    except ValueError:  # pragma: no cover - stored certificates parsed at import
+        return ""
+
+
+_SHORT_NAMES = {x509.NameOID.SERIAL_NUMBER: "serialNumber"}
+
+
+def _import_diff(checked: _Checked, row_id: int, reactivated: bool) -> dict[str, Any]:
+    parsed = checked.parsed
+    fields = {k: v for k, v in checked.form.model_dump().items() if v is not None}
+    return {
+        "certificate_id": row_id,
+        "usage_type": checked.usage.code,
+        "kind": checked.kind.value,
+        "certificate_kind": checked.certificate_kind.value,
+        "fingerprint": parsed.fingerprint,
+        "serial": parsed.serial_hex,
+        "ca": parsed.ca.value,
+        "query_key": checked.query_key,
+        "reactivated": reactivated,
+        **masked_diff(fields),
+    }
+
+
+def _delete_diff(row: Certificate, account: str) -> dict[str, Any]:
+    return {
+        "certificate_id": row.id,
+        "usage_type": row.usage_type,
+        "fingerprint": row.fingerprint,
+        "query_key": row.query_key,
+        **masked_diff({"account": account}),
+    }
