@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 APT_PACKAGES := pcscd vsmartcard-vpcd libpcsclite-dev chromium fonts-noto-cjk
 
-.PHONY: setup test demo lint typecheck clean
+.PHONY: setup test demo lint typecheck clean bench
 
 setup: $(STAMP)
 
@@ -38,6 +38,9 @@ lint: setup
 
 typecheck: setup
 	$(PY) -m mypy engine
+
+bench: setup
+	$(PY) bench/turnkey.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

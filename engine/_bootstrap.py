@@ -24,6 +24,7 @@ from ._registration import RegistrationService, WorkflowLibrary
 from ._security import IdentifierHasher, PasswordHasher
 from ._settings import Settings
 from ._trust_service import TrustService
+from ._turnkey import TurnkeyVerifier
 from ._workflow import WorkflowDefinition, default_definition_source, load_definition
 from .store import Database
 
@@ -47,6 +48,7 @@ class App:
     logins: LoginService
     limits: RateLimiter
     customs: CustomsCertificateService
+    turnkey: TurnkeyVerifier
 
     def inspect_certificate(self, data: bytes) -> dict[str, Any]:
         """``swreg cert inspect``: the certificate as the card check sees it."""
@@ -129,6 +131,7 @@ def bootstrap(
         logins=LoginService(database, clock, trust, session_ttl=settings.session_ttl),
         limits=RateLimiter(database, clock),
         customs=CustomsCertificateService(database, clock, trust, catalog, identifiers),
+        turnkey=TurnkeyVerifier(database, clock, trust),
     )
 
 

@@ -1,0 +1,233 @@
+"""Turnkey verification against its floor (DESIGN.md §10): messages per second, not a test.
+
+The floor is what no verifier can beat: a public key already loaded and one
+``verify(signature, message, PKCS1v15(), SHA256())`` (or ``ECDSA(SHA256())``) over a 10 KiB
+message. The engine is :meth:`TurnkeyVerifier.verify` for a registered sender, with its store
+(temporary SQLite), trust service and default 1 s recheck interval, for a sender with one
+signing certificate and with three (the signing one registered last, and, informative only,
+three signers taking turns). Each figure is the best of 3 loops of at least 2 s each, the
+cases interleaved round by round (a load change hits floor and engine alike); the
+target is engine/floor ≥ 0.80. Prints a table and merges a ``turnkey`` section into
+``bench/results.json``.
+
+    .venv/bin/python bench/turnkey.py [--seconds 2] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+from engine import App, Settings, bootstrap
+from engine._settings import Argon2Parameters
+from engine._turnkey import TurnkeyVerifier
+from engine._types import IssuerCA
+from engine.store import Certificate
+from engine.testing.pki import IssuedCard, KeyType, TestPKI
+
+RESULTS = Path(__file__).resolve().parent / "results.json"
+MESSAGE_BYTES = 10 * 1024
+TARGET = 0.80
+
+
+def rate(operation: Callable[[], object], seconds: float) -> float:
+    """Operations per second over one loop of at least ``seconds``."""
+    count = 0
+    batch = 64
+    began = time.perf_counter()
+    while True:
+        for _ in range(batch):
+            operation()
+        count += batch
+        elapsed = time.perf_counter() - began
+        if elapsed >= seconds:
+            return count / elapsed
+
+
+def interleaved(
+    cases: list[tuple[str, Callable[[], object]]], seconds: float, repeat: int
+) -> list[tuple[str, float]]:
+    """The best of ``repeat`` rounds per case; each round runs every case once, so a load
+    change on the machine hits the floor and the engine alike."""
+    best = {name: 0.0 for name, _ in cases}
+    for _ in range(repeat):
+        for name, operation in cases:
+            best[name] = max(best[name], rate(operation, seconds))
+    return [(name, best[name]) for name, _ in cases]
+
+
+def register(app: App, card: IssuedCard, sender: str) -> None:
+    """A registered signing certificate, inserted as the customs import would store it."""
+    cert = card.certificate
+    der = card.der()
+    with app.database.unit_of_work() as uow:
+        uow.certificates.add(
+            Certificate(
+                fingerprint=hashlib.sha256(der).hexdigest(),
+                purpose="signing",
+                der=der,
+                serial_hex=format(cert.serial_number, "X"),
+                subject=cert.subject.rfc4514_string(),
+                issuer=cert.issuer.rfc4514_string(),
+                ca="TaiCA",
+                not_before=cert.not_valid_before_utc,
+                not_after=cert.not_valid_after_utc,
+                ubn=sender,
+                query_key=sender,
+                kind="non_ic",
+                usage_type="shipping",
+                status="active",
+                created_at=app.clock.now(),
+            )
+        )
+        uow.commit()
+
+
+def floor(card: IssuedCard, message: bytes) -> Callable[[], object]:
+    key = card.certificate.public_key()
+    signature = card.sign(message)
+    if isinstance(key, rsa.RSAPublicKey):
+        return lambda: key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+    return lambda: key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+
+
+def engine_call(
+    verifier: TurnkeyVerifier, sender: str, message: bytes, signature: bytes
+) -> Callable[[], object]:
+    verifier.verify(sender, message, signature)  # warm: cache filled, right candidate known
+    return lambda: verifier.verify(sender, message, signature)
+
+
+def rotating(
+    verifier: TurnkeyVerifier, sender: str, message: bytes, cards: list[IssuedCard]
+) -> Callable[[], object]:
+    signatures = [card.sign(message) for card in cards]
+    state = {"i": 0}
+
+    def call() -> object:
+        state["i"] = (state["i"] + 1) % len(signatures)
+        return verifier.verify(sender, message, signatures[state["i"]])
+
+    return call
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+
+    message = os.urandom(MESSAGE_BYTES)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as folder:
+        settings = Settings(
+            database_url=f"sqlite:///{Path(folder) / 'bench.db'}",
+            secret_key=bytes(32),
+            argon2=Argon2Parameters(1, 64, 1),
+        )
+        pki = TestPKI.create(datetime.now(UTC), key_type="rsa")
+        app = bootstrap(settings)
+        for anchor in pki.anchors():
+            app.trust.add_certificate(pki.der(anchor))
+        app.trust.add_certificate(pki.der(pki.ca(IssuerCA.TAICA).certificate), anchor=False)
+        wired = getattr(app, "turnkey", None)
+        verifier = (
+            wired
+            if isinstance(wired, TurnkeyVerifier)
+            else TurnkeyVerifier(app.database, app.clock, app.trust)
+        )
+        cases: tuple[tuple[KeyType, str], ...] = (
+            ("rsa", "RSA-2048 PKCS#1 v1.5"),
+            ("ec", "ECDSA P-256"),
+        )
+        for key, label in cases:
+            one_sender = "04595257" if key == "rsa" else "22099131"
+            single = pki.issue_customs(one_sender, key=key)
+            register(app, single, one_sender)
+            three_sender = "16446274" if key == "rsa" else "97162640"
+            three = [pki.issue_customs(three_sender, f"0{i}", key=key) for i in (1, 2, 3)]
+            for card in three:  # the signing one (three[-1]) registered last
+                register(app, card, three_sender)
+
+            measured = interleaved(
+                [
+                    ("floor: cached key + one verify", floor(single, message)),
+                    (
+                        "engine: 1 certificate",
+                        engine_call(verifier, one_sender, message, single.sign(message)),
+                    ),
+                    (
+                        "engine: 3 certificates, right one last",
+                        engine_call(verifier, three_sender, message, three[-1].sign(message)),
+                    ),
+                    (
+                        "engine: 3 certificates, signers taking turns (info)",
+                        rotating(verifier, three_sender, message, three),
+                    ),
+                ],
+                args.seconds,
+                args.repeat,
+            )
+            base = measured[0][1]
+            for case, value in measured:
+                rows.append(
+                    {
+                        "algorithm": label,
+                        "case": case,
+                        "messages_per_s": round(value, 1),
+                        "us_per_message": round(1e6 / value, 2),
+                        "ratio_to_floor": round(value / base, 3),
+                    }
+                )
+        app.close()
+
+    print(f"Turnkey verification, {MESSAGE_BYTES // 1024} KiB messages, best of {args.repeat}")
+    print(f"{'algorithm':22} {'case':52} {'msg/s':>9} {'µs/msg':>8} {'ratio':>6}")
+    for row in rows:
+        print(
+            f"{row['algorithm']:22} {row['case']:52} {row['messages_per_s']:9.0f} "
+            f"{row['us_per_message']:8.2f} {row['ratio_to_floor']:6.3f}"
+        )
+    targets = [r for r in rows if r["case"].startswith("engine") and "(info)" not in r["case"]]
+    worst = min(r["ratio_to_floor"] for r in targets)
+    verdict = "met" if worst >= TARGET else "NOT met"
+    print(f"target engine/floor ≥ {TARGET:.2f}: {verdict} (worst {worst:.3f})")
+
+    section = {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "python": platform.python_version(),
+        "message_bytes": MESSAGE_BYTES,
+        "seconds_per_loop": args.seconds,
+        "best_of": args.repeat,
+        "target_ratio": TARGET,
+        "worst_ratio": worst,
+        "target_met": worst >= TARGET,
+        "rows": rows,
+    }
+    results: dict[str, Any] = {}
+    if RESULTS.exists():
+        try:
+            results = json.loads(RESULTS.read_text(encoding="utf-8"))
+        except ValueError:
+            results = {}
+    results["turnkey"] = section
+    RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"written: {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
