@@ -22,7 +22,7 @@ from ._cli_support import (
     read_file,
     read_pin,
 )
-from ._customs import COLUMNS, CustomsCertificateService, CustomsImport, customs_service
+from ._customs import COLUMNS, CustomsCertificateService, CustomsImport
 from ._errors import UsageError
 from ._types import ImportKind
 
@@ -57,7 +57,7 @@ def import_certificate(
         if (cer is None) == (card is None):
             raise UsageError(detail="give exactly one of --cer FILE or --card SPEC")
         data = read_answers(answers)
-        service = customs_service(app_for(db))
+        service = app_for(db).customs
         if cer is not None:
             result = service.import_certificate(
                 usage_type, data, certificate=read_file(cer), kind=ImportKind.NON_IC
@@ -110,7 +110,7 @@ def query(
 ) -> None:
     """通關憑證查詢: the certificates registered under a query key."""
     with command(as_json) as out:
-        rows = customs_service(app_for(db)).query(key)
+        rows = app_for(db).customs.query(key)
         out.result["rows"] = [row.as_dict() for row in rows]
         out.say(" | ".join(["id", *(labels.zh_tw for _, labels in COLUMNS), "狀態 / status"]))
         for row in rows:
@@ -138,6 +138,6 @@ def delete(
     with command(as_json) as out:
         application = app_for(db)
         view = application.logins.session(session)
-        customs_service(application).delete(certificate_id, session=view, actor="cli")
+        application.customs.delete(certificate_id, session=view, actor="cli")
         out.result.update(id=certificate_id, status="deleted")
         out.say(f"已刪除 / deleted: {certificate_id}")

@@ -14,23 +14,14 @@ from typing import Annotated
 
 import typer
 
-from ._bootstrap import App
 from ._cli_support import DbOption, JsonOption, app_for, command, read_file
 from ._errors import UsageError
-from ._turnkey import MAX_SIGNATURE_BYTES, TurnkeyVerifier
+from ._turnkey import MAX_SIGNATURE_BYTES
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """The largest message file ``turnkey verify`` reads."""
 
 turnkey_app = typer.Typer(help="Turnkey message verification (訊息簽章驗證).", no_args_is_help=True)
-
-
-def verifier_of(application: App) -> TurnkeyVerifier:
-    """The application's verifier (``app.turnkey`` once bootstrap wires it), else a new one."""
-    wired = getattr(application, "turnkey", None)
-    if isinstance(wired, TurnkeyVerifier):
-        return wired
-    return TurnkeyVerifier(application.database, application.clock, application.trust)
 
 
 def parse_time(text: str) -> datetime:
@@ -66,7 +57,7 @@ def turnkey_verify(
         at = parse_time(signed_at) if signed_at is not None else None
         body = read_file(message, limit=MAX_MESSAGE_BYTES)
         detached = read_file(signature, limit=MAX_SIGNATURE_BYTES)
-        result = verifier_of(app_for(db)).verify(sender, body, detached, signed_at=at)
+        result = app_for(db).turnkey.verify(sender, body, detached, signed_at=at)
         out.result.update(
             sender=result.sender,
             signed_at=result.signed_at.isoformat(),

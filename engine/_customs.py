@@ -67,7 +67,7 @@ from ._types import CertificateKind, ImportKind, IssuerCA, Labels, UsageType
 from .store import Account, Certificate, Database, UnitOfWork
 
 if TYPE_CHECKING:
-    from ._bootstrap import App
+    pass
 
 __all__ = [
     "COLUMNS",
@@ -76,7 +76,6 @@ __all__ = [
     "CustomsImport",
     "CustomsRow",
     "SignatureCheck",
-    "customs_service",
 ]
 
 IMPORT_MESSAGE = "主憑證匯入成功!"
@@ -367,15 +366,6 @@ class CustomsCertificateService:
 
     def _id_hash(self, national_id: str) -> str:
         return self._identifiers.hash("national_id", national_id.upper())
-
-
-def customs_service(app: App) -> CustomsCertificateService:
-    """``app.customs`` once the composition root wires it; until then one built from its parts."""
-    wired = getattr(app, "customs", None)
-    if isinstance(wired, CustomsCertificateService):
-        return wired
-    identifiers = IdentifierHasher(app.settings.identifier_key())
-    return CustomsCertificateService(app.database, app.clock, app.trust, app.catalog, identifiers)
 
 
 # -- checks ------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import select
 
 from engine import App, CardResponse, CertificateKind, ImportKind, IssuerCA, SwregError
-from engine._customs import CustomsCertificateService, CustomsRow, customs_service
+from engine._customs import CustomsCertificateService, CustomsRow
 from engine._identifiers import mask_email
 from engine._security import IdentifierHasher
 from engine.store import AuditEntry, Certificate
@@ -111,7 +111,7 @@ def activate_and_login(app: App, card: IssuedCard, account: str) -> str:
 @pytest.fixture
 def service(app: App, pki: TestPKI) -> CustomsCertificateService:
     trust_intermediates(app, pki)
-    return customs_service(app)
+    return app.customs
 
 
 def refused(call: Callable[[], Any]) -> tuple[str, str | None]:

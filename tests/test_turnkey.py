@@ -580,5 +580,5 @@ def test_the_api_verifies_and_maps_refusals(
     assert post(client, body, with_csrf=False).status_code == 403  # CSRF like the other routes
 
     revoke(app, pki, ec_card)
-    client.app.state.turnkey.forget()  # type: ignore[attr-defined]
+    app.turnkey.forget()
     assert refused(body) == (422, "certificate_revoked")

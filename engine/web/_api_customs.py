@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
 from .._certificate import MAX_CERTIFICATE_BYTES
-from .._customs import CustomsCertificateService, CustomsImport, CustomsRow, customs_service
+from .._customs import CustomsCertificateService, CustomsImport, CustomsRow
 from .._errors import ErrorCode, RefusedError
 from .._types import ImportKind
 from ._api import PortalDep
@@ -104,7 +104,7 @@ class DeletedOut(BaseModel):
 
 
 def _service(portal: Portal) -> CustomsCertificateService:
-    return customs_service(portal.app)
+    return portal.app.customs
 
 
 def _actor(request: Request) -> str:

@@ -20,7 +20,6 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from .._errors import ErrorCode, RefusedError
-from .._turnkey import TurnkeyVerifier
 from ._api import ErrorsOut, PortalDep
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -55,20 +54,6 @@ class TurnkeyVerifyOut(BaseModel):
     certificate: TurnkeyCertificateOut
 
 
-def _verifier(request: Request, portal: PortalDep) -> TurnkeyVerifier:
-    """The application's verifier (``app.turnkey`` once wired), else one per web application."""
-    wired = getattr(portal.app, "turnkey", None)
-    if isinstance(wired, TurnkeyVerifier):
-        return wired
-    state = request.app.state
-    with _lock:
-        verifier = getattr(state, "turnkey", None)
-        if not isinstance(verifier, TurnkeyVerifier):
-            verifier = TurnkeyVerifier(portal.app.database, portal.app.clock, portal.app.trust)
-            state.turnkey = verifier
-    return verifier
-
-
 def _b64(text: str, code: ErrorCode, field: str) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
@@ -88,7 +73,7 @@ def turnkey_verify(body: TurnkeyVerifyIn, request: Request, portal: PortalDep) -
     at = body.signed_at
     if at is not None and at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
-    result = _verifier(request, portal).verify(body.sender, message, signature, signed_at=at)
+    result = portal.app.turnkey.verify(body.sender, message, signature, signed_at=at)
     return TurnkeyVerifyOut(
         sender=result.sender,
         signed_at=result.signed_at,
