@@ -349,3 +349,25 @@ def test_card_serve_puts_a_pkcs12_into_a_reader(
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=10) == 0
         assert wait_for_card(name, present=False, timeout=5)
+
+
+def test_a_customs_certificate_imported_from_an_ic_card_in_a_reader(
+    insert: Insert, pki: TestPKI, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """通關憑證註冊, IC卡類憑證: the 工商憑證 is read from the card after its PIN."""
+    reader = insert(piv(pki, pki.issue_company("04595257", key="ec")))
+    code, out = swreg(
+        cli_env, "customs-cert", "import", "--usage-type", "shipping",
+        "--answers", answers(tmp_path, {"ubn": "04595257"}), "--card", f"pcsc:{reader}",
+        "--pin-stdin", stdin=PIN + "\n",
+    )  # fmt: skip
+    assert code == 0, out
+    assert (out["message"], out["query_key"], out["kind"]) == (
+        "主憑證匯入成功!",
+        "04595257",
+        "ic_card",
+    )
+    code, out = swreg(cli_env, "customs-cert", "query", "04595257")
+    assert code == 0
+    [row] = out["rows"]
+    assert (row["form"], row["kind"], row["purpose"]) == ("IC卡", "工商憑證", "簽章")
