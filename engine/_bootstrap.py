@@ -21,6 +21,8 @@ from ._mail import Mailer, make_mailer
 from ._plugins import Catalog, make_plugin_manager
 from ._ratelimit import RateLimiter
 from ._registration import RegistrationService, WorkflowLibrary
+from ._reminders import ReminderService
+from ._renewal import RenewalService
 from ._security import IdentifierHasher, PasswordHasher
 from ._settings import Settings
 from ._trust_service import TrustService
@@ -49,6 +51,8 @@ class App:
     limits: RateLimiter
     customs: CustomsCertificateService
     turnkey: TurnkeyVerifier
+    reminders: ReminderService
+    renewals: RenewalService
 
     def inspect_certificate(self, data: bytes) -> dict[str, Any]:
         """``swreg cert inspect``: the certificate as the card check sees it."""
@@ -84,6 +88,9 @@ def bootstrap(
     trust = TrustService(database, clock)
     argon = settings.argon2
     identifiers = IdentifierHasher(settings.identifier_key())
+    passwords = PasswordHasher(
+        time_cost=argon.time_cost, memory_cost=argon.memory_kib, parallelism=argon.parallelism
+    )
     registrations = RegistrationService(
         database=database,
         catalog=catalog,
@@ -98,9 +105,7 @@ def bootstrap(
         ),
         trust=trust,
         clock=clock,
-        passwords=PasswordHasher(
-            time_cost=argon.time_cost, memory_cost=argon.memory_kib, parallelism=argon.parallelism
-        ),
+        passwords=passwords,
         identifiers=identifiers,
         plugins=manager,
         origin=settings.origin,
@@ -132,6 +137,14 @@ def bootstrap(
         limits=RateLimiter(database, clock),
         customs=CustomsCertificateService(database, clock, trust, catalog, identifiers),
         turnkey=TurnkeyVerifier(database, clock, trust),
+        reminders=ReminderService(
+            database,
+            clock,
+            mailer,
+            public_origin=settings.public_origin,
+            sender=settings.mail.sender,
+        ),
+        renewals=RenewalService(database, clock, trust, catalog, passwords),
     )
 
 

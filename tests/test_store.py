@@ -116,7 +116,7 @@ def test_migrate_creates_parent_dir_and_is_idempotent(tmp_path: Path) -> None:
     database.migrate()
     assert database.is_migrated()
     assert (tmp_path / "a" / "b" / "swreg.db").is_file()
-    assert rows(database, "SELECT version_num FROM alembic_version") == [("0002",)]
+    assert rows(database, "SELECT version_num FROM alembic_version") == [("0003",)]
     database.dispose()
 
 
@@ -144,6 +144,7 @@ def test_models_and_migrated_schema_agree(db: Database) -> None:
         "login_challenges",
         "sessions",
         "rate_limits",
+        "reminders",
     }
     for name, table in Base.metadata.tables.items():
         columns = {c["name"]: c for c in inspector.get_columns(name)}

@@ -35,6 +35,7 @@ from ._repositories import (
     LoginChallengeRepository,
     RateLimitRepository,
     RegistrationRepository,
+    ReminderRepository,
     SessionRepository,
     TrustRepository,
     WorkflowRepository,
@@ -166,6 +167,7 @@ class UnitOfWork:
         self.login_challenges = LoginChallengeRepository(session)
         self.sessions = SessionRepository(session)
         self.rate_limits = RateLimitRepository(session)
+        self.reminders = ReminderRepository(session)
         self.audit = AuditLog(session)
 
     def __enter__(self) -> UnitOfWork:

@@ -168,7 +168,7 @@ class Certificate(Base):
     ca: Mapped[str] = mapped_column(String(16))
     card_rank: Mapped[str | None] = mapped_column(String(16), nullable=True)
     not_before: Mapped[datetime] = mapped_column(UTCDateTime())
-    not_after: Mapped[datetime] = mapped_column(UTCDateTime())
+    not_after: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     ubn: Mapped[str | None] = mapped_column(String(8), nullable=True, index=True)
     oid: Mapped[str | None] = mapped_column(String(256), nullable=True, index=True)
     national_id_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
@@ -298,3 +298,21 @@ class RateLimitWindow(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     window_start: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True, index=True)
     count: Mapped[int] = mapped_column(Integer)
+
+
+class Reminder(Base):
+    """One expiry reminder (憑證逾期提醒) per certificate and window (e.g. 60 days before).
+
+    The row is the claim: whoever inserts it sends the mail. ``sent_at`` stays NULL until the
+    mail went out; ``claimed_at`` is the time of the latest claim (the first one, or a retry's),
+    ``attempts`` how many claims there were.
+    """
+
+    __tablename__ = "reminders"
+
+    certificate_id: Mapped[int] = mapped_column(ForeignKey("certificates.id"), primary_key=True)
+    window_days: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, func, select, update
+from sqlalchemy import CursorResult, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -31,6 +31,7 @@ from ._models import (
     LoginSession,
     RateLimitWindow,
     Registration,
+    Reminder,
     TrustCertificate,
     WorkflowDefinition,
 )
@@ -124,6 +125,17 @@ class AccountRepository:
         """The account called ``name``, or None."""
         return self._session.scalar(select(Account).where(Account.name == name))
 
+    def owner_of_ubn(self, ubn: str) -> Account | None:
+        """The account of a company by UBN: the one named by the UBN itself (the 正卡 account),
+        else the oldest account carrying that UBN (an account UBN + 附卡編號); None if none."""
+        query = (
+            select(Account)
+            .where(Account.ubn == ubn)
+            .order_by((Account.name != ubn), Account.id)
+            .limit(1)
+        )
+        return self._session.scalar(query)
+
 
 class CertificateRepository:
     """Registered certificates, unique per (fingerprint, purpose)."""
@@ -150,6 +162,20 @@ class CertificateRepository:
         """The certificate registered for ``purpose`` with this fingerprint, whatever its status."""
         query = select(Certificate).where(
             Certificate.fingerprint == fingerprint, Certificate.purpose == purpose
+        )
+        return self._session.scalar(query)
+
+    def active_login_of(self, account_id: int) -> Certificate | None:
+        """The account's active login certificate (the newest, should there be several)."""
+        query = (
+            select(Certificate)
+            .where(
+                Certificate.account_id == account_id,
+                Certificate.purpose == "login",
+                Certificate.status == "active",
+            )
+            .order_by(Certificate.id.desc())
+            .limit(1)
         )
         return self._session.scalar(query)
 
@@ -416,6 +442,107 @@ class RateLimitRepository:
         """Delete every window that started before ``before``; how many were deleted."""
         stmt = delete(RateLimitWindow).where(RateLimitWindow.window_start < before)
         return _rowcount(self._session, stmt.execution_options(synchronize_session=False))
+
+
+class ReminderRepository:
+    """Expiry reminders, one per (certificate, window); the row is the claim to send it.
+
+    Claims are atomic statements, so any number of workers may run the reminders at once:
+    :meth:`claim` is ``INSERT ... ON CONFLICT DO NOTHING`` and :meth:`reclaim` an ``UPDATE``
+    guarded by ``sent_at IS NULL AND claimed_at < ?``; only the caller whose statement took
+    effect gets True.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def due(
+        self, *, now: datetime, until: datetime, window_days: int, retry_before: datetime
+    ) -> list[Certificate]:
+        """Active certificates expiring in ``(now, until]`` that still need this window's mail.
+
+        That is: no reminder row yet, or one never sent and last claimed before
+        ``retry_before`` (a failed or abandoned send). Soonest expiry first.
+        """
+        joined = and_(
+            Reminder.certificate_id == Certificate.id, Reminder.window_days == window_days
+        )
+        query = (
+            select(Certificate)
+            .outerjoin(Reminder, joined)
+            .where(
+                Certificate.status == "active",
+                Certificate.not_after > now,
+                Certificate.not_after <= until,
+                or_(
+                    Reminder.certificate_id.is_(None),
+                    and_(Reminder.sent_at.is_(None), Reminder.claimed_at < retry_before),
+                ),
+            )
+            .order_by(Certificate.not_after, Certificate.id)
+        )
+        return list(self._session.scalars(query))
+
+    def get(self, certificate_id: int, window_days: int) -> Reminder | None:
+        """The reminder of ``certificate_id`` for ``window_days``, or None."""
+        return self._session.get(Reminder, (certificate_id, window_days))
+
+    def claim(self, certificate_id: int, window_days: int, at: datetime) -> bool:
+        """Insert the reminder row; True only when this insert took effect (no row existed).
+
+        ``INSERT ... ON CONFLICT (certificate_id, window_days) DO NOTHING RETURNING``, the
+        dialect's own insert on SQLite (≥ 3.35) and PostgreSQL.
+        """
+        table = Reminder.__table__
+        row = {"certificate_id": certificate_id, "window_days": window_days, "attempts": 1}
+        stmt = (
+            _dialect_insert(self._session)(table)
+            .values(**row, created_at=at, claimed_at=at, sent_at=None)
+            .on_conflict_do_nothing(index_elements=[table.c.certificate_id, table.c.window_days])
+            .returning(table.c.certificate_id)
+        )
+        return self._session.execute(stmt).first() is not None
+
+    def reclaim(
+        self, certificate_id: int, window_days: int, at: datetime, *, claimed_before: datetime
+    ) -> bool:
+        """Claim an unsent reminder again (a retry); True only for the one caller that did."""
+        stmt = (
+            update(Reminder)
+            .where(
+                Reminder.certificate_id == certificate_id,
+                Reminder.window_days == window_days,
+                Reminder.sent_at.is_(None),
+                Reminder.claimed_at < claimed_before,
+            )
+            .values(claimed_at=at, attempts=Reminder.attempts + 1)
+            .execution_options(synchronize_session=False)
+        )
+        return _rowcount(self._session, stmt) == 1
+
+    def mark_sent(self, certificate_id: int, window_days: int, at: datetime) -> bool:
+        """Record that the mail went out; True when the row was still unsent."""
+        stmt = (
+            update(Reminder)
+            .where(
+                Reminder.certificate_id == certificate_id,
+                Reminder.window_days == window_days,
+                Reminder.sent_at.is_(None),
+            )
+            .values(sent_at=at)
+            .execution_options(synchronize_session=False)
+        )
+        return _rowcount(self._session, stmt) == 1
+
+
+def _dialect_insert(session: Session) -> Any:
+    """The dialect's ``insert`` construct (it has ``on_conflict_do_*``): SQLite or PostgreSQL."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert
+    if dialect == "sqlite":
+        return sqlite.insert
+    raise NotImplementedError(f"upserts need SQLite or PostgreSQL, not {dialect}")
 
 
 def _mark_used(session: Session, model: Any, key_column: Any, key: str, at: datetime) -> bool:

@@ -21,7 +21,7 @@ from typing import Any, Final
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from .._renewal import Replacement, renewals_of
+from .._renewal import Replacement
 from ._api import CardIn, ChallengeOut, ErrorsOut, PortalDep
 from ._portal import Limit
 from ._security import SESSION_COOKIE, client_address
@@ -62,7 +62,7 @@ class RenewalOut(BaseModel):
 def renewal_challenge(request: Request, portal: PortalDep) -> ChallengeOut:
     """憑證更換作業: a single-use challenge for the new card (its payload names ``renewal``)."""
     portal.limit(RENEWAL_LIMIT, client_address(request))
-    return ChallengeOut.of(renewals_of(portal.app).issue_challenge(origin=portal.origin))
+    return ChallengeOut.of(portal.app.renewals.issue_challenge(origin=portal.origin))
 
 
 @router.post("/renewal", tags=["renewal"])
@@ -72,7 +72,7 @@ def renewal(body: RenewalIn, request: Request, portal: PortalDep) -> RenewalOut:
     portal.limit(RENEWAL_LIMIT, client)
     token = request.cookies.get(SESSION_COOKIE)
     session = portal.logins.session(token) if token else None
-    done = renewals_of(portal.app).replace_card(
+    done = portal.app.renewals.replace_card(
         body.response(),
         origin=portal.origin,
         session=session,

@@ -1,0 +1,444 @@
+"""憑證更換作業: a renewed card replaces the old one after both the account and the card are proven.
+
+The old account is proven by a session opened with the old card, or, once the old certificate
+has expired, by the account's password. Afterwards the new card logs in and the old one does not.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from engine import App, CardResponse, FixedClock, SessionView, SwregError, challenge_payload
+from engine._accounts import AccountService
+from engine._certificate import load_certificate
+from engine._login import LoginService
+from engine._renewal import (
+    RENEWAL_CHALLENGE_SCOPE,
+    RenewalService,
+    Replacement,
+    same_identity,
+)
+from engine._security import PasswordHasher
+from engine.cli import app as cli_app
+from engine.store import AuditEntry, Certificate
+from engine.testing.pki import IssuedCard, TestPKI
+from engine.web import create_app
+from tests.conftest import COMPANY_ANSWERS, PERSON_ANSWERS, PIN, PKI_NOW, SECRET
+from tests.helpers import enrol
+
+ORIGIN = "https://portal.example"
+UBN = "04595257"
+PASSWORD = PERSON_ANSWERS["password"]
+SESSION_TTL = timedelta(minutes=30)
+
+
+class _Dropped:
+    def send(self, message: object) -> None:
+        pass
+
+
+@pytest.fixture
+def renewals(app: App) -> RenewalService:
+    fast = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
+    return RenewalService(app.database, app.clock, app.trust, app.catalog, fast)
+
+
+@pytest.fixture
+def login(app: App) -> LoginService:
+    return LoginService(app.database, app.clock, app.trust, session_ttl=SESSION_TTL)
+
+
+def activate(app: App, account: str) -> None:
+    service = AccountService(
+        app.database, app.clock, _Dropped(), public_origin=ORIGIN, activation_ttl=timedelta(1)
+    )
+    service.activate(service.send_activation(account))
+
+
+def answer(challenge: Any, card: IssuedCard, **override: Any) -> CardResponse:
+    fields: dict[str, Any] = {
+        "challenge_id": challenge.id,
+        "certificate": card.der(),
+        "signature": card.sign(challenge.payload),
+        "chain": card.chain_der(),
+    }
+    fields.update(override)
+    return CardResponse(**fields)
+
+
+def renew(renewals: RenewalService, card: IssuedCard, **proof: Any) -> Replacement:
+    response = answer(renewals.issue_challenge(origin=ORIGIN), card)
+    return renewals.replace_card(response, origin=ORIGIN, **proof)
+
+
+def refused(call: Any) -> str:
+    with pytest.raises(SwregError) as info:
+        call()
+    return str(info.value.code)
+
+
+def session_of(login: LoginService, card: IssuedCard) -> SessionView:
+    result = login.login(answer(login.issue_challenge(origin=ORIGIN), card), origin=ORIGIN)
+    view = login.session(result.token)
+    assert view is not None
+    return view
+
+
+def login_code(login: LoginService, card: IssuedCard) -> str:
+    return refused(
+        lambda: login.login(answer(login.issue_challenge(origin=ORIGIN), card), origin=ORIGIN)
+    )
+
+
+def login_certificates(app: App) -> list[tuple[str, str, int | None]]:
+    """(serial, status, account id) of every login certificate, in id order."""
+    with app.database.unit_of_work() as uow:
+        rows = uow.session.execute(
+            select(Certificate.serial_hex, Certificate.status, Certificate.account_id)
+            .where(Certificate.purpose == "login")
+            .order_by(Certificate.id)
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
+
+
+def serial(card: IssuedCard) -> str:
+    return format(card.certificate.serial_number, "X")
+
+
+def fingerprint(card: IssuedCard) -> str:
+    return load_certificate(card.der()).fingerprint
+
+
+def audit(app: App, event: str = "card_replaced") -> list[dict[str, Any]]:
+    with app.database.unit_of_work() as uow:
+        rows = uow.session.scalars(select(AuditEntry).where(AuditEntry.event == event))
+        return [dict(r.diff) for r in rows]
+
+
+def audit_ok(app: App) -> bool:
+    with app.database.unit_of_work() as uow:
+        return uow.audit.verify().ok
+
+
+@pytest.fixture
+def company(app: App, pki: TestPKI) -> IssuedCard:
+    """A registered and activated 工商憑證 (account 04595257)."""
+    card = pki.issue_company(UBN)
+    enrol(app, "enterprise.general", card, COMPANY_ANSWERS)
+    activate(app, UBN)
+    return card
+
+
+@pytest.fixture
+def person(app: App, pki: TestPKI, clock: FixedClock) -> IssuedCard:
+    """A registered and activated 自然人憑證 that expires in two days (ming@example.com)."""
+    card = pki.issue_person("王小明", "6789", valid_to=PKI_NOW + timedelta(days=2))
+    enrol(app, "person.general", card, PERSON_ANSWERS)
+    activate(app, "ming@example.com")
+    return card
+
+
+# -- replacing -------------------------------------------------------------------------------
+
+
+def test_replace_with_a_session_of_the_old_card(
+    app: App, pki: TestPKI, renewals: RenewalService, login: LoginService, company: IssuedCard
+) -> None:
+    session = session_of(login, company)
+    new = pki.issue_company(UBN, rank="secondary")
+
+    done = renew(renewals, new, session=session)
+
+    assert done == Replacement(UBN, fingerprint(company), fingerprint(new))
+    account_id = login_certificates(app)[0][2]
+    assert login_certificates(app) == [
+        (serial(company), "replaced", account_id),
+        (serial(new), "active", account_id),
+    ]
+    assert session_of(login, new).account == UBN
+    assert login_code(login, company) == "not_registered"
+    [entry] = audit(app)
+    assert entry == {
+        "account": UBN, "proof": "session", "old_certificate": fingerprint(company),
+        "new_certificate": fingerprint(new), "serial": serial(new),
+        "not_after": new.certificate.not_valid_after_utc.isoformat(), "origin": ORIGIN,
+    }  # fmt: skip
+    with app.database.unit_of_work() as uow:
+        stored = uow.certificates.active_login_of(account_id or 0)
+        assert stored is not None
+        assert (stored.ubn, stored.card_rank, stored.registration_id) == (UBN, "secondary", None)
+        replaced = uow.certificates.find(fingerprint(company), "login")
+        assert replaced is not None and replaced.status == "replaced"
+    assert audit_ok(app)
+
+
+def test_replace_with_the_password_once_the_old_card_expired(
+    app: App, pki: TestPKI, renewals: RenewalService, login: LoginService,
+    person: IssuedCard, clock: FixedClock,
+) -> None:  # fmt: skip
+    new = pki.issue_person("王小明", "6789")
+    early = renew_code(renewals, new, account="ming@example.com", password=PASSWORD)
+    assert early == "not_authorized"  # the old card still works: log in with it instead
+
+    clock.advance(timedelta(days=3))  # the old certificate has expired
+    assert login_code(login, person) == "certificate_expired"
+    done = renew(renewals, new, account="ming@example.com", password=PASSWORD)
+
+    assert done == Replacement("ming@example.com", fingerprint(person), fingerprint(new))
+    account_id = login_certificates(app)[0][2]
+    assert login_certificates(app) == [
+        (serial(person), "replaced", account_id),
+        (serial(new), "active", account_id),
+    ]
+    assert session_of(login, new).account == "ming@example.com"
+    [entry] = audit(app)
+    assert (entry["proof"], entry["account"]) == ("password", "ming@example.com")
+    assert PASSWORD not in json.dumps(audit(app))
+    with app.database.unit_of_work() as uow:
+        stored = uow.certificates.active_login_of(account_id or 0)
+        old = uow.certificates.find(fingerprint(person), "login")
+        assert stored is not None and old is not None
+        assert stored.national_id_hash == old.national_id_hash is not None
+    assert audit_ok(app)
+
+
+# -- refusals --------------------------------------------------------------------------------
+
+
+def renew_code(renewals: RenewalService, card: IssuedCard, **proof: Any) -> str:
+    return refused(lambda: renew(renewals, card, **proof))
+
+
+def test_refusals_leave_everything_as_it_was(
+    app: App, pki: TestPKI, renewals: RenewalService, login: LoginService,
+    company: IssuedCard, person: IssuedCard, clock: FixedClock,
+) -> None:  # fmt: skip
+    session = session_of(login, company)
+    before = login_certificates(app)
+
+    other_company = pki.issue_company("97162640", rank="secondary")
+    assert renew_code(renewals, other_company, session=session) == "identity_mismatch"
+    person_card = pki.issue_person("王小明", "6789")
+    assert renew_code(renewals, person_card, session=session) == "certificate_type_mismatch"
+    assert renew_code(renewals, company, session=session) == "already_registered"
+    assert renew_code(renewals, pki.issue_company(UBN)) == "not_authorized"  # no proof
+    spoofed = SessionView("ming@example.com", "person.general", clock.now())
+    stranger = pki.issue_company(UBN, rank="secondary")
+    assert renew_code(renewals, stranger, session=spoofed, account=UBN) == "not_authorized"
+
+    clock.advance(timedelta(days=3))  # the person's card expired
+    for name, last4 in (("王大明", "6789"), ("王小明", "1234")):
+        card = pki.issue_person(name, last4)
+        code = renew_code(renewals, card, account="ming@example.com", password=PASSWORD)
+        assert code == "identity_mismatch", (name, last4)
+    new = pki.issue_person("王小明", "6789")
+    assert renew_code(renewals, new, account="ming@example.com", password="Wr0ngPass") == (
+        "not_authorized"
+    )
+    assert renew_code(renewals, new, account="nobody@example.com", password=PASSWORD) == (
+        "not_authorized"
+    )
+    assert renew_code(renewals, new, account="ming@example.com") == "not_authorized"
+    # the company's registered card cannot become the person's
+    assert renew_code(renewals, company, account="ming@example.com", password=PASSWORD) == (
+        "certificate_type_mismatch"
+    )
+    assert renew_code(renewals, person, account="ming@example.com", password=PASSWORD) == (
+        "certificate_expired"
+    )
+
+    assert login_certificates(app) == before
+    assert audit(app) == []
+    assert audit_ok(app)
+
+
+def test_a_new_card_registered_to_another_account_is_already_registered(
+    app: App, pki: TestPKI, renewals: RenewalService, login: LoginService, company: IssuedCard
+) -> None:
+    secondary = pki.issue_company(UBN, rank="secondary")
+    enrol(app, "enterprise.general", secondary, {**COMPANY_ANSWERS, "sub_card": "01"})
+    session = session_of(login, company)
+    assert renew_code(renewals, secondary, session=session) == "already_registered"
+    replacement = pki.issue_company(UBN, rank="secondary")
+    renew(renewals, replacement, session=session)
+    # a replaced certificate stays registered: it cannot come back either
+    again = session_of(login, replacement)
+    assert renew_code(renewals, company, session=again) == "already_registered"
+
+
+def test_the_challenge_is_single_use_scoped_and_origin_bound(
+    renewals: RenewalService, login: LoginService, company: IssuedCard, pki: TestPKI
+) -> None:
+    session = session_of(login, company)
+    new = pki.issue_company(UBN, rank="secondary")
+    challenge = renewals.issue_challenge(origin=ORIGIN)
+    assert challenge.registration_id == RENEWAL_CHALLENGE_SCOPE == "renewal"
+    as_login = challenge_payload(ORIGIN, "login", bytes.fromhex(challenge.nonce))
+    forged = answer(challenge, new, signature=new.sign(as_login))
+    assert refused(lambda: renewals.replace_card(forged, origin=ORIGIN, session=session)) == (
+        "signature_invalid"
+    )
+    good = answer(challenge, new)
+    assert refused(lambda: renewals.replace_card(good, origin=ORIGIN, session=session)) == (
+        "challenge_used"
+    )
+    other = answer(renewals.issue_challenge(origin=ORIGIN), new)
+    assert refused(
+        lambda: renewals.replace_card(other, origin="https://evil.example", session=session)
+    ) == ("signature_invalid")
+    # a login challenge's id is not a way around the scope: the payload names "renewal"
+    login_challenge = login.issue_challenge(origin=ORIGIN)
+    signed_login = answer(login_challenge, new)
+    assert refused(lambda: renewals.replace_card(signed_login, origin=ORIGIN, session=session)) == (
+        "signature_invalid"
+    )
+
+
+def test_same_identity_per_ca(pki: TestPKI) -> None:
+    def parsed(card: IssuedCard) -> Any:
+        return load_certificate(card.der())
+
+    org = "2.16.886.111.90010.90003.100004"
+    assert same_identity(parsed(pki.issue_company(UBN)), parsed(pki.issue_company(UBN, rank=None)))
+    assert not same_identity(parsed(pki.issue_company(UBN)), parsed(pki.issue_company("97162640")))
+    assert not same_identity(
+        parsed(pki.issue_company(UBN)), parsed(pki.issue_company(UBN, serial_rdn="97162640"))
+    )
+    assert same_identity(parsed(pki.issue_organization(org)), parsed(pki.issue_organization(org)))
+    assert not same_identity(
+        parsed(pki.issue_organization(org)), parsed(pki.issue_organization(org + "1"))
+    )
+    assert not same_identity(parsed(pki.issue_organization(org)), parsed(pki.issue_agency(org)))
+    assert same_identity(parsed(pki.issue_person("王小明")), parsed(pki.issue_person("王小明")))
+
+
+# -- HTTP API ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def client(app: App) -> Iterator[TestClient]:
+    with TestClient(create_app(app)) as test_client:
+        yield test_client
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def csrf(client: TestClient) -> dict[str, str]:
+    return {"X-CSRF-Token": client.get("/api/csrf").json()["token"]}
+
+
+def signed(card: IssuedCard, challenge: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "challenge_id": challenge["challenge_id"],
+        "certificate": b64(card.der()),
+        "signature": b64(card.sign(base64.b64decode(challenge["payload"]))),
+        "chain": [b64(der) for der in card.chain_der()],
+        **extra,
+    }
+
+
+def api_renew(client: TestClient, card: IssuedCard, **extra: Any) -> Any:
+    headers = csrf(client)
+    challenge = client.post("/api/renewal/challenge", headers=headers)
+    assert challenge.status_code == 200, challenge.text
+    return client.post(
+        "/api/renewal", json=signed(card, challenge.json(), **extra), headers=headers
+    )
+
+
+def test_api_replaces_with_the_session_cookie(
+    app: App, client: TestClient, pki: TestPKI, company: IssuedCard
+) -> None:
+    new = pki.issue_company(UBN, rank="secondary")
+    no_session = api_renew(client, new)
+    assert (no_session.status_code, no_session.json()["errors"][0]["code"]) == (
+        403, "not_authorized"
+    )  # fmt: skip
+    no_csrf = client.post("/api/renewal/challenge")
+    assert (no_csrf.status_code, no_csrf.json()["errors"][0]["code"]) == (403, "csrf_failed")
+
+    headers = csrf(client)
+    challenge = client.post("/api/login/challenge", headers=headers).json()
+    logged_in = client.post("/api/login", json=signed(company, challenge), headers=headers)
+    assert logged_in.status_code == 200, logged_in.text
+
+    done = api_renew(client, new)
+    assert done.status_code == 200, done.text
+    assert done.json() == {
+        "account": UBN, "old_fingerprint": fingerprint(company),
+        "new_fingerprint": fingerprint(new),
+    }  # fmt: skip
+    again = api_renew(client, new)
+    assert (again.status_code, again.json()["errors"][0]["code"]) == (409, "already_registered")
+    assert [s for s, _, _ in login_certificates(app)] == [serial(company), serial(new)]
+
+
+def test_api_replaces_with_the_password(
+    app: App, client: TestClient, pki: TestPKI, person: IssuedCard, clock: FixedClock
+) -> None:
+    clock.advance(timedelta(days=3))
+    new = pki.issue_person("王小明", "6789")
+    wrong = api_renew(client, new, account="ming@example.com", password="Wr0ngPass")
+    assert (wrong.status_code, wrong.json()["errors"][0]["code"]) == (403, "not_authorized")
+    done = api_renew(client, new, account="ming@example.com", password=PASSWORD)
+    assert done.status_code == 200, done.text
+    assert done.json()["account"] == "ming@example.com"
+    assert login_certificates(app)[-1][:2] == (serial(new), "active")
+
+
+# -- the command ---------------------------------------------------------------------------
+
+
+def test_cli_replaces_an_expired_card_with_pin_and_password(
+    app: App, pki: TestPKI, clock: FixedClock, card_file: Any, db_url: str, tmp_path: Path
+) -> None:
+    # registered ten days ago with a card that expired yesterday (the CLI runs at the real time)
+    clock.set(PKI_NOW - timedelta(days=10))
+    old = pki.issue_person(
+        "王小明", "6789", valid_from=PKI_NOW - timedelta(days=20), valid_to=PKI_NOW - timedelta(1)
+    )
+    enrol(app, "person.general", old, PERSON_ANSWERS)
+    activate(app, "ming@example.com")
+    new = pki.issue_person("王小明", "6789")
+    env = {"SWREG_DATABASE_URL": db_url, "SWREG_SECRET_KEY": SECRET.hex()}
+    args = ["renewal", "replace", "--account", "ming@example.com", "--card", card_file(new)]
+
+    runner = CliRunner()
+    wrong = runner.invoke(
+        cli_app, [*args, "--pin-stdin", "--json"], input=f"{PIN}\nnope\n", env=env
+    )
+    assert wrong.exit_code == 1
+    assert json.loads(wrong.stdout)["errors"][0]["code"] == "not_authorized"
+    bad_pin = runner.invoke(
+        cli_app, [*args, "--pin-stdin", "--json"], input=f"000000\n{PASSWORD}\n", env=env
+    )
+    assert bad_pin.exit_code != 0
+    assert json.loads(bad_pin.stdout)["errors"][0]["code"] == "pin_incorrect"
+
+    result = runner.invoke(
+        cli_app, [*args, "--pin-stdin", "--json"], input=f"{PIN}\n{PASSWORD}\n", env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {
+        "ok": True, "account": "ming@example.com", "old_fingerprint": fingerprint(old),
+        "new_fingerprint": fingerprint(new),
+    }  # fmt: skip
+    assert PIN not in result.stdout and PASSWORD not in result.stdout
+    assert [r[:2] for r in login_certificates(app)] == [
+        (serial(old), "replaced"), (serial(new), "active")
+    ]  # fmt: skip
+    [entry] = audit(app)
+    assert entry["proof"] == "password" and entry["origin"] == app.settings.origin
+    assert audit_ok(app)
