@@ -107,7 +107,7 @@ def check_card_response(
 ) -> CardCheckResult:
     """Run the ordered checks of DESIGN.md §4 and return the resolved type and verdict."""
     parsed = load_certificate(response.certificate)
-    extra = _chain_certificates(response.chain)
+    extra = chain_certificates(response.chain)
     applicant = catalog.resolve(chosen, parsed.ca, parsed.identity)
     verdict = check_login_certificate(
         parsed, trust=trust, revocation=revocation, at=at, profile=applicant.login, extra=extra
@@ -116,7 +116,7 @@ def check_card_response(
     return CardCheckResult(applicant=applicant, verdict=verdict)
 
 
-def _chain_certificates(chain: Sequence[bytes]) -> tuple[x509.Certificate, ...]:
+def chain_certificates(chain: Sequence[bytes]) -> tuple[x509.Certificate, ...]:
     """CA certificates the card offered: helpers for path building, never trusted by themselves."""
     found = []
     for der in chain[:MAX_CHAIN_CERTIFICATES]:

@@ -46,7 +46,7 @@ from cryptography import x509
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from ._card_check import _chain_certificates
+from ._card_check import chain_certificates
 from ._cert_checks import check_chain_validity, verify_signature
 from ._certificate import ParsedCertificate, load_certificate, ubn_conflict
 from ._clock import Clock
@@ -267,7 +267,7 @@ class CustomsCertificateService:
     def _check_certificate(self, parsed: ParsedCertificate, chain: Sequence[bytes]) -> None:
         """Chain, validity now, key usage for signing, revocation."""
         snapshot = self._trust.snapshot()
-        path = snapshot.store.build_path(parsed.certificate, extra=_chain_certificates(chain))
+        path = snapshot.store.build_path(parsed.certificate, extra=chain_certificates(chain))
         check_chain_validity(path, trust=snapshot.store, at=self._clock.now())
         if not {"digital_signature", "content_commitment"} & set(parsed.key_usage):
             found = ", ".join(parsed.key_usage) or "no keyUsage"

@@ -25,19 +25,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from ._accounts import ACTIVE, token_hash
-from ._card_check import CardResponse, Challenge, _chain_certificates
+from ._card_check import CardResponse, Challenge, chain_certificates
 from ._cert_checks import check_login_certificate, verify_signature
 from ._certificate import load_certificate
 from ._clock import Clock
-from ._errors import CertificateError, ChallengeError, ErrorCode, RefusedError
-from ._security import new_id
+from ._errors import ErrorCode, RefusedError
+from ._scoped_challenges import ScopedChallenges
 from ._trust_service import TrustService
-from .store import Database, LoginChallenge, LoginSession
+from .store import Database, LoginSession
 
 LOGIN_CHALLENGE_SCOPE = "login"
 """What stands in the registration-id slot of a login challenge's signed payload."""
 
-MAX_ORIGIN_LENGTH = 255
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,32 +74,19 @@ class LoginService:
         self._clock = clock
         self._trust = trust
         self._session_ttl = session_ttl
-        self._challenge_ttl = challenge_ttl
+        self._challenges = ScopedChallenges(
+            database, clock, scope=LOGIN_CHALLENGE_SCOPE, ttl=challenge_ttl
+        )
 
     def issue_challenge(self, *, origin: str) -> Challenge:
         """A fresh single-use login challenge (256 random bits) bound to ``origin``."""
-        if not origin or len(origin) > MAX_ORIGIN_LENGTH:
-            raise RefusedError(ErrorCode.INVALID_VALUE, field="origin")
-        now = self._clock.now()
-        row = LoginChallenge(
-            id=new_id(),
-            nonce=secrets.token_hex(32),
-            origin=origin,
-            created_at=now,
-            expires_at=now + self._challenge_ttl,
-        )
-        with self._database.unit_of_work() as uow:
-            uow.login_challenges.add(row)
-            uow.commit()
-        return _challenge(row)
+        return self._challenges.issue(origin=origin)
 
     def login(self, response: CardResponse, *, origin: str, actor: str = "web") -> LoginResult:
         """Check the card's answer to a login challenge and open a session (module docstring)."""
-        challenge = self._consume_challenge(response.challenge_id)
-        if challenge.origin != origin:
-            raise CertificateError(ErrorCode.SIGNATURE_INVALID, detail="signed for another origin")
+        challenge = self._challenges.consume(response.challenge_id, origin=origin)
         parsed = load_certificate(response.certificate)
-        extra = _chain_certificates(response.chain)
+        extra = chain_certificates(response.chain)
         now = self._clock.now()
         with self._database.unit_of_work() as uow:
             snapshot = self._trust.snapshot(uow)
@@ -184,32 +170,6 @@ class LoginService:
                 },
             )
             uow.commit()
-
-    def _consume_challenge(self, challenge_id: str) -> Challenge:
-        """Mark the challenge used in its own transaction: single use, success or not."""
-        with self._database.unit_of_work() as uow:
-            row = uow.login_challenges.get(challenge_id)
-            if row is None:
-                raise ChallengeError(ErrorCode.CHALLENGE_EXPIRED, detail="unknown challenge")
-            if row.used_at is not None:
-                raise ChallengeError(ErrorCode.CHALLENGE_USED)
-            now = self._clock.now()
-            if now > row.expires_at:
-                raise ChallengeError(ErrorCode.CHALLENGE_EXPIRED)
-            if not uow.login_challenges.consume(challenge_id, now):
-                raise ChallengeError(ErrorCode.CHALLENGE_USED)
-            uow.commit()
-            return _challenge(row)
-
-
-def _challenge(row: LoginChallenge) -> Challenge:
-    return Challenge(
-        id=row.id,
-        registration_id=LOGIN_CHALLENGE_SCOPE,
-        nonce=row.nonce,
-        origin=row.origin,
-        expires_at=row.expires_at,
-    )
 
 
 def _session_ref(digest: str) -> str:

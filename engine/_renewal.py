@@ -31,17 +31,18 @@ from typing import Literal
 from cryptography import x509
 
 from ._accounts import ACTIVE
-from ._card_check import CardResponse, Challenge, _chain_certificates
+from ._card_check import CardResponse, Challenge, chain_certificates
 from ._cert_checks import check_login_certificate, verify_signature
 from ._certificate import ParsedCertificate, load_certificate, ubn_conflict
 from ._clock import Clock
-from ._errors import CertificateError, ChallengeError, ErrorCode, RefusedError
-from ._login import MAX_ORIGIN_LENGTH, SessionView
+from ._errors import ErrorCode, RefusedError
+from ._login import SessionView
 from ._plugins import Catalog
-from ._security import PasswordHasher, new_id
+from ._scoped_challenges import ScopedChallenges
+from ._security import PasswordHasher
 from ._trust_service import TrustService
 from ._types import IssuerCA, canonical_text
-from .store import Account, Certificate, Database, LoginChallenge, UnitOfWork
+from .store import Account, Certificate, Database, UnitOfWork
 
 RENEWAL_CHALLENGE_SCOPE = "renewal"
 """What stands in the registration-id slot of a renewal challenge's signed payload."""
@@ -92,25 +93,14 @@ class RenewalService:
         self._trust = trust
         self._catalog = catalog
         self._passwords = passwords
-        self._challenge_ttl = challenge_ttl
+        self._challenges = ScopedChallenges(
+            database, clock, scope=RENEWAL_CHALLENGE_SCOPE, ttl=challenge_ttl
+        )
         self._dummy_hash: str | None = None
 
     def issue_challenge(self, *, origin: str) -> Challenge:
         """A fresh single-use renewal challenge (256 random bits) bound to ``origin``."""
-        if not origin or len(origin) > MAX_ORIGIN_LENGTH:
-            raise RefusedError(ErrorCode.INVALID_VALUE, field="origin")
-        now = self._clock.now()
-        row = LoginChallenge(
-            id=new_id(),
-            nonce=secrets.token_hex(32),
-            origin=origin,
-            created_at=now,
-            expires_at=now + self._challenge_ttl,
-        )
-        with self._database.unit_of_work() as uow:
-            uow.login_challenges.add(row)
-            uow.commit()
-        return _challenge(row)
+        return self._challenges.issue(origin=origin)
 
     def replace_card(
         self,
@@ -128,12 +118,10 @@ class RenewalService:
         without one, ``account`` and ``password`` prove the account, accepted only once the old
         login certificate has expired (until then, log in with the old card).
         """
-        challenge = self._consume_challenge(response.challenge_id)
-        if challenge.origin != origin:
-            raise CertificateError(ErrorCode.SIGNATURE_INVALID, detail="signed for another origin")
+        challenge = self._challenges.consume(response.challenge_id, origin=origin)
         proof = self._prove(session, account, password)
         parsed = load_certificate(response.certificate)
-        extra = _chain_certificates(response.chain)
+        extra = chain_certificates(response.chain)
         now = self._clock.now()
         with self._database.unit_of_work() as uow:
             owner = _proven_account(uow, proof)
@@ -234,22 +222,6 @@ class RenewalService:
             )
         )
 
-    def _consume_challenge(self, challenge_id: str) -> Challenge:
-        """Mark the challenge used in its own transaction: single use, success or not."""
-        with self._database.unit_of_work() as uow:
-            row = uow.login_challenges.get(challenge_id)
-            if row is None:
-                raise ChallengeError(ErrorCode.CHALLENGE_EXPIRED, detail="unknown challenge")
-            if row.used_at is not None:
-                raise ChallengeError(ErrorCode.CHALLENGE_USED)
-            now = self._clock.now()
-            if now > row.expires_at:
-                raise ChallengeError(ErrorCode.CHALLENGE_EXPIRED)
-            if not uow.login_challenges.consume(challenge_id, now):
-                raise ChallengeError(ErrorCode.CHALLENGE_USED)
-            uow.commit()
-            return _challenge(row)
-
 
 def same_identity(old: ParsedCertificate, new: ParsedCertificate) -> bool:
     """Whether both certificates name the same holder (:data:`IDENTITY_ATTRIBUTES`).
@@ -301,14 +273,4 @@ def _audit(
             "not_after": parsed.not_after.isoformat(),
             "origin": origin,
         },
-    )
-
-
-def _challenge(row: LoginChallenge) -> Challenge:
-    return Challenge(
-        id=row.id,
-        registration_id=RENEWAL_CHALLENGE_SCOPE,
-        nonce=row.nonce,
-        origin=row.origin,
-        expires_at=row.expires_at,
     )
