@@ -29,7 +29,7 @@ from .._errors import (
     RefusedError,
     SwregError,
 )
-from . import _api, _api_customs, _api_renewal, _api_turnkey, _pages
+from . import _api, _api_customs, _api_renewal, _api_turnkey, _pages, _pages_customs
 from ._i18n import Translator, language_of, page_language
 from ._portal import Portal, error_body, retry_after, status_for
 from ._security import PortalMiddleware, security_headers
@@ -63,6 +63,7 @@ def create_app(app: App, *, close_on_shutdown: bool = False) -> FastAPI:
     web.include_router(_api_turnkey.router)
     web.include_router(_api_renewal.router)
     web.include_router(_pages.router)
+    web.include_router(_pages_customs.router)
     web.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     web.add_exception_handler(SwregError, _domain_error)
     web.add_exception_handler(RequestValidationError, _validation_error)

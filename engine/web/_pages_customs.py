@@ -1,0 +1,317 @@
+"""The server-rendered 通關憑證註冊 and 通關憑證查詢 pages (non-IC ``.cer`` import only).
+
+``GET /customs/import``   步驟1 選擇憑證使用類型 (``?usage_type=`` re-renders the form for a type,
+                          which is how the page works without JavaScript), 步驟2 選擇憑證、匯入憑證
+``POST /customs/import``  multipart: ``usage_type``, the type's fields, ``certificate_kind`` and
+                          ``file`` (the ``.cer``); success → 「主憑證匯入成功!」 on the same page
+``GET /customs/query``    步驟3 憑證查詢: ``?key=`` (A00001, UBN, 身分證字號 or OID) → the table
+                          憑證型態 | 憑證種類 | 用途 | 憑證資訊
+
+Refusals stand next to their field (``#error-<field>``); certificate and file refusals, which
+name no form field, next to the file input (``#error-file``). Other errors (rate limits, the
+database) go to the portal's error page. The rate limits are the JSON API's (one budget per
+client for both ways in).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Final
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+from starlette.datastructures import UploadFile
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from .._certificate import MAX_CERTIFICATE_BYTES, load_certificate
+from .._customs import COLUMNS, CustomsImport, CustomsRow
+from .._errors import CertificateError, ErrorCode, RefusedError, SwregError
+from .._fields import customs_offices, form_fields, validate_form
+from .._types import CertificateKind, ImportKind, IssuerCA, Labels, UsageType
+from ._api_customs import IMPORT_LIMIT, QUERY_LIMIT
+from ._i18n import Translator
+from ._pages import FieldView, _call, _field_view, _portal, _translator, render
+from ._portal import Portal, status_for
+from ._security import CSRF_FIELD, client_address
+
+router = APIRouter(include_in_schema=False)
+
+DEFAULT_USAGE: Final = "general_forwarder"
+FILE_FIELD: Final = "file"
+KIND_FIELD: Final = "certificate_kind"
+MAX_KEY_LENGTH: Final = 256
+_KIND_ORDER: Final = (CertificateKind.BUSINESS, CertificateKind.CUSTOMS)
+_CA_KIND: Final = {
+    IssuerCA.TAICA: CertificateKind.CUSTOMS,
+    IssuerCA.MOEACA: CertificateKind.BUSINESS,
+}
+
+# The words of these two pages (the portal's shared ones are in _i18n.TEXTS).
+_TEXTS: Final[Mapping[str, Labels]] = {
+    "import_intro": Labels(
+        "步驟1、選擇 [憑證使用類型]；步驟2、填寫資料、選擇憑證種類並匯入憑證檔 (.cer)，按 [送出]。",
+        "Step 1: choose the certificate usage type. Step 2: fill in the form, choose the "
+        "certificate kind, pick the certificate file (.cer) and press [Submit].",
+    ),
+    "usage_type": Labels("憑證使用類型", "Certificate usage type"),
+    "change_usage": Labels("變更憑證使用類型", "Change usage type"),
+    "change_hint": Labels(
+        "選擇其他類型後請按 [變更憑證使用類型] 以顯示該類型的欄位。",
+        "After choosing another type, press [Change usage type] to show its fields.",
+    ),
+    "specialist": Labels("報關專責人員", "Customs broker specialist"),
+    "specialist_name": Labels("專責人員姓名", "Specialist name"),
+    "choose_office": Labels("請選擇關區", "Choose a customs office"),
+    "non_ic": Labels("非IC卡類憑證", "Non-IC certificate"),
+    "certificate_kind": Labels("憑證種類", "Certificate kind"),
+    "file": Labels("憑證檔案", "Certificate file"),
+    "file_hint": Labels(
+        "請選擇 .cer 憑證檔 (DER 或 PEM，不含私密金鑰，64 KiB 以內)。",
+        "Choose a .cer certificate file (DER or PEM, no private key, at most 64 KiB).",
+    ),
+    "submit": Labels("送出", "Submit"),
+    "query_key": Labels("查詢鍵", "Query key"),
+    "query_link": Labels("查詢此憑證", "Look this certificate up"),
+    "query_intro": Labels(
+        "請輸入查詢憑證：大關別+報關專責人員代碼 (如 A00001)、統一編號、身分證字號或 OID，"
+        "按 [查詢]。",
+        "Enter a query key: customs district + specialist code (e.g. A00001), a UBN, a national "
+        "ID or an OID, then press [Query].",
+    ),
+    "query_field": Labels("查詢憑證", "Certificate query"),
+    "query": Labels("查詢", "Query"),
+    "results": Labels("查詢結果", "Results"),
+    "no_results": Labels("查無憑證資料。", "No certificates found."),
+}
+
+
+def _text(t: Translator, key: str) -> str:
+    return t.label(_TEXTS[key])
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """One radio or option: value, label, chosen."""
+
+    value: str
+    label: str
+    checked: bool = False
+
+
+# -- 通關憑證註冊 ------------------------------------------------------------------------------
+
+
+def _usage(portal: Portal, code: str | None) -> UsageType:
+    usages = portal.catalog.usage_types
+    found = usages.get(code or "") or usages.get(DEFAULT_USAGE)
+    return found if found is not None else next(iter(usages.values()))
+
+
+def _kinds(usage: UsageType) -> list[CertificateKind]:
+    """The 憑證種類 a ``.cer`` may be for ``usage`` (工商憑證 first, as on the page)."""
+    return [k for k in _KIND_ORDER if usage.accepts(ImportKind.NON_IC, k)]
+
+
+def _usage_fields(
+    usage: UsageType, t: Translator, values: Mapping[str, str], errors: Mapping[str, str]
+) -> list[FieldView]:
+    fields = []
+    for description in form_fields(usage.form):
+        view = _field_view(
+            description,
+            t,
+            value=values.get(description.name),
+            locked=False,
+            error=errors.get(description.name),
+        )
+        if usage.code == "broker_specialist" and description.name == "contact_name":
+            view = replace(view, label=_text(t, "specialist_name"))
+        fields.append(view)
+    return fields
+
+
+def _offices(t: Translator, chosen: str) -> list[Choice]:
+    table = customs_offices()
+    options = [Choice("", _text(t, "choose_office"), not chosen)]
+    for code in table.codes():
+        zh, en = table.offices[code]
+        name = zh if t.language == "zh-TW" else en
+        options.append(Choice(code, f"{code} {name}", code == chosen.strip().upper()))
+    return options
+
+
+def _import_page(
+    request: Request,
+    usage: UsageType,
+    *,
+    values: Mapping[str, str] | None = None,
+    errors: Mapping[str, str] | None = None,
+    result: CustomsImport | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    portal = _portal(request)
+    t = _translator(request)
+    values = values or {}
+    errors = errors or {}
+    kinds = _kinds(usage)
+    chosen_kind = values.get(KIND_FIELD)
+    if chosen_kind not in {k.value for k in kinds}:
+        chosen_kind = kinds[-1].value if kinds else ""
+    usages = [
+        Choice(u.code, t.label(u.labels), u.code == usage.code)
+        for u in portal.catalog.usage_types.values()
+    ]
+    return render(
+        request,
+        "customs_import.html",
+        title=t("customs_register"),
+        status_code=status_code,
+        x={key: _text(t, key) for key in _TEXTS},
+        usages=usages,
+        usage=Choice(usage.code, t.label(usage.labels), True),
+        fields=_usage_fields(usage, t, values, errors),
+        offices=_offices(t, values.get("customs_office", "")),
+        kinds=[Choice(k.value, t.label(k.labels), k.value == chosen_kind) for k in kinds],
+        errors=errors,
+        result=result,
+        query_url=f"/customs/query?{urlencode({'key': result.query_key})}" if result else "",
+    )
+
+
+@router.get("/customs/import", response_class=HTMLResponse)
+def customs_import_page(request: Request, usage_type: str | None = None) -> HTMLResponse:
+    return _import_page(request, _usage(_portal(request), usage_type))
+
+
+@router.post("/customs/import", response_model=None)
+async def customs_import(request: Request) -> Response:
+    portal = _portal(request)
+    t = _translator(request)
+    async with request.form(max_files=1) as form:
+        values = {k: v for k, v in form.multi_items() if isinstance(v, str) and k != CSRF_FIELD}
+        upload = form.get(FILE_FIELD)
+        data = (
+            await upload.read(MAX_CERTIFICATE_BYTES + 1) if isinstance(upload, UploadFile) else b""
+        )
+    usage = _usage(portal, values.get("usage_type"))
+    if "change" in values:  # 變更憑證使用類型 without JavaScript: show that type's form
+        return RedirectResponse(
+            f"/customs/import?{urlencode({'usage_type': usage.code})}", status_code=303
+        )
+    known = [d.name for d in form_fields(usage.form)]
+    answers = {k: v for k, v in values.items() if k in known}
+    try:
+        await _call(portal.limit, IMPORT_LIMIT, client_address(request))
+        if values.get("usage_type") not in portal.catalog.usage_types:
+            raise RefusedError(ErrorCode.UNKNOWN_TYPE, field="usage_type")
+        _precheck(usage, answers, data, values.get(KIND_FIELD))
+        result = await _call(
+            portal.app.customs.import_certificate,
+            usage.code,
+            answers,
+            certificate=data,
+            kind=ImportKind.NON_IC,
+            actor=f"web:{client_address(request)}",
+        )
+    except RefusedError as error:
+        if error.code == ErrorCode.RATE_LIMITED:
+            raise
+        errors = _errors_by_field(error, t, [*known, "usage_type", KIND_FIELD])
+        return _import_page(
+            request, usage, values=values, errors=errors, status_code=status_for(error)
+        )
+    return _import_page(
+        request, usage, values={KIND_FIELD: values.get(KIND_FIELD, "")}, result=result
+    )
+
+
+def _precheck(
+    usage: UsageType, answers: Mapping[str, str], data: bytes, chosen: str | None
+) -> None:
+    """What only the page asks: a file at all, and the 憑證種類 chosen is the file's.
+
+    The form is validated first, so that its errors are not hidden behind the file's; every
+    other check is the service's.
+    """
+    allowed = {k.value for k in _kinds(usage)}
+    if chosen is not None and chosen not in allowed:
+        raise RefusedError(ErrorCode.INVALID_VALUE, field=KIND_FIELD)
+    if not data:
+        validate_form(usage.form, answers)
+        raise RefusedError(ErrorCode.FIELD_REQUIRED, field=FILE_FIELD)
+    if chosen is None:
+        return
+    try:
+        parsed = load_certificate(data)
+    except SwregError:
+        return  # the service refuses it, after the form
+    kind = _CA_KIND.get(parsed.ca)
+    if kind is not None and kind.value != chosen:
+        validate_form(usage.form, answers)
+        raise CertificateError(
+            ErrorCode.CERTIFICATE_TYPE_MISMATCH,
+            field=FILE_FIELD,
+            detail=f"chose {chosen}, the file is {kind.value}",
+        )
+
+
+def _errors_by_field(error: SwregError, t: Translator, known: Sequence[str]) -> dict[str, str]:
+    """Messages keyed by field; those naming no form field stand by the file input."""
+    found: dict[str, str] = {}
+    for item in error.errors:
+        key = item.field if item.field in known else FILE_FIELD
+        found.setdefault(key or FILE_FIELD, item.message(t.language))
+    return found
+
+
+# -- 通關憑證查詢 ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RowView:
+    id: int
+    cells: tuple[str, str, str, str]
+
+
+def _row_view(row: CustomsRow, t: Translator) -> RowView:
+    if t.language == "zh-TW":
+        return RowView(row.id, (row.form, row.kind, row.purpose, row.info))
+    return RowView(row.id, (row.form_en, row.kind_en, row.purpose_en, row.info_en))
+
+
+@router.get("/customs/query", response_class=HTMLResponse)
+async def customs_query_page(request: Request, key: str | None = None) -> HTMLResponse:
+    portal = _portal(request)
+    t = _translator(request)
+    rows: list[RowView] | None = None
+    error: str | None = None
+    status_code = 200
+    if key is not None:
+        try:
+            await _call(portal.limit, QUERY_LIMIT, client_address(request))
+            if not key.strip():
+                raise RefusedError(ErrorCode.FIELD_REQUIRED, field="key")
+            if len(key) > MAX_KEY_LENGTH:
+                raise RefusedError(ErrorCode.FIELD_TOO_LONG, field="key")
+            found = await _call(portal.app.customs.query, key)
+            rows = [_row_view(row, t) for row in found]
+        except RefusedError as refused:
+            if refused.code == ErrorCode.RATE_LIMITED:
+                raise
+            error = refused.message(t.language)
+            status_code = status_for(refused)
+    return render(
+        request,
+        "customs_query.html",
+        title=t("customs_query"),
+        status_code=status_code,
+        x={k: _text(t, k) for k in _TEXTS},
+        key=(key or "")[:MAX_KEY_LENGTH],
+        columns=[t.label(labels) for _, labels in COLUMNS],
+        rows=rows,
+        error=error,
+    )
+
+
+__all__ = ["router"]

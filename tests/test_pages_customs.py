@@ -1,0 +1,252 @@
+"""The 通關憑證註冊 and 通關憑證查詢 pages: the UI contract (ids, names, labels) and effects."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from engine import App
+from engine.testing.pki import TestPKI
+from engine.web import create_app
+
+from .test_customs import BROKER, OTHER_UBN, UBN, stored, trust_intermediates
+from .test_pages import Page, csrf_of, page
+
+IMPORT = "/customs/import"
+QUERY = "/customs/query"
+
+
+@pytest.fixture
+def client(app: App, pki: TestPKI) -> Iterator[TestClient]:
+    trust_intermediates(app, pki)
+    with TestClient(create_app(app)) as test_client:
+        yield test_client
+
+
+def post_import(
+    client: TestClient,
+    usage_type: str,
+    answers: dict[str, str],
+    data: bytes | None,
+    *,
+    certificate_kind: str = "customs",
+    name: str = "turnkey.cer",
+) -> httpx.Response:
+    """The 通關憑證註冊 form as a browser posts it (multipart, csrf field)."""
+    fields = {
+        "csrf": csrf_of(client),
+        "usage_type": usage_type,
+        "certificate_kind": certificate_kind,
+        **answers,
+    }
+    files = {"file": (name, data if data is not None else b"", "application/pkix-cert")}
+    response: httpx.Response = client.post(IMPORT, data=fields, files=files)
+    return response
+
+
+def checked(parsed: Page, name: str) -> list[str]:
+    return [str(i.get("value")) for i in parsed.all("input", name=name) if i.has("checked")]
+
+
+# -- the import page ---------------------------------------------------------------------------
+
+
+def test_the_import_page_offers_every_usage_type(client: TestClient, app: App) -> None:
+    parsed = page(client.get(IMPORT))
+    radios = parsed.all("input", name="usage_type")
+    assert [r.get("value") for r in radios] == list(app.catalog.usage_types)
+    assert checked(parsed, "usage_type") == ["general_forwarder"]
+    assert parsed.id("f-ubn").get("name") == "ubn"
+    assert "★" in parsed.label_for("f-ubn").text
+    kinds = parsed.all("input", name="certificate_kind")
+    assert [parsed.label_for(str(k.get("id"))).text for k in kinds] == ["工商憑證", "通關專屬憑證"]
+    file = parsed.id("file")
+    assert (file.get("type"), file.get("name"), file.get("accept")) == (
+        "file",
+        "file",
+        ".cer,.crt,.pem,.der",
+    )
+    form = parsed.id("customs-form")
+    assert (form.get("method"), form.get("enctype")) == ("post", "multipart/form-data")
+    [csrf] = form.find_all("input", name="csrf")
+    assert csrf.get("type") == "hidden" and csrf.get("value") == client.cookies["csrf"]
+    assert parsed.id("submit").text == "送出"
+    assert "非IC卡類憑證" in parsed.text
+    for script in parsed.all("script"):
+        assert script.get("src") or script.get("type") == "application/json"
+
+
+def test_the_broker_specialist_form(client: TestClient) -> None:
+    parsed = page(client.get(f"{IMPORT}?usage_type=broker_specialist"))
+    assert checked(parsed, "usage_type") == ["broker_specialist"]
+    labels = {
+        name: parsed.label_for(f"f-{name}").text
+        for name in ("national_id", "contact_name", "customs_office", "specialist_code")
+    }
+    assert all("★" in text for text in labels.values())
+    assert "身分證字號" in labels["national_id"]
+    assert "專責人員姓名" in labels["contact_name"]
+    assert "關別" in labels["customs_office"]
+    assert "報關專責人員代碼" in labels["specialist_code"]
+    office = parsed.id("f-customs_office")
+    assert office.tag == "select" and office.get("name") == "customs_office"
+    options = office.find_all("option")
+    assert (options[0].get("value"), options[0].text) == ("", "請選擇關區")
+    assert "AA" in [o.get("value") for o in options]
+    kinds = parsed.all("input", name="certificate_kind")
+    assert [k.get("value") for k in kinds] == ["customs"]
+    assert parsed.label_for("kind-customs").text == "通關專屬憑證"
+
+
+def test_an_unknown_usage_type_shows_the_default(client: TestClient) -> None:
+    parsed = page(client.get(f"{IMPORT}?usage_type=nope"))
+    assert checked(parsed, "usage_type") == ["general_forwarder"]
+
+
+def test_changing_the_usage_type_without_javascript(client: TestClient) -> None:
+    data = {"csrf": csrf_of(client), "usage_type": "broker_specialist", "change": "1"}
+    response = client.post(IMPORT, data=data, follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == f"{IMPORT}?usage_type=broker_specialist"
+
+
+def test_a_customs_certificate_is_imported(client: TestClient, app: App, pki: TestPKI) -> None:
+    parsed = page(post_import(client, "shipping", {"ubn": UBN}, pki.issue_customs(UBN).der()))
+    success = parsed.id("import-success")
+    assert (success.tag, success.get("role"), success.text) == ("p", "status", "主憑證匯入成功!")
+    assert parsed.id("query-link").get("href") == f"{QUERY}?key={UBN}"
+    assert checked(parsed, "usage_type") == ["shipping"]
+    assert stored(app) == [("signing", UBN, "shipping", "non_ic", "TaiCA", UBN, "active")]
+
+
+def test_a_broker_imports_a_pem(client: TestClient, app: App, pki: TestPKI) -> None:
+    response = post_import(client, "broker_specialist", BROKER, pki.issue_customs(OTHER_UBN).pem())
+    assert page(response).id("import-success").text == "主憑證匯入成功!"
+    assert [row[1] for row in stored(app)] == ["A00001"]
+
+
+def test_a_garbage_file_is_refused_by_the_file(client: TestClient, app: App) -> None:
+    parsed = page(post_import(client, "shipping", {"ubn": UBN}, b"garbage"), 422)
+    assert parsed.id("error-file").text
+    assert parsed.id("error-file").get("role") == "alert"
+    assert not parsed.has_id("import-success")
+    assert parsed.id("f-ubn").get("value") == UBN  # what was typed stays
+    assert stored(app) == []
+
+
+def test_no_file_is_required(client: TestClient, app: App) -> None:
+    parsed = page(post_import(client, "shipping", {"ubn": UBN}, None), 422)
+    assert parsed.id("error-file").text
+    assert not parsed.has_id("error-ubn")
+    assert stored(app) == []
+
+
+def test_an_invalid_customs_office(client: TestClient, app: App, pki: TestPKI) -> None:
+    answers = {**BROKER, "customs_office": "ZZ"}
+    certificate = pki.issue_customs(OTHER_UBN).der()
+    parsed = page(post_import(client, "broker_specialist", answers, certificate), 422)
+    assert parsed.id("error-customs_office").text
+    assert parsed.id("f-customs_office").get("aria-invalid") == "true"
+    assert checked(parsed, "usage_type") == ["broker_specialist"]
+    assert stored(app) == []
+
+
+def test_the_wrong_ubn_is_shown_by_the_ubn(client: TestClient, app: App, pki: TestPKI) -> None:
+    certificate = pki.issue_customs(OTHER_UBN).der()
+    parsed = page(post_import(client, "shipping", {"ubn": UBN}, certificate), 422)
+    assert parsed.id("error-ubn").text
+    assert stored(app) == []
+
+
+def test_the_chosen_kind_must_be_the_files(client: TestClient, app: App, pki: TestPKI) -> None:
+    certificate = pki.issue_customs(UBN).der()
+    response = post_import(
+        client, "shipping", {"ubn": UBN}, certificate, certificate_kind="business"
+    )
+    parsed = page(response, 422)
+    assert parsed.id("error-file").text
+    assert stored(app) == []
+
+
+def test_a_second_import_is_refused(client: TestClient, app: App, pki: TestPKI) -> None:
+    certificate = pki.issue_customs(UBN).der()
+    page(post_import(client, "shipping", {"ubn": UBN}, certificate))
+    again = page(post_import(client, "shipping", {"ubn": UBN}, certificate), 409)
+    assert again.id("error-file").text
+
+
+def test_the_import_form_needs_csrf(client: TestClient, app: App, pki: TestPKI) -> None:
+    files = {"file": ("x.cer", pki.issue_customs(UBN).der())}
+    response = client.post(IMPORT, data={"usage_type": "shipping", "ubn": UBN}, files=files)
+    assert response.status_code == 403
+    assert stored(app) == []
+
+
+# -- the query page ----------------------------------------------------------------------------
+
+
+def test_the_query_page_without_a_key(client: TestClient) -> None:
+    parsed = page(client.get(QUERY))
+    assert parsed.id("key").get("name") == "key"
+    assert parsed.id("query").text == "查詢"
+    assert not parsed.has_id("results") and not parsed.has_id("no-results")
+
+
+def test_a_query_by_ubn_shows_the_row(client: TestClient, pki: TestPKI) -> None:
+    page(post_import(client, "shipping", {"ubn": UBN}, pki.issue_customs(UBN).der()))
+    parsed = page(client.get(f"{QUERY}?key={UBN}"))
+    table = parsed.id("results")
+    headers = [th.text for th in table.find_all("th")]
+    assert headers == ["憑證型態", "憑證種類", "用途", "憑證資訊"]
+    [row] = table.find_all("tbody")[0].find_all("tr")
+    cells = [td.text for td in row.find_all("td")]
+    assert cells[:3] == ["非IC卡類憑證", "通關專屬憑證", "簽章"]
+    assert "序號" in cells[3]
+    assert parsed.id("key").get("value") == UBN
+
+
+def test_a_query_in_english(client: TestClient, pki: TestPKI) -> None:
+    page(post_import(client, "shipping", {"ubn": UBN}, pki.issue_customs(UBN).der()))
+    parsed = page(client.get(f"{QUERY}?key={UBN}&lang=en"))
+    assert parsed.all("html")[0].get("lang") == "en"
+    table = parsed.id("results")
+    headers = [th.text for th in table.find_all("th")]
+    assert headers == ["Certificate form", "Certificate kind", "Purpose", "Certificate information"]
+    cells = [td.text for td in table.find_all("td")]
+    assert cells[:3] == ["Non-IC certificate", "Customs-exclusive certificate", "Signing"]
+    assert parsed.id("query").text == "Query"
+
+
+def test_a_query_without_results(client: TestClient) -> None:
+    parsed = page(client.get(f"{QUERY}?key={OTHER_UBN}"))
+    assert parsed.id("no-results").text
+    assert not parsed.has_id("results")
+
+
+@pytest.mark.parametrize("key", ["not-a-key", "", " ", "x" * 300])
+def test_a_bad_key(client: TestClient, key: str) -> None:
+    parsed = page(client.get(QUERY, params={"key": key}), 422)
+    assert parsed.id("error-key").text
+    assert parsed.id("key").get("aria-invalid") == "true"
+    assert not parsed.has_id("results")
+
+
+# -- menu --------------------------------------------------------------------------------------
+
+
+def test_the_menu_links_to_the_customs_pages(client: TestClient) -> None:
+    home = page(client.get("/"))
+    menu = home.all("nav", class_="side-menu")[0]
+    links = {a.text: a.get("href") for a in menu.find_all("a")}
+    assert links["通關憑證註冊"] == IMPORT
+    assert links["通關憑證查詢"] == QUERY
+    assert "通關憑證註冊" not in "".join(s.text for s in menu.find_all("span", class_="unbuilt"))
+    english = page(client.get(f"{IMPORT}?lang=en")).all("nav", class_="side-menu")[0]
+    links = {a.text: a.get("href") for a in english.find_all("a")}
+    assert links["Customs certificate registration"] == IMPORT
+    assert links["Customs certificate query"] == QUERY
+    current = [a for a in english.find_all("a") if a.get("aria-current") == "page"]
+    assert [a.get("href") for a in current] == [IMPORT]
