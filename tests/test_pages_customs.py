@@ -9,10 +9,21 @@ import pytest
 from fastapi.testclient import TestClient
 
 from engine import App
-from engine.testing.pki import TestPKI
+from engine.testing.pki import IssuedCard, TestPKI
 from engine.web import create_app
+from engine.web._security import SESSION_COOKIE
 
-from .test_customs import BROKER, OTHER_UBN, UBN, stored, trust_intermediates
+from .conftest import COMPANY_ANSWERS, PERSON_ANSWERS
+from .helpers import enrol
+from .test_customs import (
+    BROKER,
+    OTHER_UBN,
+    UBN,
+    activate_and_login,
+    audit,
+    stored,
+    trust_intermediates,
+)
 from .test_pages import Page, csrf_of, page
 
 IMPORT = "/customs/import"
@@ -232,6 +243,108 @@ def test_a_bad_key(client: TestClient, key: str) -> None:
     assert parsed.id("error-key").text
     assert parsed.id("key").get("aria-invalid") == "true"
     assert not parsed.has_id("results")
+
+
+# -- 刪除 ------------------------------------------------------------------------------------------
+
+
+def log_in(client: TestClient, app: App, card: IssuedCard, account: str) -> None:
+    """A card login (what card.js does on /login), its session cookie in the client."""
+    client.cookies.set(SESSION_COOKIE, activate_and_login(app, card, account))
+
+
+def imported(client: TestClient, pki: TestPKI) -> int:
+    """A customs certificate of UBN, imported through the page; its row id."""
+    page(post_import(client, "shipping", {"ubn": UBN}, pki.issue_customs(UBN).der()))
+    [row_id] = signing_rows(page(client.get(f"{QUERY}?key={UBN}")))
+    return int(row_id)
+
+
+def signing_rows(parsed: Page) -> list[str]:
+    return [str(tr.get("data-id")) for tr in parsed.all("tr", **{"data-purpose": "signing"})]
+
+
+def delete(client: TestClient, row_id: int, key: str = UBN) -> httpx.Response:
+    data = {"csrf": csrf_of(client), "key": key}
+    response: httpx.Response = client.post(
+        f"/customs/delete/{row_id}", data=data, follow_redirects=False
+    )
+    return response
+
+
+def test_the_owner_deletes_from_the_query(client: TestClient, app: App, pki: TestPKI) -> None:
+    company = pki.issue_company(UBN)
+    enrol(app, "enterprise.general", company, COMPANY_ANSWERS)
+    row_id = imported(client, pki)
+    log_in(client, app, company, UBN)
+
+    parsed = page(client.get(f"{QUERY}?key={UBN}"))
+    headers = [th.text for th in parsed.id("results").find_all("th")]
+    assert headers == ["憑證型態", "憑證種類", "用途", "憑證資訊", "刪除"]
+    button = parsed.id(f"delete-{row_id}")
+    assert (button.tag, button.get("type"), button.text) == ("button", "submit", "刪除")
+    form = button.parent
+    assert form is not None and form.tag == "form"
+    assert (form.get("method"), form.get("action")) == ("post", f"/customs/delete/{row_id}")
+    [csrf] = form.find_all("input", name="csrf")
+    assert csrf.get("value") == client.cookies["csrf"]
+    assert [b.get("id") for b in parsed.all("button") if "delete-" in str(b.get("id"))] == [
+        f"delete-{row_id}"
+    ]  # the login certificate's row has no button
+
+    response = delete(client, row_id)
+    assert response.status_code == 303
+    assert response.headers["location"] == f"{QUERY}?key={UBN}&deleted=1"
+    after = page(client.get(response.headers["location"]))
+    assert after.id("deleted").text == "已刪除"
+    assert after.id("deleted").get("role") == "status"
+    assert str(row_id) not in signing_rows(after)
+    assert not after.has_id(f"delete-{row_id}")
+    assert [row[-1] for row in stored(app) if row[0] == "signing"] == ["deleted"]
+    assert [entry["certificate_id"] for entry in audit(app, "customs_delete")] == [row_id]
+    english = page(client.get(f"{QUERY}?key={UBN}&deleted=1&lang=en"))
+    assert english.id("deleted").text == "Deleted"
+
+
+def test_anonymous_visitors_see_no_delete_buttons(client: TestClient, pki: TestPKI) -> None:
+    row_id = imported(client, pki)
+    parsed = page(client.get(f"{QUERY}?key={UBN}"))
+    assert signing_rows(parsed) == [str(row_id)]
+    assert not parsed.has_id(f"delete-{row_id}")
+    assert "刪除" not in [th.text for th in parsed.all("th")]
+    assert not parsed.all("form", action=f"/customs/delete/{row_id}")
+
+
+def test_a_delete_without_a_login_is_refused(client: TestClient, app: App, pki: TestPKI) -> None:
+    row_id = imported(client, pki)
+    parsed = page(delete(client, row_id), 403)
+    assert parsed.id("error-delete").text
+    assert parsed.id("error-delete").get("role") == "alert"
+    assert signing_rows(parsed) == [str(row_id)]
+    assert [row[-1] for row in stored(app)] == ["active"]
+
+
+def test_a_non_owners_delete_is_refused(client: TestClient, app: App, pki: TestPKI) -> None:
+    person = pki.issue_person("王小明", "6789")
+    enrol(app, "person.general", person, PERSON_ANSWERS)
+    row_id = imported(client, pki)
+    log_in(client, app, person, PERSON_ANSWERS["email"])
+
+    parsed = page(client.get(f"{QUERY}?key={UBN}"))
+    assert not parsed.has_id(f"delete-{row_id}")  # not the owner: no button
+    refused = page(delete(client, row_id), 403)
+    assert refused.id("error-delete").text
+    assert not refused.has_id("deleted")
+    assert signing_rows(refused) == [str(row_id)]
+    assert [row[-1] for row in stored(app) if row[0] == "signing"] == ["active"]
+    assert audit(app, "customs_delete") == []
+
+
+def test_a_delete_needs_csrf(client: TestClient, app: App, pki: TestPKI) -> None:
+    row_id = imported(client, pki)
+    response = client.post(f"/customs/delete/{row_id}", data={"key": UBN})
+    assert response.status_code == 403
+    assert [row[-1] for row in stored(app)] == ["active"]
 
 
 # -- menu --------------------------------------------------------------------------------------

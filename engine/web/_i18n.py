@@ -304,10 +304,6 @@ TEXTS: Final[Mapping[str, tuple[str, str]]] = {
     "applicant_type": ("申請屬性", "Applicant type"),
     "session_expires": ("登入有效至", "Session valid until"),
     "logout": ("登出", "Log out"),
-    "renewal_text": (
-        "憑證更換作業尚未開放，如需協助請洽單一窗口服務中心。",
-        "Certificate renewal is not available yet; please contact the service centre.",
-    ),
     # privacy
     "privacy_1": (
         "本網站為辦理憑證註冊、帳號管理及通關相關服務，蒐集您的姓名、身分證字號（或統一編號、OID）、"

@@ -241,7 +241,7 @@ def _errors_by_field(error: SwregError, t: Translator, known: Sequence[str]) -> 
     return found
 
 
-# -- home, privacy, renewal --------------------------------------------------------------------
+# -- home, privacy ----------------------------------------------------------------------------
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -256,10 +256,7 @@ def privacy(request: Request) -> HTMLResponse:
     return render(request, "privacy.html", title=t("privacy"))
 
 
-@router.get("/renewal", response_class=HTMLResponse)
-def renewal(request: Request) -> HTMLResponse:
-    t = _translator(request)
-    return render(request, "renewal.html", title=t("renewal"))
+# 憑證更換作業 (/renewal) is in _pages_customs, with the other card-signed pages.
 
 
 # -- step 1: 申請類別 ----------------------------------------------------------------------------

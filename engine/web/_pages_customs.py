@@ -1,11 +1,16 @@
-"""The server-rendered 通關憑證註冊 and 通關憑證查詢 pages (non-IC ``.cer`` import only).
+"""The server-rendered 通關憑證註冊 (non-IC ``.cer`` import only), 通關憑證查詢 and 憑證更換作業.
 
 ``GET /customs/import``   步驟1 選擇憑證使用類型 (``?usage_type=`` re-renders the form for a type,
                           which is how the page works without JavaScript), 步驟2 選擇憑證、匯入憑證
 ``POST /customs/import``  multipart: ``usage_type``, the type's fields, ``certificate_kind`` and
                           ``file`` (the ``.cer``); success → 「主憑證匯入成功!」 on the same page
 ``GET /customs/query``    步驟3 憑證查詢: ``?key=`` (A00001, UBN, 身分證字號 or OID) → the table
-                          憑證型態 | 憑證種類 | 用途 | 憑證資訊
+                          憑證型態 | 憑證種類 | 用途 | 憑證資訊 | 刪除 (刪除: for the owner
+                          logged in with its card, a form posting to ``/customs/delete/{id}``)
+``POST /customs/delete/{id}``  刪除 a signing certificate (csrf; the ``swreg_session`` login);
+                          → back to the query with 「已刪除」, or the query with ``#error-delete``
+``GET /renewal``          憑證更換作業: the new card signs through the agent (renewal.js posts to
+                          ``/api/renewal``); without a login also 帳號 and 密碼 for an expired card
 
 Refusals stand next to their field (``#error-<field>``); certificate and file refusals, which
 name no form field, next to the file input (``#error-file``). Other errors (rate limits, the
@@ -25,15 +30,17 @@ from starlette.datastructures import UploadFile
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from .._certificate import MAX_CERTIFICATE_BYTES, load_certificate
-from .._customs import COLUMNS, CustomsImport, CustomsRow
+from .._customs import COLUMNS, CustomsImport, CustomsRow, _owns
 from .._errors import CertificateError, ErrorCode, RefusedError, SwregError
 from .._fields import customs_offices, form_fields, validate_form
+from .._login import SessionView
 from .._types import CertificateKind, ImportKind, IssuerCA, Labels, UsageType
+from ..store import Certificate
 from ._api_customs import IMPORT_LIMIT, QUERY_LIMIT
 from ._i18n import Translator
 from ._pages import FieldView, _call, _field_view, _portal, _translator, render
 from ._portal import Portal, status_for
-from ._security import CSRF_FIELD, client_address
+from ._security import CSRF_FIELD, SESSION_COOKIE, client_address
 
 router = APIRouter(include_in_schema=False)
 
@@ -83,6 +90,23 @@ _TEXTS: Final[Mapping[str, Labels]] = {
     "query": Labels("查詢", "Query"),
     "results": Labels("查詢結果", "Results"),
     "no_results": Labels("查無憑證資料。", "No certificates found."),
+    "delete_column": Labels("刪除", "Delete"),
+    "delete": Labels("刪除", "Delete"),
+    "deleted": Labels("已刪除", "Deleted"),
+    "renewal_intro": Labels(
+        "請插入新的憑證卡，輸入新卡的PIN碼後按下 [憑證更換]。請先以舊卡「憑證登入」；"
+        "舊卡已過期者，請輸入帳號及密碼。",
+        "Insert the new card, enter its PIN and press [Replace card]. Log in with the old card "
+        "first; if the old card has expired, enter your account and password instead.",
+    ),
+    "renewal_logged_in": Labels("目前登入帳號", "Logged in as"),
+    "renewal_old_account": Labels(
+        "舊卡已過期者：帳號及密碼", "Old card expired: account and password"
+    ),
+    "renewal_account": Labels("帳號", "Account"),
+    "renewal_password": Labels("密碼", "Password"),
+    "replace": Labels("憑證更換", "Replace card"),
+    "renewed": Labels("憑證更換完成", "The card was replaced"),
 }
 
 
@@ -272,21 +296,60 @@ def _errors_by_field(error: SwregError, t: Translator, known: Sequence[str]) -> 
 class RowView:
     id: int
     cells: tuple[str, str, str, str]
+    purpose: str  # "login" or "signing"
+    deletable: bool = False
 
 
-def _row_view(row: CustomsRow, t: Translator) -> RowView:
+def _row_view(row: CustomsRow, t: Translator, owned: frozenset[int]) -> RowView:
+    purpose = "login" if row.usage_type is None else "signing"
     if t.language == "zh-TW":
-        return RowView(row.id, (row.form, row.kind, row.purpose, row.info))
-    return RowView(row.id, (row.form_en, row.kind_en, row.purpose_en, row.info_en))
+        cells = (row.form, row.kind, row.purpose, row.info)
+    else:
+        cells = (row.form_en, row.kind_en, row.purpose_en, row.info_en)
+    return RowView(row.id, cells, purpose, row.id in owned)
+
+
+async def _session(request: Request) -> SessionView | None:
+    """The visitor's card login (``swreg_session``), if any is live."""
+    token = request.cookies.get(SESSION_COOKIE)
+    return await _call(_portal(request).logins.session, token) if token else None
+
+
+def _owned(
+    portal: Portal, session: SessionView | None, rows: Sequence[CustomsRow]
+) -> frozenset[int]:
+    """The ids among ``rows`` of signing certificates the session's account may delete."""
+    signing = [row.id for row in rows if row.usage_type is not None]
+    if session is None or not signing:
+        return frozenset()
+    with portal.app.database.unit_of_work() as uow:
+        account = uow.accounts.get_by_name(session.account)
+        if account is None:
+            return frozenset()
+        found = (uow.session.get(Certificate, row_id) for row_id in signing)
+        return frozenset(c.id for c in found if c is not None and _owns(uow, account, c))
 
 
 @router.get("/customs/query", response_class=HTMLResponse)
-async def customs_query_page(request: Request, key: str | None = None) -> HTMLResponse:
+async def customs_query_page(
+    request: Request, key: str | None = None, deleted: str | None = None
+) -> HTMLResponse:
+    return await _query_page(request, key, deleted=deleted is not None)
+
+
+async def _query_page(
+    request: Request,
+    key: str | None,
+    *,
+    deleted: bool = False,
+    delete_error: str | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
     portal = _portal(request)
     t = _translator(request)
     rows: list[RowView] | None = None
     error: str | None = None
-    status_code = 200
+    session = await _session(request)
     if key is not None:
         try:
             await _call(portal.limit, QUERY_LIMIT, client_address(request))
@@ -295,7 +358,8 @@ async def customs_query_page(request: Request, key: str | None = None) -> HTMLRe
             if len(key) > MAX_KEY_LENGTH:
                 raise RefusedError(ErrorCode.FIELD_TOO_LONG, field="key")
             found = await _call(portal.app.customs.query, key)
-            rows = [_row_view(row, t) for row in found]
+            owned = await _call(_owned, portal, session, found)
+            rows = [_row_view(row, t, owned) for row in found]
         except RefusedError as refused:
             if refused.code == ErrorCode.RATE_LIMITED:
                 raise
@@ -311,7 +375,70 @@ async def customs_query_page(request: Request, key: str | None = None) -> HTMLRe
         columns=[t.label(labels) for _, labels in COLUMNS],
         rows=rows,
         error=error,
+        logged_in=session is not None,
+        deletable=rows is not None and any(row.deletable for row in rows),
+        deleted=deleted,
+        delete_error=delete_error,
     )
+
+
+@router.post("/customs/delete/{certificate_id}", response_model=None)
+async def customs_delete(certificate_id: int, request: Request) -> Response:
+    """刪除 by the owner logged in with its card; back to the query it was pressed on."""
+    portal = _portal(request)
+    t = _translator(request)
+    async with request.form() as form:
+        value = form.get("key")
+        key = value[:MAX_KEY_LENGTH] if isinstance(value, str) else ""
+    session = await _session(request)
+    try:
+        await _call(
+            portal.app.customs.delete,
+            certificate_id,
+            session=session,
+            actor=f"web:{client_address(request)}",
+        )
+    except RefusedError as refused:
+        if refused.code == ErrorCode.RATE_LIMITED:
+            raise
+        return await _query_page(
+            request,
+            key or None,
+            delete_error=refused.message(t.language),
+            status_code=status_for(refused),
+        )
+    query = {"key": key, "deleted": "1"} if key else {"deleted": "1"}
+    return RedirectResponse(f"/customs/query?{urlencode(query)}", status_code=303)
+
+
+# -- 憑證更換作業 ------------------------------------------------------------------------------
+
+
+@router.get("/renewal", response_class=HTMLResponse)
+async def renewal_page(request: Request) -> HTMLResponse:
+    """憑證更換作業: the new card signs in renewal.js; the old account is the login or 帳號+密碼."""
+    portal = _portal(request)
+    t = _translator(request)
+    session = await _session(request)
+    messages = t.script_messages()
+    messages.update(
+        {key: _text(t, key) for key in ("renewed", "renewal_account", "renewal_password")}
+    )
+    return render(
+        request,
+        "renewal.html",
+        title=t("renewal"),
+        body_data={"agent-url": portal.settings.agent_url},
+        script_data={"messages": messages},
+        x={k: _text(t, k) for k in _TEXTS},
+        session=session,
+    )
+
+
+@router.post("/renewal", response_model=None)
+def renewal_fallback() -> Response:
+    """The renewal form without JavaScript: the card needs the page's script; show it again."""
+    return RedirectResponse("/renewal", status_code=303)
 
 
 __all__ = ["router"]
