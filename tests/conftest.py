@@ -60,6 +60,23 @@ def _vpcd_readers() -> list[tuple[str, int]]:
     return [(name.strip(), int(port)) for name, port in pairs]
 
 
+_PCSC_FILES = {
+    "test_cli.py",
+    "test_readers_virtual.py",
+    "test_pcsc.py",
+    "test_pcsc_registration.py",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``pcsc`` every test that talks to pcscd (reader fixture, browser, ``pcsc:`` spec)."""
+    for item in items:
+        path = item.path
+        uses_readers = "vpcd_readers" in getattr(item, "fixturenames", ())
+        if uses_readers or path.parent.name == "browser" or path.name in _PCSC_FILES:
+            item.add_marker(pytest.mark.pcsc)
+
+
 @pytest.fixture(scope="session")
 def vpcd_readers() -> list[tuple[str, int]]:
     """At least two (reader name, vpcd port) pairs; pcscd runs (``make test`` starts it)."""
