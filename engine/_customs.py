@@ -15,7 +15,9 @@ first failure with its code; nothing is stored on a refusal::
     validity        the certificate and its intermediates, now        certificate_expired / ...
     key usage       digitalSignature or nonRepudiation                certificate_key_usage
     revocation      not on its issuer's CRL                           certificate_revoked
-    possession      IC card: the card signs a fresh challenge         signature_invalid
+    possession      IC card: the card signed a single-use challenge   challenge_expired,
+                    (:meth:`import_from_card`) or signs a fresh one   challenge_used,
+                    (``signature_check``)                             signature_invalid
     binding         the UBN in the certificate = the entered ``ubn``  identity_mismatch (ubn)
     not registered  no active signing row with this fingerprint       already_registered
 
@@ -28,6 +30,11 @@ every specialist certificate), not the person's, so nothing there is compared wi
 how a personal certificate encodes the specialist is unknown). Such a certificate is tied to the
 person by the keyed hash of the entered 身分證字號 instead, which is what :meth:`delete` checks.
 
+Through the portal an IC card never reaches the server: the page asks the local card agent to
+read the certificate and sign a challenge from :meth:`issue_challenge` (scope
+``customs_import``, bound to the page's origin, single use), and :meth:`import_from_card` checks
+that signature with the certificate's key — the proof that whoever imports it holds the card.
+
 Deleting keeps the row with ``status="deleted"`` (the unique (fingerprint, purpose) row stays the
 one record of that certificate); importing it again reactivates that row.
 """
@@ -38,15 +45,15 @@ import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from cryptography import x509
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from ._card_check import chain_certificates
+from ._card_check import CardResponse, Challenge, chain_certificates
 from ._cert_checks import check_chain_validity, verify_signature
 from ._certificate import ParsedCertificate, load_certificate, ubn_conflict
 from ._clock import Clock
@@ -60,17 +67,16 @@ from ._identifiers import (
 )
 from ._login import SessionView
 from ._plugins import Catalog
+from ._scoped_challenges import ScopedChallenges
 from ._security import IdentifierHasher
 from ._step_data import masked_diff
 from ._trust_service import TrustService
 from ._types import CertificateKind, ImportKind, IssuerCA, Labels, UsageType
 from .store import Account, Certificate, Database, UnitOfWork
 
-if TYPE_CHECKING:
-    pass
-
 __all__ = [
     "COLUMNS",
+    "CUSTOMS_CHALLENGE_SCOPE",
     "IMPORT_MESSAGE",
     "CustomsCertificateService",
     "CustomsImport",
@@ -80,6 +86,9 @@ __all__ = [
 
 IMPORT_MESSAGE = "主憑證匯入成功!"
 """What the seed manual shows after a successful import."""
+
+CUSTOMS_CHALLENGE_SCOPE = "customs_import"
+"""What an IC-card import's challenge payload is bound to instead of a registration id."""
 
 SIGNING, LOGIN = "signing", "login"
 ACTIVE, DELETED = "active", "deleted"
@@ -95,6 +104,8 @@ COLUMNS: tuple[tuple[str, Labels], ...] = (
 
 SignatureCheck = Callable[[bytes], bytes]
 """Proof of possession for IC-card imports: signs the given challenge with the card's key."""
+
+_Proof = Callable[[ParsedCertificate], None]
 
 _BROKER_KEY = re.compile(r"[A-D][0-9]{5}")
 _CA_KIND = {IssuerCA.TAICA: CertificateKind.CUSTOMS, IssuerCA.MOEACA: CertificateKind.BUSINESS}
@@ -183,12 +194,17 @@ class CustomsCertificateService:
         trust: TrustService,
         catalog: Catalog,
         identifiers: IdentifierHasher,
+        *,
+        challenge_ttl: timedelta = timedelta(minutes=5),
     ) -> None:
         self._database = database
         self._clock = clock
         self._trust = trust
         self._catalog = catalog
         self._identifiers = identifiers
+        self._challenges = ScopedChallenges(
+            database, clock, scope=CUSTOMS_CHALLENGE_SCOPE, ttl=challenge_ttl
+        )
 
     # -- 通關憑證註冊 -------------------------------------------------------------------------
 
@@ -210,9 +226,51 @@ class CustomsCertificateService:
         challenge with the card's key) or ``NON_IC`` (a ``.cer`` file). One transaction writes
         the row and the ``customs_import`` audit row.
         """
-        checked = self._check(usage_type, answers, certificate, ImportKind(kind), chain)
-        if signature_check is not None:
-            _prove_possession(checked.parsed, signature_check)
+        prove = None if signature_check is None else _fresh_signature(signature_check)
+        return self._import(usage_type, answers, certificate, ImportKind(kind), chain, prove, actor)
+
+    def issue_challenge(self, *, origin: str) -> Challenge:
+        """A single-use challenge (256 random bits, scope ``customs_import``) for a card to sign."""
+        return self._challenges.issue(origin=origin)
+
+    def import_from_card(
+        self,
+        usage_type: str,
+        answers: Mapping[str, Any],
+        response: CardResponse,
+        *,
+        origin: str,
+        actor: str = "web",
+    ) -> CustomsImport:
+        """An IC-card import from afar: the card signed a challenge of :meth:`issue_challenge`.
+
+        The challenge is consumed first (single use, success or not); the certificate then goes
+        through every check of :meth:`import_certificate`, the signature over the challenge's
+        payload being the possession check.
+        """
+        challenge = self._challenges.consume(response.challenge_id, origin=origin)
+
+        def prove(parsed: ParsedCertificate) -> None:
+            verify_signature(parsed.certificate, response.signature, challenge.payload)
+
+        return self._import(
+            usage_type, answers, response.certificate, ImportKind.IC_CARD, response.chain, prove,
+            actor,
+        )  # fmt: skip
+
+    def _import(
+        self,
+        usage_type: str,
+        answers: Mapping[str, Any],
+        certificate: bytes,
+        kind: ImportKind,
+        chain: Sequence[bytes],
+        prove: _Proof | None,
+        actor: str,
+    ) -> CustomsImport:
+        checked = self._check(usage_type, answers, certificate, kind, chain)
+        if prove is not None:
+            prove(checked.parsed)
         now = self._clock.now()
         with self._database.unit_of_work() as uow:
             row, reactivated = self._store(uow, checked, now)
@@ -364,6 +422,24 @@ class CustomsCertificateService:
             )  # fmt: skip
             uow.commit()
 
+    def deletable(
+        self, certificate_ids: Sequence[int], session: SessionView | None
+    ) -> frozenset[int]:
+        """The ids among ``certificate_ids`` that the session's account may delete (刪除 column)."""
+        if session is None or not certificate_ids:
+            return frozenset()
+        with self._database.unit_of_work() as uow:
+            account = uow.accounts.get_by_name(session.account)
+            if account is None:
+                return frozenset()
+            found = (uow.session.get(Certificate, row_id) for row_id in certificate_ids)
+            return frozenset(
+                c.id
+                for c in found
+                if c is not None and c.purpose == SIGNING and c.status != DELETED
+                and _owns(uow, account, c)
+            )  # fmt: skip
+
     def _id_hash(self, national_id: str) -> str:
         return self._identifiers.hash("national_id", national_id.upper())
 
@@ -392,10 +468,14 @@ def _check_binding(parsed: ParsedCertificate, ubn: str) -> None:
         raise CertificateError(ErrorCode.IDENTITY_MISMATCH, field="ubn")
 
 
-def _prove_possession(parsed: ParsedCertificate, sign: SignatureCheck) -> None:
-    """Have the card sign a fresh 256-bit challenge and verify it with the certificate's key."""
-    challenge = b"swreg customs import:" + secrets.token_bytes(32)
-    verify_signature(parsed.certificate, sign(challenge), challenge)
+def _fresh_signature(sign: SignatureCheck) -> _Proof:
+    """Have a card at hand sign a fresh 256-bit challenge; verify it with the certificate's key."""
+
+    def prove(parsed: ParsedCertificate) -> None:
+        challenge = b"swreg customs import:" + secrets.token_bytes(32)
+        verify_signature(parsed.certificate, sign(challenge), challenge)
+
+    return prove
 
 
 def _entered(form: BaseModel, name: str) -> str | None:

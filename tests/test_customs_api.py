@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from engine import App
-from engine.testing.pki import TestPKI
+from engine.testing.pki import IssuedCard, TestPKI
 from engine.web import create_app
 
 from .conftest import COMPANY_ANSWERS, PERSON_ANSWERS, PIN
@@ -92,22 +93,91 @@ def test_a_broker_uploads_a_pem(client: TestClient, app: App, pki: TestPKI) -> N
     assert response.json()["query_key"] == "A00001"
 
 
-def test_json_imports_an_ic_card_certificate(client: TestClient, app: App, pki: TestPKI) -> None:
-    card = pki.issue_company(UBN)
+def ic_card_body(
+    client: TestClient, card: IssuedCard, *, signer: IssuedCard | None = None, **override: Any
+) -> dict[str, Any]:
+    """An IC-card import as the page posts it: the card signed a customs challenge."""
+    challenge = client.post(f"{URL}/challenge", headers=csrf(client))
+    assert challenge.status_code == 200, challenge.text
+    issued = challenge.json()
+    payload = base64.b64decode(issued["payload"])
     body = {
         "usage_type": "airline",
         "kind": "ic_card",
         "certificate": b64(card.der()),
         "chain": [b64(der) for der in card.chain_der()],
+        "challenge_id": issued["challenge_id"],
+        "signature": b64((signer or card).sign(payload)),
         "answers": {"ubn": UBN},
     }
-    response = client.post(URL, json=body, headers=csrf(client))
+    body.update(override)
+    return body
+
+
+def test_json_imports_an_ic_card_that_signed_a_challenge(
+    client: TestClient, app: App, pki: TestPKI
+) -> None:
+    response = client.post(
+        URL, json=ic_card_body(client, pki.issue_company(UBN)), headers=csrf(client)
+    )
     assert response.status_code == 201, response.text
     assert (response.json()["kind"], response.json()["certificate_kind"]) == (
         "ic_card",
         "business",
     )
     assert stored(app) == [("signing", UBN, "airline", "ic_card", "MOEACA", UBN, "active")]
+
+
+def test_the_customs_challenge_is_bound_to_the_origin_and_its_scope(client: TestClient) -> None:
+    issued = client.post(f"{URL}/challenge", headers=csrf(client)).json()
+    payload = base64.b64decode(issued["payload"])
+    assert len(payload) == 96
+    assert payload[:32] == hashlib.sha256(issued["origin"].encode()).digest()
+    assert payload[32:64] == hashlib.sha256(b"customs_import").digest()
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"challenge_id": None}, (422, "field_required", "challenge_id")),
+        ({"signature": None}, (422, "field_required", "signature")),
+        ({"signature": "!!"}, (422, "signature_invalid", "signature")),
+        ({"challenge_id": "no-such-challenge"}, (422, "challenge_expired", None)),
+    ],
+)
+def test_an_ic_card_import_without_a_valid_proof_stores_nothing(
+    client: TestClient, app: App, pki: TestPKI, change: dict[str, Any], expected: tuple[Any, ...]
+) -> None:
+    body = ic_card_body(client, pki.issue_company(UBN))
+    body.update(change)
+    body = {k: v for k, v in body.items() if v is not None}
+    assert error(client.post(URL, json=body, headers=csrf(client))) == expected
+    assert stored(app) == []
+    assert audit(app, "customs_import") == []
+
+
+def test_a_signature_from_another_card_is_refused(
+    client: TestClient, app: App, pki: TestPKI
+) -> None:
+    card, other = pki.issue_company(UBN), pki.issue_company(UBN)
+    body = ic_card_body(client, card, signer=other)
+    assert error(client.post(URL, json=body, headers=csrf(client)))[:2] == (
+        422,
+        "signature_invalid",
+    )
+    assert stored(app) == []
+
+
+def test_a_customs_challenge_is_single_use(client: TestClient, app: App, pki: TestPKI) -> None:
+    body = ic_card_body(client, pki.issue_company(UBN))
+    refused = dict(body, answers={"ubn": OTHER_UBN})  # the first try fails on the binding …
+    assert error(client.post(URL, json=refused, headers=csrf(client)))[:2] == (
+        422,
+        "identity_mismatch",
+    )
+    replay = client.post(URL, json=body, headers=csrf(client))  # … and used the challenge
+    assert error(replay)[:2] == (422, "challenge_used")
+    assert stored(app) == []
 
 
 def test_uploads_need_the_csrf_token(client: TestClient, app: App, pki: TestPKI) -> None:

@@ -117,6 +117,42 @@ def test_an_unknown_usage_type_shows_the_default(client: TestClient) -> None:
     assert checked(parsed, "usage_type") == ["general_forwarder"]
 
 
+def test_a_company_type_offers_the_ic_card_through_the_agent(client: TestClient) -> None:
+    parsed = page(client.get(IMPORT, params={"usage_type": "warehouse"}))
+    section = parsed.id("ic-card")
+    assert section.has("hidden")  # customs.js shows it; without JavaScript: the .cer only
+    assert parsed.label_for("import-ic").text == "IC卡類憑證"
+    assert parsed.label_for("import-non-ic").text == "非IC卡類憑證"
+    assert checked(parsed, "import_kind") == ["non_ic"]
+    assert parsed.id("ic-read").text == "匯入"
+    for control in ("reader", "pin", "detect-readers", "error-pin", "error-card", "card-status"):
+        assert parsed.has_id(control), control
+    assert parsed.id("agent-missing").has("hidden")
+    scripts = [s.get("src") for s in parsed.all("script") if s.get("src")]
+    assert scripts[-2:] == ["/static/agent.js", "/static/customs.js"]
+    assert parsed.all("body")[0].get("data-agent-url") == "ws://127.0.0.1:61234/"
+
+
+def test_the_broker_specialist_type_has_no_ic_card(client: TestClient) -> None:
+    parsed = page(client.get(IMPORT, params={"usage_type": "broker_specialist"}))
+    assert not parsed.has_id("ic-card") and not parsed.has_id("import-non-ic")
+    assert "/static/customs.js" not in [s.get("src") for s in parsed.all("script")]
+
+
+def test_an_ic_card_post_without_javascript_says_what_it_needs(
+    client: TestClient, app: App
+) -> None:
+    data = {"csrf": csrf_of(client), "usage_type": "warehouse", "import_kind": "ic_card"}
+    parsed = page(client.post(IMPORT, data=data), 422)
+    assert "JavaScript" in parsed.id("error-import_kind").text
+    assert stored(app) == []
+
+
+def test_the_language_switch_keeps_the_usage_type(client: TestClient) -> None:
+    parsed = page(client.get(IMPORT, params={"usage_type": "warehouse"}))
+    assert parsed.id("lang-switch").get("href") == f"{IMPORT}?usage_type=warehouse&lang=en"
+
+
 def test_changing_the_usage_type_without_javascript(client: TestClient) -> None:
     data = {"csrf": csrf_of(client), "usage_type": "broker_specialist", "change": "1"}
     response = client.post(IMPORT, data=data, follow_redirects=False)
@@ -143,7 +179,7 @@ def test_a_garbage_file_is_refused_by_the_file(client: TestClient, app: App) -> 
     parsed = page(post_import(client, "shipping", {"ubn": UBN}, b"garbage"), 422)
     assert parsed.id("error-file").text
     assert parsed.id("error-file").get("role") == "alert"
-    assert not parsed.has_id("import-success")
+    assert parsed.id("import-success").has("hidden") and not parsed.id("import-success").text
     assert parsed.id("f-ubn").get("value") == UBN  # what was typed stays
     assert stored(app) == []
 

@@ -1,9 +1,13 @@
 """The JSON API of customs (under /api); errors go through the portal's one error mapping.
 
+``POST /api/customs-certificates/challenge``  a single-use challenge for an IC card to sign
 ``POST /api/customs-certificates``   通關憑證註冊: multipart (``usage_type``, the answers as form
                                      fields, ``file`` = the ``.cer``) or JSON (``usage_type``,
                                      ``kind``, ``certificate`` in base64, optional ``chain``, the
-                                     answers under ``answers`` or at the top level)
+                                     answers under ``answers`` or at the top level); an IC card
+                                     (``kind: "ic_card"``) also sends ``challenge_id`` and
+                                     ``signature``: the card's signature over the challenge's
+                                     payload, which proves the importer holds the card
 ``GET /api/customs-certificates?key=``  通關憑證查詢
 ``DELETE /api/customs-certificates/{id}``  刪除, by the owner logged in with its card
                                      (``swreg_session`` cookie)
@@ -27,18 +31,31 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
+from .._card_check import CardResponse
 from .._certificate import MAX_CERTIFICATE_BYTES
 from .._customs import CustomsCertificateService, CustomsImport, CustomsRow
 from .._errors import ErrorCode, RefusedError
 from .._types import ImportKind
-from ._api import PortalDep
+from ._api import ChallengeOut, PortalDep
 from ._portal import Limit, Portal
 from ._security import CSRF_FIELD, SESSION_COOKIE, client_address
 
 IMPORT_LIMIT: Final = Limit("customs_import", 20, timedelta(minutes=10))
 QUERY_LIMIT: Final = Limit("customs_query", 60, timedelta(minutes=10))
-_RESERVED: Final = frozenset({"usage_type", "kind", "certificate", "chain", "answers", CSRF_FIELD})
+_RESERVED: Final = frozenset(
+    {
+        "usage_type",
+        "kind",
+        "certificate",
+        "chain",
+        "answers",
+        "challenge_id",
+        "signature",
+        CSRF_FIELD,
+    }
+)
 _MAX_CHAIN: Final = 8
+_MAX_CHALLENGE_ID: Final = 64
 
 router = APIRouter(prefix="/api", tags=["customs"])
 
@@ -111,6 +128,13 @@ def _actor(request: Request) -> str:
     return f"api:{client_address(request)}"
 
 
+@router.post("/customs-certificates/challenge")
+def customs_challenge(request: Request, portal: PortalDep) -> ChallengeOut:
+    """A single-use challenge for an IC card to sign (its payload names ``customs_import``)."""
+    portal.limit(IMPORT_LIMIT, client_address(request))
+    return ChallengeOut.of(_service(portal).issue_challenge(origin=portal.origin))
+
+
 @router.post("/customs-certificates", status_code=201)
 async def import_customs_certificate(request: Request, portal: PortalDep) -> CustomsImportOut:
     """通關憑證註冊: a ``.cer`` upload (multipart) or a certificate in JSON (base64)."""
@@ -121,6 +145,16 @@ async def import_customs_certificate(request: Request, portal: PortalDep) -> Cus
             upload = await _upload(form)
     else:
         upload = _json_upload(await _json_body(request))
+    if upload.proof is not None:
+        result = await run_in_threadpool(
+            _service(portal).import_from_card,
+            upload.usage_type,
+            upload.answers,
+            upload.proof,
+            origin=portal.origin,
+            actor=_actor(request),
+        )
+        return CustomsImportOut.of(result)
     result = await run_in_threadpool(
         _service(portal).import_certificate,
         upload.usage_type,
@@ -170,12 +204,14 @@ class _Upload:
         certificate: bytes,
         kind: ImportKind = ImportKind.NON_IC,
         chain: tuple[bytes, ...] = (),
+        proof: CardResponse | None = None,
     ) -> None:
         self.usage_type = usage_type
         self.answers = answers
         self.certificate = certificate
         self.kind = kind
         self.chain = chain
+        self.proof = proof  # an IC card's signed challenge
 
 
 async def _upload(form: FormData) -> _Upload:
@@ -211,13 +247,18 @@ def _json_upload(body: Mapping[str, Any]) -> _Upload:
     chain = body.get("chain") or []
     if not isinstance(chain, list) or len(chain) > _MAX_CHAIN:
         raise RefusedError(ErrorCode.INVALID_VALUE, field="chain")
-    return _Upload(
-        _text(body.get("usage_type"), "usage_type"),
-        answers,
-        _b64(body.get("certificate"), "certificate"),
-        kind,
-        tuple(_b64(item, "chain") for item in chain),
-    )
+    usage_type = _text(body.get("usage_type"), "usage_type")
+    certificate = _b64(body.get("certificate"), "certificate")
+    chain_der = tuple(_b64(item, "chain") for item in chain)
+    if kind is not ImportKind.IC_CARD:
+        return _Upload(usage_type, answers, certificate, kind, chain_der)
+    # An IC card proves it is held: it signed a challenge of /customs-certificates/challenge.
+    challenge_id = _text(body.get("challenge_id"), "challenge_id")
+    if len(challenge_id) > _MAX_CHALLENGE_ID:
+        raise RefusedError(ErrorCode.FIELD_TOO_LONG, field="challenge_id")
+    signature = _b64(body.get("signature"), "signature", ErrorCode.SIGNATURE_INVALID)
+    proof = CardResponse(challenge_id, certificate, signature, chain_der)
+    return _Upload(usage_type, answers, certificate, kind, chain_der, proof)
 
 
 def _text(value: object, field: str) -> str:
@@ -226,10 +267,10 @@ def _text(value: object, field: str) -> str:
     return value.strip()
 
 
-def _b64(value: object, field: str) -> bytes:
+def _b64(value: object, field: str, code: ErrorCode = ErrorCode.NOT_A_CERTIFICATE) -> bytes:
     if not isinstance(value, str) or not value:
         raise RefusedError(ErrorCode.FIELD_REQUIRED, field=field)
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise RefusedError(ErrorCode.NOT_A_CERTIFICATE, field=field, detail="not base64") from None
+        raise RefusedError(code, field=field, detail="not base64") from None

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
+from urllib.parse import urlencode
 
 import jinja2
 from fastapi import APIRouter, Request
@@ -157,6 +158,7 @@ def render(
             "lang": language,
             "csrf": csrf_token(request),
             "path": request.url.path,
+            "switch_url": _language_switch(request, Translator(language).other),
             "title": title,
             "body_data": data,
             **context,
@@ -164,6 +166,12 @@ def render(
         status_code=status_code,
     )
     return response
+
+
+def _language_switch(request: Request, language: str) -> str:
+    """This page in the other language, keeping its query (``?key=``, ``?usage_type=``)."""
+    query = [(k, v) for k, v in request.query_params.multi_items() if k != "lang"]
+    return f"{request.url.path}?{urlencode([*query, ('lang', language)])}"
 
 
 def _templates(request: Request) -> Jinja2Templates:

@@ -1,7 +1,11 @@
-"""The server-rendered 通關憑證註冊 (non-IC ``.cer`` import only), 通關憑證查詢 and 憑證更換作業.
+"""The server-rendered 通關憑證註冊, 通關憑證查詢 and 憑證更換作業.
 
 ``GET /customs/import``   步驟1 選擇憑證使用類型 (``?usage_type=`` re-renders the form for a type,
-                          which is how the page works without JavaScript), 步驟2 選擇憑證、匯入憑證
+                          which is how the page works without JavaScript), 步驟2 選擇憑證、匯入憑證:
+                          非IC卡類憑證 (a ``.cer``) or, for the types that take one and with
+                          JavaScript, IC卡類憑證 (customs.js: the local card agent reads the
+                          工商憑證 and signs a challenge after the PIN (匯入); 送出 posts both
+                          to ``/api/customs-certificates``)
 ``POST /customs/import``  multipart: ``usage_type``, the type's fields, ``certificate_kind`` and
                           ``file`` (the ``.cer``); success → 「主憑證匯入成功!」 on the same page
 ``GET /customs/query``    步驟3 憑證查詢: ``?key=`` (A00001, UBN, 身分證字號 or OID) → the table
@@ -30,12 +34,11 @@ from starlette.datastructures import UploadFile
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from .._certificate import MAX_CERTIFICATE_BYTES, load_certificate
-from .._customs import COLUMNS, CustomsImport, CustomsRow, _owns
+from .._customs import COLUMNS, CustomsImport, CustomsRow
 from .._errors import CertificateError, ErrorCode, RefusedError, SwregError
 from .._fields import customs_offices, form_fields, validate_form
 from .._login import SessionView
 from .._types import CertificateKind, ImportKind, IssuerCA, Labels, UsageType
-from ..store import Certificate
 from ._api_customs import IMPORT_LIMIT, QUERY_LIMIT
 from ._i18n import Translator
 from ._pages import FieldView, _call, _field_view, _portal, _translator, render
@@ -47,6 +50,7 @@ router = APIRouter(include_in_schema=False)
 DEFAULT_USAGE: Final = "general_forwarder"
 FILE_FIELD: Final = "file"
 KIND_FIELD: Final = "certificate_kind"
+IMPORT_KIND_FIELD: Final = "import_kind"
 MAX_KEY_LENGTH: Final = 256
 _KIND_ORDER: Final = (CertificateKind.BUSINESS, CertificateKind.CUSTOMS)
 _CA_KIND: Final = {
@@ -71,6 +75,22 @@ _TEXTS: Final[Mapping[str, Labels]] = {
     "specialist_name": Labels("專責人員姓名", "Specialist name"),
     "choose_office": Labels("請選擇關區", "Choose a customs office"),
     "non_ic": Labels("非IC卡類憑證", "Non-IC certificate"),
+    "ic_card": Labels("IC卡類憑證", "IC card certificate"),
+    "business": Labels("工商憑證", "Business certificate"),
+    "ic_hint": Labels(
+        "插入工商憑證IC卡、輸入PIN碼後按 [匯入]，待卡片資訊載入完成後按 [送出]。"
+        "PIN碼只交給本機的讀卡元件，不會傳送到伺服器。",
+        "Insert the business certificate card, enter its PIN and press [Import]; once the card "
+        "is read, press [Submit]. The PIN goes only to the card component on your computer, "
+        "never to the server.",
+    ),
+    "ic_read": Labels("匯入", "Import"),
+    "ic_loaded": Labels("卡片資訊載入完成，請按 [送出]。", "The card was read: press [Submit]."),
+    "ic_read_first": Labels("請先按 [匯入] 讀取IC卡。", "Press [Import] to read the card first."),
+    "ic_needs_script": Labels(
+        "IC卡類憑證匯入需要啟用 JavaScript 及本機讀卡元件。",
+        "Importing from an IC card needs JavaScript and the card component on your computer.",
+    ),
     "certificate_kind": Labels("憑證種類", "Certificate kind"),
     "file": Labels("憑證檔案", "Certificate file"),
     "file_hint": Labels(
@@ -186,11 +206,16 @@ def _import_page(
         Choice(u.code, t.label(u.labels), u.code == usage.code)
         for u in portal.catalog.usage_types.values()
     ]
+    messages = t.script_messages()
+    messages.update({key: _text(t, key) for key in ("ic_loaded", "ic_read_first")})
     return render(
         request,
         "customs_import.html",
         title=t("customs_register"),
         status_code=status_code,
+        body_data={"agent-url": portal.settings.agent_url},
+        script_data={"messages": messages},
+        ic_allowed=usage.accepts(ImportKind.IC_CARD, CertificateKind.BUSINESS),
         x={key: _text(t, key) for key in _TEXTS},
         usages=usages,
         usage=Choice(usage.code, t.label(usage.labels), True),
@@ -225,6 +250,9 @@ async def customs_import(request: Request) -> Response:
         )
     known = [d.name for d in form_fields(usage.form)]
     answers = {k: v for k, v in values.items() if k in known}
+    if values.get(IMPORT_KIND_FIELD) == ImportKind.IC_CARD.value:  # customs.js posts those itself
+        errors = {IMPORT_KIND_FIELD: _text(t, "ic_needs_script")}
+        return _import_page(request, usage, values=values, errors=errors, status_code=422)
     try:
         await _call(portal.limit, IMPORT_LIMIT, client_address(request))
         if values.get("usage_type") not in portal.catalog.usage_types:
@@ -320,14 +348,7 @@ def _owned(
 ) -> frozenset[int]:
     """The ids among ``rows`` of signing certificates the session's account may delete."""
     signing = [row.id for row in rows if row.usage_type is not None]
-    if session is None or not signing:
-        return frozenset()
-    with portal.app.database.unit_of_work() as uow:
-        account = uow.accounts.get_by_name(session.account)
-        if account is None:
-            return frozenset()
-        found = (uow.session.get(Certificate, row_id) for row_id in signing)
-        return frozenset(c.id for c in found if c is not None and _owns(uow, account, c))
+    return portal.app.customs.deletable(signing, session)
 
 
 @router.get("/customs/query", response_class=HTMLResponse)

@@ -1,7 +1,7 @@
 /* swreg card check and card login in the browser (no build step).
  *
  * The page cannot reach a smart card, so it asks a component on the user's own computer:
- *   1. the swreg card agent (WebSocket, <body data-agent-url>, protocol in readers/agent.py), or
+ *   1. the swreg card agent (agent.js: WebSocket, <body data-agent-url>), or
  *   2. the HiCOS / HiPKI component on http://localhost:61161 through its /popupForm page and
  *      postMessage (GetUserCert / MakeSignature), or
  *   3. neither: #agent-missing explains what to install.
@@ -16,7 +16,7 @@
   var PIN_CODES = ["pin_incorrect", "card_locked", "no_card", "no_reader", "field_required"];
   var swreg = window.swreg;
   var form = document.getElementById("card-form");
-  if (!form || !swreg) {
+  if (!form || !swreg || !swreg.Agent) {
     return;
   }
 
@@ -25,7 +25,6 @@
   var lang = body.getAttribute("data-lang") || "zh-TW";
   var agentUrl = body.getAttribute("data-agent-url");
   var registrationId = body.getAttribute("data-registration-id");
-  var messages = swreg.data().messages || {};
   var reader = document.getElementById("reader");
   var pin = document.getElementById("pin");
   var status = document.getElementById("card-status");
@@ -39,20 +38,11 @@
   var busy = false;
   var clicked = null;
 
-  function say(key, values) {
-    var text = messages[key] || key;
-    Object.keys(values || {}).forEach(function (name) {
-      text = text.replace("{" + name + "}", String(values[name]));
-    });
-    return text;
-  }
+  var say = swreg.say;
+  var failure = swreg.failure;
 
   function setStatus(key, values) {
     status.textContent = key ? say(key, values) : "";
-  }
-
-  function failure(code, extra) {
-    return { code: code, message: say(code) + (extra || "") };
   }
 
   function pinFailure(triesLeft) {
@@ -65,125 +55,17 @@
     return error;
   }
 
-  /* -- the swreg card agent ------------------------------------------------------------- */
-
-  function Agent(url) {
-    this.url = url;
-    this.socket = null;
-    this.pending = {};
-    this.nextId = 1;
-  }
-
-  Agent.prototype.connect = function (timeout) {
-    var self = this;
-    if (self.socket && self.socket.readyState === WebSocket.OPEN) {
-      return Promise.resolve(self);
-    }
-    return new Promise(function (resolve, reject) {
-      var socket;
-      try {
-        socket = new WebSocket(self.url);
-      } catch (e) {
-        reject(failure("card_error"));
-        return;
-      }
-      var timer = setTimeout(function () {
-        socket.close();
-        reject(failure("card_error"));
-      }, timeout);
-      socket.onopen = function () {
-        clearTimeout(timer);
-        self.socket = socket;
-        resolve(self);
-      };
-      socket.onerror = function () {
-        clearTimeout(timer);
-        reject(failure("card_error"));
-      };
-      socket.onclose = function () {
-        self.socket = null;
-        Object.keys(self.pending).forEach(function (id) {
-          self.pending[id].reject(failure("card_error"));
-        });
-        self.pending = {};
-      };
-      socket.onmessage = function (event) {
-        var reply;
-        try {
-          reply = JSON.parse(event.data);
-        } catch (e) {
-          return;
-        }
-        var waiter = self.pending[reply.id];
-        if (!waiter) {
-          return;
-        }
-        delete self.pending[reply.id];
-        if (reply.ok) {
-          waiter.resolve(reply);
-        } else {
-          waiter.reject(agentFailure(reply.error || {}));
-        }
-      };
-    });
-  };
-
-  Agent.prototype.call = function (op, args) {
-    var self = this;
-    return self.connect(2500).then(function () {
-      return new Promise(function (resolve, reject) {
-        var id = self.nextId++;
-        var request = { id: id, op: op };
-        Object.keys(args || {}).forEach(function (key) {
-          request[key] = args[key];
-        });
-        self.pending[id] = { resolve: resolve, reject: reject };
-        self.socket.send(JSON.stringify(request));
-      });
-    });
-  };
-
-  function agentFailure(error) {
-    var message = lang === "en" ? error.message_en || error.message : error.message;
-    return {
-      code: error.code || "card_error",
-      message: message || say(error.code || "card_error"),
-      field: error.field,
-      tries_left: error.tries_left
-    };
-  }
+  /* -- the swreg card agent (agent.js) ------------------------------------------------ */
 
   function listReaders() {
-    return agent.call("list_readers").then(
-      function (reply) {
-        var readers = reply.readers || [];
-        var previous = reader.value;
-        while (reader.firstChild) {
-          reader.removeChild(reader.firstChild);
-        }
-        if (!readers.length) {
-          var fallback = document.createElement("option");
-          fallback.value = "pcsc:0";
-          fallback.textContent = say("reader_default");
-          reader.appendChild(fallback);
+    return agent.fillReaders(reader).then(
+      function (count) {
+        if (!count) {
           showError(failure("no_reader"));
           setStatus("");
           return;
         }
-        var preferred = null;
-        readers.forEach(function (item) {
-          var option = document.createElement("option");
-          option.value = "pcsc:" + item.name;
-          option.textContent = item.name + (item.card_present ? "" : " (—)");
-          reader.appendChild(option);
-          if (option.value === previous || (preferred === null && item.card_present)) {
-            preferred = option.value;
-          }
-        });
-        if (preferred !== null) {
-          reader.value = preferred;
-        }
-        setStatus("status_readers_found", { count: readers.length });
+        setStatus("status_readers_found", { count: count });
       },
       function (error) {
         showError(error);
@@ -321,7 +203,7 @@
 
   function detectBridge() {
     setStatus("status_connecting");
-    agent = new Agent(agentUrl);
+    agent = new swreg.Agent(agentUrl);
     return agent.call("hello").then(
       function () {
         bridge = "agent";

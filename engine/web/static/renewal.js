@@ -1,7 +1,7 @@
-/* swreg 憑證更換作業 in the browser (no build step; needs wizard.js for window.swreg).
+/* swreg 憑證更換作業 in the browser (no build step; after wizard.js and agent.js).
  *
- * The new card is read by the swreg card agent (WebSocket, <body data-agent-url>, protocol in
- * readers/agent.py): list_readers, then sign with the new card's PIN. The flow:
+ * The new card is read by the swreg card agent (agent.js): list_readers, then sign with the new
+ * card's PIN. The flow:
  *   1. POST /api/renewal/challenge                     → {challenge_id, payload}
  *   2. agent "sign" {card, pin, data: payload}         → certificate, signature, chain
  *   3. POST /api/renewal {challenge_id, certificate, signature, chain[, account, password]}
@@ -16,14 +16,13 @@
   var ACCOUNT_CODES = ["not_authorized", "not_registered", "account_inactive"];
   var swreg = window.swreg;
   var form = document.getElementById("renewal-form");
-  if (!form || !swreg) {
+  if (!form || !swreg || !swreg.Agent) {
     return;
   }
 
-  var body = document.body;
-  var lang = body.getAttribute("data-lang") || "zh-TW";
-  var agentUrl = body.getAttribute("data-agent-url");
-  var messages = swreg.data().messages || {};
+  var say = swreg.say;
+  var failure = swreg.failure;
+  var agent = new swreg.Agent(document.body.getAttribute("data-agent-url"));
   var reader = document.getElementById("reader");
   var pin = document.getElementById("pin");
   var account = document.getElementById("f-account");
@@ -36,137 +35,24 @@
   var missing = document.getElementById("agent-missing");
   var detect = document.getElementById("detect-readers");
   var trigger = document.getElementById("replace");
-  var socket = null;
-  var pending = {};
-  var nextId = 1;
   var connected = false;
   var busy = false;
-
-  function say(key, values) {
-    var text = messages[key] || key;
-    Object.keys(values || {}).forEach(function (name) {
-      text = text.replace("{" + name + "}", String(values[name]));
-    });
-    return text;
-  }
 
   function setStatus(key, values) {
     status.textContent = key ? say(key, values) : "";
   }
 
-  function failure(code) {
-    return { code: code, message: say(code) };
-  }
-
-  /* -- the swreg card agent ------------------------------------------------------------- */
-
-  function connect() {
-    if (socket && socket.readyState === WebSocket.OPEN) {
-      return Promise.resolve();
-    }
-    return new Promise(function (resolve, reject) {
-      var opened;
-      try {
-        opened = new WebSocket(agentUrl);
-      } catch (e) {
-        reject(failure("card_error"));
-        return;
-      }
-      var timer = setTimeout(function () {
-        opened.close();
-        reject(failure("card_error"));
-      }, 2500);
-      opened.onopen = function () {
-        clearTimeout(timer);
-        socket = opened;
-        resolve();
-      };
-      opened.onerror = function () {
-        clearTimeout(timer);
-        reject(failure("card_error"));
-      };
-      opened.onclose = function () {
-        socket = null;
-        Object.keys(pending).forEach(function (id) {
-          pending[id].reject(failure("card_error"));
-        });
-        pending = {};
-      };
-      opened.onmessage = function (event) {
-        var reply;
-        try {
-          reply = JSON.parse(event.data);
-        } catch (e) {
-          return;
-        }
-        var waiter = pending[reply.id];
-        if (!waiter) {
-          return;
-        }
-        delete pending[reply.id];
-        if (reply.ok) {
-          waiter.resolve(reply);
-        } else {
-          waiter.reject(agentFailure(reply.error || {}));
-        }
-      };
-    });
-  }
-
-  function call(op, args) {
-    return connect().then(function () {
-      return new Promise(function (resolve, reject) {
-        var id = nextId++;
-        var request = { id: id, op: op };
-        Object.keys(args || {}).forEach(function (key) {
-          request[key] = args[key];
-        });
-        pending[id] = { resolve: resolve, reject: reject };
-        socket.send(JSON.stringify(request));
-      });
-    });
-  }
-
-  function agentFailure(error) {
-    var message = lang === "en" ? error.message_en || error.message : error.message;
-    return {
-      code: error.code || "card_error",
-      message: message || say(error.code || "card_error"),
-      tries_left: error.tries_left
-    };
-  }
+  /* -- the swreg card agent (agent.js) ------------------------------------------------ */
 
   function listReaders() {
-    return call("list_readers").then(
-      function (reply) {
-        var readers = reply.readers || [];
-        var previous = reader.value;
-        while (reader.firstChild) {
-          reader.removeChild(reader.firstChild);
-        }
-        if (!readers.length) {
-          var fallback = document.createElement("option");
-          fallback.value = "pcsc:0";
-          fallback.textContent = say("reader_default");
-          reader.appendChild(fallback);
+    return agent.fillReaders(reader).then(
+      function (count) {
+        if (!count) {
           showError(failure("no_reader"));
           setStatus("");
           return;
         }
-        var preferred = null;
-        readers.forEach(function (item) {
-          var option = document.createElement("option");
-          option.value = "pcsc:" + item.name;
-          option.textContent = item.name + (item.card_present ? "" : " (—)");
-          reader.appendChild(option);
-          if (option.value === previous || (preferred === null && item.card_present)) {
-            preferred = option.value;
-          }
-        });
-        if (preferred !== null) {
-          reader.value = preferred;
-        }
-        setStatus("status_readers_found", { count: readers.length });
+        setStatus("status_readers_found", { count: count });
       },
       function (error) {
         showError(error);
@@ -176,7 +62,7 @@
 
   function detectAgent() {
     setStatus("status_connecting");
-    return call("hello").then(
+    return agent.call("hello").then(
       function () {
         connected = true;
         missing.hidden = true;
@@ -245,7 +131,7 @@
       .then(function (challenge) {
         issued = challenge;
         var card = reader.value || "pcsc:0";
-        return call("sign", { card: card, pin: pinValue, data: challenge.payload });
+        return agent.call("sign", { card: card, pin: pinValue, data: challenge.payload });
       })
       .then(function (signed) {
         pinValue = null;
