@@ -9,6 +9,7 @@
  *   Agent(url)          .call(op, args) → Promise of the reply (rejects with {code, message})
  *                       .fillReaders(select) → Promise of the number of readers, filling the
  *                       <select> with "pcsc:NAME" options (a reader with a card first)
+ *                       .showReaders(select, setStatus, showError) the same, told to the user
  * The PIN goes to the agent only, inside a "sign" call; it is never sent to the server.
  */
 (function () {
@@ -150,6 +151,23 @@
       }
       return readers.length;
     });
+  };
+
+  /* fillReaders, told to the user: the count through setStatus(key, values), errors to showError. */
+  Agent.prototype.showReaders = function (select, setStatus, showError) {
+    return this.fillReaders(select).then(
+      function (count) {
+        if (!count) {
+          showError(failure("no_reader"));
+          setStatus("");
+          return;
+        }
+        setStatus("status_readers_found", { count: count });
+      },
+      function (error) {
+        showError(error);
+      }
+    );
   };
 
   swreg.say = say;

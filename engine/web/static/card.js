@@ -58,19 +58,7 @@
   /* -- the swreg card agent (agent.js) ------------------------------------------------ */
 
   function listReaders() {
-    return agent.fillReaders(reader).then(
-      function (count) {
-        if (!count) {
-          showError(failure("no_reader"));
-          setStatus("");
-          return;
-        }
-        setStatus("status_readers_found", { count: count });
-      },
-      function (error) {
-        showError(error);
-      }
-    );
+    return agent.showReaders(reader, setStatus, showError);
   }
 
   /* -- HiCOS / HiPKI (DOMAIN.md §4.1) --------------------------------------------------- */

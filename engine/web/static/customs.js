@@ -22,7 +22,6 @@
   }
 
   var say = swreg.say;
-  var failure = swreg.failure;
   var agent = new swreg.Agent(document.body.getAttribute("data-agent-url"));
   var usageType = document.getElementById("usage-fields").getAttribute("data-usage-type");
   var chooseIc = document.getElementById("import-ic");
@@ -99,19 +98,7 @@
   /* -- the card agent ---------------------------------------------------------------------- */
 
   function listReaders() {
-    return agent.fillReaders(reader).then(
-      function (count) {
-        if (!count) {
-          showError(failure("no_reader"));
-          setStatus("");
-          return;
-        }
-        setStatus("status_readers_found", { count: count });
-      },
-      function (error) {
-        showError(error);
-      }
-    );
+    return agent.showReaders(reader, setStatus, showError);
   }
 
   function detectAgent() {
