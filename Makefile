@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-APT_PACKAGES := pcscd vsmartcard-vpcd libpcsclite-dev chromium fonts-noto-cjk
+APT_PACKAGES := pcscd vsmartcard-vpcd libpcsclite-dev chromium fonts-noto-cjk postgresql-15
 
-.PHONY: setup test demo lint typecheck clean bench
+.PHONY: setup test demo lint typecheck clean bench fuzz
 
 setup: $(STAMP)
 
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --upgrade pip 'setuptools>=70.1'
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
@@ -28,6 +28,7 @@ test: setup
 	$(PY) -m ruff format --check engine plugins readers tests
 	$(PY) -m mypy engine
 	PY=$(PY) scripts/with-pcscd $(PY) -m pytest -q
+	PY=$(PY) scripts/with-pcscd scripts/with-postgres env SWREG_TEST_DATABASE=postgresql $(PY) -m pytest -q
 
 demo: setup
 	PY=$(PY) scripts/with-pcscd $(VENV)/bin/swreg demo --serve
@@ -40,7 +41,18 @@ typecheck: setup
 	$(PY) -m mypy engine
 
 bench: setup
-	$(PY) bench/turnkey.py
+	@if [ -x /usr/lib/postgresql/15/bin/initdb ]; then \
+	  PY=$(PY) scripts/with-postgres $(PY) bench/run.py $(BENCH_ARGS); \
+	else \
+	  echo "bench: no PostgreSQL 15 server, its figures will be reported as not measured"; \
+	  $(PY) bench/run.py $(BENCH_ARGS); \
+	fi
+
+# A longer hostile-input run than the tests' (atheris on the parsers when it installs, then
+# Hypothesis on every property); FUZZ_SECONDS=N sets the budget.
+fuzz: setup
+	$(PY) -m pip install -q atheris || echo "atheris did not install: Hypothesis only"
+	$(PY) scripts/fuzz.py --seconds $(or $(FUZZ_SECONDS),300)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -31,8 +31,6 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from zoneinfo import ZoneInfo
 
-from sqlalchemy.exc import IntegrityError
-
 from ._accounts import ACTIVE, PENDING
 from ._clock import Clock
 from ._errors import ErrorCode, RefusedError, SwregError
@@ -47,7 +45,6 @@ DEFAULT_WINDOW_DAYS = 60
 RETRY_AFTER = timedelta(minutes=10)
 """An unsent reminder is claimed again only this long after its last claim."""
 
-RECORD_ATTEMPTS = 5
 RENEWAL_PATH = "/renewal"
 REMINDED_STATUSES = frozenset({ACTIVE, PENDING})
 TAIPEI = ZoneInfo("Asia/Taipei")
@@ -161,20 +158,6 @@ class ReminderService:
         return True
 
     def _record(self, item: DueReminder, days: int, actor: str) -> None:
-        """``sent_at`` and the audit row, retried when a concurrent audit append took its seq.
-
-        (PostgreSQL: two appenders may read the same audit tail and collide on ``seq``; SQLite
-        serialises the transactions, the ``UPDATE`` taking the write lock before the tail read.)
-        """
-        for attempt in range(1, RECORD_ATTEMPTS + 1):
-            try:
-                self._record_once(item, days, actor)
-                return
-            except IntegrityError:
-                if attempt == RECORD_ATTEMPTS:
-                    raise
-
-    def _record_once(self, item: DueReminder, days: int, actor: str) -> None:
         """``sent_at`` and the audit row ``reminder_sent``, in one transaction."""
         now = self._clock.now()
         with self._database.unit_of_work() as uow:

@@ -6,14 +6,14 @@ import hashlib
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select, text, update
 
-from engine.store import GENESIS_HASH, AuditVerification, Database, entry_hash
+from engine.store import GENESIS_HASH, AuditEntry, AuditVerification, Database, entry_hash
+
+from .conftest import FreshDatabase
 
 T0 = datetime(2025, 3, 1, 9, 30, 0, 500, tzinfo=UTC)
 COLUMNS = (
@@ -23,8 +23,8 @@ COLUMNS = (
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'swreg.db'}")
+def db(fresh_database: FreshDatabase) -> Iterator[Database]:
+    database = Database(fresh_database(migrated=False))
     database.migrate()
     database.migrate()
     yield database
@@ -61,6 +61,13 @@ def execute(db: Database, sql: str, **params: Any) -> None:
         conn.execute(text(sql), params)
 
 
+def as_text(value: Any) -> Any:
+    """A raw column value as SQLite stores it (PostgreSQL returns datetimes and JSON values)."""
+    if isinstance(value, datetime):
+        return str(value.astimezone(UTC).replace(tzinfo=None))
+    return json.dumps(value) if isinstance(value, dict) else value
+
+
 def verify(db: Database) -> AuditVerification:
     with db.unit_of_work() as uow:
         return uow.audit.verify()
@@ -73,12 +80,13 @@ def test_empty_log_verifies(db: Database) -> None:
 def test_append_chains_rows(db: Database) -> None:
     append_five(db)
     with db.engine.connect() as conn:
-        stored = conn.execute(text("SELECT seq, at, prev_hash, hash, diff FROM audit_log")).all()
+        query = text("SELECT seq, at, prev_hash, hash, diff FROM audit_log ORDER BY seq")
+        stored = conn.execute(query).all()
     assert [r.seq for r in stored] == [1, 2, 3, 4, 5]
     assert stored[0].prev_hash == GENESIS_HASH
     assert [r.prev_hash for r in stored[1:]] == [r.hash for r in stored[:-1]]
-    assert stored[3].at == "2025-03-01 09:30:03.000500"  # stored as UTC
-    assert json.loads(stored[4].diff) == {"n": [1, 2.5, True]}
+    assert as_text(stored[3].at) == "2025-03-01 09:30:03.000500"  # stored as UTC
+    assert json.loads(as_text(stored[4].diff)) == {"n": [1, 2.5, True]}
     result = verify(db)
     assert result == AuditVerification(ok=True, rows=5, last_hash=stored[4].hash)
 
@@ -93,7 +101,8 @@ def test_hashes_are_recomputable_outside_the_system(db: Database) -> None:
             assert entry_hash(fields) == e.hash
     # An auditor with only the exported text and hashlib:
     with db.engine.connect() as conn:
-        row = conn.execute(text("SELECT * FROM audit_log WHERE seq = 2")).one()._asdict()
+        raw = conn.execute(text("SELECT * FROM audit_log WHERE seq = 2")).one()._asdict()
+        row = {k: as_text(v) for k, v in raw.items()}
     payload = {k: row[k] for k in row if k != "hash"}
     payload["at"] = datetime.fromisoformat(row["at"]).replace(tzinfo=UTC).isoformat()
     payload["diff"] = json.loads(row["diff"])
@@ -162,15 +171,14 @@ def test_swapped_rows(db: Database, with_hashes: bool) -> None:
     append_five(db)
     columns = COLUMNS if with_hashes else COLUMNS.removesuffix(", diff, prev_hash, hash")
     names = [c.strip() for c in columns.split(",")]
+    selected = [getattr(AuditEntry, n) for n in names]  # typed: JSON binds back on any database
     with db.engine.begin() as conn:
         two, four = (
-            conn.execute(text(f"SELECT {columns} FROM audit_log WHERE seq = :s"), {"s": s}).one()
-            for s in (2, 4)
+            conn.execute(select(*selected).where(AuditEntry.seq == s)).one() for s in (2, 4)
         )
-        assignments = ", ".join(f"{n} = :{n}" for n in names)
         for seq, values in ((2, four), (4, two)):
             params = dict(zip(names, values, strict=True))
-            conn.execute(text(f"UPDATE audit_log SET {assignments} WHERE seq = {seq}"), params)
+            conn.execute(update(AuditEntry).where(AuditEntry.seq == seq).values(**params))
     result = verify(db)
     assert (result.ok, result.first_bad_seq) == (False, 2)
     assert result.reason == ("broken link" if with_hashes else "edited row")
@@ -183,16 +191,28 @@ def test_renumbered_row_is_unexpected(db: Database) -> None:
     assert (result.ok, result.first_bad_seq, result.reason) == (False, 0, "unexpected row")
 
 
-def test_concurrent_appenders_collide_instead_of_forking(db: Database) -> None:
+def test_interleaved_appenders_are_chained_in_commit_order(db: Database) -> None:
+    # Rows are chained when their unit of work commits (threads: tests/test_concurrency.py).
     append_five(db)
     with db.unit_of_work() as first, db.unit_of_work() as second:
         a = first.audit.append(at=T0, actor="w1", event="e")
         b = second.audit.append(at=T0, actor="w2", event="e")
-        assert a.seq == b.seq == 6
+        assert a.seq is None and first.audit.pending == 1
+        second.commit()
         first.commit()
-        with pytest.raises(IntegrityError):
-            second.commit()
-    assert verify(db).ok
+    assert (b.seq, a.seq) == (6, 7)
+    assert a.prev_hash == b.hash
+    assert verify(db) == AuditVerification(ok=True, rows=7, last_hash=a.hash)
+
+
+def test_a_rolled_back_append_leaves_no_row(db: Database) -> None:
+    with db.unit_of_work() as uow:
+        uow.audit.append(at=T0, actor="a", event="e")
+        uow.rollback()
+        uow.commit()
+    with db.unit_of_work() as uow:
+        uow.audit.append(at=T0, actor="a", event="e")
+    assert verify(db) == AuditVerification(ok=True, rows=0)
 
 
 def test_append_refuses_naive_time(db: Database) -> None:

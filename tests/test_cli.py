@@ -9,19 +9,27 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, inspect, pool, text
 from typer.testing import CliRunner
 
 from engine.cli import app as cli_app
 from engine.testing.pki import IssuedCard, TestPKI
 
-from .conftest import AGENCY_OID, COMPANY_ANSWERS, ORG_OID, PERSON_ANSWERS, PIN, SECRET
+from .conftest import (
+    AGENCY_OID,
+    COMPANY_ANSWERS,
+    ORG_OID,
+    PERSON_ANSWERS,
+    PIN,
+    SECRET,
+    FreshDatabase,
+)
 
 SWREG = str(Path(sys.executable).parent / "swreg")
 
@@ -29,13 +37,13 @@ SWREG = str(Path(sys.executable).parent / "swreg")
 class Cli:
     """One database, one environment; ``run`` (subprocess) and ``invoke`` (in-process)."""
 
-    def __init__(self, tmp_path: Path, pki: TestPKI) -> None:
+    def __init__(self, tmp_path: Path, pki: TestPKI, db_url: str) -> None:
         self.tmp = tmp_path
         self.pki = pki
-        self.db = tmp_path / "cli.db"
+        self.db_url = db_url
         self.env = {
             **os.environ,
-            "SWREG_DATABASE_URL": f"sqlite:///{self.db}",
+            "SWREG_DATABASE_URL": db_url,
             "SWREG_SECRET_KEY": SECRET.hex(),
             "SWREG_ARGON2": "1,64,1",
         }
@@ -85,8 +93,9 @@ class Cli:
 
 
 @pytest.fixture
-def cli(tmp_path: Path, pki: TestPKI) -> Cli:
-    runner = Cli(tmp_path, pki)
+def cli(tmp_path: Path, pki: TestPKI, fresh_database: FreshDatabase) -> Cli:
+    # `swreg init` migrates it; a SQLite file lies in tmp_path (the PIN test reads every file)
+    runner = Cli(tmp_path, pki, fresh_database(migrated=False, directory=tmp_path))
     code, out, _ = runner.run("init")
     assert (code, out["ok"]) == (0, True)
     runner.trust_roots()
@@ -241,17 +250,20 @@ def test_the_pin_appears_in_no_file_table_or_output(cli: Cli, pki: TestPKI) -> N
         if path.suffix != ".p12" and path.is_file():
             assert pin.encode() not in path.read_bytes(), path
     assert pin not in json.dumps(out) and pin not in err
-    with sqlite3.connect(cli.db) as connection:
-        for (table,) in connection.execute("select name from sqlite_master where type='table'"):
-            for row in connection.execute(f'select * from "{table}"'):
+    engine = create_engine(cli.db_url, poolclass=pool.NullPool)
+    with engine.connect() as connection:
+        for table in inspect(connection).get_table_names():
+            for row in connection.execute(text(f'select * from "{table}"')):
                 assert pin not in repr(row), table
                 assert "A123456789" not in repr(row), table  # the ID: hashed and masked only
                 assert "Passw0rdOK" not in repr(row), table
 
 
-def _tamper(db: Path, sql: str) -> None:
-    with sqlite3.connect(db) as connection:
-        connection.executescript(sql)
+def _tamper(db_url: str, sql: str) -> None:
+    engine = create_engine(db_url, poolclass=pool.NullPool)
+    with engine.begin() as connection:
+        for statement in sql.split(";"):
+            connection.exec_driver_sql(statement)
 
 
 @pytest.mark.parametrize(
@@ -276,7 +288,7 @@ def test_audit_verify_finds_the_first_bad_row(
     assert cli.register("person.general", pki.issue_person(), PERSON_ANSWERS)[0] == 0
     code, out, _ = cli.run("audit", "verify")
     assert (code, out["ok"], out["first_bad_seq"]) == (0, True, None)
-    _tamper(cli.db, sql)
+    _tamper(cli.db_url, sql)
     code, out, _ = cli.run("audit", "verify")
     assert code == 1
     assert out["ok"] is False
@@ -339,6 +351,7 @@ def test_trust_list_and_readers_list(cli: Cli) -> None:
 
 
 def test_demo_registers_every_category(tmp_path: Path) -> None:
+    # `swreg demo` makes its own SQLite database in --out, whatever the test backend.
     done = subprocess.run(
         [SWREG, "demo", "--out", str(tmp_path / "demo"), "--json"],
         capture_output=True, text=True, timeout=300, check=False,

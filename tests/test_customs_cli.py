@@ -22,7 +22,7 @@ from engine import App, Settings, bootstrap
 from engine.cli import app as cli_app
 from engine.testing.pki import IssuedCard, TestPKI
 
-from .conftest import COMPANY_ANSWERS, FAST_ARGON2, PIN, SECRET
+from .conftest import COMPANY_ANSWERS, FAST_ARGON2, PIN, SECRET, FreshDatabase
 from .helpers import enrol
 from .test_customs import BROKER, OTHER_UBN, UBN, activate_and_login, audit, stored
 
@@ -32,10 +32,10 @@ SWREG = str(Path(sys.executable).parent / "swreg")
 class Cli:
     """One database and environment for ``swreg``; ``invoke`` runs a command in-process."""
 
-    def __init__(self, tmp_path: Path, pki: TestPKI) -> None:
+    def __init__(self, tmp_path: Path, pki: TestPKI, db_url: str) -> None:
         self.tmp = tmp_path
         self.pki = pki
-        self.url = f"sqlite:///{tmp_path / 'cli.db'}"
+        self.url = db_url
         self.env = {
             **os.environ,
             "SWREG_DATABASE_URL": self.url,
@@ -79,8 +79,8 @@ class Cli:
 
 
 @pytest.fixture
-def cli(tmp_path: Path, pki: TestPKI) -> Cli:
-    runner = Cli(tmp_path, pki)
+def cli(tmp_path: Path, pki: TestPKI, fresh_database: FreshDatabase) -> Cli:
+    runner = Cli(tmp_path, pki, fresh_database(migrated=False))  # the first command migrates it
     for anchor in pki.anchors():
         assert runner.invoke("trust", "add", runner.file(pki.der(anchor)))[0] == 0
     for ca in pki.intermediates():

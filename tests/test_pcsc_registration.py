@@ -32,7 +32,7 @@ from readers import open_card
 from readers.pcsc import list_readers, wait_for_card
 from readers.vcard import CardThread, GpkiApplet, PivApplet
 
-from .conftest import COMPANY_ANSWERS, PERSON_ANSWERS, SECRET
+from .conftest import COMPANY_ANSWERS, PERSON_ANSWERS, SECRET, FreshDatabase
 from .helpers import count
 
 SWREG = str(Path(sys.executable).parent / "swreg")
@@ -72,9 +72,9 @@ def swreg(env: dict[str, str], *args: str, stdin: str | None = None) -> tuple[in
 
 
 @pytest.fixture
-def cli_env(tmp_path: Path, pki: TestPKI) -> dict[str, str]:
+def cli_env(fresh_database: FreshDatabase, pki: TestPKI) -> dict[str, str]:
     """The environment of a CLI whose database trusts the test roots and knows their CAs."""
-    url = f"sqlite:///{tmp_path / 'pcsc.db'}"
+    url = fresh_database()
     setup = bootstrap(Settings(database_url=url, secret_key=SECRET))
     for anchor in pki.anchors():
         setup.trust.add_certificate(pki.der(anchor))

@@ -18,7 +18,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from typer.testing import CliRunner
 
 from engine import App, FixedClock, SmtpMailer
@@ -304,24 +303,3 @@ def test_cli_reminders_send(app: App, store: Store, smtp_sink: SmtpSink, db_url:
     assert result.exit_code == 3
     assert (out["ok"], out["claimed"], out["sent"], out["failed"]) == (False, 3, 0, 3)
     assert out["errors"][0]["code"] == "mail_unavailable"
-
-
-def test_recording_is_retried_when_a_concurrent_audit_append_took_the_row(
-    app: App, store: Store, smtp_sink: SmtpSink, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    reminders = service(app, SmtpMailer(smtp_sink.settings()))
-    record_once = reminders._record_once
-    collisions = iter([True, False, False])
-
-    def colliding(*args: Any) -> None:
-        if next(collisions, False):  # what PostgreSQL raises when another appender won the seq
-            raise IntegrityError("INSERT INTO audit_log", {}, Exception("duplicate key"))
-        record_once(*args)
-
-    monkeypatch.setattr(reminders, "_record_once", colliding)
-    assert reminders.send_due() == ReminderRun(claimed=2, sent=2, failed=0, skipped=1)
-    assert len(smtp_sink.messages) == 2
-    assert reminder_rows(app) == sent_rows(
-        app, store.person_login, store.company_signing, at=PKI_NOW
-    )
-    assert len(audit(app)) == 2

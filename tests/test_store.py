@@ -1,15 +1,18 @@
-"""The store on a temporary SQLite file: schema, units of work, repositories."""
+"""The store on the test database (SQLite or PostgreSQL): schema, units of work, repositories."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from sqlalchemy import UniqueConstraint, inspect, text
 
+from engine import App
 from engine._errors import EnvironmentProblem, ErrorCode, RefusedError, WorkflowError
 from engine.store import (
     Account,
@@ -20,14 +23,16 @@ from engine.store import (
     Registration,
 )
 
+from .conftest import ON_POSTGRESQL, FreshDatabase, sqlite_only
+
 T0 = datetime(2025, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
 TAIPEI = timezone(timedelta(hours=8))
 WF_HASH = "a" * 64
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'data' / 'swreg.db'}")
+def db(fresh_database: FreshDatabase) -> Iterator[Database]:
+    database = Database(fresh_database(migrated=False))
     database.migrate()
     database.migrate()  # idempotent
     yield database
@@ -35,9 +40,22 @@ def db(tmp_path: Path) -> Iterator[Database]:
 
 
 def rows(db: Database, sql: str, **params: Any) -> list[tuple[Any, ...]]:
-    """Raw rows, read outside any unit of work."""
+    """Raw rows, read outside any unit of work, as SQLite stores them (on PostgreSQL the
+    native values are turned into that text: naive UTC datetimes, JSON, ISO dates, 0/1)."""
     with db.engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(text(sql), params)]
+        return [tuple(_as_sqlite(v) for v in r) for r in conn.execute(text(sql), params)]
+
+
+def _as_sqlite(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return str(value.astimezone(UTC).replace(tzinfo=None))
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return value
 
 
 def make_registration(id: str = "reg-1", **over: Any) -> Registration:
@@ -109,6 +127,7 @@ def seed_registration(db: Database, id: str = "reg-1") -> None:
 # --- database and schema -------------------------------------------------------------------
 
 
+@sqlite_only  # a SQLite file and its directory
 def test_migrate_creates_parent_dir_and_is_idempotent(tmp_path: Path) -> None:
     database = Database(f"sqlite:///{tmp_path / 'a' / 'b' / 'swreg.db'}")
     assert not database.is_migrated()
@@ -120,6 +139,28 @@ def test_migrate_creates_parent_dir_and_is_idempotent(tmp_path: Path) -> None:
     database.dispose()
 
 
+def test_migrations_up_down_and_up_on_the_test_database(fresh_database: FreshDatabase) -> None:
+    database = Database(fresh_database(migrated=False))
+    assert not database.is_migrated()
+    config = database._alembic_config()
+    with database.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+        command.downgrade(config, "base")
+    assert set(inspect(database.engine).get_table_names()) == {"alembic_version"}
+    database.migrate()
+    database.migrate()
+    assert database.is_migrated()
+    assert rows(database, "SELECT version_num FROM alembic_version") == [("0003",)]
+    database.dispose()
+
+
+def test_a_plain_postgresql_url_gets_the_psycopg_driver() -> None:
+    database = Database("postgresql://swreg@db.example/swreg")  # nothing connects
+    assert database.engine.dialect.driver == "psycopg"
+
+
+@sqlite_only
 def test_sqlite_connection_settings(db: Database) -> None:
     with db.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
@@ -151,7 +192,11 @@ def test_models_and_migrated_schema_agree(db: Database) -> None:
         assert list(columns) == [c.name for c in table.columns], name
         for column in table.columns:
             assert columns[column.name]["nullable"] == column.nullable, (name, column.name)
-        indexes = {i["name"]: i["column_names"] for i in inspector.get_indexes(name)}
+        indexes = {
+            i["name"]: i["column_names"]
+            for i in inspector.get_indexes(name)
+            if "duplicates_constraint" not in i  # PostgreSQL: a UNIQUE constraint's index
+        }
         assert indexes == {i.name: [c.name for c in i.columns] for i in table.indexes}, name
         pk = inspector.get_pk_constraint(name)["constrained_columns"]
         assert pk == [c.name for c in table.primary_key.columns], name
@@ -172,6 +217,7 @@ def test_models_and_migrated_schema_agree(db: Database) -> None:
         assert uniques == model_uniques, name
 
 
+@sqlite_only  # a SQLite file that cannot be opened
 def test_unavailable_database_is_an_environment_problem(tmp_path: Path) -> None:
     database = Database(f"sqlite:///{tmp_path}")  # a directory, not a file
     with pytest.raises(EnvironmentProblem) as info:
@@ -315,9 +361,12 @@ def test_duplicate_account_keeps_outer_transaction_usable(db: Database) -> None:
         assert info.value.field == "account"
         uow.accounts.add(make_account("BOB", ubn="12345675", national_id_hash=None))
         uow.commit()
-    assert rows(db, "SELECT id, name, email, status, ubn, birth_date, iot FROM accounts") == [
-        (1, "ALICE", "a@example.tw", "pending_activation", None, "1990-01-02", 0),
-        (2, "BOB", "a@example.tw", "pending_activation", "12345675", "1990-01-02", 0),
+    # (no ids: a PostgreSQL sequence keeps the number the refused insert drew)
+    assert rows(
+        db, "SELECT name, email, status, ubn, birth_date, iot FROM accounts ORDER BY id"
+    ) == [
+        ("ALICE", "a@example.tw", "pending_activation", None, "1990-01-02", 0),
+        ("BOB", "a@example.tw", "pending_activation", "12345675", "1990-01-02", 0),
     ]
     assert rows(db, "SELECT state FROM registrations") == [("completed",)]
     with db.unit_of_work() as uow:
@@ -329,7 +378,7 @@ def test_duplicate_account_keeps_outer_transaction_usable(db: Database) -> None:
 
 
 def test_broken_foreign_key_is_not_mistaken_for_a_duplicate(db: Database) -> None:
-    with db.unit_of_work() as uow, pytest.raises(Exception, match="FOREIGN KEY"):
+    with db.unit_of_work() as uow, pytest.raises(Exception, match=r"(?i)FOREIGN KEY"):
         uow.certificates.add(make_certificate(account_id=999))
 
 
@@ -458,3 +507,12 @@ def test_idle_registrations(db: Database) -> None:
             "later",
             "late",
         ]
+
+
+def test_a_value_the_database_cannot_hold_is_a_coded_refusal(app: App) -> None:
+    """PostgreSQL text cannot hold NUL (the portal refuses it first); the store says so in a code,
+    never with a raw DataError. SQLite stores and compares it: the registration is not found."""
+    with pytest.raises((RefusedError, WorkflowError)) as info:
+        app.registrations.status("a\x00b")
+    expected = ErrorCode.INVALID_VALUE if ON_POSTGRESQL else ErrorCode.REGISTRATION_NOT_FOUND
+    assert info.value.code == expected

@@ -2,7 +2,8 @@
 
 :class:`Database` owns the SQLAlchemy engine; a :class:`UnitOfWork` owns one session and one
 transaction, and the service layer decides when it commits. SQLite files run in WAL mode with
-foreign keys on and a 5 s busy timeout; PostgreSQL is used as configured by its URL.
+foreign keys on and a 5 s busy timeout; PostgreSQL (psycopg 3) is used as configured by its URL,
+at its default READ COMMITTED isolation (the audit chain's lock relies on it).
 
 The schema comes from the Alembic migrations shipped in ``migrations/`` (:meth:`Database.migrate`),
 never from ``create_all``.
@@ -20,17 +21,18 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
-from .._errors import EnvironmentProblem, ErrorCode, WorkflowError
+from .._errors import EnvironmentProblem, ErrorCode, RefusedError
 from ._audit import AuditLog
 from ._repositories import (
     AccountRepository,
     ActivationRepository,
     CertificateRepository,
     ChallengeRepository,
+    ConcurrentUpdate,
     CRLRepository,
     LoginChallengeRepository,
     RateLimitRepository,
@@ -89,10 +91,16 @@ def _make_parent_dir(url: URL) -> None:
 
 
 class Database:
-    """One database, by SQLAlchemy URL (``sqlite:///path/swreg.db``, ``postgresql+psycopg://...``)."""
+    """One database, by SQLAlchemy URL (``sqlite:///path/swreg.db``, ``postgresql+psycopg://...``).
+
+    A plain ``postgresql://`` URL gets the psycopg (3) driver swreg depends on, not SQLAlchemy's
+    default psycopg2.
+    """
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
         parsed = make_url(url)
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
         self.url = parsed
         sqlite = parsed.get_backend_name() == "sqlite"
         if sqlite:
@@ -151,7 +159,8 @@ class UnitOfWork:
             uow.commit()
 
     Leaving the block without :meth:`commit` rolls back; an exception rolls back and propagates
-    (a stale registration update propagates as ``WorkflowError("invalid_transition")``).
+    (a stale registration update propagates as :class:`ConcurrentUpdate`, ``invalid_transition``).
+    Audit rows appended in it are chained at :meth:`commit` (see ``_audit``).
     """
 
     def __init__(self, session: Session) -> None:
@@ -184,20 +193,27 @@ class UnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self.audit.discard_pending()
         try:
             self.session.rollback()
         finally:
             self.session.close()
         if isinstance(exc, StaleDataError):
-            raise WorkflowError(ErrorCode.INVALID_TRANSITION, detail="concurrent update") from exc
+            raise ConcurrentUpdate() from exc
+        if isinstance(exc, DataError):  # NUL in PostgreSQL text, a number out of range
+            raise RefusedError(
+                ErrorCode.INVALID_VALUE, detail="a value the database cannot hold"
+            ) from exc
 
     def commit(self) -> None:
-        """Flush and commit everything done so far."""
+        """Flush and commit everything done so far; the audit rows are chained last."""
         with translate_stale():
+            self.audit.write_pending()
             self.session.commit()
 
     def rollback(self) -> None:
         """Discard everything since the last commit."""
+        self.audit.discard_pending()
         self.session.rollback()
 
     def flush(self) -> None:

@@ -2,7 +2,8 @@
 
 They return ORM objects, never commit, and translate the database's refusals into the error
 tree: a duplicate account name is ``account_exists``, a duplicate certificate
-``already_registered``, a stale registration update ``invalid_transition``. Inserts that may hit a
+``already_registered``, a stale registration update ``invalid_transition``
+(:class:`ConcurrentUpdate`). Inserts that may hit a
 UNIQUE constraint run inside a SAVEPOINT, so the surrounding transaction stays usable.
 """
 
@@ -40,13 +41,21 @@ ENDING_STATES: tuple[str, ...] = ("completed", "cancelled", "expired")
 """Registration states that never expire (the workflow's endings)."""
 
 
+class ConcurrentUpdate(WorkflowError):
+    """``invalid_transition``: another unit of work updated the registration first (its
+    ``version`` moved on since it was loaded), so this update was not applied."""
+
+    def __init__(self) -> None:
+        super().__init__(ErrorCode.INVALID_TRANSITION, detail="concurrent update")
+
+
 @contextmanager
 def translate_stale() -> Iterator[None]:
-    """Turn SQLAlchemy's optimistic-locking failure into ``invalid_transition``."""
+    """Turn SQLAlchemy's optimistic-locking failure into :class:`ConcurrentUpdate`."""
     try:
         yield
     except StaleDataError as exc:
-        raise WorkflowError(ErrorCode.INVALID_TRANSITION, detail="concurrent update") from exc
+        raise ConcurrentUpdate() from exc
 
 
 def _insert_in_savepoint(session: Session, row: Base, exists: Callable[[], bool]) -> bool:

@@ -4,9 +4,10 @@ Everything here is the production path except the cards, which are virtual PIV c
 the real pcscd through its vpcd driver (``readers.vcard``):
 
 * ``mailbox``: an ``aiosmtpd`` SMTP server on a free loopback port that keeps every message;
-* ``portal``: a SQLite database prepared in-process (trust anchors and intermediates: a PIV card
-  carries no chain), then ``swreg serve --workers 2`` as a subprocess pointed at that database,
-  the SMTP server and the agent;
+* ``portal``: a database of the test backend (SQLite, or PostgreSQL in the PostgreSQL pass)
+  prepared in-process (trust anchors and intermediates: a PIV card carries no chain), then
+  ``swreg serve --workers 2`` as a subprocess pointed at that database, the SMTP server and the
+  agent;
 * ``agent``: ``swreg agent --origin <portal origin>`` as a subprocess (``pcsc:`` cards only);
 * ``insert_card``: inserts virtual cards into the first vpcd reader; they are removed (and the
   reader EMPTY) after each test;
@@ -16,7 +17,7 @@ the real pcscd through its vpcd driver (``readers.vcard``):
   when ``SWREG_SCREENSHOTS=1``.
 
 Every process started here is stopped by PID in its fixture's teardown (with the uvicorn
-workers it forked, found by PID and start time).
+workers it forked, found by PID and start time: ``tests/processes.py``).
 """
 
 from __future__ import annotations
@@ -25,16 +26,8 @@ import email
 import email.policy
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import suppress
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -50,9 +43,9 @@ from readers import open_card
 from readers.pcsc import wait_for_card
 from readers.vcard import CardThread, PivApplet, RetryState
 
-from ..conftest import SECRET
+from ..conftest import SECRET, TestDatabases
+from ..processes import SWREG, accepts, free_port, serve, spawn, stop_process, wait_until
 
-SWREG = str(Path(sys.executable).parent / "swreg")
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -67,7 +60,6 @@ CHROMIUM_ARGS = [
 ]
 CARD_PIN = "13572468"
 """The PIN of every virtual card inserted here (unless a test asks for another)."""
-STARTUP_TIMEOUT = 30.0
 CARD_TIMEOUT = 5.0
 EXPECT_TIMEOUT_MS = 15_000
 """Card work goes page → agent → pcscd → card and back; allow for a slow machine."""
@@ -77,106 +69,6 @@ SCREENSHOT_DIR = REPO / "docs" / "screenshots"
 InsertCard = Callable[..., str]
 """``insert_card(card, pin=CARD_PIN, retry=None) -> reader name``."""
 SaveScreenshot = Callable[[Page, str], Path]
-
-
-# -- helpers -----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _start_time(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (field 22 of /proc/PID/stat), None if it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def _descendants(pid: int) -> list[tuple[int, str]]:
-    """(PID, start time) of every live descendant of ``pid`` (uvicorn workers, helpers)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        parents.setdefault(ppid, []).append(int(entry.name))
-    found: list[tuple[int, str]] = []
-    todo = [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            started = _start_time(child)
-            if started is not None:
-                found.append((child, started))
-                todo.append(child)
-    return found
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    """Stop a process we started (SIGTERM, then SIGKILL) and any descendant it left behind."""
-    children = _descendants(process.pid)
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-    for pid, started in children:
-        if _start_time(pid) == started:  # still the same process: a leftover of ours
-            with suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-
-def _log_tail(path: Path, limit: int = 4000) -> str:
-    text = path.read_text(errors="replace") if path.exists() else ""
-    return text[-limit:]
-
-
-def _wait_until(
-    ready: Callable[[], bool], process: subprocess.Popen[bytes], log: Path, what: str
-) -> None:
-    """Poll ``ready`` until it holds; fail early (with the log) if the process exits."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while not ready():
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}:\n{_log_tail(log)}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} not ready in {STARTUP_TIMEOUT} s:\n{_log_tail(log)}")
-        time.sleep(0.05)  # startup polling only; the tests themselves never sleep
-
-
-def _answers_http(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2):
-            return True
-    except urllib.error.HTTPError:
-        return True  # an HTTP answer, even an error status, means the server is up
-    except OSError:
-        return False
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent)
 
 
 # -- SMTP --------------------------------------------------------------------------------------
@@ -253,9 +145,11 @@ def portal_ports() -> tuple[int, int]:
 
 
 @pytest.fixture(scope="module")
-def portal_database(tmp_path_factory: pytest.TempPathFactory, pki: TestPKI) -> str:
-    """A SQLite database, migrated in-process, trusting the test roots and knowing their CAs."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('portal') / 'swreg.db'}"
+def portal_database(
+    tmp_path_factory: pytest.TempPathFactory, test_databases: TestDatabases, pki: TestPKI
+) -> Iterator[str]:
+    """A fresh database of the test backend, trusting the test roots and knowing their CAs."""
+    url = test_databases.create(tmp_path_factory.mktemp("portal"))
     setup = bootstrap(Settings(database_url=url, secret_key=SECRET))
     try:
         for anchor in pki.anchors():
@@ -264,35 +158,29 @@ def portal_database(tmp_path_factory: pytest.TempPathFactory, pki: TestPKI) -> s
             setup.trust.add_certificate(pki.der(ca), anchor=False, actor="test")
     finally:
         setup.close()
-    return url
+    yield url
+    test_databases.drop(url)
 
 
 @pytest.fixture(scope="module")
 def portal(
-    portal_database: str, portal_ports: tuple[int, int], mailbox: Mailbox
+    portal_database: str,
+    portal_ports: tuple[int, int],
+    mailbox: Mailbox,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Portal]:
     """``swreg serve --workers 2`` on a free port, answering ``GET /``; stopped by PID."""
     port, agent_port = portal_ports
     origin = f"http://127.0.0.1:{port}"
     agent_url = f"ws://127.0.0.1:{agent_port}/"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SWREG_")}
-    env.update(
-        {
-            "SWREG_DATABASE_URL": portal_database,
-            "SWREG_SECRET_KEY": SECRET.hex(),
-            "SWREG_ARGON2": "1,64,1",
-            "SWREG_PUBLIC_ORIGIN": origin,
-            "SWREG_AGENT_URL": agent_url,
-            "SWREG_SMTP_HOST": mailbox.host,
-            "SWREG_SMTP_PORT": str(mailbox.port),
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    log = Path(portal_database.removeprefix("sqlite:///")).parent / "serve.log"
-    args = [SWREG, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
-    process = _spawn(args, env, log)
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    process = serve(
+        portal_database, SECRET.hex(), port, log, workers=2,
+        SWREG_AGENT_URL=agent_url,
+        SWREG_SMTP_HOST=mailbox.host,
+        SWREG_SMTP_PORT=str(mailbox.port),
+    )  # fmt: skip
     try:
-        _wait_until(lambda: _answers_http(origin + "/"), process, log, "swreg serve")
         yield Portal(origin, portal_database, agent_url, agent_port, log)
     finally:
         stop_process(process)
@@ -305,9 +193,9 @@ def agent(portal: Portal, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWREG_")}
     env["PYTHONUNBUFFERED"] = "1"
     args = [SWREG, "agent", "--origin", portal.origin, "--port", str(portal.agent_port)]
-    process = _spawn(args, env, log)
+    process = spawn(args, env, log)
     try:
-        _wait_until(lambda: _accepts(portal.agent_port), process, log, "swreg agent")
+        wait_until(lambda: accepts(portal.agent_port), process, log, "swreg agent")
         yield portal.agent_url
     finally:
         stop_process(process)
