@@ -79,6 +79,7 @@ from ._types import (
     IssuerCA,
     Labels,
     RegistrationCompleted,
+    StepActor,
     StepSpec,
     UsageType,
 )
@@ -153,6 +154,7 @@ __all__ = [
     "SmtpMailer",
     "SpecialistCode",
     "Step",
+    "StepActor",
     "StepSpec",
     "SubCard",
     "SwregError",

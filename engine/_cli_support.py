@@ -50,16 +50,19 @@ class Output:
         self.as_json = as_json
         self.result: dict[str, Any] = {}
         self.lines: list[str] = []
+        self.to_stderr = False
+        """Print the result on stderr: the command's stdout carries data (``audit export``)."""
 
     def say(self, line: str) -> None:
         self.lines.append(line)
 
     def emit(self, ok: bool = True) -> None:
         if self.as_json:
-            typer.echo(json.dumps({"ok": ok, **self.result}, ensure_ascii=False, default=str))
+            text = json.dumps({"ok": ok, **self.result}, ensure_ascii=False, default=str)
+            typer.echo(text, err=self.to_stderr)
         else:
             for line in self.lines:
-                typer.echo(line)
+                typer.echo(line, err=self.to_stderr)
 
 
 @contextmanager

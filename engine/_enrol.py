@@ -54,7 +54,7 @@ def register_with_card(
         )
         view = service.submit_card(view.id, response, actor=actor)
         notify(view)
-        while view.state not in ENDINGS:
+        while view.state not in ENDINGS and view.awaiting is None:  # an officer's turn
             view = service.submit(view.id, answers, actor=actor)
             notify(view)
     except SwregError:

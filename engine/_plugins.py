@@ -6,6 +6,7 @@ build their own), and :class:`Catalog` reads the declaration hooks once at boots
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -15,7 +16,15 @@ import pluggy
 
 from . import hookspecs
 from ._errors import DefinitionError, ErrorCode, WorkflowError
-from ._types import ApplicantType, CertificateIdentity, IssuerCA, StepSpec, UsageType
+from ._types import (
+    STEP_ACTORS,
+    ApplicantType,
+    CertificateIdentity,
+    IssuerCA,
+    StepSpec,
+    UsageType,
+)
+from ._workflow import Step
 
 _Declared = TypeVar("_Declared", ApplicantType, UsageType, StepSpec)
 
@@ -50,6 +59,10 @@ class Catalog:
         )
         usages = _unique((u for group in hook.swreg_usage_types() for u in group), "usage type")
         steps = _unique((s for group in hook.swreg_workflow_steps() for s in group), "step")
+        for spec in steps.values():
+            _check_step(spec)
+        for code in (*applicants, *usages):
+            _check_code(code)
         for applicant in applicants.values():
             for code in applicant.takes_over:
                 if code not in applicants:
@@ -91,6 +104,36 @@ class Catalog:
         codes = [a.code for a in self.applicant_types.values() if a.login.accepts(ca, identity)]
         codes += [u.code for u in self.usage_types.values() if ca in u.accepted_cas()]
         return codes
+
+
+_STEP_ID = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+_CODE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*")
+MAX_CODE_LENGTH = 64  # the width of the applicant_type / usage_type columns
+
+
+def _check_code(code: object) -> None:
+    """A type code is dotted lowercase words that fit the database columns (every backend)."""
+    if not isinstance(code, str) or len(code) > MAX_CODE_LENGTH or not _CODE.fullmatch(code):
+        raise DefinitionError(
+            f"type code {code!r} must be dotted words of [a-z0-9_], at most {MAX_CODE_LENGTH}"
+        )
+
+
+def _check_step(spec: StepSpec) -> None:
+    """A contributed step has a plain id (it is stored as the state and drawn in diagrams),
+    does not shadow a built-in one and names a known actor."""
+    if not isinstance(spec.id, str) or not _STEP_ID.fullmatch(spec.id):
+        raise DefinitionError(f"step id {spec.id!r} must match [a-z][a-z0-9_]{{0,31}}")
+    if spec.id in Step.__members__.values():
+        raise DefinitionError(f"step {spec.id!r} is built in; a plugin cannot contribute it")
+    if spec.actor not in STEP_ACTORS:
+        raise DefinitionError(
+            f"step {spec.id!r}: actor must be one of {', '.join(STEP_ACTORS)}, not {spec.actor!r}"
+        )
+    if spec.actor == "officer" and spec.form is not None:
+        raise DefinitionError(f"step {spec.id!r}: an officer step takes no applicant form")
 
 
 def _unique(items: Iterable[_Declared], what: str) -> dict[str, _Declared]:

@@ -5,6 +5,11 @@ unit of work: it loads the registration, validates the input with the pure core,
 workflow event (a :class:`_Recorder` listener writes the state, the audit row and, on entering
 ``completed``, the account) and commits. A refusal raises before the commit, so it leaves
 nothing behind; the account exists only once ``completed`` is entered.
+
+At a step whose actor is an officer (an approval step contributed by a plugin) the applicant
+has nothing to submit: the registration waits (待審核) until :meth:`RegistrationService.approve`
+(it moves on; entering ``completed`` creates the account, exactly as after the last form) or
+:meth:`RegistrationService.reject` (it ends in ``rejected`` with the reason in the audit row).
 """
 
 from __future__ import annotations
@@ -14,23 +19,32 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import pluggy
+from sqlalchemy import select
 from statemachine.exceptions import TransitionNotAllowed
 
 from ._card_check import CardResponse, Challenge, check_card_response
 from ._clock import Clock
 from ._errors import ChallengeError, ErrorCode, RefusedError, WorkflowError
-from ._fields import using_today
+from ._fields import Form, Name, text_validator, using_today, validate_form
 from ._plugins import Catalog
 from ._security import IdentifierHasher, PasswordHasher, new_id
 from ._step_data import Hashers, accept_step, masked_diff
 from ._trust_service import TrustService
-from ._types import CertificateIdentity, RegistrationCompleted
-from ._workflow import ENDINGS, Event, Step, WorkflowDefinition, advance
-from .store import Account, Certificate, Database, Registration, UnitOfWork
+from ._types import CertificateIdentity, Labels, RegistrationCompleted
+from ._workflow import (
+    AWAITING_OFFICER,
+    ENDINGS,
+    OFFICER,
+    Event,
+    Step,
+    WorkflowDefinition,
+    advance,
+)
+from .store import Account, Certificate, ConcurrentUpdate, Database, Registration, UnitOfWork
 from .store import Challenge as ChallengeRow
 
 ACCOUNT_COLUMNS = (
@@ -40,6 +54,20 @@ ACCOUNT_COLUMNS = (
 log = logging.getLogger("swreg.registration")
 TAIPEI = ZoneInfo("Asia/Taipei")  # birth dates and 'today' are Taiwan's
 _NOT_PROFILE = frozenset(ACCOUNT_COLUMNS) | {"birth_date", "password_hash", "consent", "iot"}
+MAX_LISTED = 1000
+_NO_STATUS = Labels("", "")
+
+
+class _Approval(Form):
+    """An officer's decision: who decides (the audit row's actor is ``officer:NAME``)."""
+
+    officer: Name
+
+
+class _Rejection(_Approval):
+    """A rejection also says why (kept in the audit row)."""
+
+    reason: Annotated[str, text_validator(500)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +84,11 @@ class RegistrationView:
     account: str | None
     expires_at: datetime
     identity: Mapping[str, str] = field(default_factory=dict)
+    awaiting: str | None = None
+    """``"officer"`` while the registration waits at an officer step (待審核), else None."""
+    status: Labels = _NO_STATUS
+    """What to show for the state: its step's label, 待審核 while awaiting an officer, 已駁回."""
+    updated_at: datetime | None = None
 
     @property
     def step_number(self) -> int:
@@ -235,6 +268,12 @@ class RegistrationService:
         """Submit the current step's form (基本資料, 企業資訊 or a plugin step); moves on."""
         with self._database.unit_of_work() as uow:
             registration = self._load(uow, registration_id, actor)
+            if self._workflows.get(registration.workflow_hash, uow).awaits_officer(
+                registration.state
+            ):
+                raise WorkflowError(
+                    ErrorCode.INVALID_TRANSITION, detail="awaiting approval by an officer"
+                )
             applicant = self._catalog.applicant(registration.applicant_type)
             form = applicant.form_for(registration.state)
             if form is None and registration.state in self._catalog.steps:
@@ -282,17 +321,94 @@ class RegistrationService:
 
     def status(self, registration_id: str, *, actor: str = "cli") -> RegistrationView:
         with self._database.unit_of_work() as uow:
-            return self._view(self._load(uow, registration_id, actor, expire_only=True))
+            return self._view(self._load(uow, registration_id, actor, expire_only=True), uow)
 
     def expire_idle(self, *, actor: str = "system") -> int:
-        """Expire every registration idle past its deadline; returns how many."""
+        """Expire every registration idle past its deadline; returns how many.
+
+        A registration waiting for an officer has no deadline (unless its step has a
+        ``timeout_minutes``), so this never expires it for the applicant's idleness.
+        """
         now = self._clock.now()
         with self._database.unit_of_work() as uow:
-            stale = uow.registrations.idle(now)
+            stale = uow.registrations.idle(now, ending_states=sorted(ENDINGS))
             for registration in stale:
                 self._fire(uow, registration, Event.EXPIRE, actor=actor)
             uow.commit()
             return len(stale)
+
+    # -- officer steps: 審核 ----------------------------------------------------------------------
+
+    def find(
+        self,
+        *,
+        state: str | None = None,
+        applicant_type: str | None = None,
+        limit: int = 100,
+    ) -> list[RegistrationView]:
+        """Registrations, longest unchanged first; ``state="approval"`` is an officers' queue.
+
+        Registrations past their deadline that have not ended yet are left out (the sweeper,
+        :meth:`expire_idle`, or the next look at them expires them).
+        """
+        if not 1 <= limit <= MAX_LISTED:
+            raise RefusedError(ErrorCode.INVALID_VALUE, field="limit", detail=f"1 to {MAX_LISTED}")
+        query = select(Registration).order_by(Registration.updated_at, Registration.id)
+        if state is not None:
+            query = query.where(Registration.state == state)
+        if applicant_type is not None:
+            query = query.where(Registration.applicant_type == applicant_type)
+        now = self._clock.now()
+        with self._database.unit_of_work() as uow:
+            found = uow.session.scalars(query.limit(limit))
+            return [
+                self._view(registration, uow)
+                for registration in found
+                if registration.state in ENDINGS or now <= registration.expires_at
+            ]
+
+    def approve(self, registration_id: str, *, officer: str, via: str = "cli") -> RegistrationView:
+        """An officer approves a registration waiting at an officer step (待審核).
+
+        It moves on to the following step. When that is ``completed``, the account is created
+        in this transaction with its audit row, exactly as after a last form, and plugins are
+        told after the commit (the activation mail goes out). The audit row's actor is
+        ``officer:NAME``; ``via`` (``cli``, ``api:ADDRESS``) is recorded in its diff.
+        """
+        decision = validate_form(_Approval, {"officer": officer})
+        actor = f"officer:{decision.officer}"
+        with self._database.unit_of_work() as uow:
+            registration = self._load(uow, registration_id, actor)
+            self._require_officer_step(uow, registration)
+            diff = {"officer": decision.officer, "via": via}
+            self._fire(uow, registration, Event.APPROVE, actor=actor, diff=diff)
+            uow.commit()
+        if registration.state == Step.COMPLETED:
+            self._announce(registration)
+        return self._view(registration)
+
+    def reject(
+        self, registration_id: str, *, officer: str, reason: str, via: str = "cli"
+    ) -> RegistrationView:
+        """An officer rejects a registration waiting at an officer step: it ends in
+        ``rejected``, no account is created, and the audit row keeps the reason."""
+        decision = validate_form(_Rejection, {"officer": officer, "reason": reason})
+        actor = f"officer:{decision.officer}"
+        with self._database.unit_of_work() as uow:
+            registration = self._load(uow, registration_id, actor)
+            self._require_officer_step(uow, registration)
+            diff = {"officer": decision.officer, "via": via, "reason": decision.reason}
+            self._fire(uow, registration, Event.REJECT, actor=actor, diff=diff)
+            uow.commit()
+        return self._view(registration)
+
+    def _require_officer_step(self, uow: UnitOfWork, registration: Registration) -> None:
+        definition = self._workflows.get(registration.workflow_hash, uow)
+        if registration.state in ENDINGS or not definition.awaits_officer(registration.state):
+            raise WorkflowError(
+                ErrorCode.INVALID_TRANSITION,
+                detail=f"the registration is at {registration.state!r}, not awaiting an officer",
+            )
 
     def check_account(self, name: str) -> bool:
         """檢核是否存在: True when the account name is still free (「此帳號可使用」)."""
@@ -308,8 +424,11 @@ class RegistrationService:
         if registration is None:
             raise WorkflowError(ErrorCode.REGISTRATION_NOT_FOUND, field="registration_id")
         if registration.state not in ENDINGS and self._clock.now() > registration.expires_at:
-            self._fire(uow, registration, Event.EXPIRE, actor=actor)
-            uow.commit()
+            try:
+                self._fire(uow, registration, Event.EXPIRE, actor=actor)
+                uow.commit()
+            except ConcurrentUpdate:  # another request expired it first: read it again
+                uow.rollback()
             if not expire_only:
                 raise WorkflowError(ErrorCode.REGISTRATION_EXPIRED)
         if registration.state == Step.EXPIRED and not expire_only:
@@ -423,10 +542,19 @@ class RegistrationService:
         except Exception:  # the account exists; a plugin's failure cannot undo it
             log.exception("a swreg_registration_completed hook failed (%s)", event.applicant_type)
 
-    def _view(self, registration: Registration) -> RegistrationView:
+    def _view(self, registration: Registration, uow: UnitOfWork | None = None) -> RegistrationView:
         applicant = self._catalog.applicant(registration.applicant_type)
-        definition = self._workflows.get(registration.workflow_hash)
+        definition = self._workflows.get(registration.workflow_hash, uow)
         visible = {k: v for k, v in registration.data.items() if not k.endswith("_hash")}
+        state = registration.state
+        awaiting = OFFICER if definition.awaits_officer(state) else None
+        if awaiting is not None:
+            status = AWAITING_OFFICER
+        elif state in Step.__members__.values():
+            status = Step(state).labels
+        else:
+            step = next((s for s in definition.steps if s.id == state), None)
+            status = step.labels if step is not None and step.labels else Labels(state, state)
         return RegistrationView(
             id=registration.id,
             state=registration.state,
@@ -438,6 +566,9 @@ class RegistrationService:
             account=registration.account_name or applicant.account.name(registration.data),
             expires_at=registration.expires_at,
             identity=(registration.evidence or {}).get("identity", {}),
+            awaiting=awaiting,
+            status=status,
+            updated_at=registration.updated_at,
         )
 
 
@@ -463,9 +594,8 @@ class _Recorder:
         now = self.clock.now()
         registration.state = target.id
         registration.updated_at = now
-        if target.id not in ENDINGS:
-            timeout = self.definition.step(target.id).timeout or self.definition.idle_timeout
-            registration.expires_at = now + timeout
+        if target.id not in ENDINGS:  # officer steps wait without an idle deadline
+            registration.expires_at = self.definition.deadline(target.id, now)
         self.uow.audit.append(
             at=now, actor=self.actor, event=event, registration_id=registration.id,
             from_state=source.id, to_state=target.id, applicant_type=registration.applicant_type,

@@ -14,6 +14,8 @@
 ``SWREG_MAIL_OUTBOX``    a folder receiving mail as ``.eml`` files instead (demo)
 ``SWREG_DEMO``           ``1``: demo mode (the portal shows the outbox at /demo/outbox)
 ``SWREG_AGENT_URL``      where the wizard page finds the local card agent (ws://127.0.0.1:61234/)
+``SWREG_OFFICER_TOKEN``  the bearer token of the officer API (``/api/officer/...``); unset, the
+                         officer API refuses every request (officers use ``swreg registrations``)
 """
 
 from __future__ import annotations
@@ -100,6 +102,8 @@ class Settings:
     """Demo mode: the portal shows the mail outbox at /demo/outbox."""
     agent_url: str = "ws://127.0.0.1:61234/"
     """Where the wizard page finds the local card agent."""
+    officer_token: str | None = None
+    """The bearer token of the officer API (compared in constant time); None disables it."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -119,6 +123,7 @@ class Settings:
             mail=MailSettings.from_env(env),
             demo=env.get("SWREG_DEMO") == "1",
             agent_url=env.get("SWREG_AGENT_URL") or "ws://127.0.0.1:61234/",
+            officer_token=env.get("SWREG_OFFICER_TOKEN") or None,
         )
         given = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **given)  # type: ignore[arg-type]

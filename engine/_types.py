@@ -256,17 +256,36 @@ class UsageType:
         return frozenset(cas)
 
 
+StepActor = Literal["applicant", "officer"]
+"""Who acts at a workflow step: the applicant (fills its form, or passes it with ``next``) or a
+customs officer (``approve`` / ``reject``; the registration waits meanwhile)."""
+
+STEP_ACTORS: tuple[StepActor, ...] = ("applicant", "officer")
+
+
 @dataclass(frozen=True, slots=True)
 class StepSpec:
-    """A workflow step contributed by a plugin (for example a review step).
+    """A workflow step contributed by a plugin (for example a review or an approval step).
 
-    ``applies_to`` holds categories or applicant-type codes; empty means every type.
+    ``applies_to`` holds categories or applicant-type codes; empty means every type (the
+    workflow definition file decides where the step stands and whom it applies to).
+
+    ``actor`` says who acts there. ``"applicant"`` (the default): the applicant submits the
+    step's ``form`` (or passes a form-less step with ``next``). ``"officer"``: the step takes no
+    applicant input; the registration waits there (待審核, awaiting approval) until an officer
+    approves it (it moves on: to ``completed``, the account is created) or rejects it (it ends
+    in ``rejected`` with a reason, and no account). An officer step has no ``form``. It is not
+    subject to the idle timeout: it waits until decided, or for the step's own
+    ``timeout_minutes`` when the definition gives one::
+
+        StepSpec("approval", Labels("審核", "Approval"), actor="officer")
     """
 
     id: str
     labels: Labels
     form: type[BaseModel] | None = None
     applies_to: frozenset[str] = frozenset()
+    actor: StepActor = "applicant"
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +314,7 @@ __all__ = [
     "IssuerCA",
     "Labels",
     "RegistrationCompleted",
+    "StepActor",
     "StepSpec",
     "UsageType",
 ]

@@ -9,13 +9,18 @@ error (no reader, no card, no database).
 from __future__ import annotations
 
 import json
+import os
 import signal
+import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from ._audit_export import export_audit
 from ._cli_customs import customs_app
+from ._cli_registrations import registrations_app
 from ._cli_renewal import reminders_app, renewal_app
 from ._cli_support import (
     DbOption,
@@ -28,6 +33,7 @@ from ._cli_support import (
     state,
 )
 from ._cli_turnkey import turnkey_app
+from ._cli_workflow import workflow_app
 from ._enrol import register_with_card
 from ._errors import (
     EnvironmentProblem,
@@ -35,6 +41,7 @@ from ._errors import (
     RefusedError,
     UsageError,
 )
+from ._registration import RegistrationView
 
 app = typer.Typer(
     name="swreg",
@@ -64,6 +71,8 @@ for sub, name in (
     (turnkey_app, "turnkey"),
     (reminders_app, "reminders"),
     (renewal_app, "renewal"),
+    (registrations_app, "registrations"),
+    (workflow_app, "workflow"),
 ):
     app.add_typer(sub, name=name)
 
@@ -193,12 +202,12 @@ def register(
         with open_card(card) as opened:
             pin = read_pin(pin_stdin)
 
-            def remember(view: Any) -> None:
+            def remember(view: RegistrationView) -> None:
                 out.result["registration_id"] = view.id
 
-            view = register_with_card(
-                application.registrations, type_code=type_code, answers=data, card=opened,
-                pin=pin, on_step=remember,
+            view = register_with_card(  # stops where an officer decides (view.awaiting)
+                application.registrations, type_code=type_code, answers=data,
+                card=opened, pin=pin, on_step=remember,
             )  # fmt: skip
         out.result.update(
             account=view.account,
@@ -206,6 +215,14 @@ def register(
             type=view.applicant_type,
             registration_id=view.id,
         )
+        if view.awaiting is not None:
+            out.result.update(
+                awaiting=view.awaiting, status={"zh-TW": view.status.zh_tw, "en": view.status.en}
+            )
+            out.say(f"已送出，待審核 / submitted, awaiting approval: {view.applicant_type}")
+            out.say(f"註冊作業 / registration: {view.id}")
+            out.say(f"核准後的帳號 / account once approved: {view.account}")
+            return
         out.say(f"註冊完成 / registration completed: {view.applicant_type}")
         out.say(f"帳號 / account: {view.account}")
         out.say("請至您的電子郵件Email進行帳號啟用 / activate the account from your e-mail")
@@ -284,6 +301,51 @@ def audit_show(
                 f"{e['from_state'] or '-'} → {e['to_state'] or '-'} "
                 f"{json.dumps(e['diff'], ensure_ascii=False)}"
             )
+
+
+@audit_app.command("export")
+def audit_export(
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", help="Write to FILE (default: stdout; the summary on stderr)."),
+    ] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The audit log as JSON Lines with the chain hashes, for auditors. 匯出稽核紀錄。
+
+    Check an export with scripts/verify-audit-export.py (Python standard library only).
+    """
+    with command(as_json) as out:
+        database = app_for(db).database
+        if output is None:
+            out.to_stderr = True  # stdout carries the export itself
+            exported = export_audit(database, sys.stdout)
+            sys.stdout.flush()
+        else:
+            exported = _export_to_file(database, output)
+            out.result["output"] = str(output)
+        out.result.update(rows=exported.rows, last_hash=exported.last_hash)
+        out.say(f"已匯出 / exported {exported.rows} rows" + (f" to {output}" if output else ""))
+        if exported.last_hash:
+            out.say(f"最後雜湊 / last hash: {exported.last_hash} (keep it to detect truncation)")
+
+
+def _export_to_file(database: Any, output: Path) -> Any:
+    """Write the export next to ``output`` and move it into place: never a half-written file."""
+    directory = output.resolve().parent
+    try:
+        fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{output.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise UsageError(detail=f"cannot write {output}: {exc.strerror}") from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            exported = export_audit(database, handle)
+        os.replace(temporary, output)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return exported
 
 
 def _entry(row: Any) -> dict[str, Any]:

@@ -67,6 +67,11 @@ def swreg_workflow_steps() -> Sequence[StepSpec]:
 
     Returns: a sequence of :class:`~engine.StepSpec`. A step appears in a registration only when
     the workflow definition lists it; its ``form`` (if any) is validated like the built-in forms.
+    A step with ``actor="officer"`` (for example an approval step) takes no applicant input: the
+    registration waits there (待審核) until an officer approves it (it moves on; entering
+    ``completed`` creates the account) or rejects it (it ends in ``rejected``, no account). Ids
+    are unique across plugins and may not be a built-in step's; an officer step has no ``form``
+    (either mistake is a :class:`~engine.DefinitionError` at bootstrap).
     """
     raise NotImplementedError
 

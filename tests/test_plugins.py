@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import os
 import subprocess
@@ -15,10 +16,10 @@ from pathlib import Path
 import pytest
 
 import engine
-from engine import Catalog, Category, DefinitionError, IssuerCA, make_plugin_manager
+from engine import Catalog, Category, DefinitionError, IssuerCA, hookimpl, make_plugin_manager
 from engine.testing.pki import TestPKI
 
-from .conftest import COMPANY_ANSWERS
+from .conftest import COMPANY_ANSWERS, SECRET, FreshDatabase
 from .helpers import enrol
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,6 +108,24 @@ def test_a_duplicate_code_is_a_definition_error() -> None:
         Catalog.from_plugins(manager)
 
 
+@pytest.mark.parametrize("code", ["enterprise." + "x" * 60, "Enterprise.Airline", "a..b", ""])
+def test_a_type_code_must_fit_every_database(code: str) -> None:
+    """Codes are stored in 64-character columns: PostgreSQL would refuse a longer one."""
+    import plugins.person as person
+
+    odd = dataclasses.replace(person.GENERAL_PERSON, code=code)
+
+    class Odd:
+        @staticmethod
+        @hookimpl
+        def swreg_applicant_types() -> list[object]:
+            return [odd]
+
+    manager = make_plugin_manager(plugins=[Odd()], load_entrypoints=False)
+    with pytest.raises(DefinitionError, match="type code"):
+        Catalog.from_plugins(manager)
+
+
 def test_a_third_party_type_registers_in_process(
     third_party: Path, settings: engine.Settings, clock: engine.FixedClock, pki: TestPKI
 ) -> None:
@@ -124,12 +143,13 @@ def test_a_third_party_type_registers_in_process(
 
 
 def test_a_third_party_type_through_the_cli(
-    third_party: Path, tmp_path: Path, pki: TestPKI
+    third_party: Path, tmp_path: Path, pki: TestPKI, fresh_database: FreshDatabase
 ) -> None:
     env = {
         **os.environ,
         "PYTHONPATH": str(third_party),
-        "SWREG_DATABASE_URL": f"sqlite:///{tmp_path / 'tp.db'}",
+        "SWREG_DATABASE_URL": fresh_database(migrated=False),
+        "SWREG_SECRET_KEY": SECRET.hex(),  # no key file beside a PostgreSQL database
         "SWREG_ARGON2": "1,64,1",
     }
 

@@ -6,6 +6,10 @@ Used by the test suite, ``swreg demo`` and plugin authors' tests::
 
     pki = TestPKI.create(now)
     card = pki.issue_company("04595257", "測試公司")
+
+The pytest fixtures for plugin authors (``swreg_pki``, ``swreg_app``, ``swreg_register``, ...)
+live in :mod:`engine.testing.pytest_plugin`, which pytest loads through the ``pytest11`` entry
+point (docs/plugins.md §6). It is not imported here: ``swreg demo`` does not need pytest.
 """
 
 from .pki import (

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from .._card_check import CardResponse, Challenge
 from .._errors import ErrorCode, Language, RefusedError
 from .._registration import RegistrationView
+from ._api_officer import add_officer_routes
 from ._i18n import Translator, language_of
 from ._portal import (
     ACTIVATE_LIMIT,
@@ -182,6 +183,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 router = APIRouter(prefix="/api", responses=_ERRORS)
+add_officer_routes(router)  # /api/officer/...: a bearer token instead of CSRF (_api_officer)
 
 
 def _actor(request: Request) -> str:
