@@ -541,20 +541,30 @@ def _children(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int
         pos = e
 
 
+_MAX_ARC_BYTES = 20
+"""An arc takes at most 20 bytes (140 bits: UUID arcs under 2.25 need 19). Longer ones are
+refused: a 2 KiB arc would not even convert to decimal (Python's 4300-digit limit)."""
+
+
 def _decode_oid(body: bytes) -> str:
     if not body or body[-1] & 0x80:
         raise _DerError("bad OBJECT IDENTIFIER")
     arcs: list[int] = []
     value = 0
     at_start = True
+    arc_bytes = 0
     for byte in body:
         if at_start and byte == 0x80:
             raise _DerError("non-minimal OBJECT IDENTIFIER")
+        arc_bytes += 1
+        if arc_bytes > _MAX_ARC_BYTES:
+            raise _DerError("OBJECT IDENTIFIER arc too large")
         value = (value << 7) | (byte & 0x7F)
         at_start = not byte & 0x80
         if at_start:
             arcs.append(value)
             value = 0
+            arc_bytes = 0
     first = arcs[0]
     head = [0, first] if first < 40 else [1, first - 40] if first < 80 else [2, first - 80]
     return ".".join(str(a) for a in [*head, *arcs[1:]])

@@ -79,6 +79,9 @@ class ErrorCode(StrEnum):
     REQUEST_TOO_LARGE = "request_too_large"
     MAIL_UNAVAILABLE = "mail_unavailable"
     INTERNAL_ERROR = "internal_error"
+    BAD_REQUEST = "bad_request"  # the framework's: an unreadable request
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
     USAGE = "usage"
     DATABASE_UNAVAILABLE = "database_unavailable"
     DEFINITION_INVALID = "definition_invalid"
@@ -191,6 +194,9 @@ _MESSAGES: Mapping[ErrorCode, tuple[str, str]] = {
     ErrorCode.REQUEST_TOO_LARGE: ("傳送的資料過大", "The request is too large"),
     ErrorCode.MAIL_UNAVAILABLE: ("郵件伺服器無法使用", "The mail server is not available"),
     ErrorCode.INTERNAL_ERROR: ("系統發生錯誤，請稍後再試", "An internal error occurred; try again"),
+    ErrorCode.BAD_REQUEST: ("請求格式錯誤", "Bad request"),
+    ErrorCode.NOT_FOUND: ("找不到此頁面", "Page not found"),
+    ErrorCode.METHOD_NOT_ALLOWED: ("不支援此操作", "Method not allowed"),
     ErrorCode.USAGE: ("指令使用方式錯誤", "Usage error"),
     ErrorCode.DATABASE_UNAVAILABLE: ("資料庫無法使用", "The database is not available"),
     ErrorCode.DEFINITION_INVALID: ("流程定義錯誤", "The workflow definition is invalid"),

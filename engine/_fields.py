@@ -38,6 +38,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from ._errors import ErrorCode, FormError, RefusedError, message_for
 from ._identifiers import (
     CustomsOffices,
+    ascii_upper,
     is_valid_email,
     is_valid_national_id,
     is_valid_oid,
@@ -140,6 +141,18 @@ def _oversized(value: object) -> bool:
     return len(value) > MAX_INPUT_BYTES or len(value.encode("utf-8", "replace")) > MAX_INPUT_BYTES
 
 
+def _unencodable(value: object) -> bool:
+    """A string with a lone surrogate (``"\\ud800"`` in JSON): it is not text, cannot be stored,
+    hashed or shown, and is refused with ``invalid_value`` unread."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _normalized(value: str) -> str:
     """Size-guarded :func:`normalize_text`; blank input counts as missing."""
     if _oversized(value):
@@ -200,7 +213,7 @@ def _parse_birth_date(value: object) -> date:
 def _password(value: object) -> object:
     if isinstance(value, SecretStr):
         value = value.get_secret_value()
-    if not isinstance(value, str):
+    if not isinstance(value, str) or _unencodable(value):
         raise _refuse(ErrorCode.INVALID_VALUE)
     if _oversized(value):
         raise _refuse(ErrorCode.FIELD_TOO_LONG, max_length=MAX_INPUT_BYTES)
@@ -208,10 +221,6 @@ def _password(value: object) -> object:
     if problems:
         raise _refuse(ErrorCode.PASSWORD_POLICY, problems=list(problems))
     return value
-
-
-def _upper(value: str) -> str:
-    return value.upper()
 
 
 def _valid_office(code: str) -> bool:
@@ -229,7 +238,7 @@ Email = Annotated[
 NationalId = Annotated[
     str,
     FieldKind("national_id"),
-    _checked(ErrorCode.INVALID_NATIONAL_ID, is_valid_national_id, _upper),
+    _checked(ErrorCode.INVALID_NATIONAL_ID, is_valid_national_id, ascii_upper),
 ]
 Ubn = Annotated[str, FieldKind("ubn"), _checked(ErrorCode.INVALID_UBN, is_valid_ubn)]
 Oid = Annotated[str, FieldKind("oid"), _checked(ErrorCode.INVALID_OID, is_valid_oid)]
@@ -238,7 +247,7 @@ BirthDate = Annotated[date, FieldKind("birth_date"), BeforeValidator(_parse_birt
 CustomsOffice = Annotated[
     str,
     FieldKind("customs_office"),
-    _checked(ErrorCode.INVALID_CUSTOMS_OFFICE, _valid_office, _upper),
+    _checked(ErrorCode.INVALID_CUSTOMS_OFFICE, _valid_office, ascii_upper),
 ]
 SpecialistCode = Annotated[
     str,
@@ -246,7 +255,7 @@ SpecialistCode = Annotated[
     _checked(ErrorCode.INVALID_SPECIALIST_CODE, is_valid_specialist_code),
 ]
 SubCard = Annotated[
-    str, FieldKind("sub_card"), _checked(ErrorCode.INVALID_SUB_CARD, is_valid_sub_card, _upper)
+    str, FieldKind("sub_card"), _checked(ErrorCode.INVALID_SUB_CARD, is_valid_sub_card, ascii_upper)
 ]
 Password = Annotated[SecretStr, FieldKind("password"), BeforeValidator(_password)]
 
@@ -288,16 +297,21 @@ _OWN_CODES = frozenset(code.value for code in ErrorCode)
 def validate_form(model: type[M], data: Mapping[str, Any]) -> M:
     """Validate ``data`` with ``model``, or raise :class:`FormError` listing every bad field.
 
-    Values over :data:`MAX_INPUT_BYTES` are refused with ``field_too_long`` unread. The form
-    error holds one :class:`RefusedError` per field, in declaration order (form-level errors
-    without a field come last).
+    Values over :data:`MAX_INPUT_BYTES` are refused with ``field_too_long`` unread, strings
+    that are not Unicode text (lone surrogates) with ``invalid_value``. The form error holds one
+    :class:`RefusedError` per field, in declaration order (form-level errors without a field
+    come last).
     """
     names = list(model.model_fields)
-    errors = {
-        name: RefusedError(ErrorCode.FIELD_TOO_LONG, field=name, max_length=MAX_INPUT_BYTES)
-        for name in names
-        if _oversized(data.get(name))
-    }
+    errors: dict[str, RefusedError] = {}
+    for name in names:
+        value = data.get(name)
+        if _oversized(value):
+            errors[name] = RefusedError(
+                ErrorCode.FIELD_TOO_LONG, field=name, max_length=MAX_INPUT_BYTES
+            )
+        elif _unencodable(value):
+            errors[name] = RefusedError(ErrorCode.INVALID_VALUE, field=name)
     try:
         form = model.model_validate({k: v for k, v in data.items() if k not in errors})
     except ValidationError as exc:

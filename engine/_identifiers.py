@@ -30,6 +30,7 @@ __all__ = [
     "SUB_CARD_PATTERN",
     "CustomsOffices",
     "NationalIdKind",
+    "ascii_upper",
     "broker_key",
     "is_strong_password",
     "is_valid_email",
@@ -67,8 +68,21 @@ def normalize_text(value: str) -> str:
     return text.strip()
 
 
+_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def ascii_upper(value: str) -> str:
+    """Upper-case the ASCII letters only.
+
+    ``str.upper`` maps some non-ASCII letters to ASCII (``ß`` → ``SS``, dotless ``ı`` → ``I``),
+    which would let them pass as the letters of an ID, a 附卡編號 or an office code; NFKC (in
+    :func:`normalize_text`) is the only folding identifiers get.
+    """
+    return value.translate(_ASCII_UPPER)
+
+
 def _upper(value: str) -> str:
-    return normalize_text(value).upper()
+    return ascii_upper(normalize_text(value))
 
 
 # --- national ID and resident certificate numbers (DOMAIN.md §1) ------------------------------

@@ -39,7 +39,11 @@ __all__ = ["create_app"]
 STATIC_DIR: Final = Path(__file__).parent / "static"
 logger = logging.getLogger("swreg.web")
 
-_HTTP_CODES: Final = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+_HTTP_CODES: Final = {
+    400: ErrorCode.BAD_REQUEST,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+}
 _PYDANTIC_CODES: Final = {
     "missing": ErrorCode.FIELD_REQUIRED,
     "string_too_long": ErrorCode.FIELD_TOO_LONG,
@@ -133,7 +137,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     """Framework errors (unknown path, wrong method, unreadable body)."""
     assert isinstance(exc, HTTPException)
-    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    code = _HTTP_CODES.get(exc.status_code, ErrorCode.BAD_REQUEST)
     return _plain_error(request, exc.status_code, code, dict(exc.headers or {}))
 
 
@@ -141,7 +145,7 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     """Anything unexpected: logged on the server, a short apology for the client."""
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     try:
-        response = _plain_error(request, 500, "internal_error", {})
+        response = _plain_error(request, 500, ErrorCode.INTERNAL_ERROR, {})
     except Exception:  # even the error page failed: plain text
         response = PlainTextResponse("internal error", status_code=500)
     # This response is made outside the portal middleware, so it adds the headers itself.
@@ -149,14 +153,11 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return response
 
 
-def _plain_error(request: Request, status: int, code: str, headers: dict[str, str]) -> Response:
+def _plain_error(
+    request: Request, status: int, code: ErrorCode, headers: dict[str, str]
+) -> Response:
     language: Language = language_of(request) if _wants_json(request) else page_language(request)
-    t = Translator(language)
-    message = (
-        t(code)
-        if code in ("bad_request", "not_found", "method_not_allowed")
-        else t("internal_error")
-    )
+    message = Translator(language).error(code)
     if _wants_json(request):
         body = {"errors": [{"field": None, "code": code, "message": message}]}
         return JSONResponse(body, status_code=status, headers=headers)

@@ -227,7 +227,7 @@ async def _upload(form: FormData) -> _Upload:
 async def _json_body(request: Request) -> dict[str, Any]:
     try:
         body = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # the portal refuses deep nesting first; belt and braces
         raise RefusedError(ErrorCode.INVALID_VALUE, detail="not a JSON object") from None
     if not isinstance(body, dict):
         raise RefusedError(ErrorCode.INVALID_VALUE, detail="not a JSON object")

@@ -331,10 +331,6 @@ TEXTS: Final[Mapping[str, tuple[str, str]]] = {
     "outbox_to": ("收件者", "To"),
     "outbox_subject": ("主旨", "Subject"),
     "error_title": ("無法完成此操作", "This could not be done"),
-    "not_found": ("找不到此頁面", "Page not found"),
-    "method_not_allowed": ("不支援此操作", "Method not allowed"),
-    "internal_error": ("系統發生錯誤，請稍後再試", "Something went wrong; please try again later"),
-    "bad_request": ("請求格式錯誤", "Bad request"),
 }
 # fmt: on
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import jinja2
 from fastapi import APIRouter, Request
@@ -132,9 +132,16 @@ async def _call(function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
 
 
 async def _form(request: Request) -> dict[str, str]:
-    """The posted form's text fields (the CSRF field left out); repeated keys keep the last."""
+    """The posted form's text fields (the CSRF field left out); repeated keys keep the last.
+
+    A field holding NUL is refused (``invalid_value``): no field may hold one and PostgreSQL
+    cannot compare one (the portal middleware refuses it in urlencoded forms already).
+    """
     async with request.form() as form:
-        return {k: v for k, v in form.multi_items() if isinstance(v, str) and k != "csrf"}
+        values = {k: v for k, v in form.multi_items() if isinstance(v, str) and k != "csrf"}
+    if any("\x00" in value for value in values.values()):
+        raise RefusedError(ErrorCode.INVALID_VALUE, detail="a NUL character")
+    return values
 
 
 def render(
@@ -171,7 +178,21 @@ def render(
 def _language_switch(request: Request, language: str) -> str:
     """This page in the other language, keeping its query (``?key=``, ``?usage_type=``)."""
     query = [(k, v) for k, v in request.query_params.multi_items() if k != "lang"]
-    return f"{request.url.path}?{urlencode([*query, ('lang', language)])}"
+    return f"{_local_path(request.url.path)}?{urlencode([*query, ('lang', language)])}"
+
+
+def _segment(value: str) -> str:
+    """``value`` as one URL path segment (the page puts the token in its form's action)."""
+    return quote(value, safe="")
+
+
+def _local_path(path: str) -> str:
+    """``path`` as a link that stays on this site.
+
+    A browser reads ``//evil.example/x``, ``///evil.example`` and ``/\\evil.example`` (which a
+    request for ``/%2F%2Fevil.example`` or ``/\\evil.example`` makes) as links to another host.
+    """
+    return "/" + path.lstrip("/\\")
 
 
 def _templates(request: Request) -> Jinja2Templates:
@@ -389,6 +410,8 @@ def _step_page(
             script_data={"messages": t.script_messages()},
             **common,
         )
+    if view.awaiting is not None or view.state == Step.REJECTED:  # 待審核, 已駁回
+        return render(request, "register_review.html", **common)
     if view.state == Step.COMPLETED:
         return render(request, "register_completed.html", **common)
     if view.state in ENDINGS:
@@ -521,7 +544,9 @@ async def register_cancel(registration_id: str, request: Request) -> Response:
 @router.get("/activate/{token}", response_class=HTMLResponse)
 def activate_page(token: str, request: Request) -> HTMLResponse:
     t = _translator(request)
-    return render(request, "activate.html", title=t("activation"), token=token, error=None)
+    return render(
+        request, "activate.html", title=t("activation"), token=_segment(token), error=None
+    )
 
 
 @router.post("/activate/{token}", response_class=HTMLResponse)
@@ -536,7 +561,7 @@ async def activate(token: str, request: Request) -> HTMLResponse:
             request,
             "activate.html",
             title=t("activation"),
-            token=token,
+            token=_segment(token),
             error=error.message(t.language),
             status_code=status_for(error),
         )

@@ -8,7 +8,15 @@ request). For each HTTP request it
    The body is buffered (it is small by then) and replayed to the application;
 2. checks the double-submit CSRF token on unsafe methods: the ``csrf`` cookie must equal the
    ``X-CSRF-Token`` header or the ``csrf`` form field, else 403 ``csrf_failed``;
-3. adds the security headers (CSP, nosniff, referrer policy, frame denial, no-store), the
+3. refuses, with 422 ``invalid_value``, requests no route could read safely: a NUL character
+   in the path, the query, a JSON string (``\\u0000``) or an urlencoded form (no field may hold
+   one, and PostgreSQL text cannot); a multipart form declaring a charset other than UTF-8
+   (Starlette would decode its fields with that codec, and UTF-7 or ``unicode_escape`` make
+   lone surrogates, which no page can store or show); a JSON body that is not UTF-8 (RFC 8259
+   §8.1; Python would read UTF-16 and UTF-32 too, past the checks here) or is nested deeper
+   than :data:`MAX_JSON_DEPTH` (the route's parser would recurse to Python's recursion limit).
+   Any body but a form is read as JSON here: the API reads only JSON;
+4. adds the security headers (CSP, nosniff, referrer policy, frame denial, no-store), the
    ``csrf`` cookie (SameSite=Strict, readable by the page's script) and, after ``?lang=``,
    the ``lang`` cookie.
 
@@ -17,6 +25,7 @@ Its refusals are rendered by the callback it is given, the same one the exceptio
 
 from __future__ import annotations
 
+import codecs
 import re
 import secrets
 from collections.abc import Callable
@@ -24,6 +33,7 @@ from enum import Enum
 from typing import Final
 from urllib.parse import urlsplit
 
+from python_multipart.multipart import parse_options_header
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
@@ -38,6 +48,9 @@ UPLOAD_BODY_BYTES: Final = 256 * 1024
 """The body limit of certificate uploads: above the 64 KiB a certificate may have, so that an
 oversized file is refused by the service as ``file_too_large`` and nothing is stored."""
 _UPLOAD_PATHS: Final = ("/api/customs-certificates",)
+MAX_JSON_DEPTH: Final = 32
+"""Arrays and objects nest at most this deep in a request body (the API's bodies nest 3)."""
+_FORM_TYPES: Final = (b"multipart/form-data", b"application/x-www-form-urlencoded")
 
 
 def body_limit(scope: Scope) -> int:
@@ -52,6 +65,10 @@ CSRF_FIELD: Final = "csrf"
 SESSION_COOKIE: Final = "swreg_session"
 HIPKI_ORIGINS: Final = ("http://localhost:61161", "http://127.0.0.1:61161")
 UNSAFE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+CSRF_EXEMPT_PREFIXES: Final = ("/api/officer/",)
+"""Paths authenticated by an ``Authorization: Bearer`` header, never by a cookie (the officer
+API): a browser cannot attach that header to a cross-site request without a CORS preflight the
+portal never grants, so a forged request carries no credential and CSRF does not apply."""
 _SCOPE_KEY: Final = "swreg.csrf"
 _TOKEN: Final = re.compile(r"[A-Za-z0-9_-]{43}")
 _HOST: Final = re.compile(r"[A-Za-z0-9.\-\[\]:]+")
@@ -148,10 +165,14 @@ class PortalMiddleware:
         refusal: SwregError | None = None
         if body is _Body.TOO_LARGE:
             refusal, body = RefusedError(ErrorCode.REQUEST_TOO_LARGE), b""
-        elif scope["method"] in UNSAFE_METHODS and not await _csrf_ok(
-            scope, body, presented_cookie
+        elif (
+            scope["method"] in UNSAFE_METHODS
+            and not _csrf_exempt(scope)
+            and not await _csrf_ok(scope, body, presented_cookie)
         ):
             refusal = RefusedError(ErrorCode.CSRF_FAILED)
+        elif (problem := _unreadable(scope, body)) is not None:
+            refusal = RefusedError(ErrorCode.INVALID_VALUE, detail=problem)
         replay = _replay(body, receive)
         if refusal is not None:
             await self.on_error(Request(scope, replay), refusal)(scope, replay, send)
@@ -239,11 +260,20 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
+def _csrf_exempt(scope: Scope) -> bool:
+    """A bearer-authenticated request to a path of :data:`CSRF_EXEMPT_PREFIXES`."""
+    path = str(scope.get("path", ""))
+    authorization = Headers(scope=scope).get("authorization", "")
+    return path.startswith(CSRF_EXEMPT_PREFIXES) and authorization[:7].lower() == "bearer "
+
+
 async def _csrf_ok(scope: Scope, body: bytes, cookie: str | None) -> bool:
     if cookie is None:
         return False
     presented = Headers(scope=scope).get(CSRF_HEADER) or await _form_token(scope, body)
-    return bool(presented) and secrets.compare_digest(presented.encode(), cookie.encode())
+    if not _TOKEN.fullmatch(presented):  # never a token: and only ASCII is compared below
+        return False
+    return secrets.compare_digest(presented.encode("ascii"), cookie.encode("ascii"))
 
 
 async def _form_token(scope: Scope, body: bytes) -> str:
@@ -264,6 +294,78 @@ async def _no_more() -> Message:
     return {"type": "http.disconnect"}
 
 
+_NUL: Final = "a NUL character"
+
+
+def _unreadable(scope: Scope, body: bytes) -> str | None:
+    """Why no route can safely read this request (see the module docstring, 3.), or None."""
+    if "\x00" in str(scope.get("path", "")) or b"%00" in scope.get("query_string", b""):
+        return _NUL
+    if not body:
+        return None
+    content_type, options = parse_options_header(Headers(scope=scope).get("content-type"))
+    if content_type == b"multipart/form-data":
+        charset = options.get(b"charset")
+        if charset is not None and _codec(charset) != "utf-8":
+            return "multipart forms are read as UTF-8 only"
+        return None
+    if content_type == b"application/x-www-form-urlencoded":
+        return _NUL if b"%00" in body else None
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "JSON must be UTF-8"
+    return json_problem(body, MAX_JSON_DEPTH)
+
+
+def _codec(charset: bytes) -> str | None:
+    try:
+        return codecs.lookup(charset.decode("latin-1")).name
+    except LookupError:
+        return None
+
+
+_JSON_STRUCTURE: Final = re.compile(rb'[\[\]{}"]')
+_JSON_STRING_END: Final = re.compile(rb'["\\]')
+
+
+def json_problem(body: bytes, max_depth: int) -> str | None:
+    """Why ``body``, read as JSON, is refused unread: arrays and objects nested deeper than
+    ``max_depth``, or a string holding NUL (``\\u0000``); None when neither.
+
+    One linear scan of UTF-8 (or ASCII-compatible) bytes; it does not validate (the route's
+    parser does).
+    """
+    depth = 0
+    position = 0
+    while (found := _JSON_STRUCTURE.search(body, position)) is not None:
+        position = found.end()
+        token = found.group()
+        if token == b'"':
+            position = _string_end(body, position)
+            if position < 0:
+                return _NUL
+        elif token in (b"[", b"{"):
+            depth += 1
+            if depth > max_depth:
+                return f"JSON nested deeper than {max_depth} levels"
+        else:
+            depth = max(depth - 1, 0)
+    return None
+
+
+def _string_end(body: bytes, position: int) -> int:
+    """Where the JSON string whose content starts at ``position`` ends (past its quote); -1
+    when it escapes a NUL."""
+    while (found := _JSON_STRING_END.search(body, position)) is not None:
+        if found.group() == b'"':
+            return found.end()
+        if body.startswith(b"u0000", found.end()):
+            return -1
+        position = found.end() + 1  # a backslash: skip the character it escapes
+    return len(body)
+
+
 def _origin_of(url: str) -> str | None:
     """``scheme://host:port`` of a URL, when it is a well-formed ws/wss/http/https one."""
     try:
@@ -278,12 +380,14 @@ def _origin_of(url: str) -> str | None:
 __all__ = [
     "CSRF_COOKIE",
     "MAX_BODY_BYTES",
+    "MAX_JSON_DEPTH",
     "SESSION_COOKIE",
     "PortalMiddleware",
     "clear_session_cookie",
     "client_address",
     "content_security_policy",
     "csrf_token",
+    "json_problem",
     "secure_cookies",
     "set_session_cookie",
 ]
