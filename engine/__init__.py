@@ -5,11 +5,10 @@ packages use only what it exports, plus :mod:`engine.hookspecs`. Implementation 
 private (``engine._name``). Nothing here does I/O at import time: call :func:`bootstrap`.
 """
 
-from ._accounts import AccountService
-from ._bootstrap import App, bootstrap
-from ._card_check import CardResponse, Challenge, challenge_payload
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._clock import Clock, FixedClock, SystemClock
-from ._enrol import SigningCard, register_with_card
 from ._errors import (
     CardError,
     CertificateError,
@@ -51,9 +50,6 @@ from ._forms import (
     PasswordFields,
     PersonBasicData,
 )
-from ._login import LoginResult, LoginService, SessionView
-from ._mail import Mailer, NullMailer, OutboxMailer, SmtpMailer, activation_message, make_mailer
-from ._plugins import Catalog, make_plugin_manager
 from ._profiles import (
     BUSINESS_CARD,
     CITIZEN_CARD,
@@ -63,9 +59,6 @@ from ._profiles import (
     ORGANIZATION_CARD,
     PERSON_BINDING,
 )
-from ._ratelimit import RateLimiter
-from ._registration import RegistrationService, RegistrationView
-from ._settings import Settings
 from ._types import (
     AccountRule,
     ApplicantType,
@@ -83,8 +76,58 @@ from ._types import (
     StepSpec,
     UsageType,
 )
-from ._workflow import Event, Step, WorkflowDefinition, load_definition
 from .hookspecs import hookimpl
+
+# The services (and SQLAlchemy, Alembic, cryptography and python-statemachine under them) load
+# on first use: a plugin declaring types, or pytest loading the test kit, needs none of them.
+_LAZY: dict[str, tuple[str, ...]] = {
+    "._accounts": ("AccountService",),
+    "._bootstrap": ("App", "bootstrap"),
+    "._card_check": ("CardResponse", "Challenge", "challenge_payload"),
+    "._enrol": ("SigningCard", "register_with_card"),
+    "._login": ("LoginResult", "LoginService", "SessionView"),
+    "._mail": (
+        "Mailer",
+        "NullMailer",
+        "OutboxMailer",
+        "SmtpMailer",
+        "activation_message",
+        "make_mailer",
+    ),
+    "._plugins": ("Catalog", "make_plugin_manager"),
+    "._ratelimit": ("RateLimiter",),
+    "._registration": ("RegistrationService", "RegistrationView"),
+    "._settings": ("Settings",),
+    "._workflow": ("Event", "Step", "WorkflowDefinition", "load_definition"),
+}
+_SOURCE = {name: module for module, names in _LAZY.items() for name in names}
+
+if TYPE_CHECKING:
+    from ._accounts import AccountService
+    from ._bootstrap import App, bootstrap
+    from ._card_check import CardResponse, Challenge, challenge_payload
+    from ._enrol import SigningCard, register_with_card
+    from ._login import LoginResult, LoginService, SessionView
+    from ._mail import Mailer, NullMailer, OutboxMailer, SmtpMailer, activation_message, make_mailer
+    from ._plugins import Catalog, make_plugin_manager
+    from ._ratelimit import RateLimiter
+    from ._registration import RegistrationService, RegistrationView
+    from ._settings import Settings
+    from ._workflow import Event, Step, WorkflowDefinition, load_definition
+
+
+def __getattr__(name: str) -> Any:
+    module = _SOURCE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # once: later lookups do not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "BUSINESS_CARD",

@@ -186,6 +186,18 @@ def test_the_public_api_is_pinned() -> None:
     assert {"bootstrap", "hookimpl", "ApplicantType", "SwregError", "ErrorCode"} <= set(
         engine.__all__
     )
+    assert set(engine._SOURCE) <= set(engine.__all__)  # nothing lazy that is not public
+
+
+def test_importing_engine_loads_no_service_machinery() -> None:
+    """A plugin declaring types (or pytest loading the test kit) pays for pydantic only."""
+    probe = "import sys, engine; print(sorted(m for m in HEAVY if m in sys.modules))"
+    heavy = '{"sqlalchemy", "alembic", "cryptography", "statemachine", "fastapi", "smartcard"}'
+    done = subprocess.run(
+        [sys.executable, "-c", f"HEAVY = {heavy}\n{probe}"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    assert done.stdout.strip() == "[]"
 
 
 def _imports(path: Path) -> set[str]:
