@@ -72,7 +72,9 @@ def main() -> None:
         app.close()
 
     def ms(values: list[float]) -> str:
-        return f"median {statistics.median(values) * 1000:7.2f} ms   max {max(values) * 1000:7.2f} ms"
+        return (
+            f"median {statistics.median(values) * 1000:7.2f} ms   max {max(values) * 1000:7.2f} ms"
+        )
 
     print(f"card check through pcscd, {args.key.upper()} PIV card, {args.runs} runs")
     print(f"  card side (open, verify PIN, read, sign) {ms(card_side)}")

@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
-import platform
 import tempfile
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from common import interleaved, machine, merge_results
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
@@ -37,35 +35,8 @@ from engine._types import IssuerCA
 from engine.store import Certificate
 from engine.testing.pki import IssuedCard, KeyType, TestPKI
 
-RESULTS = Path(__file__).resolve().parent / "results.json"
 MESSAGE_BYTES = 10 * 1024
 TARGET = 0.80
-
-
-def rate(operation: Callable[[], object], seconds: float) -> float:
-    """Operations per second over one loop of at least ``seconds``."""
-    count = 0
-    batch = 64
-    began = time.perf_counter()
-    while True:
-        for _ in range(batch):
-            operation()
-        count += batch
-        elapsed = time.perf_counter() - began
-        if elapsed >= seconds:
-            return count / elapsed
-
-
-def interleaved(
-    cases: list[tuple[str, Callable[[], object]]], seconds: float, repeat: int
-) -> list[tuple[str, float]]:
-    """The best of ``repeat`` rounds per case; each round runs every case once, so a load
-    change on the machine hits the floor and the engine alike."""
-    best = {name: 0.0 for name, _ in cases}
-    for _ in range(repeat):
-        for name, operation in cases:
-            best[name] = max(best[name], rate(operation, seconds))
-    return [(name, best[name]) for name, _ in cases]
 
 
 def register(app: App, card: IssuedCard, sender: str) -> None:
@@ -124,12 +95,8 @@ def rotating(
     return call
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
-
+def measure(*, seconds: float, repeat: int) -> dict[str, Any]:
+    """Every case of both algorithms, interleaved; the ``turnkey`` section of the results."""
     message = os.urandom(MESSAGE_BYTES)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as folder:
@@ -178,8 +145,8 @@ def main() -> None:
                         rotating(verifier, three_sender, message, three),
                     ),
                 ],
-                args.seconds,
-                args.repeat,
+                seconds,
+                repeat,
             )
             base = measured[0][1]
             for case, value in measured:
@@ -193,40 +160,44 @@ def main() -> None:
                     }
                 )
         app.close()
-
-    print(f"Turnkey verification, {MESSAGE_BYTES // 1024} KiB messages, best of {args.repeat}")
-    print(f"{'algorithm':22} {'case':52} {'msg/s':>9} {'µs/msg':>8} {'ratio':>6}")
-    for row in rows:
-        print(
-            f"{row['algorithm']:22} {row['case']:52} {row['messages_per_s']:9.0f} "
-            f"{row['us_per_message']:8.2f} {row['ratio_to_floor']:6.3f}"
-        )
     targets = [r for r in rows if r["case"].startswith("engine") and "(info)" not in r["case"]]
     worst = min(r["ratio_to_floor"] for r in targets)
-    verdict = "met" if worst >= TARGET else "NOT met"
-    print(f"target engine/floor ≥ {TARGET:.2f}: {verdict} (worst {worst:.3f})")
-
-    section = {
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-        "python": platform.python_version(),
+    return {
+        **machine(),
         "message_bytes": MESSAGE_BYTES,
-        "seconds_per_loop": args.seconds,
-        "best_of": args.repeat,
+        "seconds_per_loop": seconds,
+        "best_of": repeat,
         "target_ratio": TARGET,
         "worst_ratio": worst,
         "target_met": worst >= TARGET,
         "rows": rows,
     }
-    results: dict[str, Any] = {}
-    if RESULTS.exists():
-        try:
-            results = json.loads(RESULTS.read_text(encoding="utf-8"))
-        except ValueError:
-            results = {}
-    results["turnkey"] = section
-    RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"written: {RESULTS}")
+
+
+def print_table(section: dict[str, Any]) -> None:
+    print(
+        f"Turnkey verification, {section['message_bytes'] // 1024} KiB messages, "
+        f"best of {section['best_of']}"
+    )
+    print(f"{'algorithm':22} {'case':52} {'msg/s':>9} {'µs/msg':>8} {'ratio':>6}")
+    for row in section["rows"]:
+        print(
+            f"{row['algorithm']:22} {row['case']:52} {row['messages_per_s']:9.0f} "
+            f"{row['us_per_message']:8.2f} {row['ratio_to_floor']:6.3f}"
+        )
+    verdict = "met" if section["target_met"] else "NOT met"
+    print(f"target engine/floor ≥ {TARGET:.2f}: {verdict} (worst {section['worst_ratio']:.3f})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    section = measure(seconds=args.seconds, repeat=args.repeat)
+    print_table(section)
+    merge_results({"turnkey": section})
+    print("written: bench/results.json")
 
 
 if __name__ == "__main__":

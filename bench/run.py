@@ -1,0 +1,363 @@
+"""``make bench``: every figure of DESIGN.md §10 against its floor, in one run (not a test).
+
+Sections (each runs in its own fresh process, one after the other):
+
+``registration``  one full registration's server-side CPU, KDF excluded: engine ≤ 3 × floor
+                  (bench/registration.py; RSA card, and an EC card for information)
+``turnkey``       Turnkey verification throughput: engine ≥ 0.80 × floor (bench/turnkey.py)
+``query``         通關憑證查詢 p99 < 2 ms with 1,000,000 certificates, SQLite and PostgreSQL
+                  (bench/customs_query.py; PostgreSQL from SWREG_PG_URL, else reported skipped)
+``memory``        RSS flat over 100,000 registrations (bench/memory.py)
+``portal``        ≥ 200 complete registrations/s on 2 workers with the KDF excluded, and the
+                  figure with OWASP argon2id (bench/portal.py)
+
+Prints one table (engine, floor, ratio, target, met) and writes ``bench/results.json``: the
+sections' full data, the table and how long the run took. ``--quick`` runs everything at
+small sizes (a few minutes); ``--only`` / ``--skip`` pick sections; ``--table`` prints the
+table of the last run again from ``bench/results.json``.
+
+    .venv/bin/python bench/run.py [--quick] [--only registration,query] [--skip memory]
+    scripts/with-postgres .venv/bin/python bench/run.py      # with PostgreSQL
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import multiprocessing
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import common
+
+SECTIONS = ("registration", "turnkey", "query", "memory", "portal")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    registration_count: int
+    registration_repeat: int
+    turnkey_seconds: float
+    turnkey_repeat: int
+    query_rows: int
+    query_count: int
+    memory_count: int
+    portal_seconds: float
+    portal_repeat: int
+    portal_clients: int
+
+
+FULL = Sizes(100, 3, 2.0, 3, 1_000_000, 2000, 100_000, 10.0, 2, 8)
+QUICK = Sizes(20, 2, 0.5, 2, 50_000, 300, 3000, 3.0, 1, 8)
+
+
+# -- the sections, each in a fresh process ---------------------------------------------------
+
+
+def _registration(sizes: Sizes) -> dict[str, Any]:
+    import registration
+
+    return {
+        f"registration_{key}": registration.measure(
+            count=sizes.registration_count, repeat=sizes.registration_repeat, key=key
+        )
+        for key in ("rsa", "ec")
+    }
+
+
+def _turnkey(sizes: Sizes) -> dict[str, Any]:
+    import turnkey
+
+    return {"turnkey": turnkey.measure(seconds=sizes.turnkey_seconds, repeat=sizes.turnkey_repeat)}
+
+
+def _query(sizes: Sizes) -> dict[str, Any]:
+    import customs_query
+
+    section = customs_query.measure(
+        rows=sizes.query_rows, queries=sizes.query_count, databases=("sqlite", "pg")
+    )
+    return {"customs_query": section}
+
+
+def _memory(sizes: Sizes) -> dict[str, Any]:
+    import memory
+
+    return {"memory": memory.measure(count=sizes.memory_count, samples=20, key="ec", progress=True)}
+
+
+def _portal(sizes: Sizes) -> dict[str, Any]:
+    import portal
+
+    section = portal.measure(
+        seconds=sizes.portal_seconds,
+        clients=sizes.portal_clients,
+        repeat=sizes.portal_repeat,
+        progress=True,
+    )
+    return {"portal": section}
+
+
+RUNNERS: dict[str, Callable[[Sizes], dict[str, Any]]] = {
+    "registration": _registration,
+    "turnkey": _turnkey,
+    "query": _query,
+    "memory": _memory,
+    "portal": _portal,
+}
+
+
+def isolated(name: str, sizes: Sizes) -> dict[str, Any]:
+    """Run one section in a fresh (spawned) process; an error becomes part of the result."""
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        try:
+            return pool.submit(RUNNERS[name], sizes).result()
+        except Exception as exc:
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            return {f"{name}_error": {"error": detail}}
+
+
+# -- the table ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    figure: str
+    engine: str
+    floor: str
+    ratio: str
+    target: str
+    met: str
+
+
+def _verdict(met: bool | None) -> str:
+    return "—" if met is None else ("met" if met else "NOT met")
+
+
+def rows_for(results: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for key, label in (("registration_rsa", "RSA-2048"), ("registration_ec", "EC P-256")):
+        section = results.get(key)
+        if section:
+            info = "" if key.endswith("rsa") else " (info)"
+            rows.append(
+                Row(
+                    f"(a) registration, server CPU, {label} card, ms{info}",
+                    f"{section['engine']['cpu_ms']:.2f}",
+                    f"{section['floor']['cpu_ms']:.2f}",
+                    f"{section['ratio']:.1f}×",
+                    "≤ 3× floor",
+                    _verdict(section["target_met"]) if not info else "—",
+                )
+            )
+    turnkey = results.get("turnkey")
+    if turnkey:
+        floors = {r["algorithm"]: r for r in turnkey["rows"] if r["case"].startswith("floor")}
+        for row in turnkey["rows"]:
+            if row["case"].startswith("floor"):
+                continue
+            info = "(info)" in row["case"]
+            case = row["case"].removeprefix("engine: ").replace(" (info)", "")
+            rows.append(
+                Row(
+                    f"(b) Turnkey {row['algorithm'].split()[0]}, {case}, msg/s"
+                    + (" (info)" if info else ""),
+                    f"{row['messages_per_s']:.0f}",
+                    f"{floors[row['algorithm']]['messages_per_s']:.0f}",
+                    f"{row['ratio_to_floor']:.2f}",
+                    "≥ 0.80 × floor",
+                    "—" if info else _verdict(row["ratio_to_floor"] >= turnkey["target_ratio"]),
+                )
+            )
+    query = results.get("customs_query")
+    if query:
+        count = f"{query['certificates']:,}"
+        for key, label in (("sqlite", "SQLite"), ("postgresql", "PostgreSQL")):
+            store = query.get(key)
+            if store is None:
+                continue
+            if "skipped" in store:
+                rows.append(Row(f"(c) 查詢 p50/p99, {label}: skipped", store["skipped"],
+                                "", "", "p99 < 2 ms", "not measured"))  # fmt: skip
+                continue
+            phases = [("as_shipped", "as shipped")]
+            if "with_account_id_index" in store:
+                phases.append(("with_account_id_index", "+ index certificates.account_id"))
+            for phase, note in phases:
+                data = store[phase]
+                rows.append(
+                    Row(
+                        f"(c) 查詢 p50/p99 ms, {count} certs, {label}, {note} "
+                        f"({data['queries']} q)",
+                        f"{data['engine']['p50_ms']:.2f} / {data['engine']['p99_ms']:.2f}",
+                        f"{data['floor']['p50_ms']:.2f} / {data['floor']['p99_ms']:.2f}",
+                        f"{data['ratio_p99']:.1f}×",
+                        "p99 < 2 ms",
+                        _verdict(data["target_met"]),
+                    )
+                )
+    memory = results.get("memory")
+    if memory:
+        rows.append(
+            Row(
+                f"(d) memory, {memory['registrations']:,} registrations: RSS growth after "
+                f"{memory['warm_up_registrations']:,}",
+                f"{memory['rss_growth_after_warm_up_mib']:+.1f} MiB "
+                f"({memory['rss_growth_bytes_per_registration']:.0f} B/reg, "
+                f"{memory['objects_growth_per_registration']:+.2f} obj/reg)",
+                "",
+                "",
+                f"flat (≤ {memory['limit_mib']:.0f} MiB)",
+                _verdict(memory["target_met"]),
+            )
+        )
+    portal = results.get("portal")
+    if portal:
+        labels = {
+            "kdf_excluded": ("KDF excluded", "≥ 200/s", True),
+            "kdf_owasp": ("OWASP argon2id", "≈ 15/s (report)", False),
+            "kdf_excluded_nodelay": ("KDF excluded, + TCP_NODELAY (proposed)", "(info)", False),
+            "kdf_excluded_patched": (
+                "KDF excluded, + TCP_NODELAY + synchronous=NORMAL (proposed)",
+                "(info)",
+                False,
+            ),
+        }
+        for key, (label, target, judged) in labels.items():
+            data = portal.get(key)
+            if data is None:
+                continue
+            rows.append(
+                Row(
+                    f"(e) portal, {portal['workers']} workers, {label}, registrations/s",
+                    f"{data['registrations_per_s']:.1f}",
+                    f"{data['floor_registrations_per_s']:.1f}",
+                    f"{data['ratio']:.2f}",
+                    target,
+                    _verdict(data["registrations_per_s"] >= portal["target_per_s"])
+                    if judged
+                    else "—",
+                )
+            )
+        rsa = results.get("registration_rsa")
+        if rsa:
+            rows.append(
+                Row(
+                    "(e) in-process figure × 2 workers, registrations/s (info)",
+                    f"{2000 / rsa['engine']['cpu_ms']:.0f}",
+                    f"{2000 / rsa['floor']['cpu_ms']:.0f}",
+                    f"{rsa['floor']['cpu_ms'] / rsa['engine']['cpu_ms']:.2f}",
+                    "≥ 200/s",
+                    "—",
+                )
+            )
+    for key, value in results.items():
+        if key.endswith("_error"):
+            rows.append(Row(f"{key.removesuffix('_error')}: FAILED", value["error"][:80],
+                            "", "", "", "error"))  # fmt: skip
+    return rows
+
+
+def render(rows: list[Row]) -> str:
+    header = Row("figure", "engine", "floor", "ratio", "target", "met")
+    table = [header, *rows]
+    widths = [max(_width(getattr(r, f)) for r in table) for f in Row.__dataclass_fields__]
+    lines = []
+    for index, row in enumerate(table):
+        cells = [getattr(row, f) for f in Row.__dataclass_fields__]
+        lines.append("  ".join(_pad(c, w) for c, w in zip(cells, widths, strict=True)).rstrip())
+        if index == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _width(text: str) -> int:
+    """Display width: CJK characters take two columns."""
+    return sum(2 if "\u2e80" <= ch <= "\uffef" else 1 for ch in text)
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * (width - _width(text))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: a quick check")
+    parser.add_argument("--only", default="", help=f"comma-separated, of {', '.join(SECTIONS)}")
+    parser.add_argument("--skip", default="", help="comma-separated sections to leave out")
+    parser.add_argument("--rows", type=int, help="certificates stored for the query section")
+    parser.add_argument("--memory-count", type=int, help="registrations of the memory section")
+    parser.add_argument(
+        "--table", action="store_true", help="print the table of bench/results.json; no run"
+    )
+    args = parser.parse_args()
+    if args.table:
+        stored = json.loads(common.RESULTS.read_text(encoding="utf-8"))
+        run = stored.get("run", {})
+        print(render(rows_for({k: v for k, v in stored.items() if k in run.get("keys", stored)})))
+        print(f"\nmeasured {run.get('measured_at', '?')}, {run.get('seconds', 0) / 60:.1f} min")
+        return
+    only = [s for s in args.only.split(",") if s]
+    skip = {s for s in args.skip.split(",") if s}
+    unknown = (set(only) | skip) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    chosen = [s for s in (only or SECTIONS) if s not in skip]
+    sizes = QUICK if args.quick else FULL
+    if args.rows or args.memory_count:
+        sizes = Sizes(**{
+            **sizes.__dict__,
+            **({"query_rows": args.rows} if args.rows else {}),
+            **({"memory_count": args.memory_count} if args.memory_count else {}),
+        })  # fmt: skip
+
+    began = time.perf_counter()
+    pg = os.environ.get("SWREG_PG_URL")
+    database = "SWREG_PG_URL" if pg else "none (SWREG_PG_URL not set)"
+    size = "quick" if args.quick else "full sizes"
+    print(f"swreg bench: {', '.join(chosen)} ({size}); PostgreSQL: {database}", flush=True)
+    results: dict[str, Any] = {}
+    timings: dict[str, float] = {}
+    for name in chosen:
+        started = time.perf_counter()
+        print(f"- {name} ...", flush=True)
+        results.update(isolated(name, sizes))
+        timings[name] = round(time.perf_counter() - started, 1)
+        print(f"  {name}: {timings[name]:.0f} s", flush=True)
+    total = time.perf_counter() - began
+
+    rows = rows_for(results)
+    table = render(rows)
+    print()
+    print(table)
+    print(f"\n{len(chosen)} section(s) in {total / 60:.1f} min ({json.dumps(timings)}); "
+          f"{common.machine()['machine']}, load {os.getloadavg()[0]:.1f}")  # fmt: skip
+    common.merge_results(
+        {
+            **results,
+            "run": {
+                **common.machine(),
+                "sections": chosen,
+                "keys": sorted(results),
+                "sizes": "quick" if args.quick else "full",
+                "seconds": round(total, 1),
+                "section_seconds": timings,
+                "table": [row.__dict__ for row in rows],
+            },
+        },
+        drop=tuple(f"{name}_error" for name in chosen),  # a failure of an earlier run
+    )
+    print(f"written: {common.RESULTS}")
+    failed = any(key.endswith("_error") for key in results)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
