@@ -8,9 +8,7 @@ header. The per-client rate limits of the portal stay on: every client moves to 
 loopback source address (127.x.y.z) every 20 registrations, as many real clients would.
 
 Two settings of the KDF: excluded (``SWREG_ARGON2=1,8,1``, the cheapest the settings accept)
-and the OWASP default (argon2id m = 19 MiB, t = 2, p = 1). For information, the KDF-excluded
-figure again with proposed patches applied from outside (``bench/serve_nodelay.py``):
-TCP_NODELAY on the listening socket, then also SQLite ``synchronous=NORMAL``. The floor is
+and the OWASP default (argon2id m = 19 MiB, t = 2, p = 1). The floor is
 the same server stack answering a trivial endpoint (``GET /api/csrf``: middleware, routing,
 JSON) with the same clients, divided by the four requests of a registration; rounds alternate
 floor and engine.
@@ -50,12 +48,9 @@ TARGET_PER_S = 200.0
 REQUESTS_PER_REGISTRATION = 4
 REGISTRATIONS_PER_ADDRESS = 20  # START_LIMIT: 20 starts per client address per 10 minutes
 SWREG = Path(sys.executable).with_name("swreg")
-SHIPPED, NODELAY, PATCHED = "swreg serve", "+ TCP_NODELAY", "+ TCP_NODELAY + synchronous=NORMAL"
-VARIANTS: dict[str, tuple[Argon2Parameters, str]] = {
-    "kdf_excluded": (Argon2Parameters(1, 8, 1), SHIPPED),
-    "kdf_owasp": (Argon2Parameters(), SHIPPED),
-    "kdf_excluded_nodelay": (Argon2Parameters(1, 8, 1), NODELAY),  # proposed cli.py patch
-    "kdf_excluded_patched": (Argon2Parameters(1, 8, 1), PATCHED),  # + proposed _database.py
+VARIANTS: dict[str, Argon2Parameters] = {
+    "kdf_excluded": Argon2Parameters(1, 8, 1),
+    "kdf_owasp": Argon2Parameters(),
 }
 
 
@@ -66,14 +61,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def portal(
-    folder: Path, pki: TestPKI, argon2: Argon2Parameters, workers: int, server: str = SHIPPED
-) -> Iterator[str]:
-    """``swreg serve --workers N`` on a fresh SQLite database; yields its base URL.
-
-    ``server``: :data:`SHIPPED`, or the same portal with the proposed patches applied from
-    outside (``bench/serve_nodelay.py``): TCP_NODELAY on the listening socket, and
-    ``PRAGMA synchronous=NORMAL`` on SQLite connections."""
+def portal(folder: Path, pki: TestPKI, argon2: Argon2Parameters, workers: int) -> Iterator[str]:
+    """``swreg serve --workers N`` on a fresh SQLite database; yields its base URL."""
     url = f"sqlite:///{folder / 'portal.db'}"
     trusted_app(url, pki, argon2).close()  # migrate and trust the test roots first
     port = free_port()
@@ -85,14 +74,8 @@ def portal(
         "SWREG_PUBLIC_ORIGIN": base,
         "SWREG_ARGON2": f"{argon2.time_cost},{argon2.memory_kib},{argon2.parallelism}",
     }
-    if server == PATCHED:
-        env["SWREG_BENCH_SQLITE_SYNCHRONOUS"] = "NORMAL"
     log = (folder / f"serve-{port}.log").open("wb")
-    command = (
-        [sys.executable, str(Path(__file__).with_name("serve_nodelay.py")), str(port), str(workers)]
-        if server != SHIPPED
-        else [str(SWREG), "serve", "--workers", str(workers), "--port", str(port), "--db", url]
-    )
+    command = [str(SWREG), "serve", "--workers", str(workers), "--port", str(port), "--db", url]
     process = subprocess.Popen(
         command,
         env=env,
@@ -233,12 +216,12 @@ def measure(
         "card_key": "ec",
         "target_per_s": TARGET_PER_S,
     }
-    for name, (argon2, server) in VARIANTS.items():
+    for name, argon2 in VARIANTS.items():
         if name not in variants:
             continue
         with (
             tempfile.TemporaryDirectory(prefix="swreg-bench-") as folder,
-            portal(Path(folder), pki, argon2, workers, server) as base,
+            portal(Path(folder), pki, argon2, workers) as base,
         ):
             driver = Driver(base, applicants, clients)
             expected = 300 if argon2.memory_kib < 1024 else 40
@@ -257,7 +240,6 @@ def measure(
             floor = best["floor"] / REQUESTS_PER_REGISTRATION
             section[name] = {
                 "argon2": f"{argon2.time_cost},{argon2.memory_kib},{argon2.parallelism}",
-                "server": server,
                 "trivial_requests_per_s": round(best["floor"], 1),
                 "floor_registrations_per_s": round(floor, 1),
                 "registrations_per_s": round(best["engine"], 1),

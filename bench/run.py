@@ -223,12 +223,6 @@ def rows_for(results: dict[str, Any]) -> list[Row]:
         labels = {
             "kdf_excluded": ("KDF excluded", "≥ 200/s", True),
             "kdf_owasp": ("OWASP argon2id", "≈ 15/s (report)", False),
-            "kdf_excluded_nodelay": ("KDF excluded, + TCP_NODELAY (proposed)", "(info)", False),
-            "kdf_excluded_patched": (
-                "KDF excluded, + TCP_NODELAY + synchronous=NORMAL (proposed)",
-                "(info)",
-                False,
-            ),
         }
         for key, (label, target, judged) in labels.items():
             data = portal.get(key)
@@ -301,8 +295,8 @@ def main() -> None:
     if args.table:
         stored = json.loads(common.RESULTS.read_text(encoding="utf-8"))
         run = stored.get("run", {})
-        print(render(rows_for({k: v for k, v in stored.items() if k in run.get("keys", stored)})))
-        print(f"\nmeasured {run.get('measured_at', '?')}, {run.get('seconds', 0) / 60:.1f} min")
+        print(render(rows_for({k: v for k, v in stored.items() if k != "run"})))
+        print(f"\nlast run {run.get('measured_at', '?')}: {', '.join(run.get('sections', []))}")
         return
     only = [s for s in args.only.split(",") if s]
     skip = {s for s in args.skip.split(",") if s}

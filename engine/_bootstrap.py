@@ -82,7 +82,7 @@ def bootstrap(
     manager = plugins or make_plugin_manager()
     catalog = Catalog.from_plugins(manager)
     workflow = load_workflow(settings, catalog)
-    database = Database(settings.database_url)
+    database = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
     if migrate:
         database.migrate()
     trust = TrustService(database, clock)

@@ -14,6 +14,8 @@
 ``SWREG_MAIL_OUTBOX``    a folder receiving mail as ``.eml`` files instead (demo)
 ``SWREG_DEMO``           ``1``: demo mode (the portal shows the outbox at /demo/outbox)
 ``SWREG_AGENT_URL``      where the wizard page finds the local card agent (ws://127.0.0.1:61234/)
+``SWREG_SQLITE_SYNCHRONOUS``  ``NORMAL`` (default; WAL keeps every commit through a crash of the
+                         process, power loss may drop the last ones) or ``FULL`` (fsync each commit)
 ``SWREG_OFFICER_TOKEN``  the bearer token of the officer API (``/api/officer/...``); unset, the
                          officer API refuses every request (officers use ``swreg registrations``)
 """
@@ -32,6 +34,7 @@ from sqlalchemy.engine import make_url
 from ._errors import EnvironmentProblem, ErrorCode, UsageError
 
 DEFAULT_DATABASE_URL = "sqlite:///swreg.db"
+SQLITE_SYNCHRONOUS = ("NORMAL", "FULL")
 CLI_ORIGIN = "urn:swreg:cli"
 DEFAULT_PUBLIC_ORIGIN = "http://127.0.0.1:8000"
 
@@ -104,6 +107,8 @@ class Settings:
     """Where the wizard page finds the local card agent."""
     officer_token: str | None = None
     """The bearer token of the officer API (compared in constant time); None disables it."""
+    sqlite_synchronous: str = "NORMAL"
+    """SQLite's ``PRAGMA synchronous`` in WAL mode: ``NORMAL`` or ``FULL`` (see the module doc)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -124,6 +129,7 @@ class Settings:
             demo=env.get("SWREG_DEMO") == "1",
             agent_url=env.get("SWREG_AGENT_URL") or "ws://127.0.0.1:61234/",
             officer_token=env.get("SWREG_OFFICER_TOKEN") or None,
+            sqlite_synchronous=_synchronous(env.get("SWREG_SQLITE_SYNCHRONOUS") or "NORMAL"),
         )
         given = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **given)  # type: ignore[arg-type]
@@ -187,3 +193,10 @@ def _load_or_create_key(path: Path) -> bytes:
             ErrorCode.DATABASE_UNAVAILABLE, detail=f"key file {path} holds fewer than 32 bytes"
         )
     return key
+
+
+def _synchronous(value: str) -> str:
+    mode = value.strip().upper()
+    if mode not in SQLITE_SYNCHRONOUS:
+        raise UsageError(detail=f"SWREG_SQLITE_SYNCHRONOUS is {' or '.join(SQLITE_SYNCHRONOUS)}")
+    return mode

@@ -483,7 +483,7 @@ def serve(
             os.environ["SWREG_DATABASE_URL"] = url  # the workers read their settings from it
         app_for(url).close()  # migrate once, before the workers start
         typer.echo(f"swreg portal: http://{host}:{port}/")
-        uvicorn.run(
+        config = uvicorn.Config(
             "engine.web.asgi:create_app_from_env",
             factory=True,
             host=host,
@@ -493,7 +493,28 @@ def serve(
             server_header=False,
             log_level="warning",
         )
+        if workers > 1:
+            _serve_workers(config)
+        else:
+            uvicorn.Server(config).run()
         out.say("swreg portal stopped")
+
+
+def _serve_workers(config: Any) -> None:
+    """uvicorn's worker processes on one listening socket with TCP_NODELAY.
+
+    With several workers uvicorn hands each one the bound socket, and asyncio then leaves Nagle's
+    algorithm on for the connections they accept: every response waits ≈ 40 ms for the client's
+    delayed ACK (measured: 165 → 850 requests/s on a trivial route with 2 workers). Accepted
+    sockets inherit the option on Linux.
+    """
+    import socket
+
+    from uvicorn.supervisors import Multiprocess
+
+    listener = config.bind_socket()
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    Multiprocess(config, sockets=[listener]).run()
 
 
 @app.command()

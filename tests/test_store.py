@@ -13,7 +13,7 @@ from alembic import command
 from sqlalchemy import UniqueConstraint, inspect, text
 
 from engine import App
-from engine._errors import EnvironmentProblem, ErrorCode, RefusedError, WorkflowError
+from engine._errors import EnvironmentProblem, ErrorCode, RefusedError, UsageError, WorkflowError
 from engine.store import (
     Account,
     Base,
@@ -135,7 +135,7 @@ def test_migrate_creates_parent_dir_and_is_idempotent(tmp_path: Path) -> None:
     database.migrate()
     assert database.is_migrated()
     assert (tmp_path / "a" / "b" / "swreg.db").is_file()
-    assert rows(database, "SELECT version_num FROM alembic_version") == [("0003",)]
+    assert rows(database, "SELECT version_num FROM alembic_version") == [("0004",)]
     database.dispose()
 
 
@@ -151,7 +151,7 @@ def test_migrations_up_down_and_up_on_the_test_database(fresh_database: FreshDat
     database.migrate()
     database.migrate()
     assert database.is_migrated()
-    assert rows(database, "SELECT version_num FROM alembic_version") == [("0003",)]
+    assert rows(database, "SELECT version_num FROM alembic_version") == [("0004",)]
     database.dispose()
 
 
@@ -166,6 +166,21 @@ def test_sqlite_connection_settings(db: Database) -> None:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+
+
+@sqlite_only
+def test_sqlite_synchronous_full_is_a_setting(tmp_path: Path) -> None:
+    from engine import Settings
+
+    settings = Settings.from_env({"SWREG_SQLITE_SYNCHRONOUS": "full"})
+    assert settings.sqlite_synchronous == "FULL"
+    database = Database(f"sqlite:///{tmp_path / 's.db'}", sqlite_synchronous="FULL")
+    with database.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    database.engine.dispose()
+    with pytest.raises(UsageError):
+        Settings.from_env({"SWREG_SQLITE_SYNCHRONOUS": "OFF"})
 
 
 def test_models_and_migrated_schema_agree(db: Database) -> None:

@@ -159,7 +159,9 @@ class Certificate(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     fingerprint: Mapped[str] = mapped_column(String(64))
     purpose: Mapped[str] = mapped_column(String(16))
-    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), nullable=True)
+    account_id: Mapped[int | None] = mapped_column(
+        ForeignKey("accounts.id"), nullable=True, index=True
+    )
     registration_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     der: Mapped[bytes] = mapped_column(LargeBinary)
     serial_hex: Mapped[str] = mapped_column(String(64))
