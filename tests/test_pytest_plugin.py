@@ -141,7 +141,7 @@ def test_the_documented_examples_pass(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=expected)
 
 
-def test_vpcd_cards_are_marked_and_skipped_without_pcscd(pytester: pytest.Pytester) -> None:
+def test_vpcd_cards_are_marked_and_fail_clearly_without_pcscd(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(
         """
         import pytest
@@ -163,9 +163,9 @@ def test_vpcd_cards_are_marked_and_skipped_without_pcscd(pytester: pytest.Pytest
             pass
         """
     )
-    result = inner(pytester, "-rs")
-    result.assert_outcomes(passed=1, skipped=1)
-    result.stdout.fnmatch_lines(["*swreg_vpcd_card needs pcscd running*"])
+    result = inner(pytester, "-rf")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*swreg_vpcd_card needs pcscd running*not swreg_pcsc*"])
     inner(pytester, "-m", "not swreg_pcsc").assert_outcomes(passed=1, deselected=1)
 
 

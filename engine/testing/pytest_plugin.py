@@ -46,8 +46,9 @@ Every fixture is prefixed ``swreg_`` so that it never clashes with a project's o
 ``swreg_vpcd_card``
     ``swreg_vpcd_card(card, pin=PIN, slot=0)`` inserts a virtual PIV card into a vpcd reader of
     the running **pcscd** (Debian ``pcscd`` + ``vsmartcard-vpcd``) and returns its ``pcsc:``
-    spec; the card is removed after the test. Without pcscd the test is skipped. Tests using it
-    are marked ``swreg_pcsc`` (deselect them with ``-m "not swreg_pcsc"``).
+    spec; the card is removed after the test. Without pcscd the test fails saying what to
+    install or start (a skip would hide it). Tests using it are marked ``swreg_pcsc``: a run
+    without pcscd leaves them out with ``-m "not swreg_pcsc"``.
 ``swreg_register``
     :class:`Registrar`: ``swreg_register(app, type_code, **fields)`` runs a whole registration
     through the service layer (start → card check with a virtual card → every step →
@@ -468,7 +469,7 @@ class VpcdCards:
     that verifies the PIN and signs; ``"gpki"`` a GPKI/HiCOS card whose certificates can only
     be read. Needs pcscd with Debian's ``vsmartcard-vpcd`` driver (readers "Virtual PCD 00 0N"
     on TCP 35963 + N; ``SWREG_TEST_VPCD="NAME=PORT;..."`` names others); without it the test
-    is skipped. Every card is removed after the test.
+    fails with what to do. Every card is removed after the test.
     """
 
     def __init__(self, pki: SwregPKI) -> None:
@@ -489,7 +490,7 @@ class VpcdCards:
             from readers.pcsc import reader_names, wait_for_card
             from readers.vcard import CardThread, GpkiApplet, PivApplet
         except ImportError as exc:  # pragma: no cover - pyscard is a dependency of swreg
-            pytest.skip(f"swreg_vpcd_card needs pyscard: {exc}")
+            pytest.fail(f"swreg_vpcd_card needs pyscard: {exc}", pytrace=False)
         readers = _vpcd_readers()
         if not 0 <= slot < len(readers):
             raise ValueError(f"slot {slot}: {VPCD_ENV} names {len(readers)} vpcd reader(s)")
@@ -497,9 +498,16 @@ class VpcdCards:
         try:
             names = reader_names()
         except EnvironmentProblem as exc:
-            pytest.skip(f"swreg_vpcd_card needs pcscd running: {exc}")
+            pytest.fail(
+                f"swreg_vpcd_card needs pcscd running ({exc}); start it (as root: pcscd) or "
+                'leave these tests out with -m "not swreg_pcsc"',
+                pytrace=False,
+            )
         if name not in names:
-            pytest.skip(f"pcscd lists no reader {name!r} (is vsmartcard-vpcd installed?)")
+            pytest.fail(
+                f"pcscd lists no reader {name!r}: install vsmartcard-vpcd and restart pcscd",
+                pytrace=False,
+            )
         if not wait_for_card(name, present=False, timeout=5):
             raise RuntimeError(f"{name!r} still holds another card: is another test using it?")
         issued = card if card is not None else self._pki.person()
