@@ -10,6 +10,8 @@
  *                       .fillReaders(select) → Promise of the number of readers, filling the
  *                       <select> with "pcsc:NAME" options (a reader with a card first)
  *                       .showReaders(select, setStatus, showError) the same, told to the user
+ *                       .detect(select, missing, setStatus, showError) → Promise of whether the
+ *                       agent answers (then the readers are listed; else #agent-missing shows)
  * The PIN goes to the agent only, inside a "sign" call; it is never sent to the server.
  */
 (function () {
@@ -166,6 +168,25 @@
       },
       function (error) {
         showError(error);
+      }
+    );
+  };
+
+  /* Is the agent there? Fill the readers if so; else show the install help (#agent-missing). */
+  Agent.prototype.detect = function (select, missing, setStatus, showError) {
+    var self = this;
+    setStatus("status_connecting");
+    return self.call("hello").then(
+      function () {
+        missing.hidden = true;
+        return self.showReaders(select, setStatus, showError).then(function () {
+          return true;
+        });
+      },
+      function () {
+        setStatus("");
+        missing.hidden = false;
+        return false;
       }
     );
   };

@@ -49,19 +49,9 @@
   }
 
   function detectAgent() {
-    setStatus("status_connecting");
-    return agent.call("hello").then(
-      function () {
-        connected = true;
-        missing.hidden = true;
-        return listReaders();
-      },
-      function () {
-        connected = false;
-        setStatus("");
-        missing.hidden = false;
-      }
-    );
+    return agent.detect(reader, missing, setStatus, showError).then(function (found) {
+      connected = found;
+    });
   }
 
   /* -- the replacement ------------------------------------------------------------------ */
