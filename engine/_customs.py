@@ -41,6 +41,7 @@ one record of that certificate); importing it again reactivates that row.
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -52,6 +53,7 @@ from zoneinfo import ZoneInfo
 from cryptography import x509
 from pydantic import BaseModel
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from ._card_check import CardResponse, Challenge, chain_certificates
 from ._cert_checks import check_chain_validity, verify_signature
@@ -375,22 +377,22 @@ class CustomsCertificateService:
         certificates with that OID. Anything else → ``invalid_value`` (field ``key``).
         """
         text = normalize_text(key or "").upper()
-        with self._database.unit_of_work() as uow:
-            found = self._find(uow, text)
+        with self._database.lookups() as session:
+            found = self._find(session, text)
             return [_row(certificate, account) for certificate, account in found]
 
-    def _find(self, uow: UnitOfWork, key: str) -> list[tuple[Certificate, Account | None]]:
+    def _find(self, session: Session, key: str) -> list[tuple[Certificate, Account | None]]:
         if _BROKER_KEY.fullmatch(key):
-            return _signing(uow, Certificate.query_key == key)
+            return _signing(session, Certificate.query_key == key)
         if re.fullmatch(r"[0-9]{8}", key) and is_valid_ubn(key):
-            return _login(uow, Account.ubn == key) + _signing(uow, Certificate.ubn == key)
+            return _login(session, Account.ubn == key) + _signing(session, Certificate.ubn == key)
         if is_valid_national_id(key):
             digest = self._id_hash(key)
-            return _login(uow, Certificate.national_id_hash == digest) + _signing(
-                uow, Certificate.national_id_hash == digest
+            return _login(session, Certificate.national_id_hash == digest) + _signing(
+                session, Certificate.national_id_hash == digest
             )
         if is_valid_oid(key):
-            return _login(uow, Certificate.oid == key)
+            return _login(session, Certificate.oid == key)
         raise RefusedError(ErrorCode.INVALID_VALUE, field="key", detail="not a query key")
 
     # -- 刪除 -----------------------------------------------------------------------------------
@@ -510,23 +512,23 @@ def _owns(uow: UnitOfWork, account: Account, row: Certificate) -> bool:
 # -- queries -----------------------------------------------------------------------------------
 
 
-def _signing(uow: UnitOfWork, condition: Any) -> list[tuple[Certificate, Account | None]]:
+def _signing(session: Session, condition: Any) -> list[tuple[Certificate, Account | None]]:
     query = (
         select(Certificate)
         .where(condition, Certificate.purpose == SIGNING, Certificate.status != DELETED)
         .order_by(Certificate.id)
     )
-    return [(c, None) for c in uow.session.scalars(query)]
+    return [(c, None) for c in session.scalars(query)]
 
 
-def _login(uow: UnitOfWork, condition: Any) -> list[tuple[Certificate, Account | None]]:
+def _login(session: Session, condition: Any) -> list[tuple[Certificate, Account | None]]:
     query = (
         select(Certificate, Account)
         .join(Account, Certificate.account_id == Account.id)
         .where(condition, Certificate.purpose == LOGIN, Certificate.status != DELETED)
         .order_by(Certificate.id)
     )
-    return [(row[0], row[1]) for row in uow.session.execute(query)]
+    return [(row[0], row[1]) for row in session.execute(query)]
 
 
 # -- rows and audit ----------------------------------------------------------------------------
@@ -571,8 +573,11 @@ def _day(moment: datetime) -> str:
     return moment.astimezone(TAIPEI).strftime("%Y/%m/%d")
 
 
+@functools.lru_cache(maxsize=4096)
 def _display_subject(der: bytes) -> str:
-    """The subject as the seed manual prints it: ``C=TW O=Finance OU=… CN=…`` (root first)."""
+    """The subject as the seed manual prints it: ``C=TW O=Finance OU=… CN=…`` (root first).
+
+    Cached by DER: parsing is the dearest part of a 查詢 row (``make bench``)."""
     try:
         name = x509.load_der_x509_certificate(der).subject
         return " ".join(
