@@ -12,6 +12,7 @@
  *                       .showReaders(select, setStatus, showError) the same, told to the user
  *                       .detect(select, missing, setStatus, showError) → Promise of whether the
  *                       agent answers (then the readers are listed; else #agent-missing shows)
+ *                       .signChallenge(url, card, pin) → the card's answer to a challenge of url
  * The PIN goes to the agent only, inside a "sign" call; it is never sent to the server.
  */
 (function () {
@@ -155,7 +156,8 @@
     });
   };
 
-  /* fillReaders, told to the user: the count through setStatus(key, values), errors to showError. */
+  /* fillReaders, told to the user: the count through setStatus(key, values), errors to
+   * showError. */
   Agent.prototype.showReaders = function (select, setStatus, showError) {
     return this.fillReaders(select).then(
       function (count) {
@@ -189,6 +191,23 @@
         return false;
       }
     );
+  };
+
+  /* POST challengeUrl for a challenge, have the card sign its payload after the PIN; resolves
+   * with what the server wants back: {challenge_id, certificate, signature, chain}. */
+  Agent.prototype.signChallenge = function (challengeUrl, card, pin) {
+    var self = this;
+    return swreg.api("POST", challengeUrl).then(function (issued) {
+      var signing = self.call("sign", { card: card, pin: pin, data: issued.payload });
+      return signing.then(function (reply) {
+        return {
+          challenge_id: issued.challenge_id,
+          certificate: reply.certificate,
+          signature: reply.signature,
+          chain: reply.chain || []
+        };
+      });
+    });
   };
 
   swreg.say = say;

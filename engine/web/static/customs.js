@@ -129,22 +129,11 @@
     busy = true;
     readButton.disabled = true;
     setStatus("status_signing");
-    var issued = null;
-    swreg
-      .api("POST", "/api/customs-certificates/challenge")
-      .then(function (challenge) {
-        issued = challenge;
-        var card = reader.value || "pcsc:0";
-        return agent.call("sign", { card: card, pin: pinValue, data: issued.payload });
-      })
+    agent
+      .signChallenge("/api/customs-certificates/challenge", reader.value || "pcsc:0", pinValue)
       .then(
-        function (reply) {
-          signed = {
-            challenge_id: issued.challenge_id,
-            certificate: reply.certificate,
-            signature: reply.signature,
-            chain: reply.chain || []
-          };
+        function (answer) {
+          signed = answer;
           setStatus("");
           swreg.show(loaded, say("ic_loaded"));
         },

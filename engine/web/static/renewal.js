@@ -103,23 +103,11 @@
     busy = true;
     trigger.disabled = true;
     setStatus("status_signing");
-    var issued = null;
-    swreg
-      .api("POST", "/api/renewal/challenge")
-      .then(function (challenge) {
-        issued = challenge;
-        var card = reader.value || "pcsc:0";
-        return agent.call("sign", { card: card, pin: pinValue, data: challenge.payload });
-      })
-      .then(function (signed) {
+    agent
+      .signChallenge("/api/renewal/challenge", reader.value || "pcsc:0", pinValue)
+      .then(function (request) {
         pinValue = null;
         setStatus("status_checking");
-        var request = {
-          challenge_id: issued.challenge_id,
-          certificate: signed.certificate,
-          signature: signed.signature,
-          chain: signed.chain || []
-        };
         if (account) {
           request.account = account.value;
           request.password = password.value;
