@@ -13,16 +13,20 @@ translated into :class:`~engine.EnvironmentProblem` at this edge.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
+import re
 import smtplib
 import ssl
 import tempfile
 from datetime import UTC, datetime
 from email import policy
+from email.headerregistry import BaseHeader
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import format_datetime, make_msgid
+from functools import lru_cache
 from pathlib import Path
 from threading import Lock
 from typing import Literal, Protocol
@@ -209,16 +213,72 @@ def activation_message(
         "ignore this message.\n"
     )
     parts = (zh, en) if language == "zh-TW" else (en, zh)
-    message = EmailMessage()
-    message["Subject"] = ACTIVATION_SUBJECT
-    message["From"] = sender
-    message["To"] = to
-    message["Date"] = format_datetime((at or datetime.now(UTC)).astimezone(UTC))
-    message["Message-ID"] = make_msgid(domain=_domain(sender))
-    message["Auto-Submitted"] = "auto-generated"
     body = "\n----------------------------------------\n\n".join(parts)
-    message.set_content(body, charset="utf-8", cte="base64")
+    message = EmailMessage()
+    # Composed the way the parser builds a message, not through ``message[name] = value`` and
+    # ``set_content`` (≈ 0.55 ms: every assignment parses its value into a header object and
+    # looks its header class up anew). ``set_raw`` is the parser's own way in: a public name
+    # whose docstring calls it an "internal" API; no documented method stores a header without
+    # parsing it, and parsing the composed text instead costs ≈ 0.26 ms. The stored values are
+    # what ``message[name] = value`` would store or what the parser stores, so reading,
+    # ``get_content`` and serialising behave as before (tests/test_mail_compose.py checks it).
+    message.set_raw(*_SUBJECT)
+    message.set_raw(*_stored("From", sender))
+    _set_verbatim(message, "To", to, _PLAIN_ADDRESS)
+    date = format_datetime((at or datetime.now(UTC)).astimezone(UTC))
+    _set_verbatim(message, "Date", date, _DATE)
+    _set_verbatim(message, "Message-ID", make_msgid(domain=_domain(sender)), _MESSAGE_ID)
+    for header in _BASE64_TEXT_HEADERS:
+        message.set_raw(*header)
+    # set_content(body, charset="utf-8", cte="base64"): lines end in "\n" (policy.default's
+    # linesep), then base64 in 76-column lines (57 bytes each, as email.contentmanager does).
+    data = b"\n".join(body.encode("utf-8").splitlines()) + b"\n"
+    message.set_payload(base64.encodebytes(data).decode("ascii"))
     return message
+
+
+@lru_cache(maxsize=32)
+def _stored(name: str, value: str) -> tuple[str, BaseHeader]:
+    """What ``message[name] = value`` stores: the parsed header (immutable, so shared).
+
+    ValueError for a value with a line break, as the assignment raises (and not cached).
+    """
+    stored: tuple[str, BaseHeader] = policy.default.header_store_parse(name, value)
+    return stored
+
+
+def _set_verbatim(message: EmailMessage, name: str, value: str, verbatim: re.Pattern[str]) -> None:
+    """Store ``value`` unparsed when ``verbatim`` matches all of it, else assign it as usual.
+
+    Verbatim values are plain ASCII whose parsed form folds back to the same text, so the
+    message reads and serialises as if it had been assigned (each read parses the value, as it
+    does in a parsed message); anything else (non-ASCII, line breaks: ValueError) takes the
+    ordinary path.
+    """
+    if verbatim.fullmatch(value):
+        message.set_raw(name, value)
+    else:
+        message[name] = value
+
+
+_ATOMS = r"[A-Za-z0-9!#$%&'*+/^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/^_`{|}~-]+)*"
+"""RFC 5322 dot-atom text without ``=`` and ``?`` (which could open an encoded word)."""
+_HOST = r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+_PLAIN_ADDRESS = re.compile(f"{_ATOMS}@{_HOST}")
+_MESSAGE_ID = re.compile(f"<[0-9.]+@{_HOST}>")
+_DATE = re.compile(r"[A-Za-z0-9 ,:+-]+")
+
+_SUBJECT = _stored("Subject", ACTIVATION_SUBJECT)
+_BASE64_TEXT_HEADERS = tuple(
+    _stored(name, value)
+    for name, value in (
+        ("Auto-Submitted", "auto-generated"),
+        ("Content-Type", 'text/plain; charset="utf-8"'),
+        ("Content-Transfer-Encoding", "base64"),
+        ("MIME-Version", "1.0"),
+    )
+)
+"""The headers ``set_content(..., charset="utf-8", cte="base64")`` adds, in its order."""
 
 
 def _domain(address: str) -> str:
