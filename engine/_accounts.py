@@ -1,10 +1,12 @@
 """Account activation (帳號啟用): the mailed single-use link that turns a new account active.
 
 A completed registration leaves the account ``pending_activation`` (「請至您的電子郵件Email進行帳號
-啟用」). :class:`AccountService` is also a plugin: its ``swreg_registration_completed`` hook sends
-the activation mail once the registration's transaction has committed. Only the SHA-256 of a
-token is stored; the token itself exists in the mail (and is returned to the caller for tests
-and the demo), never in the database or the audit log.
+啟用」). The registration service has :meth:`AccountService.issue` store the account's first
+token (with its ``activation_sent`` audit row) in the transaction that creates the account, and
+:meth:`AccountService.deliver` mail it once that transaction has committed: a link that arrives
+always works, and an account never exists without one. Only the SHA-256 of a token is stored;
+the token itself exists in the mail (and is returned to the caller for tests and the demo),
+never in the database or the audit log.
 """
 
 from __future__ import annotations
@@ -12,16 +14,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from ._clock import Clock
-from ._errors import ErrorCode, RefusedError, SwregError
+from ._errors import ErrorCode, RefusedError
 from ._identifiers import mask_email
 from ._mail import Mailer, MailLanguage, activation_message
 from ._settings import MailSettings
-from ._types import RegistrationCompleted
-from .hookspecs import hookimpl
-from .store import ActivationToken, Database
+from .store import ActivationToken, Database, UnitOfWork
 
 log = logging.getLogger("swreg.mail")
 
@@ -43,8 +44,19 @@ def activation_token_from(text: str) -> str:
     return text.split("?", 1)[0].split("#", 1)[0].strip("/")
 
 
+@dataclass(frozen=True, slots=True)
+class ActivationMail:
+    """An activation link whose token is stored (or about to be, with its transaction)."""
+
+    to: str
+    account: str
+    applicant_type: str
+    link: str
+    at: datetime
+
+
 class AccountService:
-    """Sends activation links and activates accounts; a plugin for registration completion."""
+    """Issues and mails activation links and activates accounts."""
 
     def __init__(
         self,
@@ -73,8 +85,6 @@ class AccountService:
         the account is activated. An unknown or already active account is refused
         (``invalid_value``); a mail failure raises ``EnvironmentProblem`` after the commit.
         """
-        token = secrets.token_urlsafe(32)
-        now = self._clock.now()
         with self._database.unit_of_work() as uow:
             account = uow.accounts.get_by_name(account_name)
             if account is None:
@@ -85,35 +95,64 @@ class AccountService:
                 raise RefusedError(
                     ErrorCode.INVALID_VALUE, field="account", detail=f"account is {account.status}"
                 )
-            expires_at = now + self._ttl
-            uow.activations.add(
-                ActivationToken(
-                    token_hash=token_hash(token),
-                    account_id=account.id,
-                    created_at=now,
-                    expires_at=expires_at,
-                )
-            )
-            uow.audit.append(
-                at=now,
-                actor=actor,
-                event="activation_sent",
-                applicant_type=account.applicant_type,
-                diff={
-                    "account": account.name,
-                    "email": mask_email(account.email),
-                    "expires_at": expires_at.isoformat(),
-                },
-            )
+            mail = self.issue(
+                uow, account_id=account.id, name=account.name, email=account.email,
+                applicant_type=account.applicant_type, actor=actor,
+            )  # fmt: skip
             uow.commit()
-            name, address = account.name, account.email
+        self.deliver(mail)
+        return mail.link
+
+    def issue(
+        self, uow: UnitOfWork, *, account_id: int, name: str, email: str, applicant_type: str,
+        actor: str = "system",
+    ) -> ActivationMail:  # fmt: skip
+        """Store a new activation token of a pending account in ``uow`` and audit it
+        (``activation_sent``); mail the returned link with :meth:`deliver` after the commit."""
+        token = secrets.token_urlsafe(32)
+        now = self._clock.now()
+        expires_at = now + self._ttl
+        uow.activations.add(
+            ActivationToken(
+                token_hash=token_hash(token),
+                account_id=account_id,
+                created_at=now,
+                expires_at=expires_at,
+            )
+        )
+        uow.audit.append(
+            at=now,
+            actor=actor,
+            event="activation_sent",
+            applicant_type=applicant_type,
+            diff={
+                "account": name,
+                "email": mask_email(email),
+                "expires_at": expires_at.isoformat(),
+            },
+        )
         link = f"{self._origin}{ACTIVATION_PATH}{token}"
+        return ActivationMail(
+            to=email, account=name, applicant_type=applicant_type, link=link, at=now
+        )
+
+    def deliver(self, mail: ActivationMail) -> None:
+        """Mail an issued link; a mail failure raises ``EnvironmentProblem``."""
         message = activation_message(
-            to=address, account=name, link=link, sender=self._sender,
-            language=self._language, at=now,
+            to=mail.to, account=mail.account, link=mail.link, sender=self._sender,
+            language=self._language, at=mail.at,
         )  # fmt: skip
         self._mailer.send(message)
-        return link
+
+    def deliver_quietly(self, mail: ActivationMail) -> None:
+        """:meth:`deliver` for a new account: a failure is logged, never raised.
+
+        The account exists regardless, and the link can be re-sent (:meth:`send_activation`).
+        """
+        try:
+            self.deliver(mail)
+        except Exception as exc:  # SwregError, or a third-party mailer broke its contract
+            _log_failure(mail, exc)
 
     def activate(self, token: str, *, actor: str = "web") -> str:
         """Activate the account of ``token`` (or of a pasted link); returns the account name.
@@ -151,28 +190,14 @@ class AccountService:
             uow.commit()
             return account.name
 
-    @hookimpl
-    def swreg_registration_completed(self, event: RegistrationCompleted) -> None:
-        """Send the activation mail of a new account; failures are logged, never raised.
 
-        The account exists regardless and the link can be re-sent (:meth:`send_activation`).
-        """
-        try:
-            self.send_activation(event.account)
-        except SwregError as exc:
-            _log_failure(event, exc)
-        except Exception as exc:  # a third-party mailer broke its contract; still not fatal
-            _log_failure(event, exc)
-
-
-def _log_failure(event: RegistrationCompleted, exc: BaseException) -> None:
+def _log_failure(mail: ActivationMail, exc: BaseException) -> None:
     """Log a failed activation mail with the masked address only (no exception text: an SMTP
     reply may quote the address)."""
     code = getattr(exc, "code", type(exc).__name__)
-    to = mask_email(event.email) if event.email else "-"
     log.warning(
         "activation mail for a %s account to %s not sent (%s); it can be re-sent",
-        event.applicant_type,
-        to,
+        mail.applicant_type,
+        mask_email(mail.to),
         code,
     )

@@ -30,8 +30,6 @@ from ._turnkey import TurnkeyVerifier
 from ._workflow import WorkflowDefinition, default_definition_source, load_definition
 from .store import Database
 
-ACCOUNTS_PLUGIN = "swreg.accounts"
-
 
 @dataclass(frozen=True)
 class App:
@@ -91,6 +89,15 @@ def bootstrap(
     passwords = PasswordHasher(
         time_cost=argon.time_cost, memory_cost=argon.memory_kib, parallelism=argon.parallelism
     )
+    mailer = make_mailer(settings.mail, demo=settings.demo)
+    accounts = AccountService(
+        database,
+        clock,
+        mailer,
+        public_origin=settings.public_origin,
+        activation_ttl=settings.activation_ttl,
+        sender=settings.mail.sender,
+    )
     registrations = RegistrationService(
         database=database,
         catalog=catalog,
@@ -108,20 +115,9 @@ def bootstrap(
         passwords=passwords,
         identifiers=identifiers,
         plugins=manager,
+        activations=accounts,
         origin=settings.origin,
     )
-    mailer = make_mailer(settings.mail, demo=settings.demo)
-    accounts = AccountService(
-        database,
-        clock,
-        mailer,
-        public_origin=settings.public_origin,
-        activation_ttl=settings.activation_ttl,
-        sender=settings.mail.sender,
-    )
-    if manager.get_plugin(ACCOUNTS_PLUGIN) is not None:  # a manager reused by a second app
-        manager.unregister(name=ACCOUNTS_PLUGIN)
-    manager.register(accounts, name=ACCOUNTS_PLUGIN)  # sends the activation mail on completion
     return App(
         settings=settings,
         clock=clock,

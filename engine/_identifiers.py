@@ -62,6 +62,8 @@ def normalize_text(value: str) -> str:
     Full-width ``Ａ１２３`` becomes ``A123`` and the ideographic space becomes a space. Nothing is
     refused here.
     """
+    if value.isascii():  # NFKC leaves ASCII alone and it has no format characters
+        return value.strip()
     text = unicodedata.normalize("NFKC", value)
     if any(unicodedata.category(ch) == "Cf" for ch in text):
         text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")

@@ -2,9 +2,11 @@
 
 The CLI, the HTTP API and the web wizard call these methods and nothing else. Each method is one
 unit of work: it loads the registration, validates the input with the pure core, fires the
-workflow event (a :class:`_Recorder` listener writes the state, the audit row and, on entering
-``completed``, the account) and commits. A refusal raises before the commit, so it leaves
-nothing behind; the account exists only once ``completed`` is entered.
+workflow event (the machine says where it leads), then saves the registration, its audit row
+and, on entering ``completed``, the account with its login certificate and its first activation
+link, and commits. A refusal raises before the commit, so it leaves nothing behind; the account
+exists only once ``completed`` is entered. Every step is one transaction (the card step's
+challenge is consumed in it too: a refused card check commits only that).
 
 At a step whose actor is an officer (an approval step contributed by a plugin) the applicant
 has nothing to submit: the registration waits (待審核) until :meth:`RegistrationService.approve`
@@ -23,9 +25,9 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import pluggy
-from sqlalchemy import select
 from statemachine.exceptions import TransitionNotAllowed
 
+from ._accounts import AccountService, ActivationMail
 from ._card_check import CardResponse, Challenge, check_card_response
 from ._clock import Clock
 from ._errors import ChallengeError, ErrorCode, RefusedError, WorkflowError
@@ -44,7 +46,14 @@ from ._workflow import (
     WorkflowDefinition,
     advance,
 )
-from .store import Account, Certificate, ConcurrentUpdate, Database, Registration, UnitOfWork
+from .store import (
+    Account,
+    Certificate,
+    ConcurrentUpdate,
+    Database,
+    RegistrationRecord,
+    UnitOfWork,
+)
 from .store import Challenge as ChallengeRow
 
 ACCOUNT_COLUMNS = (
@@ -112,6 +121,13 @@ class WorkflowLibrary:
         self.current = current
         self._load = load
         self._known = {current.hash: current}
+        self._stored: set[str] = set()
+
+    def pin(self, uow: UnitOfWork, definition: WorkflowDefinition, at: datetime) -> None:
+        """Make sure ``definition``'s source is stored, for registrations that start on it."""
+        if definition.hash not in self._stored:
+            uow.workflows.ensure(definition.hash, definition.name, definition.source, at)
+            uow.on_commit(lambda: self._stored.add(definition.hash))
 
     def get(self, definition_hash: str, uow: UnitOfWork | None = None) -> WorkflowDefinition:
         known = self._known.get(definition_hash)
@@ -140,6 +156,7 @@ class RegistrationService:
         identifiers: IdentifierHasher,
         plugins: pluggy.PluginManager,
         origin: str,
+        activations: AccountService | None = None,
     ) -> None:
         self._database = database
         self._catalog = catalog
@@ -148,6 +165,8 @@ class RegistrationService:
         self._clock = clock
         self._hashers = Hashers(password=passwords.hash, identifier=identifiers.hash)
         self._plugins = plugins
+        self.activations = activations
+        """Issues and mails the activation link of each new account (None: no link)."""
         self.origin = origin
 
     # -- step 1: 申請類別 -------------------------------------------------------------------------
@@ -164,30 +183,28 @@ class RegistrationService:
             raise RefusedError(ErrorCode.IOT_NOT_ALLOWED, field="iot")
         definition = self._workflows.current
         now = self._clock.now()
+        registration = RegistrationRecord(
+            id=new_id(),
+            state=Step.CATEGORY.value,
+            chosen_type=applicant.code,
+            applicant_type=applicant.code,
+            workflow_hash=definition.hash,
+            data={"consent": True, "iot": bool(iot)},
+            origin=origin or self.origin,
+            created_at=now,
+            updated_at=now,
+            expires_at=now + definition.idle_timeout,
+        )
         with self._database.unit_of_work() as uow:
-            uow.workflows.ensure(definition.hash, definition.name, definition.source, now)
-            registration = Registration(
-                id=new_id(),
-                state=Step.CATEGORY.value,
-                chosen_type=applicant.code,
-                applicant_type=applicant.code,
-                workflow_hash=definition.hash,
-                data={"consent": True, "iot": bool(iot)},
-                locked=[],
-                origin=origin or self.origin,
-                created_at=now,
-                updated_at=now,
-                expires_at=now + definition.idle_timeout,
-            )
-            uow.registrations.add(registration)
+            self._workflows.pin(uow, definition, now)
             uow.audit.append(
                 at=now, actor=actor, event="start", registration_id=registration.id,
                 to_state=Step.CATEGORY.value, applicant_type=applicant.code,
                 workflow_hash=definition.hash, diff={"consent": True, "iot": bool(iot)},
             )  # fmt: skip
-            self._fire(uow, registration, Event.NEXT, actor=actor)
+            self._fire(uow, registration, Event.NEXT, actor=actor, new=True)
             uow.commit()
-            return self._view(registration)
+        return self._view(registration)
 
     # -- step 2: 憑證檢查 -------------------------------------------------------------------------
 
@@ -198,36 +215,52 @@ class RegistrationService:
             self._require_state(registration, Step.CARD_CHECK)
             definition = self._workflows.get(registration.workflow_hash, uow)
             now = self._clock.now()
-            row = ChallengeRow(
+            challenge = Challenge(
                 id=new_id(),
                 registration_id=registration.id,
                 nonce=secrets.token_hex(32),
                 origin=registration.origin,
-                created_at=now,
                 expires_at=now + definition.challenge_ttl,
             )
-            uow.challenges.add(row)
+            uow.challenges.add(
+                ChallengeRow(
+                    id=challenge.id,
+                    registration_id=challenge.registration_id,
+                    nonce=challenge.nonce,
+                    origin=challenge.origin,
+                    created_at=now,
+                    expires_at=challenge.expires_at,
+                )
+            )
             uow.commit()
-            return _challenge(row)
+            return challenge
 
     def submit_card(
         self, registration_id: str, response: CardResponse, *, actor: str = "cli"
     ) -> RegistrationView:
-        """Validate the card's certificate and signature; moves on to 基本資料."""
-        challenge = self._consume_challenge(registration_id, response.challenge_id)
+        """Validate the card's certificate and signature; moves on to 基本資料.
+
+        The challenge is used up whatever the outcome: a refusal commits its consumption (and
+        nothing else), so a refused response cannot be replayed either.
+        """
         with self._database.unit_of_work() as uow:
-            registration = self._load(uow, registration_id, actor)
-            self._require_state(registration, Step.CARD_CHECK)
-            chosen = self._catalog.applicant(registration.chosen_type)
-            now = self._clock.now()
-            snapshot = self._trust.snapshot(uow)
-            result = check_card_response(
-                response, challenge, chosen=chosen, catalog=self._catalog,
-                trust=snapshot.store, revocation=snapshot.revocation, at=now,
-            )  # fmt: skip
-            parsed = result.parsed
-            if uow.certificates.active_login(parsed.fingerprint) is not None:
-                raise RefusedError(ErrorCode.ALREADY_REGISTERED)
+            challenge = self._consume_challenge(uow, registration_id, response.challenge_id)
+            try:
+                registration = self._load(uow, registration_id, actor)
+                self._require_state(registration, Step.CARD_CHECK)
+                chosen = self._catalog.applicant(registration.chosen_type)
+                now = self._clock.now()
+                snapshot = self._trust.snapshot(uow)
+                result = check_card_response(
+                    response, challenge, chosen=chosen, catalog=self._catalog,
+                    trust=snapshot.store, revocation=snapshot.revocation, at=now,
+                )  # fmt: skip
+                parsed = result.parsed
+                if uow.certificates.has_active_login(parsed.fingerprint):
+                    raise RefusedError(ErrorCode.ALREADY_REGISTERED)
+            except (RefusedError, WorkflowError):
+                uow.commit()  # only the challenge's consumption (and an expiry) was written
+                raise
             applicant = result.applicant
             prefill = applicant.binding.prefill(parsed.identity)
             diff: dict[str, Any] = {"certificate": parsed.fingerprint, "ca": parsed.ca.value}
@@ -242,23 +275,29 @@ class RegistrationService:
             diff.update(masked_diff(prefill))
             self._fire(uow, registration, Event.NEXT, actor=actor, diff=diff)
             uow.commit()
-            return self._view(registration)
+        return self._view(registration)
 
-    def _consume_challenge(self, registration_id: str, challenge_id: str) -> Challenge:
-        """Mark the challenge used in its own transaction: single use, success or not."""
-        with self._database.unit_of_work() as uow:
-            row = uow.challenges.get(challenge_id)
-            if row is None or row.registration_id != registration_id:
-                raise ChallengeError(ErrorCode.CHALLENGE_EXPIRED, detail="unknown challenge")
-            if row.used_at is not None:
-                raise ChallengeError(ErrorCode.CHALLENGE_USED)
-            now = self._clock.now()
-            if now > row.expires_at:
-                raise ChallengeError(ErrorCode.CHALLENGE_EXPIRED)
-            if not uow.challenges.consume(challenge_id, now):
-                raise ChallengeError(ErrorCode.CHALLENGE_USED)
-            uow.commit()
-            return _challenge(row)
+    def _consume_challenge(
+        self, uow: UnitOfWork, registration_id: str, challenge_id: str
+    ) -> Challenge:
+        """Mark the challenge used in ``uow`` (single use, success or not: see submit_card)."""
+        row = uow.challenges.get(challenge_id)
+        if row is None or row.registration_id != registration_id:
+            raise ChallengeError(ErrorCode.CHALLENGE_EXPIRED, detail="unknown challenge")
+        if row.used_at is not None:
+            raise ChallengeError(ErrorCode.CHALLENGE_USED)
+        now = self._clock.now()
+        if now > row.expires_at:
+            raise ChallengeError(ErrorCode.CHALLENGE_EXPIRED)
+        if not uow.challenges.consume(challenge_id, now):
+            raise ChallengeError(ErrorCode.CHALLENGE_USED)
+        return Challenge(
+            id=row.id,
+            registration_id=row.registration_id,
+            nonce=row.nonce,
+            origin=row.origin,
+            expires_at=row.expires_at,
+        )
 
     # -- steps 3, 4 and plugin steps: forms ------------------------------------------------------
 
@@ -279,8 +318,9 @@ class RegistrationService:
             if form is None and registration.state in self._catalog.steps:
                 form = self._catalog.steps[registration.state].form
                 if form is None:  # a plugin step that only needs to be passed (a notice)
-                    self._fire(uow, registration, Event.NEXT, actor=actor)
+                    mail = self._fire(uow, registration, Event.NEXT, actor=actor)
                     uow.commit()
+                    self._announce(registration, mail)
                     return self._view(registration)
             if form is None:
                 raise WorkflowError(ErrorCode.INVALID_TRANSITION, detail=registration.state)
@@ -294,10 +334,9 @@ class RegistrationService:
                 raise RefusedError(ErrorCode.ACCOUNT_EXISTS, field=applicant.account.field)
             registration.data = {**registration.data, **step.stored(self._hashers)}
             registration.account_name = account
-            self._fire(uow, registration, Event.NEXT, actor=actor, diff=step.audit_diff)
+            mail = self._fire(uow, registration, Event.NEXT, actor=actor, diff=step.audit_diff)
             uow.commit()
-        if registration.state == Step.COMPLETED:
-            self._announce(registration)
+        self._announce(registration, mail)
         return self._view(registration)
 
     # -- 上一步, 取消, status, expiry --------------------------------------------------------------
@@ -353,14 +392,9 @@ class RegistrationService:
         """
         if not 1 <= limit <= MAX_LISTED:
             raise RefusedError(ErrorCode.INVALID_VALUE, field="limit", detail=f"1 to {MAX_LISTED}")
-        query = select(Registration).order_by(Registration.updated_at, Registration.id)
-        if state is not None:
-            query = query.where(Registration.state == state)
-        if applicant_type is not None:
-            query = query.where(Registration.applicant_type == applicant_type)
         now = self._clock.now()
         with self._database.unit_of_work() as uow:
-            found = uow.session.scalars(query.limit(limit))
+            found = uow.registrations.find(state=state, applicant_type=applicant_type, limit=limit)
             return [
                 self._view(registration, uow)
                 for registration in found
@@ -381,10 +415,9 @@ class RegistrationService:
             registration = self._load(uow, registration_id, actor)
             self._require_officer_step(uow, registration)
             diff = {"officer": decision.officer, "via": via}
-            self._fire(uow, registration, Event.APPROVE, actor=actor, diff=diff)
+            mail = self._fire(uow, registration, Event.APPROVE, actor=actor, diff=diff)
             uow.commit()
-        if registration.state == Step.COMPLETED:
-            self._announce(registration)
+        self._announce(registration, mail)
         return self._view(registration)
 
     def reject(
@@ -402,7 +435,7 @@ class RegistrationService:
             uow.commit()
         return self._view(registration)
 
-    def _require_officer_step(self, uow: UnitOfWork, registration: Registration) -> None:
+    def _require_officer_step(self, uow: UnitOfWork, registration: RegistrationRecord) -> None:
         definition = self._workflows.get(registration.workflow_hash, uow)
         if registration.state in ENDINGS or not definition.awaits_officer(registration.state):
             raise WorkflowError(
@@ -419,7 +452,7 @@ class RegistrationService:
 
     def _load(
         self, uow: UnitOfWork, registration_id: str, actor: str, *, expire_only: bool = False
-    ) -> Registration:
+    ) -> RegistrationRecord:
         registration = uow.registrations.get(registration_id)
         if registration is None:
             raise WorkflowError(ErrorCode.REGISTRATION_NOT_FOUND, field="registration_id")
@@ -436,7 +469,7 @@ class RegistrationService:
         return registration
 
     @staticmethod
-    def _require_state(registration: Registration, state: Step) -> None:
+    def _require_state(registration: RegistrationRecord, state: Step) -> None:
         if registration.state != state:
             raise WorkflowError(
                 ErrorCode.INVALID_TRANSITION,
@@ -444,30 +477,42 @@ class RegistrationService:
             )
 
     def _fire(
-        self, uow: UnitOfWork, registration: Registration, event: Event, *, actor: str,
-        diff: Mapping[str, Any] | None = None,
-    ) -> None:  # fmt: skip
+        self, uow: UnitOfWork, registration: RegistrationRecord, event: Event, *, actor: str,
+        diff: Mapping[str, Any] | None = None, new: bool = False,
+    ) -> ActivationMail | None:  # fmt: skip
+        """Move the registration by ``event`` and write it (insert it when ``new``) with its
+        audit row; entering ``completed`` also creates the account. Returns the activation
+        mail to deliver after the commit, if an account was created."""
         definition = self._workflows.get(registration.workflow_hash, uow)
         applicant = self._catalog.applicant(registration.applicant_type)
-        recorder = _Recorder(
-            uow=uow,
-            registration=registration,
-            definition=definition,
-            clock=self._clock,
-            create_account=self._create_account,
-            actor=actor,
-            diff=dict(diff or {}),
-        )
+        source = registration.state
         try:
-            advance(definition, applicant, registration.state, event, [recorder])
+            target = advance(definition, applicant, source, event)
         except TransitionNotAllowed:
             raise WorkflowError(
-                ErrorCode.INVALID_TRANSITION,
-                detail=f"cannot {event.value} at {registration.state!r}",
+                ErrorCode.INVALID_TRANSITION, detail=f"cannot {event.value} at {source!r}"
             ) from None
+        now = self._clock.now()
+        registration.state = target
+        registration.updated_at = now
+        if target not in ENDINGS:  # officer steps wait without an idle deadline
+            registration.expires_at = definition.deadline(target, now)
+        if new:
+            uow.registrations.add(registration)
+        else:
+            uow.registrations.save(registration)  # first: a concurrent double submit stops here
+        recorded = dict(diff or {})
+        if target == Step.COMPLETED:
+            recorded.update(masked_diff({"account": applicant.account.name(registration.data)}))
+        uow.audit.append(
+            at=now, actor=actor, event=event.value, registration_id=registration.id,
+            from_state=source, to_state=target, applicant_type=registration.applicant_type,
+            workflow_hash=registration.workflow_hash, diff=recorded,
+        )  # fmt: skip
+        return self._create_account(uow, registration) if target == Step.COMPLETED else None
 
     @staticmethod
-    def _forget_card(registration: Registration) -> None:
+    def _forget_card(registration: RegistrationRecord) -> None:
         registration.data = {
             k: v for k, v in registration.data.items() if k not in registration.locked
         }
@@ -477,7 +522,11 @@ class RegistrationService:
         registration.certificate_fingerprint = None
         registration.applicant_type = registration.chosen_type
 
-    def _create_account(self, uow: UnitOfWork, registration: Registration) -> Account:
+    def _create_account(
+        self, uow: UnitOfWork, registration: RegistrationRecord
+    ) -> ActivationMail | None:
+        """The account, its login certificate and (with an account service) its first
+        activation link, in ``uow``; the mail to deliver after the commit."""
         applicant = self._catalog.applicant(registration.applicant_type)
         data = registration.data
         name = applicant.account.name(data)
@@ -524,9 +573,20 @@ class RegistrationService:
             )
         )
         registration.account_name = name
-        return account
+        if self.activations is None:
+            return None
+        return self.activations.issue(
+            uow, account_id=account.id, name=account.name, email=account.email,
+            applicant_type=account.applicant_type,
+        )  # fmt: skip
 
-    def _announce(self, registration: Registration) -> None:
+    def _announce(self, registration: RegistrationRecord, mail: ActivationMail | None) -> None:
+        """After the commit of a completion: mail the activation link and tell the plugins
+        (a failure of either is logged; the account exists regardless)."""
+        if registration.state != Step.COMPLETED:
+            return
+        if mail is not None and self.activations is not None:
+            self.activations.deliver_quietly(mail)
         event = RegistrationCompleted(
             registration_id=registration.id,
             account=registration.account_name or "",
@@ -542,7 +602,9 @@ class RegistrationService:
         except Exception:  # the account exists; a plugin's failure cannot undo it
             log.exception("a swreg_registration_completed hook failed (%s)", event.applicant_type)
 
-    def _view(self, registration: Registration, uow: UnitOfWork | None = None) -> RegistrationView:
+    def _view(
+        self, registration: RegistrationRecord, uow: UnitOfWork | None = None
+    ) -> RegistrationView:
         applicant = self._catalog.applicant(registration.applicant_type)
         definition = self._workflows.get(registration.workflow_hash, uow)
         visible = {k: v for k, v in registration.data.items() if not k.endswith("_hash")}
@@ -572,48 +634,6 @@ class RegistrationService:
         )
 
 
-@dataclass(slots=True)
-class _Recorder:
-    """The listener that writes a transition: state, deadline, audit row and, on entering
-    ``completed``, the account (through ``create_account``), all in the caller's transaction."""
-
-    uow: UnitOfWork
-    registration: Registration
-    definition: WorkflowDefinition
-    clock: Clock
-    create_account: Callable[[UnitOfWork, Registration], Account]
-    actor: str
-    diff: dict[str, Any]
-
-    def on_enter_completed(self) -> None:
-        account = self.create_account(self.uow, self.registration)
-        self.diff.update(masked_diff({"account": account.name}))
-
-    def after_transition(self, event: str, source: Any, target: Any) -> None:
-        registration = self.registration
-        now = self.clock.now()
-        registration.state = target.id
-        registration.updated_at = now
-        if target.id not in ENDINGS:  # officer steps wait without an idle deadline
-            registration.expires_at = self.definition.deadline(target.id, now)
-        self.uow.audit.append(
-            at=now, actor=self.actor, event=event, registration_id=registration.id,
-            from_state=source.id, to_state=target.id, applicant_type=registration.applicant_type,
-            workflow_hash=registration.workflow_hash, diff=self.diff,
-        )  # fmt: skip
-        self.uow.flush()
-
-
-def _challenge(row: ChallengeRow) -> Challenge:
-    return Challenge(
-        id=row.id,
-        registration_id=row.registration_id,
-        nonce=row.nonce,
-        origin=row.origin,
-        expires_at=row.expires_at,
-    )
-
-
-def _identity(registration: Registration) -> CertificateIdentity:
+def _identity(registration: RegistrationRecord) -> CertificateIdentity:
     identity = (registration.evidence or {}).get("identity", {})
     return CertificateIdentity(**identity)

@@ -42,11 +42,8 @@ def service(app: App, mailer: Mailer) -> AccountService:
 
 
 def use(app: App, accounts_service: AccountService) -> AccountService:
-    """Make ``accounts_service`` the app's only activation-mail hook (bootstrap may have one)."""
-    for plugin in list(app.plugins.get_plugins()):
-        if isinstance(plugin, AccountService):
-            app.plugins.unregister(plugin)
-    app.plugins.register(accounts_service)
+    """Make ``accounts_service`` issue and mail the activation links of new accounts."""
+    app.registrations.activations = accounts_service
     return accounts_service
 
 

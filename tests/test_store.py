@@ -20,7 +20,7 @@ from engine.store import (
     Certificate,
     Challenge,
     Database,
-    Registration,
+    RegistrationRecord,
 )
 
 from .conftest import ON_POSTGRESQL, FreshDatabase, sqlite_only
@@ -58,7 +58,7 @@ def _as_sqlite(value: Any) -> Any:
     return value
 
 
-def make_registration(id: str = "reg-1", **over: Any) -> Registration:
+def make_registration(id: str = "reg-1", **over: Any) -> RegistrationRecord:
     values: dict[str, Any] = {
         "id": id,
         "state": "entering",
@@ -73,7 +73,7 @@ def make_registration(id: str = "reg-1", **over: Any) -> Registration:
         "expires_at": T0 + timedelta(hours=1),
     }
     values.update(over)
-    return Registration(**values)
+    return RegistrationRecord(**values)
 
 
 def make_account(name: str, **over: Any) -> Account:
@@ -311,21 +311,33 @@ def test_registration_round_trip_and_stored_row(db: Database) -> None:
         assert reg.created_at == T0 and reg.created_at.tzinfo is UTC
         assert reg.expires_at == T0 + timedelta(hours=1)
         assert uow.registrations.get("nope") is None
-        reg.data["ubn"] = "12345675"  # in-place change is tracked
+        reg.data["ubn"] = "12345675"
         reg.locked.append("email")
         reg.state = "card_check"
+        reg.evidence = None
+        uow.commit()  # nothing is tracked: without save() nothing changed
+        assert reg.version == 1
+    assert rows(db, "SELECT state, version FROM registrations") == [("entering", 1)]
+    with db.unit_of_work() as uow:
+        reg = uow.registrations.get("reg-1")
+        assert reg is not None
+        reg.data["ubn"] = "12345675"
+        reg.locked.append("email")
+        reg.state = "card_check"
+        reg.evidence = None
+        uow.registrations.save(reg)
         uow.commit()
-    assert rows(db, "SELECT state, data, locked, version FROM registrations") == [
-        ("card_check", '{"email": "a@example.tw", "ubn": "12345675"}', '["email"]', 2)
+        assert reg.version == 2
+    assert rows(db, "SELECT state, data, locked, evidence, version FROM registrations") == [
+        ("card_check", '{"email": "a@example.tw", "ubn": "12345675"}', '["email"]', None, 2)
     ]
 
 
 def test_naive_datetime_refused(db: Database) -> None:
     with db.unit_of_work() as uow:
         uow.workflows.ensure(WF_HASH, "default", "[workflow]", T0)
-        uow.registrations.add(make_registration(created_at=datetime(2025, 1, 1)))
         with pytest.raises(Exception, match="naive datetime"):
-            uow.flush()
+            uow.registrations.add(make_registration(created_at=datetime(2025, 1, 1)))
 
 
 def test_optimistic_locking(db: Database) -> None:
@@ -335,16 +347,18 @@ def test_optimistic_locking(db: Database) -> None:
         b = second.registrations.get("reg-1")
         assert a is not None and b is not None
         a.state = "card_check"
+        first.registrations.save(a)
         first.commit()
         b.state = "cancelled"
         with pytest.raises(WorkflowError) as info:
-            second.commit()
+            second.registrations.save(b)
         assert info.value.code is ErrorCode.INVALID_TRANSITION
         assert info.value.detail == "concurrent update"
+        assert b.version == 1  # not moved on: nothing was written
     assert rows(db, "SELECT state, version FROM registrations") == [("card_check", 2)]
 
 
-def test_stale_update_escaping_the_block_is_translated(db: Database) -> None:
+def test_a_stale_save_undoes_the_whole_unit_of_work(db: Database) -> None:
     seed_registration(db)
     with pytest.raises(WorkflowError), db.unit_of_work() as second:
         b = second.registrations.get("reg-1")
@@ -353,9 +367,14 @@ def test_stale_update_escaping_the_block_is_translated(db: Database) -> None:
             a = first.registrations.get("reg-1")
             assert a is not None
             a.state = "card_check"
+            first.registrations.save(a)
             first.commit()
+        second.accounts.add(make_account("ALICE"))  # other work of the losing unit of work
         b.state = "cancelled"
-        second.session.flush()  # untranslated on purpose: __exit__ translates
+        second.registrations.save(b)
+        second.commit()
+    assert rows(db, "SELECT state, version FROM registrations") == [("card_check", 2)]
+    assert rows(db, "SELECT name FROM accounts") == []
 
 
 # --- accounts ------------------------------------------------------------------------------
@@ -369,7 +388,8 @@ def test_duplicate_account_keeps_outer_transaction_usable(db: Database) -> None:
     with db.unit_of_work() as uow:
         reg = uow.registrations.get("reg-1")
         assert reg is not None
-        reg.state = "completed"  # other work, pending before the failing insert
+        reg.state = "completed"  # other work, written before the failing insert
+        uow.registrations.save(reg)
         with pytest.raises(RefusedError) as info:
             uow.accounts.add(make_account("ALICE", email="other@example.tw"))
         assert info.value.code is ErrorCode.ACCOUNT_EXISTS
@@ -452,7 +472,6 @@ def test_challenge_is_single_use(db: Database) -> None:
         loaded = first.challenges.get("ch-1")
         assert loaded is not None and loaded.used_at is None
         assert first.challenges.consume("ch-1", used) is True
-        assert loaded.used_at == used
         first.commit()
         assert second.challenges.consume("ch-1", used) is False
         assert second.challenges.consume("missing", used) is False

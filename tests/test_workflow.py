@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 from statemachine.exceptions import TransitionNotAllowed
 
@@ -128,3 +130,39 @@ def test_a_contributed_step_can_be_placed(catalog: Catalog) -> None:
 def test_step_enum_labels_are_bilingual() -> None:
     assert Step.CARD_CHECK.labels.get("zh-TW") == "憑證檢查"
     assert Step.ENTERPRISE_INFO.labels.get("en") == "Enterprise information"
+
+
+def test_advance_agrees_with_the_compiled_state_machine(catalog: Catalog) -> None:
+    # advance() reads the compiled machine's transitions as a table; firing through a
+    # python-statemachine instance must give the same state, or refuse the same events.
+    from engine._workflow import _compile, _transition_table, machine_for
+
+    @dataclass
+    class Position:
+        state: str | None
+
+    definition = load_definition(
+        default_definition_source(), applicants=catalog.applicant_types.values()
+    )
+    machines = [machine_for(definition, a) for a in catalog.applicant_types.values()]
+    machines.append(  # an officer's approval step between two applicant steps
+        _compile(
+            ("category", "card_check", "approval", "basic_data", "completed"),
+            frozenset({"approval"}),
+        )
+    )
+    confirmed = entries = 0
+    for machine in machines:
+        table = _transition_table(machine)
+        entries += len(table)
+        for state in machine.states:
+            for event in Event:
+                position = Position(state.id)
+                try:
+                    machine(model=position).send(event.value)
+                    expected: str | None = position.state
+                except TransitionNotAllowed:
+                    expected = None
+                assert table.get((state.id, event.value)) == expected, (state.id, event)
+                confirmed += expected is not None
+    assert confirmed == entries > len(machines) * 8  # every entry of every table was fired

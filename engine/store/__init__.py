@@ -19,6 +19,7 @@ from ._models import (
     UTCDateTime,
     WorkflowDefinition,
 )
+from ._registrations import RegistrationRecord, RegistrationRepository
 from ._repositories import (
     AccountRepository,
     ActivationRepository,
@@ -28,7 +29,6 @@ from ._repositories import (
     CRLRepository,
     LoginChallengeRepository,
     RateLimitRepository,
-    RegistrationRepository,
     ReminderRepository,
     SessionRepository,
     TrustRepository,
@@ -61,6 +61,7 @@ __all__ = [
     "RateLimitRepository",
     "RateLimitWindow",
     "Registration",
+    "RegistrationRecord",
     "RegistrationRepository",
     "Reminder",
     "ReminderRepository",

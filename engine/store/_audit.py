@@ -47,10 +47,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import func, select, text
+from sqlalchemy import Connection, Table, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from ._models import AuditEntry
+from ._repositories import connection_of
 
 GENESIS_HASH = "0" * 64
 """The ``prev_hash`` of the first row."""
@@ -74,6 +75,9 @@ _EMPTY: Mapping[str, Any] = {}
 
 CHAIN_LOCK_KEY = 0x7377_7265_6741_7564
 """The PostgreSQL advisory lock key of the chain (the bytes of ``swregAud``)."""
+
+_TAIL = select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
+_INSERT = insert(cast(Table, AuditEntry.__table__))
 
 
 def _canonical(value: Any) -> str:
@@ -170,32 +174,33 @@ class AuditLog:
         """
         if not self._pending:
             return
-        self._lock_chain()
-        tail = self._session.execute(
-            select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
-        ).first()
+        connection = self._lock_chain()
+        tail = connection.execute(_TAIL).first()
         seq, prev_hash = (tail[0], tail[1]) if tail is not None else (0, GENESIS_HASH)
+        rows = []
         for entry in self._pending:
             seq += 1
             entry.seq, entry.prev_hash = seq, prev_hash
-            entry.hash = prev_hash = entry_hash({n: getattr(entry, n) for n in HASHED_FIELDS})
-            self._session.add(entry)
+            fields = {name: getattr(entry, name) for name in HASHED_FIELDS}
+            entry.hash = prev_hash = fields["hash"] = entry_hash(fields)
+            rows.append(fields)
+        connection.execute(_INSERT, rows)
         self._pending.clear()
 
-    def _lock_chain(self) -> None:
+    def _lock_chain(self) -> Connection:
         """Hold the chain until this transaction ends (see the module docstring).
 
         Everything else of the unit of work is flushed first, so the lock's holder takes no
         other lock after it.
         """
-        self._session.flush()
-        connection = self._session.connection()
+        connection = connection_of(self._session)
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK_KEY})
         elif connection.dialect.name == "sqlite":
             dbapi_connection = connection.connection.dbapi_connection
             if dbapi_connection is not None and not dbapi_connection.in_transaction:
                 connection.exec_driver_sql("BEGIN IMMEDIATE")
+        return connection
 
     def verify(self, *, batch_size: int = 1000) -> AuditVerification:
         """Walk the whole chain in ``seq`` order and report the first row that fails.

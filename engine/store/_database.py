@@ -29,6 +29,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from .._errors import EnvironmentProblem, ErrorCode, RefusedError
 from ._audit import AuditLog
+from ._registrations import RegistrationRepository
 from ._repositories import (
     AccountRepository,
     ActivationRepository,
@@ -38,7 +39,6 @@ from ._repositories import (
     CRLRepository,
     LoginChallengeRepository,
     RateLimitRepository,
-    RegistrationRepository,
     ReminderRepository,
     SessionRepository,
     TrustRepository,
@@ -208,6 +208,7 @@ class UnitOfWork:
         self.rate_limits = RateLimitRepository(session)
         self.reminders = ReminderRepository(session)
         self.audit = AuditLog(session)
+        self._after_commit: list[Callable[[], None]] = []
 
     def __enter__(self) -> UnitOfWork:
         try:
@@ -240,10 +241,18 @@ class UnitOfWork:
         with translate_stale():
             self.audit.write_pending()
             self.session.commit()
+        callbacks, self._after_commit = self._after_commit, []
+        for callback in callbacks:
+            callback()
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the next :meth:`commit` succeeded (not after a rollback)."""
+        self._after_commit.append(callback)
 
     def rollback(self) -> None:
         """Discard everything since the last commit."""
         self.audit.discard_pending()
+        self._after_commit.clear()
         self.session.rollback()
 
     def flush(self) -> None:

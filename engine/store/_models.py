@@ -71,6 +71,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 _JSONDict = MutableDict.as_mutable(JSON())
+_JSONDictOrNull = MutableDict.as_mutable(JSON(none_as_null=True))  # None is SQL NULL
 _JSONList = MutableList.as_mutable(JSON())
 
 
@@ -103,7 +104,7 @@ class Registration(Base):
     workflow_hash: Mapped[str] = mapped_column(String(64), ForeignKey("workflow_definitions.hash"))
     data: Mapped[dict[str, Any]] = mapped_column(_JSONDict)
     locked: Mapped[list[str]] = mapped_column(_JSONList)
-    evidence: Mapped[dict[str, Any] | None] = mapped_column(_JSONDict, nullable=True)
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(_JSONDictOrNull, nullable=True)
     certificate_der: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     certificate_fingerprint: Mapped[str | None] = mapped_column(
         String(64), nullable=True, index=True

@@ -1,22 +1,41 @@
 """Thin, typed repositories over one unit of work's session.
 
-They return ORM objects, never commit, and translate the database's refusals into the error
-tree: a duplicate account name is ``account_exists``, a duplicate certificate
-``already_registered``, a stale registration update ``invalid_transition``
-(:class:`ConcurrentUpdate`). Inserts that may hit a
-UNIQUE constraint run inside a SAVEPOINT, so the surrounding transaction stays usable.
+They never commit, and translate the database's refusals into the error tree: a duplicate
+account name is ``account_exists``, a duplicate certificate ``already_registered``, a stale
+registration update ``invalid_transition`` (:class:`ConcurrentUpdate`).
+
+Rows that may already exist are inserted at once with ``INSERT ... ON CONFLICT (key) DO
+NOTHING RETURNING`` (SQLite ≥ 3.35 and PostgreSQL) through SQLAlchemy Core: a taken key
+returns nothing, the surrounding transaction stays usable (no savepoint), and any other
+integrity failure (a broken foreign key) is raised as it is. Those inserts take the model's
+object for its values and set its generated key; the object itself is not added to the
+session (a later change to it is not saved). The statements of the registration path are
+built once per dialect; lookups that return ORM objects stay ORM queries.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, and_, delete, func, or_, select, update
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -31,7 +50,6 @@ from ._models import (
     LoginChallenge,
     LoginSession,
     RateLimitWindow,
-    Registration,
     Reminder,
     TrustCertificate,
     WorkflowDefinition,
@@ -39,6 +57,28 @@ from ._models import (
 
 ENDING_STATES: tuple[str, ...] = ("completed", "cancelled", "expired")
 """Registration states that never expire (the workflow's endings)."""
+
+_ACCOUNTS = cast(Table, Account.__table__)
+_CERTIFICATES = cast(Table, Certificate.__table__)
+_CHALLENGES = cast(Table, Challenge.__table__)
+_ACCOUNT_NAMED = select(_ACCOUNTS.c.id).where(_ACCOUNTS.c.name == bindparam("name")).limit(1)
+_ACTIVE_LOGIN = (
+    select(_CERTIFICATES.c.id)
+    .where(
+        _CERTIFICATES.c.fingerprint == bindparam("fingerprint"),
+        _CERTIFICATES.c.purpose == "login",
+        _CERTIFICATES.c.status == "active",
+    )
+    .limit(1)
+)
+_CHALLENGE_INSERT = insert(_CHALLENGES)
+_CHALLENGE_GET = select(_CHALLENGES).where(_CHALLENGES.c.id == bindparam("id"))
+_CONSUME = (
+    update(_CHALLENGES)
+    .where(_CHALLENGES.c.id == bindparam("challenge_id"), _CHALLENGES.c.used_at.is_(None))
+    .values(used_at=bindparam("at"))
+)
+_ACTIVATION_INSERT = insert(cast(Table, ActivationToken.__table__))
 
 
 class ConcurrentUpdate(WorkflowError):
@@ -58,56 +98,59 @@ def translate_stale() -> Iterator[None]:
         raise ConcurrentUpdate() from exc
 
 
-def _insert_in_savepoint(session: Session, row: Base, exists: Callable[[], bool]) -> bool:
-    """Insert ``row`` inside a SAVEPOINT; False when a UNIQUE conflict rolled it back.
+def connection_of(session: Session) -> Connection:
+    """The session's connection in its transaction, for Core statements.
 
-    Pending work is flushed first, outside the savepoint, so its errors are not mistaken for
-    this row's. An IntegrityError is taken for a conflict only when ``exists()`` confirms the
-    conflicting row is there (a broken foreign key, say, is re-raised).
+    Pending ORM work is flushed first, so a Core statement sees it (and a row it refers to
+    exists before it); with nothing pending that costs a fraction of a microsecond.
     """
     with translate_stale():
         session.flush()
-    try:
-        with session.begin_nested():
-            session.add(row)
-    except IntegrityError:
-        if exists():
-            return False
-        raise
+    return session.connection()
+
+
+@cache
+def _insert_new_statement(dialect: str, table: Table, key: tuple[str, ...], returning: str) -> Any:
+    """``INSERT ... ON CONFLICT (key) DO NOTHING RETURNING returning`` for ``dialect``."""
+    if dialect == "postgresql":
+        construct: Any = postgresql.insert
+    elif dialect == "sqlite":
+        construct = sqlite.insert
+    else:  # pragma: no cover - the store supports SQLite and PostgreSQL only
+        raise NotImplementedError(f"the store needs SQLite or PostgreSQL, not {dialect}")
+    return (
+        construct(table)
+        .on_conflict_do_nothing(index_elements=[table.c[name] for name in key])
+        .returning(table.c[returning])
+    )
+
+
+def insert_new(session: Session, table: Table, values: dict[str, Any], *key: str) -> Any:
+    """Insert ``values`` into ``table`` now; the row's primary key, or None when a row with
+    the same ``key`` columns exists (nothing is written then)."""
+    connection = connection_of(session)
+    returning = next(iter(table.primary_key.columns)).name
+    stmt = _insert_new_statement(connection.dialect.name, table, key, returning)
+    return connection.execute(stmt, values).scalar()
+
+
+def _values(row: Base) -> dict[str, Any]:
+    """The column values set on a model object (unset ones get their column defaults)."""
+    table = cast(Table, row.__table__)
+    state = row.__dict__
+    return {column.key: state[column.key] for column in table.columns if column.key in state}
+
+
+def _insert_model(session: Session, row: Base, *key: str) -> bool:
+    """Insert a model object's values unless ``key`` is taken; set its generated key."""
+    table = cast(Table, row.__table__)
+    primary = insert_new(session, table, _values(row), *key)
+    if primary is None:
+        return False
+    name = next(iter(table.primary_key.columns)).key
+    if getattr(row, name, None) is None:
+        setattr(row, name, primary)
     return True
-
-
-class RegistrationRepository:
-    """Registrations, keyed by their uuid; updates are version-checked at flush."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
-
-    def add(self, reg: Registration) -> None:
-        """Add a new registration (inserted at the next flush)."""
-        self._session.add(reg)
-
-    def get(self, id: str) -> Registration | None:
-        """The registration ``id``, or None."""
-        with translate_stale():
-            return self._session.get(Registration, id)
-
-    def idle(
-        self,
-        now: datetime,
-        *,
-        ending_states: Collection[str] = ENDING_STATES,
-        limit: int | None = None,
-    ) -> list[Registration]:
-        """Registrations past ``expires_at`` that have not ended, oldest deadline first."""
-        query = (
-            select(Registration)
-            .where(Registration.expires_at < now, Registration.state.not_in(ending_states))
-            .order_by(Registration.expires_at)
-            .limit(limit)
-        )
-        with translate_stale():
-            return list(self._session.scalars(query))
 
 
 class AccountRepository:
@@ -117,14 +160,15 @@ class AccountRepository:
         self._session = session
 
     def add(self, account: Account) -> None:
-        """Insert ``account`` now; a taken name raises ``account_exists`` (field ``account``)."""
-        if not _insert_in_savepoint(self._session, account, lambda: self.exists(account.name)):
+        """Insert ``account`` now and set its ``id``; a taken name raises ``account_exists``
+        (field ``account``)."""
+        if not _insert_model(self._session, account, "name"):
             raise RefusedError(ErrorCode.ACCOUNT_EXISTS, field="account")
 
     def exists(self, name: str) -> bool:
         """Whether an account called ``name`` exists."""
-        query = select(Account.id).where(Account.name == name).limit(1)
-        return self._session.scalar(query) is not None
+        found = connection_of(self._session).execute(_ACCOUNT_NAMED, {"name": name})
+        return found.first() is not None
 
     def get(self, id: int) -> Account | None:
         """The account with primary key ``id``, or None."""
@@ -153,10 +197,15 @@ class CertificateRepository:
         self._session = session
 
     def add(self, cert: Certificate) -> None:
-        """Insert ``cert`` now; a known (fingerprint, purpose) raises ``already_registered``."""
-        taken = lambda: self.find(cert.fingerprint, cert.purpose) is not None  # noqa: E731
-        if not _insert_in_savepoint(self._session, cert, taken):
+        """Insert ``cert`` now and set its ``id``; a known (fingerprint, purpose) raises
+        ``already_registered``."""
+        if not _insert_model(self._session, cert, "fingerprint", "purpose"):
             raise RefusedError(ErrorCode.ALREADY_REGISTERED)
+
+    def has_active_login(self, fingerprint: str) -> bool:
+        """Whether an active login certificate has this SHA-256 fingerprint."""
+        values = {"fingerprint": fingerprint}
+        return connection_of(self._session).execute(_ACTIVE_LOGIN, values).first() is not None
 
     def active_login(self, fingerprint: str) -> Certificate | None:
         """The active login certificate with this SHA-256 fingerprint, or None."""
@@ -190,31 +239,27 @@ class CertificateRepository:
 
 
 class ChallengeRepository:
-    """Single-use challenges."""
+    """Single-use challenges of 憑證註冊 (Core statements: one per registration step)."""
 
     def __init__(self, session: Session) -> None:
         self._session = session
 
     def add(self, ch: Challenge) -> None:
-        """Add a new challenge (inserted at the next flush)."""
-        self._session.add(ch)
+        """Insert a new challenge now."""
+        connection_of(self._session).execute(_CHALLENGE_INSERT, _values(ch))
 
-    def get(self, id: str) -> Challenge | None:
-        """The challenge ``id``, or None."""
-        return self._session.get(Challenge, id)
+    def get(self, id: str) -> Row[Any] | None:
+        """The challenge ``id`` as a row (``id``, ``registration_id``, ``nonce``, ``origin``,
+        ``created_at``, ``expires_at``, ``used_at``), or None."""
+        return connection_of(self._session).execute(_CHALLENGE_GET, {"id": id}).first()
 
     def consume(self, id: str, at: datetime) -> bool:
         """Mark the challenge used at ``at``; True only for the one caller that got it first.
 
         One atomic ``UPDATE ... WHERE used_at IS NULL``, safe across workers.
         """
-        stmt = (
-            update(Challenge)
-            .where(Challenge.id == id, Challenge.used_at.is_(None))
-            .values(used_at=at)
-            .execution_options(synchronize_session="fetch")
-        )
-        result = cast(CursorResult[Any], self._session.execute(stmt))
+        values = {"challenge_id": id, "at": at}
+        result = cast(CursorResult[Any], connection_of(self._session).execute(_CONSUME, values))
         return result.rowcount == 1
 
 
@@ -233,7 +278,7 @@ class TrustRepository:
         row = TrustCertificate(
             fingerprint=fingerprint, der=der, subject=subject, is_anchor=is_anchor, added_at=at
         )
-        return _insert_in_savepoint(self._session, row, lambda: self._exists(fingerprint))
+        return _insert_model(self._session, row, "fingerprint")
 
     def list(self) -> list[TrustCertificate]:
         """Every trust certificate, in the order added."""
@@ -276,7 +321,7 @@ class CRLRepository:
             next_update=next_update,
             added_at=at,
         )
-        return _insert_in_savepoint(self._session, row, lambda: self._exists(fingerprint))
+        return _insert_model(self._session, row, "fingerprint")
 
     def list(self) -> list[CRL]:
         """Every CRL, in the order added."""
@@ -299,18 +344,12 @@ class WorkflowRepository:
 
     def ensure(self, hash: str, name: str, source: str, at: datetime) -> None:
         """Record the definition ``hash`` unless it is already stored."""
-        if self.get(hash) is not None:
-            return
-        row = WorkflowDefinition(hash=hash, name=name, source=source, created_at=at)
-        _insert_in_savepoint(self._session, row, lambda: self._stored(hash))
+        values = {"hash": hash, "name": name, "source": source, "created_at": at}
+        insert_new(self._session, cast(Table, WorkflowDefinition.__table__), values, "hash")
 
     def get(self, hash: str) -> WorkflowDefinition | None:
         """The definition stored under ``hash``, or None."""
         return self._session.get(WorkflowDefinition, hash)
-
-    def _stored(self, hash: str) -> bool:
-        query = select(WorkflowDefinition.hash).where(WorkflowDefinition.hash == hash)
-        return self._session.scalar(query) is not None
 
 
 class ActivationRepository:
@@ -320,8 +359,8 @@ class ActivationRepository:
         self._session = session
 
     def add(self, token: ActivationToken) -> None:
-        """Add a new activation token (inserted at the next flush)."""
-        self._session.add(token)
+        """Insert a new activation token now."""
+        connection_of(self._session).execute(_ACTIVATION_INSERT, _values(token))
 
     def get(self, token_hash: str) -> ActivationToken | None:
         """The token stored under ``token_hash``, or None."""
@@ -570,6 +609,11 @@ def _rowcount(session: Session, stmt: Any) -> int:
     return int(result.rowcount)
 
 
+@cache
+def _version_query(id_column: Any) -> Any:
+    return select(func.count(id_column), func.max(id_column))
+
+
 def _version(session: Session, id_column: Any) -> tuple[int, int]:
-    count, max_id = session.execute(select(func.count(id_column), func.max(id_column))).one()
+    count, max_id = connection_of(session).execute(_version_query(id_column)).one()
     return int(count), int(max_id or 0)
