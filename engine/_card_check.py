@@ -18,7 +18,7 @@ from typing import Any
 from cryptography import x509
 
 from ._cert_checks import CertificateVerdict, check_login_certificate, verify_signature
-from ._certificate import ParsedCertificate, load_certificate, name_string
+from ._certificate import BoundedMemo, ParsedCertificate, load_certificate, subject_text
 from ._errors import SwregError
 from ._plugins import Catalog
 from ._revocation import RevocationIndex
@@ -85,7 +85,7 @@ class CardCheckResult:
             "not_before": parsed.not_before.isoformat(),
             "not_after": parsed.not_after.isoformat(),
             "identity": parsed.identity.as_dict(),
-            "chain": [name_string(c.subject) for c in self.verdict.chain],
+            "chain": [parsed.subject, *(subject_text(c) for c in self.verdict.chain[1:])],
             "validated_at": self.verdict.checked_at.isoformat(),
             "crl_number": (
                 str(self.verdict.crl_number) if self.verdict.crl_number is not None else None
@@ -107,7 +107,7 @@ def check_card_response(
 ) -> CardCheckResult:
     """Run the ordered checks of DESIGN.md §4 and return the resolved type and verdict."""
     parsed = load_certificate(response.certificate)
-    extra = chain_certificates(response.chain)
+    extra = chain_certificates(response.chain, trust=trust)
     applicant = catalog.resolve(chosen, parsed.ca, parsed.identity)
     verdict = check_login_certificate(
         parsed, trust=trust, revocation=revocation, at=at, profile=applicant.login, extra=extra
@@ -116,12 +116,32 @@ def check_card_response(
     return CardCheckResult(applicant=applicant, verdict=verdict)
 
 
-def chain_certificates(chain: Sequence[bytes]) -> tuple[x509.Certificate, ...]:
-    """CA certificates the card offered: helpers for path building, never trusted by themselves."""
+def chain_certificates(
+    chain: Sequence[bytes], *, trust: TrustStore | None = None
+) -> tuple[x509.Certificate, ...]:
+    """CA certificates the card offered: helpers for path building, never trusted by themselves.
+
+    Each is what :func:`load_certificate` accepts (others are skipped). Cards of one CA send the
+    same few certificates, so they are parsed once and remembered by their bytes; one that is a
+    member of ``trust`` is that member itself.
+    """
     found = []
-    for der in chain[:MAX_CHAIN_CERTIFICATES]:
+    for item in chain[:MAX_CHAIN_CERTIFICATES]:
         try:
-            found.append(load_certificate(der).certificate)
-        except SwregError:
-            continue  # an unusable helper certificate cannot make the path worse
+            data = bytes(item)  # the same object when it is bytes already
+        except Exception:  # not bytes-like: load_certificate would refuse it as well
+            continue
+        cert = trust.member_by_der(data) if trust is not None else None
+        if cert is None:
+            cert = _HELPERS.get(data)
+        if cert is None:
+            try:
+                cert = load_certificate(data).certificate
+            except SwregError:
+                continue  # an unusable helper certificate cannot make the path worse
+            _HELPERS.put(data, cert)
+        found.append(cert)
     return tuple(found)
+
+
+_HELPERS: BoundedMemo[bytes, x509.Certificate] = BoundedMemo(64)

@@ -17,7 +17,6 @@ in the service, which owns the challenge and the store.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,7 +28,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from ._certificate import ParsedCertificate, name_string
+from ._certificate import ParsedCertificate, subject_text
 from ._errors import CertificateError, ErrorCode
 from ._revocation import RevocationIndex
 from ._trust import TrustStore, check_validity
@@ -70,7 +69,7 @@ def check_login_certificate(
         raise CertificateError(
             ErrorCode.CERTIFICATE_UNTRUSTED, detail=f"unknown issuer {parsed.issuer}"
         )
-    chain = trust.build_path(parsed.certificate, extra=extra)
+    chain = trust.build_path(parsed, extra=extra)
     check_chain_validity(chain, trust=trust, at=at)
     check_key_usage(parsed)
     if profile is not None and not profile.accepts(parsed.ca, parsed.identity):
@@ -96,7 +95,7 @@ def check_chain_validity(
     Trust anchors are configuration, not checked for time (RFC 5280 §6.1.1).
     """
     for cert in chain:
-        if trust.is_anchor(cert) and cert is not chain[0]:
+        if cert is not chain[0] and trust.is_anchor(cert):
             continue
         try:
             check_validity(cert, at)
@@ -104,7 +103,7 @@ def check_chain_validity(
             if cert is chain[0]:
                 raise
             raise CertificateError(
-                exc.code, detail=f"issuing CA {name_string(cert.subject)}: {exc.detail}"
+                exc.code, detail=f"issuing CA {subject_text(cert)}: {exc.detail}"
             ) from exc
 
 
@@ -125,7 +124,7 @@ def verify_signature(cert: x509.Certificate, signature: bytes, message: bytes) -
     many card middlewares return it). Anything else, or a bad signature → ``signature_invalid``.
     """
     try:
-        key = _public_key(cert)
+        key = cert.public_key()  # not cached: a login certificate is rarely seen twice
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise CertificateError(ErrorCode.SIGNATURE_INVALID, detail="unreadable key") from exc
     try:
@@ -149,7 +148,7 @@ def certificate_status(
 ) -> tuple[Status, tuple[x509.Certificate, ...]]:
     """The ``cert inspect`` status and the chain (just the certificate when untrusted)."""
     try:
-        chain = trust.build_path(parsed.certificate)
+        chain = trust.build_path(parsed)
     except CertificateError:
         return "untrusted", (parsed.certificate,)
     try:
@@ -190,15 +189,9 @@ def inspect(
         "key_usage": list(parsed.key_usage),
         "identity": parsed.identity.as_dict(),
         "status": status,
-        "chain": [parsed.subject, *(name_string(c.subject) for c in chain[1:])],
+        "chain": [parsed.subject, *(subject_text(c) for c in chain[1:])],
         "accepted_by": list(accepted_by),
     }
-
-
-@functools.lru_cache(maxsize=1024)
-def _public_key(cert: x509.Certificate) -> Any:
-    """Keys are cached: loading an RSA key costs as much as verifying with it."""
-    return cert.public_key()
 
 
 def _verify_ecdsa(key: ec.EllipticCurvePublicKey, signature: bytes, message: bytes) -> None:

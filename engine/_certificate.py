@@ -17,11 +17,12 @@ import binascii
 import hashlib
 import re
 import unicodedata
-from collections.abc import Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from threading import Lock
 from types import MappingProxyType
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
@@ -100,6 +101,8 @@ class ParsedCertificate:
     strings (most specific RDN first) with non-ASCII characters kept. ``directory_attributes``
     holds the decoded Subject Directory Attributes as ``(oid, value)`` pairs in certificate order;
     ``subject_serial_number`` is the subject serialNumber RDN (the UBN on newer MOEACA cards).
+    ``issuer_der`` is ``certificate.issuer.public_bytes()`` (what path building looks issuers up
+    by; ``b""`` when not computed).
     """
 
     der: bytes
@@ -116,6 +119,7 @@ class ParsedCertificate:
     public_key_algorithm: str
     subject_serial_number: str | None = None
     directory_attributes: tuple[tuple[str, str], ...] = ()
+    issuer_der: bytes = b""
 
     @property
     def has_key_usage(self) -> bool:
@@ -159,17 +163,33 @@ def classify_issuer(issuer: x509.Name, subject_class: str | None = None) -> Issu
 
     ``subject_class`` (SDA .1 of the certificate) decides for cards of the GPKI test CA.
     """
-    ous = [_normalise_ou(v) for v in _name_values(issuer, NameOID.ORGANIZATIONAL_UNIT_NAME)]
+    ca = _classify_name(issuer)
+    return _class_to_ca(subject_class) if ca is None else ca
+
+
+def _classify_name(issuer: x509.Name) -> IssuerCA | None:
+    """:func:`classify_issuer` as far as the name decides; ``None`` for the GPKI test CA."""
+    raw_ous: list[str] = []
+    orgs: list[str] = []
+    cns: list[str] = []
+    wanted = {
+        NameOID.ORGANIZATIONAL_UNIT_NAME: raw_ous,
+        NameOID.ORGANIZATION_NAME: orgs,
+        NameOID.COMMON_NAME: cns,
+    }
+    for attribute in issuer:  # one pass, in the order get_attributes_for_oid would give
+        values = wanted.get(attribute.oid)
+        if values is not None and isinstance(attribute.value, str):
+            values.append(attribute.value)
+    ous = [_normalise_ou(v) for v in raw_ous]
     for ou in ous:
         if ou in ISSUER_OU_TO_CA:
             return ISSUER_OU_TO_CA[ou]
     if GPKI_TEST_CA_OU in ous:
-        return _class_to_ca(subject_class)
-    orgs = _name_values(issuer, NameOID.ORGANIZATION_NAME)
-    raw_ous = _name_values(issuer, NameOID.ORGANIZATIONAL_UNIT_NAME)
+        return None
     if "Finance" in orgs and any("taica" in ou.lower() for ou in raw_ous):
         return IssuerCA.TAICA
-    names = [*_name_values(issuer, NameOID.COMMON_NAME), *orgs, *raw_ous]
+    names = [*cns, *orgs, *raw_ous]
     if any(marker in n.lower() for n in names for marker in _TAICA_MARKERS):
         return IssuerCA.TAICA
     return IssuerCA.UNKNOWN
@@ -186,9 +206,26 @@ def name_string(name: x509.Name) -> str:
         )
 
 
+def subject_text(certificate: x509.Certificate) -> str:
+    """``name_string(certificate.subject)``, remembered for the CA certificates a chain shows.
+
+    Keyed by the object itself (the memo keeps it alive, so its ``id`` is not reused): trust
+    store members and cached chain helpers are the same objects call after call.
+    """
+    hit = _SUBJECTS.get(id(certificate))
+    if hit is not None and hit[0] is certificate:
+        return hit[1]
+    text = name_string(certificate.subject)
+    _SUBJECTS.put(id(certificate), (certificate, text))
+    return text
+
+
 def key_usage_names(certificate: x509.Certificate) -> tuple[str, ...]:
     """The keyUsage bits set, by cryptography's names; ``()`` without the extension."""
-    usage = _extension(certificate, x509.KeyUsage)
+    return _key_usage_names(_extension(certificate, x509.KeyUsage))
+
+
+def _key_usage_names(usage: x509.KeyUsage | None) -> tuple[str, ...]:
     if usage is None:
         return ()
     names = [n for n in _KEY_USAGE_NAMES if getattr(usage, n)]
@@ -331,14 +368,24 @@ def _malformed_or_other(der: bytes, exc: Exception) -> SwregError:
 
 def _parse(der: bytes, certificate: x509.Certificate) -> ParsedCertificate:
     try:
-        # Touch every part we rely on now, so a broken certificate fails here with a code.
-        subject_name, issuer_name = certificate.subject, certificate.issuer
+        # Touch every part we rely on now, so a broken certificate fails here with a code. The
+        # issuer comes from a memo keyed by its exact DER: the same bytes parse the same way.
+        subject_name = certificate.subject
+        issuer = _issuer_of(der, certificate)
         extensions = certificate.extensions
         serial = certificate.serial_number
         not_before = certificate.not_valid_before_utc
         not_after = certificate.not_valid_after_utc
         algorithm = public_key_algorithm(certificate)
-        key_usage = key_usage_names(certificate)
+        usage: x509.KeyUsage | None = None
+        sda: x509.Extension[x509.ExtensionType] | None = None
+        for extension in extensions:  # one pass; the first of each, as get_extension_for_* does
+            value = extension.value
+            if usage is None and isinstance(value, x509.KeyUsage):
+                usage = value
+            elif sda is None and extension.oid == SDA_OID:
+                sda = extension
+        key_usage = _key_usage_names(usage)
         _ = certificate.signature_algorithm_oid
     except Exception as exc:
         raise CertificateError(
@@ -346,11 +393,10 @@ def _parse(der: bytes, certificate: x509.Certificate) -> ParsedCertificate:
         ) from exc
     if serial <= 0:  # RFC 5280 §4.1.2.2; future cryptography releases refuse to parse these
         raise CertificateError(ErrorCode.CERTIFICATE_MALFORMED, detail="serial number not positive")
-    attributes = _directory_attributes(extensions)
+    attributes = _decode_sda(sda)
     subject_class = _first(attributes, SDA_SUBJECT_CLASS)
-    ca = classify_issuer(issuer_name, subject_class)
-    serial_rdn = _first_name_value(subject_name, NameOID.SERIAL_NUMBER)
-    common_name = _first_name_value(subject_name, NameOID.COMMON_NAME)
+    ca = _class_to_ca(subject_class) if issuer.ca is None else issuer.ca
+    serial_rdn, common_name, organization = _subject_values(subject_name)
     identity = CertificateIdentity(
         name=common_name,
         id_last4=_first(attributes, SDA_ID_LAST4),
@@ -358,7 +404,7 @@ def _parse(der: bytes, certificate: x509.Certificate) -> ParsedCertificate:
         oid=_first(attributes, SDA_OID_ATTRIBUTE),
         card_rank=_first(attributes, SDA_CARD_RANK),
         subject_class=subject_class,
-        organization=_first_name_value(subject_name, NameOID.ORGANIZATION_NAME),
+        organization=organization,
     )
     return ParsedCertificate(
         der=der,
@@ -366,7 +412,7 @@ def _parse(der: bytes, certificate: x509.Certificate) -> ParsedCertificate:
         fingerprint=hashlib.sha256(der).hexdigest(),
         serial_hex=format(serial, "X"),
         subject=name_string(subject_name),
-        issuer=name_string(issuer_name),
+        issuer=issuer.text,
         not_before=not_before,
         not_after=not_after,
         key_usage=key_usage,
@@ -375,7 +421,88 @@ def _parse(der: bytes, certificate: x509.Certificate) -> ParsedCertificate:
         public_key_algorithm=algorithm,
         subject_serial_number=serial_rdn,
         directory_attributes=attributes,
+        issuer_der=issuer.der,
     )
+
+
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
+
+
+class BoundedMemo(Generic[_K, _V]):
+    """A small bounded map shared by threads: lock-free reads, the oldest entry leaves first."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._data: dict[_K, _V] = {}
+        self._lock = Lock()
+
+    def get(self, key: _K) -> _V | None:
+        return self._data.get(key)
+
+    def put(self, key: _K, value: _V) -> _V:
+        with self._lock:
+            data = self._data
+            if key not in data and len(data) >= self._size:
+                del data[next(iter(data))]
+            data[key] = value
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class _IssuerName:
+    """What a certificate's issuer name says, read once per distinct issuer DER."""
+
+    der: bytes  # Name.public_bytes(): the key path building looks issuers up by
+    text: str  # name_string()
+    ca: IssuerCA | None  # None: the GPKI test CA, decided by the subject class
+
+
+_ISSUERS: BoundedMemo[bytes, _IssuerName] = BoundedMemo(256)
+_SUBJECTS: BoundedMemo[int, tuple[x509.Certificate, str]] = BoundedMemo(256)
+
+
+def _issuer_of(der: bytes, certificate: x509.Certificate) -> _IssuerName:
+    raw = _raw_issuer(der)
+    found = _ISSUERS.get(raw) if raw is not None else None
+    if found is not None:
+        return found
+    name = certificate.issuer
+    found = _IssuerName(name.public_bytes(), name_string(name), _classify_name(name))
+    if raw is not None:
+        _ISSUERS.put(raw, found)
+    return found
+
+
+def _raw_issuer(der: bytes) -> bytes | None:
+    """The issuer Name exactly as encoded in ``der`` (``None`` if the walk fails)."""
+    try:
+        _, start, end = _read_tlv(der, 0)
+        tag, position, tbs_end = _read_tlv(der, start, end)
+        if tag != _SEQUENCE:
+            return None
+        tag, _, field_end = _read_tlv(der, position, tbs_end)
+        if tag == 0xA0:  # [0] version; v1 certificates start with the serial number
+            position = field_end
+        for _ in range(2):  # serialNumber, signature
+            _, _, position = _read_tlv(der, position, tbs_end)
+        tag, _, issuer_end = _read_tlv(der, position, tbs_end)
+    except _DerError:
+        return None
+    return der[position:issuer_end] if tag == _SEQUENCE else None
+
+
+_SUBJECT_OIDS = {NameOID.SERIAL_NUMBER: 0, NameOID.COMMON_NAME: 1, NameOID.ORGANIZATION_NAME: 2}
+
+
+def _subject_values(name: x509.Name) -> tuple[str | None, str | None, str | None]:
+    """The first string serialNumber, CN and O of ``name``, in one pass."""
+    found: list[str | None] = [None, None, None]
+    for attribute in name:
+        slot = _SUBJECT_OIDS.get(attribute.oid)
+        if slot is not None and found[slot] is None and isinstance(attribute.value, str):
+            found[slot] = attribute.value
+    return found[0], found[1], found[2]
 
 
 def _ubn(
@@ -414,15 +541,6 @@ def _normalise_ou(value: str) -> str:
     return text
 
 
-def _name_values(name: x509.Name, oid: x509.ObjectIdentifier) -> list[str]:
-    return [a.value for a in name.get_attributes_for_oid(oid) if isinstance(a.value, str)]
-
-
-def _first_name_value(name: x509.Name, oid: x509.ObjectIdentifier) -> str | None:
-    values = _name_values(name, oid)
-    return values[0] if values else None
-
-
 def _first(attributes: tuple[tuple[str, str], ...], oid: str) -> str | None:
     return next((v for k, v in attributes if k == oid), None)
 
@@ -437,11 +555,10 @@ def _extension(certificate: x509.Certificate, kind: type[_E]) -> _E | None:
 # -- Subject Directory Attributes ---------------------------------------------------------------
 
 
-def _directory_attributes(extensions: x509.Extensions) -> tuple[tuple[str, str], ...]:
-    """Decoded SDA as ``(oid, value)`` pairs; ``()`` when absent or malformed (never raises)."""
-    try:
-        extension = extensions.get_extension_for_oid(SDA_OID)
-    except x509.ExtensionNotFound:
+def _decode_sda(
+    extension: x509.Extension[x509.ExtensionType] | None,
+) -> tuple[tuple[str, str], ...]:
+    if extension is None:
         return ()
     value = extension.value
     raw = value.value if isinstance(value, x509.UnrecognizedExtension) else value.public_bytes()
@@ -547,6 +664,19 @@ refused: a 2 KiB arc would not even convert to decimal (Python's 4300-digit limi
 
 
 def _decode_oid(body: bytes) -> str:
+    known = _OIDS.get(body)
+    if known is not None:
+        return known
+    dotted = _decode_oid_uncached(body)
+    if len(body) <= 32:  # attribute types and subject classes: a handful of short OIDs
+        _OIDS.put(body, dotted)
+    return dotted
+
+
+_OIDS: BoundedMemo[bytes, str] = BoundedMemo(512)
+
+
+def _decode_oid_uncached(body: bytes) -> str:
     if not body or body[-1] & 0x80:
         raise _DerError("bad OBJECT IDENTIFIER")
     arcs: list[int] = []

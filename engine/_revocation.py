@@ -19,6 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
+from ._certificate import BoundedMemo
 from ._errors import CertificateError, ErrorCode, RefusedError
 from ._trust import TrustStore
 
@@ -82,7 +83,9 @@ class RevocationIndex:
     ) -> None:
         self._revoked = MappingProxyType(dict(revoked))
         self._numbers = MappingProxyType(dict(numbers))
-        self._keys: dict[x509.Certificate, IssuerKey] = {}
+        # issuer → key, by identity (hashing a Certificate serialises it); holding the issuer
+        # keeps its id from being reused while the entry exists
+        self._keys: BoundedMemo[int, tuple[x509.Certificate, IssuerKey]] = BoundedMemo(256)
 
     @classmethod
     def empty(cls) -> RevocationIndex:
@@ -130,23 +133,27 @@ class RevocationIndex:
 
     def covers(self, issuer: x509.Certificate) -> bool:
         """Whether a CRL of ``issuer`` was loaded (when not, revocation is not known)."""
-        return self._key(issuer) in self._revoked
+        return bool(self._revoked) and self._key(issuer) in self._revoked
 
     def is_revoked(self, cert: x509.Certificate, issuer: x509.Certificate) -> bool:
         """Whether ``issuer``'s CRL lists ``cert``'s serial number."""
+        if not self._revoked:
+            return False
         serials = self._revoked.get(self._key(issuer))
         return serials is not None and cert.serial_number in serials
 
     def crl_number_for(self, issuer: x509.Certificate) -> int | None:
         """The CRL number of ``issuer``'s complete CRL (or newest partition), if any."""
+        if not self._numbers:
+            return None
         return self._numbers.get(self._key(issuer))
 
     def _key(self, issuer: x509.Certificate) -> IssuerKey:
-        key = self._keys.get(issuer)
-        if key is None:
-            key = issuer_key(issuer)
-            if len(self._keys) < 1024:  # issuers are few; do not grow without bound
-                self._keys[issuer] = key
+        known = self._keys.get(id(issuer))
+        if known is not None and known[0] is issuer:
+            return known[1]
+        key = issuer_key(issuer)
+        self._keys.put(id(issuer), (issuer, key))
         return key
 
 

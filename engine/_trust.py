@@ -28,16 +28,20 @@ Time is not part of the path; :func:`check_validity` is separate.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from threading import Lock
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtensionOID
 
+from ._certificate import ParsedCertificate
 from ._errors import CertificateError, ErrorCode
 
 MAX_PATH_LENGTH = 8
@@ -66,7 +70,8 @@ class _Issuing:
 
 @dataclass(frozen=True, slots=True)
 class _Member:
-    """A certificate of the store: its index (for the signature memo) and what it may do."""
+    """A certificate of the store (or a remembered chain helper): its index for the signature
+    memo, and what it may do."""
 
     index: int
     info: _Issuing
@@ -74,12 +79,26 @@ class _Member:
     self_signed: bool = False
 
 
+_Entry = tuple[x509.Certificate, _Member]
+
+MAX_HELPERS = 256
+"""How many CA certificates sent along by cards the store remembers (their issuing data and
+verified signatures); beyond that the memo starts over."""
+
+_HELPERS_PER_SIGNATURE = 4  # equal signature bytes on different certificates: only forgeries
+_MAX_HELPER_SIGNATURES = 16 * MAX_HELPERS  # remembered verifications involving a helper
+
+
 class TrustStore:
     """Trust anchors and known intermediates, indexed for O(1) issuer lookup.
 
     Built once (at bootstrap or after ``swreg trust add``) and shared read-only between threads
-    (the only mutation afterwards is a memo of verified CA-to-CA signatures).
+    (the only mutations afterwards are memos: verified CA-to-CA signatures, and the issuing data
+    of CA certificates that cards send along, keyed by the exact certificate).
     Intermediates help build paths but are not trusted on their own.
+
+    Certificates are looked up by their signature bytes, then compared (``is``, else ``==``):
+    hashing or comparing a ``Certificate`` serialises it, a dozen times per card check otherwise.
     """
 
     def __init__(
@@ -93,17 +112,30 @@ class TrustStore:
         anchor_set = frozenset(self._anchors)
         self._intermediates = tuple(c for c in dict.fromkeys(intermediates) if c not in anchor_set)
         self._sha1_end_entities = sha1_end_entities
-        self._members: dict[x509.Certificate, _Member] = {}
-        self._by_subject: dict[bytes, tuple[x509.Certificate, ...]] = {}
         self._verified: dict[tuple[int, int], bool] = {}
+        self._helper_verified: dict[tuple[int, int], bool] = {}
+        entries: list[_Entry] = []
         for index, cert in enumerate((*self._anchors, *self._intermediates)):  # anchors first
-            info = _read_issuing(cert)
-            self._members[cert] = _Member(index, info, cert in anchor_set)
-            self._by_subject[info.subject_der] = (*self._by_subject.get(info.subject_der, ()), cert)
-        for anchor in self._anchors:
-            member = self._members[anchor]
-            if member.info.self_issued and self._signed_by(anchor, member.info, anchor, member):
-                self._members[anchor] = replace(member, self_signed=True)
+            entries.append((cert, _Member(index, _read_issuing(cert), cert in anchor_set)))
+        self._member_count = len(entries)
+        for position, (cert, member) in enumerate(entries):
+            if (
+                member.anchor
+                and member.info.self_issued
+                and self._signed_by(cert, member.info, cert, member, member)
+            ):
+                entries[position] = (cert, replace(member, self_signed=True))
+        self._by_signature: dict[bytes, tuple[_Entry, ...]] = {}
+        self._by_subject: dict[bytes, tuple[_Entry, ...]] = {}
+        self._by_der = {c.public_bytes(Encoding.DER): c for c, _ in entries}
+        for entry in entries:
+            signature, subject = entry[0].signature, entry[1].info.subject_der
+            self._by_signature[signature] = (*self._by_signature.get(signature, ()), entry)
+            self._by_subject[subject] = (*self._by_subject.get(subject, ()), entry)
+        self._helpers: dict[bytes, tuple[_Entry, ...]] = {}
+        self._helper_count = 0
+        self._helper_lock = Lock()
+        self._next_index = itertools.count(len(entries))
 
     @property
     def anchors(self) -> tuple[x509.Certificate, ...]:
@@ -113,8 +145,12 @@ class TrustStore:
     def intermediates(self) -> tuple[x509.Certificate, ...]:
         return self._intermediates
 
+    def member_by_der(self, data: bytes) -> x509.Certificate | None:
+        """The anchor or intermediate whose DER is exactly ``data``, if any."""
+        return self._by_der.get(data)
+
     def is_anchor(self, cert: x509.Certificate) -> bool:
-        member = self._members.get(cert)
+        member = self._member(cert)
         return member is not None and member.anchor
 
     def issuer_candidates(
@@ -132,16 +168,27 @@ class TrustStore:
         return [c for c, _, _ in search.candidates(issuer.public_bytes(), key_identifier)]
 
     def build_path(
-        self, cert: x509.Certificate, *, extra: Sequence[x509.Certificate] = ()
+        self,
+        cert: x509.Certificate | ParsedCertificate,
+        *,
+        extra: Sequence[x509.Certificate] = (),
     ) -> tuple[x509.Certificate, ...]:
         """The chain from ``cert`` up to a trust anchor, ``cert`` first.
 
         ``extra`` are untrusted intermediates sent along (a card's chain). Raises
-        ``CertificateError("certificate_untrusted")`` when no path exists.
+        ``CertificateError("certificate_untrusted")`` when no path exists. A
+        :class:`ParsedCertificate` saves reading its issuer name again.
         """
+        issuer_der = None
+        if isinstance(cert, ParsedCertificate):
+            issuer_der = cert.issuer_der or None
+            cert = cert.certificate
         search = _Search(self, tuple(extra))
-        member = self._members.get(cert)
-        info = member.info if member is not None else _read_issuing(cert, as_issuer=False)
+        member = self._member(cert)
+        if member is not None:
+            info = member.info
+        else:
+            info = _read_issuing(cert, as_issuer=False, issuer_der=issuer_der)
         path = search.walk((cert,), (info,), member)
         if path is None:
             path = search.fallback
@@ -154,6 +201,28 @@ class TrustStore:
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _member(self, cert: x509.Certificate) -> _Member | None:
+        """The store's entry for ``cert`` (equal DER), if it is an anchor or intermediate."""
+        return _find(self._by_signature, cert)
+
+    def _helper(self, cert: x509.Certificate) -> _Member:
+        """A CA certificate sent along (not a store member): its issuing data, remembered."""
+        found = _find(self._helpers, cert)
+        if found is not None:
+            return found
+        member = _Member(next(self._next_index), _read_issuing(cert), anchor=False)
+        signature = cert.signature
+        with self._helper_lock:
+            known = self._helpers.get(signature, ())
+            if len(known) >= _HELPERS_PER_SIGNATURE:
+                return replace(member, index=-1)  # not remembered, nor its signatures
+            if self._helper_count >= MAX_HELPERS:
+                self._helpers, self._helper_verified = {}, {}
+                self._helper_count, known = 0, ()
+            self._helpers[signature] = (*known, (cert, member))
+            self._helper_count += 1
+        return member
+
     def _signed_by(
         self,
         child: x509.Certificate,
@@ -164,20 +233,40 @@ class TrustStore:
     ) -> bool | None:
         """True/False; ``None`` when refused only because it is a SHA-1 end-entity signature.
 
-        Signatures between two store certificates are verified once and remembered.
+        Signatures between two CA certificates of the store (or remembered chain helpers) are
+        verified once and remembered; an end-entity's signature is verified every time.
         """
         key = None
+        memo = self._verified
         if child_member is not None and issuer_member is not None:
             key = (child_member.index, issuer_member.index)
-            known = self._verified.get(key)
+            if min(key) < 0:
+                key = None
+            elif max(key) >= self._member_count:
+                memo = self._helper_verified
+        if key is not None:
+            known = memo.get(key)
             if known is not None:
                 return known
         result = _verify(child, issuer, sha1_allowed=child_info.is_ca)
         if result is None and self._sha1_end_entities:
             result = _verify(child, issuer, sha1_allowed=True)
-        if key is not None and result is not None:
-            self._verified[key] = result
+        bounded = memo is self._verified or len(memo) < _MAX_HELPER_SIGNATURES
+        if key is not None and result is not None and bounded:
+            memo[key] = result
         return result
+
+
+def _find(index: dict[bytes, tuple[_Entry, ...]], cert: x509.Certificate) -> _Member | None:
+    for known, member in index.get(cert.signature, ()):
+        if known is cert or known == cert:
+            return member
+    return None
+
+
+def _contains(path: tuple[x509.Certificate, ...], cert: x509.Certificate) -> bool:
+    signature = cert.signature
+    return any(c is cert or (c.signature == signature and c == cert) for c in path)
 
 
 class _Search:
@@ -185,20 +274,20 @@ class _Search:
 
     def __init__(self, store: TrustStore, extra: tuple[x509.Certificate, ...]) -> None:
         self.store = store
-        self.extra = [(c, _read_issuing(c)) for c in extra if c not in store._members]
+        self.extra: list[tuple[x509.Certificate, _Issuing, _Member]] = []
+        for cert in extra:
+            if store._member(cert) is None:
+                helper = store._helper(cert)
+                self.extra.append((cert, helper.info, helper))
         self.fallback: tuple[x509.Certificate, ...] | None = None
         self.sha1_refused = False
         self.budget = _MAX_SIGNATURE_CHECKS
 
     def candidates(
         self, issuer_der: bytes, key_identifier: bytes | None
-    ) -> list[tuple[x509.Certificate, _Issuing, _Member | None]]:
-        members = self.store._members
-        found: list[tuple[x509.Certificate, _Issuing, _Member | None]] = []
-        for cert in self.store._by_subject.get(issuer_der, ()):
-            member = members[cert]
-            found.append((cert, member.info, member))
-        found += [(c, i, None) for c, i in self.extra if i.subject_der == issuer_der]
+    ) -> list[tuple[x509.Certificate, _Issuing, _Member]]:
+        found = [(c, m.info, m) for c, m in self.store._by_subject.get(issuer_der, ())]
+        found += [item for item in self.extra if item[1].subject_der == issuer_der]
         if key_identifier is None:
             return found
         return [
@@ -224,8 +313,9 @@ class _Search:
         for candidate, candidate_info, candidate_member in self.candidates(
             info.issuer_der, info.authority_key_id
         ):
-            anchor = candidate_member is not None and candidate_member.anchor
-            if candidate in path or not _may_issue(candidate_info, anchor, infos):
+            if _contains(path, candidate) or not _may_issue(
+                candidate_info, candidate_member.anchor, infos
+            ):
                 continue
             if self.budget <= 0:
                 return None
@@ -280,9 +370,14 @@ _AKI = ExtensionOID.AUTHORITY_KEY_IDENTIFIER
 _WANTED = frozenset({_BASIC_CONSTRAINTS, _KEY_USAGE, _SKI, _AKI})
 
 
-def _read_issuing(cert: x509.Certificate, *, as_issuer: bool = True) -> _Issuing:
-    """Read once what path building needs; ``as_issuer=False`` skips the subject (an EE)."""
-    issuer_der = cert.issuer.public_bytes()
+def _read_issuing(
+    cert: x509.Certificate, *, as_issuer: bool = True, issuer_der: bytes | None = None
+) -> _Issuing:
+    """Read once what path building needs; ``as_issuer=False`` skips the subject (an EE).
+
+    ``issuer_der`` is ``cert.issuer.public_bytes()`` when the caller has it already.
+    """
+    issuer_der = cert.issuer.public_bytes() if issuer_der is None else issuer_der
     subject_der = cert.subject.public_bytes() if as_issuer else b""
     try:
         found = {e.oid: e.value for e in cert.extensions if e.oid in _WANTED}

@@ -42,7 +42,7 @@ class TrustService:
         self._database = database
         self._clock = clock
         self._lock = Lock()
-        self._cached: tuple[Any, TrustSnapshot] | None = None
+        self._cached: tuple[tuple[int, int, int, int], TrustSnapshot] | None = None
 
     def add_certificate(
         self, data: bytes, *, anchor: bool = True, actor: str = "cli"
@@ -113,11 +113,14 @@ class TrustService:
         if uow is None:
             with self._database.unit_of_work() as own:
                 return self.snapshot(own)
-        version = (uow.trust.version(), uow.crls.version())
+        version = uow.trust.version_with_crls()  # one statement
         cached = self._cached
         if cached is not None and cached[0] == version:
             return cached[1]
         with self._lock:
+            cached = self._cached  # another thread may have rebuilt it meanwhile
+            if cached is not None and cached[0] == version:
+                return cached[1]
             rows = uow.trust.list()
             anchors = [x509.load_der_x509_certificate(r.der) for r in rows if r.is_anchor]
             helpers = [x509.load_der_x509_certificate(r.der) for r in rows if not r.is_anchor]
