@@ -22,7 +22,7 @@ from ._errors import ErrorCode, RefusedError
 from ._identifiers import mask_email
 from ._mail import Mailer, MailLanguage, activation_message
 from ._settings import MailSettings
-from .store import ActivationToken, Database, UnitOfWork
+from .store import Database, UnitOfWork
 
 log = logging.getLogger("swreg.mail")
 
@@ -112,13 +112,13 @@ class AccountService:
         token = secrets.token_urlsafe(32)
         now = self._clock.now()
         expires_at = now + self._ttl
-        uow.activations.add(
-            ActivationToken(
-                token_hash=token_hash(token),
-                account_id=account_id,
-                created_at=now,
-                expires_at=expires_at,
-            )
+        uow.activations.insert(
+            {
+                "token_hash": token_hash(token),
+                "account_id": account_id,
+                "created_at": now,
+                "expires_at": expires_at,
+            }
         )
         uow.audit.append(
             at=now,

@@ -46,15 +46,13 @@ from ._workflow import (
     WorkflowDefinition,
     advance,
 )
+from .store import Challenge as ChallengeRow
 from .store import (
-    Account,
-    Certificate,
     ConcurrentUpdate,
     Database,
     RegistrationRecord,
     UnitOfWork,
 )
-from .store import Challenge as ChallengeRow
 
 ACCOUNT_COLUMNS = (
     "email", "contact_name", "national_id_hash", "national_id_masked", "ubn", "sub_card", "oid",
@@ -535,49 +533,50 @@ class RegistrationService:
             raise WorkflowError(ErrorCode.INVALID_TRANSITION, detail="incomplete registration")
         now = self._clock.now()
         birth = data.get("birth_date")
-        account = Account(
-            name=name,
-            applicant_type=applicant.code,
-            category=applicant.category.value,
-            status="pending_activation",
-            birth_date=date.fromisoformat(birth) if birth else None,
-            iot=bool(data.get("iot")),
-            password_hash=data["password_hash"],
-            profile={k: v for k, v in data.items() if k not in _NOT_PROFILE},
-            registration_id=registration.id,
-            created_at=now,
-            **{column: data.get(column) for column in ACCOUNT_COLUMNS},
+        account_id = uow.accounts.insert(
+            {
+                "name": name,
+                "applicant_type": applicant.code,
+                "category": applicant.category.value,
+                "status": "pending_activation",
+                "birth_date": date.fromisoformat(birth) if birth else None,
+                "iot": bool(data.get("iot")),
+                "password_hash": data["password_hash"],
+                "profile": {k: v for k, v in data.items() if k not in _NOT_PROFILE},
+                "registration_id": registration.id,
+                "created_at": now,
+                **{column: data.get(column) for column in ACCOUNT_COLUMNS},
+            }
         )
-        uow.accounts.add(account)
         identity = evidence.get("identity", {})
-        uow.certificates.add(
-            Certificate(
-                fingerprint=evidence["fingerprint"],
-                purpose="login",
-                account_id=account.id,
-                registration_id=registration.id,
-                der=registration.certificate_der,
-                serial_hex=evidence["serial"],
-                subject=evidence["subject"],
-                issuer=evidence["issuer"],
-                ca=evidence["ca"],
-                card_rank=identity.get("card_rank"),
-                not_before=datetime.fromisoformat(evidence["not_before"]),
-                not_after=datetime.fromisoformat(evidence["not_after"]),
-                ubn=identity.get("ubn") or data.get("ubn"),
-                oid=identity.get("oid"),
-                national_id_hash=data.get("national_id_hash"),
-                query_key=data.get("national_id_hash") or data.get(applicant.account.field),
-                status="active",
-                created_at=now,
-            )
+        uow.certificates.insert(
+            {
+                "fingerprint": evidence["fingerprint"],
+                "purpose": "login",
+                "account_id": account_id,
+                "registration_id": registration.id,
+                "der": registration.certificate_der,
+                "serial_hex": evidence["serial"],
+                "subject": evidence["subject"],
+                "issuer": evidence["issuer"],
+                "ca": evidence["ca"],
+                "card_rank": identity.get("card_rank"),
+                "not_before": datetime.fromisoformat(evidence["not_before"]),
+                "not_after": datetime.fromisoformat(evidence["not_after"]),
+                "ubn": identity.get("ubn") or data.get("ubn"),
+                "oid": identity.get("oid"),
+                "national_id_hash": data.get("national_id_hash"),
+                "query_key": data.get("national_id_hash") or data.get(applicant.account.field),
+                "status": "active",
+                "created_at": now,
+            }
         )
         registration.account_name = name
         if self.activations is None:
             return None
         return self.activations.issue(
-            uow, account_id=account.id, name=account.name, email=account.email,
-            applicant_type=account.applicant_type,
+            uow, account_id=account_id, name=name, email=data["email"],
+            applicant_type=applicant.code,
         )  # fmt: skip
 
     def _announce(self, registration: RegistrationRecord, mail: ActivationMail | None) -> None:

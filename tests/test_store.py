@@ -260,8 +260,8 @@ def test_exception_rolls_back_and_propagates(db: Database) -> None:
     assert rows(db, "SELECT hash FROM workflow_definitions") == []
 
 
-def test_savepoint_as_first_write_still_rolls_back(db: Database) -> None:
-    # The sqlite3 driver begins lazily: a RELEASE of an outermost SAVEPOINT would commit.
+def test_an_insert_as_first_write_still_rolls_back(db: Database) -> None:
+    # The sqlite3 driver begins lazily, before the first INSERT: nothing may commit early.
     seed_registration(db)
     with db.unit_of_work() as uow:
         uow.accounts.add(make_account("ALICE"))

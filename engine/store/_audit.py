@@ -99,6 +99,25 @@ def entry_hash(fields: Mapping[str, Any]) -> str:
     return hashlib.sha256(_canonical(payload).encode("utf-8")).hexdigest()
 
 
+@dataclass(slots=True)
+class QueuedEntry:
+    """An appended row waiting for its unit of work's commit, which chains it: ``seq``,
+    ``prev_hash`` and ``hash`` are set then (a plain record, not an ORM object)."""
+
+    at: datetime
+    actor: str
+    event: str
+    registration_id: str | None
+    from_state: str | None
+    to_state: str | None
+    applicant_type: str | None
+    workflow_hash: str | None
+    diff: dict[str, Any]
+    seq: int | None = None
+    prev_hash: str | None = None
+    hash: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class AuditVerification:
     """The outcome of :meth:`AuditLog.verify`.
@@ -121,7 +140,7 @@ class AuditLog:
 
     def __init__(self, session: Session) -> None:
         self._session = session
-        self._pending: list[AuditEntry] = []
+        self._pending: list[QueuedEntry] = []
 
     def append(
         self,
@@ -135,7 +154,7 @@ class AuditLog:
         applicant_type: str | None = None,
         workflow_hash: str | None = None,
         diff: Mapping[str, Any] = _EMPTY,
-    ) -> AuditEntry:
+    ) -> QueuedEntry:
         """Queue a row for the chain; it is chained and written when the unit of work commits.
 
         The returned entry gets its ``seq``, ``prev_hash`` and ``hash`` at that commit (see the
@@ -143,7 +162,7 @@ class AuditLog:
         """
         if at.tzinfo is None:
             raise ValueError("audit entries need an aware datetime")
-        entry = AuditEntry(
+        entry = QueuedEntry(
             at=at.astimezone(UTC),
             actor=actor,
             event=event,

@@ -21,7 +21,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -78,18 +78,6 @@ def _sqlite_settings(synchronous: str) -> Callable[[Any, Any], None]:
     return on_connect
 
 
-def _sqlite_begin_before_savepoint(conn: Connection, _name: str) -> None:
-    """Open a real transaction before the first SAVEPOINT.
-
-    The sqlite3 driver emits BEGIN lazily, before the first INSERT/UPDATE/DELETE. A SAVEPOINT
-    issued before that starts the transaction itself, and releasing it would COMMIT everything:
-    the unit of work could no longer roll back.
-    """
-    dbapi_connection = conn.connection.dbapi_connection
-    if dbapi_connection is not None and not dbapi_connection.in_transaction:
-        conn.exec_driver_sql("BEGIN")
-
-
 def _make_parent_dir(url: URL) -> None:
     """Create the directory of a SQLite database file (not for in-memory databases)."""
     database = url.database or ""
@@ -123,7 +111,6 @@ class Database:
         self.engine: Engine = create_engine(parsed, echo=echo)
         if sqlite:
             event.listen(self.engine, "connect", _sqlite_settings(sqlite_synchronous))
-            event.listen(self.engine, "savepoint", _sqlite_begin_before_savepoint)
         self._sessions = sessionmaker(bind=self.engine, expire_on_commit=False)
 
     def __repr__(self) -> str:

@@ -162,8 +162,15 @@ class AccountRepository:
     def add(self, account: Account) -> None:
         """Insert ``account`` now and set its ``id``; a taken name raises ``account_exists``
         (field ``account``)."""
-        if not _insert_model(self._session, account, "name"):
+        account.id = self.insert(_values(account))
+
+    def insert(self, values: dict[str, Any]) -> int:
+        """Insert an account from its column values now; its ``id``. A taken name raises
+        ``account_exists`` (field ``account``)."""
+        id = insert_new(self._session, _ACCOUNTS, values, "name")
+        if id is None:
             raise RefusedError(ErrorCode.ACCOUNT_EXISTS, field="account")
+        return int(id)
 
     def exists(self, name: str) -> bool:
         """Whether an account called ``name`` exists."""
@@ -199,8 +206,15 @@ class CertificateRepository:
     def add(self, cert: Certificate) -> None:
         """Insert ``cert`` now and set its ``id``; a known (fingerprint, purpose) raises
         ``already_registered``."""
-        if not _insert_model(self._session, cert, "fingerprint", "purpose"):
+        cert.id = self.insert(_values(cert))
+
+    def insert(self, values: dict[str, Any]) -> int:
+        """Insert a certificate from its column values now; its ``id``. A known
+        (fingerprint, purpose) raises ``already_registered``."""
+        id = insert_new(self._session, _CERTIFICATES, values, "fingerprint", "purpose")
+        if id is None:
             raise RefusedError(ErrorCode.ALREADY_REGISTERED)
+        return int(id)
 
     def has_active_login(self, fingerprint: str) -> bool:
         """Whether an active login certificate has this SHA-256 fingerprint."""
@@ -288,6 +302,15 @@ class TrustRepository:
         """``(count, max id)``: changes whenever a certificate is added or removed."""
         return _version(self._session, TrustCertificate.id)
 
+    def version_with_crls(self) -> tuple[int, int, int, int]:
+        """This :meth:`version`, then :meth:`CRLRepository.version`, in one statement.
+
+        What a cached trust snapshot is compared against on every card check (one round trip).
+        """
+        row = connection_of(self._session).execute(_trust_and_crl_version_query()).one()
+        count, max_id, crl_count, crl_max_id = (int(value or 0) for value in row)
+        return count, max_id, crl_count, crl_max_id
+
     def _exists(self, fingerprint: str) -> bool:
         query = select(TrustCertificate.id).where(TrustCertificate.fingerprint == fingerprint)
         return self._session.scalar(query) is not None
@@ -360,7 +383,11 @@ class ActivationRepository:
 
     def add(self, token: ActivationToken) -> None:
         """Insert a new activation token now."""
-        connection_of(self._session).execute(_ACTIVATION_INSERT, _values(token))
+        self.insert(_values(token))
+
+    def insert(self, values: dict[str, Any]) -> None:
+        """Insert a new activation token from its column values now."""
+        connection_of(self._session).execute(_ACTIVATION_INSERT, values)
 
     def get(self, token_hash: str) -> ActivationToken | None:
         """The token stored under ``token_hash``, or None."""
@@ -612,6 +639,16 @@ def _rowcount(session: Session, stmt: Any) -> int:
 @cache
 def _version_query(id_column: Any) -> Any:
     return select(func.count(id_column), func.max(id_column))
+
+
+@cache
+def _trust_and_crl_version_query() -> Any:
+    return select(
+        select(func.count(TrustCertificate.id)).scalar_subquery(),
+        select(func.max(TrustCertificate.id)).scalar_subquery(),
+        select(func.count(CRL.id)).scalar_subquery(),
+        select(func.max(CRL.id)).scalar_subquery(),
+    )
 
 
 def _version(session: Session, id_column: Any) -> tuple[int, int]:
