@@ -48,10 +48,9 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, func, insert, select, text
-from sqlalchemy.orm import Session
 
 from ._models import AuditEntry
-from ._repositories import connection_of
+from ._repositories import Scope
 
 GENESIS_HASH = "0" * 64
 """The ``prev_hash`` of the first row."""
@@ -138,8 +137,8 @@ class AuditVerification:
 class AuditLog:
     """Appends to, verifies and reads the audit log inside one unit of work's session."""
 
-    def __init__(self, session: Session) -> None:
-        self._session = session
+    def __init__(self, scope: Scope) -> None:
+        self._scope = scope
         self._pending: list[QueuedEntry] = []
 
     def append(
@@ -212,7 +211,7 @@ class AuditLog:
         Everything else of the unit of work is flushed first, so the lock's holder takes no
         other lock after it.
         """
-        connection = connection_of(self._session)
+        connection = self._scope.connection()
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK_KEY})
         elif connection.dialect.name == "sqlite":
@@ -227,13 +226,14 @@ class AuditLog:
         Rows appended while the walk runs are not looked at: the walk stops at the ``max(seq)``
         read when it started.
         """
-        count, max_seq = self._session.execute(
+        connection = self._scope.connection()
+        count, max_seq = connection.execute(
             select(func.count(), func.max(AuditEntry.seq)).select_from(AuditEntry)
         ).one()
         if not count:
             return AuditVerification(ok=True, rows=0)
         columns = [getattr(AuditEntry, name) for name in (*HASHED_FIELDS, "hash")]
-        stream = self._session.execute(
+        stream = connection.execute(
             select(*columns)
             .where(AuditEntry.seq <= max_seq)
             .order_by(AuditEntry.seq)
@@ -271,5 +271,5 @@ class AuditLog:
         query = select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(limit)
         if registration_id is not None:
             query = query.where(AuditEntry.registration_id == registration_id)
-        newest_first = self._session.scalars(query).all()
+        newest_first = self._scope.session.scalars(query).all()
         return list(reversed(newest_first))

@@ -22,10 +22,9 @@ from typing import Any, cast
 
 from sqlalchemy import CursorResult, Table, bindparam, insert, select, update
 from sqlalchemy.engine import Row
-from sqlalchemy.orm import Session
 
 from ._models import Registration
-from ._repositories import ENDING_STATES, ConcurrentUpdate, connection_of
+from ._repositories import ENDING_STATES, ConcurrentUpdate, _Repository
 
 _TABLE = cast(Table, Registration.__table__)
 _MUTABLE = (
@@ -74,20 +73,17 @@ def _record(row: Row[Any]) -> RegistrationRecord:
     return _from_columns(*row)  # the columns of _SELECT, in the record's field order
 
 
-class RegistrationRepository:
+class RegistrationRepository(_Repository):
     """Registrations, keyed by their uuid; :meth:`save` is version-checked."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
 
     def add(self, record: RegistrationRecord) -> None:
         """Insert a new registration now (``version`` 1)."""
         values = {name: getattr(record, name) for name in _COLUMNS}
-        connection_of(self._session).execute(_INSERT, values)
+        self._scope.connection().execute(_INSERT, values)
 
     def get(self, id: str) -> RegistrationRecord | None:
         """The registration ``id``, or None."""
-        row = connection_of(self._session).execute(_GET, {"id": id}).first()
+        row = self._scope.connection().execute(_GET, {"id": id}).first()
         return None if row is None else _record(row)
 
     def save(self, record: RegistrationRecord) -> None:
@@ -98,7 +94,7 @@ class RegistrationRepository:
         """
         values = {name: getattr(record, name) for name in _MUTABLE}
         values.update(_id=record.id, _version=record.version, version=record.version + 1)
-        result = cast(CursorResult[Any], connection_of(self._session).execute(_SAVE, values))
+        result = cast(CursorResult[Any], self._scope.connection().execute(_SAVE, values))
         if result.rowcount != 1:
             raise ConcurrentUpdate()
         record.version += 1
@@ -116,7 +112,7 @@ class RegistrationRepository:
             .order_by(_TABLE.c.expires_at)
             .limit(limit)
         )
-        return [_record(row) for row in connection_of(self._session).execute(query)]
+        return [_record(row) for row in self._scope.connection().execute(query)]
 
     def find(
         self, *, state: str | None = None, applicant_type: str | None = None, limit: int = 100
@@ -127,4 +123,4 @@ class RegistrationRepository:
             query = query.where(_TABLE.c.state == state)
         if applicant_type is not None:
             query = query.where(_TABLE.c.applicant_type == applicant_type)
-        return [_record(row) for row in connection_of(self._session).execute(query)]
+        return [_record(row) for row in self._scope.connection().execute(query)]

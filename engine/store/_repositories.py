@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from functools import cache
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import (
     Connection,
@@ -98,15 +98,32 @@ def translate_stale() -> Iterator[None]:
         raise ConcurrentUpdate() from exc
 
 
-def connection_of(session: Session) -> Connection:
-    """The session's connection in its transaction, for Core statements.
+class Scope(Protocol):
+    """What a repository works in: one unit of work's transaction (``UnitOfWork``)."""
 
-    Pending ORM work is flushed first, so a Core statement sees it (and a row it refers to
-    exists before it); with nothing pending that costs a fraction of a microsecond.
-    """
-    with translate_stale():
-        session.flush()
-    return session.connection()
+    @property
+    def session(self) -> Session:
+        """The ORM session in the transaction (made on first use)."""
+        ...
+
+    def connection(self) -> Connection:
+        """The connection in the transaction, for Core statements (pending ORM changes are
+        flushed first, so a statement sees them)."""
+        ...
+
+
+class _Repository:
+    """A repository bound to one unit of work: Core statements on its connection, ORM
+    queries on its session (which exists only once one is made)."""
+
+    __slots__ = ("_scope",)
+
+    def __init__(self, scope: Scope) -> None:
+        self._scope = scope
+
+    @property
+    def _session(self) -> Session:
+        return self._scope.session
 
 
 @cache
@@ -125,10 +142,9 @@ def _insert_new_statement(dialect: str, table: Table, key: tuple[str, ...], retu
     )
 
 
-def insert_new(session: Session, table: Table, values: dict[str, Any], *key: str) -> Any:
+def insert_new(connection: Connection, table: Table, values: dict[str, Any], *key: str) -> Any:
     """Insert ``values`` into ``table`` now; the row's primary key, or None when a row with
     the same ``key`` columns exists (nothing is written then)."""
-    connection = connection_of(session)
     returning = next(iter(table.primary_key.columns)).name
     stmt = _insert_new_statement(connection.dialect.name, table, key, returning)
     return connection.execute(stmt, values).scalar()
@@ -141,10 +157,10 @@ def _values(row: Base) -> dict[str, Any]:
     return {column.key: state[column.key] for column in table.columns if column.key in state}
 
 
-def _insert_model(session: Session, row: Base, *key: str) -> bool:
+def _insert_model(connection: Connection, row: Base, *key: str) -> bool:
     """Insert a model object's values unless ``key`` is taken; set its generated key."""
     table = cast(Table, row.__table__)
-    primary = insert_new(session, table, _values(row), *key)
+    primary = insert_new(connection, table, _values(row), *key)
     if primary is None:
         return False
     name = next(iter(table.primary_key.columns)).key
@@ -153,11 +169,8 @@ def _insert_model(session: Session, row: Base, *key: str) -> bool:
     return True
 
 
-class AccountRepository:
+class AccountRepository(_Repository):
     """Accounts, unique by name."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
 
     def add(self, account: Account) -> None:
         """Insert ``account`` now and set its ``id``; a taken name raises ``account_exists``
@@ -167,14 +180,14 @@ class AccountRepository:
     def insert(self, values: dict[str, Any]) -> int:
         """Insert an account from its column values now; its ``id``. A taken name raises
         ``account_exists`` (field ``account``)."""
-        id = insert_new(self._session, _ACCOUNTS, values, "name")
+        id = insert_new(self._scope.connection(), _ACCOUNTS, values, "name")
         if id is None:
             raise RefusedError(ErrorCode.ACCOUNT_EXISTS, field="account")
         return int(id)
 
     def exists(self, name: str) -> bool:
         """Whether an account called ``name`` exists."""
-        found = connection_of(self._session).execute(_ACCOUNT_NAMED, {"name": name})
+        found = self._scope.connection().execute(_ACCOUNT_NAMED, {"name": name})
         return found.first() is not None
 
     def get(self, id: int) -> Account | None:
@@ -197,11 +210,8 @@ class AccountRepository:
         return self._session.scalar(query)
 
 
-class CertificateRepository:
+class CertificateRepository(_Repository):
     """Registered certificates, unique per (fingerprint, purpose)."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
 
     def add(self, cert: Certificate) -> None:
         """Insert ``cert`` now and set its ``id``; a known (fingerprint, purpose) raises
@@ -211,7 +221,7 @@ class CertificateRepository:
     def insert(self, values: dict[str, Any]) -> int:
         """Insert a certificate from its column values now; its ``id``. A known
         (fingerprint, purpose) raises ``already_registered``."""
-        id = insert_new(self._session, _CERTIFICATES, values, "fingerprint", "purpose")
+        id = insert_new(self._scope.connection(), _CERTIFICATES, values, "fingerprint", "purpose")
         if id is None:
             raise RefusedError(ErrorCode.ALREADY_REGISTERED)
         return int(id)
@@ -219,7 +229,7 @@ class CertificateRepository:
     def has_active_login(self, fingerprint: str) -> bool:
         """Whether an active login certificate has this SHA-256 fingerprint."""
         values = {"fingerprint": fingerprint}
-        return connection_of(self._session).execute(_ACTIVE_LOGIN, values).first() is not None
+        return self._scope.connection().execute(_ACTIVE_LOGIN, values).first() is not None
 
     def active_login(self, fingerprint: str) -> Certificate | None:
         """The active login certificate with this SHA-256 fingerprint, or None."""
@@ -252,20 +262,17 @@ class CertificateRepository:
         return self._session.scalar(query)
 
 
-class ChallengeRepository:
+class ChallengeRepository(_Repository):
     """Single-use challenges of 憑證註冊 (Core statements: one per registration step)."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
 
     def add(self, ch: Challenge) -> None:
         """Insert a new challenge now."""
-        connection_of(self._session).execute(_CHALLENGE_INSERT, _values(ch))
+        self._scope.connection().execute(_CHALLENGE_INSERT, _values(ch))
 
     def get(self, id: str) -> Row[Any] | None:
         """The challenge ``id`` as a row (``id``, ``registration_id``, ``nonce``, ``origin``,
         ``created_at``, ``expires_at``, ``used_at``), or None."""
-        return connection_of(self._session).execute(_CHALLENGE_GET, {"id": id}).first()
+        return self._scope.connection().execute(_CHALLENGE_GET, {"id": id}).first()
 
     def consume(self, id: str, at: datetime) -> bool:
         """Mark the challenge used at ``at``; True only for the one caller that got it first.
@@ -273,15 +280,12 @@ class ChallengeRepository:
         One atomic ``UPDATE ... WHERE used_at IS NULL``, safe across workers.
         """
         values = {"challenge_id": id, "at": at}
-        result = cast(CursorResult[Any], connection_of(self._session).execute(_CONSUME, values))
+        result = cast(CursorResult[Any], self._scope.connection().execute(_CONSUME, values))
         return result.rowcount == 1
 
 
-class TrustRepository:
+class TrustRepository(_Repository):
     """The CA certificates of the trust store."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
 
     def add(
         self, der: bytes, subject: str, fingerprint: str, is_anchor: bool, at: datetime
@@ -292,7 +296,7 @@ class TrustRepository:
         row = TrustCertificate(
             fingerprint=fingerprint, der=der, subject=subject, is_anchor=is_anchor, added_at=at
         )
-        return _insert_model(self._session, row, "fingerprint")
+        return _insert_model(self._scope.connection(), row, "fingerprint")
 
     def list(self) -> list[TrustCertificate]:
         """Every trust certificate, in the order added."""
@@ -300,14 +304,14 @@ class TrustRepository:
 
     def version(self) -> tuple[int, int]:
         """``(count, max id)``: changes whenever a certificate is added or removed."""
-        return _version(self._session, TrustCertificate.id)
+        return _version(self._scope.connection(), TrustCertificate.id)
 
     def version_with_crls(self) -> tuple[int, int, int, int]:
         """This :meth:`version`, then :meth:`CRLRepository.version`, in one statement.
 
         What a cached trust snapshot is compared against on every card check (one round trip).
         """
-        row = connection_of(self._session).execute(_trust_and_crl_version_query()).one()
+        row = self._scope.connection().execute(_trust_and_crl_version_query()).one()
         count, max_id, crl_count, crl_max_id = (int(value or 0) for value in row)
         return count, max_id, crl_count, crl_max_id
 
@@ -316,11 +320,8 @@ class TrustRepository:
         return self._session.scalar(query) is not None
 
 
-class CRLRepository:
+class CRLRepository(_Repository):
     """Certificate revocation lists."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
 
     def add(
         self,
@@ -344,7 +345,7 @@ class CRLRepository:
             next_update=next_update,
             added_at=at,
         )
-        return _insert_model(self._session, row, "fingerprint")
+        return _insert_model(self._scope.connection(), row, "fingerprint")
 
     def list(self) -> list[CRL]:
         """Every CRL, in the order added."""
@@ -352,34 +353,30 @@ class CRLRepository:
 
     def version(self) -> tuple[int, int]:
         """``(count, max id)``: changes whenever a CRL is added or removed."""
-        return _version(self._session, CRL.id)
+        return _version(self._scope.connection(), CRL.id)
 
     def _exists(self, fingerprint: str) -> bool:
         query = select(CRL.id).where(CRL.fingerprint == fingerprint)
         return self._session.scalar(query) is not None
 
 
-class WorkflowRepository:
+class WorkflowRepository(_Repository):
     """Workflow definitions by content hash."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
 
     def ensure(self, hash: str, name: str, source: str, at: datetime) -> None:
         """Record the definition ``hash`` unless it is already stored."""
         values = {"hash": hash, "name": name, "source": source, "created_at": at}
-        insert_new(self._session, cast(Table, WorkflowDefinition.__table__), values, "hash")
+        insert_new(
+            self._scope.connection(), cast(Table, WorkflowDefinition.__table__), values, "hash"
+        )
 
     def get(self, hash: str) -> WorkflowDefinition | None:
         """The definition stored under ``hash``, or None."""
         return self._session.get(WorkflowDefinition, hash)
 
 
-class ActivationRepository:
+class ActivationRepository(_Repository):
     """Account activation tokens, keyed by the SHA-256 hex of the token."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
 
     def add(self, token: ActivationToken) -> None:
         """Insert a new activation token now."""
@@ -387,7 +384,7 @@ class ActivationRepository:
 
     def insert(self, values: dict[str, Any]) -> None:
         """Insert a new activation token from its column values now."""
-        connection_of(self._session).execute(_ACTIVATION_INSERT, values)
+        self._scope.connection().execute(_ACTIVATION_INSERT, values)
 
     def get(self, token_hash: str) -> ActivationToken | None:
         """The token stored under ``token_hash``, or None."""
@@ -413,11 +410,8 @@ class ActivationRepository:
         return _rowcount(self._session, stmt)
 
 
-class LoginChallengeRepository:
+class LoginChallengeRepository(_Repository):
     """Single-use challenges of 憑證登入."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
 
     def add(self, challenge: LoginChallenge) -> None:
         """Add a new login challenge (inserted at the next flush)."""
@@ -432,11 +426,8 @@ class LoginChallengeRepository:
         return _mark_used(self._session, LoginChallenge, LoginChallenge.id, id, at)
 
 
-class SessionRepository:
+class SessionRepository(_Repository):
     """Logged-in sessions, keyed by the SHA-256 hex of the session token."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
 
     def add(self, row: LoginSession) -> None:
         """Add a new session (inserted at the next flush)."""
@@ -475,11 +466,8 @@ class SessionRepository:
         return _rowcount(self._session, stmt) == 1
 
 
-class RateLimitRepository:
+class RateLimitRepository(_Repository):
     """Hit counters per (key, fixed window)."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
 
     def hit(self, key: str, window_start: datetime) -> int:
         """Count one hit of ``key`` in the window starting at ``window_start``; the new count.
@@ -519,7 +507,7 @@ class RateLimitRepository:
         return _rowcount(self._session, stmt.execution_options(synchronize_session=False))
 
 
-class ReminderRepository:
+class ReminderRepository(_Repository):
     """Expiry reminders, one per (certificate, window); the row is the claim to send it.
 
     Claims are atomic statements, so any number of workers may run the reminders at once:
@@ -527,9 +515,6 @@ class ReminderRepository:
     guarded by ``sent_at IS NULL AND claimed_at < ?``; only the caller whose statement took
     effect gets True.
     """
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
 
     def due(
         self, *, now: datetime, until: datetime, window_days: int, retry_before: datetime
@@ -651,6 +636,6 @@ def _trust_and_crl_version_query() -> Any:
     )
 
 
-def _version(session: Session, id_column: Any) -> tuple[int, int]:
-    count, max_id = connection_of(session).execute(_version_query(id_column)).one()
+def _version(connection: Connection, id_column: Any) -> tuple[int, int]:
+    count, max_id = connection.execute(_version_query(id_column)).one()
     return int(count), int(max_id or 0)
