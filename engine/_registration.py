@@ -47,12 +47,7 @@ from ._workflow import (
     advance,
 )
 from .store import Challenge as ChallengeRow
-from .store import (
-    ConcurrentUpdate,
-    Database,
-    RegistrationRecord,
-    UnitOfWork,
-)
+from .store import ConcurrentUpdate, Database, RegistrationRecord, UnitOfWork
 
 ACCOUNT_COLUMNS = (
     "email", "contact_name", "national_id_hash", "national_id_masked", "ubn", "sub_card", "oid",
@@ -458,8 +453,9 @@ class RegistrationService:
             try:
                 self._fire(uow, registration, Event.EXPIRE, actor=actor)
                 uow.commit()
-            except ConcurrentUpdate:  # another request expired it first: read it again
+            except ConcurrentUpdate:  # another request moved it first: read it again
                 uow.rollback()
+                registration = uow.registrations.get(registration_id) or registration
             if not expire_only:
                 raise WorkflowError(ErrorCode.REGISTRATION_EXPIRED)
         if registration.state == Step.EXPIRED and not expire_only:
