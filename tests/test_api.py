@@ -6,6 +6,7 @@ the local card agent do it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import inspect
 import re
@@ -521,14 +522,67 @@ def test_no_error_body_carries_a_traceback(
         assert 'File "' not in response.text
 
 
-def test_blocking_endpoints_run_off_the_event_loop() -> None:
-    from fastapi.routing import APIRoute
+def test_blocking_work_runs_off_the_event_loop(
+    client: TestClient, app: App, person_card: IssuedCard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The /api routes are ``async``: each hands its service call and its rate-limit hit to the
+    thread pool (one trip), none of them runs on the event loop."""
+    called: set[str] = set()
+    on_loop: list[str] = []
 
-    from engine.web import _api
+    def watched(name: str, function: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            called.add(name)
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:  # a worker thread: no loop runs here
+                pass
+            else:
+                on_loop.append(name)
+            return function(*args, **kwargs)
 
-    for route in _api.router.routes:
-        assert isinstance(route, APIRoute)
-        assert not inspect.iscoroutinefunction(route.endpoint), route.path  # def → thread pool
+        return call
+
+    for attribute in ("registrations", "logins", "accounts", "limits"):
+        service = getattr(app, attribute)
+        for name, _ in inspect.getmembers(type(service), inspect.isfunction):
+            if not name.startswith("_"):
+                bound = getattr(service, name)
+                monkeypatch.setattr(service, name, watched(f"{attribute}.{name}", bound))
+
+    headers = csrf(client)
+    view = start(client, "person.general").json()
+    client.get(f"/api/registrations/{view['id']}")
+    assert card_check(client, view["id"], person_card).status_code == 200
+    step = f"/api/registrations/{view['id']}/step"
+    client.post(step, json={"email": "not-an-email"}, headers=headers)
+    client.post(f"/api/registrations/{view['id']}/back", headers=headers)
+    client.post(f"/api/registrations/{view['id']}/cancel", headers=headers)
+    client.get("/api/accounts/check", params={"name": "ming@example.com"})
+    challenge = client.post("/api/login/challenge", headers=headers).json()
+    client.post("/api/login", json=signed(person_card, challenge), headers=headers)  # no account
+    client.cookies.set("swreg_session", "x" * 43)
+    client.get("/api/session")
+    client.post("/api/logout", headers=headers)
+    client.post("/api/activate", json={"token": "no-such-token"}, headers=headers)
+
+    assert on_loop == []
+    assert {
+        "registrations.start",
+        "registrations.status",
+        "registrations.issue_challenge",
+        "registrations.submit_card",
+        "registrations.submit",
+        "registrations.back",
+        "registrations.cancel",
+        "registrations.check_account",
+        "logins.issue_challenge",
+        "logins.login",
+        "logins.session",
+        "logins.logout",
+        "accounts.activate",
+        "limits.hit",
+    } <= called
 
 
 # -- activation and login (need app.accounts, app.logins and the demo mailer) ------------------

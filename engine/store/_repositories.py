@@ -466,6 +466,26 @@ class SessionRepository(_Repository):
         return _rowcount(self._session, stmt) == 1
 
 
+@cache
+def _rate_limit_hit_statement(dialect: str) -> Any:
+    """The upsert of :meth:`RateLimitRepository.hit` for ``dialect`` (values at execution)."""
+    if dialect == "postgresql":
+        construct: Any = postgresql.insert
+    elif dialect == "sqlite":
+        construct = sqlite.insert
+    else:  # pragma: no cover - the store supports SQLite and PostgreSQL only
+        raise NotImplementedError(f"rate limits need SQLite or PostgreSQL, not {dialect}")
+    table = cast(Table, RateLimitWindow.__table__)
+    return (
+        construct(table)
+        .on_conflict_do_update(
+            index_elements=[table.c.key, table.c.window_start],
+            set_={"count": table.c.count + 1},
+        )
+        .returning(table.c.count)
+    )
+
+
 class RateLimitRepository(_Repository):
     """Hit counters per (key, fixed window)."""
 
@@ -474,25 +494,13 @@ class RateLimitRepository(_Repository):
 
         One ``INSERT ... ON CONFLICT (key, window_start) DO UPDATE SET count = count + 1
         RETURNING count`` (SQLite ≥ 3.35 and PostgreSQL), so concurrent workers never lose a hit.
+        Every portal request counts one: the statement is built once per dialect and runs on
+        the unit of work's connection (no ORM session).
         """
-        dialect = self._session.get_bind().dialect.name
-        if dialect == "postgresql":
-            insert: Any = postgresql.insert
-        elif dialect == "sqlite":
-            insert = sqlite.insert
-        else:  # pragma: no cover - the store supports SQLite and PostgreSQL only
-            raise NotImplementedError(f"rate limits need SQLite or PostgreSQL, not {dialect}")
-        table = RateLimitWindow.__table__
-        stmt = (
-            insert(table)
-            .values(key=key, window_start=window_start, count=1)
-            .on_conflict_do_update(
-                index_elements=[table.c.key, table.c.window_start],
-                set_={"count": table.c.count + 1},
-            )
-            .returning(table.c.count)
-        )
-        return int(self._session.execute(stmt).scalar_one())
+        connection = self._scope.connection()
+        stmt = _rate_limit_hit_statement(connection.dialect.name)
+        values = {"key": key, "window_start": window_start, "count": 1}
+        return int(connection.execute(stmt, values).scalar_one())
 
     def count(self, key: str, window_start: datetime) -> int:
         """The hits of ``key`` in the window starting at ``window_start`` (0 when none)."""

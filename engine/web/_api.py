@@ -1,7 +1,11 @@
 """The JSON API under ``/api``: the same services as the CLI and the wizard, nothing more.
 
-Every endpoint is a plain ``def`` (FastAPI runs it in the thread pool, off the event loop: the
-services block on the database and argon2). Errors are raised as :class:`engine.SwregError`
+The services block (the database, argon2id), so every endpoint hands its blocking work to the
+thread pool in **one** trip (:func:`blocking`, or :func:`limited` for the client's rate-limit hit
+and the service call together) and does the rest (reading the body, building the view) on the
+event loop. FastAPI would make three trips for a plain ``def`` endpoint with a plain ``def``
+dependency (the dependency, the endpoint, the response model's validation), each a thread
+handoff and two wake-ups of the event loop. Errors are raised as :class:`engine.SwregError`
 and rendered by the portal's one error mapping (``{"errors": [{field, code, message}]}``).
 """
 
@@ -9,14 +13,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 from fastapi import APIRouter, Body, Depends, Request, Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from .._card_check import CardResponse, Challenge
 from .._errors import ErrorCode, Language, RefusedError
+from .._login import LoginResult
 from .._registration import RegistrationView
 from ._api_officer import add_officer_routes
 from ._i18n import Translator, language_of
@@ -26,6 +33,7 @@ from ._portal import (
     LOGIN_LIMIT,
     START_LIMIT,
     STEP_LIMIT,
+    Limit,
     Portal,
 )
 from ._security import (
@@ -166,13 +174,13 @@ def _b64(text: str, code: ErrorCode, field: str) -> bytes:
 # -- dependencies --------------------------------------------------------------------------
 
 
-def portal(request: Request) -> Portal:
-    """The portal services of this application."""
+async def portal(request: Request) -> Portal:
+    """The portal services of this application (``async``: FastAPI calls it on the loop)."""
     found: Portal = request.app.state.portal
     return found
 
 
-def language(request: Request) -> Language:
+async def language(request: Request) -> Language:
     return language_of(request)
 
 
@@ -183,7 +191,36 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 router = APIRouter(prefix="/api", responses=_ERRORS)
-add_officer_routes(router)  # /api/officer/...: a bearer token instead of CSRF (_api_officer)
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+async def blocking(function: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    """``function(*args, **kwargs)`` in the thread pool, off the event loop."""
+    return await run_in_threadpool(function, *args, **kwargs)
+
+
+async def limited(
+    portal: Portal,
+    rule: Limit,
+    request: Request,
+    function: Callable[_P, _T],
+    /,
+    *args: _P.args,
+    **kwargs: _P.kwargs,
+) -> _T:
+    """Count the client's hit against ``rule`` (``rate_limited`` past it), then call
+    ``function``: both block on the database, so both run in one trip to the thread pool.
+    The hit is its own transaction, committed even when ``function`` then fails: a refused
+    form or card still counts."""
+    client = client_address(request)
+
+    def run() -> _T:
+        portal.limit(rule, client)
+        return function(*args, **kwargs)
+
+    return await run_in_threadpool(run)
 
 
 def _actor(request: Request) -> str:
@@ -191,19 +228,23 @@ def _actor(request: Request) -> str:
 
 
 # -- routes --------------------------------------------------------------------------------
+# The registration routes come first: the router tries its routes in order.
 
 
 @router.get("/csrf", tags=["security"])
-def get_csrf(request: Request) -> CsrfOut:
+async def get_csrf(request: Request) -> CsrfOut:
     """The CSRF token (also set as the ``csrf`` cookie); send it as ``X-CSRF-Token``."""
     return CsrfOut(token=csrf_token(request))
 
 
 @router.post("/registrations", status_code=201, tags=["registration"])
-def start_registration(request: Request, body: StartIn, portal: PortalDep) -> RegistrationOut:
+async def start_registration(request: Request, body: StartIn, portal: PortalDep) -> RegistrationOut:
     """Step 1 (申請類別): choose the type and accept the data-use statement."""
-    portal.limit(START_LIMIT, client_address(request))
-    view = portal.registrations.start(
+    view = await limited(
+        portal,
+        START_LIMIT,
+        request,
+        portal.registrations.start,
         body.type,
         consent=body.consent,
         iot=body.iot,
@@ -214,84 +255,116 @@ def start_registration(request: Request, body: StartIn, portal: PortalDep) -> Re
 
 
 @router.get("/registrations/{registration_id}", tags=["registration"])
-def get_registration(registration_id: str, request: Request, portal: PortalDep) -> RegistrationOut:
-    return RegistrationOut.of(portal.registrations.status(registration_id, actor=_actor(request)))
+async def get_registration(
+    registration_id: str, request: Request, portal: PortalDep
+) -> RegistrationOut:
+    view = await blocking(portal.registrations.status, registration_id, actor=_actor(request))
+    return RegistrationOut.of(view)
 
 
 @router.post("/registrations/{registration_id}/challenge", tags=["registration"])
-def registration_challenge(
+async def registration_challenge(
     registration_id: str, request: Request, portal: PortalDep
 ) -> ChallengeOut:
     """Step 2 (憑證檢查): a fresh single-use challenge for the card to sign."""
-    portal.limit(STEP_LIMIT, client_address(request))
-    challenge = portal.registrations.issue_challenge(registration_id, actor=_actor(request))
+    challenge = await limited(
+        portal,
+        STEP_LIMIT,
+        request,
+        portal.registrations.issue_challenge,
+        registration_id,
+        actor=_actor(request),
+    )
     return ChallengeOut.of(challenge)
 
 
 @router.post("/registrations/{registration_id}/card", tags=["registration"])
-def registration_card(
+async def registration_card(
     registration_id: str, body: CardIn, request: Request, portal: PortalDep
 ) -> RegistrationOut:
     """Step 2 (憑證檢查): the card's certificate, chain and signature over the challenge."""
-    portal.limit(STEP_LIMIT, client_address(request))
-    view = portal.registrations.submit_card(registration_id, body.response(), actor=_actor(request))
-    return RegistrationOut.of(view)
+
+    def submit() -> RegistrationView:  # the base64 is read after the hit: a bad one counts
+        return portal.registrations.submit_card(
+            registration_id, body.response(), actor=_actor(request)
+        )
+
+    return RegistrationOut.of(await limited(portal, STEP_LIMIT, request, submit))
 
 
 @router.post("/registrations/{registration_id}/step", tags=["registration"])
-def registration_step(
+async def registration_step(
     registration_id: str,
     request: Request,
     portal: PortalDep,
     answers: Annotated[dict[str, Any], Body(examples=[{"email": "ming@example.com"}])],
 ) -> RegistrationOut:
     """Steps 3, 4 and plugin steps: the current step's form, keys of the field vocabulary."""
-    portal.limit(STEP_LIMIT, client_address(request))
-    view = portal.registrations.submit(registration_id, answers, actor=_actor(request))
+    view = await limited(
+        portal,
+        STEP_LIMIT,
+        request,
+        portal.registrations.submit,
+        registration_id,
+        answers,
+        actor=_actor(request),
+    )
     return RegistrationOut.of(view)
 
 
 @router.post("/registrations/{registration_id}/back", tags=["registration"])
-def registration_back(registration_id: str, request: Request, portal: PortalDep) -> RegistrationOut:
+async def registration_back(
+    registration_id: str, request: Request, portal: PortalDep
+) -> RegistrationOut:
     """上一步: what was typed is kept; going back past the card check needs a new check."""
-    return RegistrationOut.of(portal.registrations.back(registration_id, actor=_actor(request)))
+    view = await blocking(portal.registrations.back, registration_id, actor=_actor(request))
+    return RegistrationOut.of(view)
 
 
 @router.post("/registrations/{registration_id}/cancel", tags=["registration"])
-def registration_cancel(
+async def registration_cancel(
     registration_id: str, request: Request, portal: PortalDep
 ) -> RegistrationOut:
     """取消."""
-    return RegistrationOut.of(portal.registrations.cancel(registration_id, actor=_actor(request)))
+    view = await blocking(portal.registrations.cancel, registration_id, actor=_actor(request))
+    return RegistrationOut.of(view)
 
 
 @router.get("/accounts/check", tags=["registration"])
-def check_account(
+async def check_account(
     request: Request, portal: PortalDep, lang: LanguageDep, name: str = ""
 ) -> AccountCheckOut:
     """檢核是否存在: 「此帳號可使用」, or 409 ``account_exists`` (「用戶姓名已存在」)."""
-    portal.limit(CHECK_LIMIT, client_address(request))
+    await limited(portal, CHECK_LIMIT, request, _check_account, portal, name)
+    return AccountCheckOut(available=True, message=Translator(lang)("account_available"))
+
+
+def _check_account(portal: Portal, name: str) -> None:
     if not name.strip():
         raise RefusedError(ErrorCode.FIELD_REQUIRED, field="name")
     if len(name) > 256:
         raise RefusedError(ErrorCode.FIELD_TOO_LONG, field="name")
     if not portal.registrations.check_account(name):
         raise RefusedError(ErrorCode.ACCOUNT_EXISTS, field="name")
-    return AccountCheckOut(available=True, message=Translator(lang)("account_available"))
 
 
 @router.post("/login/challenge", tags=["login"])
-def login_challenge(request: Request, portal: PortalDep) -> ChallengeOut:
+async def login_challenge(request: Request, portal: PortalDep) -> ChallengeOut:
     """憑證登入: a single-use challenge for the card to sign."""
-    portal.limit(LOGIN_LIMIT, client_address(request))
-    return ChallengeOut.of(portal.logins.issue_challenge(origin=portal.origin))
+    challenge = await limited(
+        portal, LOGIN_LIMIT, request, portal.logins.issue_challenge, origin=portal.origin
+    )
+    return ChallengeOut.of(challenge)
 
 
 @router.post("/login", tags=["login"])
-def login(body: CardIn, request: Request, response: Response, portal: PortalDep) -> LoginOut:
+async def login(body: CardIn, request: Request, response: Response, portal: PortalDep) -> LoginOut:
     """憑證登入 with a registered, activated card; sets the ``swreg_session`` cookie."""
-    portal.limit(LOGIN_LIMIT, client_address(request))
-    result = portal.logins.login(body.response(), origin=portal.origin, actor=_actor(request))
+
+    def log_in() -> LoginResult:  # the base64 is read after the hit: a bad one counts
+        return portal.logins.login(body.response(), origin=portal.origin, actor=_actor(request))
+
+    result = await limited(portal, LOGIN_LIMIT, request, log_in)
     set_session_cookie(response, result.token, portal.settings)
     return LoginOut(
         account=result.account, applicant_type=result.applicant_type, expires_at=result.expires_at
@@ -299,19 +372,19 @@ def login(body: CardIn, request: Request, response: Response, portal: PortalDep)
 
 
 @router.post("/logout", tags=["login"])
-def logout(request: Request, response: Response, portal: PortalDep) -> OkOut:
+async def logout(request: Request, response: Response, portal: PortalDep) -> OkOut:
     token = request.cookies.get(SESSION_COOKIE)
     if token:
-        portal.logins.logout(token, actor=_actor(request))
+        await blocking(portal.logins.logout, token, actor=_actor(request))
     clear_session_cookie(response, portal.settings)
     return OkOut()
 
 
 @router.get("/session", tags=["login"])
-def get_session(request: Request, portal: PortalDep) -> LoginOut:
+async def get_session(request: Request, portal: PortalDep) -> LoginOut:
     """The logged-in account, or 403 ``not_authorized``."""
     token = request.cookies.get(SESSION_COOKIE)
-    session = portal.logins.session(token) if token else None
+    session = await blocking(portal.logins.session, token) if token else None
     if session is None:
         raise RefusedError(ErrorCode.NOT_AUTHORIZED)
     return LoginOut(
@@ -322,7 +395,12 @@ def get_session(request: Request, portal: PortalDep) -> LoginOut:
 
 
 @router.post("/activate", tags=["login"])
-def activate(body: ActivateIn, request: Request, portal: PortalDep) -> ActivateOut:
+async def activate(body: ActivateIn, request: Request, portal: PortalDep) -> ActivateOut:
     """帳號啟用 with the token of the activation e-mail."""
-    portal.limit(ACTIVATE_LIMIT, client_address(request))
-    return ActivateOut(account=portal.accounts.activate(body.token, actor=_actor(request)))
+    account = await limited(
+        portal, ACTIVATE_LIMIT, request, portal.accounts.activate, body.token, actor=_actor(request)
+    )
+    return ActivateOut(account=account)
+
+
+add_officer_routes(router)  # /api/officer/...: a bearer token instead of CSRF (_api_officer)

@@ -35,7 +35,7 @@ def officer_token(settings: Settings) -> str | None:
     return settings.officer_token or None
 
 
-def _portal(request: Request) -> Portal:
+async def _portal(request: Request) -> Portal:
     found: Portal = request.app.state.portal
     return found
 
@@ -43,11 +43,12 @@ def _portal(request: Request) -> Portal:
 PortalDep = Annotated[Portal, Depends(_portal)]
 
 
-def require_officer(
+async def require_officer(
     portal: PortalDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    """403 ``not_authorized`` unless the bearer token is the configured one."""
+    """403 ``not_authorized`` unless the bearer token is the configured one (``async``: it does
+    not block, so FastAPI calls it on the event loop, not in the thread pool)."""
     configured = officer_token(portal.settings)
     presented = credentials.credentials if credentials is not None else None
     if configured is None or presented is None or not _same(presented, configured):

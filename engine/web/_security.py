@@ -34,8 +34,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from python_multipart.multipart import parse_options_header
-from starlette.datastructures import Headers, MutableHeaders
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import HTTPConnection, Request, cookie_parser
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -142,24 +141,35 @@ def clear_session_cookie(response: Response, settings: Settings) -> None:
 
 
 class PortalMiddleware:
-    """Body limit, CSRF and security headers (see the module docstring)."""
+    """Body limit, CSRF and security headers (see the module docstring).
+
+    Everything that does not depend on the request is computed once, here: the raw security
+    headers and the cookie attributes. A request's headers are read in one pass
+    (:class:`_RequestHeaders`).
+    """
 
     def __init__(self, app: ASGIApp, *, settings: Settings, on_error: ErrorRenderer) -> None:
         self.app = app
         self.on_error = on_error
         self.headers = security_headers(settings)
         self.secure = "; Secure" if secure_cookies(settings) else ""
+        self._raw_headers = [
+            (name.encode("latin-1"), value.encode("latin-1"))
+            for name, value in self.headers.items()
+        ]
+        self._csrf_cookie_tail = f"; Path=/; SameSite=Strict{self.secure}".encode("latin-1")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        presented_cookie = _cookie_token(scope)
+        request = _RequestHeaders(scope)
+        presented_cookie = request.csrf_cookie()
         token = presented_cookie or secrets.token_urlsafe(32)
         scope[_SCOPE_KEY] = token
         send = self._decorated(scope, send, token)
 
-        body = await _read_body(scope, receive)
+        body = await _read_body(scope, receive, request.content_length)
         if body is _Body.DISCONNECTED:
             return
         refusal: SwregError | None = None
@@ -167,11 +177,11 @@ class PortalMiddleware:
             refusal, body = RefusedError(ErrorCode.REQUEST_TOO_LARGE), b""
         elif (
             scope["method"] in UNSAFE_METHODS
-            and not _csrf_exempt(scope)
-            and not await _csrf_ok(scope, body, presented_cookie)
+            and not _csrf_exempt(scope, request.authorization)
+            and not await _csrf_ok(scope, body, presented_cookie, request)
         ):
             refusal = RefusedError(ErrorCode.CSRF_FAILED)
-        elif (problem := _unreadable(scope, body)) is not None:
+        elif (problem := _unreadable(scope, body, request.content_type)) is not None:
             refusal = RefusedError(ErrorCode.INVALID_VALUE, detail=problem)
         replay = _replay(body, receive)
         if refusal is not None:
@@ -180,33 +190,70 @@ class PortalMiddleware:
         await self.app(scope, replay, send)
 
     def _decorated(self, scope: Scope, send: Send, token: str) -> Send:
-        language = query_language(scope)
+        language = query_language(scope) if scope.get("query_string") else None
         static = str(scope.get("path", "")).startswith("/static/")
+        csrf_cookie = _CSRF_COOKIE_PREFIX + token.encode("ascii") + self._csrf_cookie_tail
+        extra = [(b"set-cookie", csrf_cookie)]
+        if language is not None:
+            cookie = f"{LANG_COOKIE}={language}; Path=/; Max-Age=31536000; SameSite=Lax"
+            extra.append((b"set-cookie", (cookie + self.secure).encode("latin-1")))
+        security = self._raw_headers
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = list(message.get("headers", []))
-                headers = MutableHeaders(scope=message)
-                for name, value in self.headers.items():
-                    if name not in headers:
-                        headers[name] = value
-                if not static and "cache-control" not in headers:
-                    headers["cache-control"] = "no-store"
-                headers.append(
-                    "set-cookie", f"{CSRF_COOKIE}={token}; Path=/; SameSite=Strict{self.secure}"
-                )
-                if language is not None:
-                    headers.append(
-                        "set-cookie",
-                        f"{LANG_COOKIE}={language}; Path=/; Max-Age=31536000; "
-                        f"SameSite=Lax{self.secure}",
-                    )
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers.extend(item for item in security if item[0] not in present)
+                if not static and b"cache-control" not in present:
+                    headers.append(_NO_STORE)
+                headers.extend(extra)
+                message["headers"] = headers
             await send(message)
 
         return send_with_headers
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+_CSRF_COOKIE_PREFIX: Final = f"{CSRF_COOKIE}=".encode("ascii")
+_CSRF_HEADER_RAW: Final = CSRF_HEADER.encode("ascii")
+_NO_STORE: Final = (b"cache-control", b"no-store")
+
+
+class _RequestHeaders:
+    """The request headers the middleware reads, found in one pass over the raw list. Like
+    :class:`starlette.datastructures.Headers`: the first of a repeated header counts, except
+    ``Cookie``, whose headers are all read (as :attr:`starlette.requests.Request.cookies`)."""
+
+    __slots__ = ("authorization", "content_length", "content_type", "cookies", "csrf_header")
+
+    def __init__(self, scope: Scope) -> None:
+        self.authorization: str | None = None
+        self.content_length: str | None = None
+        self.content_type: str | None = None
+        self.csrf_header: str | None = None
+        self.cookies: list[str] = []
+        for name, value in scope["headers"]:
+            if name == b"cookie":  # ASGI servers lower-case header names
+                self.cookies.append(value.decode("latin-1"))
+            elif name == b"content-length":
+                if self.content_length is None:
+                    self.content_length = value.decode("latin-1")
+            elif name == b"content-type":
+                if self.content_type is None:
+                    self.content_type = value.decode("latin-1")
+            elif name == _CSRF_HEADER_RAW:
+                if self.csrf_header is None:
+                    self.csrf_header = value.decode("latin-1")
+            elif name == b"authorization" and self.authorization is None:
+                self.authorization = value.decode("latin-1")
+
+    def csrf_cookie(self) -> str | None:
+        """The ``csrf`` cookie when it is a well-formed token, else None."""
+        value: str | None = None
+        for header in self.cookies:
+            value = cookie_parser(header).get(CSRF_COOKIE, value)
+        return value if value is not None and _TOKEN.fullmatch(value) else None
 
 
 class _Body(Enum):
@@ -216,15 +263,10 @@ class _Body(Enum):
     DISCONNECTED = "disconnected"
 
 
-def _cookie_token(scope: Scope) -> str | None:
-    value = HTTPConnection(scope).cookies.get(CSRF_COOKIE)
-    return value if value is not None and _TOKEN.fullmatch(value) else None
-
-
-async def _read_body(scope: Scope, receive: Receive) -> bytes | _Body:
-    """The whole request body, or why there is none to hand on."""
+async def _read_body(scope: Scope, receive: Receive, declared: str | None) -> bytes | _Body:
+    """The whole request body, or why there is none to hand on (``declared``: the
+    ``Content-Length`` header)."""
     limit = body_limit(scope)
-    declared = Headers(scope=scope).get("content-length")
     if declared is not None and declared.strip().isdigit() and int(declared) > limit:
         return _Body.TOO_LARGE
     chunks: list[bytes] = []
@@ -233,13 +275,13 @@ async def _read_body(scope: Scope, receive: Receive) -> bytes | _Body:
         message = await receive()
         if message["type"] == "http.disconnect":
             return _Body.DISCONNECTED
-        chunk = message.get("body", b"")
+        chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             return _Body.TOO_LARGE
-        chunks.append(chunk)
         if not message.get("more_body", False):
-            return b"".join(chunks)
+            return b"".join(chunks) + chunk if chunks else chunk
+        chunks.append(chunk)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -260,26 +302,26 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-def _csrf_exempt(scope: Scope) -> bool:
+def _csrf_exempt(scope: Scope, authorization: str | None) -> bool:
     """A bearer-authenticated request to a path of :data:`CSRF_EXEMPT_PREFIXES`."""
     path = str(scope.get("path", ""))
-    authorization = Headers(scope=scope).get("authorization", "")
-    return path.startswith(CSRF_EXEMPT_PREFIXES) and authorization[:7].lower() == "bearer "
+    return path.startswith(CSRF_EXEMPT_PREFIXES) and (authorization or "")[:7].lower() == "bearer "
 
 
-async def _csrf_ok(scope: Scope, body: bytes, cookie: str | None) -> bool:
+async def _csrf_ok(scope: Scope, body: bytes, cookie: str | None, request: _RequestHeaders) -> bool:
     if cookie is None:
         return False
-    presented = Headers(scope=scope).get(CSRF_HEADER) or await _form_token(scope, body)
+    presented = request.csrf_header or await _form_token(scope, body, request.content_type)
     if not _TOKEN.fullmatch(presented):  # never a token: and only ASCII is compared below
         return False
     return secrets.compare_digest(presented.encode("ascii"), cookie.encode("ascii"))
 
 
-async def _form_token(scope: Scope, body: bytes) -> str:
+async def _form_token(scope: Scope, body: bytes, content_type: str | None) -> str:
     """The ``csrf`` field of a form body (urlencoded or multipart), or ''."""
-    content_type = Headers(scope=scope).get("content-type", "")
-    if not content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+    if not (content_type or "").startswith(
+        ("application/x-www-form-urlencoded", "multipart/form-data")
+    ):
         return ""
     request = Request(scope, _replay(body, _no_more))
     try:
@@ -297,13 +339,13 @@ async def _no_more() -> Message:
 _NUL: Final = "a NUL character"
 
 
-def _unreadable(scope: Scope, body: bytes) -> str | None:
+def _unreadable(scope: Scope, body: bytes, content_type_header: str | None) -> str | None:
     """Why no route can safely read this request (see the module docstring, 3.), or None."""
     if "\x00" in str(scope.get("path", "")) or b"%00" in scope.get("query_string", b""):
         return _NUL
     if not body:
         return None
-    content_type, options = parse_options_header(Headers(scope=scope).get("content-type"))
+    content_type, options = parse_options_header(content_type_header)
     if content_type == b"multipart/form-data":
         charset = options.get(b"charset")
         if charset is not None and _codec(charset) != "utf-8":
@@ -334,8 +376,12 @@ def json_problem(body: bytes, max_depth: int) -> str | None:
     ``max_depth``, or a string holding NUL (``\\u0000``); None when neither.
 
     One linear scan of UTF-8 (or ASCII-compatible) bytes; it does not validate (the route's
-    parser does).
+    parser does). Most bodies skip the scan: without the bytes ``\\u0000`` no string can hold
+    the escape, and with no more ``[`` and ``{`` than ``max_depth`` (inside strings or not)
+    nothing can nest deeper.
     """
+    if b"\\u0000" not in body and body.count(b"[") + body.count(b"{") <= max_depth:
+        return None
     depth = 0
     position = 0
     while (found := _JSON_STRUCTURE.search(body, position)) is not None:
