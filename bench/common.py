@@ -171,6 +171,25 @@ def trusted_app(url: str, pki: TestPKI, argon2: Argon2Parameters = NO_KDF) -> Ap
     return app
 
 
+@contextlib.contextmanager
+def postgresql_database() -> Iterator[str]:
+    """A new empty database ``swreg_bench_<pid>`` on the PostgreSQL of ``SWREG_PG_URL``
+    (``scripts/with-postgres`` sets it), dropped afterwards; yields its SQLAlchemy URL."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    admin = make_url(os.environ["SWREG_PG_URL"]).set(drivername="postgresql")
+    database = f"swreg_bench_{os.getpid()}"
+    conninfo = admin.render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {database}")
+    try:
+        yield admin.set(database=database).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(conninfo, autocommit=True) as connection:
+            connection.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
 def collect() -> None:
     gc.collect()
     gc.collect()

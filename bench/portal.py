@@ -41,7 +41,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from json import dumps as _dumps
@@ -51,7 +51,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from common import SECRET, Applicant, Applicants, machine, merge_results, quiet, trusted_app
+from common import (
+    SECRET,
+    Applicant,
+    Applicants,
+    machine,
+    merge_results,
+    postgresql_database,
+    quiet,
+    trusted_app,
+)
 
 from engine._settings import Argon2Parameters
 from engine.testing.pki import TestPKI
@@ -63,8 +72,11 @@ SWREG = Path(sys.executable).with_name("swreg")
 DRIVERS = ("raw", "httpx")
 VARIANTS: dict[str, Argon2Parameters] = {
     "kdf_excluded": Argon2Parameters(1, 8, 1),
+    "kdf_excluded_postgresql": Argon2Parameters(1, 8, 1),
     "kdf_owasp": Argon2Parameters(),
 }
+"""The figures: KDF excluded and OWASP argon2id on SQLite; KDF excluded on PostgreSQL too (with
+``SWREG_PG_URL``): SQLite has one writer at a time, PostgreSQL does not."""
 
 
 def free_port() -> int:
@@ -107,9 +119,11 @@ def group_cpu_seconds(group: int) -> float | None:
 
 
 @contextmanager
-def portal(folder: Path, pki: TestPKI, argon2: Argon2Parameters, workers: int) -> Iterator[Server]:
-    """``swreg serve --workers N`` on a fresh SQLite database."""
-    url = f"sqlite:///{folder / 'portal.db'}"
+def portal(
+    folder: Path, pki: TestPKI, argon2: Argon2Parameters, workers: int, url: str | None = None
+) -> Iterator[Server]:
+    """``swreg serve --workers N`` on a fresh database: ``url``, else a SQLite file."""
+    url = url or f"sqlite:///{folder / 'portal.db'}"
     trusted_app(url, pki, argon2).close()  # migrate and trust the test roots first
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -386,9 +400,14 @@ def measure(
     for name, argon2 in VARIANTS.items():
         if name not in variants:
             continue
+        on_pg = name.endswith("_postgresql")
+        if on_pg and not os.environ.get("SWREG_PG_URL"):
+            section[name] = {"skipped": "SWREG_PG_URL is not set (scripts/with-postgres sets it)"}
+            continue
         with (
             tempfile.TemporaryDirectory(prefix="swreg-bench-") as folder,
-            portal(Path(folder), pki, argon2, workers) as server,
+            postgresql_database() if on_pg else nullcontext(None) as url,
+            portal(Path(folder), pki, argon2, workers, url) as server,
         ):
             clients_ = Driver(server.base, applicants, clients, driver)
             expected = 300 if argon2.memory_kib < 1024 else 40
@@ -415,6 +434,7 @@ def measure(
                         driver_cpu = max(driver_cpu, (time.process_time() - cpu) / elapsed)
             floor = best["floor"] / REQUESTS_PER_REGISTRATION
             section[name] = {
+                "database": "postgresql" if on_pg else "sqlite",
                 "argon2": f"{argon2.time_cost},{argon2.memory_kib},{argon2.parallelism}",
                 "trivial_requests_per_s": round(best["floor"], 1),
                 "floor_registrations_per_s": round(floor, 1),

@@ -222,11 +222,12 @@ def rows_for(results: dict[str, Any]) -> list[Row]:
     if portal:
         labels = {
             "kdf_excluded": ("KDF excluded", "≥ 200/s", True),
+            "kdf_excluded_postgresql": ("PostgreSQL, KDF excluded", "≥ 200/s", True),
             "kdf_owasp": ("OWASP argon2id", "≈ 15/s (report)", False),
         }
         for key, (label, target, judged) in labels.items():
             data = portal.get(key)
-            if data is None:
+            if data is None or "skipped" in data:
                 continue
             rows.append(
                 Row(
