@@ -13,10 +13,11 @@ Certificate DERs are real (a pool of issued TaiCA certificates, reused), so rows
 real size. Then a sample of existing keys (70 % UBNs, 20 % broker keys, 10 % 身分證字號) is
 queried, each key by the floor and by the engine in turn (order alternating): the engine is
 :meth:`CustomsCertificateService.query` (the service behind ``swreg customs-cert query`` and
-``/api/customs-certificates``: key classification, ORM queries, the result rows of the seed
-manual); the floor is the same indexed ``SELECT`` s with the raw driver (``sqlite3`` /
-``psycopg``), rows fetched and nothing else. Latency is wall time per query; target: engine
-p99 < 2 ms on both databases.
+``/api/customs-certificates``: key classification, one prebuilt statement per key kind on a pooled
+connection outside a transaction, the result rows of the seed manual); the floor is the same
+indexed ``SELECT`` (the engine's statement compiled to the driver's SQL text) with the raw driver
+(``sqlite3`` / ``psycopg``, prepared, outside a transaction too), rows fetched and nothing else.
+Latency is wall time per query; target: engine p99 < 2 ms on both databases.
 
 PostgreSQL comes from ``SWREG_PG_URL`` (``scripts/with-postgres`` sets it); a database
 ``swreg_bench_<pid>`` is created there and dropped afterwards. Without it the section says why.
@@ -49,10 +50,12 @@ from common import (
     settings_for,
     shared_card_keys,
 )
+from sqlalchemy.engine import Dialect
 
 from engine import bootstrap
 from engine._identifiers import is_valid_ubn
 from engine._security import IdentifierHasher
+from engine.store._customs_lookup import CustomsKey, customs_statement
 from engine.testing.pki import TestPKI
 
 TARGET_P99_MS = 2.0
@@ -178,59 +181,53 @@ class Plan:
 
 # -- floors --------------------------------------------------------------------------------------
 
-LOGIN_SQL = (
-    "SELECT c.*, a.* FROM certificates c JOIN accounts a ON c.account_id = a.id "
-    "WHERE {where} AND c.purpose = 'login' AND c.status != 'deleted' ORDER BY c.id"
-)
-SIGNING_SQL = (
-    "SELECT * FROM certificates WHERE {where} AND purpose = 'signing' AND status != 'deleted' "
-    "ORDER BY id"
-)
 
-
-def floor_queries(key: str, identifiers: IdentifierHasher) -> list[tuple[str, str]]:
-    """The engine's statements for ``key`` (``_find``), with their one parameter."""
+def floor_statement(key: str, identifiers: IdentifierHasher) -> tuple[CustomsKey, str]:
+    """The key kind of ``key`` (a sample key, so no validation) and its one parameter, as
+    :meth:`CustomsCertificateService.query` classifies it."""
     if len(key) == 6:
-        return [(SIGNING_SQL.format(where="query_key = %s"), key)]
+        return CustomsKey.BROKER, key
     if key.isdigit():
-        return [
-            (LOGIN_SQL.format(where="a.ubn = %s"), key),
-            (SIGNING_SQL.format(where="ubn = %s"), key),
-        ]
-    digest = identifiers.hash("national_id", key.upper())
-    return [
-        (LOGIN_SQL.format(where="c.national_id_hash = %s"), digest),
-        (SIGNING_SQL.format(where="national_id_hash = %s"), digest),
-    ]
+        return CustomsKey.UBN, key
+    return CustomsKey.NATIONAL_ID_HASH, identifiers.hash("national_id", key.upper())
+
+
+def floor_sql(dialect: Dialect) -> dict[CustomsKey, str]:
+    """The engine's own statement of each key kind, as the SQL text the driver receives
+    (``:key`` for ``sqlite3``, ``%(key)s`` for ``psycopg``): one ``UNION ALL`` of the login
+    and signing rows, the columns a result row shows, ordered."""
+    return {kind: str(customs_statement(kind).compile(dialect=dialect)) for kind in CustomsKey}
 
 
 def sqlite_floor(path: Path, identifiers: IdentifierHasher) -> Callable[[str], int]:
-    connection = sqlite3.connect(path)
+    """The engine's statements through ``sqlite3`` (no transaction, as the engine's)."""
+    from sqlalchemy.dialects import sqlite
+
+    statements = floor_sql(sqlite.dialect(paramstyle="named"))
+    connection = sqlite3.connect(path, isolation_level=None)
     connection.execute("PRAGMA foreign_keys=ON")
 
     def query(key: str) -> int:
-        rows = 0
-        for sql, parameter in floor_queries(key, identifiers):
-            rows += len(connection.execute(sql.replace("%s", "?"), (parameter,)).fetchall())
-        connection.rollback()
-        return rows
+        kind, parameter = floor_statement(key, identifiers)
+        return len(connection.execute(statements[kind], {"key": parameter}).fetchall())
 
     return query
 
 
 def pg_floor(conninfo: str, identifiers: IdentifierHasher) -> Callable[[str], int]:
+    """The engine's statements through ``psycopg``, prepared, in autocommit (as the engine's:
+    no BEGIN, no ROLLBACK)."""
     import psycopg
+    from sqlalchemy.dialects import postgresql
 
-    connection = psycopg.connect(conninfo)
+    statements = floor_sql(postgresql.psycopg.dialect())
+    connection = psycopg.connect(conninfo, autocommit=True)
 
     def query(key: str) -> int:
-        rows = 0
+        kind, parameter = floor_statement(key, identifiers)
         with connection.cursor() as cursor:
-            for sql, parameter in floor_queries(key, identifiers):
-                cursor.execute(sql, (parameter,), prepare=True)
-                rows += len(cursor.fetchall())
-        connection.rollback()
-        return rows
+            cursor.execute(statements[kind], {"key": parameter}, prepare=True)
+            return len(cursor.fetchall())
 
     return query
 

@@ -53,7 +53,6 @@ from zoneinfo import ZoneInfo
 from cryptography import x509
 from pydantic import BaseModel
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from ._card_check import CardResponse, Challenge, chain_certificates
 from ._cert_checks import check_chain_validity, verify_signature
@@ -75,6 +74,7 @@ from ._step_data import masked_diff
 from ._trust_service import TrustService
 from ._types import CertificateKind, ImportKind, IssuerCA, Labels, UsageType
 from .store import Account, Certificate, Database, UnitOfWork
+from .store._customs_lookup import CustomsKey, CustomsLookupRow, customs_lookup
 
 __all__ = [
     "COLUMNS",
@@ -110,6 +110,7 @@ SignatureCheck = Callable[[bytes], bytes]
 _Proof = Callable[[ParsedCertificate], None]
 
 _BROKER_KEY = re.compile(r"[A-D][0-9]{5}")
+_UBN_SHAPE = re.compile(r"[0-9]{8}")
 _CA_KIND = {IssuerCA.TAICA: CertificateKind.CUSTOMS, IssuerCA.MOEACA: CertificateKind.BUSINESS}
 _FORM_LABELS = {
     ImportKind.IC_CARD.value: Labels("IC卡", "IC card"),
@@ -377,22 +378,19 @@ class CustomsCertificateService:
         certificates with that OID. Anything else → ``invalid_value`` (field ``key``).
         """
         text = normalize_text(key or "").upper()
-        with self._database.lookups() as session:
-            found = self._find(session, text)
-            return [_row(certificate, account) for certificate, account in found]
+        kind, value = self._classify(text)
+        return [_row(found) for found in customs_lookup(self._database, kind, value)]
 
-    def _find(self, session: Session, key: str) -> list[tuple[Certificate, Account | None]]:
+    def _classify(self, key: str) -> tuple[CustomsKey, str]:
+        """The key's kind and the value looked up (a 身分證字號 by its keyed hash only)."""
         if _BROKER_KEY.fullmatch(key):
-            return _signing(session, Certificate.query_key == key)
-        if re.fullmatch(r"[0-9]{8}", key) and is_valid_ubn(key):
-            return _login(session, Account.ubn == key) + _signing(session, Certificate.ubn == key)
+            return CustomsKey.BROKER, key
+        if _UBN_SHAPE.fullmatch(key) and is_valid_ubn(key):
+            return CustomsKey.UBN, key
         if is_valid_national_id(key):
-            digest = self._id_hash(key)
-            return _login(session, Certificate.national_id_hash == digest) + _signing(
-                session, Certificate.national_id_hash == digest
-            )
+            return CustomsKey.NATIONAL_ID_HASH, self._id_hash(key)
         if is_valid_oid(key):
-            return _login(session, Certificate.oid == key)
+            return CustomsKey.OID, key
         raise RefusedError(ErrorCode.INVALID_VALUE, field="key", detail="not a query key")
 
     # -- 刪除 -----------------------------------------------------------------------------------
@@ -509,68 +507,48 @@ def _owns(uow: UnitOfWork, account: Account, row: Certificate) -> bool:
     return uow.session.scalar(proof.limit(1)) is not None
 
 
-# -- queries -----------------------------------------------------------------------------------
-
-
-def _signing(session: Session, condition: Any) -> list[tuple[Certificate, Account | None]]:
-    query = (
-        select(Certificate)
-        .where(condition, Certificate.purpose == SIGNING, Certificate.status != DELETED)
-        .order_by(Certificate.id)
-    )
-    return [(c, None) for c in session.scalars(query)]
-
-
-def _login(session: Session, condition: Any) -> list[tuple[Certificate, Account | None]]:
-    query = (
-        select(Certificate, Account)
-        .join(Account, Certificate.account_id == Account.id)
-        .where(condition, Certificate.purpose == LOGIN, Certificate.status != DELETED)
-        .order_by(Certificate.id)
-    )
-    return [(row[0], row[1]) for row in session.execute(query)]
-
-
 # -- rows and audit ----------------------------------------------------------------------------
 
 
-def _row(certificate: Certificate, account: Account | None) -> CustomsRow:
-    form, kind, purpose = _labels(certificate)
-    dates = f"{_day(certificate.not_before)}~{_day(certificate.not_after)}"
-    serial = certificate.serial_hex
-    if certificate.purpose == LOGIN:
-        name = account.name if account else ""
+def _row(found: CustomsLookupRow) -> CustomsRow:
+    form, kind, purpose = _labels(found)
+    dates = f"{_day(found.not_before)}~{_day(found.not_after)}"
+    serial = found.serial_hex
+    if found.purpose == LOGIN:
+        name = found.account or ""
         info = f"登入用憑證,使用者帳號{name}, 序號{serial}, 起訖日期:{dates}"
         info_en = f"Login certificate, account {name}, serial {serial}, valid {dates}"
     else:
-        subject = _display_subject(certificate.der)
+        subject = _display_subject(found.der or b"")
         info = f"序號: {serial}, 主體: {subject}, 起訖日期:{dates}"
         info_en = f"Serial: {serial}, subject: {subject}, valid {dates}"
     return CustomsRow(
-        id=certificate.id, form=form.zh_tw, kind=kind.zh_tw, purpose=purpose.zh_tw, info=info,
+        id=found.id, form=form.zh_tw, kind=kind.zh_tw, purpose=purpose.zh_tw, info=info,
         form_en=form.en, kind_en=kind.en, purpose_en=purpose.en, info_en=info_en,
-        serial=serial, subject=certificate.subject, not_before=certificate.not_before,
-        not_after=certificate.not_after, account=account.name if account else None,
-        usage_type=certificate.usage_type, status=certificate.status,
+        serial=serial, subject=found.subject, not_before=found.not_before,
+        not_after=found.not_after, account=found.account, usage_type=found.usage_type,
+        status=found.status,
     )  # fmt: skip
 
 
-def _labels(certificate: Certificate) -> tuple[Labels, Labels, Labels]:
-    """憑證型態, 憑證種類 and 用途 of a stored certificate."""
-    purpose = _PURPOSES[certificate.purpose]
-    if certificate.purpose == LOGIN:
-        kind = _LOGIN_KINDS.get(certificate.ca, Labels(certificate.ca, certificate.ca))
+def _labels(found: CustomsLookupRow) -> tuple[Labels, Labels, Labels]:
+    """憑證型態, 憑證種類 and 用途 of a found certificate."""
+    purpose = _PURPOSES[found.purpose]
+    if found.purpose == LOGIN:
+        kind = _LOGIN_KINDS.get(found.ca, Labels(found.ca, found.ca))
         return _FORM_LABELS[ImportKind.IC_CARD.value], kind, purpose
-    form = _FORM_LABELS.get(certificate.kind or "", _FORM_LABELS[ImportKind.NON_IC.value])
-    if certificate.ca == IssuerCA.MOEACA.value:
+    form = _FORM_LABELS.get(found.kind or "", _FORM_LABELS[ImportKind.NON_IC.value])
+    if found.ca == IssuerCA.MOEACA.value:
         return form, CertificateKind.BUSINESS.labels, purpose
-    if certificate.national_id_hash is not None:
+    if found.broker:
         return form, _BROKER_KIND, purpose
     return form, CertificateKind.CUSTOMS.labels, purpose
 
 
 def _day(moment: datetime) -> str:
-    return moment.astimezone(TAIPEI).strftime("%Y/%m/%d")
+    """``%Y/%m/%d`` in Taiwan (formatted by hand: ``strftime`` is a 查詢 row's dearest call)."""
+    day = moment.astimezone(TAIPEI)
+    return f"{day.year}/{day.month:02d}/{day.day:02d}"
 
 
 @functools.lru_cache(maxsize=4096)

@@ -11,8 +11,7 @@ never from ``create_all``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -143,21 +142,6 @@ class Database:
     def unit_of_work(self) -> UnitOfWork:
         """A new unit of work; use it as a context manager."""
         return UnitOfWork(self.engine)
-
-    @contextmanager
-    def lookups(self) -> Iterator[Session]:
-        """A session for read-only lookups outside a transaction (autocommit).
-
-        No BEGIN and no ROLLBACK: on PostgreSQL that saves two of a lookup's four round trips
-        (通關憑證查詢, ``make bench``). Each statement sees the latest commit, so two statements
-        may see different ones; use :meth:`unit_of_work` when that matters or to write.
-        """
-        try:
-            connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        except OperationalError as exc:
-            raise _unavailable(exc) from exc
-        with connection, Session(bind=connection) as session:
-            yield session
 
     def dispose(self) -> None:
         """Close every pooled connection."""
