@@ -338,9 +338,7 @@ class RegistrationService:
         """上一步: what was typed is kept; leaving 基本資料 for the card check needs a new check."""
         with self._database.unit_of_work() as uow:
             registration = self._load(uow, registration_id, actor)
-            self._fire(uow, registration, Event.BACK, actor=actor)
-            if registration.state in (Step.CARD_CHECK, Step.CATEGORY):
-                self._forget_card(registration)
+            self._fire(uow, registration, Event.BACK, actor=actor, arriving=self._forget_card)
             uow.commit()
             return self._view(registration)
 
@@ -473,10 +471,12 @@ class RegistrationService:
     def _fire(
         self, uow: UnitOfWork, registration: RegistrationRecord, event: Event, *, actor: str,
         diff: Mapping[str, Any] | None = None, new: bool = False,
+        arriving: Callable[[RegistrationRecord], None] | None = None,
     ) -> ActivationMail | None:  # fmt: skip
         """Move the registration by ``event`` and write it (insert it when ``new``) with its
-        audit row; entering ``completed`` also creates the account. Returns the activation
-        mail to deliver after the commit, if an account was created."""
+        audit row; entering ``completed`` also creates the account. ``arriving`` may change
+        the record at its new state before it is written. Returns the activation mail to
+        deliver after the commit, if an account was created."""
         definition = self._workflows.get(registration.workflow_hash, uow)
         applicant = self._catalog.applicant(registration.applicant_type)
         source = registration.state
@@ -491,6 +491,9 @@ class RegistrationService:
         registration.updated_at = now
         if target not in ENDINGS:  # officer steps wait without an idle deadline
             registration.expires_at = definition.deadline(target, now)
+        applicant_type = registration.applicant_type  # the audit row's: the one that moved
+        if arriving is not None:
+            arriving(registration)
         if new:
             uow.registrations.add(registration)
         else:
@@ -500,13 +503,16 @@ class RegistrationService:
             recorded.update(masked_diff({"account": applicant.account.name(registration.data)}))
         uow.audit.append(
             at=now, actor=actor, event=event.value, registration_id=registration.id,
-            from_state=source, to_state=target, applicant_type=registration.applicant_type,
+            from_state=source, to_state=target, applicant_type=applicant_type,
             workflow_hash=registration.workflow_hash, diff=recorded,
         )  # fmt: skip
         return self._create_account(uow, registration) if target == Step.COMPLETED else None
 
     @staticmethod
     def _forget_card(registration: RegistrationRecord) -> None:
+        """Back at the card check (or before it): the card's prefill and evidence are gone."""
+        if registration.state not in (Step.CARD_CHECK, Step.CATEGORY):
+            return
         registration.data = {
             k: v for k, v in registration.data.items() if k not in registration.locked
         }

@@ -383,6 +383,13 @@ def test_back_keeps_answers_but_needs_a_new_card_check(app: App, pki: TestPKI) -
     view = app.registrations.back(view.id)
     assert view.state == "card_check"
     assert view.locked == () and view.identity == {}
+    stored = app.registrations.status(view.id)  # read back: the card is forgotten in the row too
+    assert stored.locked == () and stored.identity == {} and "ubn" not in stored.data
+    with app.database.unit_of_work() as uow:
+        row = uow.registrations.get(view.id)
+        assert row is not None
+        assert (row.evidence, row.certificate_der, row.certificate_fingerprint) == (None,) * 3
+        assert row.applicant_type == row.chosen_type == "enterprise.general"
     with pytest.raises(SwregError) as info:  # no skipping the card check on the way forward
         app.registrations.submit(view.id, COMPANY_ANSWERS)
     assert refusal(info)[0] == "invalid_transition"
