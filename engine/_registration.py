@@ -492,15 +492,16 @@ class RegistrationService:
         if target not in ENDINGS:  # officer steps wait without an idle deadline
             registration.expires_at = definition.deadline(target, now)
         applicant_type = registration.applicant_type  # the audit row's: the one that moved
+        recorded = dict(diff or {})
+        if target == Step.COMPLETED:
+            registration.account_name = applicant.account.name(registration.data)
+            recorded.update(masked_diff({"account": registration.account_name}))
         if arriving is not None:
             arriving(registration)
         if new:
             uow.registrations.add(registration)
         else:
             uow.registrations.save(registration)  # first: a concurrent double submit stops here
-        recorded = dict(diff or {})
-        if target == Step.COMPLETED:
-            recorded.update(masked_diff({"account": applicant.account.name(registration.data)}))
         uow.audit.append(
             at=now, actor=actor, event=event.value, registration_id=registration.id,
             from_state=source, to_state=target, applicant_type=applicant_type,
@@ -573,7 +574,6 @@ class RegistrationService:
                 "created_at": now,
             }
         )
-        registration.account_name = name
         if self.activations is None:
             return None
         return self.activations.issue(
