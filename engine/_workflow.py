@@ -3,10 +3,11 @@
 A workflow is data (``workflow.toml``): the steps in order, which applicant types each applies to
 and a few timings. :func:`load_definition` validates it (unknown step, unreachable step, missing
 final step → :class:`DefinitionError` naming the line) and identifies it by the SHA-256 of its
-text. :func:`advance` fires an event on a ``StateMachine`` class compiled (once per path and
+text. :func:`advance` fires an event through a ``StateMachine`` class compiled (once per path and
 cached) from the steps that apply to an applicant type: ``next`` walks forward, ``back`` (上一步)
-walks back, ``cancel`` (取消) and ``expire`` end it. The machine holds no business rules: the
-service validates input first and persists the state the machine moved to.
+walks back, ``cancel`` (取消) and ``expire`` end it. The machine holds no business rules, so its
+transitions are read once into a table that ``advance`` looks up; the service validates input
+first and persists the state the machine moved to.
 
 Steps contributed by plugins may be acted on by an officer instead of the applicant
 (``StepSpec(actor="officer")``, for example an approval step). At such a step the applicant
