@@ -135,7 +135,7 @@ class AuditVerification:
 
 
 class AuditLog:
-    """Appends to, verifies and reads the audit log inside one unit of work's session."""
+    """Appends to, verifies and reads the audit log inside one unit of work."""
 
     def __init__(self, scope: Scope) -> None:
         self._scope = scope
