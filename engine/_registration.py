@@ -274,16 +274,15 @@ class RegistrationService:
         self, uow: UnitOfWork, registration_id: str, challenge_id: str
     ) -> Challenge:
         """Mark the challenge used in ``uow`` (single use, success or not: see submit_card)."""
-        row = uow.challenges.get(challenge_id)
-        if row is None or row.registration_id != registration_id:
-            raise ChallengeError(ErrorCode.CHALLENGE_EXPIRED, detail="unknown challenge")
-        if row.used_at is not None:
-            raise ChallengeError(ErrorCode.CHALLENGE_USED)
         now = self._clock.now()
+        row = uow.challenges.take(challenge_id, registration_id, now)
+        if row is None:  # why not: one more read, on this refusal only
+            known = uow.challenges.get(challenge_id)
+            if known is None or known.registration_id != registration_id:
+                raise ChallengeError(ErrorCode.CHALLENGE_EXPIRED, detail="unknown challenge")
+            raise ChallengeError(ErrorCode.CHALLENGE_USED)
         if now > row.expires_at:
             raise ChallengeError(ErrorCode.CHALLENGE_EXPIRED)
-        if not uow.challenges.consume(challenge_id, now):
-            raise ChallengeError(ErrorCode.CHALLENGE_USED)
         return Challenge(
             id=row.id,
             registration_id=row.registration_id,

@@ -78,6 +78,9 @@ _CONSUME = (
     .where(_CHALLENGES.c.id == bindparam("challenge_id"), _CHALLENGES.c.used_at.is_(None))
     .values(used_at=bindparam("at"))
 )
+_TAKE = _CONSUME.where(_CHALLENGES.c.registration_id == bindparam("registration")).returning(
+    *_CHALLENGES.c
+)
 _ACTIVATION_INSERT = insert(cast(Table, ActivationToken.__table__))
 
 
@@ -282,6 +285,13 @@ class ChallengeRepository(_Repository):
         values = {"challenge_id": id, "at": at}
         result = cast(CursorResult[Any], self._scope.connection().execute(_CONSUME, values))
         return result.rowcount == 1
+
+    def take(self, id: str, registration_id: str, at: datetime) -> Row[Any] | None:
+        """:meth:`consume` the challenge of ``registration_id`` and return its row (as
+        :meth:`get`), in one statement; None when it is unknown, another registration's or
+        already used (nothing changes then)."""
+        values = {"challenge_id": id, "registration": registration_id, "at": at}
+        return self._scope.connection().execute(_TAKE, values).first()
 
 
 class TrustRepository(_Repository):
