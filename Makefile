@@ -23,10 +23,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-test: setup
-	$(PY) -m ruff check engine plugins readers tests
-	$(PY) -m ruff format --check engine plugins readers tests
-	$(PY) -m mypy engine
+test: lint typecheck
 	PY=$(PY) scripts/with-pcscd $(PY) -m pytest -q
 	PY=$(PY) scripts/with-pcscd scripts/with-postgres env SWREG_TEST_DATABASE=postgresql $(PY) -m pytest -q
 
@@ -36,9 +33,10 @@ demo: setup
 lint: setup
 	$(PY) -m ruff check engine plugins readers tests
 	$(PY) -m ruff format --check engine plugins readers tests
+	$(VENV)/bin/lint-imports
 
 typecheck: setup
-	$(PY) -m mypy engine
+	$(PY) -m mypy engine plugins readers
 
 bench: setup
 	@if [ -x /usr/lib/postgresql/15/bin/initdb ]; then \

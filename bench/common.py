@@ -23,8 +23,8 @@ from typing import Any
 
 import engine.testing.pki as _pki_module
 from engine import App, Settings, bootstrap
-from engine._identifiers import national_id_check_digit
 from engine._settings import Argon2Parameters
+from engine.core.identifiers import national_id_check_digit
 from engine.testing.pki import IssuedCard, KeyType, TestPKI
 
 RESULTS = Path(__file__).resolve().parent / "results.json"

@@ -53,8 +53,8 @@ from common import (
 from sqlalchemy.engine import Dialect
 
 from engine import bootstrap
-from engine._identifiers import is_valid_ubn
-from engine._security import IdentifierHasher
+from engine.core.identifiers import is_valid_ubn
+from engine.services.hashing import IdentifierHasher
 from engine.store._customs_lookup import CustomsKey, customs_statement
 from engine.testing.pki import TestPKI
 

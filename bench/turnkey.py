@@ -30,8 +30,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from engine import App, Settings, bootstrap
 from engine._settings import Argon2Parameters
-from engine._turnkey import TurnkeyVerifier
-from engine._types import IssuerCA
+from engine.core.declarations import IssuerCA
+from engine.services.turnkey import TurnkeyVerifier
 from engine.store import Certificate
 from engine.testing.pki import IssuedCard, KeyType, TestPKI
 

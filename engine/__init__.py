@@ -1,15 +1,16 @@
 """swreg: smart-card certificate account registration (CPT Single Window style).
 
 This module is the public API. Plugins (``plugins/*``), readers (``readers/*``) and third-party
-packages use only what it exports, plus :mod:`engine.hookspecs`. Implementation modules are
-private (``engine._name``). Nothing here does I/O at import time: call :func:`bootstrap`.
+packages use only what it exports, plus :mod:`engine.hookspecs`. Everything else is internal:
+the layers ``engine.core``, ``engine.pki``, ``engine.services``, ``engine.store``, ``engine.web``
+and ``engine.cli`` (README, "Layout"). Nothing here does I/O at import time: call :func:`bootstrap`.
 """
 
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._clock import Clock, FixedClock, SystemClock
-from ._errors import (
+from engine._clock import Clock, FixedClock, SystemClock
+from engine._errors import (
     CardError,
     CertificateError,
     ChallengeError,
@@ -23,34 +24,7 @@ from ._errors import (
     WorkflowError,
     message_for,
 )
-from ._fields import (
-    Address,
-    BirthDate,
-    CustomsOffice,
-    Email,
-    Form,
-    Name,
-    NationalId,
-    Oid,
-    Password,
-    Phone,
-    SpecialistCode,
-    SubCard,
-    Text,
-    Ubn,
-    validate_form,
-)
-from ._forms import (
-    BrokerSpecialistForm,
-    CompanyCustomsForm,
-    CompanyInfo,
-    EnterpriseBasicData,
-    OidBasicData,
-    OrganizationInfo,
-    PasswordFields,
-    PersonBasicData,
-)
-from ._profiles import (
+from engine.core.card_profiles import (
     BUSINESS_CARD,
     CITIZEN_CARD,
     COMPANY_BINDING,
@@ -59,7 +33,7 @@ from ._profiles import (
     ORGANIZATION_CARD,
     PERSON_BINDING,
 )
-from ._types import (
+from engine.core.declarations import (
     AccountRule,
     ApplicantType,
     BindingRule,
@@ -76,17 +50,44 @@ from ._types import (
     StepSpec,
     UsageType,
 )
-from .hookspecs import hookimpl
+from engine.core.fields import (
+    Address,
+    BirthDate,
+    CustomsOffice,
+    Email,
+    Form,
+    Name,
+    NationalId,
+    Oid,
+    Password,
+    Phone,
+    SpecialistCode,
+    SubCard,
+    Text,
+    Ubn,
+    validate_form,
+)
+from engine.core.forms import (
+    BrokerSpecialistForm,
+    CompanyCustomsForm,
+    CompanyInfo,
+    EnterpriseBasicData,
+    OidBasicData,
+    OrganizationInfo,
+    PasswordFields,
+    PersonBasicData,
+)
+from engine.hookspecs import hookimpl
 
 # The services (and SQLAlchemy, Alembic, cryptography and python-statemachine under them) load
 # on first use: a plugin declaring types, or pytest loading the test kit, needs none of them.
 _LAZY: dict[str, tuple[str, ...]] = {
-    "._accounts": ("AccountService",),
-    "._bootstrap": ("App", "bootstrap"),
-    "._card_check": ("CardResponse", "Challenge", "challenge_payload"),
-    "._enrol": ("SigningCard", "register_with_card"),
-    "._login": ("LoginResult", "LoginService", "SessionView"),
-    "._mail": (
+    "engine.services.accounts": ("AccountService",),
+    "engine._bootstrap": ("App", "bootstrap"),
+    "engine.pki.card_response": ("CardResponse", "Challenge", "challenge_payload"),
+    "engine.services.enrolment": ("SigningCard", "register_with_card"),
+    "engine.services.login": ("LoginResult", "LoginService", "SessionView"),
+    "engine.services.mail": (
         "Mailer",
         "NullMailer",
         "OutboxMailer",
@@ -94,33 +95,40 @@ _LAZY: dict[str, tuple[str, ...]] = {
         "activation_message",
         "make_mailer",
     ),
-    "._plugins": ("Catalog", "make_plugin_manager"),
-    "._ratelimit": ("RateLimiter",),
-    "._registration": ("RegistrationService", "RegistrationView"),
-    "._settings": ("Settings",),
-    "._workflow": ("Event", "Step", "WorkflowDefinition", "load_definition"),
+    "engine._plugins": ("Catalog", "make_plugin_manager"),
+    "engine.services.rate_limits": ("RateLimiter",),
+    "engine.services.registration": ("RegistrationService", "RegistrationView"),
+    "engine._settings": ("Settings",),
+    "engine.core.workflow": ("Event", "Step", "WorkflowDefinition", "load_definition"),
 }
 _SOURCE = {name: module for module, names in _LAZY.items() for name in names}
 
 if TYPE_CHECKING:
-    from ._accounts import AccountService
-    from ._bootstrap import App, bootstrap
-    from ._card_check import CardResponse, Challenge, challenge_payload
-    from ._enrol import SigningCard, register_with_card
-    from ._login import LoginResult, LoginService, SessionView
-    from ._mail import Mailer, NullMailer, OutboxMailer, SmtpMailer, activation_message, make_mailer
-    from ._plugins import Catalog, make_plugin_manager
-    from ._ratelimit import RateLimiter
-    from ._registration import RegistrationService, RegistrationView
-    from ._settings import Settings
-    from ._workflow import Event, Step, WorkflowDefinition, load_definition
+    from engine._bootstrap import App, bootstrap
+    from engine._plugins import Catalog, make_plugin_manager
+    from engine._settings import Settings
+    from engine.core.workflow import Event, Step, WorkflowDefinition, load_definition
+    from engine.pki.card_response import CardResponse, Challenge, challenge_payload
+    from engine.services.accounts import AccountService
+    from engine.services.enrolment import SigningCard, register_with_card
+    from engine.services.login import LoginResult, LoginService, SessionView
+    from engine.services.mail import (
+        Mailer,
+        NullMailer,
+        OutboxMailer,
+        SmtpMailer,
+        activation_message,
+        make_mailer,
+    )
+    from engine.services.rate_limits import RateLimiter
+    from engine.services.registration import RegistrationService, RegistrationView
 
 
 def __getattr__(name: str) -> Any:
     module = _SOURCE.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # once: later lookups do not come here
     return value
 

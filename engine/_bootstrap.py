@@ -11,24 +11,24 @@ from typing import Any
 
 import pluggy
 
-from ._accounts import AccountService
-from ._cert_checks import inspect
-from ._certificate import load_certificate
-from ._clock import Clock, SystemClock
-from ._customs import CustomsCertificateService
-from ._login import LoginService
-from ._mail import Mailer, make_mailer
-from ._plugins import Catalog, make_plugin_manager
-from ._ratelimit import RateLimiter
-from ._registration import RegistrationService, WorkflowLibrary
-from ._reminders import ReminderService
-from ._renewal import RenewalService
-from ._security import IdentifierHasher, PasswordHasher
-from ._settings import Settings
-from ._trust_service import TrustService
-from ._turnkey import TurnkeyVerifier
-from ._workflow import WorkflowDefinition, default_definition_source, load_definition
-from .store import Database
+from engine._clock import Clock, SystemClock
+from engine._plugins import Catalog, make_plugin_manager
+from engine._settings import Settings
+from engine.core.workflow import WorkflowDefinition, default_definition_source, load_definition
+from engine.pki.certificate import load_certificate
+from engine.pki.certificate_checks import inspect
+from engine.services.accounts import AccountService
+from engine.services.customs import CustomsCertificateService
+from engine.services.hashing import IdentifierHasher, PasswordHasher
+from engine.services.login import LoginService
+from engine.services.mail import Mailer, make_mailer
+from engine.services.rate_limits import RateLimiter
+from engine.services.registration import RegistrationService, WorkflowLibrary
+from engine.services.reminders import ReminderService
+from engine.services.renewal import RenewalService
+from engine.services.trust import TrustService
+from engine.services.turnkey import TurnkeyVerifier
+from engine.store import Database
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ def load_workflow(settings: Settings, catalog: Catalog) -> WorkflowDefinition:
             str(settings.workflow_file),
         )
     else:
-        source, origin = default_definition_source(), "engine/workflow.toml"
+        source, origin = default_definition_source(), "engine/core/workflow.toml"
     return load_definition(
         source,
         origin=origin,

@@ -14,9 +14,9 @@ from typing import TypeVar
 
 import pluggy
 
-from . import hookspecs
-from ._errors import DefinitionError, ErrorCode, WorkflowError
-from ._types import (
+from engine import hookspecs
+from engine._errors import DefinitionError, ErrorCode, WorkflowError
+from engine.core.declarations import (
     STEP_ACTORS,
     ApplicantType,
     CertificateIdentity,
@@ -24,7 +24,7 @@ from ._types import (
     StepSpec,
     UsageType,
 )
-from ._workflow import Step
+from engine.core.workflow import Step
 
 _Declared = TypeVar("_Declared", ApplicantType, UsageType, StepSpec)
 

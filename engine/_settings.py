@@ -31,7 +31,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from ._errors import EnvironmentProblem, ErrorCode, UsageError
+from engine._errors import EnvironmentProblem, ErrorCode, UsageError
 
 DEFAULT_DATABASE_URL = "sqlite:///swreg.db"
 SQLITE_SYNCHRONOUS = ("NORMAL", "FULL")

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import pluggy
 
-from ._types import ApplicantType, RegistrationCompleted, StepSpec, UsageType
+from engine.core.declarations import ApplicantType, RegistrationCompleted, StepSpec, UsageType
 
 PROJECT_NAME = "swreg"
 

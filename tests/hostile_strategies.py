@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from hypothesis import strategies as st
 
-from engine._identifiers import national_id_check_digit
+from engine.core.identifiers import national_id_check_digit
 
 # -- text ----------------------------------------------------------------------------------
 

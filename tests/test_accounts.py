@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import select
 
 from engine import App, EnvironmentProblem, FixedClock, SwregError
-from engine._accounts import AccountService, activation_token_from, token_hash
-from engine._mail import ACTIVATION_SUBJECT, Mailer, OutboxMailer, SmtpMailer
 from engine._settings import MailSettings
+from engine.services.accounts import AccountService, activation_token_from, token_hash
+from engine.services.mail import ACTIVATION_SUBJECT, Mailer, OutboxMailer, SmtpMailer
 from engine.store import ActivationToken, AuditEntry
 from engine.testing.pki import TestPKI
 from tests.conftest import COMPANY_ANSWERS, PERSON_ANSWERS

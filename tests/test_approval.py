@@ -35,9 +35,9 @@ from engine import (
     load_definition,
     make_plugin_manager,
 )
-from engine._mail import OutboxMailer
 from engine._settings import MailSettings
-from engine._workflow import ENDINGS, NO_DEADLINE, default_definition_source, transitions
+from engine.core.workflow import ENDINGS, NO_DEADLINE, default_definition_source, transitions
+from engine.services.mail import OutboxMailer
 from engine.testing.pki import IssuedCard, TestPKI
 from engine.web import create_app
 

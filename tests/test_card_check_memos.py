@@ -13,13 +13,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from engine import CardResponse, Catalog, make_plugin_manager
-from engine._card_check import Challenge, chain_certificates, check_card_response
-from engine._cert_checks import check_login_certificate
-from engine._certificate import BoundedMemo, load_certificate, name_string, subject_text
 from engine._errors import CertificateError, ErrorCode
-from engine._revocation import RevocationIndex
-from engine._trust import MAX_HELPERS, TrustStore
-from engine._types import IssuerCA
+from engine.core.declarations import IssuerCA
+from engine.pki.card_response import Challenge, chain_certificates, check_card_response
+from engine.pki.certificate import BoundedMemo, load_certificate, name_string, subject_text
+from engine.pki.certificate_checks import check_login_certificate
+from engine.pki.revocation import RevocationIndex
+from engine.pki.trust import MAX_HELPERS, TrustStore
 from engine.testing import TestPKI
 
 from .vectors import ALL_VECTORS, INSIDE_G2_ERA, GpkiVector, vector, vector_bytes

@@ -11,18 +11,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import NameOID
 
-from engine._cert_checks import (
+from engine._errors import CertificateError, ErrorCode, SwregError
+from engine.core.declarations import CertificateProfile, IssuerCA
+from engine.pki.certificate import ParsedCertificate, load_certificate
+from engine.pki.certificate_checks import (
     CertificateVerdict,
     check_key_usage,
     check_login_certificate,
     inspect,
     verify_signature,
 )
-from engine._certificate import ParsedCertificate, load_certificate
-from engine._errors import CertificateError, ErrorCode, SwregError
-from engine._revocation import RevocationIndex
-from engine._trust import TrustStore
-from engine._types import CertificateProfile, IssuerCA
+from engine.pki.revocation import RevocationIndex
+from engine.pki.trust import TrustStore
 from engine.testing import IssuedCard, TestCA, TestPKI
 
 from .vectors import INSIDE_G2_ERA, parsed_vector, vector

@@ -16,7 +16,9 @@ from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine._certificate import (
+from engine._errors import CertificateError, ErrorCode, RefusedError, SwregError
+from engine.core.declarations import IssuerCA
+from engine.pki.certificate import (
     MAX_CERTIFICATE_BYTES,
     ParsedCertificate,
     classify_issuer,
@@ -24,8 +26,6 @@ from engine._certificate import (
     parse_directory_attributes,
     ubn_conflict,
 )
-from engine._errors import CertificateError, ErrorCode, RefusedError, SwregError
-from engine._types import IssuerCA
 from engine.testing import TestPKI, pkcs12_bytes
 
 from .vectors import ALL_VECTORS, GpkiVector, parsed_vector, vector, vector_bytes

@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import select
 
 from engine import App, CardResponse, CertificateKind, ImportKind, IssuerCA, SwregError
-from engine._customs import CustomsCertificateService, CustomsRow
-from engine._identifiers import mask_email
-from engine._security import IdentifierHasher
+from engine.core.identifiers import mask_email
+from engine.services.customs import CustomsCertificateService, CustomsRow
+from engine.services.hashing import IdentifierHasher
 from engine.store import AuditEntry, Certificate
 from engine.testing.pki import IssuedCard, TestPKI
 

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import event
 
 from engine import App, SwregError
-from engine._security import IdentifierHasher
+from engine.services.hashing import IdentifierHasher
 from engine.store import Account, Certificate
 from engine.store._customs_lookup import (
     CustomsKey,

@@ -37,9 +37,9 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from engine import Settings, bootstrap, make_plugin_manager
-from engine._mail import OutboxMailer
 from engine._settings import MailSettings
 from engine.cli import app as cli_app
+from engine.services.mail import OutboxMailer
 from engine.store import Account, AuditEntry, Certificate, Database
 from engine.testing.pki import TestPKI
 from engine.web import create_app

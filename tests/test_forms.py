@@ -13,7 +13,7 @@ from pydantic import BaseModel, SecretStr, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from engine._errors import ErrorCode, FormError, RefusedError
-from engine._fields import (
+from engine.core.fields import (
     MAX_INPUT_BYTES,
     FieldDescription,
     Form,
@@ -25,7 +25,7 @@ from engine._fields import (
     using_today,
     validate_form,
 )
-from engine._forms import (
+from engine.core.forms import (
     BrokerSpecialistForm,
     CompanyCustomsForm,
     CompanyInfo,
@@ -34,7 +34,7 @@ from engine._forms import (
     OrganizationInfo,
     PersonBasicData,
 )
-from engine._identifiers import CustomsOffices
+from engine.core.identifiers import CustomsOffices
 
 TODAY = date(2024, 6, 1)
 

@@ -47,7 +47,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine import App, FixedClock, challenge_payload
 from engine._errors import ErrorCode
-from engine._identifiers import is_valid_ubn
+from engine.core.identifiers import is_valid_ubn
 from engine.store import Base
 from engine.testing.pki import IssuedCard, TestPKI
 from engine.web import create_app

@@ -34,14 +34,9 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, SecretStr, create_model
 
 from engine import Catalog, make_plugin_manager
-from engine._certificate import (
-    SDA_OID,
-    ParsedCertificate,
-    load_certificate,
-    parse_directory_attributes,
-)
 from engine._errors import ErrorCode, FormError, RefusedError, SwregError
-from engine._fields import (
+from engine.core.declarations import CertificateIdentity, IssuerCA
+from engine.core.fields import (
     CustomsOffice,
     Email,
     NationalId,
@@ -53,7 +48,7 @@ from engine._fields import (
     using_today,
     validate_form,
 )
-from engine._forms import (
+from engine.core.forms import (
     BrokerSpecialistForm,
     CompanyCustomsForm,
     CompanyInfo,
@@ -62,7 +57,7 @@ from engine._forms import (
     OrganizationInfo,
     PersonBasicData,
 )
-from engine._identifiers import (
+from engine.core.identifiers import (
     CustomsOffices,
     is_valid_national_id,
     is_valid_oid,
@@ -71,9 +66,14 @@ from engine._identifiers import (
     is_valid_ubn,
     normalize_text,
 )
-from engine._step_data import accept_step
-from engine._types import CertificateIdentity, IssuerCA
-from engine._workflow import Step
+from engine.core.step_data import accept_step
+from engine.core.workflow import Step
+from engine.pki.certificate import (
+    SDA_OID,
+    ParsedCertificate,
+    load_certificate,
+    parse_directory_attributes,
+)
 from engine.testing.pki import IssuedCard, TestPKI
 
 from .conftest import COMPANY_ANSWERS, ORG_OID, PERSON_ANSWERS

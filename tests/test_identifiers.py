@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine._identifiers import (
+from engine.core.identifiers import (
     DEFAULT_CUSTOMS_OFFICES,
     CustomsOffices,
     broker_key,

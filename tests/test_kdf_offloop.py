@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from engine import App, FixedClock, Settings, bootstrap
-from engine._security import PasswordHasher
 from engine._settings import Argon2Parameters
+from engine.services.hashing import PasswordHasher
 from engine.testing.pki import TestPKI
 from engine.web import create_app
 from tests.conftest import PERSON_ANSWERS, SECRET

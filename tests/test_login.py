@@ -19,8 +19,8 @@ from engine import (
     SwregError,
     challenge_payload,
 )
-from engine._accounts import AccountService, token_hash
-from engine._login import LoginResult, LoginService, SessionView
+from engine.services.accounts import AccountService, token_hash
+from engine.services.login import LoginResult, LoginService, SessionView
 from engine.store import AuditEntry, LoginChallenge, LoginSession
 from engine.testing.pki import IssuedCard, TestPKI
 from tests.conftest import COMPANY_ANSWERS, PERSON_ANSWERS

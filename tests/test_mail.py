@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from engine import EnvironmentProblem
-from engine._mail import (
+from engine._settings import MailSettings
+from engine.services.mail import (
     ACTIVATION_SUBJECT,
     NullMailer,
     OutboxMailer,
@@ -33,7 +34,6 @@ from engine._mail import (
     activation_message,
     make_mailer,
 )
-from engine._settings import MailSettings
 
 LINK = "https://portal.example/activate/abc_DEF-123"
 

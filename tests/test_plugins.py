@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import json
 import os
@@ -198,45 +197,6 @@ def test_importing_engine_loads_no_service_machinery() -> None:
         capture_output=True, text=True, check=True, cwd=ROOT,
     )  # fmt: skip
     assert done.stdout.strip() == "[]"
-
-
-def _imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            found.add(("." * node.level) + node.module)
-    return found
-
-
-def test_plugins_and_readers_use_only_the_public_engine_api() -> None:
-    for folder in ("plugins", "readers"):
-        for path in (ROOT / folder).rglob("*.py"):
-            private = {
-                m for m in _imports(path) if m.startswith("engine.") and m != "engine.hookspecs"
-            }
-            assert not private, f"{path} imports {private}"
-
-
-PURE_CORE = [
-    "_workflow", "_types", "_identifiers", "_fields", "_forms", "_certificate", "_trust",
-    "_revocation", "_cert_checks", "_card_check", "_step_data", "_plugins", "_profiles", "_errors",
-]  # fmt: skip
-FORBIDDEN = ("sqlalchemy", "typer", "fastapi", "smartcard", "readers", "plugins", "socket")
-
-
-@pytest.mark.parametrize("module", PURE_CORE)
-def test_the_pure_core_does_no_io(module: str) -> None:
-    imported = _imports(ROOT / "engine" / f"{module}.py")
-    assert not {m for m in imported if m.lstrip(".").split(".")[0] in FORBIDDEN}
-    assert ".store" not in imported
-
-
-def test_nothing_in_engine_imports_a_plugin_by_name() -> None:
-    for path in (ROOT / "engine").rglob("*.py"):
-        assert not {m for m in _imports(path) if m.split(".")[0] == "plugins"}, path
 
 
 def test_hookspecs_are_prefixed_and_documented() -> None:

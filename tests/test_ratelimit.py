@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from engine import App, FixedClock, RefusedError
-from engine._ratelimit import RateLimiter, hashed_key, retry_after, window_start
+from engine.services.rate_limits import RateLimiter, hashed_key, retry_after, window_start
 from engine.store import RateLimitWindow
 
 MINUTE = timedelta(minutes=1)

@@ -526,7 +526,7 @@ def test_a_registration_finishes_under_its_pinned_definition(
     from dataclasses import replace
 
     from engine import bootstrap
-    from engine._workflow import default_definition_source
+    from engine.core.workflow import default_definition_source
 
     first = bootstrap(settings, clock=clock)
     for anchor in pki.anchors():

@@ -21,10 +21,10 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from engine import App, FixedClock, SmtpMailer
-from engine._certificate import load_certificate
-from engine._reminders import RETRY_AFTER, ReminderRun, ReminderService
 from engine._settings import MailSettings
 from engine.cli import app as cli_app
+from engine.pki.certificate import load_certificate
+from engine.services.reminders import RETRY_AFTER, ReminderRun, ReminderService
 from engine.store import AuditEntry, Certificate, Database, Reminder
 from engine.testing.pki import IssuedCard, TestPKI
 from tests.conftest import COMPANY_ANSWERS, PERSON_ANSWERS, PKI_NOW, SECRET

@@ -19,17 +19,17 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from engine import App, CardResponse, FixedClock, SessionView, SwregError, challenge_payload
-from engine._accounts import AccountService
-from engine._certificate import load_certificate
-from engine._login import LoginService
-from engine._renewal import (
+from engine.cli import app as cli_app
+from engine.pki.certificate import load_certificate
+from engine.services.accounts import AccountService
+from engine.services.hashing import PasswordHasher
+from engine.services.login import LoginService
+from engine.services.renewal import (
     RENEWAL_CHALLENGE_SCOPE,
     RenewalService,
     Replacement,
     same_identity,
 )
-from engine._security import PasswordHasher
-from engine.cli import app as cli_app
 from engine.store import AuditEntry, Certificate
 from engine.testing.pki import IssuedCard, TestPKI
 from engine.web import create_app

@@ -9,8 +9,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from engine._errors import CertificateError, ErrorCode, RefusedError
-from engine._revocation import RevocationIndex, issuer_key, load_crl
-from engine._types import IssuerCA
+from engine.core.declarations import IssuerCA
+from engine.pki.revocation import RevocationIndex, issuer_key, load_crl
 from engine.testing import TestPKI
 
 NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)

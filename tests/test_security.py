@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from engine._security import IdentifierHasher, PasswordHasher, new_id, new_nonce
+from engine.services.hashing import IdentifierHasher, PasswordHasher, new_id, new_nonce
 
 # Tiny argon2 parameters keep the tests fast; production uses the OWASP defaults.
 FAST = {"time_cost": 1, "memory_cost": 8, "parallelism": 1}

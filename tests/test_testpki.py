@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtensionOID, NameOID
 
-from engine._certificate import load_certificate
-from engine._types import IssuerCA
+from engine.core.declarations import IssuerCA
+from engine.pki.certificate import load_certificate
 from engine.testing import (
     TEST_POLICY_OID,
     IssuedCard,

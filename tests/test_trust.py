@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
 from engine._errors import CertificateError, ErrorCode
-from engine._trust import MAX_PATH_LENGTH, TrustStore, check_validity
-from engine._types import IssuerCA
+from engine.core.declarations import IssuerCA
+from engine.pki.trust import MAX_PATH_LENGTH, TrustStore, check_validity
 from engine.testing import IssuedCard, TestPKI
 
 from .vectors import GpkiVector, vector

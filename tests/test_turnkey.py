@@ -24,9 +24,9 @@ from sqlalchemy import update
 from typer.testing import CliRunner
 
 from engine import App, CertificateError, ErrorCode, FixedClock, RefusedError, SwregError
-from engine._turnkey import TurnkeyResult, TurnkeyVerifier
-from engine._types import IssuerCA
 from engine.cli import app as cli_app
+from engine.core.declarations import IssuerCA
+from engine.services.turnkey import TurnkeyResult, TurnkeyVerifier
 from engine.store import Certificate
 from engine.testing.pki import IssuedCard, TestPKI
 from engine.web import create_app

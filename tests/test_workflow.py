@@ -8,7 +8,12 @@ import pytest
 from statemachine.exceptions import TransitionNotAllowed
 
 from engine import Catalog, DefinitionError, Event, Labels, Step, StepSpec, make_plugin_manager
-from engine._workflow import advance, default_definition_source, definition_hash, load_definition
+from engine.core.workflow import (
+    advance,
+    default_definition_source,
+    definition_hash,
+    load_definition,
+)
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +140,7 @@ def test_step_enum_labels_are_bilingual() -> None:
 def test_advance_agrees_with_the_compiled_state_machine(catalog: Catalog) -> None:
     # advance() reads the compiled machine's transitions as a table; firing through a
     # python-statemachine instance must give the same state, or refuse the same events.
-    from engine._workflow import _compile, _transition_table, machine_for
+    from engine.core.workflow import _compile, _transition_table, machine_for
 
     @dataclass
     class Position:

@@ -14,9 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from engine import Catalog, load_definition, make_plugin_manager
-from engine._cli_workflow import dot, graph, mermaid, paths
-from engine._workflow import default_definition_source
 from engine.cli import app as cli_app
+from engine.cli.workflow import dot, graph, mermaid, paths
+from engine.core.workflow import default_definition_source
 
 from .test_approval import ApprovalPlugin, with_approval
 

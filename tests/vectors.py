@@ -14,7 +14,7 @@ from typing import Literal, get_args
 
 from cryptography import x509
 
-from engine._certificate import ParsedCertificate, load_certificate
+from engine.pki.certificate import ParsedCertificate, load_certificate
 
 GPKI_DIR = Path(__file__).parent / "vectors" / "gpki"
 

@@ -1,8 +1,8 @@
 """The store: models, migrations, units of work, repositories and the audit log (DESIGN.md §6)."""
 
-from ._audit import GENESIS_HASH, HASHED_FIELDS, AuditLog, AuditVerification, entry_hash
-from ._database import MIGRATIONS_DIR, Database, UnitOfWork
-from ._models import (
+from engine.store._audit import GENESIS_HASH, HASHED_FIELDS, AuditLog, AuditVerification, entry_hash
+from engine.store._database import MIGRATIONS_DIR, Database, UnitOfWork
+from engine.store._models import (
     CRL,
     Account,
     ActivationToken,
@@ -19,8 +19,8 @@ from ._models import (
     UTCDateTime,
     WorkflowDefinition,
 )
-from ._registrations import RegistrationRecord, RegistrationRepository
-from ._repositories import (
+from engine.store._registrations import RegistrationRecord, RegistrationRepository
+from engine.store._repositories import (
     AccountRepository,
     ActivationRepository,
     CertificateRepository,

@@ -49,8 +49,8 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Table, func, insert, select, text
 
-from ._models import AuditEntry
-from ._repositories import Scope
+from engine.store._models import AuditEntry
+from engine.store._repositories import Scope
 
 GENESIS_HASH = "0" * 64
 """The ``prev_hash`` of the first row."""

@@ -49,8 +49,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import OperationalError
 
-from ._database import Database, _unavailable
-from ._models import Account, Certificate
+from engine.store._database import Database, _unavailable
+from engine.store._models import Account, Certificate
 
 __all__ = ["CustomsKey", "CustomsLookupRow", "customs_lookup", "customs_statement"]
 

@@ -26,10 +26,10 @@ from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from .._errors import EnvironmentProblem, ErrorCode, RefusedError
-from ._audit import AuditLog
-from ._registrations import RegistrationRepository
-from ._repositories import (
+from engine._errors import EnvironmentProblem, ErrorCode, RefusedError
+from engine.store._audit import AuditLog
+from engine.store._registrations import RegistrationRepository
+from engine.store._repositories import (
     AccountRepository,
     ActivationRepository,
     CertificateRepository,

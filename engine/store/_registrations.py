@@ -23,8 +23,8 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Table, bindparam, insert, select, update
 from sqlalchemy.engine import Row
 
-from ._models import Registration
-from ._repositories import ENDING_STATES, ConcurrentUpdate, _Repository
+from engine.store._models import Registration
+from engine.store._repositories import ENDING_STATES, ConcurrentUpdate, _Repository
 
 _TABLE = cast(Table, Registration.__table__)
 _MUTABLE = (

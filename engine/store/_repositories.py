@@ -39,8 +39,8 @@ from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from .._errors import ErrorCode, RefusedError, WorkflowError
-from ._models import (
+from engine._errors import ErrorCode, RefusedError, WorkflowError
+from engine.store._models import (
     CRL,
     Account,
     ActivationToken,

@@ -12,7 +12,7 @@ live in :mod:`engine.testing.pytest_plugin`, which pytest loads through the ``py
 point (docs/plugins.md §6). It is not imported here: ``swreg demo`` does not need pytest.
 """
 
-from .pki import (
+from engine.testing.pki import (
     SUBJECT_CLASS_AGENCY,
     SUBJECT_CLASS_CITIZEN,
     SUBJECT_CLASS_COMPANY,

@@ -16,13 +16,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .._bootstrap import App, bootstrap
-from .._enrol import register_with_card
-from .._errors import SwregError
-from .._registration import RegistrationView
-from .._settings import Settings
-from .._workflow import Step
-from .pki import IssuedCard, TestPKI
+from engine._bootstrap import App, bootstrap
+from engine._errors import SwregError
+from engine._settings import Settings
+from engine.core.workflow import Step
+from engine.services.enrolment import register_with_card
+from engine.services.registration import RegistrationView
+from engine.testing.pki import IssuedCard, TestPKI
 
 PIN = "123456"
 Say = Callable[[str], None]
@@ -144,7 +144,7 @@ def run_demo(
         chain = "intact 完整" if audit.ok else "BROKEN"
         speak(f"稽核紀錄 / audit log: {audit.rows} rows, chain {chain}")
         if serve_port is not None:
-            from .portal_demo import serve_demo
+            from engine.testing.portal_demo import serve_demo
 
             serve_demo(app, pki, folder, port=serve_port, say=speak)
         return {

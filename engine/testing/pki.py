@@ -34,9 +34,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from .._certificate import SDA_OID
-from .._trust import TrustStore
-from .._types import IssuerCA
+from engine.core.declarations import IssuerCA
+from engine.pki.certificate import SDA_OID
+from engine.pki.trust import TrustStore
 
 KeyType = Literal["rsa", "ec"]
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
@@ -145,7 +145,7 @@ class TestPKI:
     """A GPKI-like and a TaiCA-like test hierarchy built around ``now``.
 
     Build with :meth:`create`; issue cards with ``issue_*``; hand :meth:`anchors` (the two roots)
-    and :meth:`intermediates` to a :class:`~engine._trust.TrustStore` (or call :meth:`trust_store`).
+    and :meth:`intermediates` to a ``TrustStore`` (or call :meth:`trust_store`).
     """
 
     __test__ = False  # not a pytest test class

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import uvicorn
 
+from engine._bootstrap import App
+from engine.testing.pki import TestPKI
 from readers.agent import AgentConfig, serve_agent
 from readers.vcard import CardThread, PivApplet, port_for_slot
-
-from .._bootstrap import App
-from .pki import TestPKI
 
 PIN = "123456"
 Say = Callable[[str], None]

@@ -78,9 +78,8 @@ import pytest
 
 if TYPE_CHECKING:
     from engine import App, CertificateProfile, FixedClock, RegistrationView, Settings
-    from engine._types import IssuerCA
-
-    from .pki import IssuedCard, TestPKI
+    from engine.core.declarations import IssuerCA
+    from engine.testing.pki import IssuedCard, TestPKI
 
 __all__ = [
     "AGENCY_OID",
@@ -181,7 +180,7 @@ class SwregPKI:
 
     @classmethod
     def create(cls, now: datetime | None = None, **options: Any) -> SwregPKI:
-        from .pki import TestPKI
+        from engine.testing.pki import TestPKI
 
         moment = (now or datetime.now(UTC)).replace(microsecond=0)
         return cls(TestPKI.create(moment, **options))
@@ -609,9 +608,8 @@ class Registrar:
         """Like calling the registrar, but returns the last :class:`~engine.RegistrationView`:
         ``completed``, or (``until_officer``) the step where it waits for an officer (待審核)."""
         from engine import register_with_card
+        from engine.testing.pki import IssuedCard
         from readers import open_card
-
-        from .pki import IssuedCard
 
         merged = self.answers(app, type_code, answers, card=card, **fields)
         if card is None:
@@ -659,16 +657,15 @@ class _Waiting(Exception):
 
 
 def _card_ca(card: object) -> IssuerCA | None:
-    from .pki import IssuedCard
+    from engine.testing.pki import IssuedCard
 
     return card.ca if isinstance(card, IssuedCard) else None
 
 
 def _card_fields(card: object) -> dict[str, str]:
     """The answers an issued card dictates (its UBN, OID or holder's name)."""
-    from engine._certificate import load_certificate
-
-    from .pki import IssuedCard
+    from engine.pki.certificate import load_certificate
+    from engine.testing.pki import IssuedCard
 
     if not isinstance(card, IssuedCard):
         return {}

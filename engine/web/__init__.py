@@ -20,8 +20,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from .._bootstrap import App
-from .._errors import (
+from engine._bootstrap import App
+from engine._errors import (
     EnvironmentProblem,
     ErrorCode,
     FormError,
@@ -29,10 +29,10 @@ from .._errors import (
     RefusedError,
     SwregError,
 )
-from . import _api, _api_customs, _api_renewal, _api_turnkey, _pages, _pages_customs
-from ._i18n import Translator, language_of, page_language
-from ._portal import Portal, error_body, retry_after, status_for
-from ._security import PortalMiddleware, security_headers
+from engine.web import _api, _api_customs, _api_renewal, _api_turnkey, _pages, _pages_customs
+from engine.web._i18n import Translator, language_of, page_language
+from engine.web._portal import Portal, error_body, retry_after, status_for
+from engine.web._security import PortalMiddleware, security_headers
 
 __all__ = ["create_app"]
 

@@ -21,13 +21,13 @@ from fastapi import APIRouter, Body, Depends, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from .._card_check import CardResponse, Challenge
-from .._errors import ErrorCode, Language, RefusedError
-from .._login import LoginResult
-from .._registration import RegistrationView
-from ._api_officer import add_officer_routes
-from ._i18n import Translator, language_of
-from ._portal import (
+from engine._errors import ErrorCode, Language, RefusedError
+from engine.pki.card_response import CardResponse, Challenge
+from engine.services.login import LoginResult
+from engine.services.registration import RegistrationView
+from engine.web._api_officer import add_officer_routes
+from engine.web._i18n import Translator, language_of
+from engine.web._portal import (
     ACTIVATE_LIMIT,
     CHECK_LIMIT,
     LOGIN_LIMIT,
@@ -36,7 +36,7 @@ from ._portal import (
     Limit,
     Portal,
 )
-from ._security import (
+from engine.web._security import (
     SESSION_COOKIE,
     clear_session_cookie,
     client_address,

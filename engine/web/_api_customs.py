@@ -31,14 +31,14 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
-from .._card_check import CardResponse
-from .._certificate import MAX_CERTIFICATE_BYTES
-from .._customs import CustomsCertificateService, CustomsImport, CustomsRow
-from .._errors import ErrorCode, RefusedError
-from .._types import ImportKind
-from ._api import ChallengeOut, PortalDep
-from ._portal import Limit, Portal
-from ._security import CSRF_FIELD, SESSION_COOKIE, client_address
+from engine._errors import ErrorCode, RefusedError
+from engine.core.declarations import ImportKind
+from engine.pki.card_response import CardResponse
+from engine.pki.certificate import MAX_CERTIFICATE_BYTES
+from engine.services.customs import CustomsCertificateService, CustomsImport, CustomsRow
+from engine.web._api import ChallengeOut, PortalDep
+from engine.web._portal import Limit, Portal
+from engine.web._security import CSRF_FIELD, SESSION_COOKIE, client_address
 
 IMPORT_LIMIT: Final = Limit("customs_import", 20, timedelta(minutes=10))
 QUERY_LIMIT: Final = Limit("customs_query", 60, timedelta(minutes=10))

@@ -20,12 +20,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from .._errors import ErrorCode, RefusedError
-from .._registration import MAX_LISTED, RegistrationView
-from .._settings import Settings
-from .._workflow import NO_DEADLINE
-from ._portal import Portal
-from ._security import client_address
+from engine._errors import ErrorCode, RefusedError
+from engine._settings import Settings
+from engine.core.workflow import NO_DEADLINE
+from engine.services.registration import MAX_LISTED, RegistrationView
+from engine.web._portal import Portal
+from engine.web._security import client_address
 
 _bearer = HTTPBearer(auto_error=False, description="SWREG_OFFICER_TOKEN")
 

@@ -21,10 +21,10 @@ from typing import Any, Final
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from .._renewal import Replacement
-from ._api import CardIn, ChallengeOut, ErrorsOut, PortalDep
-from ._portal import Limit
-from ._security import SESSION_COOKIE, client_address
+from engine.services.renewal import Replacement
+from engine.web._api import CardIn, ChallengeOut, ErrorsOut, PortalDep
+from engine.web._portal import Limit
+from engine.web._security import SESSION_COOKIE, client_address
 
 RENEWAL_LIMIT: Final = Limit("renewal", 20, timedelta(minutes=10))
 

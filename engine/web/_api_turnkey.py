@@ -5,7 +5,7 @@ registered signing certificates (DESIGN.md §5). It is meant for server-to-serve
 portal's CSRF middleware has no per-route exemption, so it asks for the CSRF token like every
 other unsafe request (``GET /api/csrf``, then the cookie and ``X-CSRF-Token``). Bodies are
 limited by the middleware (64 KiB), which bounds the message to about 48 KiB here; larger
-messages go through the CLI or :class:`engine._turnkey.TurnkeyVerifier` in-process.
+messages go through the CLI or :class:`engine.services.turnkey.TurnkeyVerifier` in-process.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from .._errors import ErrorCode, RefusedError
-from ._api import ErrorsOut, PortalDep
+from engine._errors import ErrorCode, RefusedError
+from engine.web._api import ErrorsOut, PortalDep
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorsOut} for status in (403, 413, 422, 503)

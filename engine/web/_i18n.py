@@ -16,8 +16,8 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.requests import HTTPConnection
 from starlette.types import Scope
 
-from .._errors import ErrorCode, Language, message_for
-from .._types import Labels
+from engine._errors import ErrorCode, Language, message_for
+from engine.core.declarations import Labels
 
 LANGUAGES: Final[tuple[Language, ...]] = ("zh-TW", "en")
 LANG_COOKIE: Final = "lang"

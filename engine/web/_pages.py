@@ -24,14 +24,21 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from .._errors import ErrorCode, RefusedError, SwregError
-from .._fields import FieldDescription, form_fields
-from .._registration import RegistrationView
-from .._types import ApplicantType, Category, Labels
-from .._workflow import ENDINGS, Step
-from ._i18n import Translator, page_language
-from ._portal import ACTIVATE_LIMIT, CHECK_LIMIT, START_LIMIT, STEP_LIMIT, Portal, status_for
-from ._security import (
+from engine._errors import ErrorCode, RefusedError, SwregError
+from engine.core.declarations import ApplicantType, Category, Labels
+from engine.core.fields import FieldDescription, form_fields
+from engine.core.workflow import ENDINGS, Step
+from engine.services.registration import RegistrationView
+from engine.web._i18n import Translator, page_language
+from engine.web._portal import (
+    ACTIVATE_LIMIT,
+    CHECK_LIMIT,
+    START_LIMIT,
+    STEP_LIMIT,
+    Portal,
+    status_for,
+)
+from engine.web._security import (
     SESSION_COOKIE,
     clear_session_cookie,
     client_address,

@@ -33,17 +33,17 @@ from fastapi import APIRouter, Request
 from starlette.datastructures import UploadFile
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from .._certificate import MAX_CERTIFICATE_BYTES, load_certificate
-from .._customs import COLUMNS, CustomsImport, CustomsRow
-from .._errors import CertificateError, ErrorCode, RefusedError, SwregError
-from .._fields import customs_offices, form_fields, validate_form
-from .._login import SessionView
-from .._types import CertificateKind, ImportKind, IssuerCA, Labels, UsageType
-from ._api_customs import IMPORT_LIMIT, QUERY_LIMIT
-from ._i18n import Translator
-from ._pages import FieldView, _call, _field_view, _portal, _translator, render
-from ._portal import Portal, status_for
-from ._security import CSRF_FIELD, SESSION_COOKIE, client_address
+from engine._errors import CertificateError, ErrorCode, RefusedError, SwregError
+from engine.core.declarations import CertificateKind, ImportKind, IssuerCA, Labels, UsageType
+from engine.core.fields import customs_offices, form_fields, validate_form
+from engine.pki.certificate import MAX_CERTIFICATE_BYTES, load_certificate
+from engine.services.customs import COLUMNS, CustomsImport, CustomsRow
+from engine.services.login import SessionView
+from engine.web._api_customs import IMPORT_LIMIT, QUERY_LIMIT
+from engine.web._i18n import Translator
+from engine.web._pages import FieldView, _call, _field_view, _portal, _translator, render
+from engine.web._portal import Portal, status_for
+from engine.web._security import CSRF_FIELD, SESSION_COOKIE, client_address
 
 router = APIRouter(include_in_schema=False)
 

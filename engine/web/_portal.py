@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from .._accounts import AccountService
-from .._bootstrap import App
-from .._errors import EnvironmentProblem, ErrorCode, Language, SwregError, UsageError
-from .._login import LoginService
-from .._mail import OutboxMailer
-from .._plugins import Catalog
-from .._registration import RegistrationService
-from .._settings import Settings
+from engine._bootstrap import App
+from engine._errors import EnvironmentProblem, ErrorCode, Language, SwregError, UsageError
+from engine._plugins import Catalog
+from engine._settings import Settings
+from engine.services.accounts import AccountService
+from engine.services.login import LoginService
+from engine.services.mail import OutboxMailer
+from engine.services.registration import RegistrationService
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,9 +38,9 @@ from starlette.requests import HTTPConnection, Request, cookie_parser
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .._errors import ErrorCode, RefusedError, SwregError
-from .._settings import Settings
-from ._i18n import LANG_COOKIE, query_language
+from engine._errors import ErrorCode, RefusedError, SwregError
+from engine._settings import Settings
+from engine.web._i18n import LANG_COOKIE, query_language
 
 MAX_BODY_BYTES: Final = 64 * 1024
 UPLOAD_BODY_BYTES: Final = 256 * 1024

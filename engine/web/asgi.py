@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from .._bootstrap import bootstrap
-from .._settings import Settings
-from . import create_app
+from engine._bootstrap import bootstrap
+from engine._settings import Settings
+from engine.web import create_app
 
 
 def create_app_from_env() -> FastAPI:

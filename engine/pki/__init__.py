@@ -1,0 +1,3 @@
+"""Pure certificate work: the DER reader, certificate parsing and classification, trust paths,
+CRL indexes, CMS, signature helpers and the card check. No I/O; depends only on ``engine.core``.
+"""

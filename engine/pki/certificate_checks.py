@@ -1,0 +1,210 @@
+"""The ordered certificate checks of the card check (DESIGN.md §4), and ``cert inspect`` (§9).
+
+Pure. :func:`check_login_certificate` runs, in this order, stopping at the first failure with its
+code::
+
+    classify    issuing CA known (MOICA/MOEACA/XCA/GCA/TaiCA)  certificate_untrusted
+    chain       a verified path to a trust anchor               certificate_untrusted
+    validity    the certificate and its intermediates           certificate_expired /
+                                                                certificate_not_yet_valid
+    key usage   keyUsage present with digitalSignature          certificate_key_usage
+    profile     the applicant type accepts this CA / card rank  certificate_type_mismatch
+    revocation  not on its issuer's CRL                         certificate_revoked
+
+The signature over the challenge (:func:`verify_signature`) and "not already registered" follow
+in the service, which owns the challenge and the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from engine._errors import CertificateError, ErrorCode
+from engine.core.declarations import CertificateProfile, IssuerCA
+from engine.pki.certificate import ParsedCertificate, subject_text
+from engine.pki.revocation import RevocationIndex
+from engine.pki.trust import TrustStore, check_validity
+
+Status = Literal["valid", "expired", "not_yet_valid", "untrusted", "revoked"]
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateVerdict:
+    """A login certificate that passed every check, and the evidence to store with it.
+
+    ``chain`` runs from the certificate to its trust anchor; ``crl_number`` is the number of the
+    issuer's CRL consulted (``None`` when no CRL of that issuer is loaded).
+    """
+
+    parsed: ParsedCertificate
+    chain: tuple[x509.Certificate, ...]
+    crl_number: int | None
+    checked_at: datetime
+
+
+def check_login_certificate(
+    parsed: ParsedCertificate,
+    *,
+    trust: TrustStore,
+    revocation: RevocationIndex | None,
+    at: datetime,
+    profile: CertificateProfile | None,
+    extra: Sequence[x509.Certificate] = (),
+) -> CertificateVerdict:
+    """Run the checks in order (module docstring); raise the first failure's ``CertificateError``.
+
+    ``profile=None`` skips the profile step; ``revocation=None`` (or no CRL of the issuer) skips
+    the revocation step. ``extra`` are untrusted intermediates the card sent along.
+    """
+    if parsed.ca is IssuerCA.UNKNOWN:
+        raise CertificateError(
+            ErrorCode.CERTIFICATE_UNTRUSTED, detail=f"unknown issuer {parsed.issuer}"
+        )
+    chain = trust.build_path(parsed, extra=extra)
+    check_chain_validity(chain, trust=trust, at=at)
+    check_key_usage(parsed)
+    if profile is not None and not profile.accepts(parsed.ca, parsed.identity):
+        rank = f", card rank {parsed.identity.card_rank}" if parsed.identity.card_rank else ""
+        raise CertificateError(
+            ErrorCode.CERTIFICATE_TYPE_MISMATCH, detail=f"{parsed.ca.value} certificate{rank}"
+        )
+    crl_number = None
+    if revocation is not None and len(chain) > 1:
+        if revocation.is_revoked(parsed.certificate, chain[1]):
+            raise CertificateError(
+                ErrorCode.CERTIFICATE_REVOKED, detail=f"serial {parsed.serial_hex}"
+            )
+        crl_number = revocation.crl_number_for(chain[1])
+    return CertificateVerdict(parsed=parsed, chain=chain, crl_number=crl_number, checked_at=at)
+
+
+def check_chain_validity(
+    chain: Sequence[x509.Certificate], *, trust: TrustStore, at: datetime
+) -> None:
+    """The certificate and every intermediate must be valid at ``at`` (bounds inclusive).
+
+    Trust anchors are configuration, not checked for time (RFC 5280 §6.1.1).
+    """
+    for cert in chain:
+        if cert is not chain[0] and trust.is_anchor(cert):
+            continue
+        try:
+            check_validity(cert, at)
+        except CertificateError as exc:
+            if cert is chain[0]:
+                raise
+            raise CertificateError(
+                exc.code, detail=f"issuing CA {subject_text(cert)}: {exc.detail}"
+            ) from exc
+
+
+def check_key_usage(parsed: ParsedCertificate) -> None:
+    """A login certificate must carry keyUsage with digitalSignature (``certificate_key_usage``).
+
+    The encryption certificate of a card (keyEncipherment + dataEncipherment) is refused here.
+    """
+    if "digital_signature" not in parsed.key_usage:
+        found = ", ".join(parsed.key_usage) or "no keyUsage"
+        raise CertificateError(ErrorCode.CERTIFICATE_KEY_USAGE, detail=found)
+
+
+def verify_signature(cert: x509.Certificate, signature: bytes, message: bytes) -> None:
+    """Verify a SHA-256 signature by ``cert``'s key over ``message``.
+
+    RSA: PKCS#1 v1.5. ECDSA: DER, or raw ``r ‖ s`` (each the curve's byte size, as PKCS#11 and
+    many card middlewares return it). Anything else, or a bad signature → ``signature_invalid``.
+    """
+    try:
+        key = cert.public_key()  # not cached: a login certificate is rarely seen twice
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise CertificateError(ErrorCode.SIGNATURE_INVALID, detail="unreadable key") from exc
+    try:
+        if isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+            return
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            _verify_ecdsa(key, signature, message)
+            return
+    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise CertificateError(ErrorCode.SIGNATURE_INVALID) from exc
+    raise CertificateError(ErrorCode.SIGNATURE_INVALID, detail="unsupported key type")
+
+
+def certificate_status(
+    parsed: ParsedCertificate,
+    *,
+    trust: TrustStore,
+    revocation: RevocationIndex | None,
+    at: datetime,
+) -> tuple[Status, tuple[x509.Certificate, ...]]:
+    """The ``cert inspect`` status and the chain (just the certificate when untrusted)."""
+    try:
+        chain = trust.build_path(parsed)
+    except CertificateError:
+        return "untrusted", (parsed.certificate,)
+    try:
+        check_chain_validity(chain, trust=trust, at=at)
+    except CertificateError as exc:
+        status: Status = "expired" if exc.code is ErrorCode.CERTIFICATE_EXPIRED else "not_yet_valid"
+        return status, chain
+    if (
+        revocation is not None
+        and len(chain) > 1
+        and revocation.is_revoked(parsed.certificate, chain[1])
+    ):
+        return "revoked", chain
+    return "valid", chain
+
+
+def inspect(
+    parsed: ParsedCertificate,
+    *,
+    trust: TrustStore,
+    revocation: RevocationIndex | None,
+    at: datetime,
+    accepted_by: Sequence[str],
+) -> dict[str, Any]:
+    """What ``swreg cert inspect --json`` reports (DESIGN.md §9), key for key.
+
+    Times are ``isoformat()`` of aware UTC (``2024-01-01T00:00:00+00:00``); ``chain`` lists
+    subjects from the certificate to its anchor; ``accepted_by`` is passed through.
+    """
+    status, chain = certificate_status(parsed, trust=trust, revocation=revocation, at=at)
+    return {
+        "ca": parsed.ca.value,
+        "subject": parsed.subject,
+        "issuer": parsed.issuer,
+        "serial": parsed.serial_hex,
+        "not_before": parsed.not_before.isoformat(),
+        "not_after": parsed.not_after.isoformat(),
+        "key_usage": list(parsed.key_usage),
+        "identity": parsed.identity.as_dict(),
+        "status": status,
+        "chain": [parsed.subject, *(subject_text(c) for c in chain[1:])],
+        "accepted_by": list(accepted_by),
+    }
+
+
+def _verify_ecdsa(key: ec.EllipticCurvePublicKey, signature: bytes, message: bytes) -> None:
+    size = (key.curve.key_size + 7) // 8
+    algorithm = ec.ECDSA(hashes.SHA256())
+    if len(signature) == 2 * size:
+        raw = encode_dss_signature(
+            int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big")
+        )
+        try:
+            key.verify(raw, message, algorithm)
+            return
+        except InvalidSignature:
+            if signature[:1] != b"\x30":
+                raise
+    key.verify(signature, message, algorithm)  # DER (a 2×size DER signature is possible)

@@ -1,0 +1,595 @@
+"""通關憑證註冊 / 查詢 / 刪除: the signing certificates of Turnkey systems (DESIGN.md §5).
+
+:meth:`CustomsCertificateService.import_certificate` refuses, in this order, stopping at the
+first failure with its code; nothing is stored on a refusal::
+
+    usage type      declared by a plugin                              unknown_type (usage_type)
+    form            the usage type's form                             field codes
+    parse           one DER or PEM certificate, no key, ≤ 64 KiB       file_too_large,
+                                                                      not_a_certificate,
+                                                                      private_key_refused,
+                                                                      certificate_malformed
+    what it is      TaiCA → 通關專屬憑證, MOEACA → 工商憑證              certificate_type_mismatch
+    allowed         (import kind, certificate kind) by the usage type  certificate_type_mismatch
+    chain           a path to a configured trust anchor               certificate_untrusted
+    validity        the certificate and its intermediates, now        certificate_expired / ...
+    key usage       digitalSignature or nonRepudiation                certificate_key_usage
+    revocation      not on its issuer's CRL                           certificate_revoked
+    possession      IC card: the card signed a single-use challenge   challenge_expired,
+                    (:meth:`import_from_card`) or signs a fresh one   challenge_used,
+                    (``signature_check``)                             signature_invalid
+    binding         the UBN in the certificate = the entered ``ubn``  identity_mismatch (ubn)
+    not registered  no active signing row with this fingerprint       already_registered
+
+Binding (DOMAIN.md §3.7): it applies to forms that ask for a ``ubn``. A 工商憑證 carries the UBN
+in SDA .101 (and, when present, the subject serialNumber, which must agree); a 通關專屬法人憑證
+carries it as the first eight digits of its CN (``04595257-06-000``); a TaiCA certificate whose
+CN has no such prefix is not bound. The 報關專責人員 form has no ``ubn``: the CN prefix of a
+通關專屬個人憑證 is the broker *company*'s UBN (the seed manual lists one broker company's prefix on
+every specialist certificate), not the person's, so nothing there is compared with the form (❓
+how a personal certificate encodes the specialist is unknown). Such a certificate is tied to the
+person by the keyed hash of the entered 身分證字號 instead, which is what :meth:`delete` checks.
+
+Through the portal an IC card never reaches the server: the page asks the local card agent to
+read the certificate and sign a challenge from :meth:`issue_challenge` (scope
+``customs_import``, bound to the page's origin, single use), and :meth:`import_from_card` checks
+that signature with the certificate's key — the proof that whoever imports it holds the card.
+
+Deleting keeps the row with ``status="deleted"`` (the unique (fingerprint, purpose) row stays the
+one record of that certificate); importing it again reactivates that row.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from cryptography import x509
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from engine._clock import Clock
+from engine._errors import CertificateError, ErrorCode, RefusedError
+from engine._plugins import Catalog
+from engine.core.declarations import CertificateKind, ImportKind, IssuerCA, Labels, UsageType
+from engine.core.fields import validate_form
+from engine.core.identifiers import (
+    is_valid_national_id,
+    is_valid_oid,
+    is_valid_ubn,
+    normalize_text,
+)
+from engine.core.step_data import masked_diff
+from engine.pki.card_response import CardResponse, Challenge, chain_certificates
+from engine.pki.certificate import ParsedCertificate, load_certificate, ubn_conflict
+from engine.pki.certificate_checks import check_chain_validity, verify_signature
+from engine.services.challenges import ScopedChallenges
+from engine.services.hashing import IdentifierHasher
+from engine.services.login import SessionView
+from engine.services.trust import TrustService
+from engine.store import Account, Certificate, Database, UnitOfWork
+from engine.store._customs_lookup import CustomsKey, CustomsLookupRow, customs_lookup
+
+__all__ = [
+    "COLUMNS",
+    "CUSTOMS_CHALLENGE_SCOPE",
+    "IMPORT_MESSAGE",
+    "CustomsCertificateService",
+    "CustomsImport",
+    "CustomsRow",
+    "SignatureCheck",
+]
+
+IMPORT_MESSAGE = "主憑證匯入成功!"
+"""What the seed manual shows after a successful import."""
+
+CUSTOMS_CHALLENGE_SCOPE = "customs_import"
+"""What an IC-card import's challenge payload is bound to instead of a registration id."""
+
+SIGNING, LOGIN = "signing", "login"
+ACTIVE, DELETED = "active", "deleted"
+TAIPEI = ZoneInfo("Asia/Taipei")  # the validity dates of 憑證資訊 are Taiwan's
+
+COLUMNS: tuple[tuple[str, Labels], ...] = (
+    ("form", Labels("憑證型態", "Certificate form")),
+    ("kind", Labels("憑證種類", "Certificate kind")),
+    ("purpose", Labels("用途", "Purpose")),
+    ("info", Labels("憑證資訊", "Certificate information")),
+)
+"""The result columns of 通關憑證查詢, in the seed manual's order."""
+
+SignatureCheck = Callable[[bytes], bytes]
+"""Proof of possession for IC-card imports: signs the given challenge with the card's key."""
+
+_Proof = Callable[[ParsedCertificate], None]
+
+_BROKER_KEY = re.compile(r"[A-D][0-9]{5}")
+_UBN_SHAPE = re.compile(r"[0-9]{8}")
+_CA_KIND = {IssuerCA.TAICA: CertificateKind.CUSTOMS, IssuerCA.MOEACA: CertificateKind.BUSINESS}
+_FORM_LABELS = {
+    ImportKind.IC_CARD.value: Labels("IC卡", "IC card"),
+    ImportKind.NON_IC.value: Labels("非IC卡類憑證", "Non-IC certificate"),
+}
+_LOGIN_KINDS = {
+    IssuerCA.MOEACA.value: Labels("工商憑證", "Business certificate"),
+    IssuerCA.MOICA.value: Labels("自然人憑證", "Citizen certificate"),
+    IssuerCA.XCA.value: Labels("組織團體憑證", "Organisation certificate"),
+    IssuerCA.GCA.value: Labels("政府憑證", "Government certificate"),
+}
+_BROKER_KIND = Labels("報關人員憑證", "Customs broker certificate")
+_PURPOSES = {LOGIN: Labels("登入", "Login"), SIGNING: Labels("簽章", "Signing")}
+
+
+@dataclass(frozen=True, slots=True)
+class CustomsImport:
+    """A registered (or reactivated) customs certificate."""
+
+    id: int
+    usage_type: str
+    query_key: str
+    fingerprint: str
+    kind: ImportKind
+    certificate_kind: CertificateKind
+    message: str = IMPORT_MESSAGE
+
+
+@dataclass(frozen=True, slots=True)
+class CustomsRow:
+    """One row of 通關憑證查詢: the four columns in zh-TW (and English), plus machine fields.
+
+    ``form`` 憑證型態, ``kind`` 憑證種類, ``purpose`` 用途 and ``info`` 憑證資訊 read as in the seed
+    manual; ``*_en`` are the same cells in English. ``account`` is the login account (login
+    certificates only); ``usage_type`` the 憑證使用類型 (signing certificates only).
+    """
+
+    id: int
+    form: str
+    kind: str
+    purpose: str
+    info: str
+    form_en: str
+    kind_en: str
+    purpose_en: str
+    info_en: str
+    serial: str
+    subject: str
+    not_before: datetime
+    not_after: datetime
+    account: str | None
+    usage_type: str | None
+    status: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (datetimes as ISO 8601)."""
+        values = asdict(self)
+        values["not_before"] = self.not_before.isoformat()
+        values["not_after"] = self.not_after.isoformat()
+        return values
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """A certificate that passed every check before the store is touched."""
+
+    usage: UsageType
+    form: BaseModel
+    parsed: ParsedCertificate
+    kind: ImportKind
+    certificate_kind: CertificateKind
+    query_key: str
+    ubn: str | None
+    national_id_hash: str | None
+
+
+class CustomsCertificateService:
+    """Imports, looks up and deletes the signing certificates of Turnkey systems."""
+
+    def __init__(
+        self,
+        database: Database,
+        clock: Clock,
+        trust: TrustService,
+        catalog: Catalog,
+        identifiers: IdentifierHasher,
+        *,
+        challenge_ttl: timedelta = timedelta(minutes=5),
+    ) -> None:
+        self._database = database
+        self._clock = clock
+        self._trust = trust
+        self._catalog = catalog
+        self._identifiers = identifiers
+        self._challenges = ScopedChallenges(
+            database, clock, scope=CUSTOMS_CHALLENGE_SCOPE, ttl=challenge_ttl
+        )
+
+    # -- 通關憑證註冊 -------------------------------------------------------------------------
+
+    def import_certificate(
+        self,
+        usage_type: str,
+        answers: Mapping[str, Any],
+        *,
+        certificate: bytes,
+        kind: ImportKind,
+        chain: Sequence[bytes] = (),
+        signature_check: SignatureCheck | None = None,
+        actor: str = "cli",
+    ) -> CustomsImport:
+        """Check and register a signing certificate (the order is in the module docstring).
+
+        ``kind`` says how it came: ``IC_CARD`` (read from a card by the caller, after the PIN;
+        ``chain`` holds the CA certificates the card carries and ``signature_check`` signs a
+        challenge with the card's key) or ``NON_IC`` (a ``.cer`` file). One transaction writes
+        the row and the ``customs_import`` audit row.
+        """
+        prove = None if signature_check is None else _fresh_signature(signature_check)
+        return self._import(usage_type, answers, certificate, ImportKind(kind), chain, prove, actor)
+
+    def issue_challenge(self, *, origin: str) -> Challenge:
+        """A single-use challenge (256 random bits, scope ``customs_import``) for a card to sign."""
+        return self._challenges.issue(origin=origin)
+
+    def import_from_card(
+        self,
+        usage_type: str,
+        answers: Mapping[str, Any],
+        response: CardResponse,
+        *,
+        origin: str,
+        actor: str = "web",
+    ) -> CustomsImport:
+        """An IC-card import from afar: the card signed a challenge of :meth:`issue_challenge`.
+
+        The challenge is consumed first (single use, success or not); the certificate then goes
+        through every check of :meth:`import_certificate`, the signature over the challenge's
+        payload being the possession check.
+        """
+        challenge = self._challenges.consume(response.challenge_id, origin=origin)
+
+        def prove(parsed: ParsedCertificate) -> None:
+            verify_signature(parsed.certificate, response.signature, challenge.payload)
+
+        return self._import(
+            usage_type, answers, response.certificate, ImportKind.IC_CARD, response.chain, prove,
+            actor,
+        )  # fmt: skip
+
+    def _import(
+        self,
+        usage_type: str,
+        answers: Mapping[str, Any],
+        certificate: bytes,
+        kind: ImportKind,
+        chain: Sequence[bytes],
+        prove: _Proof | None,
+        actor: str,
+    ) -> CustomsImport:
+        checked = self._check(usage_type, answers, certificate, kind, chain)
+        if prove is not None:
+            prove(checked.parsed)
+        now = self._clock.now()
+        with self._database.unit_of_work() as uow:
+            row, reactivated = self._store(uow, checked, now)
+            uow.audit.append(
+                at=now, actor=actor, event="customs_import",
+                diff=_import_diff(checked, row.id, reactivated),
+            )  # fmt: skip
+            uow.commit()
+            return CustomsImport(
+                id=row.id,
+                usage_type=checked.usage.code,
+                query_key=checked.query_key,
+                fingerprint=checked.parsed.fingerprint,
+                kind=checked.kind,
+                certificate_kind=checked.certificate_kind,
+            )
+
+    def _check(
+        self,
+        usage_type: str,
+        answers: Mapping[str, Any],
+        certificate: bytes,
+        kind: ImportKind,
+        chain: Sequence[bytes],
+    ) -> _Checked:
+        usage = self._usage(usage_type)
+        form = validate_form(usage.form, answers)
+        parsed = load_certificate(certificate)
+        certificate_kind = _certificate_kind(parsed)
+        if not usage.accepts(kind, certificate_kind):
+            raise CertificateError(
+                ErrorCode.CERTIFICATE_TYPE_MISMATCH,
+                detail=f"{usage.code} does not take {kind.value} {certificate_kind.value}",
+            )
+        self._check_certificate(parsed, chain)
+        ubn = _entered(form, "ubn")
+        if ubn is not None:
+            _check_binding(parsed, ubn)
+        national_id = _entered(form, "national_id")
+        return _Checked(
+            usage=usage, form=form, parsed=parsed, kind=kind, certificate_kind=certificate_kind,
+            query_key=_query_key(form, usage), ubn=ubn,
+            national_id_hash=self._id_hash(national_id) if national_id else None,
+        )  # fmt: skip
+
+    def _usage(self, code: str) -> UsageType:
+        try:
+            return self._catalog.usage_types[code]
+        except KeyError:
+            raise RefusedError(ErrorCode.UNKNOWN_TYPE, field="usage_type", detail=code) from None
+
+    def _check_certificate(self, parsed: ParsedCertificate, chain: Sequence[bytes]) -> None:
+        """Chain, validity now, key usage for signing, revocation."""
+        snapshot = self._trust.snapshot()
+        path = snapshot.store.build_path(parsed.certificate, extra=chain_certificates(chain))
+        check_chain_validity(path, trust=snapshot.store, at=self._clock.now())
+        if not {"digital_signature", "content_commitment"} & set(parsed.key_usage):
+            found = ", ".join(parsed.key_usage) or "no keyUsage"
+            raise CertificateError(ErrorCode.CERTIFICATE_KEY_USAGE, detail=found)
+        revocation = snapshot.revocation
+        if len(path) > 1 and revocation.is_revoked(parsed.certificate, path[1]):
+            raise CertificateError(
+                ErrorCode.CERTIFICATE_REVOKED, detail=f"serial {parsed.serial_hex}"
+            )
+
+    def _store(self, uow: UnitOfWork, checked: _Checked, now: datetime) -> tuple[Certificate, bool]:
+        """Insert the signing row, or reactivate a deleted one; ``already_registered`` else."""
+        parsed = checked.parsed
+        existing = uow.certificates.find(parsed.fingerprint, SIGNING)
+        if existing is not None and existing.status != DELETED:
+            raise RefusedError(ErrorCode.ALREADY_REGISTERED, detail=f"certificate {existing.id}")
+        values = {
+            "query_key": checked.query_key,
+            "usage_type": checked.usage.code,
+            "kind": checked.kind.value,
+            "ubn": checked.ubn,
+            "national_id_hash": checked.national_id_hash,
+            "status": ACTIVE,
+        }
+        if existing is not None:
+            for name, value in values.items():
+                setattr(existing, name, value)
+            uow.flush()
+            return existing, True
+        row = Certificate(
+            fingerprint=parsed.fingerprint, purpose=SIGNING, der=parsed.der,
+            serial_hex=parsed.serial_hex, subject=parsed.subject, issuer=parsed.issuer,
+            ca=parsed.ca.value, card_rank=parsed.identity.card_rank,
+            not_before=parsed.not_before, not_after=parsed.not_after, created_at=now, **values,
+        )  # fmt: skip
+        uow.certificates.add(row)
+        return row, False
+
+    # -- 通關憑證查詢 -------------------------------------------------------------------------
+
+    def query(self, key: str) -> list[CustomsRow]:
+        """The certificates a 查詢憑證 key finds, login ones first; deleted ones are hidden.
+
+        ``A00001`` (大關別 + 專責人員代碼) → signing certificates of that broker; a UBN → the
+        company's signing certificates and the login certificates of accounts with that UBN;
+        a 身分證字號 (or 居留證號) → that person's login and broker certificates; an OID → login
+        certificates with that OID. Anything else → ``invalid_value`` (field ``key``).
+        """
+        text = normalize_text(key or "").upper()
+        kind, value = self._classify(text)
+        return [_row(found) for found in customs_lookup(self._database, kind, value)]
+
+    def _classify(self, key: str) -> tuple[CustomsKey, str]:
+        """The key's kind and the value looked up (a 身分證字號 by its keyed hash only)."""
+        if _BROKER_KEY.fullmatch(key):
+            return CustomsKey.BROKER, key
+        if _UBN_SHAPE.fullmatch(key) and is_valid_ubn(key):
+            return CustomsKey.UBN, key
+        if is_valid_national_id(key):
+            return CustomsKey.NATIONAL_ID_HASH, self._id_hash(key)
+        if is_valid_oid(key):
+            return CustomsKey.OID, key
+        raise RefusedError(ErrorCode.INVALID_VALUE, field="key", detail="not a query key")
+
+    # -- 刪除 -----------------------------------------------------------------------------------
+
+    def delete(self, certificate_id: int, *, session: SessionView | None, actor: str) -> None:
+        """Delete a customs (signing) certificate; its owner must be logged in with a card.
+
+        The owner is the session's account when it is an enterprise account proven by a
+        工商憑證 of the certificate's UBN, or a person whose 身分證字號 hash is the one entered at
+        import (報關專責人員). No session or another account → ``not_authorized``; an unknown,
+        deleted or login certificate → ``invalid_value`` (field ``id``).
+        """
+        if session is None:
+            raise RefusedError(ErrorCode.NOT_AUTHORIZED, detail="log in with your card first")
+        now = self._clock.now()
+        with self._database.unit_of_work() as uow:
+            row = uow.session.get(Certificate, certificate_id)
+            if row is None or row.purpose != SIGNING or row.status == DELETED:
+                raise RefusedError(
+                    ErrorCode.INVALID_VALUE, field="id", detail="no such customs certificate"
+                )
+            account = uow.accounts.get_by_name(session.account)
+            if account is None or not _owns(uow, account, row):
+                raise RefusedError(ErrorCode.NOT_AUTHORIZED)
+            previous, row.status = row.status, DELETED
+            uow.audit.append(
+                at=now, actor=actor, event="customs_delete", from_state=previous,
+                to_state=DELETED, diff=_delete_diff(row, account.name),
+            )  # fmt: skip
+            uow.commit()
+
+    def deletable(
+        self, certificate_ids: Sequence[int], session: SessionView | None
+    ) -> frozenset[int]:
+        """The ids among ``certificate_ids`` that the session's account may delete (刪除 column)."""
+        if session is None or not certificate_ids:
+            return frozenset()
+        with self._database.unit_of_work() as uow:
+            account = uow.accounts.get_by_name(session.account)
+            if account is None:
+                return frozenset()
+            found = (uow.session.get(Certificate, row_id) for row_id in certificate_ids)
+            return frozenset(
+                c.id
+                for c in found
+                if c is not None and c.purpose == SIGNING and c.status != DELETED
+                and _owns(uow, account, c)
+            )  # fmt: skip
+
+    def _id_hash(self, national_id: str) -> str:
+        return self._identifiers.hash("national_id", national_id.upper())
+
+
+# -- checks ------------------------------------------------------------------------------------
+
+
+def _certificate_kind(parsed: ParsedCertificate) -> CertificateKind:
+    """TaiCA → 通關專屬憑證, MOEACA → 工商憑證; any other issuer is no customs certificate."""
+    try:
+        return _CA_KIND[parsed.ca]
+    except KeyError:
+        raise CertificateError(
+            ErrorCode.CERTIFICATE_TYPE_MISMATCH, detail=f"{parsed.ca.value} certificate"
+        ) from None
+
+
+def _check_binding(parsed: ParsedCertificate, ubn: str) -> None:
+    """The UBN in the certificate must be the entered one (module docstring)."""
+    certified = parsed.identity.ubn
+    if parsed.ca is IssuerCA.MOEACA and (certified is None or ubn_conflict(parsed)):
+        raise CertificateError(
+            ErrorCode.IDENTITY_MISMATCH, field="ubn", detail="the certificate states no clear UBN"
+        )
+    if certified is not None and certified != ubn:
+        raise CertificateError(ErrorCode.IDENTITY_MISMATCH, field="ubn")
+
+
+def _fresh_signature(sign: SignatureCheck) -> _Proof:
+    """Have a card at hand sign a fresh 256-bit challenge; verify it with the certificate's key."""
+
+    def prove(parsed: ParsedCertificate) -> None:
+        challenge = b"swreg customs import:" + secrets.token_bytes(32)
+        verify_signature(parsed.certificate, sign(challenge), challenge)
+
+    return prove
+
+
+def _entered(form: BaseModel, name: str) -> str | None:
+    value = getattr(form, name, None)
+    return str(value) if value else None
+
+
+def _query_key(form: BaseModel, usage: UsageType) -> str:
+    """The form's value of the usage type's key field (``ubn``), or its ``query_key`` property
+    (報關專責人員: 大關別 + 專責人員代碼)."""
+    value = getattr(form, usage.query_key, None) or getattr(form, "query_key", None)
+    if not value:
+        raise RefusedError(ErrorCode.FIELD_REQUIRED, field=usage.query_key)
+    return str(value)
+
+
+def _owns(uow: UnitOfWork, account: Account, row: Certificate) -> bool:
+    if row.national_id_hash is not None:
+        return account.national_id_hash == row.national_id_hash
+    if row.ubn is None or account.ubn != row.ubn:
+        return False
+    proof = select(Certificate.id).where(
+        Certificate.account_id == account.id,
+        Certificate.purpose == LOGIN,
+        Certificate.status == ACTIVE,
+        Certificate.ca == IssuerCA.MOEACA.value,
+        Certificate.ubn == row.ubn,
+    )
+    return uow.session.scalar(proof.limit(1)) is not None
+
+
+# -- rows and audit ----------------------------------------------------------------------------
+
+
+def _row(found: CustomsLookupRow) -> CustomsRow:
+    form, kind, purpose = _labels(found)
+    dates = f"{_day(found.not_before)}~{_day(found.not_after)}"
+    serial = found.serial_hex
+    if found.purpose == LOGIN:
+        name = found.account or ""
+        info = f"登入用憑證,使用者帳號{name}, 序號{serial}, 起訖日期:{dates}"
+        info_en = f"Login certificate, account {name}, serial {serial}, valid {dates}"
+    else:
+        subject = _display_subject(found.der or b"")
+        info = f"序號: {serial}, 主體: {subject}, 起訖日期:{dates}"
+        info_en = f"Serial: {serial}, subject: {subject}, valid {dates}"
+    return CustomsRow(
+        id=found.id, form=form.zh_tw, kind=kind.zh_tw, purpose=purpose.zh_tw, info=info,
+        form_en=form.en, kind_en=kind.en, purpose_en=purpose.en, info_en=info_en,
+        serial=serial, subject=found.subject, not_before=found.not_before,
+        not_after=found.not_after, account=found.account, usage_type=found.usage_type,
+        status=found.status,
+    )  # fmt: skip
+
+
+def _labels(found: CustomsLookupRow) -> tuple[Labels, Labels, Labels]:
+    """憑證型態, 憑證種類 and 用途 of a found certificate."""
+    purpose = _PURPOSES[found.purpose]
+    if found.purpose == LOGIN:
+        kind = _LOGIN_KINDS.get(found.ca, Labels(found.ca, found.ca))
+        return _FORM_LABELS[ImportKind.IC_CARD.value], kind, purpose
+    form = _FORM_LABELS.get(found.kind or "", _FORM_LABELS[ImportKind.NON_IC.value])
+    if found.ca == IssuerCA.MOEACA.value:
+        return form, CertificateKind.BUSINESS.labels, purpose
+    if found.broker:
+        return form, _BROKER_KIND, purpose
+    return form, CertificateKind.CUSTOMS.labels, purpose
+
+
+def _day(moment: datetime) -> str:
+    """``%Y/%m/%d`` in Taiwan (formatted by hand: ``strftime`` is a 查詢 row's dearest call)."""
+    day = moment.astimezone(TAIPEI)
+    return f"{day.year}/{day.month:02d}/{day.day:02d}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _display_subject(der: bytes) -> str:
+    """The subject as the seed manual prints it: ``C=TW O=Finance OU=… CN=…`` (root first).
+
+    Cached by DER: parsing is the dearest part of a 查詢 row (``make bench``)."""
+    try:
+        name = x509.load_der_x509_certificate(der).subject
+        return " ".join(
+            attribute.rfc4514_string(_SHORT_NAMES) for rdn in name.rdns for attribute in rdn
+        )
+    except ValueError:  # pragma: no cover - stored certificates parsed at import
+        return ""
+
+
+_SHORT_NAMES = {x509.NameOID.SERIAL_NUMBER: "serialNumber"}
+
+
+def _import_diff(checked: _Checked, row_id: int, reactivated: bool) -> dict[str, Any]:
+    parsed = checked.parsed
+    fields = {k: v for k, v in checked.form.model_dump().items() if v is not None}
+    return {
+        "certificate_id": row_id,
+        "usage_type": checked.usage.code,
+        "kind": checked.kind.value,
+        "certificate_kind": checked.certificate_kind.value,
+        "fingerprint": parsed.fingerprint,
+        "serial": parsed.serial_hex,
+        "ca": parsed.ca.value,
+        "query_key": checked.query_key,
+        "reactivated": reactivated,
+        **masked_diff(fields),
+    }
+
+
+def _delete_diff(row: Certificate, account: str) -> dict[str, Any]:
+    return {
+        "certificate_id": row.id,
+        "usage_type": row.usage_type,
+        "fingerprint": row.fingerprint,
+        "query_key": row.query_key,
+        **masked_diff({"account": account}),
+    }

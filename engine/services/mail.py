@@ -1,0 +1,243 @@
+"""Outgoing e-mail behind a narrow seam: a :class:`Mailer` sends one ``EmailMessage``.
+
+Three mailers ship beside the protocol::
+
+    SmtpMailer     an SMTP server (plain, STARTTLS or implicit TLS; optional login)
+    OutboxMailer   ``.eml`` files in a folder (the demo portal shows them; tests read them)
+    NullMailer     sends nothing and says so in the log (no mail configured)
+
+:func:`make_mailer` picks one from :class:`~engine._settings.MailSettings`;
+:func:`activation_message` builds the activation mail (pure, no I/O). SMTP failures are
+translated into :class:`~engine.EnvironmentProblem` at this edge.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import smtplib
+import ssl
+import tempfile
+from datetime import UTC, datetime
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+from threading import Lock
+from typing import Literal, Protocol
+
+from engine._errors import EnvironmentProblem, ErrorCode
+from engine._settings import MailSettings
+
+log = logging.getLogger("swreg.mail")
+
+DEFAULT_TIMEOUT = 10.0
+"""Seconds allowed for connecting to the SMTP server and for each command."""
+
+ACTIVATION_SUBJECT = "關港貿單一窗口帳號啟用 / Account activation"
+
+
+class Mailer(Protocol):
+    """Sends one message or raises :class:`~engine.EnvironmentProblem`."""
+
+    def send(self, message: EmailMessage) -> None: ...
+
+
+class SmtpMailer:
+    """Send through the SMTP server of ``settings`` (``tls``: none, starttls or ssl).
+
+    TLS verifies the server against the system's CAs, or against ``context`` when given (a
+    private CA). One connection per message: activation mail is rare.
+    """
+
+    def __init__(
+        self,
+        settings: MailSettings,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        context: ssl.SSLContext | None = None,
+    ) -> None:
+        if settings.host is None:
+            raise ValueError("SmtpMailer needs MailSettings.host")
+        self._settings = settings
+        self._timeout = timeout
+        self._context = context
+
+    def __repr__(self) -> str:
+        s = self._settings
+        return f"SmtpMailer({s.host}:{s.port}, tls={s.tls}, user={'set' if s.user else None})"
+
+    def send(self, message: EmailMessage) -> None:
+        """Deliver ``message``; connection and protocol failures → ``EnvironmentProblem``."""
+        settings = self._settings
+        host = settings.host or ""
+        try:
+            with self._connect(host) as smtp:
+                if settings.tls == "starttls":
+                    smtp.starttls(context=self._tls_context())
+                if settings.user:
+                    smtp.login(settings.user, settings.password or "")
+                smtp.send_message(message)
+        except (OSError, smtplib.SMTPException) as exc:
+            raise EnvironmentProblem(
+                ErrorCode.MAIL_UNAVAILABLE,
+                detail=f"mail server unreachable: {host}:{settings.port}: {_reason(exc)}",
+            ) from exc
+
+    def _connect(self, host: str) -> smtplib.SMTP:
+        port = self._settings.port
+        if self._settings.tls == "ssl":
+            context = self._tls_context()
+            return smtplib.SMTP_SSL(host, port, timeout=self._timeout, context=context)
+        return smtplib.SMTP(host, port, timeout=self._timeout)
+
+    def _tls_context(self) -> ssl.SSLContext:
+        return self._context or ssl.create_default_context()
+
+
+class OutboxMailer:
+    """Write each message to ``folder`` as ``<timestamp>-<n>.eml`` (mode 0600).
+
+    The demo portal lists :meth:`messages`; tests read them back. Safe for several threads of
+    one process; several processes get distinct names through the exclusive create.
+    """
+
+    def __init__(self, folder: Path | str) -> None:
+        self.folder = Path(folder)
+        self._lock = Lock()
+        self._counter = 0
+
+    def __repr__(self) -> str:
+        return f"OutboxMailer({str(self.folder)!r})"
+
+    def send(self, message: EmailMessage) -> None:
+        """Write ``message``; an unwritable folder → ``EnvironmentProblem``."""
+        data = message.as_bytes(policy=policy.SMTP)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, path = self._create()
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+        except OSError as exc:
+            raise EnvironmentProblem(
+                ErrorCode.MAIL_UNAVAILABLE,
+                detail=f"mail outbox not writable: {self.folder}: {_reason(exc)}",
+            ) from exc
+        log.info("mail written to %s", path.name)
+
+    def messages(self) -> list[EmailMessage]:
+        """Every message in the folder, oldest first (newest last)."""
+        if not self.folder.is_dir():
+            return []
+        parser = BytesParser(policy=policy.default)
+        found = []
+        for path in sorted(self.folder.glob("*.eml"), key=_outbox_order):
+            message = parser.parsebytes(path.read_bytes())
+            assert isinstance(message, EmailMessage)  # policy.default builds EmailMessage
+            found.append(message)
+        return found
+
+    def _create(self) -> tuple[int, Path]:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        while True:
+            with self._lock:
+                self._counter += 1
+                n = self._counter
+            path = self.folder / f"{stamp}-{n}.eml"
+            try:
+                return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), path
+            except FileExistsError:
+                continue
+
+
+class NullMailer:
+    """Sends nothing: no mail is configured. Each message logs a warning (no addresses)."""
+
+    def __repr__(self) -> str:
+        return "NullMailer()"
+
+    def send(self, message: EmailMessage) -> None:
+        log.warning("no mail configured: dropped a message (%s)", message.get("Subject", ""))
+
+
+def make_mailer(settings: MailSettings, *, demo: bool = False) -> Mailer:
+    """The outbox when one is set, else SMTP when a host is set, else a :class:`NullMailer`.
+
+    ``demo``: with nothing configured, an :class:`OutboxMailer` in a new private temporary
+    folder instead, so the demo portal can show the mail it sent.
+    """
+    if settings.outbox is not None:
+        return OutboxMailer(settings.outbox)
+    if settings.host is not None:
+        return SmtpMailer(settings)
+    if demo:
+        return OutboxMailer(tempfile.mkdtemp(prefix="swreg-outbox-"))
+    return NullMailer()
+
+
+MailLanguage = Literal["zh-TW", "en"]
+
+
+def activation_message(
+    *,
+    to: str,
+    account: str,
+    link: str,
+    sender: str,
+    language: MailLanguage = "zh-TW",
+    at: datetime | None = None,
+) -> EmailMessage:
+    """The bilingual activation mail (plain text, UTF-8, base64 so any relay carries it).
+
+    ``language`` decides which half comes first (zh-TW by default, as on the Single Window's
+    own pages); ``at`` is the ``Date`` header (now when omitted). Pure: no I/O.
+    """
+    zh = (
+        "您好：\n\n"
+        f"您已完成關港貿單一窗口憑證註冊，帳號為「{account}」。\n"
+        "請點選下列連結進行帳號啟用：\n\n"
+        f"{link}\n\n"
+        "連結僅能使用一次，逾期請重新申請寄送啟用信。若您並未申請註冊，請忽略本信。\n"
+    )
+    en = (
+        "Hello,\n\n"
+        f"Your Single Window registration is complete; your account is {account}.\n"
+        "Open this link to activate the account:\n\n"
+        f"{link}\n\n"
+        "The link works once and expires; ask for a new one if it has. If you did not register,\n"
+        "ignore this message.\n"
+    )
+    parts = (zh, en) if language == "zh-TW" else (en, zh)
+    body = "\n----------------------------------------\n\n".join(parts)
+    message = EmailMessage()
+    message["Subject"] = ACTIVATION_SUBJECT
+    message["From"] = sender
+    message["To"] = to
+    message["Date"] = format_datetime((at or datetime.now(UTC)).astimezone(UTC))
+    message["Message-ID"] = make_msgid(domain=_domain(sender))
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(body, charset="utf-8", cte="base64")
+    return message
+
+
+def _domain(address: str) -> str:
+    domain = address.rpartition("@")[2].strip(" >")
+    return domain or "swreg.invalid"
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return "recipient refused"  # its text lists the addresses: personal data
+    if isinstance(exc, smtplib.SMTPResponseException):
+        error = exc.smtp_error
+        text = error.decode("utf-8", "replace") if isinstance(error, bytes) else str(error)
+        return f"{exc.smtp_code} {text}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _outbox_order(path: Path) -> tuple[str, int]:
+    stamp, _, n = path.stem.rpartition("-")
+    return (stamp, int(n)) if n.isdigit() else (path.stem, 0)

@@ -1,0 +1,639 @@
+"""The 憑證註冊 service: one registration, step by step, persisted after every event.
+
+The CLI, the HTTP API and the web wizard call these methods and nothing else. Each method is one
+unit of work: it loads the registration, validates the input with the pure core, fires the
+workflow event (the machine says where it leads), then saves the registration, its audit row
+and, on entering ``completed``, the account with its login certificate and its first activation
+link, and commits. A refusal raises before the commit, so it leaves nothing behind; the account
+exists only once ``completed`` is entered. Every step is one transaction (the card step's
+challenge is consumed in it too: a refused card check commits only that).
+
+At a step whose actor is an officer (an approval step contributed by a plugin) the applicant
+has nothing to submit: the registration waits (待審核) until :meth:`RegistrationService.approve`
+(it moves on; entering ``completed`` creates the account, exactly as after the last form) or
+:meth:`RegistrationService.reject` (it ends in ``rejected`` with the reason in the audit row).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+import pluggy
+from statemachine.exceptions import TransitionNotAllowed
+
+from engine._clock import Clock
+from engine._errors import ChallengeError, ErrorCode, RefusedError, WorkflowError
+from engine._plugins import Catalog
+from engine.core.declarations import CertificateIdentity, Labels, RegistrationCompleted
+from engine.core.fields import Form, Name, text_validator, using_today, validate_form
+from engine.core.step_data import Hashers, accept_step, masked_diff
+from engine.core.workflow import (
+    AWAITING_OFFICER,
+    ENDINGS,
+    OFFICER,
+    Event,
+    Step,
+    WorkflowDefinition,
+    advance,
+)
+from engine.pki.card_response import CardResponse, Challenge, check_card_response
+from engine.services.accounts import AccountService, ActivationMail
+from engine.services.hashing import IdentifierHasher, PasswordHasher, new_id
+from engine.services.trust import TrustService
+from engine.store import Challenge as ChallengeRow
+from engine.store import ConcurrentUpdate, Database, RegistrationRecord, UnitOfWork
+
+ACCOUNT_COLUMNS = (
+    "email", "contact_name", "national_id_hash", "national_id_masked", "ubn", "sub_card", "oid",
+    "company_name", "phone", "address",
+)  # fmt: skip
+log = logging.getLogger("swreg.registration")
+TAIPEI = ZoneInfo("Asia/Taipei")  # birth dates and 'today' are Taiwan's
+_NOT_PROFILE = frozenset(ACCOUNT_COLUMNS) | {"birth_date", "password_hash", "consent", "iot"}
+MAX_LISTED = 1000
+_NO_STATUS = Labels("", "")
+
+
+class _Approval(Form):
+    """An officer's decision: who decides (the audit row's actor is ``officer:NAME``)."""
+
+    officer: Name
+
+
+class _Rejection(_Approval):
+    """A rejection also says why (kept in the audit row)."""
+
+    reason: Annotated[str, text_validator(500)]
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationView:
+    """What a client may see of a registration (no hashes, no certificate bytes)."""
+
+    id: str
+    state: str
+    applicant_type: str
+    chosen_type: str
+    path: tuple[str, ...]
+    data: Mapping[str, Any]
+    locked: tuple[str, ...]
+    account: str | None
+    expires_at: datetime
+    identity: Mapping[str, str] = field(default_factory=dict)
+    awaiting: str | None = None
+    """``"officer"`` while the registration waits at an officer step (待審核), else None."""
+    status: Labels = _NO_STATUS
+    """What to show for the state: its step's label, 待審核 while awaiting an officer, 已駁回."""
+    updated_at: datetime | None = None
+
+    @property
+    def step_number(self) -> int:
+        """1-based position in the progress bar (the path's length when it ended)."""
+        return self.path.index(self.state) + 1 if self.state in self.path else len(self.path)
+
+
+DefinitionLoader = Callable[[str, str], WorkflowDefinition]
+"""Parses and validates a definition's ``(source, origin)`` against the installed plugins."""
+
+
+class WorkflowLibrary:
+    """Workflow definitions by hash: the current one plus every one a registration pinned.
+
+    A registration finishes under the definition it started with, even after the operator
+    changed the file or on a worker started with another one: pinned definitions are read back
+    from the database (their source is stored at ``start``) the first time they are needed.
+    """
+
+    def __init__(self, current: WorkflowDefinition, load: DefinitionLoader) -> None:
+        self.current = current
+        self._load = load
+        self._known = {current.hash: current}
+        self._stored: set[str] = set()
+
+    def pin(self, uow: UnitOfWork, definition: WorkflowDefinition, at: datetime) -> None:
+        """Make sure ``definition``'s source is stored, for registrations that start on it."""
+        if definition.hash not in self._stored:
+            uow.workflows.ensure(definition.hash, definition.name, definition.source, at)
+            uow.on_commit(lambda: self._stored.add(definition.hash))
+
+    def get(self, definition_hash: str, uow: UnitOfWork | None = None) -> WorkflowDefinition:
+        known = self._known.get(definition_hash)
+        if known is not None:
+            return known
+        row = uow.workflows.get(definition_hash) if uow is not None else None
+        if row is None:
+            raise WorkflowError(
+                ErrorCode.REGISTRATION_EXPIRED, detail="its workflow definition is gone"
+            )
+        definition = self._load(row.source, f"pinned workflow {definition_hash[:12]}")
+        self._known[definition_hash] = definition
+        return definition
+
+
+class RegistrationService:
+    def __init__(
+        self,
+        *,
+        database: Database,
+        catalog: Catalog,
+        workflows: WorkflowLibrary,
+        trust: TrustService,
+        clock: Clock,
+        passwords: PasswordHasher,
+        identifiers: IdentifierHasher,
+        plugins: pluggy.PluginManager,
+        origin: str,
+        activations: AccountService | None = None,
+    ) -> None:
+        self._database = database
+        self._catalog = catalog
+        self._workflows = workflows
+        self._trust = trust
+        self._clock = clock
+        self._hashers = Hashers(password=passwords.hash, identifier=identifiers.hash)
+        self._plugins = plugins
+        self.activations = activations
+        """Issues and mails the activation link of each new account (None: no link)."""
+        self.origin = origin
+
+    # -- step 1: 申請類別 -------------------------------------------------------------------------
+
+    def start(
+        self, type_code: str, *, consent: bool, iot: bool = False, actor: str = "cli",
+        origin: str | None = None,
+    ) -> RegistrationView:  # fmt: skip
+        """Choose 類別/屬性, accept the data-use statement; moves on to the card check."""
+        applicant = self._catalog.applicant(type_code)
+        if consent is not True:
+            raise RefusedError(ErrorCode.CONSENT_REQUIRED, field="consent")
+        if iot and not applicant.iot_allowed:
+            raise RefusedError(ErrorCode.IOT_NOT_ALLOWED, field="iot")
+        definition = self._workflows.current
+        now = self._clock.now()
+        registration = RegistrationRecord(
+            id=new_id(),
+            state=Step.CATEGORY.value,
+            chosen_type=applicant.code,
+            applicant_type=applicant.code,
+            workflow_hash=definition.hash,
+            data={"consent": True, "iot": bool(iot)},
+            origin=origin or self.origin,
+            created_at=now,
+            updated_at=now,
+            expires_at=now + definition.idle_timeout,
+        )
+        with self._database.unit_of_work() as uow:
+            self._workflows.pin(uow, definition, now)
+            uow.audit.append(
+                at=now, actor=actor, event="start", registration_id=registration.id,
+                to_state=Step.CATEGORY.value, applicant_type=applicant.code,
+                workflow_hash=definition.hash, diff={"consent": True, "iot": bool(iot)},
+            )  # fmt: skip
+            self._fire(uow, registration, Event.NEXT, actor=actor, new=True)
+            uow.commit()
+        return self._view(registration)
+
+    # -- step 2: 憑證檢查 -------------------------------------------------------------------------
+
+    def issue_challenge(self, registration_id: str, *, actor: str = "cli") -> Challenge:
+        """A fresh single-use challenge (≥ 256 random bits, 5-minute default lifetime)."""
+        with self._database.unit_of_work() as uow:
+            registration = self._load(uow, registration_id, actor)
+            self._require_state(registration, Step.CARD_CHECK)
+            definition = self._workflows.get(registration.workflow_hash, uow)
+            now = self._clock.now()
+            challenge = Challenge(
+                id=new_id(),
+                registration_id=registration.id,
+                nonce=secrets.token_hex(32),
+                origin=registration.origin,
+                expires_at=now + definition.challenge_ttl,
+            )
+            uow.challenges.add(
+                ChallengeRow(
+                    id=challenge.id,
+                    registration_id=challenge.registration_id,
+                    nonce=challenge.nonce,
+                    origin=challenge.origin,
+                    created_at=now,
+                    expires_at=challenge.expires_at,
+                )
+            )
+            uow.commit()
+            return challenge
+
+    def submit_card(
+        self, registration_id: str, response: CardResponse, *, actor: str = "cli"
+    ) -> RegistrationView:
+        """Validate the card's certificate and signature; moves on to 基本資料.
+
+        The challenge is used up whatever the outcome: a refusal commits its consumption (and
+        nothing else), so a refused response cannot be replayed either.
+        """
+        with self._database.unit_of_work() as uow:
+            challenge = self._consume_challenge(uow, registration_id, response.challenge_id)
+            try:
+                registration = self._load(uow, registration_id, actor)
+                self._require_state(registration, Step.CARD_CHECK)
+                chosen = self._catalog.applicant(registration.chosen_type)
+                now = self._clock.now()
+                snapshot = self._trust.snapshot(uow)
+                result = check_card_response(
+                    response, challenge, chosen=chosen, catalog=self._catalog,
+                    trust=snapshot.store, revocation=snapshot.revocation, at=now,
+                )  # fmt: skip
+                parsed = result.parsed
+                if uow.certificates.has_active_login(parsed.fingerprint):
+                    raise RefusedError(ErrorCode.ALREADY_REGISTERED)
+            except (RefusedError, WorkflowError):
+                uow.commit()  # only the challenge's consumption (and an expiry) was written
+                raise
+            applicant = result.applicant
+            prefill = applicant.binding.prefill(parsed.identity)
+            diff: dict[str, Any] = {"certificate": parsed.fingerprint, "ca": parsed.ca.value}
+            if applicant.code != registration.applicant_type:
+                diff["applicant_type"] = {"from": registration.applicant_type, "to": applicant.code}
+                registration.applicant_type = applicant.code
+            registration.evidence = result.evidence(challenge)
+            registration.certificate_der = parsed.der
+            registration.certificate_fingerprint = parsed.fingerprint
+            registration.locked = sorted(prefill)
+            registration.data = {**registration.data, **prefill}
+            diff.update(masked_diff(prefill))
+            self._fire(uow, registration, Event.NEXT, actor=actor, diff=diff)
+            uow.commit()
+        return self._view(registration)
+
+    def _consume_challenge(
+        self, uow: UnitOfWork, registration_id: str, challenge_id: str
+    ) -> Challenge:
+        """Mark the challenge used in ``uow`` (single use, success or not: see submit_card)."""
+        now = self._clock.now()
+        row = uow.challenges.take(challenge_id, registration_id, now)
+        if row is None:  # why not: one more read, on this refusal only
+            known = uow.challenges.get(challenge_id)
+            if known is None or known.registration_id != registration_id:
+                raise ChallengeError(ErrorCode.CHALLENGE_EXPIRED, detail="unknown challenge")
+            raise ChallengeError(ErrorCode.CHALLENGE_USED)
+        if now > row.expires_at:
+            raise ChallengeError(ErrorCode.CHALLENGE_EXPIRED)
+        return Challenge(
+            id=row.id,
+            registration_id=row.registration_id,
+            nonce=row.nonce,
+            origin=row.origin,
+            expires_at=row.expires_at,
+        )
+
+    # -- steps 3, 4 and plugin steps: forms ------------------------------------------------------
+
+    def submit(
+        self, registration_id: str, answers: Mapping[str, Any], *, actor: str = "cli"
+    ) -> RegistrationView:
+        """Submit the current step's form (基本資料, 企業資訊 or a plugin step); moves on."""
+        with self._database.unit_of_work() as uow:
+            registration = self._load(uow, registration_id, actor)
+            if self._workflows.get(registration.workflow_hash, uow).awaits_officer(
+                registration.state
+            ):
+                raise WorkflowError(
+                    ErrorCode.INVALID_TRANSITION, detail="awaiting approval by an officer"
+                )
+            applicant = self._catalog.applicant(registration.applicant_type)
+            form = applicant.form_for(registration.state)
+            if form is None and registration.state in self._catalog.steps:
+                form = self._catalog.steps[registration.state].form
+                if form is None:  # a plugin step that only needs to be passed (a notice)
+                    mail = self._fire(uow, registration, Event.NEXT, actor=actor)
+                    uow.commit()
+                    self._announce(registration, mail)
+                    return self._view(registration)
+            if form is None:
+                raise WorkflowError(ErrorCode.INVALID_TRANSITION, detail=registration.state)
+            with using_today(self._clock.now().astimezone(TAIPEI).date()):
+                step = accept_step(
+                    form, answers, applicant=applicant, identity=_identity(registration),
+                    locked={k: registration.data[k] for k in registration.locked},
+                )  # fmt: skip
+            account = applicant.account.name({**registration.data, **step.plain})
+            if account is not None and uow.accounts.exists(account):  # 用戶姓名已存在
+                raise RefusedError(ErrorCode.ACCOUNT_EXISTS, field=applicant.account.field)
+            registration.data = {**registration.data, **step.stored(self._hashers)}
+            registration.account_name = account
+            mail = self._fire(uow, registration, Event.NEXT, actor=actor, diff=step.audit_diff)
+            uow.commit()
+        self._announce(registration, mail)
+        return self._view(registration)
+
+    # -- 上一步, 取消, status, expiry --------------------------------------------------------------
+
+    def back(self, registration_id: str, *, actor: str = "cli") -> RegistrationView:
+        """上一步: what was typed is kept; leaving 基本資料 for the card check needs a new check."""
+        with self._database.unit_of_work() as uow:
+            registration = self._load(uow, registration_id, actor)
+            self._fire(uow, registration, Event.BACK, actor=actor, arriving=self._forget_card)
+            uow.commit()
+            return self._view(registration)
+
+    def cancel(self, registration_id: str, *, actor: str = "cli") -> RegistrationView:
+        with self._database.unit_of_work() as uow:
+            registration = self._load(uow, registration_id, actor)
+            self._fire(uow, registration, Event.CANCEL, actor=actor)
+            uow.commit()
+            return self._view(registration)
+
+    def status(self, registration_id: str, *, actor: str = "cli") -> RegistrationView:
+        with self._database.unit_of_work() as uow:
+            return self._view(self._load(uow, registration_id, actor, expire_only=True), uow)
+
+    def expire_idle(self, *, actor: str = "system") -> int:
+        """Expire every registration idle past its deadline; returns how many.
+
+        A registration waiting for an officer has no deadline (unless its step has a
+        ``timeout_minutes``), so this never expires it for the applicant's idleness.
+        """
+        now = self._clock.now()
+        with self._database.unit_of_work() as uow:
+            stale = uow.registrations.idle(now, ending_states=sorted(ENDINGS))
+            for registration in stale:
+                self._fire(uow, registration, Event.EXPIRE, actor=actor)
+            uow.commit()
+            return len(stale)
+
+    # -- officer steps: 審核 ----------------------------------------------------------------------
+
+    def find(
+        self,
+        *,
+        state: str | None = None,
+        applicant_type: str | None = None,
+        limit: int = 100,
+    ) -> list[RegistrationView]:
+        """Registrations, longest unchanged first; ``state="approval"`` is an officers' queue.
+
+        Registrations past their deadline that have not ended yet are left out (the sweeper,
+        :meth:`expire_idle`, or the next look at them expires them).
+        """
+        if not 1 <= limit <= MAX_LISTED:
+            raise RefusedError(ErrorCode.INVALID_VALUE, field="limit", detail=f"1 to {MAX_LISTED}")
+        now = self._clock.now()
+        with self._database.unit_of_work() as uow:
+            found = uow.registrations.find(state=state, applicant_type=applicant_type, limit=limit)
+            return [
+                self._view(registration, uow)
+                for registration in found
+                if registration.state in ENDINGS or now <= registration.expires_at
+            ]
+
+    def approve(self, registration_id: str, *, officer: str, via: str = "cli") -> RegistrationView:
+        """An officer approves a registration waiting at an officer step (待審核).
+
+        It moves on to the following step. When that is ``completed``, the account is created
+        in this transaction with its audit row, exactly as after a last form, and plugins are
+        told after the commit (the activation mail goes out). The audit row's actor is
+        ``officer:NAME``; ``via`` (``cli``, ``api:ADDRESS``) is recorded in its diff.
+        """
+        decision = validate_form(_Approval, {"officer": officer})
+        actor = f"officer:{decision.officer}"
+        with self._database.unit_of_work() as uow:
+            registration = self._load(uow, registration_id, actor)
+            self._require_officer_step(uow, registration)
+            diff = {"officer": decision.officer, "via": via}
+            mail = self._fire(uow, registration, Event.APPROVE, actor=actor, diff=diff)
+            uow.commit()
+        self._announce(registration, mail)
+        return self._view(registration)
+
+    def reject(
+        self, registration_id: str, *, officer: str, reason: str, via: str = "cli"
+    ) -> RegistrationView:
+        """An officer rejects a registration waiting at an officer step: it ends in
+        ``rejected``, no account is created, and the audit row keeps the reason."""
+        decision = validate_form(_Rejection, {"officer": officer, "reason": reason})
+        actor = f"officer:{decision.officer}"
+        with self._database.unit_of_work() as uow:
+            registration = self._load(uow, registration_id, actor)
+            self._require_officer_step(uow, registration)
+            diff = {"officer": decision.officer, "via": via, "reason": decision.reason}
+            self._fire(uow, registration, Event.REJECT, actor=actor, diff=diff)
+            uow.commit()
+        return self._view(registration)
+
+    def _require_officer_step(self, uow: UnitOfWork, registration: RegistrationRecord) -> None:
+        definition = self._workflows.get(registration.workflow_hash, uow)
+        if registration.state in ENDINGS or not definition.awaits_officer(registration.state):
+            raise WorkflowError(
+                ErrorCode.INVALID_TRANSITION,
+                detail=f"the registration is at {registration.state!r}, not awaiting an officer",
+            )
+
+    def check_account(self, name: str) -> bool:
+        """檢核是否存在: True when the account name is still free (「此帳號可使用」)."""
+        with self._database.unit_of_work() as uow:
+            return not uow.accounts.exists(name.strip().lower() if "@" in name else name.strip())
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _load(
+        self, uow: UnitOfWork, registration_id: str, actor: str, *, expire_only: bool = False
+    ) -> RegistrationRecord:
+        registration = uow.registrations.get(registration_id)
+        if registration is None:
+            raise WorkflowError(ErrorCode.REGISTRATION_NOT_FOUND, field="registration_id")
+        if registration.state not in ENDINGS and self._clock.now() > registration.expires_at:
+            try:
+                self._fire(uow, registration, Event.EXPIRE, actor=actor)
+                uow.commit()
+            except ConcurrentUpdate:  # another request moved it first: read it again
+                uow.rollback()
+                registration = uow.registrations.get(registration_id) or registration
+            if not expire_only:
+                raise WorkflowError(ErrorCode.REGISTRATION_EXPIRED)
+        if registration.state == Step.EXPIRED and not expire_only:
+            raise WorkflowError(ErrorCode.REGISTRATION_EXPIRED)
+        return registration
+
+    @staticmethod
+    def _require_state(registration: RegistrationRecord, state: Step) -> None:
+        if registration.state != state:
+            raise WorkflowError(
+                ErrorCode.INVALID_TRANSITION,
+                detail=f"the registration is at {registration.state!r}, not {state.value!r}",
+            )
+
+    def _fire(
+        self, uow: UnitOfWork, registration: RegistrationRecord, event: Event, *, actor: str,
+        diff: Mapping[str, Any] | None = None, new: bool = False,
+        arriving: Callable[[RegistrationRecord], None] | None = None,
+    ) -> ActivationMail | None:  # fmt: skip
+        """Move the registration by ``event`` and write it (insert it when ``new``) with its
+        audit row; entering ``completed`` also creates the account. ``arriving`` may change
+        the record at its new state before it is written. Returns the activation mail to
+        deliver after the commit, if an account was created."""
+        definition = self._workflows.get(registration.workflow_hash, uow)
+        applicant = self._catalog.applicant(registration.applicant_type)
+        source = registration.state
+        try:
+            target = advance(definition, applicant, source, event)
+        except TransitionNotAllowed:
+            raise WorkflowError(
+                ErrorCode.INVALID_TRANSITION, detail=f"cannot {event.value} at {source!r}"
+            ) from None
+        now = self._clock.now()
+        registration.state = target
+        registration.updated_at = now
+        if target not in ENDINGS:  # officer steps wait without an idle deadline
+            registration.expires_at = definition.deadline(target, now)
+        applicant_type = registration.applicant_type  # the audit row's: the one that moved
+        recorded = dict(diff or {})
+        if target == Step.COMPLETED:
+            registration.account_name = applicant.account.name(registration.data)
+            recorded.update(masked_diff({"account": registration.account_name}))
+        if arriving is not None:
+            arriving(registration)
+        if new:
+            uow.registrations.add(registration)
+        else:
+            uow.registrations.save(registration)  # first: a concurrent double submit stops here
+        uow.audit.append(
+            at=now, actor=actor, event=event.value, registration_id=registration.id,
+            from_state=source, to_state=target, applicant_type=applicant_type,
+            workflow_hash=registration.workflow_hash, diff=recorded,
+        )  # fmt: skip
+        return self._create_account(uow, registration) if target == Step.COMPLETED else None
+
+    @staticmethod
+    def _forget_card(registration: RegistrationRecord) -> None:
+        """Back at the card check (or before it): the card's prefill and evidence are gone."""
+        if registration.state not in (Step.CARD_CHECK, Step.CATEGORY):
+            return
+        registration.data = {
+            k: v for k, v in registration.data.items() if k not in registration.locked
+        }
+        registration.locked = []
+        registration.evidence = None
+        registration.certificate_der = None
+        registration.certificate_fingerprint = None
+        registration.applicant_type = registration.chosen_type
+
+    def _create_account(
+        self, uow: UnitOfWork, registration: RegistrationRecord
+    ) -> ActivationMail | None:
+        """The account, its login certificate and (with an account service) its first
+        activation link, in ``uow``; the mail to deliver after the commit."""
+        applicant = self._catalog.applicant(registration.applicant_type)
+        data = registration.data
+        name = applicant.account.name(data)
+        evidence = registration.evidence
+        if name is None or evidence is None or registration.certificate_der is None:
+            raise WorkflowError(ErrorCode.INVALID_TRANSITION, detail="incomplete registration")
+        now = self._clock.now()
+        birth = data.get("birth_date")
+        account_id = uow.accounts.insert(
+            {
+                "name": name,
+                "applicant_type": applicant.code,
+                "category": applicant.category.value,
+                "status": "pending_activation",
+                "birth_date": date.fromisoformat(birth) if birth else None,
+                "iot": bool(data.get("iot")),
+                "password_hash": data["password_hash"],
+                "profile": {k: v for k, v in data.items() if k not in _NOT_PROFILE},
+                "registration_id": registration.id,
+                "created_at": now,
+                **{column: data.get(column) for column in ACCOUNT_COLUMNS},
+            }
+        )
+        identity = evidence.get("identity", {})
+        uow.certificates.insert(
+            {
+                "fingerprint": evidence["fingerprint"],
+                "purpose": "login",
+                "account_id": account_id,
+                "registration_id": registration.id,
+                "der": registration.certificate_der,
+                "serial_hex": evidence["serial"],
+                "subject": evidence["subject"],
+                "issuer": evidence["issuer"],
+                "ca": evidence["ca"],
+                "card_rank": identity.get("card_rank"),
+                "not_before": datetime.fromisoformat(evidence["not_before"]),
+                "not_after": datetime.fromisoformat(evidence["not_after"]),
+                "ubn": identity.get("ubn") or data.get("ubn"),
+                "oid": identity.get("oid"),
+                "national_id_hash": data.get("national_id_hash"),
+                "query_key": data.get("national_id_hash") or data.get(applicant.account.field),
+                "status": "active",
+                "created_at": now,
+            }
+        )
+        if self.activations is None:
+            return None
+        return self.activations.issue(
+            uow, account_id=account_id, name=name, email=data["email"],
+            applicant_type=applicant.code,
+        )  # fmt: skip
+
+    def _announce(self, registration: RegistrationRecord, mail: ActivationMail | None) -> None:
+        """After the commit of a completion: mail the activation link and tell the plugins
+        (a failure of either is logged; the account exists regardless)."""
+        if registration.state != Step.COMPLETED:
+            return
+        if mail is not None and self.activations is not None:
+            self.activations.deliver_quietly(mail)
+        event = RegistrationCompleted(
+            registration_id=registration.id,
+            account=registration.account_name or "",
+            applicant_type=registration.applicant_type,
+            email=registration.data.get("email"),
+            at=self._clock.now(),
+            fields=masked_diff(
+                {k: v for k, v in registration.data.items() if not k.endswith("_hash")}
+            ),
+        )
+        try:
+            self._plugins.hook.swreg_registration_completed(event=event)
+        except Exception:  # the account exists; a plugin's failure cannot undo it
+            log.exception("a swreg_registration_completed hook failed (%s)", event.applicant_type)
+
+    def _view(
+        self, registration: RegistrationRecord, uow: UnitOfWork | None = None
+    ) -> RegistrationView:
+        applicant = self._catalog.applicant(registration.applicant_type)
+        definition = self._workflows.get(registration.workflow_hash, uow)
+        visible = {k: v for k, v in registration.data.items() if not k.endswith("_hash")}
+        state = registration.state
+        awaiting = OFFICER if definition.awaits_officer(state) else None
+        if awaiting is not None:
+            status = AWAITING_OFFICER
+        elif state in Step.__members__.values():
+            status = Step(state).labels
+        else:
+            step = next((s for s in definition.steps if s.id == state), None)
+            status = step.labels if step is not None and step.labels else Labels(state, state)
+        return RegistrationView(
+            id=registration.id,
+            state=registration.state,
+            applicant_type=registration.applicant_type,
+            chosen_type=registration.chosen_type,
+            path=definition.path_for(applicant),
+            data=visible,
+            locked=tuple(registration.locked),
+            account=registration.account_name or applicant.account.name(registration.data),
+            expires_at=registration.expires_at,
+            identity=(registration.evidence or {}).get("identity", {}),
+            awaiting=awaiting,
+            status=status,
+            updated_at=registration.updated_at,
+        )
+
+
+def _identity(registration: RegistrationRecord) -> CertificateIdentity:
+    identity = (registration.evidence or {}).get("identity", {})
+    return CertificateIdentity(**identity)
