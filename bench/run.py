@@ -10,6 +10,9 @@ Sections (each runs in its own fresh process, one after the other):
 ``memory``        RSS flat over 100,000 registrations (bench/memory.py)
 ``portal``        ≥ 200 complete registrations/s on 2 workers with the KDF excluded, and the
                   figure with OWASP argon2id (bench/portal.py)
+``piv``           for information: a PIV card check through pcscd (virtual card over vpcd),
+                  median ms, against the same APDUs replayed raw (bench/piv.py; pcscd started
+                  for the section when none runs, else reported skipped)
 
 Prints one table (engine, floor, ratio, target, met) and writes ``bench/results.json``: the
 sections' full data, the table and how long the run took. ``--quick`` runs everything at
@@ -36,7 +39,7 @@ from typing import Any
 
 import common
 
-SECTIONS = ("registration", "turnkey", "query", "memory", "portal")
+SECTIONS = ("registration", "turnkey", "query", "memory", "portal", "piv")
 
 
 @dataclass(frozen=True)
@@ -51,10 +54,11 @@ class Sizes:
     portal_seconds: float
     portal_repeat: int
     portal_clients: int
+    piv_runs: int
 
 
-FULL = Sizes(100, 3, 2.0, 3, 1_000_000, 2000, 100_000, 10.0, 2, 8)
-QUICK = Sizes(20, 2, 0.5, 2, 50_000, 300, 3000, 3.0, 1, 8)
+FULL = Sizes(100, 3, 2.0, 3, 1_000_000, 2000, 100_000, 10.0, 2, 8, 30)
+QUICK = Sizes(20, 2, 0.5, 2, 50_000, 300, 3000, 3.0, 1, 8, 8)
 
 
 # -- the sections, each in a fresh process ---------------------------------------------------
@@ -104,12 +108,19 @@ def _portal(sizes: Sizes) -> dict[str, Any]:
     return {"portal": section}
 
 
+def _piv(sizes: Sizes) -> dict[str, Any]:
+    import piv
+
+    return {"piv": piv.measure(runs=sizes.piv_runs)}
+
+
 RUNNERS: dict[str, Callable[[Sizes], dict[str, Any]]] = {
     "registration": _registration,
     "turnkey": _turnkey,
     "query": _query,
     "memory": _memory,
     "portal": _portal,
+    "piv": _piv,
 }
 
 
@@ -253,6 +264,25 @@ def rows_for(results: dict[str, Any]) -> list[Row]:
                     "—",
                 )
             )
+    piv = results.get("piv")
+    if piv:
+        if "skipped" in piv:
+            rows.append(Row("PIV card check via pcscd (info): skipped", piv["skipped"],
+                            "", "", "info", "not measured"))  # fmt: skip
+        else:
+            for key, label in (("rsa", "RSA-2048"), ("ec", "EC P-256")):
+                data = piv[key]
+                rows.append(
+                    Row(
+                        f"PIV card check via pcscd, {label} card, median ms of {piv['runs']} "
+                        f"(info; floor: its {data['apdus']} APDUs raw)",
+                        f"{data['engine']['median_ms']:.2f}",
+                        f"{data['floor']['median_ms']:.2f}",
+                        f"{data['ratio']:.2f}×",
+                        "info",
+                        "—",
+                    )
+                )
     for key, value in results.items():
         if key.endswith("_error"):
             rows.append(Row(f"{key.removesuffix('_error')}: FAILED", value["error"][:80],

@@ -18,6 +18,7 @@ from engine.core.workflow import WorkflowDefinition, default_definition_source, 
 from engine.pki.certificate import load_certificate
 from engine.pki.certificate_checks import inspect
 from engine.services.accounts import AccountService
+from engine.services.audit import AuditService
 from engine.services.customs import CustomsCertificateService
 from engine.services.hashing import IdentifierHasher, PasswordHasher
 from engine.services.login import LoginService
@@ -51,6 +52,7 @@ class App:
     turnkey: TurnkeyVerifier
     reminders: ReminderService
     renewals: RenewalService
+    audit: AuditService
 
     def inspect_certificate(self, data: bytes) -> dict[str, Any]:
         """``swreg cert inspect``: the certificate as the card check sees it."""
@@ -116,7 +118,7 @@ def bootstrap(
         identifiers=identifiers,
         plugins=manager,
         activations=accounts,
-        origin=settings.origin,
+        origin=settings.cli_origin,
     )
     return App(
         settings=settings,
@@ -141,6 +143,7 @@ def bootstrap(
             sender=settings.mail.sender,
         ),
         renewals=RenewalService(database, clock, trust, catalog, passwords),
+        audit=AuditService(database),
     )
 
 

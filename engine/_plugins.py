@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import TypeVar
 
 import pluggy
+from pydantic import BaseModel
 
 from engine import hookspecs
 from engine._errors import DefinitionError, ErrorCode, WorkflowError
@@ -77,6 +78,14 @@ class Catalog:
             ),
             steps=MappingProxyType(steps),
         )
+
+    def step_form(self, applicant: ApplicantType, step: str) -> type[BaseModel] | None:
+        """The form an applicant fills at ``step``: its own 基本資料 / 企業資訊, else the form of
+        the plugin step of that name (None: nothing to fill, or a step that is only passed)."""
+        form = applicant.form_for(step)
+        if form is None and step in self.steps:
+            form = self.steps[step].form
+        return form
 
     def applicant(self, code: str) -> ApplicantType:
         try:

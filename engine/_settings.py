@@ -94,7 +94,8 @@ class Settings:
     workflow_file: Path | None = None
     secret_key: bytes | None = None
     secret_key_file: Path | None = None
-    origin: str = CLI_ORIGIN
+    cli_origin: str = CLI_ORIGIN
+    """What card checks run from the CLI sign (the portal's card checks sign ``public_origin``)."""
     argon2: Argon2Parameters = Argon2Parameters()
     public_origin: str = DEFAULT_PUBLIC_ORIGIN
     """The portal's own origin (scheme://host:port): what the browser's card check signs."""
@@ -120,7 +121,7 @@ class Settings:
             secret_key_file=(
                 Path(env["SWREG_SECRET_KEY_FILE"]) if env.get("SWREG_SECRET_KEY_FILE") else None
             ),
-            origin=env.get("SWREG_ORIGIN") or CLI_ORIGIN,
+            cli_origin=env.get("SWREG_ORIGIN") or CLI_ORIGIN,
             argon2=Argon2Parameters.parse(env["SWREG_ARGON2"])
             if env.get("SWREG_ARGON2")
             else Argon2Parameters(),

@@ -185,6 +185,39 @@ def test_register_in_a_subprocess_with_a_resolved_type(cli: Cli, pki: TestPKI) -
     assert [e["event"] for e in shown["entries"]] == ["start", "next", "next", "next", "next"]
 
 
+def test_successful_commands_write_nothing_to_stderr(cli: Cli, pki: TestPKI) -> None:
+    """No dependency warning (cryptography's DSA deprecation was one) reaches a user: each
+    command runs in a fresh interpreter with Python's default warning filters."""
+    card = pki.issue_person("王小明", "6789")
+    env = {k: v for k, v in cli.env.items() if k != "PYTHONWARNINGS"}
+    commands = [
+        ("--help",),
+        ("init",),
+        ("types",),
+        ("trust", "list"),
+        ("workflow", "show"),
+        ("cert", "inspect", cli.file("card.cer", card.der())),
+        ("audit", "verify"),
+    ]
+    for args in commands:
+        done = subprocess.run(
+            [SWREG, *args], capture_output=True, text=True, env=env, timeout=120, check=False
+        )
+        assert (done.returncode, done.stderr) == (0, ""), args
+
+
+def test_the_database_option_is_the_root_commands(cli: Cli, tmp_path: Path) -> None:
+    """``swreg --db URL COMMAND``: given once, before the command, for every command."""
+    other = tmp_path / "other.db"
+    done = subprocess.run(
+        [SWREG, "--db", f"sqlite:///{other}", "init", "--json"],
+        capture_output=True, text=True, env=cli.env, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["database"] == f"sqlite:///{other}"
+    assert other.is_file()
+
+
 @pytest.mark.parametrize(
     ("args", "status", "code"),
     [

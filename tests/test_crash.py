@@ -1,13 +1,21 @@
 """A crash of the portal in the middle of completing registrations leaves nothing half done.
 
 ``swreg serve --workers 2`` runs on the test database; many clients drive registrations through
-the JSON API at once and, while their last steps are being completed, the server and its
-workers are SIGKILLed (no shutdown, transactions cut anywhere). After a restart every
-registration is either completed with its account, login certificate and audit row, or not
-completed, without any of them, and resumable; ``swreg audit verify`` passes.
+the JSON API at once and, as soon as the first of their last steps has been answered (so some,
+but not all, are acknowledged), the server and its workers are SIGKILLed (no shutdown,
+transactions cut anywhere). After a restart every registration is either completed with its
+account, login certificate and audit row, or not completed, without any of them, and resumable;
+``swreg audit verify`` passes.
 
-Each client sends from its own loopback address (127.0.0.N), so the per-address rate limits of
-the portal do not get in the way.
+The test proves that the kill did cut something: each client records whether its completing
+request had been sent in full to the live server (before the kill was ordered) and whether it was
+answered. At least one registration must have been sent, never answered, and found not completed
+after the restart — a completion the crash interrupted. A round in which the kill came too late
+to interrupt any is repeated with new applicants (at most ``ROUNDS`` times); the test fails if
+none was interrupted.
+
+Each client sends from its own loopback address (127.0.R.N, a new R each round), so the
+per-address rate limits of the portal do not get in the way.
 """
 
 from __future__ import annotations
@@ -34,7 +42,22 @@ from .conftest import PERSON_ANSWERS, SECRET
 from .processes import SWREG, free_port, kill_process_tree, serve, stop_process, swreg_env
 
 CLIENTS = 24
+ROUNDS = 5
 TIMEOUT = 60.0
+
+
+class Kill:
+    """The order to kill, and what each completing request had done before it was given."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ordered = False
+        self.acknowledged = threading.Event()
+
+    def order(self) -> None:
+        """From now on nothing counts as sent to the live server."""
+        with self.lock:
+            self.ordered = True
 
 
 @dataclass
@@ -45,10 +68,14 @@ class Client:
     email: str
     http: httpx.Client
     registration_id: str = ""
+    token: str = ""
+    sent_before_kill: bool = False  # the completing request was written in full, server alive
+    answer: int | None = None  # its status code; None: no response (the server died)
 
     def post(self, path: str, body: Any = None) -> httpx.Response:
-        token = self.http.get("/api/csrf").json()["token"]
-        return self.http.post(path, json=body, headers={"X-CSRF-Token": token})
+        if not self.token:  # the double-submit token of this client's csrf cookie
+            self.token = self.http.get("/api/csrf").json()["token"]
+        return self.http.post(path, json=body, headers={"X-CSRF-Token": self.token})
 
     def to_basic_data(self) -> None:
         started = self.post("/api/registrations", {"type": "person.general", "consent": True})
@@ -69,9 +96,36 @@ class Client:
         assert checked.status_code == 200, checked.text
         assert checked.json()["state"] == "basic_data"
 
-    def complete(self) -> httpx.Response:
+    def complete(self, kill: Kill | None = None) -> httpx.Response:
+        """The last step, in one request (the csrf token is already known); with ``kill``,
+        record whether the request was sent in full before the kill was ordered."""
+
+        def trace(event: str, _info: dict[str, Any]) -> None:
+            if kill is not None and event == "http11.send_request_body.complete":
+                with kill.lock:
+                    self.sent_before_kill = not kill.ordered
+
         answers = {**PERSON_ANSWERS, "email": self.email}
-        return self.post(f"/api/registrations/{self.registration_id}/step", answers)
+        return self.http.post(
+            f"/api/registrations/{self.registration_id}/step",
+            json=answers,
+            headers={"X-CSRF-Token": self.token},
+            extensions={"trace": trace},
+        )
+
+    def complete_until_killed(self, kill: Kill) -> None:
+        try:
+            response = self.complete(kill)
+        except httpx.TransportError:
+            return  # the server died under this request (or before it)
+        self.answer = response.status_code
+        if response.status_code == 200:
+            kill.acknowledged.set()
+
+    @property
+    def interrupted(self) -> bool:
+        """Sent in full to the live server and never answered."""
+        return self.sent_before_kill and self.answer is None
 
 
 def _b64(data: bytes) -> str:
@@ -110,48 +164,73 @@ def server(app: App, db_url: str, tmp_path: Path) -> Iterator[Server]:
         stop_process(process)
 
 
-def test_a_crash_while_completing_leaves_every_registration_whole_or_resumable(
-    app: App, pki: TestPKI, db_url: str, server: Server
-) -> None:
-    process = server.start()
+def crash_round(
+    round_: int,
+    process: subprocess.Popen[bytes],
+    pki: TestPKI,
+    server: Server,
+    everyone: list[Client],
+) -> list[Client]:
+    """``CLIENTS`` new applicants (added to ``everyone``) reach 基本資料, send their last step
+    at once, and the server is killed as soon as the first is acknowledged."""
     clients = [
         Client(
             card=pki.issue_person(),
-            email=f"applicant{i}@example.com",
+            email=f"applicant{round_}.{i}@example.com",
             http=httpx.Client(
                 base_url=server.origin,
                 timeout=TIMEOUT,
-                transport=httpx.HTTPTransport(local_address=f"127.0.0.{i + 2}"),
+                transport=httpx.HTTPTransport(local_address=f"127.0.{round_}.{i + 2}"),
             ),
         )
         for i in range(CLIENTS)
     ]
-    completed_one = threading.Event()
+    everyone += clients
+    kill = Kill()
+    with ThreadPoolExecutor(max_workers=CLIENTS) as pool:
+        list(pool.map(Client.to_basic_data, clients, timeout=TIMEOUT))
+        sent = [pool.submit(c.complete_until_killed, kill) for c in clients]
+        assert kill.acknowledged.wait(TIMEOUT), "no registration completed"
+        kill.order()
+        kill_process_tree(process)  # in the middle of completing the others
+        for future in sent:
+            future.result(timeout=TIMEOUT)
+    answers = [c.answer for c in clients]
+    assert set(answers) <= {200, None}, answers
+    return clients
 
-    def complete(client: Client) -> int | None:
-        try:
-            response = client.complete()
-        except httpx.TransportError:
-            return None  # the server died under this request
-        if response.status_code == 200:
-            completed_one.set()
-        return response.status_code
 
+def test_a_crash_while_completing_leaves_every_registration_whole_or_resumable(
+    app: App, pki: TestPKI, db_url: str, server: Server
+) -> None:
+    process = server.start()
+    clients: list[Client] = []
+    cut: list[Client] = []
+    rounds: list[str] = []  # what each round saw, for the failure message
     try:
-        with ThreadPoolExecutor(max_workers=CLIENTS) as pool:
-            list(pool.map(Client.to_basic_data, clients, timeout=TIMEOUT))
-            answers = list(map(lambda c: pool.submit(complete, c), clients))
-            assert completed_one.wait(TIMEOUT), "no registration completed"
-            kill_process_tree(process)  # in the middle of completing the others
-            statuses = [a.result(timeout=TIMEOUT) for a in answers]
-        assert set(statuses) <= {200, None}, statuses
+        for round_ in range(ROUNDS):
+            latest = crash_round(round_, process, pki, server, clients)
+            process = server.start()  # the same database, port and origin
+            states = {c.registration_id: status(c) for c in clients}
+            assert set(states.values()) <= {"completed", "basic_data"}, states
+            assert_whole(app, states)
+            for client in latest:
+                state = states[client.registration_id]
+                if client.answer == 200:  # acknowledged: done, and durably so
+                    assert state == "completed", client.registration_id
+                if client.interrupted and state == "basic_data":
+                    cut.append(client)
+            rounds.append(
+                f"round {round_}: {sum(c.answer == 200 for c in latest)} acknowledged, "
+                f"{sum(c.interrupted for c in latest)} sent and unanswered, "
+                f"{sum(c in cut for c in latest)} of them not completed"
+            )
+            if cut:
+                break
+        assert cut, f"the kill interrupted no completion in {ROUNDS} rounds: {rounds}"
 
-        server.start()  # the same database, port and origin
-        states = {c.registration_id: status(c) for c in clients}
-        assert set(states.values()) <= {"completed", "basic_data"}, states
-        assert_whole(app, states)
         for client in clients:  # those not completed are resumable
-            if states[client.registration_id] == "basic_data":
+            if status(client) == "basic_data":
                 response = client.complete()
                 assert response.status_code == 200, response.text
                 assert response.json()["state"] == "completed"

@@ -256,7 +256,9 @@ REFUSALS: list[tuple[str, str, dict[str, Any], Material, ImportKind, tuple[str, 
      ("file_too_large", None)),
     ("garbage", "shipping", COMPANY, lambda _: b"this is no certificate\n", ImportKind.NON_IC,
      ("not_a_certificate", None)),
-    ("empty", "shipping", COMPANY, lambda _: b"", ImportKind.NON_IC, ("not_a_certificate", None)),
+    # no file at all: required, as the page and the API's multipart form have always said
+    ("empty", "shipping", COMPANY, lambda _: b"", ImportKind.NON_IC,
+     ("field_required", "certificate")),
     ("pem key", "shipping", COMPANY, lambda p: p.issue_customs(UBN).key_pem(), ImportKind.NON_IC,
      ("private_key_refused", None)),
     ("pkcs12", "shipping", COMPANY, lambda p: p.pkcs12_bytes(p.issue_customs(UBN), PIN),
@@ -490,9 +492,70 @@ def test_query_by_oid(service: CustomsCertificateService, registered: dict[str, 
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("key", ["", "hello", "A0001", "E00001", "04595258", "A123456788", "2"])
+@pytest.mark.parametrize(
+    ("chosen", "material", "expected"),
+    [
+        ("customs", lambda p: p.issue_customs(UBN).der(), None),  # the file's kind: imported
+        ("business", lambda p: p.issue_customs(UBN).der(),  # TaiCA file, 工商憑證 chosen
+         ("certificate_type_mismatch", "certificate")),
+        ("customs", lambda p: p.issue_company(UBN).der(),  # MOEACA file, 通關專屬憑證 chosen
+         ("certificate_type_mismatch", "certificate")),
+        ("passport", lambda p: p.issue_customs(UBN).der(),  # no 憑證種類 of that name
+         ("invalid_value", "certificate_kind")),
+    ],
+)  # fmt: skip
+def test_the_chosen_certificate_kind_must_be_offered_and_be_the_files(
+    app: App,
+    pki: TestPKI,
+    service: CustomsCertificateService,
+    chosen: str,
+    material: Callable[[TestPKI], bytes],
+    expected: tuple[str, str] | None,
+) -> None:
+    def run() -> Any:
+        return service.import_certificate(
+            "shipping", COMPANY, certificate=material(pki), kind=ImportKind.NON_IC,
+            certificate_kind=chosen,
+        )  # fmt: skip
+
+    if expected is None:
+        assert run().certificate_kind is CertificateKind(chosen)
+        assert [row[2] for row in stored(app)] == ["shipping"]
+    else:
+        assert refused(run) == expected
+        assert stored(app) == []
+
+
+def test_a_usage_type_names_its_own_default_and_labels(service: CustomsCertificateService) -> None:
+    assert service.usage_type(None).code == "general_forwarder"  # declared default=True
+    assert service.usage_type("no-such-usage").code == "general_forwarder"
+    assert service.usage_type("shipping").code == "shipping"
+    broker = service.usage_type("broker_specialist")
+    assert broker.field_labels["contact_name"].zh_tw == "專責人員姓名"
+    assert broker.certificate_kinds(ImportKind.NON_IC) == (CertificateKind.CUSTOMS,)
+    assert service.usage_type("shipping").certificate_kinds(ImportKind.NON_IC) == (
+        CertificateKind.BUSINESS,
+        CertificateKind.CUSTOMS,
+    )
+
+
+@pytest.mark.parametrize("key", ["hello", "A0001", "E00001", "04595258", "A123456788", "2"])
 def test_other_keys_are_refused(service: CustomsCertificateService, key: str) -> None:
     assert refused(lambda: service.query(key)) == ("invalid_value", "key")
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("", ("field_required", "key")),  # nothing typed
+        ("  \t", ("field_required", "key")),  # only blanks
+        ("1." * 128 + "1", ("field_too_long", "key")),  # 257 characters, past the limit
+    ],
+)
+def test_a_missing_or_overlong_key_is_refused_by_the_service(
+    service: CustomsCertificateService, key: str, expected: tuple[str, str]
+) -> None:
+    assert refused(lambda: service.query(key)) == expected
 
 
 def test_replaced_certificates_show_with_their_status_and_deleted_ones_hide(

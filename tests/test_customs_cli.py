@@ -198,6 +198,17 @@ def test_query_prints_the_rows(cli: Cli, pki: TestPKI) -> None:
     )
 
 
+def test_an_empty_query_key_is_refused_as_the_api_refuses_it(cli: Cli) -> None:
+    """The rule lives in the service: the CLI says what ``GET /api/customs-certificates``
+    says (tests/test_customs_api.py: ``field_required`` on ``key``)."""
+    code, out = cli.invoke("customs-cert", "query", "")
+    assert (code, out["errors"][0]["code"], out["errors"][0]["field"]) == (
+        1,
+        "field_required",
+        "key",
+    )
+
+
 def test_delete_needs_the_owners_card_session(cli: Cli, pki: TestPKI, app: App) -> None:
     company = pki.issue_company(UBN)
     enrol(app, "enterprise.general", company, COMPANY_ANSWERS)

@@ -440,5 +440,5 @@ def test_cli_replaces_an_expired_card_with_pin_and_password(
         (serial(old), "replaced"), (serial(new), "active")
     ]  # fmt: skip
     [entry] = audit(app)
-    assert entry["proof"] == "password" and entry["origin"] == app.settings.origin
+    assert entry["proof"] == "password" and entry["origin"] == app.settings.cli_origin
     assert audit_ok(app)

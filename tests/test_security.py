@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from engine.services.hashing import IdentifierHasher, PasswordHasher, new_id, new_nonce
+from engine.services.hashing import IdentifierHasher, PasswordHasher, new_id
 
 # Tiny argon2 parameters keep the tests fast; production uses the OWASP defaults.
 FAST = {"time_cost": 1, "memory_cost": 8, "parallelism": 1}
@@ -28,14 +28,6 @@ def test_password_round_trip() -> None:
 def test_password_verify_tolerates_garbage() -> None:
     hasher = PasswordHasher(**FAST)
     assert not hasher.verify("not a hash", "Secret123")
-    assert hasher.needs_rehash("not a hash")
-
-
-def test_needs_rehash_when_parameters_change() -> None:
-    old = PasswordHasher(**FAST)
-    digest = old.hash("Secret123")
-    assert not old.needs_rehash(digest)
-    assert PasswordHasher(time_cost=2, memory_cost=8, parallelism=1).needs_rehash(digest)
 
 
 def test_password_defaults_are_owasp() -> None:
@@ -62,10 +54,7 @@ def test_identifier_key_must_be_long_enough(length: int) -> None:
         IdentifierHasher(b"k" * length)
 
 
-def test_nonce_and_id() -> None:
-    nonce = new_nonce()
-    assert len(nonce) == 64 and bytes.fromhex(nonce)
-    assert new_nonce() != nonce
+def test_new_id_is_a_fresh_uuid4() -> None:
     ident = new_id()
     assert len(ident) == 36 and uuid.UUID(ident).version == 4
     assert new_id() != ident

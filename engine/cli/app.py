@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
+from engine._bootstrap import bootstrap
 from engine._errors import (
     EnvironmentProblem,
     ErrorCode,
@@ -35,11 +36,12 @@ from engine.cli.support import (
     read_answers,
     read_file,
     read_pin,
-    state,
+    remember_options,
+    settings,
 )
 from engine.cli.turnkey import turnkey_app
 from engine.cli.workflow import workflow_app
-from engine.services.audit import export_audit
+from engine.services.audit import AuditExport, AuditService
 from engine.services.enrolment import register_with_card
 from engine.services.registration import RegistrationView
 
@@ -78,15 +80,15 @@ for sub, name in (
 
 
 @app.callback()
-def _options(db: DbOption = None) -> None:
-    state.db = db
+def _options(ctx: typer.Context, db: DbOption = None) -> None:
+    remember_options(ctx, db)
 
 
 @app.command()
-def init(db: DbOption = None, as_json: JsonOption = False) -> None:
+def init(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Create or migrate the database (idempotent). 建立或更新資料庫。"""
     with command(as_json) as out:
-        application = app_for(db)
+        application = app_for(ctx)
         out.result.update(
             database=application.settings.database_url, workflow=application.workflow.hash
         )
@@ -96,16 +98,16 @@ def init(db: DbOption = None, as_json: JsonOption = False) -> None:
 
 @trust_app.command("add")
 def trust_add(
+    ctx: typer.Context,
     file: Path,
     intermediate: Annotated[
         bool, typer.Option("--intermediate", help="Use for path building only; do not trust it.")
     ] = False,
-    db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Trust a CA certificate (DER or PEM). 加入受信任的憑證。"""
     with command(as_json) as out:
-        entry = app_for(db).trust.add_certificate(read_file(file), anchor=not intermediate)
+        entry = app_for(ctx).trust.add_certificate(read_file(file), anchor=not intermediate)
         out.result.update(
             fingerprint=entry.fingerprint,
             subject=entry.subject,
@@ -117,10 +119,10 @@ def trust_add(
 
 
 @trust_app.command("list")
-def trust_list(db: DbOption = None, as_json: JsonOption = False) -> None:
+def trust_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """List trusted certificates. 列出受信任的憑證。"""
     with command(as_json) as out:
-        entries = app_for(db).trust.list()
+        entries = app_for(ctx).trust.list()
         out.result["certificates"] = [
             {"fingerprint": e.fingerprint, "subject": e.subject, "anchor": e.is_anchor}
             for e in entries
@@ -133,19 +135,19 @@ def trust_list(db: DbOption = None, as_json: JsonOption = False) -> None:
 
 
 @crl_app.command("add")
-def crl_add(file: Path, db: DbOption = None, as_json: JsonOption = False) -> None:
+def crl_add(ctx: typer.Context, file: Path, as_json: JsonOption = False) -> None:
     """Add a CRL signed by a trusted CA. 加入憑證廢止清冊。"""
     with command(as_json) as out:
-        info = app_for(db).trust.add_crl(read_file(file))
+        info = app_for(ctx).trust.add_crl(read_file(file))
         out.result.update(info)
         out.say(f"CRL {info['issuer']} #{info['crl_number']}: {info['revoked']} revoked")
 
 
 @app.command("types")
-def types_(db: DbOption = None, as_json: JsonOption = False) -> None:
+def types_(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Applicant types and customs usage types of the installed plugins. 申請類別與憑證使用類型。"""
     with command(as_json) as out:
-        application = app_for(db)
+        application = app_for(ctx)
         applicants = list(application.catalog.applicant_types.values())
         usages = list(application.catalog.usage_types.values())
         out.result["applicant_types"] = [
@@ -183,13 +185,13 @@ def types_(db: DbOption = None, as_json: JsonOption = False) -> None:
 
 @app.command()
 def register(
+    ctx: typer.Context,
     type_code: Annotated[str, typer.Option("--type", help="Applicant type code (swreg types).")],
     answers: Annotated[Path, typer.Option("--answers", help="JSON or TOML file of field: value.")],
     card: Annotated[str, typer.Option("--card", help="pcsc:NAME_OR_INDEX or virtual:FILE.p12")],
     pin_stdin: Annotated[
         bool, typer.Option("--pin-stdin", help="Read the PIN from stdin.")
     ] = False,
-    db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """The whole 憑證註冊 with a card. 以憑證卡完成註冊。"""
@@ -197,7 +199,7 @@ def register(
 
     with command(as_json) as out:
         data = read_answers(answers)
-        application = app_for(db)
+        application = app_for(ctx)
         application.catalog.applicant(type_code)
         with open_card(card) as opened:
             pin = read_pin(pin_stdin)
@@ -229,30 +231,30 @@ def register(
 
 
 @accounts_app.command("check")
-def accounts_check(name: str, db: DbOption = None, as_json: JsonOption = False) -> None:
+def accounts_check(ctx: typer.Context, name: str, as_json: JsonOption = False) -> None:
     """檢核是否存在: is this account name still free?"""
     with command(as_json) as out:
-        if not app_for(db).registrations.check_account(name):
+        if not app_for(ctx).registrations.check_account(name):
             raise RefusedError(ErrorCode.ACCOUNT_EXISTS, field="account")
         out.result.update(account=name, available=True, message="此帳號可使用")
         out.say("此帳號可使用 / this account is available")
 
 
 @accounts_app.command("activate")
-def accounts_activate(token: str, db: DbOption = None, as_json: JsonOption = False) -> None:
+def accounts_activate(ctx: typer.Context, token: str, as_json: JsonOption = False) -> None:
     """Activate an account with the token (or the whole link) of its activation mail. 帳號啟用。"""
     with command(as_json) as out:
-        account = app_for(db).accounts.activate(token, actor="cli")
+        account = app_for(ctx).accounts.activate(token, actor="cli")
         out.result.update(account=account, status="active")
         out.say(f"帳號已啟用 / account activated: {account}")
 
 
 @cert_app.command("inspect")
-def cert_inspect(file: Path, db: DbOption = None, as_json: JsonOption = False) -> None:
+def cert_inspect(ctx: typer.Context, file: Path, as_json: JsonOption = False) -> None:
     """Explain a certificate the way the card check sees it. 說明憑證檢查的結果。"""
     with command(as_json) as out:
         data = read_file(file)
-        report = app_for(db).inspect_certificate(data)
+        report = app_for(ctx).inspect_certificate(data)
         out.result.update(report)
         for key in ("ca", "subject", "issuer", "serial", "not_before", "not_after", "status"):
             out.say(f"{key:12} {report[key]}")
@@ -265,11 +267,10 @@ def cert_inspect(file: Path, db: DbOption = None, as_json: JsonOption = False) -
 
 
 @audit_app.command("verify")
-def audit_verify(db: DbOption = None, as_json: JsonOption = False) -> None:
+def audit_verify(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Check the audit hash chain; report the first bad row. 驗證稽核紀錄。"""
     with command(as_json) as out:
-        with app_for(db).database.unit_of_work() as uow:
-            result = uow.audit.verify()
+        result = app_for(ctx).audit.verify()
         out.result.update(
             rows=result.rows, first_bad_seq=result.first_bad_seq, reason=result.reason
         )
@@ -284,14 +285,13 @@ def audit_verify(db: DbOption = None, as_json: JsonOption = False) -> None:
 
 @audit_app.command("show")
 def audit_show(
+    ctx: typer.Context,
     registration_id: Annotated[str, typer.Argument(metavar="ID")],
-    db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """The audit rows of one registration. 顯示註冊作業的稽核紀錄。"""
     with command(as_json) as out:
-        with app_for(db).database.unit_of_work() as uow:
-            entries = [_entry(row) for row in uow.audit.entries(registration_id)]
+        entries = app_for(ctx).audit.entries(registration_id)
         if not entries:
             raise RefusedError(ErrorCode.REGISTRATION_NOT_FOUND, field="id")
         out.result["entries"] = entries
@@ -305,11 +305,11 @@ def audit_show(
 
 @audit_app.command("export")
 def audit_export(
+    ctx: typer.Context,
     output: Annotated[
         Path | None,
         typer.Option("--output", help="Write to FILE (default: stdout; the summary on stderr)."),
     ] = None,
-    db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """The audit log as JSON Lines with the chain hashes, for auditors. 匯出稽核紀錄。
@@ -317,13 +317,13 @@ def audit_export(
     Check an export with scripts/verify-audit-export.py (Python standard library only).
     """
     with command(as_json) as out:
-        database = app_for(db).database
+        audit = app_for(ctx).audit
         if output is None:
             out.to_stderr = True  # stdout carries the export itself
-            exported = export_audit(database, sys.stdout)
+            exported = audit.export(sys.stdout)
             sys.stdout.flush()
         else:
-            exported = _export_to_file(database, output)
+            exported = _export_to_file(audit, output)
             out.result["output"] = str(output)
         out.result.update(rows=exported.rows, last_hash=exported.last_hash)
         out.say(f"已匯出 / exported {exported.rows} rows" + (f" to {output}" if output else ""))
@@ -331,7 +331,7 @@ def audit_export(
             out.say(f"最後雜湊 / last hash: {exported.last_hash} (keep it to detect truncation)")
 
 
-def _export_to_file(database: Any, output: Path) -> Any:
+def _export_to_file(audit: AuditService, output: Path) -> AuditExport:
     """Write the export next to ``output`` and move it into place: never a half-written file."""
     directory = output.resolve().parent
     try:
@@ -340,22 +340,12 @@ def _export_to_file(database: Any, output: Path) -> Any:
         raise UsageError(detail=f"cannot write {output}: {exc.strerror}") from exc
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            exported = export_audit(database, handle)
+            exported = audit.export(handle)
         os.replace(temporary, output)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
     return exported
-
-
-def _entry(row: Any) -> dict[str, Any]:
-    return {
-        "seq": row.seq, "at": row.at.isoformat(), "actor": row.actor, "event": row.event,
-        "registration_id": row.registration_id, "from_state": row.from_state,
-        "to_state": row.to_state, "applicant_type": row.applicant_type,
-        "workflow_hash": row.workflow_hash, "diff": row.diff, "prev_hash": row.prev_hash,
-        "hash": row.hash,
-    }  # fmt: skip
 
 
 @readers_app.command("list")
@@ -467,24 +457,22 @@ def agent(
 
 @app.command()
 def serve(
+    ctx: typer.Context,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option("--workers", help="uvicorn worker processes.")] = 1,
-    db: DbOption = None,
 ) -> None:
     """The registration portal: HTTP API and web wizard (FastAPI on uvicorn). 啟動註冊網站。"""
-    import os
-
     import uvicorn
 
+    from engine.web.asgi import PortalFactory
+
     with command(False) as out:
-        url = db or state.db
-        if url:
-            os.environ["SWREG_DATABASE_URL"] = url  # the workers read their settings from it
-        app_for(url).close()  # migrate once, before the workers start
+        configured = settings(ctx)
+        bootstrap(configured).close()  # migrate once, before the workers start
         typer.echo(f"swreg portal: http://{host}:{port}/")
         config = uvicorn.Config(
-            "engine.web.asgi:create_app_from_env",
+            PortalFactory(configured),  # each worker process gets these settings (pickled)
             factory=True,
             host=host,
             port=port,

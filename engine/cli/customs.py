@@ -15,7 +15,6 @@ import typer
 
 from engine._errors import UsageError
 from engine.cli.support import (
-    DbOption,
     JsonOption,
     Output,
     app_for,
@@ -34,6 +33,7 @@ customs_app = typer.Typer(
 
 @customs_app.command("import")
 def import_certificate(
+    ctx: typer.Context,
     usage_type: Annotated[
         str, typer.Option("--usage-type", help="憑證使用類型 code (swreg types), e.g. shipping.")
     ],
@@ -50,7 +50,6 @@ def import_certificate(
     pin_stdin: Annotated[
         bool, typer.Option("--pin-stdin", help="Read the card's PIN from stdin.")
     ] = False,
-    db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """通關憑證註冊: import a Turnkey signing certificate (exactly one of --cer or --card)."""
@@ -58,7 +57,7 @@ def import_certificate(
         if (cer is None) == (card is None):
             raise UsageError(detail="give exactly one of --cer FILE or --card SPEC")
         data = read_answers(answers)
-        service = app_for(db).customs
+        service = app_for(ctx).customs
         if cer is not None:
             result = service.import_certificate(
                 usage_type, data, certificate=read_file(cer), kind=ImportKind.NON_IC
@@ -103,15 +102,15 @@ def _report_import(out: Output, result: CustomsImport) -> None:
 
 @customs_app.command("query")
 def query(
+    ctx: typer.Context,
     key: Annotated[
         str, typer.Argument(help="A00001 (大關別+專責人員代碼), UBN, 身分證字號 or OID.")
     ],
-    db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """通關憑證查詢: the certificates registered under a query key."""
     with command(as_json) as out:
-        rows = app_for(db).customs.query(key)
+        rows = app_for(ctx).customs.query(key)
         out.result["rows"] = [row.as_dict() for row in rows]
         out.say(" | ".join(["id", *(labels.zh_tw for _, labels in COLUMNS), "狀態 / status"]))
         for row in rows:
@@ -124,6 +123,7 @@ def query(
 
 @customs_app.command("delete")
 def delete(
+    ctx: typer.Context,
     certificate_id: Annotated[int, typer.Argument(metavar="ID", help="The id 查詢 shows.")],
     session: Annotated[
         str,
@@ -132,12 +132,11 @@ def delete(
             help="The session token of the owner's card login (憑證登入, swreg_session cookie).",
         ),
     ],
-    db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """刪除通關憑證: the owner, logged in with its card (憑證登入), deletes a certificate."""
     with command(as_json) as out:
-        application = app_for(db)
+        application = app_for(ctx)
         view = application.logins.session(session)
         application.customs.delete(certificate_id, session=view, actor="cli")
         out.result.update(id=certificate_id, status="deleted")

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from engine.cli.support import DbOption, JsonOption, app_for, command
+from engine.cli.support import JsonOption, app_for, command
 from engine.core.workflow import NO_DEADLINE
 from engine.services.registration import RegistrationView
 
@@ -56,6 +56,7 @@ def _line(view: RegistrationView) -> str:
 
 @registrations_app.command("list")
 def registrations_list(
+    ctx: typer.Context,
     state_: Annotated[
         str | None, typer.Option("--state", help="Only registrations at this state (approval).")
     ] = None,
@@ -63,12 +64,11 @@ def registrations_list(
         str | None, typer.Option("--type", help="Only registrations of this applicant type.")
     ] = None,
     limit: Annotated[int, typer.Option("--limit", help="At most this many (1-1000).")] = 100,
-    db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Registrations, longest waiting first (--state approval: 待審核). 列出註冊作業。"""
     with command(as_json) as out:
-        found = app_for(db).registrations.find(state=state_, applicant_type=type_code, limit=limit)
+        found = app_for(ctx).registrations.find(state=state_, applicant_type=type_code, limit=limit)
         out.result["registrations"] = [registration_json(view) for view in found]
         for view in found:
             out.say(_line(view))
@@ -78,11 +78,11 @@ def registrations_list(
 
 @registrations_app.command("show")
 def registrations_show(
-    registration_id: IdArgument, db: DbOption = None, as_json: JsonOption = False
+    ctx: typer.Context, registration_id: IdArgument, as_json: JsonOption = False
 ) -> None:
     """One registration: its state, what was entered, the card's identity. 查看註冊作業。"""
     with command(as_json) as out:
-        view = app_for(db).registrations.status(registration_id, actor="cli")
+        view = app_for(ctx).registrations.status(registration_id, actor="cli")
         out.result["registration"] = registration_json(view)
         out.say(_line(view))
         for key, value in {
@@ -94,15 +94,15 @@ def registrations_show(
 
 @registrations_app.command("approve")
 def registrations_approve(
+    ctx: typer.Context,
     registration_id: IdArgument,
     officer: OfficerOption,
-    db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Approve a registration waiting for an officer: it moves on (the account is created).
     核准。"""
     with command(as_json) as out:
-        view = app_for(db).registrations.approve(registration_id, officer=officer, via="cli")
+        view = app_for(ctx).registrations.approve(registration_id, officer=officer, via="cli")
         out.result["registration"] = registration_json(view)
         out.result.update(state=view.state, account=view.account, registration_id=view.id)
         out.say(f"已核准 / approved: {view.id} → {view.state} ({view.status.zh_tw})")
@@ -113,15 +113,15 @@ def registrations_approve(
 
 @registrations_app.command("reject")
 def registrations_reject(
+    ctx: typer.Context,
     registration_id: IdArgument,
     officer: OfficerOption,
     reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit log).")],
-    db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Reject a registration waiting for an officer: it ends, no account is created. 駁回。"""
     with command(as_json) as out:
-        view = app_for(db).registrations.reject(
+        view = app_for(ctx).registrations.reject(
             registration_id, officer=officer, reason=reason, via="cli"
         )
         out.result["registration"] = registration_json(view)

@@ -21,7 +21,7 @@ from typing import Annotated
 import typer
 
 from engine._errors import EnvironmentProblem, ErrorCode, RefusedError, UsageError
-from engine.cli.support import DbOption, JsonOption, Output, app_for, command, read_pin
+from engine.cli.support import JsonOption, Output, app_for, command, read_pin
 from engine.pki.card_response import CardResponse
 from engine.services.reminders import DEFAULT_WINDOW_DAYS
 from engine.services.renewal import Replacement
@@ -34,15 +34,15 @@ renewal_app = typer.Typer(
 
 @reminders_app.command("send")
 def reminders_send(
+    ctx: typer.Context,
     days: Annotated[
         int, typer.Option("--days", min=1, help="Remind of certificates expiring within DAYS.")
     ] = DEFAULT_WINDOW_DAYS,
-    db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Mail each due expiry reminder once (safe from cron on several machines). 寄送逾期提醒。"""
     with command(as_json) as out:
-        run = app_for(db).reminders.send_due(days=days, actor="cli")
+        run = app_for(ctx).reminders.send_due(days=days, actor="cli")
         out.result.update(
             claimed=run.claimed, sent=run.sent, failed=run.failed, skipped=run.skipped
         )
@@ -58,22 +58,22 @@ def reminders_send(
 
 @renewal_app.command("replace")
 def renewal_replace(
+    ctx: typer.Context,
     account: Annotated[str, typer.Option("--account", help="The account (帳號) to bind to.")],
     card: Annotated[str, typer.Option("--card", help="pcsc:NAME_OR_INDEX or virtual:FILE.p12")],
     pin_stdin: Annotated[
         bool,
         typer.Option("--pin-stdin", help="Read two lines from stdin: the PIN, then the password."),
     ] = False,
-    db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Replace an expired login card with the renewed one (account password). 憑證更換作業。"""
     from readers import open_card
 
     with command(as_json) as out:
-        application = app_for(db)
+        application = app_for(ctx)
         service = application.renewals
-        origin = application.settings.origin
+        origin = application.settings.cli_origin
         with open_card(card) as opened:
             pin = read_pin(pin_stdin)
             password = _read_password(pin_stdin)

@@ -14,6 +14,7 @@ import sys
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,13 +32,26 @@ DbOption = Annotated[
     str | None,
     typer.Option("--db", help="Database URL (default: SWREG_DATABASE_URL or ./swreg.db)."),
 ]
+"""``swreg --db URL COMMAND``: declared once, on the root command (:func:`remember_options`)."""
 
 
-class State:
+@dataclass(frozen=True, slots=True)
+class GlobalOptions:
+    """The root command's options, kept in its click context for the command it runs."""
+
     db: str | None = None
 
 
-state = State()
+def remember_options(ctx: typer.Context, db: str | None) -> None:
+    """Called by the root callback: the options every command's :func:`settings` reads."""
+    ctx.obj = GlobalOptions(db=db)
+
+
+def settings(ctx: typer.Context, **overrides: Any) -> Settings:
+    """Settings from the environment and the root options of the running command."""
+    options = ctx.find_root().obj
+    db = options.db if isinstance(options, GlobalOptions) else None
+    return Settings.from_env(database_url=db, **overrides)
 
 
 # -- plumbing --------------------------------------------------------------------------------
@@ -95,9 +109,9 @@ def fail(out: Output, error: SwregError) -> None:
     raise typer.Exit(error.exit_status)
 
 
-def app_for(db: str | None = None, **overrides: Any) -> App:
-    settings = Settings.from_env(database_url=db or state.db, **overrides)
-    return bootstrap(settings)
+def app_for(ctx: typer.Context, **overrides: Any) -> App:
+    """The engine wired for the running command (see :func:`settings`)."""
+    return bootstrap(settings(ctx, **overrides))
 
 
 def read_file(path: Path, *, limit: int = MAX_INPUT_FILE) -> bytes:

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from engine._errors import UsageError
-from engine.cli.support import DbOption, JsonOption, app_for, command, read_file
+from engine.cli.support import JsonOption, app_for, command, read_file
 from engine.services.turnkey import MAX_SIGNATURE_BYTES
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -35,6 +35,7 @@ def parse_time(text: str) -> datetime:
 
 @turnkey_app.command("verify")
 def turnkey_verify(
+    ctx: typer.Context,
     sender: Annotated[
         str, typer.Option("--sender", help="The sender key: UBN, or broker key such as A00001.")
     ],
@@ -49,7 +50,6 @@ def turnkey_verify(
             "--signed-at", help="Signing time, ISO 8601 (default: CMS signingTime or now)."
         ),
     ] = None,
-    db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Verify a Turnkey message's signature. 驗證訊息簽章。"""
@@ -57,7 +57,7 @@ def turnkey_verify(
         at = parse_time(signed_at) if signed_at is not None else None
         body = read_file(message, limit=MAX_MESSAGE_BYTES)
         detached = read_file(signature, limit=MAX_SIGNATURE_BYTES)
-        result = app_for(db).turnkey.verify(sender, body, detached, signed_at=at)
+        result = app_for(ctx).turnkey.verify(sender, body, detached, signed_at=at)
         out.result.update(
             sender=result.sender,
             signed_at=result.signed_at.isoformat(),

@@ -19,8 +19,7 @@ import typer
 from engine._bootstrap import load_workflow
 from engine._errors import UsageError
 from engine._plugins import Catalog, make_plugin_manager
-from engine._settings import Settings
-from engine.cli.support import JsonOption, command, state
+from engine.cli.support import JsonOption, command, settings
 from engine.core.declarations import ApplicantType, Category
 from engine.core.workflow import (
     OFFICER,
@@ -212,14 +211,14 @@ def render(definition: WorkflowDefinition, applicants: Sequence[ApplicantType], 
 
 
 def _definition(
-    type_code: str | None, workflow_file: Path | None
+    ctx: typer.Context, type_code: str | None, workflow_file: Path | None
 ) -> tuple[WorkflowDefinition, list[ApplicantType]]:
     """The configured (or given) definition and the applicant types to show; no database."""
-    settings = Settings.from_env(database_url=state.db, workflow_file=workflow_file)
+    configured = settings(ctx, workflow_file=workflow_file)
     if workflow_file is not None and not workflow_file.is_file():
         raise UsageError(detail=f"no such workflow file: {workflow_file}")
     catalog = Catalog.from_plugins(make_plugin_manager())
-    definition = load_workflow(settings, catalog)
+    definition = load_workflow(configured, catalog)
     if type_code is not None:
         return definition, [catalog.applicant(type_code)]
     return definition, list(catalog.applicant_types.values())
@@ -238,13 +237,14 @@ def _state_json(machine_state: MachineState) -> dict[str, Any]:
 
 @workflow_app.command("show")
 def workflow_show(
+    ctx: typer.Context,
     type_code: TypeOption = None,
     workflow_file: WorkflowOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """States and transitions of the workflow, per applicant type. 顯示註冊流程。"""
     with command(as_json) as out:
-        definition, applicants = _definition(type_code, workflow_file)
+        definition, applicants = _definition(ctx, type_code, workflow_file)
         found = paths(definition, applicants)
         out.result["workflow"] = {
             "name": definition.name,
@@ -306,6 +306,7 @@ def _notes(machine_state: MachineState) -> str:
 
 @workflow_app.command("diagram")
 def workflow_diagram(
+    ctx: typer.Context,
     fmt: Annotated[str, typer.Option("--format", help="mermaid or dot.")] = "mermaid",
     type_code: TypeOption = None,
     output: Annotated[
@@ -318,7 +319,7 @@ def workflow_diagram(
     with command(as_json) as out:
         if fmt not in FORMATS:
             raise UsageError(detail=f"--format is {' or '.join(FORMATS)}, not {fmt!r}")
-        definition, applicants = _definition(type_code, workflow_file)
+        definition, applicants = _definition(ctx, type_code, workflow_file)
         text = render(definition, applicants, fmt)
         out.result.update(format=fmt, workflow=definition.hash)
         if output is not None:

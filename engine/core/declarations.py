@@ -244,9 +244,18 @@ class UsageType:
     imports: frozenset[tuple[ImportKind, CertificateKind]]
     query_key: str = "ubn"  # the form field that keys 通關憑證查詢
     order: int = 100
+    field_labels: Mapping[str, Labels] = field(default_factory=dict, hash=False)
+    """Labels replacing the form's own for this usage (報關專責人員: ``contact_name`` is the
+    specialist's name)."""
+    default: bool = False
+    """The usage the 通關憑證註冊 page shows first (else the lowest ``order``)."""
 
     def accepts(self, kind: ImportKind, certificate: CertificateKind) -> bool:
         return (kind, certificate) in self.imports
+
+    def certificate_kinds(self, kind: ImportKind) -> tuple[CertificateKind, ...]:
+        """The 憑證種類 this usage takes by ``kind`` of import, 工商憑證 first (as on the page)."""
+        return tuple(c for c in CertificateKind if (kind, c) in self.imports)
 
     def accepted_cas(self) -> frozenset[IssuerCA]:
         cas = {

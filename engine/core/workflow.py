@@ -384,11 +384,12 @@ def _transition_table(machine: type[StateMachine]) -> Mapping[tuple[str, str], s
     table: dict[tuple[str, str], str] = {}
     for state in machine.states:
         for transition in state.transitions:
-            assert not list(transition.cond), "compiled machines have no conditions"
+            if list(transition.cond):
+                raise DefinitionError(f"{machine.__name__}: a compiled transition has a condition")
             for event in transition.events:
                 key = (transition.source.id, event.id)
-                assert table.get(key, transition.target.id) == transition.target.id
-                table[key] = transition.target.id
+                if table.setdefault(key, transition.target.id) != transition.target.id:
+                    raise DefinitionError(f"{machine.__name__}: {key} has two targets")
     return table
 
 
@@ -410,15 +411,6 @@ def advance(
             OrderedSet([current] if current is not None else []),
         )
     return target
-
-
-def steps_after(definition: WorkflowDefinition, applicant: ApplicantType, state: str) -> str | None:
-    """The state ``next`` leads to from ``state`` (None at the end)."""
-    path = definition.path_for(applicant)
-    if state not in path:
-        return None
-    index = path.index(state)
-    return path[index + 1] if index + 1 < len(path) else None
 
 
 # -- reading a compiled machine back ---------------------------------------------------------

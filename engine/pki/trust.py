@@ -17,8 +17,10 @@ extendedKeyUsage and an AKI, and real GPKI card certificates have no SAN and no 
   one when that is reachable, so the chain shows the full path;
 - at most :data:`MAX_PATH_LENGTH` certificates, none twice.
 
-SHA-1: cryptography 50 no longer verifies SHA-1 certificate signatures, yet the GRCA 2002 root,
-its 2012 link certificate and the G1 CAs are signed with SHA-1. SHA-1 signatures are verified
+SHA-1: recent cryptography releases (51 here) refuse SHA-1 certificate signatures in
+``verify_directly_issued_by`` (``ValueError: Unsupported signature algorithm``; older ones still
+verify them), yet the GRCA 2002 root, its 2012 link certificate and the G1 CAs are signed with
+SHA-1. When cryptography refuses one, the SHA-1 signature is verified
 here (PKCS#1 v1.5 / ECDSA) on **CA certificates** only, whose content the CA itself chose (no
 chosen-prefix collision); on end-entity certificates they are refused unless the store is built
 with ``sha1_end_entities=True``.
@@ -415,7 +417,7 @@ def _verify(
     except InvalidSignature:
         return False
     except (ValueError, TypeError, UnsupportedAlgorithm):
-        pass  # an unsupported algorithm (SHA-1 since cryptography 47), a key type, a name
+        pass  # an algorithm cryptography refuses (SHA-1 in recent releases), a key type, a name
     try:
         if not isinstance(child.signature_hash_algorithm, hashes.SHA1):
             return False

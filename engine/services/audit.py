@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 from sqlalchemy import func, select
 
-from engine.store import HASHED_FIELDS, AuditEntry, Database
+from engine.store import HASHED_FIELDS, AuditEntry, AuditVerification, Database
 
 EXPORTED_FIELDS: tuple[str, ...] = (*HASHED_FIELDS, "hash")
 """The keys of every exported line, in the order they are written."""
@@ -78,4 +78,42 @@ def export_audit(database: Database, handle: TextIO) -> AuditExport:
     return AuditExport(rows=rows, last_hash=last_hash)
 
 
-__all__ = ["EXPORTED_FIELDS", "AuditExport", "audit_records", "export_audit", "export_line"]
+class AuditService:
+    """The audit log for people who check it: verify the chain, show, export (``swreg audit``)."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    def verify(self) -> AuditVerification:
+        """Walk the whole chain; the result names the first edited, deleted or reordered row."""
+        with self._database.unit_of_work() as uow:
+            return uow.audit.verify()
+
+    def entries(self, registration_id: str) -> list[dict[str, Any]]:
+        """The rows of one registration, oldest first, as plain values (newest 1,000)."""
+        with self._database.unit_of_work() as uow:
+            return [_entry(row) for row in uow.audit.entries(registration_id)]
+
+    def export(self, handle: TextIO) -> AuditExport:
+        """Every row to ``handle`` as JSON Lines (:func:`export_audit`)."""
+        return export_audit(self._database, handle)
+
+
+def _entry(row: AuditEntry) -> dict[str, Any]:
+    return {
+        "seq": row.seq, "at": row.at.isoformat(), "actor": row.actor, "event": row.event,
+        "registration_id": row.registration_id, "from_state": row.from_state,
+        "to_state": row.to_state, "applicant_type": row.applicant_type,
+        "workflow_hash": row.workflow_hash, "diff": row.diff, "prev_hash": row.prev_hash,
+        "hash": row.hash,
+    }  # fmt: skip
+
+
+__all__ = [
+    "EXPORTED_FIELDS",
+    "AuditExport",
+    "AuditService",
+    "audit_records",
+    "export_audit",
+    "export_line",
+]

@@ -77,9 +77,11 @@ from engine.store import Account, Certificate, Database, UnitOfWork
 from engine.store._customs_lookup import CustomsKey, CustomsLookupRow, customs_lookup
 
 __all__ = [
+    "CERTIFICATE_KIND_FIELD",
     "COLUMNS",
     "CUSTOMS_CHALLENGE_SCOPE",
     "IMPORT_MESSAGE",
+    "MAX_QUERY_KEY_LENGTH",
     "CustomsCertificateService",
     "CustomsImport",
     "CustomsRow",
@@ -91,6 +93,12 @@ IMPORT_MESSAGE = "主憑證匯入成功!"
 
 CUSTOMS_CHALLENGE_SCOPE = "customs_import"
 """What an IC-card import's challenge payload is bound to instead of a registration id."""
+
+MAX_QUERY_KEY_LENGTH = 256
+"""The longest 查詢 key accepted (an OID is the longest real one)."""
+
+CERTIFICATE_KIND_FIELD = "certificate_kind"
+"""The field of the 憑證種類 an importer chose (the page asks; the API and the CLI need not)."""
 
 SIGNING, LOGIN = "signing", "login"
 ACTIVE, DELETED = "active", "deleted"
@@ -220,17 +228,23 @@ class CustomsCertificateService:
         kind: ImportKind,
         chain: Sequence[bytes] = (),
         signature_check: SignatureCheck | None = None,
+        certificate_kind: str | None = None,
         actor: str = "cli",
     ) -> CustomsImport:
         """Check and register a signing certificate (the order is in the module docstring).
 
         ``kind`` says how it came: ``IC_CARD`` (read from a card by the caller, after the PIN;
         ``chain`` holds the CA certificates the card carries and ``signature_check`` signs a
-        challenge with the card's key) or ``NON_IC`` (a ``.cer`` file). One transaction writes
-        the row and the ``customs_import`` audit row.
+        challenge with the card's key) or ``NON_IC`` (a ``.cer`` file). ``certificate_kind`` is
+        the 憑證種類 the importer chose, when asked (the page): one the usage takes by ``kind``
+        (else ``invalid_value``), and the file's (else ``certificate_type_mismatch``). One
+        transaction writes the row and the ``customs_import`` audit row.
         """
         prove = None if signature_check is None else _fresh_signature(signature_check)
-        return self._import(usage_type, answers, certificate, ImportKind(kind), chain, prove, actor)
+        return self._import(
+            usage_type, answers, certificate, ImportKind(kind), chain, prove, actor,
+            chosen=certificate_kind,
+        )  # fmt: skip
 
     def issue_challenge(self, *, origin: str) -> Challenge:
         """A single-use challenge (256 random bits, scope ``customs_import``) for a card to sign."""
@@ -270,8 +284,10 @@ class CustomsCertificateService:
         chain: Sequence[bytes],
         prove: _Proof | None,
         actor: str,
+        *,
+        chosen: str | None = None,
     ) -> CustomsImport:
-        checked = self._check(usage_type, answers, certificate, kind, chain)
+        checked = self._check(usage_type, answers, certificate, kind, chain, chosen)
         if prove is not None:
             prove(checked.parsed)
         now = self._clock.now()
@@ -298,11 +314,23 @@ class CustomsCertificateService:
         certificate: bytes,
         kind: ImportKind,
         chain: Sequence[bytes],
+        chosen: str | None,
     ) -> _Checked:
         usage = self._usage(usage_type)
+        allowed = {k.value for k in usage.certificate_kinds(kind)}
+        if chosen is not None and chosen not in allowed:
+            raise RefusedError(ErrorCode.INVALID_VALUE, field=CERTIFICATE_KIND_FIELD)
         form = validate_form(usage.form, answers)
+        if not certificate:
+            raise RefusedError(ErrorCode.FIELD_REQUIRED, field="certificate")
         parsed = load_certificate(certificate)
         certificate_kind = _certificate_kind(parsed)
+        if chosen is not None and certificate_kind.value != chosen:
+            raise CertificateError(
+                ErrorCode.CERTIFICATE_TYPE_MISMATCH,
+                field="certificate",
+                detail=f"chose {chosen}, the file is {certificate_kind.value}",
+            )
         if not usage.accepts(kind, certificate_kind):
             raise CertificateError(
                 ErrorCode.CERTIFICATE_TYPE_MISMATCH,
@@ -318,6 +346,17 @@ class CustomsCertificateService:
             query_key=_query_key(form, usage), ubn=ubn,
             national_id_hash=self._id_hash(national_id) if national_id else None,
         )  # fmt: skip
+
+    def usage_type(self, code: str | None) -> UsageType:
+        """The usage type ``code`` names, else the one shown first: the one declared
+        ``default``, else the lowest ``order`` (the page falls back; imports refuse)."""
+        usages = self._catalog.usage_types
+        found = usages.get(code or "")
+        if found is not None:
+            return found
+        if not usages:
+            raise RefusedError(ErrorCode.UNKNOWN_TYPE, field="usage_type", detail="none declared")
+        return min(usages.values(), key=lambda u: (not u.default, u.order, u.code))
 
     def _usage(self, code: str) -> UsageType:
         try:
@@ -375,9 +414,14 @@ class CustomsCertificateService:
         ``A00001`` (大關別 + 專責人員代碼) → signing certificates of that broker; a UBN → the
         company's signing certificates and the login certificates of accounts with that UBN;
         a 身分證字號 (or 居留證號) → that person's login and broker certificates; an OID → login
-        certificates with that OID. Anything else → ``invalid_value`` (field ``key``).
+        certificates with that OID. Anything else → ``invalid_value`` (field ``key``); nothing
+        → ``field_required``; more than :data:`MAX_QUERY_KEY_LENGTH` → ``field_too_long``.
         """
-        text = normalize_text(key or "").upper()
+        if not (key or "").strip():
+            raise RefusedError(ErrorCode.FIELD_REQUIRED, field="key")
+        if len(key) > MAX_QUERY_KEY_LENGTH:
+            raise RefusedError(ErrorCode.FIELD_TOO_LONG, field="key")
+        text = normalize_text(key).upper()
         kind, value = self._classify(text)
         return [_row(found) for found in customs_lookup(self._database, kind, value)]
 

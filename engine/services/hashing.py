@@ -1,4 +1,4 @@
-"""Secrets handling: password hashing, keyed identifier hashes, nonces and ids (DESIGN.md §6).
+"""Secrets handling: password hashing, keyed identifier hashes and ids (DESIGN.md §6).
 
 Pure functions and small objects, no database. Passwords use argon2id with the OWASP parameters
 by default (m = 19 MiB, t = 2, p = 1). Personal identifiers (national IDs) are stored as
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 import uuid
 
 from argon2 import PasswordHasher as _Argon2Hasher
@@ -50,14 +49,6 @@ class PasswordHasher:
         except (VerificationError, InvalidHashError):
             return False
 
-    def needs_rehash(self, hash: str) -> bool:
-        """Whether ``hash`` was made with other parameters (or is unreadable) and should be redone
-        at the next successful login."""
-        try:
-            return self._hasher.check_needs_rehash(hash)
-        except InvalidHashError:
-            return True
-
 
 class IdentifierHasher:
     """Keyed hashes of personal identifiers for lookups: ``HMAC-SHA256(key, kind + ":" + value)``.
@@ -80,11 +71,6 @@ class IdentifierHasher:
         """The hex HMAC-SHA256 of ``kind:value`` under the key (64 characters)."""
         message = f"{kind}:{value}".encode()
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
-
-
-def new_nonce() -> str:
-    """A fresh challenge nonce: 32 random bytes as 64 hex characters."""
-    return secrets.token_hex(32)
 
 
 def new_id() -> str:

@@ -133,9 +133,7 @@ class OutboxMailer:
         parser = BytesParser(policy=policy.default)
         found = []
         for path in sorted(self.folder.glob("*.eml"), key=_outbox_order):
-            message = parser.parsebytes(path.read_bytes())
-            assert isinstance(message, EmailMessage)  # policy.default builds EmailMessage
-            found.append(message)
+            found.append(parser.parsebytes(path.read_bytes()))
         return found
 
     def _create(self) -> tuple[int, Path]:

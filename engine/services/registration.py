@@ -25,6 +25,7 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import pluggy
+from pydantic import BaseModel
 from statemachine.exceptions import TransitionNotAllowed
 
 from engine._clock import Clock
@@ -306,14 +307,13 @@ class RegistrationService:
                     ErrorCode.INVALID_TRANSITION, detail="awaiting approval by an officer"
                 )
             applicant = self._catalog.applicant(registration.applicant_type)
-            form = applicant.form_for(registration.state)
+            form = self._catalog.step_form(applicant, registration.state)
             if form is None and registration.state in self._catalog.steps:
-                form = self._catalog.steps[registration.state].form
-                if form is None:  # a plugin step that only needs to be passed (a notice)
-                    mail = self._fire(uow, registration, Event.NEXT, actor=actor)
-                    uow.commit()
-                    self._announce(registration, mail)
-                    return self._view(registration)
+                # a plugin step that only needs to be passed (a notice)
+                mail = self._fire(uow, registration, Event.NEXT, actor=actor)
+                uow.commit()
+                self._announce(registration, mail)
+                return self._view(registration)
             if form is None:
                 raise WorkflowError(ErrorCode.INVALID_TRANSITION, detail=registration.state)
             with using_today(self._clock.now().astimezone(TAIPEI).date()):
@@ -347,6 +347,11 @@ class RegistrationService:
             self._fire(uow, registration, Event.CANCEL, actor=actor)
             uow.commit()
             return self._view(registration)
+
+    def step_form(self, view: RegistrationView) -> type[BaseModel] | None:
+        """The form of the registration's current step (None: nothing to fill there)."""
+        applicant = self._catalog.applicant(view.applicant_type)
+        return self._catalog.step_form(applicant, view.state)
 
     def status(self, registration_id: str, *, actor: str = "cli") -> RegistrationView:
         with self._database.unit_of_work() as uow:

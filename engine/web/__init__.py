@@ -118,13 +118,15 @@ def render_error(request: Request, error: SwregError) -> Response:
 
 
 async def _domain_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, SwregError)
+    if not isinstance(exc, SwregError):  # registered for SwregError only
+        return await _internal_error(request, exc)
     return render_error(request, exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     """Malformed request bodies, in the same shape as the engine's form errors."""
-    assert isinstance(exc, RequestValidationError)
+    if not isinstance(exc, RequestValidationError):  # registered for it only
+        return await _internal_error(request, exc)
     errors = []
     for detail in exc.errors():
         names = [str(part) for part in detail.get("loc", ()) if isinstance(part, str)]
@@ -136,7 +138,8 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     """Framework errors (unknown path, wrong method, unreadable body)."""
-    assert isinstance(exc, HTTPException)
+    if not isinstance(exc, HTTPException):  # registered for it only
+        return await _internal_error(request, exc)
     code = _HTTP_CODES.get(exc.status_code, ErrorCode.BAD_REQUEST)
     return _plain_error(request, exc.status_code, code, dict(exc.headers or {}))
 

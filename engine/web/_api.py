@@ -12,14 +12,11 @@ and rendered by the portal's one error mapping (``{"errors": [{field, code, mess
 from __future__ import annotations
 
 import base64
-import binascii
-from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 from engine._errors import ErrorCode, Language, RefusedError
 from engine.pki.card_response import CardResponse, Challenge
@@ -33,16 +30,15 @@ from engine.web._portal import (
     LOGIN_LIMIT,
     START_LIMIT,
     STEP_LIMIT,
-    Limit,
     Portal,
 )
 from engine.web._security import (
     SESSION_COOKIE,
     clear_session_cookie,
-    client_address,
     csrf_token,
     set_session_cookie,
 )
+from engine.web._shared import PortalDep, actor, decode_base64, limited, off_loop
 
 # -- bodies and views ----------------------------------------------------------------------
 
@@ -131,9 +127,13 @@ class CardIn(BaseModel):
     def response(self) -> CardResponse:
         return CardResponse(
             challenge_id=self.challenge_id,
-            certificate=_b64(self.certificate, ErrorCode.CERTIFICATE_MALFORMED, "certificate"),
-            signature=_b64(self.signature, ErrorCode.SIGNATURE_INVALID, "signature"),
-            chain=tuple(_b64(c, ErrorCode.CERTIFICATE_MALFORMED, "chain") for c in self.chain),
+            certificate=decode_base64(
+                self.certificate, "certificate", ErrorCode.CERTIFICATE_MALFORMED
+            ),
+            signature=decode_base64(self.signature, "signature", ErrorCode.SIGNATURE_INVALID),
+            chain=tuple(
+                decode_base64(c, "chain", ErrorCode.CERTIFICATE_MALFORMED) for c in self.chain
+            ),
         )
 
 
@@ -164,68 +164,19 @@ class OkOut(BaseModel):
     ok: bool = True
 
 
-def _b64(text: str, code: ErrorCode, field: str) -> bytes:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise RefusedError(code, field=field, detail="not base64") from None
-
-
 # -- dependencies --------------------------------------------------------------------------
-
-
-async def portal(request: Request) -> Portal:
-    """The portal services of this application (``async``: FastAPI calls it on the loop)."""
-    found: Portal = request.app.state.portal
-    return found
 
 
 async def language(request: Request) -> Language:
     return language_of(request)
 
 
-PortalDep = Annotated[Portal, Depends(portal)]
 LanguageDep = Annotated[Language, Depends(language)]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorsOut} for status in (403, 404, 409, 413, 422, 429, 503)
 }
 
 router = APIRouter(prefix="/api", responses=_ERRORS)
-
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
-
-
-async def blocking(function: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-    """``function(*args, **kwargs)`` in the thread pool, off the event loop."""
-    return await run_in_threadpool(function, *args, **kwargs)
-
-
-async def limited(
-    portal: Portal,
-    rule: Limit,
-    request: Request,
-    function: Callable[_P, _T],
-    /,
-    *args: _P.args,
-    **kwargs: _P.kwargs,
-) -> _T:
-    """Count the client's hit against ``rule`` (``rate_limited`` past it), then call
-    ``function``: both block on the database, so both run in one trip to the thread pool.
-    The hit is its own transaction, committed even when ``function`` then fails: a refused
-    form or card still counts."""
-    client = client_address(request)
-
-    def run() -> _T:
-        portal.limit(rule, client)
-        return function(*args, **kwargs)
-
-    return await run_in_threadpool(run)
-
-
-def _actor(request: Request) -> str:
-    return f"api:{client_address(request)}"
-
 
 # -- routes --------------------------------------------------------------------------------
 # The registration routes come first: the router tries its routes in order.
@@ -248,7 +199,7 @@ async def start_registration(request: Request, body: StartIn, portal: PortalDep)
         body.type,
         consent=body.consent,
         iot=body.iot,
-        actor=_actor(request),
+        actor=actor(request, "api"),
         origin=portal.origin,
     )
     return RegistrationOut.of(view)
@@ -258,7 +209,7 @@ async def start_registration(request: Request, body: StartIn, portal: PortalDep)
 async def get_registration(
     registration_id: str, request: Request, portal: PortalDep
 ) -> RegistrationOut:
-    view = await blocking(portal.registrations.status, registration_id, actor=_actor(request))
+    view = await off_loop(portal.registrations.status, registration_id, actor=actor(request, "api"))
     return RegistrationOut.of(view)
 
 
@@ -273,7 +224,7 @@ async def registration_challenge(
         request,
         portal.registrations.issue_challenge,
         registration_id,
-        actor=_actor(request),
+        actor=actor(request, "api"),
     )
     return ChallengeOut.of(challenge)
 
@@ -286,7 +237,7 @@ async def registration_card(
 
     def submit() -> RegistrationView:  # the base64 is read after the hit: a bad one counts
         return portal.registrations.submit_card(
-            registration_id, body.response(), actor=_actor(request)
+            registration_id, body.response(), actor=actor(request, "api")
         )
 
     return RegistrationOut.of(await limited(portal, STEP_LIMIT, request, submit))
@@ -307,7 +258,7 @@ async def registration_step(
         portal.registrations.submit,
         registration_id,
         answers,
-        actor=_actor(request),
+        actor=actor(request, "api"),
     )
     return RegistrationOut.of(view)
 
@@ -317,7 +268,7 @@ async def registration_back(
     registration_id: str, request: Request, portal: PortalDep
 ) -> RegistrationOut:
     """上一步: what was typed is kept; going back past the card check needs a new check."""
-    view = await blocking(portal.registrations.back, registration_id, actor=_actor(request))
+    view = await off_loop(portal.registrations.back, registration_id, actor=actor(request, "api"))
     return RegistrationOut.of(view)
 
 
@@ -326,7 +277,7 @@ async def registration_cancel(
     registration_id: str, request: Request, portal: PortalDep
 ) -> RegistrationOut:
     """取消."""
-    view = await blocking(portal.registrations.cancel, registration_id, actor=_actor(request))
+    view = await off_loop(portal.registrations.cancel, registration_id, actor=actor(request, "api"))
     return RegistrationOut.of(view)
 
 
@@ -362,7 +313,9 @@ async def login(body: CardIn, request: Request, response: Response, portal: Port
     """憑證登入 with a registered, activated card; sets the ``swreg_session`` cookie."""
 
     def log_in() -> LoginResult:  # the base64 is read after the hit: a bad one counts
-        return portal.logins.login(body.response(), origin=portal.origin, actor=_actor(request))
+        return portal.logins.login(
+            body.response(), origin=portal.origin, actor=actor(request, "api")
+        )
 
     result = await limited(portal, LOGIN_LIMIT, request, log_in)
     set_session_cookie(response, result.token, portal.settings)
@@ -375,7 +328,7 @@ async def login(body: CardIn, request: Request, response: Response, portal: Port
 async def logout(request: Request, response: Response, portal: PortalDep) -> OkOut:
     token = request.cookies.get(SESSION_COOKIE)
     if token:
-        await blocking(portal.logins.logout, token, actor=_actor(request))
+        await off_loop(portal.logins.logout, token, actor=actor(request, "api"))
     clear_session_cookie(response, portal.settings)
     return OkOut()
 
@@ -384,7 +337,7 @@ async def logout(request: Request, response: Response, portal: PortalDep) -> OkO
 async def get_session(request: Request, portal: PortalDep) -> LoginOut:
     """The logged-in account, or 403 ``not_authorized``."""
     token = request.cookies.get(SESSION_COOKIE)
-    session = await blocking(portal.logins.session, token) if token else None
+    session = await off_loop(portal.logins.session, token) if token else None
     if session is None:
         raise RefusedError(ErrorCode.NOT_AUTHORIZED)
     return LoginOut(
@@ -398,7 +351,12 @@ async def get_session(request: Request, portal: PortalDep) -> LoginOut:
 async def activate(body: ActivateIn, request: Request, portal: PortalDep) -> ActivateOut:
     """帳號啟用 with the token of the activation e-mail."""
     account = await limited(
-        portal, ACTIVATE_LIMIT, request, portal.accounts.activate, body.token, actor=_actor(request)
+        portal,
+        ACTIVATE_LIMIT,
+        request,
+        portal.accounts.activate,
+        body.token,
+        actor=actor(request, "api"),
     )
     return ActivateOut(account=account)
 

@@ -20,28 +20,23 @@ service for what gets through.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Mapping
-from datetime import timedelta
 from typing import Any, Final
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
 from engine._errors import ErrorCode, RefusedError
 from engine.core.declarations import ImportKind
 from engine.pki.card_response import CardResponse
 from engine.pki.certificate import MAX_CERTIFICATE_BYTES
-from engine.services.customs import CustomsCertificateService, CustomsImport, CustomsRow
-from engine.web._api import ChallengeOut, PortalDep
-from engine.web._portal import Limit, Portal
+from engine.services.customs import CustomsImport, CustomsRow
+from engine.web._api import ChallengeOut
+from engine.web._portal import IMPORT_LIMIT, QUERY_LIMIT
 from engine.web._security import CSRF_FIELD, SESSION_COOKIE, client_address
+from engine.web._shared import PortalDep, actor, decode_base64, limited, off_loop
 
-IMPORT_LIMIT: Final = Limit("customs_import", 20, timedelta(minutes=10))
-QUERY_LIMIT: Final = Limit("customs_query", 60, timedelta(minutes=10))
 _RESERVED: Final = frozenset(
     {
         "usage_type",
@@ -120,25 +115,19 @@ class DeletedOut(BaseModel):
     status: str = "deleted"
 
 
-def _service(portal: Portal) -> CustomsCertificateService:
-    return portal.app.customs
-
-
-def _actor(request: Request) -> str:
-    return f"api:{client_address(request)}"
-
-
 @router.post("/customs-certificates/challenge")
-def customs_challenge(request: Request, portal: PortalDep) -> ChallengeOut:
+async def customs_challenge(request: Request, portal: PortalDep) -> ChallengeOut:
     """A single-use challenge for an IC card to sign (its payload names ``customs_import``)."""
-    portal.limit(IMPORT_LIMIT, client_address(request))
-    return ChallengeOut.of(_service(portal).issue_challenge(origin=portal.origin))
+    challenge = await limited(
+        portal, IMPORT_LIMIT, request, portal.customs.issue_challenge, origin=portal.origin
+    )
+    return ChallengeOut.of(challenge)
 
 
 @router.post("/customs-certificates", status_code=201)
 async def import_customs_certificate(request: Request, portal: PortalDep) -> CustomsImportOut:
     """通關憑證註冊: a ``.cer`` upload (multipart) or a certificate in JSON (base64)."""
-    portal.limit(IMPORT_LIMIT, client_address(request))
+    await off_loop(portal.limit, IMPORT_LIMIT, client_address(request))
     content_type = request.headers.get("content-type", "")
     if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         async with request.form(max_files=1) as form:
@@ -146,48 +135,48 @@ async def import_customs_certificate(request: Request, portal: PortalDep) -> Cus
     else:
         upload = _json_upload(await _json_body(request))
     if upload.proof is not None:
-        result = await run_in_threadpool(
-            _service(portal).import_from_card,
+        result = await off_loop(
+            portal.customs.import_from_card,
             upload.usage_type,
             upload.answers,
             upload.proof,
             origin=portal.origin,
-            actor=_actor(request),
+            actor=actor(request, "api"),
         )
         return CustomsImportOut.of(result)
-    result = await run_in_threadpool(
-        _service(portal).import_certificate,
+    result = await off_loop(
+        portal.customs.import_certificate,
         upload.usage_type,
         upload.answers,
         certificate=upload.certificate,
         kind=upload.kind,
         chain=upload.chain,
-        actor=_actor(request),
+        actor=actor(request, "api"),
     )
     return CustomsImportOut.of(result)
 
 
 @router.get("/customs-certificates")
-def query_customs_certificates(
+async def query_customs_certificates(
     request: Request, portal: PortalDep, key: str = ""
 ) -> CustomsRowsOut:
     """通關憑證查詢 by A00001 (大關別+專責人員代碼), UBN, 身分證字號 or OID."""
-    portal.limit(QUERY_LIMIT, client_address(request))
-    if not key.strip():
-        raise RefusedError(ErrorCode.FIELD_REQUIRED, field="key")
-    if len(key) > 256:
-        raise RefusedError(ErrorCode.FIELD_TOO_LONG, field="key")
-    return CustomsRowsOut.of(_service(portal).query(key))
+    return CustomsRowsOut.of(await limited(portal, QUERY_LIMIT, request, portal.customs.query, key))
 
 
 @router.delete("/customs-certificates/{certificate_id}")
-def delete_customs_certificate(
+async def delete_customs_certificate(
     certificate_id: int, request: Request, portal: PortalDep
 ) -> DeletedOut:
     """刪除: the owner logged in with its card (憑證登入); else 403 ``not_authorized``."""
     token = request.cookies.get(SESSION_COOKIE)
-    session = portal.logins.session(token) if token else None
-    _service(portal).delete(certificate_id, session=session, actor=_actor(request))
+    who = actor(request, "api")
+
+    def delete() -> None:
+        session = portal.logins.session(token) if token else None
+        portal.customs.delete(certificate_id, session=session, actor=who)
+
+    await off_loop(delete)
     return DeletedOut(id=certificate_id)
 
 
@@ -270,7 +259,4 @@ def _text(value: object, field: str) -> str:
 def _b64(value: object, field: str, code: ErrorCode = ErrorCode.NOT_A_CERTIFICATE) -> bytes:
     if not isinstance(value, str) or not value:
         raise RefusedError(ErrorCode.FIELD_REQUIRED, field=field)
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise RefusedError(code, field=field, detail="not base64") from None
+    return decode_base64(value, field, code)

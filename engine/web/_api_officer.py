@@ -24,8 +24,7 @@ from engine._errors import ErrorCode, RefusedError
 from engine._settings import Settings
 from engine.core.workflow import NO_DEADLINE
 from engine.services.registration import MAX_LISTED, RegistrationView
-from engine.web._portal import Portal
-from engine.web._security import client_address
+from engine.web._shared import PortalDep, actor, off_loop
 
 _bearer = HTTPBearer(auto_error=False, description="SWREG_OFFICER_TOKEN")
 
@@ -33,14 +32,6 @@ _bearer = HTTPBearer(auto_error=False, description="SWREG_OFFICER_TOKEN")
 def officer_token(settings: Settings) -> str | None:
     """The configured officer token (``SWREG_OFFICER_TOKEN``), or None: then nobody gets in."""
     return settings.officer_token or None
-
-
-async def _portal(request: Request) -> Portal:
-    found: Portal = request.app.state.portal
-    return found
-
-
-PortalDep = Annotated[Portal, Depends(_portal)]
 
 
 async def require_officer(
@@ -125,42 +116,49 @@ class OfficerListOut(BaseModel):
 # -- routes ----------------------------------------------------------------------------------
 
 
-def _via(request: Request) -> str:
-    return f"api:{client_address(request)}"
-
-
-def list_registrations(
+async def list_registrations(
     portal: PortalDep,
     state: Annotated[str | None, Query(max_length=32, examples=["approval"])] = None,
     type_code: Annotated[str | None, Query(alias="type", max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LISTED)] = 100,
 ) -> OfficerListOut:
     """Registrations, longest waiting first; ``?state=approval`` is the queue (待審核)."""
-    found = portal.registrations.find(state=state, applicant_type=type_code, limit=limit)
+    found = await off_loop(
+        portal.registrations.find, state=state, applicant_type=type_code, limit=limit
+    )
     return OfficerListOut(registrations=[OfficerRegistrationOut.of(v) for v in found])
 
 
-def get_registration(
+async def get_registration(
     registration_id: str, request: Request, portal: PortalDep
 ) -> OfficerRegistrationOut:
-    view = portal.registrations.status(registration_id, actor=_via(request))
+    view = await off_loop(portal.registrations.status, registration_id, actor=actor(request, "api"))
     return OfficerRegistrationOut.of(view)
 
 
-def approve_registration(
+async def approve_registration(
     registration_id: str, body: ApproveIn, request: Request, portal: PortalDep
 ) -> OfficerRegistrationOut:
     """核准: the registration moves on; entering 註冊完成 creates the account (activation mail)."""
-    view = portal.registrations.approve(registration_id, officer=body.officer, via=_via(request))
+    view = await off_loop(
+        portal.registrations.approve,
+        registration_id,
+        officer=body.officer,
+        via=actor(request, "api"),
+    )
     return OfficerRegistrationOut.of(view)
 
 
-def reject_registration(
+async def reject_registration(
     registration_id: str, body: RejectIn, request: Request, portal: PortalDep
 ) -> OfficerRegistrationOut:
     """駁回: the registration ends in ``rejected``; no account; the reason is audited."""
-    view = portal.registrations.reject(
-        registration_id, officer=body.officer, reason=body.reason, via=_via(request)
+    view = await off_loop(
+        portal.registrations.reject,
+        registration_id,
+        officer=body.officer,
+        reason=body.reason,
+        via=actor(request, "api"),
     )
     return OfficerRegistrationOut.of(view)
 

@@ -15,18 +15,16 @@ database and argon2, so FastAPI runs them in its thread pool.
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any, Final
+from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from engine.services.renewal import Replacement
-from engine.web._api import CardIn, ChallengeOut, ErrorsOut, PortalDep
-from engine.web._portal import Limit
-from engine.web._security import SESSION_COOKIE, client_address
-
-RENEWAL_LIMIT: Final = Limit("renewal", 20, timedelta(minutes=10))
+from engine.web._api import CardIn, ChallengeOut, ErrorsOut
+from engine.web._portal import RENEWAL_LIMIT
+from engine.web._security import SESSION_COOKIE
+from engine.web._shared import PortalDep, actor, limited
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorsOut} for status in (403, 409, 413, 422, 429, 503)
@@ -59,25 +57,28 @@ class RenewalOut(BaseModel):
 
 
 @router.post("/renewal/challenge", tags=["renewal"])
-def renewal_challenge(request: Request, portal: PortalDep) -> ChallengeOut:
+async def renewal_challenge(request: Request, portal: PortalDep) -> ChallengeOut:
     """憑證更換作業: a single-use challenge for the new card (its payload names ``renewal``)."""
-    portal.limit(RENEWAL_LIMIT, client_address(request))
-    return ChallengeOut.of(portal.app.renewals.issue_challenge(origin=portal.origin))
+    challenge = await limited(
+        portal, RENEWAL_LIMIT, request, portal.renewals.issue_challenge, origin=portal.origin
+    )
+    return ChallengeOut.of(challenge)
 
 
 @router.post("/renewal", tags=["renewal"])
-def renewal(body: RenewalIn, request: Request, portal: PortalDep) -> RenewalOut:
+async def renewal(body: RenewalIn, request: Request, portal: PortalDep) -> RenewalOut:
     """Bind the new card to the account proven by the session cookie or by the password."""
-    client = client_address(request)
-    portal.limit(RENEWAL_LIMIT, client)
     token = request.cookies.get(SESSION_COOKIE)
-    session = portal.logins.session(token) if token else None
-    done = portal.app.renewals.replace_card(
-        body.response(),
-        origin=portal.origin,
-        session=session,
-        account=body.account,
-        password=body.password,
-        actor=f"api:{client}",
-    )
-    return RenewalOut.of(done)
+
+    def replace_card() -> Replacement:
+        session = portal.logins.session(token) if token else None
+        return portal.renewals.replace_card(
+            body.response(),
+            origin=portal.origin,
+            session=session,
+            account=body.account,
+            password=body.password,
+            actor=actor(request, "api"),
+        )
+
+    return RenewalOut.of(await limited(portal, RENEWAL_LIMIT, request, replace_card))

@@ -10,23 +10,20 @@ messages go through the CLI or :class:`engine.services.turnkey.TurnkeyVerifier` 
 
 from __future__ import annotations
 
-import base64
-import binascii
-import threading
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from engine._errors import ErrorCode, RefusedError
-from engine.web._api import ErrorsOut, PortalDep
+from engine._errors import ErrorCode
+from engine.web._api import ErrorsOut
+from engine.web._shared import PortalDep, decode_base64, off_loop
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorsOut} for status in (403, 413, 422, 503)
 }
 router = APIRouter(prefix="/api", responses=_RESPONSES)
-_lock = threading.Lock()
 
 
 class TurnkeyVerifyIn(BaseModel):
@@ -54,26 +51,21 @@ class TurnkeyVerifyOut(BaseModel):
     certificate: TurnkeyCertificateOut
 
 
-def _b64(text: str, code: ErrorCode, field: str) -> bytes:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise RefusedError(code, field=field, detail="not base64") from None
-
-
 @router.post("/turnkey/verify", tags=["turnkey"])
-def turnkey_verify(body: TurnkeyVerifyIn, request: Request, portal: PortalDep) -> TurnkeyVerifyOut:
+async def turnkey_verify(
+    body: TurnkeyVerifyIn, request: Request, portal: PortalDep
+) -> TurnkeyVerifyOut:
     """訊息簽章驗證: which registered signing certificate of ``sender`` signed ``message``.
 
     Refusals (422): ``not_registered``, ``certificate_expired``, ``certificate_not_yet_valid``,
     ``certificate_revoked``, ``signature_invalid``, ``invalid_value`` (message not base64).
     """
-    message = _b64(body.message, ErrorCode.INVALID_VALUE, "message")
-    signature = _b64(body.signature, ErrorCode.SIGNATURE_INVALID, "signature")
+    message = decode_base64(body.message, "message", ErrorCode.INVALID_VALUE)
+    signature = decode_base64(body.signature, "signature", ErrorCode.SIGNATURE_INVALID)
     at = body.signed_at
     if at is not None and at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
-    result = portal.app.turnkey.verify(body.sender, message, signature, signed_at=at)
+    result = await off_loop(portal.turnkey.verify, body.sender, message, signature, signed_at=at)
     return TurnkeyVerifyOut(
         sender=result.sender,
         signed_at=result.signed_at,

@@ -9,7 +9,7 @@ error handler.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -20,7 +20,6 @@ from fastapi import APIRouter, Request
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 from pydantic import BaseModel
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -44,6 +43,7 @@ from engine.web._security import (
     client_address,
     csrf_token,
 )
+from engine.web._shared import actor, errors_by_field, off_loop, portal_of, translator
 
 TEMPLATES_DIR: Final = Path(__file__).parent / "templates"
 _INPUT_TYPES: Final = {
@@ -120,24 +120,6 @@ class TypeGroup:
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def _portal(request: Request) -> Portal:
-    found: Portal = request.app.state.portal
-    return found
-
-
-def _translator(request: Request) -> Translator:
-    return Translator(page_language(request))
-
-
-def _actor(request: Request) -> str:
-    return f"web:{client_address(request)}"
-
-
-async def _call(function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-    """Run a blocking service call in the thread pool."""
-    return await run_in_threadpool(function, *args, **kwargs)
-
-
 async def _form(request: Request) -> dict[str, str]:
     """The posted form's text fields (the CSRF field left out); repeated keys keep the last.
 
@@ -161,7 +143,7 @@ def render(
     **context: Any,
 ) -> HTMLResponse:
     """Render ``template`` with what every page needs (language, CSRF token, body data)."""
-    portal = _portal(request)
+    portal = portal_of(request)
     language = page_language(request)
     data = {"lang": language, "origin": portal.origin, **(body_data or {})}
     response: HTMLResponse = _templates(request).TemplateResponse(
@@ -233,15 +215,7 @@ def _steps(
     ]
 
 
-def _step_form(portal: Portal, view: RegistrationView) -> type[BaseModel] | None:
-    applicant = portal.catalog.applicant(view.applicant_type)
-    form = applicant.form_for(view.state)
-    if form is None and view.state in portal.catalog.steps:
-        form = portal.catalog.steps[view.state].form
-    return form
-
-
-def _field_view(
+def field_view(
     description: FieldDescription,
     t: Translator,
     *,
@@ -268,27 +242,18 @@ def _field_view(
     )
 
 
-def _errors_by_field(error: SwregError, t: Translator, known: Sequence[str]) -> dict[str, str]:
-    """Messages keyed by field; those of no known field under ``""``."""
-    found: dict[str, str] = {}
-    for item in error.errors:
-        key = item.field if item.field in known else ""
-        found.setdefault(key or "", item.message(t.language))
-    return found
-
-
 # -- home, privacy ----------------------------------------------------------------------------
 
 
 @router.get("/", response_class=HTMLResponse)
-def home(request: Request) -> HTMLResponse:
-    t = _translator(request)
+async def home(request: Request) -> HTMLResponse:
+    t = translator(request)
     return render(request, "home.html", title=t("home"))
 
 
 @router.get("/privacy", response_class=HTMLResponse)
-def privacy(request: Request) -> HTMLResponse:
-    t = _translator(request)
+async def privacy(request: Request) -> HTMLResponse:
+    t = translator(request)
     return render(request, "privacy.html", title=t("privacy"))
 
 
@@ -305,8 +270,8 @@ def _category_page(
     errors: Mapping[str, str] | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
-    portal = _portal(request)
-    t = _translator(request)
+    portal = portal_of(request)
+    t = translator(request)
     applicants = list(portal.catalog.applicant_types.values())
     groups = {c.value: TypeGroup(c.value, t.label(c.labels)) for c in Category}
     for applicant in applicants:
@@ -315,7 +280,7 @@ def _category_page(
     # The first type (一般個人) is preselected, as in the manual; a refused post keeps its choice.
     shown = portal.catalog.applicant_types.get(values.get("type", "")) or applicants[0]
     category = values.get("category") or shown.category.value
-    workflow = portal.app.workflow
+    workflow = portal.workflow
     paths = {
         a.code: [t.label(_step_labels(portal, s)) for s in workflow.path_for(a)] for a in applicants
     }
@@ -339,14 +304,14 @@ def _category_page(
 
 
 @router.get("/register", response_class=HTMLResponse)
-def register_start_page(request: Request) -> HTMLResponse:
+async def register_start_page(request: Request) -> HTMLResponse:
     return _category_page(request)
 
 
 @router.post("/register", response_model=None)
 async def register_start(request: Request) -> Response:
-    portal = _portal(request)
-    t = _translator(request)
+    portal = portal_of(request)
+    t = translator(request)
     values = await _form(request)
     type_code = values.get("type", "")
     try:
@@ -354,19 +319,19 @@ async def register_start(request: Request) -> Response:
         category = values.get("category")
         if category and category != applicant.category.value:
             raise RefusedError(ErrorCode.UNKNOWN_TYPE, field="type")
-        await _call(portal.limit, START_LIMIT, client_address(request))
-        view = await _call(
+        await off_loop(portal.limit, START_LIMIT, client_address(request))
+        view = await off_loop(
             portal.registrations.start,
             applicant.code,
             consent=_checked(values.get("consent")),
             iot=_checked(values.get("iot")),
-            actor=_actor(request),
+            actor=actor(request, "web"),
             origin=portal.origin,
         )
     except SwregError as error:
         if error.field not in _FORM_FIELDS:
             raise
-        errors = _errors_by_field(error, t, _FORM_FIELDS)
+        errors = errors_by_field(error, t.language, _FORM_FIELDS)
         return _category_page(request, values=values, errors=errors, status_code=status_for(error))
     return _see_other(f"/register/{view.id}")
 
@@ -380,8 +345,8 @@ def _checked(value: str | None) -> bool:
 
 @router.get("/register/{registration_id}", response_class=HTMLResponse)
 async def register_step_page(registration_id: str, request: Request) -> Response:
-    portal = _portal(request)
-    view = await _call(portal.registrations.status, registration_id, actor=_actor(request))
+    portal = portal_of(request)
+    view = await off_loop(portal.registrations.status, registration_id, actor=actor(request, "web"))
     return _step_page(request, view)
 
 
@@ -394,8 +359,8 @@ def _step_page(
     check: tuple[bool, str] | None = None,
     status_code: int = 200,
 ) -> Response:
-    portal = _portal(request)
-    t = _translator(request)
+    portal = portal_of(request)
+    t = translator(request)
     applicant = portal.catalog.applicant(view.applicant_type)
     current = None if view.state in (Step.CANCELLED, Step.EXPIRED) else view.state
     common: dict[str, Any] = {
@@ -423,7 +388,7 @@ def _step_page(
         return render(request, "register_completed.html", **common)
     if view.state in ENDINGS:
         return render(request, "register_ended.html", **common)
-    form = _step_form(portal, view)
+    form = portal.registrations.step_form(view)
     if form is None:
         raise RefusedError(ErrorCode.INVALID_TRANSITION, detail=view.state)
     return render(
@@ -449,7 +414,7 @@ def _fields(
     errors: Mapping[str, str],
 ) -> list[FieldView]:
     return [
-        _field_view(
+        field_view(
             description,
             t,
             value=values.get(description.name, view.data.get(description.name)),
@@ -488,22 +453,24 @@ def _account_widget(
 
 @router.post("/register/{registration_id}", response_model=None)
 async def register_step(registration_id: str, request: Request) -> Response:
-    portal = _portal(request)
-    t = _translator(request)
+    portal = portal_of(request)
+    t = translator(request)
     values = await _form(request)
-    view = await _call(portal.registrations.status, registration_id, actor=_actor(request))
-    form = _step_form(portal, view) if view.state not in ENDINGS else None
+    view = await off_loop(portal.registrations.status, registration_id, actor=actor(request, "web"))
+    form = portal.registrations.step_form(view) if view.state not in ENDINGS else None
     if form is None:  # the card check runs in the page's script; anything else: show the step
         return _see_other(f"/register/{registration_id}")
-    await _call(portal.limit, STEP_LIMIT, client_address(request))
+    await off_loop(portal.limit, STEP_LIMIT, client_address(request))
     try:
-        await _call(portal.registrations.submit, registration_id, values, actor=_actor(request))
+        await off_loop(
+            portal.registrations.submit, registration_id, values, actor=actor(request, "web")
+        )
     except SwregError as error:
         if error.code in (ErrorCode.REGISTRATION_EXPIRED, ErrorCode.INVALID_TRANSITION):
             return _see_other(f"/register/{registration_id}")
         if not isinstance(error, RefusedError):
             raise
-        errors = _errors_by_field(error, t, list(form.model_fields))
+        errors = errors_by_field(error, t.language, list(form.model_fields))
         return _step_page(
             request, view, values=values, errors=errors, status_code=status_for(error)
         )
@@ -513,11 +480,11 @@ async def register_step(registration_id: str, request: Request) -> Response:
 @router.post("/register/{registration_id}/check-account", response_model=None)
 async def register_check_account(registration_id: str, request: Request) -> Response:
     """檢核是否存在 without JavaScript: the account the typed values name, free or taken."""
-    portal = _portal(request)
-    t = _translator(request)
+    portal = portal_of(request)
+    t = translator(request)
     values = await _form(request)
-    view = await _call(portal.registrations.status, registration_id, actor=_actor(request))
-    form = _step_form(portal, view) if view.state not in ENDINGS else None
+    view = await off_loop(portal.registrations.status, registration_id, actor=actor(request, "web"))
+    form = portal.registrations.step_form(view) if view.state not in ENDINGS else None
     if form is None:
         return _see_other(f"/register/{registration_id}")
     rule = portal.catalog.applicant(view.applicant_type).account
@@ -525,23 +492,23 @@ async def register_check_account(registration_id: str, request: Request) -> Resp
     if name is None:
         error = t.error(ErrorCode.FIELD_REQUIRED)
         return _step_page(request, view, values=values, errors={rule.field: error}, status_code=422)
-    await _call(portal.limit, CHECK_LIMIT, client_address(request))
-    free = await _call(portal.registrations.check_account, name)
+    await off_loop(portal.limit, CHECK_LIMIT, client_address(request))
+    free = await off_loop(portal.registrations.check_account, name)
     message = t("account_available") if free else t.error(ErrorCode.ACCOUNT_EXISTS)
     return _step_page(request, view, values=values, check=(free, message))
 
 
 @router.post("/register/{registration_id}/back", response_model=None)
 async def register_back(registration_id: str, request: Request) -> Response:
-    portal = _portal(request)
-    await _call(portal.registrations.back, registration_id, actor=_actor(request))
+    portal = portal_of(request)
+    await off_loop(portal.registrations.back, registration_id, actor=actor(request, "web"))
     return _see_other(f"/register/{registration_id}")
 
 
 @router.post("/register/{registration_id}/cancel", response_model=None)
 async def register_cancel(registration_id: str, request: Request) -> Response:
-    portal = _portal(request)
-    await _call(portal.registrations.cancel, registration_id, actor=_actor(request))
+    portal = portal_of(request)
+    await off_loop(portal.registrations.cancel, registration_id, actor=actor(request, "web"))
     return _see_other(f"/register/{registration_id}")
 
 
@@ -549,8 +516,8 @@ async def register_cancel(registration_id: str, request: Request) -> Response:
 
 
 @router.get("/activate/{token}", response_class=HTMLResponse)
-def activate_page(token: str, request: Request) -> HTMLResponse:
-    t = _translator(request)
+async def activate_page(token: str, request: Request) -> HTMLResponse:
+    t = translator(request)
     return render(
         request, "activate.html", title=t("activation"), token=_segment(token), error=None
     )
@@ -558,11 +525,11 @@ def activate_page(token: str, request: Request) -> HTMLResponse:
 
 @router.post("/activate/{token}", response_class=HTMLResponse)
 async def activate(token: str, request: Request) -> HTMLResponse:
-    portal = _portal(request)
-    t = _translator(request)
+    portal = portal_of(request)
+    t = translator(request)
     try:
-        await _call(portal.limit, ACTIVATE_LIMIT, client_address(request))
-        account = await _call(portal.accounts.activate, token, actor=_actor(request))
+        await off_loop(portal.limit, ACTIVATE_LIMIT, client_address(request))
+        account = await off_loop(portal.accounts.activate, token, actor=actor(request, "web"))
     except RefusedError as error:
         return render(
             request,
@@ -579,9 +546,9 @@ async def activate(token: str, request: Request) -> HTMLResponse:
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_page(request: Request) -> HTMLResponse:
-    portal = _portal(request)
-    t = _translator(request)
+async def login_page(request: Request) -> HTMLResponse:
+    portal = portal_of(request)
+    t = translator(request)
     return render(
         request,
         "login.html",
@@ -592,17 +559,17 @@ def login_page(request: Request) -> HTMLResponse:
 
 
 @router.post("/login", response_model=None)
-def login_fallback() -> Response:
+async def login_fallback() -> Response:
     """The login form without JavaScript: the card needs the page's script; show it again."""
     return _see_other("/login")
 
 
 @router.get("/account", response_model=None)
 async def account_page(request: Request) -> Response:
-    portal = _portal(request)
-    t = _translator(request)
+    portal = portal_of(request)
+    t = translator(request)
     token = request.cookies.get(SESSION_COOKIE)
-    session = await _call(portal.logins.session, token) if token else None
+    session = await off_loop(portal.logins.session, token) if token else None
     if session is None:
         return _see_other("/login")
     applicant = portal.catalog.applicant_types.get(session.applicant_type)
@@ -617,10 +584,10 @@ async def account_page(request: Request) -> Response:
 
 @router.post("/logout", response_model=None)
 async def logout(request: Request) -> Response:
-    portal = _portal(request)
+    portal = portal_of(request)
     token = request.cookies.get(SESSION_COOKIE)
     if token:
-        await _call(portal.logins.logout, token, actor=_actor(request))
+        await off_loop(portal.logins.logout, token, actor=actor(request, "web"))
     response = _see_other("/")
     clear_session_cookie(response, portal.settings)
     return response
@@ -630,14 +597,14 @@ async def logout(request: Request) -> Response:
 
 
 @router.get("/demo/outbox", response_class=HTMLResponse)
-def demo_outbox(request: Request) -> HTMLResponse:
-    portal = _portal(request)
+async def demo_outbox(request: Request) -> HTMLResponse:
+    portal = portal_of(request)
     outbox = portal.outbox()
     if outbox is None:
         raise HTTPException(404)
-    t = _translator(request)
+    t = translator(request)
     mails = []
-    for message in outbox.messages():
+    for message in await off_loop(outbox.messages):
         part = message.get_body(preferencelist=("plain",))
         text = part.get_content() if part is not None else ""
         mails.append(
@@ -665,7 +632,7 @@ def linkify(text: str) -> Markup:
 
 def error_page(request: Request, messages: Sequence[str], status_code: int) -> HTMLResponse:
     """The page shown for an error that has no field to stand next to."""
-    t = _translator(request)
+    t = translator(request)
     return render(
         request,
         "error.html",

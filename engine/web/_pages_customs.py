@@ -33,30 +33,29 @@ from fastapi import APIRouter, Request
 from starlette.datastructures import UploadFile
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from engine._errors import CertificateError, ErrorCode, RefusedError, SwregError
-from engine.core.declarations import CertificateKind, ImportKind, IssuerCA, Labels, UsageType
-from engine.core.fields import customs_offices, form_fields, validate_form
-from engine.pki.certificate import MAX_CERTIFICATE_BYTES, load_certificate
-from engine.services.customs import COLUMNS, CustomsImport, CustomsRow
+from engine._errors import ErrorCode, RefusedError
+from engine.core.declarations import CertificateKind, ImportKind, Labels, UsageType
+from engine.core.fields import customs_offices, form_fields
+from engine.pki.certificate import MAX_CERTIFICATE_BYTES
+from engine.services.customs import (
+    CERTIFICATE_KIND_FIELD,
+    COLUMNS,
+    MAX_QUERY_KEY_LENGTH,
+    CustomsImport,
+    CustomsRow,
+)
 from engine.services.login import SessionView
-from engine.web._api_customs import IMPORT_LIMIT, QUERY_LIMIT
 from engine.web._i18n import Translator
-from engine.web._pages import FieldView, _call, _field_view, _portal, _translator, render
-from engine.web._portal import Portal, status_for
+from engine.web._pages import FieldView, field_view, render
+from engine.web._portal import IMPORT_LIMIT, QUERY_LIMIT, Portal, status_for
 from engine.web._security import CSRF_FIELD, SESSION_COOKIE, client_address
+from engine.web._shared import actor, errors_by_field, off_loop, portal_of, translator
 
 router = APIRouter(include_in_schema=False)
 
-DEFAULT_USAGE: Final = "general_forwarder"
 FILE_FIELD: Final = "file"
-KIND_FIELD: Final = "certificate_kind"
+KIND_FIELD: Final = CERTIFICATE_KIND_FIELD
 IMPORT_KIND_FIELD: Final = "import_kind"
-MAX_KEY_LENGTH: Final = 256
-_KIND_ORDER: Final = (CertificateKind.BUSINESS, CertificateKind.CUSTOMS)
-_CA_KIND: Final = {
-    IssuerCA.TAICA: CertificateKind.CUSTOMS,
-    IssuerCA.MOEACA: CertificateKind.BUSINESS,
-}
 
 # The words of these two pages (the portal's shared ones are in _i18n.TEXTS).
 _TEXTS: Final[Mapping[str, Labels]] = {
@@ -72,7 +71,6 @@ _TEXTS: Final[Mapping[str, Labels]] = {
         "After choosing another type, press [Change usage type] to show its fields.",
     ),
     "specialist": Labels("報關專責人員", "Customs broker specialist"),
-    "specialist_name": Labels("專責人員姓名", "Specialist name"),
     "choose_office": Labels("請選擇關區", "Choose a customs office"),
     "non_ic": Labels("非IC卡類憑證", "Non-IC certificate"),
     "ic_card": Labels("IC卡類憑證", "IC card certificate"),
@@ -146,31 +144,21 @@ class Choice:
 # -- 通關憑證註冊 ------------------------------------------------------------------------------
 
 
-def _usage(portal: Portal, code: str | None) -> UsageType:
-    usages = portal.catalog.usage_types
-    found = usages.get(code or "") or usages.get(DEFAULT_USAGE)
-    return found if found is not None else next(iter(usages.values()))
-
-
-def _kinds(usage: UsageType) -> list[CertificateKind]:
-    """The 憑證種類 a ``.cer`` may be for ``usage`` (工商憑證 first, as on the page)."""
-    return [k for k in _KIND_ORDER if usage.accepts(ImportKind.NON_IC, k)]
-
-
 def _usage_fields(
     usage: UsageType, t: Translator, values: Mapping[str, str], errors: Mapping[str, str]
 ) -> list[FieldView]:
     fields = []
     for description in form_fields(usage.form):
-        view = _field_view(
+        view = field_view(
             description,
             t,
             value=values.get(description.name),
             locked=False,
             error=errors.get(description.name),
         )
-        if usage.code == "broker_specialist" and description.name == "contact_name":
-            view = replace(view, label=_text(t, "specialist_name"))
+        label = usage.field_labels.get(description.name)
+        if label is not None:
+            view = replace(view, label=t.label(label))
         fields.append(view)
     return fields
 
@@ -194,11 +182,11 @@ def _import_page(
     result: CustomsImport | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
-    portal = _portal(request)
-    t = _translator(request)
+    portal = portal_of(request)
+    t = translator(request)
     values = values or {}
     errors = errors or {}
-    kinds = _kinds(usage)
+    kinds = usage.certificate_kinds(ImportKind.NON_IC)
     chosen_kind = values.get(KIND_FIELD)
     if chosen_kind not in {k.value for k in kinds}:
         chosen_kind = kinds[-1].value if kinds else ""
@@ -229,21 +217,21 @@ def _import_page(
 
 
 @router.get("/customs/import", response_class=HTMLResponse)
-def customs_import_page(request: Request, usage_type: str | None = None) -> HTMLResponse:
-    return _import_page(request, _usage(_portal(request), usage_type))
+async def customs_import_page(request: Request, usage_type: str | None = None) -> HTMLResponse:
+    return _import_page(request, portal_of(request).app.customs.usage_type(usage_type))
 
 
 @router.post("/customs/import", response_model=None)
 async def customs_import(request: Request) -> Response:
-    portal = _portal(request)
-    t = _translator(request)
+    portal = portal_of(request)
+    t = translator(request)
     async with request.form(max_files=1) as form:
         values = {k: v for k, v in form.multi_items() if isinstance(v, str) and k != CSRF_FIELD}
         upload = form.get(FILE_FIELD)
         data = (
             await upload.read(MAX_CERTIFICATE_BYTES + 1) if isinstance(upload, UploadFile) else b""
         )
-    usage = _usage(portal, values.get("usage_type"))
+    usage = portal.customs.usage_type(values.get("usage_type"))
     if "change" in values:  # 變更憑證使用類型 without JavaScript: show that type's form
         return RedirectResponse(
             f"/customs/import?{urlencode({'usage_type': usage.code})}", status_code=303
@@ -254,67 +242,28 @@ async def customs_import(request: Request) -> Response:
         errors = {IMPORT_KIND_FIELD: _text(t, "ic_needs_script")}
         return _import_page(request, usage, values=values, errors=errors, status_code=422)
     try:
-        await _call(portal.limit, IMPORT_LIMIT, client_address(request))
-        if values.get("usage_type") not in portal.catalog.usage_types:
-            raise RefusedError(ErrorCode.UNKNOWN_TYPE, field="usage_type")
-        _precheck(usage, answers, data, values.get(KIND_FIELD))
-        result = await _call(
-            portal.app.customs.import_certificate,
-            usage.code,
+        await off_loop(portal.limit, IMPORT_LIMIT, client_address(request))
+        result = await off_loop(
+            portal.customs.import_certificate,
+            values.get("usage_type", ""),  # the service refuses an unknown one
             answers,
             certificate=data,
             kind=ImportKind.NON_IC,
-            actor=f"web:{client_address(request)}",
+            certificate_kind=values.get(KIND_FIELD),
+            actor=actor(request, "web"),
         )
     except RefusedError as error:
         if error.code == ErrorCode.RATE_LIMITED:
             raise
-        errors = _errors_by_field(error, t, [*known, "usage_type", KIND_FIELD])
+        errors = errors_by_field(
+            error, t.language, [*known, "usage_type", KIND_FIELD], other=FILE_FIELD
+        )
         return _import_page(
             request, usage, values=values, errors=errors, status_code=status_for(error)
         )
     return _import_page(
         request, usage, values={KIND_FIELD: values.get(KIND_FIELD, "")}, result=result
     )
-
-
-def _precheck(
-    usage: UsageType, answers: Mapping[str, str], data: bytes, chosen: str | None
-) -> None:
-    """What only the page asks: a file at all, and the 憑證種類 chosen is the file's.
-
-    The form is validated first, so that its errors are not hidden behind the file's; every
-    other check is the service's.
-    """
-    allowed = {k.value for k in _kinds(usage)}
-    if chosen is not None and chosen not in allowed:
-        raise RefusedError(ErrorCode.INVALID_VALUE, field=KIND_FIELD)
-    if not data:
-        validate_form(usage.form, answers)
-        raise RefusedError(ErrorCode.FIELD_REQUIRED, field=FILE_FIELD)
-    if chosen is None:
-        return
-    try:
-        parsed = load_certificate(data)
-    except SwregError:
-        return  # the service refuses it, after the form
-    kind = _CA_KIND.get(parsed.ca)
-    if kind is not None and kind.value != chosen:
-        validate_form(usage.form, answers)
-        raise CertificateError(
-            ErrorCode.CERTIFICATE_TYPE_MISMATCH,
-            field=FILE_FIELD,
-            detail=f"chose {chosen}, the file is {kind.value}",
-        )
-
-
-def _errors_by_field(error: SwregError, t: Translator, known: Sequence[str]) -> dict[str, str]:
-    """Messages keyed by field; those naming no form field stand by the file input."""
-    found: dict[str, str] = {}
-    for item in error.errors:
-        key = item.field if item.field in known else FILE_FIELD
-        found.setdefault(key or FILE_FIELD, item.message(t.language))
-    return found
 
 
 # -- 通關憑證查詢 ------------------------------------------------------------------------------
@@ -340,7 +289,7 @@ def _row_view(row: CustomsRow, t: Translator, owned: frozenset[int]) -> RowView:
 async def _session(request: Request) -> SessionView | None:
     """The visitor's card login (``swreg_session``), if any is live."""
     token = request.cookies.get(SESSION_COOKIE)
-    return await _call(_portal(request).logins.session, token) if token else None
+    return await off_loop(portal_of(request).logins.session, token) if token else None
 
 
 def _owned(
@@ -348,7 +297,7 @@ def _owned(
 ) -> frozenset[int]:
     """The ids among ``rows`` of signing certificates the session's account may delete."""
     signing = [row.id for row in rows if row.usage_type is not None]
-    return portal.app.customs.deletable(signing, session)
+    return portal.customs.deletable(signing, session)
 
 
 @router.get("/customs/query", response_class=HTMLResponse)
@@ -366,20 +315,16 @@ async def _query_page(
     delete_error: str | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
-    portal = _portal(request)
-    t = _translator(request)
+    portal = portal_of(request)
+    t = translator(request)
     rows: list[RowView] | None = None
     error: str | None = None
     session = await _session(request)
     if key is not None:
         try:
-            await _call(portal.limit, QUERY_LIMIT, client_address(request))
-            if not key.strip():
-                raise RefusedError(ErrorCode.FIELD_REQUIRED, field="key")
-            if len(key) > MAX_KEY_LENGTH:
-                raise RefusedError(ErrorCode.FIELD_TOO_LONG, field="key")
-            found = await _call(portal.app.customs.query, key)
-            owned = await _call(_owned, portal, session, found)
+            await off_loop(portal.limit, QUERY_LIMIT, client_address(request))
+            found = await off_loop(portal.customs.query, key)
+            owned = await off_loop(_owned, portal, session, found)
             rows = [_row_view(row, t, owned) for row in found]
         except RefusedError as refused:
             if refused.code == ErrorCode.RATE_LIMITED:
@@ -392,7 +337,7 @@ async def _query_page(
         title=t("customs_query"),
         status_code=status_code,
         x={k: _text(t, k) for k in _TEXTS},
-        key=(key or "")[:MAX_KEY_LENGTH],
+        key=(key or "")[:MAX_QUERY_KEY_LENGTH],
         columns=[t.label(labels) for _, labels in COLUMNS],
         rows=rows,
         error=error,
@@ -406,18 +351,18 @@ async def _query_page(
 @router.post("/customs/delete/{certificate_id}", response_model=None)
 async def customs_delete(certificate_id: int, request: Request) -> Response:
     """刪除 by the owner logged in with its card; back to the query it was pressed on."""
-    portal = _portal(request)
-    t = _translator(request)
+    portal = portal_of(request)
+    t = translator(request)
     async with request.form() as form:
         value = form.get("key")
-        key = value[:MAX_KEY_LENGTH] if isinstance(value, str) else ""
+        key = value[:MAX_QUERY_KEY_LENGTH] if isinstance(value, str) else ""
     session = await _session(request)
     try:
-        await _call(
-            portal.app.customs.delete,
+        await off_loop(
+            portal.customs.delete,
             certificate_id,
             session=session,
-            actor=f"web:{client_address(request)}",
+            actor=actor(request, "web"),
         )
     except RefusedError as refused:
         if refused.code == ErrorCode.RATE_LIMITED:
@@ -438,8 +383,8 @@ async def customs_delete(certificate_id: int, request: Request) -> Response:
 @router.get("/renewal", response_class=HTMLResponse)
 async def renewal_page(request: Request) -> HTMLResponse:
     """憑證更換作業: the new card signs in renewal.js; the old account is the login or 帳號+密碼."""
-    portal = _portal(request)
-    t = _translator(request)
+    portal = portal_of(request)
+    t = translator(request)
     session = await _session(request)
     messages = t.script_messages()
     messages.update(
@@ -457,7 +402,7 @@ async def renewal_page(request: Request) -> HTMLResponse:
 
 
 @router.post("/renewal", response_model=None)
-def renewal_fallback() -> Response:
+async def renewal_fallback() -> Response:
     """The renewal form without JavaScript: the card needs the page's script; show it again."""
     return RedirectResponse("/renewal", status_code=303)
 

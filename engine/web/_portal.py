@@ -1,8 +1,9 @@
 """What the web layer needs from the engine, and the one place errors become HTTP statuses.
 
 :class:`Portal` is the web layer's view of the composition root (:class:`engine.App`): the
-registration service plus the portal services (accounts, logins, rate limits, demo outbox),
-and the per-client rate limits the routes apply.
+services the routes call (registrations, accounts, logins, customs certificates, renewals,
+Turnkey, rate limits, demo outbox) and the per-client rate limits the routes apply. Routes reach
+services only through it.
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ from engine._bootstrap import App
 from engine._errors import EnvironmentProblem, ErrorCode, Language, SwregError, UsageError
 from engine._plugins import Catalog
 from engine._settings import Settings
+from engine.core.workflow import WorkflowDefinition
 from engine.services.accounts import AccountService
+from engine.services.customs import CustomsCertificateService
 from engine.services.login import LoginService
 from engine.services.mail import OutboxMailer
 from engine.services.registration import RegistrationService
+from engine.services.renewal import RenewalService
+from engine.services.turnkey import TurnkeyVerifier
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +42,9 @@ STEP_LIMIT: Final = Limit("step", 120, timedelta(minutes=10))
 an argon2id hash, so none may be looped without bound."""
 LOGIN_LIMIT: Final = Limit("login", 20, timedelta(minutes=10))
 ACTIVATE_LIMIT: Final = Limit("activate", 20, timedelta(minutes=10))
+RENEWAL_LIMIT: Final = Limit("renewal", 20, timedelta(minutes=10))
+IMPORT_LIMIT: Final = Limit("customs_import", 20, timedelta(minutes=10))
+QUERY_LIMIT: Final = Limit("customs_query", 60, timedelta(minutes=10))
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,22 @@ class Portal:
     @property
     def logins(self) -> LoginService:
         return self.app.logins
+
+    @property
+    def customs(self) -> CustomsCertificateService:
+        return self.app.customs
+
+    @property
+    def renewals(self) -> RenewalService:
+        return self.app.renewals
+
+    @property
+    def turnkey(self) -> TurnkeyVerifier:
+        return self.app.turnkey
+
+    @property
+    def workflow(self) -> WorkflowDefinition:
+        return self.app.workflow
 
     def limit(self, rule: Limit, client: str) -> None:
         """Count one hit of ``client`` against ``rule``; raises ``rate_limited`` past it."""

@@ -49,7 +49,6 @@ oversized file is refused by the service as ``file_too_large`` and nothing is st
 _UPLOAD_PATHS: Final = ("/api/customs-certificates",)
 MAX_JSON_DEPTH: Final = 32
 """Arrays and objects nest at most this deep in a request body (the API's bodies nest 3)."""
-_FORM_TYPES: Final = (b"multipart/form-data", b"application/x-www-form-urlencoded")
 
 
 def body_limit(scope: Scope) -> int:

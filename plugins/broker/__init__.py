@@ -55,6 +55,7 @@ SPECIALIST_CERTIFICATE = UsageType(
     imports=frozenset({(ImportKind.NON_IC, CertificateKind.CUSTOMS)}),
     query_key="broker_key",
     order=10,
+    field_labels={"contact_name": Labels("專責人員姓名", "Specialist name")},
 )
 
 

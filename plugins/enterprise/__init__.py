@@ -98,6 +98,7 @@ USAGE_TYPES = tuple(
         imports=_CARD_OR_FILE,
         query_key="ubn",
         order=order,
+        default=code == "general_forwarder",  # the page shows it first (the broker's is 10)
     )
     for code, zh, en, order in _USAGES
 )

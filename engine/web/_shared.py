@@ -1,0 +1,112 @@
+"""The helpers every route module shares (none defines its own copy of these):
+
+- :data:`PortalDep` / :func:`portal_of`: the portal services of the running application;
+- :func:`actor`: who a request acts as in the audit log (``api:ADDRESS`` / ``web:ADDRESS``);
+- :func:`off_loop` and :func:`limited`: the one way a route leaves the event loop (a blocking
+  service call in the thread pool, with the client's rate-limit hit in the same trip);
+- :func:`decode_base64` and :func:`errors_by_field`: inputs and refusals at the edge.
+
+Besides these, route modules import only public names of two others: the API's common bodies
+(``_api``: ``ErrorsOut``, ``ChallengeOut``, ``CardIn``) and the page renderer (``_pages``:
+``render``, ``FieldView``, ``field_view``); services only through :class:`Portal`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Sequence
+from typing import Annotated, Literal, ParamSpec, TypeVar
+
+from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from engine._errors import ErrorCode, Language, RefusedError, SwregError
+from engine.web._i18n import Translator, page_language
+from engine.web._portal import Limit, Portal
+from engine.web._security import client_address
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def portal_of(request: Request) -> Portal:
+    """The portal services of the application serving ``request``."""
+    found: Portal = request.app.state.portal
+    return found
+
+
+async def _portal_dependency(request: Request) -> Portal:
+    return portal_of(request)  # ``async``: FastAPI calls it on the loop, not in the thread pool
+
+
+PortalDep = Annotated[Portal, Depends(_portal_dependency)]
+
+
+def translator(request: Request) -> Translator:
+    """The words of a page in the language the request asks for."""
+    return Translator(page_language(request))
+
+
+def actor(request: Request, channel: Literal["api", "web"]) -> str:
+    """Who the request acts as in the audit log: the channel and the client's address."""
+    return f"{channel}:{client_address(request)}"
+
+
+async def off_loop(function: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    """``function(*args, **kwargs)`` in the thread pool: every blocking service call goes here."""
+    return await run_in_threadpool(function, *args, **kwargs)
+
+
+async def limited(
+    portal: Portal,
+    rule: Limit,
+    request: Request,
+    function: Callable[_P, _T],
+    /,
+    *args: _P.args,
+    **kwargs: _P.kwargs,
+) -> _T:
+    """Count the client's hit against ``rule`` (``rate_limited`` past it), then call
+    ``function``: both block on the database, so both run in one trip to the thread pool.
+    The hit is its own transaction, committed even when ``function`` then fails: a refused
+    form or card still counts."""
+    client = client_address(request)
+
+    def run() -> _T:
+        portal.limit(rule, client)
+        return function(*args, **kwargs)
+
+    return await run_in_threadpool(run)
+
+
+def decode_base64(text: str, field: str, code: ErrorCode) -> bytes:
+    """Strict standard base64; anything else → ``code`` on ``field``."""
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise RefusedError(code, field=field, detail="not base64") from None
+
+
+def errors_by_field(
+    error: SwregError, language: Language, known: Sequence[str], *, other: str = ""
+) -> dict[str, str]:
+    """The first message for each known field; those of any other field (or none) under
+    ``other`` (a page shows them there)."""
+    found: dict[str, str] = {}
+    for item in error.errors:
+        key = item.field if item.field in known else other
+        found.setdefault(key or other, item.message(language))
+    return found
+
+
+__all__ = [
+    "PortalDep",
+    "actor",
+    "decode_base64",
+    "errors_by_field",
+    "limited",
+    "off_loop",
+    "portal_of",
+    "translator",
+]
