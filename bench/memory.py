@@ -31,7 +31,7 @@ from registration import Segments, engine_registration
 from engine.testing.pki import KeyType, TestPKI
 
 WARM_UP = 0.2
-WARM_UP_MIN = 1500  # past the engine's bounded caches (1,024 public keys in _cert_checks)
+WARM_UP_MIN = 1500  # past the engine's bounded caches (at most 512 entries each, engine/pki)
 MIB = 1024 * 1024
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -22,6 +23,7 @@ from engine.pki.certificate_checks import (
     verify_signature,
 )
 from engine.pki.revocation import RevocationIndex
+from engine.pki.signatures import SignatureKey
 from engine.pki.trust import TrustStore
 from engine.testing import IssuedCard, TestCA, TestPKI
 
@@ -319,6 +321,30 @@ def test_verify_signature(pki: TestPKI, key: str, raw: bool) -> None:
     with pytest.raises(CertificateError) as caught:
         verify_signature(card.certificate, signature, message + b"!")
     assert caught.value.code is ErrorCode.SIGNATURE_INVALID
+
+
+@pytest.mark.parametrize(
+    ("key", "raw"),
+    [("rsa", False), ("ec", False), ("ec", True)],  # RSA PKCS#1 v1.5; ECDSA DER; ECDSA r‖s
+)
+def test_the_signature_helper_over_a_message_or_its_digest(
+    pki: TestPKI, key: str, raw: bool
+) -> None:
+    """The helper behind verify_signature and Turnkey: the same answer either way."""
+    card = pki.issue_person(key="rsa" if key == "rsa" else "ec")
+    checker = SignatureKey.of(card.certificate.public_key())
+    assert checker is not None
+    message = b"challenge payload"
+    signature = card.sign(message, raw=raw)
+    assert checker.verifies(signature, message)
+    assert checker.verifies_digest(signature, hashlib.sha256(message).digest())
+    assert not checker.verifies(signature, message + b"!")
+    assert not checker.verifies_digest(signature, hashlib.sha256(message + b"!").digest())
+    assert not checker.verifies_digest(signature, b"short digest")  # a wrong size: False
+
+
+def test_the_signature_helper_takes_rsa_and_ec_keys_only() -> None:
+    assert SignatureKey.of(ed25519.Ed25519PrivateKey.generate().public_key()) is None
 
 
 @pytest.mark.parametrize(

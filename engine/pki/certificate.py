@@ -7,8 +7,8 @@ stable code; nothing else escapes (the parser is fuzzed).
 Classification looks at the **issuer** (DOMAIN.md §3.1): the OU of the four GPKI sub-CAs, the
 TaiCA / TWCA names, and for the GPKI test CA (政府測試憑證管理中心, which issues test cards of every
 kind) the subject class in the Subject Directory Attributes. The identity lives in the Subject
-Directory Attributes (extension 2.5.29.9), which cryptography only exposes as raw bytes; a small
-DER reader here decodes them.
+Directory Attributes (extension 2.5.29.9), which cryptography only exposes as raw bytes;
+:mod:`engine.pki.der` reads them, the issuer name as encoded, and the header of what was uploaded.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import binascii
 import hashlib
 import re
 import unicodedata
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from threading import Lock
@@ -30,6 +30,7 @@ from cryptography.x509.oid import NameOID
 
 from engine._errors import CertificateError, ErrorCode, RefusedError, SwregError
 from engine.core.declarations import CertificateIdentity, IssuerCA
+from engine.pki.der import INTEGER, OCTET_STRING, OID, SEQUENCE, SET, DerError, DerReader
 
 MAX_CERTIFICATE_BYTES = 64 * 1024
 """Uploads larger than this are refused with ``file_too_large`` before any parsing."""
@@ -87,8 +88,6 @@ _KEY_USAGE_NAMES = (
     "crl_sign",
 )
 
-_E = TypeVar("_E", bound=x509.ExtensionType)
-
 _CURVE_NAMES = {"secp256r1": "P256", "secp384r1": "P384", "secp521r1": "P521"}
 
 
@@ -120,11 +119,6 @@ class ParsedCertificate:
     subject_serial_number: str | None = None
     directory_attributes: tuple[tuple[str, str], ...] = ()
     issuer_der: bytes = b""
-
-    @property
-    def has_key_usage(self) -> bool:
-        """Whether the certificate carries a keyUsage extension at all."""
-        return _extension(self.certificate, x509.KeyUsage) is not None
 
     def attribute(self, oid: str) -> str | None:
         """The first value of Subject Directory Attribute ``oid``, if the certificate has it."""
@@ -220,11 +214,6 @@ def subject_text(certificate: x509.Certificate) -> str:
     return text
 
 
-def key_usage_names(certificate: x509.Certificate) -> tuple[str, ...]:
-    """The keyUsage bits set, by cryptography's names; ``()`` without the extension."""
-    return _key_usage_names(_extension(certificate, x509.KeyUsage))
-
-
 def _key_usage_names(usage: x509.KeyUsage | None) -> tuple[str, ...]:
     if usage is None:
         return ()
@@ -278,10 +267,10 @@ def _load(data: bytes) -> ParsedCertificate:
 def _whole_der(data: bytes) -> bool:
     """One DER SEQUENCE spanning all of ``data`` (which may contain "-----BEGIN" by chance)."""
     try:
-        tag, _, end = _read_tlv(data, 0)
-    except _DerError:
+        element = DerReader(data).element()
+    except DerError:
         return False
-    return tag == _SEQUENCE and end == len(data)
+    return element.tag == SEQUENCE and element.end == len(data)
 
 
 def _pem_to_der(data: bytes) -> bytes:
@@ -311,46 +300,45 @@ def _pem_to_der(data: bytes) -> bytes:
 
 def _sniff_der(der: bytes) -> None:
     """Refuse keys, PKCS#12 and non-DER before asking cryptography (which says only "invalid")."""
+    reader = DerReader(der)
     try:
-        tag, start, end = _read_tlv(der, 0)
-    except _DerError as exc:
+        outer = reader.element()
+    except DerError as exc:
         if _truncated_certificate(der):
             raise CertificateError(ErrorCode.CERTIFICATE_MALFORMED, detail="truncated") from exc
         raise _refuse(ErrorCode.NOT_A_CERTIFICATE) from exc
-    if tag != _SEQUENCE:
+    if outer.tag != SEQUENCE:
         raise _refuse(ErrorCode.NOT_A_CERTIFICATE)
     try:
-        children = list(_children(der, start, end))
-    except _DerError:
+        children = list(reader.children(outer))
+    except DerError:
         return  # a SEQUENCE with a broken inside: looks like a damaged certificate
-    if end < len(der):
+    if outer.end < len(der):
         try:
-            next_tag, _, _ = _read_tlv(der, end)
-        except _DerError:
+            next_tag: int | None = reader.element(outer.end).tag
+        except DerError:
             next_tag = None
-        if next_tag == _SEQUENCE:
+        if next_tag == SEQUENCE:
             raise _refuse(ErrorCode.NOT_A_CERTIFICATE, "several certificates")
-    tags = [t for t, _, _ in children]
-    if len(tags) >= 2 and tags[0] == _INTEGER:
+    tags = [child.tag for child in children]
+    if len(tags) >= 2 and tags[0] == INTEGER:
         # PKCS#8 / PKCS#1 / SEC 1 keys start with version 0 or 1; PKCS#12 PFX with version 3.
         raise _refuse(ErrorCode.PRIVATE_KEY_REFUSED)
-    if tags == [_SEQUENCE, _OCTET_STRING]:  # EncryptedPrivateKeyInfo
+    if tags == [SEQUENCE, OCTET_STRING]:  # EncryptedPrivateKeyInfo
         raise _refuse(ErrorCode.PRIVATE_KEY_REFUSED)
-    if tags and tags[0] == _OID:
-        _, s, e = children[0]
+    if tags and tags[0] == OID:
         try:
-            pkcs7 = _decode_oid(der[s:e]) in _PKCS7_OIDS
-        except _DerError:
+            pkcs7 = reader.oid(children[0]) in _PKCS7_OIDS
+        except DerError:
             pkcs7 = False
         raise _refuse(ErrorCode.NOT_A_CERTIFICATE, "PKCS#7" if pkcs7 else None)
 
 
 def _truncated_certificate(der: bytes) -> bool:
     """A SEQUENCE header with a long-form length (0x81-0x83) whose content is cut short."""
-    if len(der) < 8 or der[0] != _SEQUENCE or der[1] not in (0x81, 0x82, 0x83):
+    if len(der) < 8 or der[0] != SEQUENCE or der[1] not in (0x81, 0x82, 0x83):
         return False
-    inner = 2 + (der[1] & 0x7F)
-    return der[inner] == _SEQUENCE  # the TBSCertificate (or another SEQUENCE) begins
+    return der[DerReader(der).content_offset()] == SEQUENCE  # the TBSCertificate begins
 
 
 def _malformed_or_other(der: bytes, exc: Exception) -> SwregError:
@@ -476,20 +464,22 @@ def _issuer_of(der: bytes, certificate: x509.Certificate) -> _IssuerName:
 
 def _raw_issuer(der: bytes) -> bytes | None:
     """The issuer Name exactly as encoded in ``der`` (``None`` if the walk fails)."""
+    reader = DerReader(der)
     try:
-        _, start, end = _read_tlv(der, 0)
-        tag, position, tbs_end = _read_tlv(der, start, end)
-        if tag != _SEQUENCE:
+        tbs = next(reader.children(reader.element()), None)
+        if tbs is None or tbs.tag != SEQUENCE:
             return None
-        tag, _, field_end = _read_tlv(der, position, tbs_end)
-        if tag == 0xA0:  # [0] version; v1 certificates start with the serial number
-            position = field_end
-        for _ in range(2):  # serialNumber, signature
-            _, _, position = _read_tlv(der, position, tbs_end)
-        tag, _, issuer_end = _read_tlv(der, position, tbs_end)
-    except _DerError:
+        fields = reader.children(tbs)
+        first = next(fields, None)
+        if first is not None and first.tag == 0xA0:  # [0] version; v1 starts with the serial
+            first = next(fields, None)
+        next(fields, None)  # signature
+        issuer = next(fields, None)
+    except DerError:
         return None
-    return der[position:issuer_end] if tag == _SEQUENCE else None
+    if first is None or issuer is None or issuer.tag != SEQUENCE:
+        return None
+    return der[issuer.start : issuer.end]
 
 
 _SUBJECT_OIDS = {NameOID.SERIAL_NUMBER: 0, NameOID.COMMON_NAME: 1, NameOID.ORGANIZATION_NAME: 2}
@@ -545,13 +535,6 @@ def _first(attributes: tuple[tuple[str, str], ...], oid: str) -> str | None:
     return next((v for k, v in attributes if k == oid), None)
 
 
-def _extension(certificate: x509.Certificate, kind: type[_E]) -> _E | None:
-    try:
-        return certificate.extensions.get_extension_for_class(kind).value
-    except x509.ExtensionNotFound:
-        return None
-
-
 # -- Subject Directory Attributes ---------------------------------------------------------------
 
 
@@ -564,7 +547,7 @@ def _decode_sda(
     raw = value.value if isinstance(value, x509.UnrecognizedExtension) else value.public_bytes()
     try:
         return parse_directory_attributes(raw)
-    except _DerError:
+    except DerError:
         return ()
 
 
@@ -573,128 +556,22 @@ def parse_directory_attributes(data: bytes) -> tuple[tuple[str, str], ...]:
 
     Values may be any ASN.1 character string or an OBJECT IDENTIFIER (returned dotted). An
     attribute whose values are all of another type (a date, a structure) is left out. Raises
-    ``ValueError`` (its private subclass) on malformed DER.
+    ``ValueError`` (:class:`~engine.pki.der.DerError`) on malformed DER.
     """
-    tag, start, end = _read_tlv(data, 0)
-    if tag != _SEQUENCE or end != len(data):
-        raise _DerError("SDA is not one SEQUENCE")
+    reader = DerReader(data)
+    sda = reader.element()
+    if sda.tag != SEQUENCE or sda.end != len(data):
+        raise DerError("SDA is not one SEQUENCE")
     out: list[tuple[str, str]] = []
-    for attr_tag, a_start, a_end in _children(data, start, end):
-        if attr_tag != _SEQUENCE:
-            raise _DerError("Attribute is not a SEQUENCE")
-        parts = list(_children(data, a_start, a_end))
-        if len(parts) != 2 or parts[0][0] != _OID or parts[1][0] != _SET:
-            raise _DerError("Attribute is not {OID, SET}")
-        oid = _decode_oid(data[parts[0][1] : parts[0][2]])
-        values = [_decode_value(data, *v) for v in _children(data, parts[1][1], parts[1][2])]
+    for attribute in reader.children(sda):
+        if attribute.tag != SEQUENCE:
+            raise DerError("Attribute is not a SEQUENCE")
+        parts = list(reader.children(attribute))
+        if len(parts) != 2 or parts[0].tag != OID or parts[1].tag != SET:
+            raise DerError("Attribute is not {OID, SET}")
+        oid = reader.oid(parts[0])
+        values = [reader.text(value) for value in reader.children(parts[1])]
         decoded = next((v for v in values if v is not None), None)
         if decoded is not None:
             out.append((oid, decoded))
     return tuple(out)
-
-
-class _DerError(ValueError):
-    """Malformed DER (internal; callers turn it into a swreg error or ignore the part)."""
-
-
-_INTEGER, _OCTET_STRING, _OID, _SEQUENCE, _SET = 0x02, 0x04, 0x06, 0x30, 0x31
-_STRING_CODECS: Mapping[int, str] = {
-    0x0C: "utf-8",  # UTF8String
-    0x12: "ascii",  # NumericString
-    0x13: "ascii",  # PrintableString
-    0x14: "latin-1",  # TeletexString (T61): latin-1 is what real encoders put there
-    0x16: "ascii",  # IA5String
-    0x1A: "ascii",  # VisibleString
-    0x1C: "utf-32-be",  # UniversalString
-    0x1E: "utf-16-be",  # BMPString
-}
-
-
-def _decode_value(data: bytes, tag: int, start: int, end: int) -> str | None:
-    if tag == _OID:
-        return _decode_oid(data[start:end])
-    codec = _STRING_CODECS.get(tag)
-    if codec is None:
-        return None
-    try:
-        return data[start:end].decode(codec)
-    except UnicodeDecodeError as exc:
-        raise _DerError(f"bad {codec} string") from exc
-
-
-def _read_tlv(data: bytes, offset: int, limit: int | None = None) -> tuple[int, int, int]:
-    """``(tag, value_start, value_end)`` of the DER element at ``offset`` (definite lengths).
-
-    The element must end at or before ``limit`` (default: the end of ``data``).
-    """
-    limit = len(data) if limit is None else limit
-    if offset + 2 > limit:
-        raise _DerError("truncated header")
-    tag = data[offset]
-    if tag & 0x1F == 0x1F:
-        raise _DerError("high tag numbers are not used here")
-    first = data[offset + 1]
-    pos = offset + 2
-    if first < 0x80:
-        length = first
-    elif first in (0x80, 0xFF):
-        raise _DerError("indefinite or reserved length")
-    else:
-        count = first & 0x7F
-        if count > 4 or pos + count > limit:
-            raise _DerError("bad length")
-        length = int.from_bytes(data[pos : pos + count], "big")
-        pos += count
-    if pos + length > limit:
-        raise _DerError("length beyond the data")
-    return tag, pos, pos + length
-
-
-def _children(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
-    pos = start
-    while pos < end:
-        tag, s, e = _read_tlv(data, pos, end)
-        yield tag, s, e
-        pos = e
-
-
-_MAX_ARC_BYTES = 20
-"""An arc takes at most 20 bytes (140 bits: UUID arcs under 2.25 need 19). Longer ones are
-refused: a 2 KiB arc would not even convert to decimal (Python's 4300-digit limit)."""
-
-
-def _decode_oid(body: bytes) -> str:
-    known = _OIDS.get(body)
-    if known is not None:
-        return known
-    dotted = _decode_oid_uncached(body)
-    if len(body) <= 32:  # attribute types and subject classes: a handful of short OIDs
-        _OIDS.put(body, dotted)
-    return dotted
-
-
-_OIDS: BoundedMemo[bytes, str] = BoundedMemo(512)
-
-
-def _decode_oid_uncached(body: bytes) -> str:
-    if not body or body[-1] & 0x80:
-        raise _DerError("bad OBJECT IDENTIFIER")
-    arcs: list[int] = []
-    value = 0
-    at_start = True
-    arc_bytes = 0
-    for byte in body:
-        if at_start and byte == 0x80:
-            raise _DerError("non-minimal OBJECT IDENTIFIER")
-        arc_bytes += 1
-        if arc_bytes > _MAX_ARC_BYTES:
-            raise _DerError("OBJECT IDENTIFIER arc too large")
-        value = (value << 7) | (byte & 0x7F)
-        at_start = not byte & 0x80
-        if at_start:
-            arcs.append(value)
-            value = 0
-            arc_bytes = 0
-    first = arcs[0]
-    head = [0, first] if first < 40 else [1, first - 40] if first < 80 else [2, first - 80]
-    return ".".join(str(a) for a in [*head, *arcs[1:]])

@@ -23,15 +23,13 @@ from datetime import datetime
 from typing import Any, Literal
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.exceptions import UnsupportedAlgorithm
 
 from engine._errors import CertificateError, ErrorCode
 from engine.core.declarations import CertificateProfile, IssuerCA
 from engine.pki.certificate import ParsedCertificate, subject_text
 from engine.pki.revocation import RevocationIndex
+from engine.pki.signatures import SignatureKey
 from engine.pki.trust import TrustStore, check_validity
 
 Status = Literal["valid", "expired", "not_yet_valid", "untrusted", "revoked"]
@@ -121,22 +119,17 @@ def verify_signature(cert: x509.Certificate, signature: bytes, message: bytes) -
     """Verify a SHA-256 signature by ``cert``'s key over ``message``.
 
     RSA: PKCS#1 v1.5. ECDSA: DER, or raw ``r ‖ s`` (each the curve's byte size, as PKCS#11 and
-    many card middlewares return it). Anything else, or a bad signature → ``signature_invalid``.
+    many card middlewares return it); see :mod:`engine.pki.signatures`. Another key type, or a
+    bad signature → ``signature_invalid``.
     """
     try:
-        key = cert.public_key()  # not cached: a login certificate is rarely seen twice
+        key = SignatureKey.of(cert.public_key())  # not cached: a login cert is rarely seen twice
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise CertificateError(ErrorCode.SIGNATURE_INVALID, detail="unreadable key") from exc
-    try:
-        if isinstance(key, rsa.RSAPublicKey):
-            key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
-            return
-        if isinstance(key, ec.EllipticCurvePublicKey):
-            _verify_ecdsa(key, signature, message)
-            return
-    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise CertificateError(ErrorCode.SIGNATURE_INVALID) from exc
-    raise CertificateError(ErrorCode.SIGNATURE_INVALID, detail="unsupported key type")
+    if key is None:
+        raise CertificateError(ErrorCode.SIGNATURE_INVALID, detail="unsupported key type")
+    if not key.verifies(signature, message):
+        raise CertificateError(ErrorCode.SIGNATURE_INVALID)
 
 
 def certificate_status(
@@ -192,19 +185,3 @@ def inspect(
         "chain": [parsed.subject, *(subject_text(c) for c in chain[1:])],
         "accepted_by": list(accepted_by),
     }
-
-
-def _verify_ecdsa(key: ec.EllipticCurvePublicKey, signature: bytes, message: bytes) -> None:
-    size = (key.curve.key_size + 7) // 8
-    algorithm = ec.ECDSA(hashes.SHA256())
-    if len(signature) == 2 * size:
-        raw = encode_dss_signature(
-            int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big")
-        )
-        try:
-            key.verify(raw, message, algorithm)
-            return
-        except InvalidSignature:
-            if signature[:1] != b"\x30":
-                raise
-    key.verify(signature, message, algorithm)  # DER (a 2×size DER signature is possible)

@@ -73,8 +73,15 @@ from engine.services.challenges import ScopedChallenges
 from engine.services.hashing import IdentifierHasher
 from engine.services.login import SessionView
 from engine.services.trust import TrustService
-from engine.store import Account, Certificate, Database, UnitOfWork
-from engine.store._customs_lookup import CustomsKey, CustomsLookupRow, customs_lookup
+from engine.store import (
+    Account,
+    Certificate,
+    CustomsKey,
+    CustomsLookupRow,
+    Database,
+    UnitOfWork,
+    customs_lookup,
+)
 
 __all__ = [
     "CERTIFICATE_KIND_FIELD",

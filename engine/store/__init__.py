@@ -1,6 +1,7 @@
 """The store: models, migrations, units of work, repositories and the audit log (DESIGN.md §6)."""
 
 from engine.store._audit import GENESIS_HASH, HASHED_FIELDS, AuditLog, AuditVerification, entry_hash
+from engine.store._customs_lookup import CustomsKey, CustomsLookupRow, customs_lookup
 from engine.store._database import MIGRATIONS_DIR, Database, UnitOfWork
 from engine.store._models import (
     CRL,
@@ -54,6 +55,8 @@ __all__ = [
     "Challenge",
     "ChallengeRepository",
     "ConcurrentUpdate",
+    "CustomsKey",
+    "CustomsLookupRow",
     "Database",
     "LoginChallenge",
     "LoginChallengeRepository",
@@ -72,5 +75,6 @@ __all__ = [
     "UnitOfWork",
     "WorkflowDefinition",
     "WorkflowRepository",
+    "customs_lookup",
     "entry_hash",
 ]
