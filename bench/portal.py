@@ -135,7 +135,7 @@ def portal(
         "SWREG_ARGON2": f"{argon2.time_cost},{argon2.memory_kib},{argon2.parallelism}",
     }
     log = (folder / f"serve-{port}.log").open("wb")
-    command = [str(SWREG), "serve", "--workers", str(workers), "--port", str(port), "--db", url]
+    command = [str(SWREG), "--db", url, "serve", "--workers", str(workers), "--port", str(port)]
     process = subprocess.Popen(
         command,
         env=env,

@@ -77,18 +77,18 @@ def profile_query(rows: int, queries: int) -> cProfile.Profile:
 
 def inline_thread_pool() -> None:
     """Make FastAPI call sync routes and dependencies inline, and the JSON API its blocking
-    work (engine.web._api hands it to the thread pool itself): profiling only, it blocks."""
+    work (engine.web._shared.off_loop hands it to the thread pool): profiling only, it blocks."""
     import fastapi.dependencies.utils
     import fastapi.routing
 
-    import engine.web._api
+    import engine.web._shared
 
     async def inline(*args: Any, **kwargs: Any) -> Any:
         return args[0](*args[1:], **kwargs)
 
     fastapi.routing.run_in_threadpool = inline  # type: ignore[assignment]
     fastapi.dependencies.utils.run_in_threadpool = inline  # type: ignore[assignment]
-    engine.web._api.run_in_threadpool = inline  # type: ignore[assignment]
+    engine.web._shared.run_in_threadpool = inline  # type: ignore[assignment]
 
 
 def profile_web(count: int, key: str) -> cProfile.Profile:
