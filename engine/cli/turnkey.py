@@ -16,7 +16,7 @@ import typer
 
 from engine._errors import UsageError
 from engine.cli.support import JsonOption, app_for, command, read_file
-from engine.services.turnkey import MAX_SIGNATURE_BYTES
+from engine.pki.cms import MAX_SIGNATURE_BYTES
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """The largest message file ``turnkey verify`` reads."""

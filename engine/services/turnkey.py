@@ -41,7 +41,6 @@ from sqlalchemy.orm import Session
 
 from engine._clock import Clock
 from engine._errors import CertificateError, ErrorCode, RefusedError
-from engine.pki.cms import MAX_SIGNATURE_BYTES as MAX_SIGNATURE_BYTES
 from engine.pki.cms import read_signature
 from engine.pki.signatures import SignatureKey
 from engine.services.trust import TrustService, TrustSnapshot
