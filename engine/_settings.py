@@ -9,7 +9,8 @@
 ``SWREG_ARGON2``         ``time_cost,memory_kib,parallelism`` (default OWASP ``2,19456,1``)
 ``SWREG_PUBLIC_ORIGIN``  the portal's origin, e.g. ``https://portal.example`` (default
                          ``http://127.0.0.1:8000``); the browser's card check signs it
-``SWREG_SMTP_HOST`` / ``_PORT`` / ``_TLS`` (none|starttls|ssl) / ``_USER`` / ``_PASSWORD``,
+``SWREG_SMTP_HOST`` / ``_PORT`` / ``_TLS`` (starttls (default) | ssl | none) / ``_USER`` /
+``_PASSWORD``,
 ``SWREG_MAIL_FROM``      the SMTP server that sends activation mail
 ``SWREG_MAIL_OUTBOX``    a folder receiving mail as ``.eml`` files instead (demo)
 ``SWREG_DEMO``           ``1``: demo mode (the portal shows the outbox at /demo/outbox)
@@ -18,10 +19,21 @@
                          process, power loss may drop the last ones) or ``FULL`` (fsync each commit)
 ``SWREG_OFFICER_TOKEN``  the bearer token of the officer API (``/api/officer/...``); unset, the
                          officer API refuses every request (officers use ``swreg registrations``)
+``SWREG_TRUSTED_PROXIES`` comma-separated CIDRs of reverse proxies whose ``X-Forwarded-For`` is
+                         believed (DESIGN.md §11); unset, the socket peer is the client
+``SWREG_ALLOWED_HOSTS``  comma-separated host names (or ``host:port``) the portal answers besides
+                         the public origin's
+``SWREG_SESSION_IDLE`` / ``SWREG_SESSION_MAX``  a login session's idle and absolute limits in
+                         seconds (defaults 1800 and 28800)
+``SWREG_RETENTION_DAYS`` days after which ``swreg purge`` deletes the personal data of ended
+                         registrations and never-activated accounts (integer ≥ 0, default 30)
+``SWREG_TSA_CERTS``      comma-separated files of the RFC 3161 time-stamping authorities whose
+                         tokens may date a Turnkey signature (DESIGN.md §5); unset, none
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from collections.abc import Mapping
@@ -37,6 +49,9 @@ DEFAULT_DATABASE_URL = "sqlite:///swreg.db"
 SQLITE_SYNCHRONOUS = ("NORMAL", "FULL")
 CLI_ORIGIN = "urn:swreg:cli"
 DEFAULT_PUBLIC_ORIGIN = "http://127.0.0.1:8000"
+DEFAULT_RETENTION_DAYS = 30
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
@@ -66,7 +81,7 @@ class MailSettings:
 
     host: str | None = None
     port: int = 25
-    tls: str = "none"  # "none" | "starttls" | "ssl"
+    tls: str = "starttls"  # "starttls" | "ssl" | "none"
     user: str | None = None
     password: str | None = None
     sender: str = "swreg <no-reply@swreg.invalid>"
@@ -74,7 +89,7 @@ class MailSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> MailSettings:
-        tls = env.get("SWREG_SMTP_TLS", "none")
+        tls = env.get("SWREG_SMTP_TLS") or "starttls"
         if tls not in ("none", "starttls", "ssl"):
             raise UsageError(detail="SWREG_SMTP_TLS is none, starttls or ssl")
         return cls(
@@ -102,6 +117,9 @@ class Settings:
     mail: MailSettings = MailSettings()
     activation_ttl: timedelta = timedelta(hours=24)
     session_ttl: timedelta = timedelta(minutes=30)
+    """A login session's idle limit (``SWREG_SESSION_IDLE``)."""
+    session_max: timedelta = timedelta(hours=8)
+    """A login session's absolute limit from its start (``SWREG_SESSION_MAX``)."""
     demo: bool = False
     """Demo mode: the portal shows the mail outbox at /demo/outbox."""
     agent_url: str = "ws://127.0.0.1:61234/"
@@ -110,6 +128,14 @@ class Settings:
     """The bearer token of the officer API (compared in constant time); None disables it."""
     sqlite_synchronous: str = "NORMAL"
     """SQLite's ``PRAGMA synchronous`` in WAL mode: ``NORMAL`` or ``FULL`` (see the module doc)."""
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    """Reverse proxies whose ``X-Forwarded-For`` names the client (DESIGN.md §11)."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Hosts answered besides the public origin's (lower-case; ``host`` or ``host:port``)."""
+    retention_days: int = DEFAULT_RETENTION_DAYS
+    """How long the personal data of ended registrations is kept (``swreg purge``)."""
+    tsa_certs: tuple[Path, ...] = ()
+    """Certificates of the time-stamping authorities trusted to date Turnkey signatures."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -131,6 +157,12 @@ class Settings:
             agent_url=env.get("SWREG_AGENT_URL") or "ws://127.0.0.1:61234/",
             officer_token=env.get("SWREG_OFFICER_TOKEN") or None,
             sqlite_synchronous=_synchronous(env.get("SWREG_SQLITE_SYNCHRONOUS") or "NORMAL"),
+            session_ttl=_seconds(env, "SWREG_SESSION_IDLE", cls.session_ttl),
+            session_max=_seconds(env, "SWREG_SESSION_MAX", cls.session_max),
+            trusted_proxies=_networks(env.get("SWREG_TRUSTED_PROXIES") or ""),
+            allowed_hosts=_list(env.get("SWREG_ALLOWED_HOSTS") or "", lower=True),
+            retention_days=_retention(env.get("SWREG_RETENTION_DAYS")),
+            tsa_certs=tuple(Path(p) for p in _list(env.get("SWREG_TSA_CERTS") or "")),
         )
         given = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **given)  # type: ignore[arg-type]
@@ -201,3 +233,34 @@ def _synchronous(value: str) -> str:
     if mode not in SQLITE_SYNCHRONOUS:
         raise UsageError(detail=f"SWREG_SQLITE_SYNCHRONOUS is {' or '.join(SQLITE_SYNCHRONOUS)}")
     return mode
+
+
+def _list(text: str, *, lower: bool = False) -> tuple[str, ...]:
+    """The non-empty items of a comma-separated setting, stripped."""
+    items = (item.strip() for item in text.split(","))
+    return tuple(item.lower() if lower else item for item in items if item)
+
+
+def _networks(text: str) -> tuple[IPNetwork, ...]:
+    try:
+        return tuple(ipaddress.ip_network(item, strict=False) for item in _list(text))
+    except ValueError as exc:
+        raise UsageError(detail=f"SWREG_TRUSTED_PROXIES holds CIDRs: {exc}") from None
+
+
+def _seconds(env: Mapping[str, str], name: str, default: timedelta) -> timedelta:
+    text = (env.get(name) or "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise UsageError(detail=f"{name} is a number of seconds ≥ 1, not {text!r}")
+    return timedelta(seconds=int(text))
+
+
+def _retention(text: str | None) -> int:
+    value = (text or "").strip()
+    if not value:
+        return DEFAULT_RETENTION_DAYS
+    if not value.isdigit():
+        raise UsageError(detail=f"SWREG_RETENTION_DAYS is an integer ≥ 0, not {value!r}")
+    return int(value)

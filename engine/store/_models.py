@@ -115,6 +115,10 @@ class Registration(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    secret_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """SHA-256 hex of the registration's secret, the HttpOnly cookie its browser holds (§6)."""
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    """When ``swreg purge`` removed its personal data (entered fields, certificate DER)."""
 
     workflow: Mapped[WorkflowDefinition] = relationship()
 
@@ -149,6 +153,8 @@ class Account(Base):
     profile: Mapped[dict[str, Any]] = mapped_column(_JSONDict)
     registration_id: Mapped[str] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    failed_passwords: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Wrong passwords in a row (憑證更換作業, login); too many make the account ``locked``."""
 
 
 class Certificate(Base):
@@ -319,3 +325,22 @@ class Reminder(Base):
     claimed_at: Mapped[datetime] = mapped_column(UTCDateTime())
     attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Officer(Base):
+    """A customs officer: a certificate on the officer list (DESIGN.md §12).
+
+    ``token_hash`` is the SHA-256 hex of the officer's personal API token (``swreg officers
+    token``); issuing a new token replaces it.
+    """
+
+    __tablename__ = "officers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    der: Mapped[bytes] = mapped_column(LargeBinary)
+    token_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+    token_issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime())
