@@ -43,6 +43,7 @@ class ErrorCode(StrEnum):
     INVALID_VALUE = "invalid_value"
     PASSWORD_POLICY = "password_policy"
     PASSWORD_MISMATCH = "password_mismatch"
+    PASSWORD_INCORRECT = "password_incorrect"
     ACCOUNT_EXISTS = "account_exists"
     ALREADY_REGISTERED = "already_registered"
     IOT_NOT_ALLOWED = "iot_not_allowed"
@@ -61,6 +62,7 @@ class ErrorCode(StrEnum):
     CERTIFICATE_TYPE_MISMATCH = "certificate_type_mismatch"
     IDENTITY_MISMATCH = "identity_mismatch"
     SIGNATURE_INVALID = "signature_invalid"
+    PROOF_REQUIRED = "proof_required"
     CHALLENGE_EXPIRED = "challenge_expired"
     CHALLENGE_USED = "challenge_used"
     REGISTRATION_EXPIRED = "registration_expired"
@@ -74,7 +76,10 @@ class ErrorCode(StrEnum):
     ACTIVATION_INVALID = "activation_invalid"
     ACTIVATION_EXPIRED = "activation_expired"
     ACCOUNT_INACTIVE = "account_inactive"
+    ACCOUNT_SUSPENDED = "account_suspended"
+    ACCOUNT_LOCKED = "account_locked"
     NOT_REGISTERED = "not_registered"
+    SESSION_EXPIRED = "session_expired"
     CSRF_FAILED = "csrf_failed"
     REQUEST_TOO_LARGE = "request_too_large"
     MAIL_UNAVAILABLE = "mail_unavailable"
@@ -115,6 +120,7 @@ _MESSAGES: Mapping[ErrorCode, tuple[str, str]] = {
         "密碼長度至少8碼，且至少包含數字1碼、大寫英文1碼、小寫英文1碼",
         "The password needs at least 8 characters with a digit, an upper- and a lower-case letter",
     ),
+    ErrorCode.PASSWORD_INCORRECT: ("密碼錯誤", "The password is incorrect"),
     ErrorCode.PASSWORD_MISMATCH: ("確認密碼與密碼不符", "The passwords do not match"),
     ErrorCode.ACCOUNT_EXISTS: ("用戶姓名已存在", "This account already exists"),
     ErrorCode.ALREADY_REGISTERED: (
@@ -155,6 +161,11 @@ _MESSAGES: Mapping[ErrorCode, tuple[str, str]] = {
         "The certificate does not match the data entered",
     ),
     ErrorCode.SIGNATURE_INVALID: ("簽章驗證失敗", "The signature does not verify"),
+    ErrorCode.PROOF_REQUIRED: (
+        "請證明您持有此憑證：以憑證登入，或以憑證的私密金鑰簽署驗證碼",
+        "Prove that the certificate is yours: log in with your card, or sign the challenge "
+        "with the certificate's private key",
+    ),
     ErrorCode.CHALLENGE_EXPIRED: ("驗證碼已逾時，請重新讀卡", "The challenge has expired"),
     ErrorCode.CHALLENGE_USED: ("驗證碼已使用過", "The challenge has already been used"),
     ErrorCode.REGISTRATION_EXPIRED: (
@@ -183,6 +194,15 @@ _MESSAGES: Mapping[ErrorCode, tuple[str, str]] = {
         "帳號尚未啟用，請至您的電子郵件Email進行帳號啟用",
         "The account is not activated yet; use the link in your e-mail",
     ),
+    ErrorCode.ACCOUNT_SUSPENDED: (
+        "帳號已停用，請洽關港貿單一窗口客服",
+        "The account is suspended; contact the Single Window help desk",
+    ),
+    ErrorCode.ACCOUNT_LOCKED: (
+        "密碼錯誤次數過多，帳號已鎖定，請以憑證重設密碼",
+        "Too many wrong passwords: the account is locked; reset the password with your card",
+    ),
+    ErrorCode.SESSION_EXPIRED: ("登入逾時，請重新登入", "The session has expired; log in again"),
     ErrorCode.NOT_REGISTERED: (
         "此憑證尚未註冊，請先進行憑證註冊",
         "This certificate is not registered; please register first",

@@ -21,6 +21,7 @@ from engine import App, CardResponse, CertificateKind, ImportKind, IssuerCA, Swr
 from engine.core.identifiers import mask_email
 from engine.services.customs import CustomsCertificateService, CustomsRow
 from engine.services.hashing import IdentifierHasher
+from engine.services.login import SessionView
 from engine.store import AuditEntry, Certificate
 from engine.testing.pki import IssuedCard, TestPKI
 
@@ -114,6 +115,22 @@ def service(app: App, pki: TestPKI) -> CustomsCertificateService:
     return app.customs
 
 
+def specialist_token(app: App, pki: TestPKI, national_id: str = NATIONAL_ID) -> str:
+    """The session token of a 報關專責人員 (``person.customs_broker``) logged in with the MOICA
+    card of ``national_id``."""
+    card = pki.issue_person("王小明", national_id[-4:])
+    email = f"{national_id.lower()}@example.com"
+    enrol(app, "person.customs_broker", card, {**PERSON_ANSWERS, "national_id": national_id,
+                                                "email": email})  # fmt: skip
+    return activate_and_login(app, card, email)
+
+
+def specialist_session(app: App, pki: TestPKI) -> SessionView:
+    session = app.logins.session(specialist_token(app, pki))
+    assert session is not None
+    return session
+
+
 def refused(call: Callable[[], Any]) -> tuple[str, str | None]:
     with pytest.raises(SwregError) as info:
         call()
@@ -133,8 +150,9 @@ def test_a_company_imports_a_customs_cer_for_every_company_usage_type(
 ) -> None:
     card = pki.issue_customs(UBN, "06")
     result = service.import_certificate(
-        usage_type, COMPANY, certificate=card.der(), kind=ImportKind.NON_IC
-    )
+        usage_type, COMPANY, certificate=card.der(), kind=ImportKind.NON_IC,
+        signature_check=card.sign,
+    )  # fmt: skip
     assert result.message == "主憑證匯入成功!"
     assert (result.usage_type, result.query_key, result.kind, result.certificate_kind) == (
         usage_type,
@@ -159,8 +177,9 @@ def test_a_company_imports_a_business_cer_in_pem(
 ) -> None:
     card = pki.issue_company(UBN, rank=None)  # 非IC卡 工商憑證
     result = service.import_certificate(
-        "shipping", {"ubn": "０４５９５２５７"}, certificate=card.pem(), kind=ImportKind.NON_IC
-    )
+        "shipping", {"ubn": "０４５９５２５７"}, certificate=card.pem(), kind=ImportKind.NON_IC,
+        signature_check=card.sign,
+    )  # fmt: skip
     assert result.certificate_kind is CertificateKind.BUSINESS
     assert stored(app) == [("signing", UBN, "shipping", "non_ic", "MOEACA", UBN, "active")]
 
@@ -168,23 +187,26 @@ def test_a_company_imports_a_business_cer_in_pem(
 def test_a_broker_specialist_imports_a_personal_customs_cer_in_pem(
     app: App, pki: TestPKI, service: CustomsCertificateService
 ) -> None:
-    # The CN carries the broker company's UBN, not the person's: it is not compared (❓ §3.7).
+    # The CN carries the broker company's UBN, not the person's: it is not compared (❓ §3.7);
+    # the specialist's own card login proves the owner.
     card = pki.issue_customs(OTHER_UBN, "06")
     answers = {**BROKER, "customs_office": "aa"}
     result = service.import_certificate(
-        "broker_specialist", answers, certificate=card.pem(), kind=ImportKind.NON_IC
-    )
+        "broker_specialist", answers, certificate=card.pem(), kind=ImportKind.NON_IC,
+        session=specialist_session(app, pki),
+    )  # fmt: skip
     assert (result.query_key, result.certificate_kind) == ("A00001", CertificateKind.CUSTOMS)
-    assert stored(app) == [
+    assert stored(app)[1:] == [  # after the specialist's login certificate
         ("signing", "A00001", "broker_specialist", "non_ic", "TaiCA", None, "active")
     ]
-    [row] = certificates(app)
+    row = certificates(app)[-1]
     person = IdentifierHasher(SECRET).hash("national_id", NATIONAL_ID)
     assert row.national_id_hash == person
     [diff] = audit(app, "customs_import")
     assert diff["national_id"] == "A12*****89"
     assert NATIONAL_ID not in str(diff)
-    assert (diff["query_key"], diff["certificate_id"], diff["reactivated"]) == ("A00001", 1, False)
+    assert (diff["query_key"], diff["reactivated"]) == ("A00001", False)
+    assert diff["certificate_id"] == result.id
 
 
 def test_an_ic_card_import_reads_the_card_and_proves_the_key(
@@ -339,8 +361,11 @@ def test_refusals_store_nothing(
 def test_exactly_64_kib_is_accepted(
     app: App, pki: TestPKI, service: CustomsCertificateService
 ) -> None:
-    data = _padded_pem(64 * 1024)(pki)
-    service.import_certificate("shipping", COMPANY, certificate=data, kind=ImportKind.NON_IC)
+    card = pki.issue_customs(UBN)
+    data = card.pem().ljust(64 * 1024, b"\n")
+    service.import_certificate(
+        "shipping", COMPANY, certificate=data, kind=ImportKind.NON_IC, signature_check=card.sign
+    )
     assert len(stored(app)) == 1
 
 
@@ -360,9 +385,16 @@ def test_the_same_certificate_cannot_be_registered_twice(
     app: App, pki: TestPKI, service: CustomsCertificateService
 ) -> None:
     card = pki.issue_customs(UBN)
-    service.import_certificate("shipping", COMPANY, certificate=card.der(), kind=ImportKind.NON_IC)
+    service.import_certificate(
+        "shipping", COMPANY, certificate=card.der(), kind=ImportKind.NON_IC,
+        signature_check=card.sign,
+    )  # fmt: skip
     again = lambda: service.import_certificate(  # noqa: E731
-        "warehouse", COMPANY, certificate=card.pem(), kind=ImportKind.NON_IC
+        "warehouse",
+        COMPANY,
+        certificate=card.pem(),
+        kind=ImportKind.NON_IC,
+        signature_check=card.sign,
     )
     assert refused(again) == ("already_registered", None)
     assert stored(app) == [("signing", UBN, "shipping", "non_ic", "TaiCA", UBN, "active")]
@@ -374,7 +406,10 @@ def test_a_login_card_may_also_be_imported_as_a_signing_certificate(
 ) -> None:
     card = pki.issue_company(UBN)
     enrol(app, "enterprise.general", card, COMPANY_ANSWERS)
-    service.import_certificate("shipping", COMPANY, certificate=card.der(), kind=ImportKind.IC_CARD)
+    service.import_certificate(
+        "shipping", COMPANY, certificate=card.der(), kind=ImportKind.IC_CARD,
+        signature_check=card.sign,
+    )  # fmt: skip
     assert [row[0] for row in stored(app)] == ["login", "signing"]
 
 
@@ -388,25 +423,41 @@ def registered(app: App, pki: TestPKI, service: CustomsCertificateService) -> di
     person = pki.issue_person("王小明", "6789")
     org = pki.issue_organization(ORG_OID, "測試大學")
     enrol(app, "enterprise.general", company, COMPANY_ANSWERS)
-    enrol(app, "person.general", person, PERSON_ANSWERS)
+    enrol(app, "person.customs_broker", person, PERSON_ANSWERS)  # 報關專責人員, ID A123456789
     org_answers = {k: v for k, v in COMPANY_ANSWERS.items() if k != "ubn"}
     enrol(app, "enterprise.organization", org, {**org_answers, "oid": ORG_OID, "ubn": "10458575",
                                                  "email": "office@org.example"})  # fmt: skip
     customs = pki.issue_customs(UBN, "06")
     broker = pki.issue_customs(OTHER_UBN, "05")
+    tokens = {
+        "company": activate_and_login(app, company, UBN),
+        "person": activate_and_login(app, person, "ming@example.com"),
+    }
     ids = {
         "customs": service.import_certificate(
-            "general_forwarder", COMPANY, certificate=customs.der(), kind=ImportKind.NON_IC
+            "general_forwarder",
+            COMPANY,
+            certificate=customs.der(),
+            kind=ImportKind.NON_IC,
+            signature_check=customs.sign,
         ).id,
         "ic": service.import_certificate(
-            "shipping", COMPANY, certificate=company.der(), kind=ImportKind.IC_CARD
+            "shipping",
+            COMPANY,
+            certificate=company.der(),
+            kind=ImportKind.IC_CARD,
+            signature_check=company.sign,
         ).id,
         "broker": service.import_certificate(
-            "broker_specialist", BROKER, certificate=broker.der(), kind=ImportKind.NON_IC
+            "broker_specialist",
+            BROKER,
+            certificate=broker.der(),
+            kind=ImportKind.NON_IC,
+            session=app.logins.session(tokens["person"]),
         ).id,
     }
     return {"company": company, "person": person, "org": org, "customs": customs,
-            "broker": broker, "ids": ids}  # fmt: skip
+            "broker": broker, "ids": ids, "tokens": tokens}  # fmt: skip
 
 
 def columns(rows: list[CustomsRow]) -> list[tuple[str, str, str, str]]:
@@ -446,7 +497,9 @@ def test_query_by_broker_key(
     assert service.query("B00001") == []
 
 
-def test_query_by_ubn(service: CustomsCertificateService, registered: dict[str, Any]) -> None:
+def test_query_by_ubn(
+    app: App, service: CustomsCertificateService, registered: dict[str, Any]
+) -> None:
     company, customs = registered["company"], registered["customs"]
     company_info = (
         f"序號: {serial(company)}, 主體: C=TW O=測試股份有限公司 serialNumber={UBN}, "
@@ -454,20 +507,25 @@ def test_query_by_ubn(service: CustomsCertificateService, registered: dict[str, 
     )
     rows = service.query(UBN)
     assert columns(rows) == [
-        ("IC卡", "工商憑證", "登入",
-         f"登入用憑證,使用者帳號{UBN}, 序號{serial(company)}, 起訖日期:{dates(company)}"),
+        ("IC卡", "工商憑證", "登入",  # account names masked for strangers
+         f"登入用憑證,使用者帳號0******7, 序號{serial(company)}, 起訖日期:{dates(company)}"),
         ("非IC卡類憑證", "通關專屬憑證", "簽章",
          f"序號: {serial(customs)}, 主體: {subject(customs)}, 起訖日期:{dates(customs)}"),
         ("IC卡", "工商憑證", "簽章", company_info),
     ]  # fmt: skip
     assert [(r.account, r.usage_type) for r in rows] == [
-        (UBN, None),
+        ("0******7", None),
         (None, "general_forwarder"),
         (None, "shipping"),
     ]
     assert rows[0].info_en == (
+        f"Login certificate, account 0******7, serial {serial(company)}, valid {dates(company)}"
+    )
+    as_owner = service.query(UBN, session=app.logins.session(registered["tokens"]["company"]))
+    assert as_owner[0].info_en == (
         f"Login certificate, account {UBN}, serial {serial(company)}, valid {dates(company)}"
     )
+    assert as_owner[1:] == rows[1:]
 
 
 def test_query_by_national_id(
@@ -477,7 +535,7 @@ def test_query_by_national_id(
     rows = service.query("a123456789")
     assert columns(rows) == [
         ("IC卡", "自然人憑證", "登入",
-         f"登入用憑證,使用者帳號ming@example.com, 序號{serial(person)}, 起訖日期:{dates(person)}"),
+         f"登入用憑證,使用者帳號m**g@example.com, 序號{serial(person)}, 起訖日期:{dates(person)}"),
         ("非IC卡類憑證", "報關人員憑證", "簽章",
          f"序號: {serial(broker)}, 主體: {subject(broker)}, 起訖日期:{dates(broker)}"),
     ]  # fmt: skip
@@ -488,19 +546,19 @@ def test_query_by_oid(service: CustomsCertificateService, registered: dict[str, 
     org = registered["org"]
     assert columns(service.query(ORG_OID)) == [
         ("IC卡", "組織團體憑證", "登入",
-         f"登入用憑證,使用者帳號{ORG_OID}, 序號{serial(org)}, 起訖日期:{dates(org)}"),
+         f"登入用憑證,使用者帳號2{'*' * 29}4, 序號{serial(org)}, 起訖日期:{dates(org)}"),
     ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
     ("chosen", "material", "expected"),
     [
-        ("customs", lambda p: p.issue_customs(UBN).der(), None),  # the file's kind: imported
-        ("business", lambda p: p.issue_customs(UBN).der(),  # TaiCA file, 工商憑證 chosen
+        ("customs", lambda p: p.issue_customs(UBN), None),  # the file's kind: imported
+        ("business", lambda p: p.issue_customs(UBN),  # TaiCA file, 工商憑證 chosen
          ("certificate_type_mismatch", "certificate")),
-        ("customs", lambda p: p.issue_company(UBN).der(),  # MOEACA file, 通關專屬憑證 chosen
+        ("customs", lambda p: p.issue_company(UBN),  # MOEACA file, 通關專屬憑證 chosen
          ("certificate_type_mismatch", "certificate")),
-        ("passport", lambda p: p.issue_customs(UBN).der(),  # no 憑證種類 of that name
+        ("passport", lambda p: p.issue_customs(UBN),  # no 憑證種類 of that name
          ("invalid_value", "certificate_kind")),
     ],
 )  # fmt: skip
@@ -509,13 +567,15 @@ def test_the_chosen_certificate_kind_must_be_offered_and_be_the_files(
     pki: TestPKI,
     service: CustomsCertificateService,
     chosen: str,
-    material: Callable[[TestPKI], bytes],
+    material: Callable[[TestPKI], IssuedCard],
     expected: tuple[str, str] | None,
 ) -> None:
+    card = material(pki)
+
     def run() -> Any:
         return service.import_certificate(
-            "shipping", COMPANY, certificate=material(pki), kind=ImportKind.NON_IC,
-            certificate_kind=chosen,
+            "shipping", COMPANY, certificate=card.der(), kind=ImportKind.NON_IC,
+            certificate_kind=chosen, signature_check=card.sign,
         )  # fmt: skip
 
     if expected is None:
@@ -576,10 +636,9 @@ def test_replaced_certificates_show_with_their_status_and_deleted_ones_hide(
 def test_deleting_needs_the_owner_logged_in_with_its_card(
     app: App, service: CustomsCertificateService, registered: dict[str, Any]
 ) -> None:
-    ids = registered["ids"]
-    company = activate_and_login(app, registered["company"], UBN)
-    person = activate_and_login(app, registered["person"], "ming@example.com")
-    as_company, as_person = app.logins.session(company), app.logins.session(person)
+    ids, tokens = registered["ids"], registered["tokens"]
+    as_company = app.logins.session(tokens["company"])
+    as_person = app.logins.session(tokens["person"])
 
     def delete(certificate_id: int, session: Any) -> Callable[[], None]:
         return lambda: service.delete(certificate_id, session=session, actor="test")
@@ -644,11 +703,12 @@ def test_a_deleted_certificate_can_be_imported_again(
     app: App, service: CustomsCertificateService, registered: dict[str, Any]
 ) -> None:
     ids = registered["ids"]
-    token = activate_and_login(app, registered["company"], UBN)
-    service.delete(ids["customs"], session=app.logins.session(token), actor="test")
-    again = service.import_certificate(
-        "warehouse", COMPANY, certificate=registered["customs"].pem(), kind=ImportKind.NON_IC
-    )
+    as_company = app.logins.session(registered["tokens"]["company"])
+    service.delete(ids["customs"], session=as_company, actor="test")
+    again = service.import_certificate(  # the owner's card login proves it: no key needed
+        "warehouse", COMPANY, certificate=registered["customs"].pem(), kind=ImportKind.NON_IC,
+        session=as_company,
+    )  # fmt: skip
     assert again.id == ids["customs"]
     row = next(c for c in certificates(app) if c.id == again.id)
     assert (row.status, row.usage_type) == ("active", "warehouse")

@@ -23,6 +23,7 @@ from .test_customs import (
     UBN,
     activate_and_login,
     audit,
+    specialist_token,
     stored,
     trust_intermediates,
 )
@@ -52,6 +53,22 @@ def upload(
     return response
 
 
+def signed_upload(
+    client: TestClient,
+    usage_type: str,
+    answers: dict[str, str],
+    card: IssuedCard,
+    *,
+    signer: IssuedCard | None = None,
+    data: bytes | None = None,
+) -> httpx.Response:
+    """A ``.cer`` upload with its proof of possession (the key signed a customs challenge)."""
+    issued = client.post(f"{URL}/challenge", headers=csrf(client)).json()
+    signature = (signer or card).sign(base64.b64decode(issued["payload"]))
+    proof = {"challenge_id": issued["challenge_id"], "signature": b64(signature)}
+    return upload(client, usage_type, {**answers, **proof}, card.der() if data is None else data)
+
+
 def error(response: httpx.Response) -> tuple[int, str, str | None]:
     body = response.json()
     assert set(body) == {"errors"}
@@ -70,7 +87,7 @@ def client(app: App, pki: TestPKI) -> Iterator[TestClient]:
 
 
 def test_a_cer_upload_imports_the_certificate(client: TestClient, app: App, pki: TestPKI) -> None:
-    response = upload(client, "shipping", {"ubn": UBN}, pki.issue_customs(UBN).der())
+    response = signed_upload(client, "shipping", {"ubn": UBN}, pki.issue_customs(UBN))
     assert response.status_code == 201, response.text
     body = response.json()
     assert body == {
@@ -88,6 +105,7 @@ def test_a_cer_upload_imports_the_certificate(client: TestClient, app: App, pki:
 
 
 def test_a_broker_uploads_a_pem(client: TestClient, app: App, pki: TestPKI) -> None:
+    client.cookies.set("swreg_session", specialist_token(app, pki))
     response = upload(client, "broker_specialist", BROKER, pki.issue_customs(OTHER_UBN).pem())
     assert response.status_code == 201, response.text
     assert response.json()["query_key"] == "A00001"
@@ -277,9 +295,9 @@ def test_a_multipart_without_file(client: TestClient) -> None:
 
 
 def test_the_same_certificate_twice_is_a_conflict(client: TestClient, pki: TestPKI) -> None:
-    data = pki.issue_customs(UBN).der()
-    assert upload(client, "shipping", {"ubn": UBN}, data).status_code == 201
-    assert error(upload(client, "shipping", {"ubn": UBN}, data)) == (
+    card = pki.issue_customs(UBN)
+    assert signed_upload(client, "shipping", {"ubn": UBN}, card).status_code == 201
+    assert error(signed_upload(client, "shipping", {"ubn": UBN}, card)) == (
         409,
         "already_registered",
         None,
@@ -289,7 +307,8 @@ def test_the_same_certificate_twice_is_a_conflict(client: TestClient, pki: TestP
 # -- 通關憑證查詢 ------------------------------------------------------------------------------
 
 
-def test_query_by_key(client: TestClient, pki: TestPKI) -> None:
+def test_query_by_key(client: TestClient, app: App, pki: TestPKI) -> None:
+    client.cookies.set("swreg_session", specialist_token(app, pki))
     broker = pki.issue_customs(OTHER_UBN)
     assert upload(client, "broker_specialist", BROKER, broker.der()).status_code == 201
     response = client.get(URL, params={"key": "A00001"})
@@ -317,9 +336,8 @@ def test_delete_needs_the_owner_logged_in(client: TestClient, app: App, pki: Tes
     enrol(app, "person.general", person, PERSON_ANSWERS)
     owner = activate_and_login(app, company, UBN)
     stranger = activate_and_login(app, person, "ming@example.com")
-    certificate_id = upload(client, "shipping", {"ubn": UBN}, pki.issue_customs(UBN).der()).json()[
-        "id"
-    ]
+    uploaded = signed_upload(client, "shipping", {"ubn": UBN}, pki.issue_customs(UBN))
+    certificate_id = uploaded.json()["id"]
     target = f"{URL}/{certificate_id}"
 
     assert error(client.delete(target, headers=csrf(client))) == (403, "not_authorized", None)

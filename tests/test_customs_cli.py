@@ -24,7 +24,15 @@ from engine.testing.pki import IssuedCard, TestPKI
 
 from .conftest import COMPANY_ANSWERS, FAST_ARGON2, PIN, SECRET, FreshDatabase
 from .helpers import enrol
-from .test_customs import BROKER, OTHER_UBN, UBN, activate_and_login, audit, stored
+from .test_customs import (
+    BROKER,
+    OTHER_UBN,
+    UBN,
+    activate_and_login,
+    audit,
+    specialist_token,
+    stored,
+)
 
 SWREG = str(Path(sys.executable).parent / "swreg")
 
@@ -66,12 +74,19 @@ class Cli:
         self.pki.write_pkcs12(card, path, PIN)
         return f"virtual:{path}"
 
-    def import_cer(self, usage: str, answers: dict[str, Any], data: bytes) -> tuple[int, Any]:
+    def import_cer(
+        self, usage: str, answers: dict[str, Any], data: bytes, *proof: str
+    ) -> tuple[int, Any]:
+        """``customs-cert import --cer``; ``proof``: ``--key FILE``, ``--session TOKEN``, …"""
         answers_file = self.file(answers, ".json")
         return self.invoke(
             "customs-cert", "import", "--usage-type", usage, "--answers", answers_file,
-            "--cer", self.file(data),
+            "--cer", self.file(data), *proof,
         )  # fmt: skip
+
+    def key(self, card: IssuedCard) -> tuple[str, str]:
+        """``--key FILE``: the card's private key in a PEM file."""
+        return "--key", self.file(card.key_pem(), ".pem")
 
     def app(self) -> App:
         """The same database in-process (the system clock: the test PKI is issued at now)."""
@@ -99,7 +114,7 @@ def test_the_console_script_imports_a_cer(cli: Cli, pki: TestPKI) -> None:
     card = pki.issue_customs(UBN, "06")
     answers, cer = cli.file({"ubn": UBN}, ".json"), cli.file(card.der())
     args = ["customs-cert", "import", "--usage-type", "shipping",
-            "--answers", answers, "--cer", cer, "--json"]  # fmt: skip
+            "--answers", answers, "--cer", cer, *cli.key(card), "--json"]  # fmt: skip
     done = subprocess.run(
         [SWREG, *args], capture_output=True, text=True, env=cli.env, timeout=120, check=False
     )
@@ -122,14 +137,15 @@ def test_a_broker_imports_a_pem_and_people_read_the_success_message(
     cli: Cli, pki: TestPKI, app: App
 ) -> None:
     answers, cer = cli.file(BROKER, ".json"), cli.file(pki.issue_customs(OTHER_UBN).pem())
-    code, output = cli.text(
-        "customs-cert", "import", "--usage-type", "broker_specialist",
-        "--answers", answers, "--cer", cer,
-    )  # fmt: skip
+    args = ("customs-cert", "import", "--usage-type", "broker_specialist",
+            "--answers", answers, "--cer", cer)  # fmt: skip
+    code, output = cli.text(*args)
+    assert code == 1 and "not_authorized" in output  # only the specialist's card login proves it
+    code, output = cli.text(*args, "--session", specialist_token(app, pki))
     assert code == 0, output
     assert "主憑證匯入成功!" in output
     assert "A00001" in output
-    assert stored(app) == [
+    assert stored(app)[1:] == [  # after the specialist's login certificate
         ("signing", "A00001", "broker_specialist", "non_ic", "TaiCA", None, "active")
     ]
 
@@ -175,7 +191,8 @@ def test_refusals_exit_1_with_their_code(cli: Cli, app: App, data: bytes, expect
 
 
 def test_query_prints_the_rows(cli: Cli, pki: TestPKI) -> None:
-    assert cli.import_cer("shipping", {"ubn": UBN}, pki.issue_customs(UBN).der())[0] == 0
+    card = pki.issue_customs(UBN)
+    assert cli.import_cer("shipping", {"ubn": UBN}, card.der(), *cli.key(card))[0] == 0
     code, out = cli.invoke("customs-cert", "query", UBN)
     assert code == 0
     [row] = out["rows"]
@@ -213,8 +230,10 @@ def test_delete_needs_the_owners_card_session(cli: Cli, pki: TestPKI, app: App) 
     company = pki.issue_company(UBN)
     enrol(app, "enterprise.general", company, COMPANY_ANSWERS)
     token = activate_and_login(app, company, UBN)
-    code, out = cli.import_cer("shipping", {"ubn": UBN}, pki.issue_customs(UBN).der())
-    assert code == 0
+    code, out = cli.import_cer(
+        "shipping", {"ubn": UBN}, pki.issue_customs(UBN).der(), "--session", token
+    )
+    assert code == 0, out
     certificate_id = str(out["id"])
 
     code, out = cli.invoke("customs-cert", "delete", certificate_id, "--session", "not-a-session")
@@ -229,3 +248,65 @@ def test_delete_help_says_where_the_session_comes_from(cli: Cli) -> None:
     code, text = cli.text("customs-cert", "delete", "--help")
     assert code == 0
     assert "憑證登入" in text
+
+
+# -- proof of ownership (DESIGN.md §5) -------------------------------------------------------
+
+
+def test_a_cer_without_a_proof_is_refused(cli: Cli, pki: TestPKI, app: App) -> None:
+    code, out = cli.import_cer("shipping", {"ubn": UBN}, pki.issue_customs(UBN).der())
+    assert (code, out["errors"][0]["code"], out["errors"][0]["field"]) == (
+        1,
+        "proof_required",
+        "signature",
+    )
+    assert stored(app) == []
+
+
+def test_another_certificates_key_is_refused(cli: Cli, pki: TestPKI, app: App) -> None:
+    card, other = pki.issue_customs(UBN), pki.issue_customs(UBN, "02")
+    code, out = cli.import_cer("shipping", {"ubn": UBN}, card.der(), *cli.key(other))
+    assert (code, out["errors"][0]["code"]) == (1, "signature_invalid")
+    assert stored(app) == []
+
+
+def test_a_p12_proves_the_key_after_its_password(cli: Cli, pki: TestPKI, app: App) -> None:
+    card = pki.issue_customs(UBN, key="rsa")
+    p12 = cli.file(pki.pkcs12_bytes(card, PIN), ".p12")
+    answers = cli.file({"ubn": UBN}, ".json")
+    args = ("customs-cert", "import", "--usage-type", "shipping", "--answers", answers,
+            "--cer", cli.file(card.pem()), "--p12", p12, "--pin-stdin")  # fmt: skip
+    code, out = cli.invoke(*args, stdin="000000\n")
+    assert (code, out["errors"][0]["code"]) == (1, "pin_incorrect")
+    code, out = cli.invoke(*args, stdin=PIN + "\n")
+    assert code == 0, out
+    assert stored(app) == [("signing", UBN, "shipping", "non_ic", "TaiCA", UBN, "active")]
+
+
+def test_an_encrypted_key_file_asks_for_its_password(cli: Cli, pki: TestPKI, app: App) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    card = pki.issue_customs(UBN)
+    encrypted = card.key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"s3cret-pass"),
+    )
+    key = ("--key", cli.file(encrypted, ".pem"))
+    answers = cli.file({"ubn": UBN}, ".json")
+    args = ("customs-cert", "import", "--usage-type", "shipping", "--answers", answers,
+            "--cer", cli.file(card.der()), *key, "--pin-stdin")  # fmt: skip
+    code, out = cli.invoke(*args, stdin="wrong\n")
+    assert (code, out["errors"][0]["code"]) == (2, "usage")
+    code, out = cli.invoke(*args, stdin="s3cret-pass\n")
+    assert code == 0, out
+
+
+def test_the_query_masks_accounts_unless_the_owner_asks(cli: Cli, pki: TestPKI, app: App) -> None:
+    company = pki.issue_company(UBN)
+    enrol(app, "enterprise.general", company, COMPANY_ANSWERS)
+    token = activate_and_login(app, company, UBN)
+    code, out = cli.invoke("customs-cert", "query", UBN)
+    assert (code, [row["account"] for row in out["rows"]]) == (0, ["0******7"])
+    code, out = cli.invoke("customs-cert", "query", UBN, "--session", token)
+    assert (code, [row["account"] for row in out["rows"]]) == (0, [UBN])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 
 import httpx
@@ -21,6 +22,7 @@ from .test_customs import (
     UBN,
     activate_and_login,
     audit,
+    specialist_token,
     stored,
     trust_intermediates,
 )
@@ -45,14 +47,22 @@ def post_import(
     *,
     certificate_kind: str = "customs",
     name: str = "turnkey.cer",
+    prove: IssuedCard | None = None,
 ) -> httpx.Response:
-    """The 通關憑證註冊 form as a browser posts it (multipart, csrf field)."""
+    """The 通關憑證註冊 form as a browser posts it (multipart, csrf field); ``prove``: first
+    press 取得驗證碼 and sign the challenge the page shows with that card's key."""
     fields = {
         "csrf": csrf_of(client),
         "usage_type": usage_type,
         "certificate_kind": certificate_kind,
         **answers,
     }
+    if prove is not None:
+        shown = page(client.post(IMPORT, data={**fields, "challenge": "1"}))
+        payload = str(shown.id("challenge-payload").text).strip()
+        signature = prove.sign(base64.b64decode(payload))
+        fields["challenge_id"] = str(shown.all("input", name="challenge_id")[0].get("value"))
+        fields["signature"] = base64.b64encode(signature).decode("ascii")
     files = {"file": (name, data if data is not None else b"", "application/pkix-cert")}
     response: httpx.Response = client.post(IMPORT, data=fields, files=files)
     return response
@@ -161,7 +171,8 @@ def test_changing_the_usage_type_without_javascript(client: TestClient) -> None:
 
 
 def test_a_customs_certificate_is_imported(client: TestClient, app: App, pki: TestPKI) -> None:
-    parsed = page(post_import(client, "shipping", {"ubn": UBN}, pki.issue_customs(UBN).der()))
+    card = pki.issue_customs(UBN)
+    parsed = page(post_import(client, "shipping", {"ubn": UBN}, card.der(), prove=card))
     success = parsed.id("import-success")
     assert (success.tag, success.get("role"), success.text) == ("p", "status", "主憑證匯入成功!")
     assert parsed.id("query-link").get("href") == f"{QUERY}?key={UBN}"
@@ -170,9 +181,14 @@ def test_a_customs_certificate_is_imported(client: TestClient, app: App, pki: Te
 
 
 def test_a_broker_imports_a_pem(client: TestClient, app: App, pki: TestPKI) -> None:
-    response = post_import(client, "broker_specialist", BROKER, pki.issue_customs(OTHER_UBN).pem())
+    certificate = pki.issue_customs(OTHER_UBN).pem()
+    refused = page(post_import(client, "broker_specialist", BROKER, certificate), 403)
+    assert refused.id("error-file").text  # log in with the specialist's card first
+    assert refused.has_id("proof-person")
+    client.cookies.set(SESSION_COOKIE, specialist_token(app, pki))
+    response = post_import(client, "broker_specialist", BROKER, certificate)
     assert page(response).id("import-success").text == "主憑證匯入成功!"
-    assert [row[1] for row in stored(app)] == ["A00001"]
+    assert [row[1] for row in stored(app) if row[0] == "signing"] == ["A00001"]
 
 
 def test_a_garbage_file_is_refused_by_the_file(client: TestClient, app: App) -> None:
@@ -219,9 +235,9 @@ def test_the_chosen_kind_must_be_the_files(client: TestClient, app: App, pki: Te
 
 
 def test_a_second_import_is_refused(client: TestClient, app: App, pki: TestPKI) -> None:
-    certificate = pki.issue_customs(UBN).der()
-    page(post_import(client, "shipping", {"ubn": UBN}, certificate))
-    again = page(post_import(client, "shipping", {"ubn": UBN}, certificate), 409)
+    card = pki.issue_customs(UBN)
+    page(post_import(client, "shipping", {"ubn": UBN}, card.der(), prove=card))
+    again = page(post_import(client, "shipping", {"ubn": UBN}, card.der(), prove=card), 409)
     assert again.id("error-file").text
 
 
@@ -243,7 +259,8 @@ def test_the_query_page_without_a_key(client: TestClient) -> None:
 
 
 def test_a_query_by_ubn_shows_the_row(client: TestClient, pki: TestPKI) -> None:
-    page(post_import(client, "shipping", {"ubn": UBN}, pki.issue_customs(UBN).der()))
+    card = pki.issue_customs(UBN)
+    page(post_import(client, "shipping", {"ubn": UBN}, card.der(), prove=card))
     parsed = page(client.get(f"{QUERY}?key={UBN}"))
     table = parsed.id("results")
     headers = [th.text for th in table.find_all("th")]
@@ -256,7 +273,8 @@ def test_a_query_by_ubn_shows_the_row(client: TestClient, pki: TestPKI) -> None:
 
 
 def test_a_query_in_english(client: TestClient, pki: TestPKI) -> None:
-    page(post_import(client, "shipping", {"ubn": UBN}, pki.issue_customs(UBN).der()))
+    card = pki.issue_customs(UBN)
+    page(post_import(client, "shipping", {"ubn": UBN}, card.der(), prove=card))
     parsed = page(client.get(f"{QUERY}?key={UBN}&lang=en"))
     assert parsed.all("html")[0].get("lang") == "en"
     table = parsed.id("results")
@@ -291,7 +309,8 @@ def log_in(client: TestClient, app: App, card: IssuedCard, account: str) -> None
 
 def imported(client: TestClient, pki: TestPKI) -> int:
     """A customs certificate of UBN, imported through the page; its row id."""
-    page(post_import(client, "shipping", {"ubn": UBN}, pki.issue_customs(UBN).der()))
+    card = pki.issue_customs(UBN)
+    page(post_import(client, "shipping", {"ubn": UBN}, card.der(), prove=card))
     [row_id] = signing_rows(page(client.get(f"{QUERY}?key={UBN}")))
     return int(row_id)
 

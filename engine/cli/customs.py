@@ -24,7 +24,9 @@ from engine.cli.support import (
     read_pin,
 )
 from engine.core.declarations import ImportKind
+from engine.pki.signatures import Signer, key_file_signer
 from engine.services.customs import COLUMNS, CustomsCertificateService, CustomsImport
+from engine.services.login import SessionView
 
 customs_app = typer.Typer(
     help="通關憑證註冊、查詢與刪除 (customs certificates of Turnkey systems).", no_args_is_help=True
@@ -47,24 +49,88 @@ def import_certificate(
         str | None,
         typer.Option("--card", help="IC卡類憑證: pcsc:NAME_OR_INDEX or virtual:FILE.p12."),
     ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option("--key", help="The .cer's private key (PEM or DER): signs a challenge here."),
+    ] = None,
+    p12: Annotated[
+        Path | None,
+        typer.Option("--p12", help="A PKCS#12 file holding the .cer's key (password prompted)."),
+    ] = None,
+    session: Annotated[
+        str | None,
+        typer.Option(
+            "--session",
+            help="The owner's card-login session token (swreg_session): proves ownership "
+            "instead of --key (報關專責人員: required).",
+        ),
+    ] = None,
     pin_stdin: Annotated[
-        bool, typer.Option("--pin-stdin", help="Read the card's PIN from stdin.")
+        bool,
+        typer.Option("--pin-stdin", help="Read the card's PIN (or the key's password) from stdin."),
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """通關憑證註冊: import a Turnkey signing certificate (exactly one of --cer or --card)."""
+    """通關憑證註冊: import a Turnkey signing certificate (exactly one of --cer or --card).
+
+    The importer proves it owns the certificate (DESIGN.md §5): a card signs a challenge; a
+    .cer needs its key (--key or --p12) or the owner's card login (--session).
+    """
     with command(as_json) as out:
         if (cer is None) == (card is None):
             raise UsageError(detail="give exactly one of --cer FILE or --card SPEC")
+        if key is not None and p12 is not None:
+            raise UsageError(detail="give at most one of --key FILE or --p12 FILE")
+        if card is not None and (key is not None or p12 is not None):
+            raise UsageError(detail="--key and --p12 go with --cer")
         data = read_answers(answers)
-        service = app_for(ctx).customs
-        if cer is not None:
-            result = service.import_certificate(
-                usage_type, data, certificate=read_file(cer), kind=ImportKind.NON_IC
+        application = app_for(ctx)
+        view = application.logins.session(session) if session else None
+        service = application.customs
+        if cer is None:
+            result = _import_from_card(service, usage_type, data, str(card), pin_stdin, view)
+        elif p12 is not None:
+            result = _import_with_card(
+                service, usage_type, data, cer, f"virtual:{p12}", pin_stdin, view
             )
         else:
-            result = _import_from_card(service, usage_type, data, str(card), pin_stdin)
+            signer = _key_signer(key, pin_stdin) if key is not None else None
+            result = service.import_certificate(
+                usage_type, data, certificate=read_file(cer), kind=ImportKind.NON_IC,
+                signature_check=signer, session=view,
+            )  # fmt: skip
         _report_import(out, result)
+
+
+def _key_signer(path: Path, pin_stdin: bool) -> Signer:
+    """The signer of a private key file; an encrypted one asks for its password."""
+    data = read_file(path)
+    signer = key_file_signer(data)
+    if signer is None and b"ENCRYPTED" in data:
+        signer = key_file_signer(data, read_pin(pin_stdin).encode("utf-8"))
+    if signer is None:
+        raise UsageError(detail=f"{path}: no RSA or EC private key (or a wrong password)")
+    return signer
+
+
+def _import_with_card(
+    service: CustomsCertificateService,
+    usage_type: str,
+    data: dict[str, Any],
+    cer: Path,
+    spec: str,
+    pin_stdin: bool,
+    session: SessionView | None,
+) -> CustomsImport:
+    """A .cer whose key is in a PKCS#12 file: the file signs a fresh challenge."""
+    from readers import open_card
+
+    with open_card(spec) as opened:
+        opened.verify_pin(read_pin(pin_stdin))
+        return service.import_certificate(
+            usage_type, data, certificate=read_file(cer), kind=ImportKind.NON_IC,
+            signature_check=opened.sign, session=session,
+        )  # fmt: skip
 
 
 def _import_from_card(
@@ -73,6 +139,7 @@ def _import_from_card(
     data: dict[str, Any],
     spec: str,
     pin_stdin: bool,
+    session: SessionView | None,
 ) -> CustomsImport:
     """Read the certificate from the card after its PIN; the card proves it holds the key."""
     from readers import open_card
@@ -81,7 +148,7 @@ def _import_from_card(
         opened.verify_pin(read_pin(pin_stdin))
         return service.import_certificate(
             usage_type, data, certificate=opened.read_certificate(), kind=ImportKind.IC_CARD,
-            chain=opened.read_chain(), signature_check=opened.sign,
+            chain=opened.read_chain(), signature_check=opened.sign, session=session,
         )  # fmt: skip
 
 
@@ -106,11 +173,21 @@ def query(
     key: Annotated[
         str, typer.Argument(help="A00001 (大關別+專責人員代碼), UBN, 身分證字號 or OID.")
     ],
+    session: Annotated[
+        str | None,
+        typer.Option(
+            "--session",
+            help="A card-login session token: its own account's rows are shown unmasked.",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """通關憑證查詢: the certificates registered under a query key."""
+    """通關憑證查詢: the certificates registered under a query key (personal values masked
+    unless --session is the owner's card login)."""
     with command(as_json) as out:
-        rows = app_for(ctx).customs.query(key)
+        application = app_for(ctx)
+        view = application.logins.session(session) if session else None
+        rows = application.customs.query(key, session=view)
         out.result["rows"] = [row.as_dict() for row in rows]
         out.say(" | ".join(["id", *(labels.zh_tw for _, labels in COLUMNS), "狀態 / status"]))
         for row in rows:

@@ -249,6 +249,14 @@ class UsageType:
     specialist's name)."""
     default: bool = False
     """The usage the 通關憑證註冊 page shows first (else the lowest ``order``)."""
+    owner_field: Literal["ubn", "national_id"] = "ubn"
+    """Who owns what this usage imports (DESIGN.md §5 "Owners are proven, never typed"):
+    ``ubn``, the company the certificate names (proven by its card, by a 工商憑證 login of that
+    UBN, or by a signature of the certificate's key over a challenge); ``national_id``, the
+    person entered, proven only by that person's card login (報關專責人員)."""
+    owner_types: frozenset[str] = frozenset()
+    """The applicant types whose logged-in accounts may own this usage's certificates (empty:
+    any account of the owner)."""
 
     def accepts(self, kind: ImportKind, certificate: CertificateKind) -> bool:
         return (kind, certificate) in self.imports

@@ -40,9 +40,11 @@ __all__ = [
     "is_valid_specialist_code",
     "is_valid_sub_card",
     "is_valid_ubn",
+    "mask_account_name",
     "mask_email",
     "mask_national_id",
     "mask_phone",
+    "mask_text",
     "national_id_check_digit",
     "national_id_kind",
     "normalize_email",
@@ -478,6 +480,18 @@ def mask_email(value: str) -> str:
     ``alice@example.com`` → ``a***e@example.com``."""
     local, at, domain = normalize_email(value).rpartition("@")
     return f"{_mask_middle(local)}@{domain}" if at else _mask_middle(domain)
+
+
+def mask_account_name(value: str) -> str:
+    """An account name as strangers see it: an e-mail address as :func:`mask_email`, any other
+    name (a UBN with its suffix, an OID) with only its first and last character:
+    ``04595257`` → ``0******7``."""
+    return mask_email(value) if "@" in value else mask_text(value)
+
+
+def mask_text(text: str) -> str:
+    """Only the first and last character kept: ``王小明`` → ``王*明``."""
+    return _mask_middle(text)
 
 
 def _mask_middle(text: str) -> str:

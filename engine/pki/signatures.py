@@ -11,14 +11,18 @@ verifies, over a message or over its SHA-256 digest (prehashed):
 Users: :func:`engine.pki.certificate_checks.verify_signature` (card check, login, renewal, the
 customs possession proof) and the Turnkey verifier, whose hot path keeps one ``SignatureKey``
 per registered certificate: the curve size and the algorithm objects are computed once.
+
+:func:`key_file_signer` is the other side, for a private key file at hand (``swreg
+customs-cert import --key``): it signs the way the check above verifies.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
@@ -29,6 +33,29 @@ _PREHASHED: Final = Prehashed(hashes.SHA256())
 _ECDSA: Final = ec.ECDSA(_SHA256)
 _ECDSA_PREHASHED: Final = ec.ECDSA(_PREHASHED)
 _FAILURES: Final = (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm)
+
+Signer = Callable[[bytes], bytes]
+"""Signs a message with SHA-256 (RSA PKCS#1 v1.5, ECDSA DER)."""
+
+
+def key_file_signer(data: bytes, password: bytes | None = None) -> Signer | None:
+    """A signer of the RSA or EC private key in ``data`` (PEM or DER, PKCS#8 or traditional,
+    encrypted with ``password`` or not); ``None`` when it holds no such key or the password is
+    wrong."""
+    loaders = (serialization.load_pem_private_key, serialization.load_der_private_key)
+    for load in loaders:
+        try:
+            key = load(data, password)
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            continue
+        if isinstance(key, rsa.RSAPrivateKey):
+            rsa_key = key
+            return lambda message: rsa_key.sign(message, _PKCS1, _SHA256)
+        if isinstance(key, ec.EllipticCurvePrivateKey):
+            ec_key = key
+            return lambda message: ec_key.sign(message, _ECDSA)
+        return None
+    return None
 
 
 class SignatureKey:

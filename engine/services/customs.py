@@ -15,25 +15,40 @@ first failure with its code; nothing is stored on a refusal::
     validity        the certificate and its intermediates, now        certificate_expired / ...
     key usage       digitalSignature or nonRepudiation                certificate_key_usage
     revocation      not on its issuer's CRL                           certificate_revoked
-    possession      IC card: the card signed a single-use challenge   challenge_expired,
-                    (:meth:`import_from_card`) or signs a fresh one   challenge_used,
-                    (``signature_check``)                             signature_invalid
-    binding         the UBN in the certificate = the entered ``ubn``  identity_mismatch (ubn)
+    binding         the certificate names the entered ``ubn``, or    identity_mismatch,
+                    the logged-in person is the one entered           not_authorized
+    proof           the importer proves it is the owner              proof_required,
+                                                                      challenge_expired,
+                                                                      challenge_used,
+                                                                      signature_invalid
     not registered  no active signing row with this fingerprint       already_registered
 
-Binding (DOMAIN.md §3.7): it applies to forms that ask for a ``ubn``. A 工商憑證 carries the UBN
-in SDA .101 (and, when present, the subject serialNumber, which must agree); a 通關專屬法人憑證
-carries it as the first eight digits of its CN (``04595257-06-000``); a TaiCA certificate whose
-CN has no such prefix is not bound. The 報關專責人員 form has no ``ubn``: the CN prefix of a
-通關專屬個人憑證 is the broker *company*'s UBN (the seed manual lists one broker company's prefix on
-every specialist certificate), not the person's, so nothing there is compared with the form (❓
-how a personal certificate encodes the specialist is unknown). Such a certificate is tied to the
-person by the keyed hash of the entered 身分證字號 instead, which is what :meth:`delete` checks.
+**Owners are proven, never typed** (DESIGN.md §5). Each usage type says who owns what it imports
+(:attr:`UsageType.owner_field`):
+
+- a company (``ubn``): the certificate must name the entered UBN — a 工商憑證 in SDA .101 (and,
+  when present, the subject serialNumber, which must agree), a 通關專屬法人憑證 as the first eight
+  digits of its CN (``04595257-06-000``) — else ``identity_mismatch``, even for a logged-in owner:
+  a certificate that names no UBN belongs to no company. Then the importer proves it is that
+  company: an IC card signs a single-use challenge (always); a ``.cer`` is accepted from a card
+  login of the company (an account of the UBN holding an active 工商憑證 login certificate of it),
+  or with a signature of the certificate's own key over a challenge of :meth:`issue_challenge`
+  (``signed``; the CLI signs a fresh one locally with ``--key`` / ``--p12``:
+  ``signature_check``); otherwise ``proof_required``;
+- a person (``national_id``, 報關專責人員): the CN prefix of a 通關專屬個人憑證 is the broker
+  *company*'s UBN, not the person's (❓ how a personal certificate encodes the specialist is
+  unknown), so the certificate cannot name its owner; only the person's own card login proves
+  it: no session (or an account of another applicant type) → ``not_authorized``, a session whose
+  national ID is not the entered one → ``identity_mismatch``. The row keeps the keyed hash of
+  the 身分證字號, which is what :meth:`delete` checks.
 
 Through the portal an IC card never reaches the server: the page asks the local card agent to
 read the certificate and sign a challenge from :meth:`issue_challenge` (scope
 ``customs_import``, bound to the page's origin, single use), and :meth:`import_from_card` checks
 that signature with the certificate's key — the proof that whoever imports it holds the card.
+A ``.cer`` proves possession the same way with any tool that signs (``openssl dgst -sha256
+-sign``): the challenge is consumed when its proof is checked, so a refusal before that step
+(a typo in the form) leaves it usable.
 
 Deleting keeps the row with ``status="deleted"`` (the unique (fingerprint, purpose) row stays the
 one record of that certificate); importing it again reactivates that row.
@@ -63,6 +78,8 @@ from engine.core.identifiers import (
     is_valid_national_id,
     is_valid_oid,
     is_valid_ubn,
+    mask_account_name,
+    mask_text,
     normalize_text,
 )
 from engine.core.step_data import masked_diff
@@ -93,6 +110,7 @@ __all__ = [
     "CustomsImport",
     "CustomsRow",
     "SignatureCheck",
+    "SignedChallenge",
 ]
 
 IMPORT_MESSAGE = "主憑證匯入成功!"
@@ -120,7 +138,8 @@ COLUMNS: tuple[tuple[str, Labels], ...] = (
 """The result columns of 通關憑證查詢, in the seed manual's order."""
 
 SignatureCheck = Callable[[bytes], bytes]
-"""Proof of possession for IC-card imports: signs the given challenge with the card's key."""
+"""Proof of possession at hand (a card, a key file): signs the given challenge with the
+certificate's key."""
 
 _Proof = Callable[[ParsedCertificate], None]
 
@@ -139,6 +158,15 @@ _LOGIN_KINDS = {
 }
 _BROKER_KIND = Labels("報關人員憑證", "Customs broker certificate")
 _PURPOSES = {LOGIN: Labels("登入", "Login"), SIGNING: Labels("簽章", "Signing")}
+
+
+@dataclass(frozen=True, slots=True)
+class SignedChallenge:
+    """A challenge of :meth:`CustomsCertificateService.issue_challenge` and the signature of the
+    certificate's key over its payload (a ``.cer`` import's proof of possession)."""
+
+    challenge_id: str
+    signature: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +263,9 @@ class CustomsCertificateService:
         kind: ImportKind,
         chain: Sequence[bytes] = (),
         signature_check: SignatureCheck | None = None,
+        signed: SignedChallenge | None = None,
+        origin: str = "",
+        session: SessionView | None = None,
         certificate_kind: str | None = None,
         actor: str = "cli",
     ) -> CustomsImport:
@@ -242,14 +273,21 @@ class CustomsCertificateService:
 
         ``kind`` says how it came: ``IC_CARD`` (read from a card by the caller, after the PIN;
         ``chain`` holds the CA certificates the card carries and ``signature_check`` signs a
-        challenge with the card's key) or ``NON_IC`` (a ``.cer`` file). ``certificate_kind`` is
-        the 憑證種類 the importer chose, when asked (the page): one the usage takes by ``kind``
-        (else ``invalid_value``), and the file's (else ``certificate_type_mismatch``). One
-        transaction writes the row and the ``customs_import`` audit row.
+        challenge with the card's key) or ``NON_IC`` (a ``.cer`` file). The importer's proof of
+        ownership: ``session``, the importer's card login; ``signature_check``, the key at hand
+        (a card, a key file) signing a fresh challenge; ``signed``, a challenge of
+        :meth:`issue_challenge` signed elsewhere (issued for ``origin``). ``certificate_kind``
+        is the 憑證種類 the importer chose, when asked (the page): one the usage takes by
+        ``kind`` (else ``invalid_value``), and the file's (else ``certificate_type_mismatch``).
+        One transaction writes the row and the ``customs_import`` audit row.
         """
-        prove = None if signature_check is None else _fresh_signature(signature_check)
+        prove: _Proof | None = None
+        if signature_check is not None:
+            prove = _fresh_signature(signature_check)
+        elif signed is not None:
+            prove = self._signed_challenge(signed, origin)
         return self._import(
-            usage_type, answers, certificate, ImportKind(kind), chain, prove, actor,
+            usage_type, answers, certificate, ImportKind(kind), chain, prove, session, actor,
             chosen=certificate_kind,
         )  # fmt: skip
 
@@ -264,6 +302,7 @@ class CustomsCertificateService:
         response: CardResponse,
         *,
         origin: str,
+        session: SessionView | None = None,
         actor: str = "web",
     ) -> CustomsImport:
         """An IC-card import from afar: the card signed a challenge of :meth:`issue_challenge`.
@@ -279,8 +318,17 @@ class CustomsCertificateService:
 
         return self._import(
             usage_type, answers, response.certificate, ImportKind.IC_CARD, response.chain, prove,
-            actor,
+            session, actor,
         )  # fmt: skip
+
+    def _signed_challenge(self, signed: SignedChallenge, origin: str) -> _Proof:
+        """The proof of a challenge signed elsewhere: consumed when checked (single use)."""
+
+        def prove(parsed: ParsedCertificate) -> None:
+            challenge = self._challenges.consume(signed.challenge_id, origin=origin)
+            verify_signature(parsed.certificate, signed.signature, challenge.payload)
+
+        return prove
 
     def _import(
         self,
@@ -290,12 +338,16 @@ class CustomsCertificateService:
         kind: ImportKind,
         chain: Sequence[bytes],
         prove: _Proof | None,
+        session: SessionView | None,
         actor: str,
         *,
         chosen: str | None = None,
     ) -> CustomsImport:
         checked = self._check(usage_type, answers, certificate, kind, chain, chosen)
-        if prove is not None:
+        logged_in_owner = self._bind_owner(checked, session)
+        if kind is ImportKind.IC_CARD or not logged_in_owner:
+            if prove is None:
+                raise RefusedError(ErrorCode.PROOF_REQUIRED, field="signature")
             prove(checked.parsed)
         now = self._clock.now()
         with self._database.unit_of_work() as uow:
@@ -345,7 +397,7 @@ class CustomsCertificateService:
             )
         self._check_certificate(parsed, chain)
         ubn = _entered(form, "ubn")
-        if ubn is not None:
+        if usage.owner_field == "ubn":
             _check_binding(parsed, ubn)
         national_id = _entered(form, "national_id")
         return _Checked(
@@ -353,6 +405,33 @@ class CustomsCertificateService:
             query_key=_query_key(form, usage), ubn=ubn,
             national_id_hash=self._id_hash(national_id) if national_id else None,
         )  # fmt: skip
+
+    def _bind_owner(self, checked: _Checked, session: SessionView | None) -> bool:
+        """Whether ``session`` is a card login of the certificate's owner (module docstring).
+
+        A person's certificate (報關專責人員) needs it: ``not_authorized`` without such a login,
+        ``identity_mismatch`` when the logged-in person is not the one entered. A company's
+        certificate names its owner (checked before); a login of it spares the proof of
+        possession of a ``.cer``.
+        """
+        usage = checked.usage
+        with self._database.unit_of_work() as uow:
+            account = uow.accounts.get_by_name(session.account) if session is not None else None
+            if account is not None and usage.owner_types:
+                account = account if account.applicant_type in usage.owner_types else None
+            if usage.owner_field == "national_id":
+                if account is None:
+                    raise RefusedError(
+                        ErrorCode.NOT_AUTHORIZED, detail="log in with the specialist's card"
+                    )
+                if account.national_id_hash != checked.national_id_hash:
+                    raise CertificateError(ErrorCode.IDENTITY_MISMATCH, field="national_id")
+                return True
+            return (
+                account is not None
+                and checked.ubn is not None
+                and _proven_company(uow, account, checked.ubn)
+            )
 
     def usage_type(self, code: str | None) -> UsageType:
         """The usage type ``code`` names, else the one shown first: the one declared
@@ -415,8 +494,12 @@ class CustomsCertificateService:
 
     # -- 通關憑證查詢 -------------------------------------------------------------------------
 
-    def query(self, key: str) -> list[CustomsRow]:
+    def query(self, key: str, *, session: SessionView | None = None) -> list[CustomsRow]:
         """The certificates a 查詢憑證 key finds, login ones first; deleted ones are hidden.
+
+        The account name and the personal parts of a login certificate's subject (CN,
+        serialNumber, e-mail) are masked unless ``session`` is a card login of that very
+        account (DESIGN.md §5 "Queries reveal no personal data to strangers").
 
         ``A00001`` (大關別 + 專責人員代碼) → signing certificates of that broker; a UBN → the
         company's signing certificates and the login certificates of accounts with that UBN;
@@ -430,7 +513,11 @@ class CustomsCertificateService:
             raise RefusedError(ErrorCode.FIELD_TOO_LONG, field="key")
         text = normalize_text(key).upper()
         kind, value = self._classify(text)
-        return [_row(found) for found in customs_lookup(self._database, kind, value)]
+        asker = session.account if session is not None else None
+        return [
+            _row(found, reveal=found.account is not None and found.account == asker)
+            for found in customs_lookup(self._database, kind, value)
+        ]
 
     def _classify(self, key: str) -> tuple[CustomsKey, str]:
         """The key's kind and the value looked up (a 身分證字號 by its keyed hash only)."""
@@ -508,14 +595,14 @@ def _certificate_kind(parsed: ParsedCertificate) -> CertificateKind:
         ) from None
 
 
-def _check_binding(parsed: ParsedCertificate, ubn: str) -> None:
-    """The UBN in the certificate must be the entered one (module docstring)."""
+def _check_binding(parsed: ParsedCertificate, ubn: str | None) -> None:
+    """The certificate must name the entered UBN (module docstring)."""
     certified = parsed.identity.ubn
-    if parsed.ca is IssuerCA.MOEACA and (certified is None or ubn_conflict(parsed)):
+    if certified is None or (parsed.ca is IssuerCA.MOEACA and ubn_conflict(parsed)):
         raise CertificateError(
             ErrorCode.IDENTITY_MISMATCH, field="ubn", detail="the certificate states no clear UBN"
         )
-    if certified is not None and certified != ubn:
+    if certified != ubn:
         raise CertificateError(ErrorCode.IDENTITY_MISMATCH, field="ubn")
 
 
@@ -546,14 +633,19 @@ def _query_key(form: BaseModel, usage: UsageType) -> str:
 def _owns(uow: UnitOfWork, account: Account, row: Certificate) -> bool:
     if row.national_id_hash is not None:
         return account.national_id_hash == row.national_id_hash
-    if row.ubn is None or account.ubn != row.ubn:
+    return row.ubn is not None and _proven_company(uow, account, row.ubn)
+
+
+def _proven_company(uow: UnitOfWork, account: Account, ubn: str) -> bool:
+    """``account`` is the company ``ubn``, proven by an active 工商憑證 login certificate of it."""
+    if account.ubn != ubn:
         return False
     proof = select(Certificate.id).where(
         Certificate.account_id == account.id,
         Certificate.purpose == LOGIN,
         Certificate.status == ACTIVE,
         Certificate.ca == IssuerCA.MOEACA.value,
-        Certificate.ubn == row.ubn,
+        Certificate.ubn == ubn,
     )
     return uow.session.scalar(proof.limit(1)) is not None
 
@@ -561,12 +653,17 @@ def _owns(uow: UnitOfWork, account: Account, row: Certificate) -> bool:
 # -- rows and audit ----------------------------------------------------------------------------
 
 
-def _row(found: CustomsLookupRow) -> CustomsRow:
+def _row(found: CustomsLookupRow, *, reveal: bool) -> CustomsRow:
+    """A result row; ``reveal``: the asker owns it and sees its personal values in clear."""
     form, kind, purpose = _labels(found)
     dates = f"{_day(found.not_before)}~{_day(found.not_after)}"
     serial = found.serial_hex
+    account, certificate_subject = found.account, found.subject
+    if found.purpose == LOGIN and not reveal:
+        account = mask_account_name(account or "")
+        certificate_subject = _masked_subject(certificate_subject)
     if found.purpose == LOGIN:
-        name = found.account or ""
+        name = account or ""
         info = f"登入用憑證,使用者帳號{name}, 序號{serial}, 起訖日期:{dates}"
         info_en = f"Login certificate, account {name}, serial {serial}, valid {dates}"
     else:
@@ -576,10 +673,29 @@ def _row(found: CustomsLookupRow) -> CustomsRow:
     return CustomsRow(
         id=found.id, form=form.zh_tw, kind=kind.zh_tw, purpose=purpose.zh_tw, info=info,
         form_en=form.en, kind_en=kind.en, purpose_en=purpose.en, info_en=info_en,
-        serial=serial, subject=found.subject, not_before=found.not_before,
-        not_after=found.not_after, account=found.account, usage_type=found.usage_type,
+        serial=serial, subject=certificate_subject, not_before=found.not_before,
+        not_after=found.not_after, account=account, usage_type=found.usage_type,
         status=found.status,
     )  # fmt: skip
+
+
+_PERSONAL_ATTRIBUTES = frozenset(
+    {"CN", "SERIALNUMBER", "2.5.4.5", "EMAILADDRESS", "E", "1.2.840.113549.1.9.1"}
+)
+_RDN_PART = re.compile(r"((?:[^,+\\]|\\.)+)([,+]|$)")
+
+
+def _masked_subject(subject: str) -> str:
+    """An RFC 4514 subject with the values of its personal attributes masked (a citizen's
+    name and ID digits): ``CN=王小明,C=TW`` → ``CN=王*明,C=TW``."""
+    parts = []
+    for match in _RDN_PART.finditer(subject):
+        attribute, separator = match.group(1), match.group(2)
+        name, equals, value = attribute.partition("=")
+        if equals and name.strip().upper() in _PERSONAL_ATTRIBUTES:
+            attribute = f"{name}={mask_text(value)}"
+        parts.append(attribute + separator)
+    return "".join(parts)
 
 
 def _labels(found: CustomsLookupRow) -> tuple[Labels, Labels, Labels]:

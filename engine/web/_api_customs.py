@@ -7,8 +7,13 @@
                                      answers under ``answers`` or at the top level); an IC card
                                      (``kind: "ic_card"``) also sends ``challenge_id`` and
                                      ``signature``: the card's signature over the challenge's
-                                     payload, which proves the importer holds the card
-``GET /api/customs-certificates?key=``  通關憑證查詢
+                                     payload, which proves the importer holds the card; a
+                                     ``.cer`` sends them too (form fields or JSON), signed with
+                                     the certificate's private key, unless the owner is logged
+                                     in with its card (``swreg_session``): else 422
+                                     ``proof_required`` (DESIGN.md §5)
+``GET /api/customs-certificates?key=``  通關憑證查詢 (account names and personal values masked
+                                     unless the ``swreg_session`` login owns the row)
 ``DELETE /api/customs-certificates/{id}``  刪除, by the owner logged in with its card
                                      (``swreg_session`` cookie)
 
@@ -31,7 +36,7 @@ from engine._errors import ErrorCode, RefusedError
 from engine.core.declarations import ImportKind
 from engine.pki.card_response import CardResponse
 from engine.pki.certificate import MAX_CERTIFICATE_BYTES
-from engine.services.customs import CustomsImport, CustomsRow
+from engine.services.customs import CustomsImport, CustomsRow, SignedChallenge
 from engine.web._api import ChallengeOut
 from engine.web._portal import IMPORT_LIMIT, QUERY_LIMIT
 from engine.web._security import CSRF_FIELD, SESSION_COOKIE, client_address
@@ -51,6 +56,8 @@ _RESERVED: Final = frozenset(
 )
 _MAX_CHAIN: Final = 8
 _MAX_CHALLENGE_ID: Final = 64
+_MAX_SIGNATURE_TEXT: Final = 4096
+"""Base64 of a signature: an RSA-8192 one takes 1,368 characters."""
 
 router = APIRouter(prefix="/api", tags=["customs"])
 
@@ -134,26 +141,23 @@ async def import_customs_certificate(request: Request, portal: PortalDep) -> Cus
             upload = await _upload(form)
     else:
         upload = _json_upload(await _json_body(request))
-    if upload.proof is not None:
-        result = await off_loop(
-            portal.customs.import_from_card,
-            upload.usage_type,
-            upload.answers,
-            upload.proof,
-            origin=portal.origin,
-            actor=actor(request, "api"),
-        )
-        return CustomsImportOut.of(result)
-    result = await off_loop(
-        portal.customs.import_certificate,
-        upload.usage_type,
-        upload.answers,
-        certificate=upload.certificate,
-        kind=upload.kind,
-        chain=upload.chain,
-        actor=actor(request, "api"),
-    )
-    return CustomsImportOut.of(result)
+    token = request.cookies.get(SESSION_COOKIE)
+    who = actor(request, "api")
+
+    def run() -> CustomsImport:
+        session = portal.logins.session(token) if token else None
+        if upload.kind is ImportKind.IC_CARD and upload.proof is not None:
+            return portal.customs.import_from_card(
+                upload.usage_type, upload.answers, upload.proof, origin=portal.origin,
+                session=session, actor=who,
+            )  # fmt: skip
+        return portal.customs.import_certificate(
+            upload.usage_type, upload.answers, certificate=upload.certificate, kind=upload.kind,
+            chain=upload.chain, signed=upload.signed, origin=portal.origin, session=session,
+            actor=who,
+        )  # fmt: skip
+
+    return CustomsImportOut.of(await off_loop(run))
 
 
 @router.get("/customs-certificates")
@@ -161,7 +165,13 @@ async def query_customs_certificates(
     request: Request, portal: PortalDep, key: str = ""
 ) -> CustomsRowsOut:
     """通關憑證查詢 by A00001 (大關別+專責人員代碼), UBN, 身分證字號 or OID."""
-    return CustomsRowsOut.of(await limited(portal, QUERY_LIMIT, request, portal.customs.query, key))
+    token = request.cookies.get(SESSION_COOKIE)
+
+    def run() -> list[CustomsRow]:
+        session = portal.logins.session(token) if token else None
+        return portal.customs.query(key, session=session)
+
+    return CustomsRowsOut.of(await limited(portal, QUERY_LIMIT, request, run))
 
 
 @router.delete("/customs-certificates/{certificate_id}")
@@ -194,6 +204,7 @@ class _Upload:
         kind: ImportKind = ImportKind.NON_IC,
         chain: tuple[bytes, ...] = (),
         proof: CardResponse | None = None,
+        signed: SignedChallenge | None = None,
     ) -> None:
         self.usage_type = usage_type
         self.answers = answers
@@ -201,16 +212,36 @@ class _Upload:
         self.kind = kind
         self.chain = chain
         self.proof = proof  # an IC card's signed challenge
+        self.signed = signed  # a .cer's proof of possession
 
 
 async def _upload(form: FormData) -> _Upload:
-    """Multipart: ``usage_type``, the answers as fields, the ``.cer`` as ``file`` (非IC卡類)."""
+    """Multipart: ``usage_type``, the answers as fields, the ``.cer`` as ``file`` (非IC卡類),
+    and its proof of possession as ``challenge_id`` and ``signature`` (base64) when sent."""
     file = form.get("file")
     if not isinstance(file, UploadFile):
         raise RefusedError(ErrorCode.FIELD_REQUIRED, field="file")
     data = await file.read(MAX_CERTIFICATE_BYTES + 1)
     answers = {k: v for k, v in form.items() if k not in _RESERVED and isinstance(v, str)}
-    return _Upload(_text(form.get("usage_type"), "usage_type"), answers, data)
+    usage_type = _text(form.get("usage_type"), "usage_type")
+    return _Upload(usage_type, answers, data, signed=signed_challenge(form))
+
+
+def signed_challenge(fields: Mapping[str, Any]) -> SignedChallenge | None:
+    """A ``.cer``'s proof of possession (``challenge_id`` and base64 ``signature``), if sent;
+    one without the other is ``field_required`` on the missing one."""
+    challenge_id, signature = fields.get("challenge_id"), fields.get("signature")
+    if not challenge_id and not signature:
+        return None
+    challenge_id = _text(challenge_id, "challenge_id")
+    if len(challenge_id) > _MAX_CHALLENGE_ID:
+        raise RefusedError(ErrorCode.FIELD_TOO_LONG, field="challenge_id")
+    text = _text(signature, "signature")
+    if len(text) > _MAX_SIGNATURE_TEXT:
+        raise RefusedError(ErrorCode.FIELD_TOO_LONG, field="signature")
+    return SignedChallenge(
+        challenge_id, decode_base64(text, "signature", ErrorCode.SIGNATURE_INVALID)
+    )
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
@@ -240,7 +271,9 @@ def _json_upload(body: Mapping[str, Any]) -> _Upload:
     certificate = _b64(body.get("certificate"), "certificate")
     chain_der = tuple(_b64(item, "chain") for item in chain)
     if kind is not ImportKind.IC_CARD:
-        return _Upload(usage_type, answers, certificate, kind, chain_der)
+        return _Upload(
+            usage_type, answers, certificate, kind, chain_der, signed=signed_challenge(body)
+        )
     # An IC card proves it is held: it signed a challenge of /customs-certificates/challenge.
     challenge_id = _text(body.get("challenge_id"), "challenge_id")
     if len(challenge_id) > _MAX_CHALLENGE_ID:

@@ -7,7 +7,11 @@
                           工商憑證 and signs a challenge after the PIN (匯入); 送出 posts both
                           to ``/api/customs-certificates``)
 ``POST /customs/import``  multipart: ``usage_type``, the type's fields, ``certificate_kind`` and
-                          ``file`` (the ``.cer``); success → 「主憑證匯入成功!」 on the same page
+                          ``file`` (the ``.cer``) with its proof of ownership (DESIGN.md §5): the
+                          owner's card login, or ``challenge_id`` and ``signature``, the
+                          private key's signature over a challenge (``challenge`` = 取得驗證碼
+                          re-renders the page with one and the ``openssl`` command that signs
+                          it); success → 「主憑證匯入成功!」 on the same page
 ``GET /customs/query``    步驟3 憑證查詢: ``?key=`` (A00001, UBN, 身分證字號 or OID) → the table
                           憑證型態 | 憑證種類 | 用途 | 憑證資訊 | 刪除 (刪除: for the owner
                           logged in with its card, a form posting to ``/customs/delete/{id}``)
@@ -24,6 +28,8 @@ client for both ways in).
 
 from __future__ import annotations
 
+import base64
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Final
@@ -36,6 +42,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from engine._errors import ErrorCode, RefusedError
 from engine.core.declarations import CertificateKind, ImportKind, Labels, UsageType
 from engine.core.fields import customs_offices, form_fields
+from engine.pki.card_response import Challenge
 from engine.pki.certificate import MAX_CERTIFICATE_BYTES
 from engine.services.customs import (
     CERTIFICATE_KIND_FIELD,
@@ -45,6 +52,7 @@ from engine.services.customs import (
     CustomsRow,
 )
 from engine.services.login import SessionView
+from engine.web._api_customs import signed_challenge
 from engine.web._i18n import Translator
 from engine.web._pages import FieldView, field_view, render
 from engine.web._portal import IMPORT_LIMIT, QUERY_LIMIT, Portal, status_for
@@ -95,6 +103,31 @@ _TEXTS: Final[Mapping[str, Labels]] = {
         "請選擇 .cer 憑證檔 (DER 或 PEM，不含私密金鑰，64 KiB 以內)。",
         "Choose a .cer certificate file (DER or PEM, no private key, at most 64 KiB).",
     ),
+    "proof": Labels("證明持有憑證", "Proof of ownership"),
+    "proof_hint": Labels(
+        "以此憑證所屬帳號「憑證登入」者免簽；否則請按 [取得驗證碼]，以憑證的私密金鑰簽署驗證碼，"
+        "再將簽章 (Base64) 貼上。",
+        "The owner logged in with its card need not sign. Otherwise press [Get a challenge], "
+        "sign it with the certificate's private key and paste the signature (base64).",
+    ),
+    "proof_logged_in": Labels(
+        "目前以憑證登入帳號：{account}。若此憑證屬於此帳號，免簽驗證碼。",
+        "Logged in with a card as {account}: a certificate of this account needs no signature.",
+    ),
+    "proof_person": Labels(
+        "報關專責人員憑證須由專責人員本人以自然人憑證「憑證登入」後匯入。",
+        "A specialist's certificate is imported by the specialist, logged in with the citizen "
+        "certificate card.",
+    ),
+    "get_challenge": Labels("取得驗證碼", "Get a challenge"),
+    "challenge": Labels("驗證碼 (Base64)", "Challenge (base64)"),
+    "challenge_command": Labels(
+        "以 OpenSSL 簽署 (private-key.pem 為憑證的私密金鑰，不會上傳)：",
+        "Sign it with OpenSSL (private-key.pem is the certificate's private key; it is never "
+        "uploaded):",
+    ),
+    "challenge_expires": Labels("驗證碼有效至", "The challenge expires at"),
+    "signature": Labels("簽章 (Base64)", "Signature (base64)"),
     "submit": Labels("送出", "Submit"),
     "query_key": Labels("查詢鍵", "Query key"),
     "query_link": Labels("查詢此憑證", "Look this certificate up"),
@@ -180,11 +213,15 @@ def _import_page(
     values: Mapping[str, str] | None = None,
     errors: Mapping[str, str] | None = None,
     result: CustomsImport | None = None,
+    session: SessionView | None = None,
+    challenge: ChallengeView | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
     portal = portal_of(request)
     t = translator(request)
     values = values or {}
+    if challenge is None and result is None:
+        challenge = ChallengeView.kept(values)
     errors = errors or {}
     kinds = usage.certificate_kinds(ImportKind.NON_IC)
     chosen_kind = values.get(KIND_FIELD)
@@ -213,12 +250,57 @@ def _import_page(
         errors=errors,
         result=result,
         query_url=f"/customs/query?{urlencode({'key': result.query_key})}" if result else "",
+        person_owned=usage.owner_field == "national_id",
+        logged_in=(_text(t, "proof_logged_in").format(account=session.account) if session else ""),
+        challenge=challenge,
+        signature=values.get("signature", "") if challenge else "",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ChallengeView:
+    """A challenge for a ``.cer``'s key to sign, as the page shows it (and keeps it across a
+    refusal: a challenge is consumed only when its proof is checked)."""
+
+    id: str
+    payload: str  # base64
+    expires_at: str
+
+    @property
+    def command(self) -> str:
+        """The OpenSSL one-liner that signs it (RSA or EC keys; the signature in base64)."""
+        return (
+            f"echo {self.payload} | openssl base64 -d -A | "
+            "openssl dgst -sha256 -sign private-key.pem | openssl base64 -A"
+        )
+
+    @classmethod
+    def of(cls, challenge: Challenge) -> ChallengeView:
+        payload = base64.b64encode(challenge.payload).decode("ascii")
+        return cls(challenge.id, payload, challenge.expires_at.isoformat(timespec="seconds"))
+
+    @classmethod
+    def kept(cls, values: Mapping[str, str]) -> ChallengeView | None:
+        """The challenge a refused form carried, when it looks like one."""
+        found = cls(
+            values.get("challenge_id", ""),
+            values.get("challenge_payload", ""),
+            values.get("challenge_expires", ""),
+        )
+        if not (_CHALLENGE_ID.fullmatch(found.id) and _PAYLOAD.fullmatch(found.payload)):
+            return None
+        return found if _MOMENT.fullmatch(found.expires_at) else replace(found, expires_at="")
+
+
+_CHALLENGE_ID: Final = re.compile(r"[0-9a-f-]{1,64}")
+_PAYLOAD: Final = re.compile(r"[A-Za-z0-9+/=]{1,256}")
+_MOMENT: Final = re.compile(r"[0-9T:+\-]{1,32}")
 
 
 @router.get("/customs/import", response_class=HTMLResponse)
 async def customs_import_page(request: Request, usage_type: str | None = None) -> HTMLResponse:
-    return _import_page(request, portal_of(request).app.customs.usage_type(usage_type))
+    usage = portal_of(request).app.customs.usage_type(usage_type)
+    return _import_page(request, usage, session=await _session(request))
 
 
 @router.post("/customs/import", response_model=None)
@@ -238,32 +320,48 @@ async def customs_import(request: Request) -> Response:
         )
     known = [d.name for d in form_fields(usage.form)]
     answers = {k: v for k, v in values.items() if k in known}
+    session = await _session(request)
     if values.get(IMPORT_KIND_FIELD) == ImportKind.IC_CARD.value:  # customs.js posts those itself
         errors = {IMPORT_KIND_FIELD: _text(t, "ic_needs_script")}
-        return _import_page(request, usage, values=values, errors=errors, status_code=422)
-    try:
-        await off_loop(portal.limit, IMPORT_LIMIT, client_address(request))
-        result = await off_loop(
-            portal.customs.import_certificate,
-            values.get("usage_type", ""),  # the service refuses an unknown one
-            answers,
-            certificate=data,
-            kind=ImportKind.NON_IC,
-            certificate_kind=values.get(KIND_FIELD),
-            actor=actor(request, "web"),
+        return _import_page(
+            request, usage, values=values, errors=errors, session=session, status_code=422
         )
+    if "challenge" in values:  # 取得驗證碼: a challenge for the .cer's key to sign
+        await off_loop(portal.limit, IMPORT_LIMIT, client_address(request))
+        challenge = await off_loop(portal.customs.issue_challenge, origin=portal.origin)
+        return _import_page(
+            request, usage, values=values, session=session, challenge=ChallengeView.of(challenge)
+        )
+    who = actor(request, "web")
+
+    def run() -> CustomsImport:
+        portal.limit(IMPORT_LIMIT, client_address(request))
+        return portal.customs.import_certificate(
+            values.get("usage_type", ""),  # the service refuses an unknown one
+            answers, certificate=data, kind=ImportKind.NON_IC, signed=signed_challenge(values),
+            origin=portal.origin, session=session, certificate_kind=values.get(KIND_FIELD),
+            actor=who,
+        )  # fmt: skip
+
+    try:
+        result = await off_loop(run)
     except RefusedError as error:
         if error.code == ErrorCode.RATE_LIMITED:
             raise
         errors = errors_by_field(
-            error, t.language, [*known, "usage_type", KIND_FIELD], other=FILE_FIELD
+            error, t.language, [*known, "usage_type", KIND_FIELD, *_PROOF_FIELDS], other=FILE_FIELD
         )
         return _import_page(
-            request, usage, values=values, errors=errors, status_code=status_for(error)
-        )
+            request, usage, values=values, errors=errors, session=session,
+            status_code=status_for(error),
+        )  # fmt: skip
     return _import_page(
-        request, usage, values={KIND_FIELD: values.get(KIND_FIELD, "")}, result=result
-    )
+        request, usage, values={KIND_FIELD: values.get(KIND_FIELD, "")}, result=result,
+        session=session,
+    )  # fmt: skip
+
+
+_PROOF_FIELDS: Final = ("signature", "challenge_id", "national_id")
 
 
 # -- 通關憑證查詢 ------------------------------------------------------------------------------
@@ -323,7 +421,7 @@ async def _query_page(
     if key is not None:
         try:
             await off_loop(portal.limit, QUERY_LIMIT, client_address(request))
-            found = await off_loop(portal.customs.query, key)
+            found = await off_loop(portal.customs.query, key, session=session)
             owned = await off_loop(_owned, portal, session, found)
             rows = [_row_view(row, t, owned) for row in found]
         except RefusedError as refused:

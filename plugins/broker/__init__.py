@@ -56,6 +56,8 @@ SPECIALIST_CERTIFICATE = UsageType(
     query_key="broker_key",
     order=10,
     field_labels={"contact_name": Labels("專責人員姓名", "Specialist name")},
+    owner_field="national_id",
+    owner_types=frozenset({BROKER_SPECIALIST.code}),
 )
 
 
