@@ -33,7 +33,6 @@ import base64
 import contextlib
 import json
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -47,7 +46,7 @@ from datetime import UTC, datetime
 from json import dumps as _dumps
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import httpx
@@ -63,12 +62,17 @@ from common import (
 )
 
 from engine._settings import Argon2Parameters
+from engine.services.hashing import IdentifierHasher
 from engine.testing.pki import TestPKI
+from engine.web._registration_secret import REGISTRATION_COOKIE_PREFIX
+from engine.web._security import new_csrf_token
 
 TARGET_PER_S = 200.0
 REQUESTS_PER_REGISTRATION = 4
 REGISTRATIONS_PER_ADDRESS = 20  # START_LIMIT: 20 starts per client address per 10 minutes
 SWREG = Path(sys.executable).with_name("swreg")
+CSRF_KEYS = IdentifierHasher(SECRET)
+"""The portal's server key (``SWREG_SECRET_KEY``): CSRF tokens are HMACs under it."""
 DRIVERS = ("raw", "httpx")
 VARIANTS: dict[str, Argon2Parameters] = {
     "kdf_excluded": Argon2Parameters(1, 8, 1),
@@ -192,6 +196,9 @@ class Answer:
             raise AssertionError(f"{self.path}: {self.status_code} {self.text}")
 
 
+_REGISTRATION_COOKIE: Final = REGISTRATION_COOKIE_PREFIX.encode("ascii")
+
+
 class RawHttp:
     """One keep-alive HTTP/1.1 connection from a loopback source address, with the CSRF cookie
     and header on every request: the driver's client.
@@ -199,17 +206,18 @@ class RawHttp:
     It sends what httpx sends for these requests (``Host``, ``Cookie``, ``X-CSRF-Token``; a
     JSON body with ``Content-Type`` and ``Content-Length``; ``Content-Length: 0`` for a POST
     without one; TCP_NODELAY, as browsers send without delay) and reads each response by its
-    ``Content-Length`` or chunk by chunk, for a tenth of httpx's CPU time.
+    ``Content-Length`` or chunk by chunk, for a tenth of httpx's CPU time. The cookie of the
+    latest registration started (``swreg_reg_<id>``, the secret its routes ask for) goes with
+    every later request: one client runs one registration at a time.
     """
 
     def __init__(self, base: str, local_address: str, token: str) -> None:
         url = urlsplit(base)
         self._server = (url.hostname or "127.0.0.1", url.port or 80)
         self._local = local_address
-        self._headers = (
-            f"Host: {url.netloc}\r\nAccept: */*\r\n"
-            f"Cookie: csrf={token}\r\nX-CSRF-Token: {token}\r\n"
-        ).encode("ascii")
+        self._token = token
+        self._host = f"Host: {url.netloc}\r\nAccept: */*\r\nX-CSRF-Token: {token}\r\n"
+        self._headers = self._with_cookies(b"")
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -236,6 +244,12 @@ class RawHttp:
             self._writer.close()
             with contextlib.suppress(OSError):
                 await self._writer.wait_closed()
+
+    def _with_cookies(self, registration: bytes) -> bytes:
+        cookies = f"csrf={self._token}".encode("ascii")
+        if registration:
+            cookies += b"; " + registration
+        return self._host.encode("ascii") + b"Cookie: " + cookies + b"\r\n"
 
     async def get(self, path: str) -> Answer:
         return await self._exchange(b"GET", path, None)
@@ -267,6 +281,8 @@ class RawHttp:
                 length = int(value)
             elif name == b"transfer-encoding":
                 chunked = b"chunked" in value.lower()
+            elif name == b"set-cookie" and value.strip().startswith(_REGISTRATION_COOKIE):
+                self._headers = self._with_cookies(value.strip().split(b";", 1)[0])
         if chunked:
             content = await self._chunks()
         else:
@@ -301,7 +317,7 @@ class Driver:
         self._addresses += 1
         number = self._addresses
         address = f"127.{20 + number // 62500 % 200}.{number // 250 % 250}.{number % 250 + 1}"
-        token = secrets.token_urlsafe(32)
+        token = new_csrf_token(CSRF_KEYS)  # a token the server (same key) accepts as its own
         if self.driver == "raw":
             return RawHttp(self.base, address, token)
         return httpx.AsyncClient(

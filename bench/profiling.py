@@ -99,6 +99,7 @@ def profile_web(count: int, key: str) -> cProfile.Profile:
     from portal import Driver
 
     from engine.web import create_app
+    from engine.web._security import new_csrf_token
 
     pki = TestPKI.create(datetime.now(UTC), key_type=key)  # type: ignore[arg-type]
     applicants = Applicants(pki, key=key)  # type: ignore[arg-type]
@@ -109,7 +110,7 @@ def profile_web(count: int, key: str) -> cProfile.Profile:
         batch = applicants.batch(count)
 
         async def run(applicants_: list[Any]) -> None:
-            token = "t" * 43
+            token = new_csrf_token(web.state.portal.identifiers)  # as GET /api/csrf issues
             for applicant in applicants_:  # a client address each: the rate limits stay on
                 number = applicant.number
                 address = (f"10.{number // 62500 % 250}.{number // 250 % 250}.{number % 250}", 1)

@@ -17,18 +17,20 @@ from engine._settings import Settings
 from engine.core.workflow import WorkflowDefinition, default_definition_source, load_definition
 from engine.pki.certificate import load_certificate
 from engine.pki.certificate_checks import inspect
-from engine.services.accounts import AccountService
+from engine.services.accounts import AccountLimits, AccountService
 from engine.services.audit import AuditService
 from engine.services.customs import CustomsCertificateService
 from engine.services.hashing import IdentifierHasher, PasswordHasher
 from engine.services.login import LoginService
 from engine.services.mail import Mailer, make_mailer
+from engine.services.officers import OfficerService
 from engine.services.rate_limits import RateLimiter
 from engine.services.registration import RegistrationService, WorkflowLibrary
 from engine.services.reminders import ReminderService
 from engine.services.renewal import RenewalService
+from engine.services.retention import RetentionService
 from engine.services.trust import TrustService
-from engine.services.turnkey import TurnkeyVerifier
+from engine.services.turnkey import TurnkeyVerifier, load_timestamp_authorities
 from engine.store import Database
 
 
@@ -53,6 +55,8 @@ class App:
     reminders: ReminderService
     renewals: RenewalService
     audit: AuditService
+    retention: RetentionService
+    officers: OfficerService
 
     def inspect_certificate(self, data: bytes) -> dict[str, Any]:
         """``swreg cert inspect``: the certificate as the card check sees it."""
@@ -92,6 +96,7 @@ def bootstrap(
         time_cost=argon.time_cost, memory_cost=argon.memory_kib, parallelism=argon.parallelism
     )
     mailer = make_mailer(settings.mail, demo=settings.demo)
+    account_limits = AccountLimits(RateLimiter(database, clock), identifiers)
     accounts = AccountService(
         database,
         clock,
@@ -131,10 +136,22 @@ def bootstrap(
         registrations=registrations,
         mailer=mailer,
         accounts=accounts,
-        logins=LoginService(database, clock, trust, session_ttl=settings.session_ttl),
+        logins=LoginService(
+            database,
+            clock,
+            trust,
+            limits=account_limits,
+            session_ttl=settings.session_ttl,
+            session_max=settings.session_max,
+        ),
         limits=RateLimiter(database, clock),
         customs=CustomsCertificateService(database, clock, trust, catalog, identifiers),
-        turnkey=TurnkeyVerifier(database, clock, trust),
+        turnkey=TurnkeyVerifier(
+            database,
+            clock,
+            trust,
+            timestamp_authorities=load_timestamp_authorities(settings.tsa_certs),
+        ),
         reminders=ReminderService(
             database,
             clock,
@@ -142,8 +159,12 @@ def bootstrap(
             public_origin=settings.public_origin,
             sender=settings.mail.sender,
         ),
-        renewals=RenewalService(database, clock, trust, catalog, passwords),
+        renewals=RenewalService(database, clock, trust, catalog, passwords, limits=account_limits),
         audit=AuditService(database),
+        retention=RetentionService(
+            database, clock, registrations, retention_days=settings.retention_days
+        ),
+        officers=OfficerService(database, clock, RateLimiter(database, clock)),
     )
 
 

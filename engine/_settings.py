@@ -17,8 +17,6 @@
 ``SWREG_AGENT_URL``      where the wizard page finds the local card agent (ws://127.0.0.1:61234/)
 ``SWREG_SQLITE_SYNCHRONOUS``  ``NORMAL`` (default; WAL keeps every commit through a crash of the
                          process, power loss may drop the last ones) or ``FULL`` (fsync each commit)
-``SWREG_OFFICER_TOKEN``  the bearer token of the officer API (``/api/officer/...``); unset, the
-                         officer API refuses every request (officers use ``swreg registrations``)
 ``SWREG_TRUSTED_PROXIES`` comma-separated CIDRs of reverse proxies whose ``X-Forwarded-For`` is
                          believed (DESIGN.md §11); unset, the socket peer is the client
 ``SWREG_ALLOWED_HOSTS``  comma-separated host names (or ``host:port``) the portal answers besides
@@ -34,8 +32,10 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import secrets
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -124,8 +124,6 @@ class Settings:
     """Demo mode: the portal shows the mail outbox at /demo/outbox."""
     agent_url: str = "ws://127.0.0.1:61234/"
     """Where the wizard page finds the local card agent."""
-    officer_token: str | None = None
-    """The bearer token of the officer API (compared in constant time); None disables it."""
     sqlite_synchronous: str = "NORMAL"
     """SQLite's ``PRAGMA synchronous`` in WAL mode: ``NORMAL`` or ``FULL`` (see the module doc)."""
     trusted_proxies: tuple[IPNetwork, ...] = ()
@@ -155,7 +153,6 @@ class Settings:
             mail=MailSettings.from_env(env),
             demo=env.get("SWREG_DEMO") == "1",
             agent_url=env.get("SWREG_AGENT_URL") or "ws://127.0.0.1:61234/",
-            officer_token=env.get("SWREG_OFFICER_TOKEN") or None,
             sqlite_synchronous=_synchronous(env.get("SWREG_SQLITE_SYNCHRONOUS") or "NORMAL"),
             session_ttl=_seconds(env, "SWREG_SESSION_IDLE", cls.session_ttl),
             session_max=_seconds(env, "SWREG_SESSION_MAX", cls.session_max),
@@ -202,7 +199,8 @@ def _key_file_beside(database_url: str) -> Path:
 
 def _load_or_create_key(path: Path) -> bytes:
     """Read the key file, or create it atomically (write a temporary file, then link it into
-    place): racing processes all end up with the one key that won, never a half-written one."""
+    place): racing processes all end up with the one key that won, never a half-written one.
+    An existing key file that others may read is set to 0600 with a warning."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
@@ -215,6 +213,12 @@ def _load_or_create_key(path: Path) -> bytes:
             pass  # another process won the race: use its key
         finally:
             temporary.unlink()
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:  # owner-only, like the database (DESIGN.md §6)
+        os.chmod(path, 0o600)
+        logging.getLogger("swreg.settings").warning(
+            "%s was mode %04o (readable by others): set to 0600", path, mode
+        )
     try:
         key = bytes.fromhex(path.read_text().strip())
     except ValueError as exc:

@@ -11,10 +11,13 @@ Security model
 * It listens on a loopback address only (``127.0.0.1``, ``::1`` or ``localhost``); any other
   host is refused when the :class:`AgentConfig` is made.
 * It answers only pages whose ``Origin`` is in :attr:`AgentConfig.allowed_origins` (exact match
-  of ``scheme://host[:port]``). Other origins, a missing ``Origin`` header and repeated
-  ``Origin`` headers are refused at the handshake with HTTP 403 and a plain-text reason. This
-  is what stops other web sites (and DNS rebinding) from driving the card; a program running
-  locally can send any ``Origin``, but such a program can reach the card directly anyway.
+  of ``scheme://host[:port]``), in a request whose ``Host`` names a loopback address. Other
+  origins, a missing ``Origin`` header, repeated ``Origin`` headers and any other ``Host`` are
+  refused at the handshake with a bare HTTP 403 (DESIGN.md §7): the status line and
+  ``Content-Length: 0``, no body, no ``Server`` header; the reason goes to the agent's log,
+  never to the asker, who learns nothing (not the allowed origins). This is what stops other
+  web sites (and DNS rebinding) from driving the card; a program running locally can send any
+  ``Origin``, but such a program can reach the card directly anyway.
 * Only the card schemes in :attr:`AgentConfig.card_schemes` may be opened (``pcsc`` by
   default), so a page cannot make the agent open ``virtual:`` files by path unless asked to.
 * The PIN is handed to :meth:`~readers.Card.verify_pin` and nowhere else: it is never logged,
@@ -94,6 +97,7 @@ from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
@@ -249,7 +253,7 @@ async def serve_agent(
             process_request=agent.check_origin,
             max_size=config.max_message_bytes * TRANSPORT_SIZE_FACTOR,
             compression=None,
-            server_header=f"swreg-agent/{PROTOCOL_VERSION}",
+            server_header=None,  # no software or version named to whoever connects
             logger=_TRANSPORT_LOGGER,
         )
     except OSError as exc:
@@ -382,30 +386,27 @@ class _Agent:
     def __init__(self, config: AgentConfig) -> None:
         self._config = config
         self._locks = _CardLocks()
-        self._allowed_text = ", ".join(sorted(config.allowed_origins))
 
     # -- handshake ---------------------------------------------------------------------------
 
     def check_origin(self, connection: ServerConnection, request: Request) -> Response | None:
-        """Refuse the handshake (HTTP 403, plain text) unless the ``Origin`` is allowed."""
+        """Refuse the handshake with a bare 403 (:func:`_forbidden`) unless the request has one
+        ``Host`` naming a loopback address and one ``Origin``, an allowed one. Why is logged."""
+        hosts = request.headers.get_all("Host")
         origins = request.headers.get_all("Origin")
-        allowed = self._allowed_text
-        if len(origins) == 1 and origins[0] in self._config.allowed_origins:
+        if len(hosts) != 1 or not _loopback_host(hosts[0]):
+            shown = _shown(", ".join(hosts)) if hosts else "(none)"
+            logger.warning("refused a handshake for host %s", shown)
+        elif len(origins) == 1 and origins[0] in self._config.allowed_origins:
             logger.debug("connection from %s", origins[0])
             return None
-        if not origins:
-            reason = "a request without an Origin header is not allowed by this swreg agent; "
-            reason += f"allowed: {allowed}"
+        elif not origins:
             logger.warning("refused a handshake without an Origin header")
         elif len(origins) > 1:
-            reason = "a request with several Origin headers is not allowed by this swreg agent; "
-            reason += f"allowed: {allowed}"
             logger.warning("refused a handshake with several Origin headers")
         else:
-            shown = _shown(origins[0])
-            reason = f"origin {shown} is not allowed by this swreg agent; allowed: {allowed}"
-            logger.warning("refused a handshake from origin %s", shown)
-        return connection.respond(HTTPStatus.FORBIDDEN, reason + "\n")
+            logger.warning("refused a handshake from origin %s", _shown(origins[0]))
+        return _forbidden()
 
     # -- messages ----------------------------------------------------------------------------
 
@@ -596,6 +597,28 @@ def _sign_data(request: Mapping[str, Any], origin: str) -> bytes:
     ):
         raise _BadRequest("the agent signs only swreg challenges bound to this page", field="data")
     return data
+
+
+def _forbidden() -> Response:
+    """A bare 403: the status line and ``Content-Length: 0``; nothing else is said."""
+    status = HTTPStatus.FORBIDDEN
+    return Response(status.value, status.phrase, Headers([("Content-Length", "0")]), b"")
+
+
+def _loopback_host(host: str) -> bool:
+    """Whether a ``Host`` header names a loopback address (any port): what the page's
+    ``ws://127.0.0.1:PORT/`` sends; a rebound name (``evil.example:PORT``) is not one."""
+    name = host.strip().lower()
+    if name.startswith("["):
+        name = name[1 : name.find("]")] if "]" in name else ""
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    if name in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _address(sockname: Any) -> str:

@@ -183,7 +183,7 @@ class TestDatabases:
             if migrated:
                 template = make_url(self._migrated_template()).database
                 assert template is not None
-                shutil.copyfile(template, path)
+                shutil.copy(template, path)  # with its mode: owner-only, like any database
             return f"sqlite:///{path}"
         name = f"swreg_test_{uuid.uuid4().hex[:16]}"
         if migrated:
@@ -241,9 +241,19 @@ def db_url(fresh_database: FreshDatabase) -> str:
     return fresh_database()
 
 
+TEST_CLIENT_HOST = "testserver"
+"""The ``Host`` that Starlette's TestClient sends (``http://testserver``): the test portals
+answer it besides their public origin's (``SWREG_ALLOWED_HOSTS``)."""
+
+
 @pytest.fixture
 def settings(db_url: str) -> Settings:
-    return Settings(database_url=db_url, secret_key=SECRET, argon2=FAST_ARGON2)
+    return Settings(
+        database_url=db_url,
+        secret_key=SECRET,
+        argon2=FAST_ARGON2,
+        allowed_hosts=(TEST_CLIENT_HOST,),
+    )
 
 
 @pytest.fixture

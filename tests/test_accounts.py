@@ -90,10 +90,11 @@ def test_registration_mails_a_link_that_activates_once(
 
     sent, activated = events(app)
     assert sent[0] == "activation_sent"
-    assert sent[1]["account"] == "ming@example.com"
+    assert sent[1]["account"] == "m**g@example.com"  # masked like the e-mail field (§6)
     assert sent[1]["email"] == "m**g@example.com"
     assert token not in str(sent[1]) and token_hash(token) not in str(sent[1])
-    assert activated == ("activated", {"account": "ming@example.com"})
+    assert activated == ("activated", {"account": "m**g@example.com"})
+    assert "ming@example.com" not in str(events(app))
     with app.database.unit_of_work() as uow:
         assert uow.audit.verify().ok
         stored = uow.session.scalars(select(ActivationToken)).one()

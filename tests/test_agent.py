@@ -292,13 +292,46 @@ def _refusal(config: AgentConfig, **connect_kwargs: Any) -> InvalidStatus:
     return with_agent(config, body)
 
 
-def test_a_foreign_origin_is_refused_at_the_handshake() -> None:
+def assert_bare_403(refused: InvalidStatus) -> None:
+    """DESIGN.md §7: the status line and ``Content-Length: 0``; no body, no ``Server``."""
+    response = refused.response
+    assert response.status_code == 403
+    assert response.body == b""
+    assert list(response.headers.raw_items()) == [("Content-Length", "0")]
+
+
+def test_a_foreign_origin_gets_a_bare_403() -> None:
     refused = _refusal(_config(), origin="https://evil.example")
-    assert refused.response.status_code == 403
-    text = refused.response.body.decode("utf-8")
-    assert "origin https://evil.example is not allowed by this swreg agent" in text
-    assert f"allowed: {OTHER_ORIGIN}, {ORIGIN}" in text
-    assert refused.response.headers["Content-Type"].startswith("text/plain")
+    assert_bare_403(refused)
+
+
+def handshake_bytes(config: AgentConfig, host: str, origin: str) -> bytes:
+    """Everything the agent answers to a raw WebSocket handshake with this Host and Origin."""
+
+    async def body(uri: str) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", config.port)
+        writer.write(
+            f"GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Sec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n\r\n".encode()
+        )
+        answer = await reader.read(65536)
+        writer.close()
+        return answer
+
+    return with_agent(config, body)
+
+
+BARE_403 = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n"
+
+
+def test_the_refusal_on_the_wire_is_the_status_line_and_content_length_only() -> None:
+    """Raw bytes: nothing names the allowed origins, the software or its version."""
+    config = _config()
+    answer = handshake_bytes(config, f"127.0.0.1:{config.port}", "https://evil.example")
+    assert answer == BARE_403
+    for secret in (ORIGIN, OTHER_ORIGIN, "swreg", "allowed", "Server"):
+        assert secret.encode() not in answer
 
 
 @pytest.mark.parametrize(
@@ -312,23 +345,58 @@ def test_a_foreign_origin_is_refused_at_the_handshake() -> None:
     ],
 )
 def test_near_miss_origins_are_refused(origin: str) -> None:
-    refused = _refusal(_config(), origin=origin)
-    assert refused.response.status_code == 403
-    assert f"origin {origin} is not allowed" in refused.response.body.decode("utf-8")
+    assert_bare_403(_refusal(_config(), origin=origin))
 
 
 def test_a_missing_origin_is_refused() -> None:
-    refused = _refusal(_config(), origin=None)
-    assert refused.response.status_code == 403
-    text = refused.response.body.decode("utf-8")
-    assert "without an Origin header is not allowed by this swreg agent" in text
-    assert ORIGIN in text
+    assert_bare_403(_refusal(_config(), origin=None))
 
 
 def test_several_origin_headers_are_refused() -> None:
     refused = _refusal(_config(), additional_headers=[("Origin", "https://evil.example")])
-    assert refused.response.status_code == 403
-    assert "several Origin headers" in refused.response.body.decode("utf-8")
+    assert_bare_403(refused)
+
+
+@pytest.mark.parametrize(
+    ("host", "answered"),
+    [
+        ("127.0.0.1:{port}", True),
+        ("localhost:{port}", True),
+        ("[::1]:{port}", True),
+        ("evil.example:{port}", False),  # a rebound name
+        ("evil.example", False),
+        ("192.168.1.10:{port}", False),
+        ("127.0.0.1.evil.example:{port}", False),
+    ],
+)
+def test_a_rebound_host_is_refused_even_from_an_allowed_origin(host: str, answered: bool) -> None:
+    """DNS rebinding: the page's own name, now resolving to 127.0.0.1, arrives as ``Host``."""
+    config = _config()
+    answer = handshake_bytes(config, host.format(port=config.port), ORIGIN)
+    if answered:
+        assert answer.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    else:
+        assert answer == BARE_403
+
+
+def test_two_host_headers_are_refused() -> None:
+    assert_bare_403(_refusal(_config(), additional_headers=[("Host", "127.0.0.1")]))
+
+
+def test_the_agent_names_no_software_to_an_allowed_page(card_spec: Any) -> None:
+    async def body(uri: str) -> dict[str, Any]:
+        async with client(uri) as ws:
+            assert ws.response is not None
+            assert "Server" not in ws.response.headers
+            return await call(ws, {"id": 1, "op": "hello"})
+
+    assert with_agent(_config(), body)["ok"] is True
+
+
+def test_why_a_handshake_was_refused_goes_to_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="swreg.agent"):
+        _refusal(_config(), origin="https://evil.example")
+    assert "refused a handshake from origin https://evil.example" in caplog.text
 
 
 # -- configuration -----------------------------------------------------------------------------

@@ -152,9 +152,10 @@ def test_a_person_registers_through_the_json_api_alone(
     view = done.json()
     assert (view["state"], view["account"], view["step_number"]) == (
         "completed",
-        "ming@example.com",
+        "m**g@example.com",  # an ended registration shows its account masked (§6)
         4,
     )
+    assert view["data"] == {}
     assert not any(key.startswith("password") for key in view["data"])
     [account] = accounts(app)
     assert (account.name, account.status) == ("ming@example.com", "pending_activation")
@@ -208,11 +209,15 @@ def test_the_signed_origin_is_the_public_origin_never_the_host_header(
     client: TestClient, app: App
 ) -> None:
     view = start(client, "person.general").json()
-    challenge = client.post(
-        f"/api/registrations/{view['id']}/challenge",
-        headers={**csrf(client), "Host": "evil.example"},
+    challenge = client.post(  # Host: testserver, an allowed host that is not the origin's
+        f"/api/registrations/{view['id']}/challenge", headers=csrf(client)
     ).json()
     assert challenge["origin"] == app.settings.public_origin == "http://127.0.0.1:8000"
+    foreign = client.post(
+        f"/api/registrations/{view['id']}/challenge",
+        headers={**csrf(client), "Host": "evil.example"},
+    )
+    assert (foreign.status_code, error(foreign)["code"]) == (400, "bad_request")
 
 
 # -- refusals ----------------------------------------------------------------------------------
@@ -381,22 +386,26 @@ def test_a_post_without_the_csrf_token_is_refused(client: TestClient) -> None:
     assert client.post("/api/registrations", json=body, headers=csrf(client)).status_code == 201
 
 
-def test_every_response_sets_the_csrf_cookie_readable_by_the_page(client: TestClient) -> None:
+def test_the_csrf_cookie_is_set_once_and_the_page_carries_its_token(client: TestClient) -> None:
     response = client.get("/api/csrf")
     [cookie] = [c for c in response.headers.get_list("set-cookie") if c.startswith("csrf=")]
-    assert "SameSite=Strict" in cookie and "HttpOnly" not in cookie and "Secure" not in cookie
+    assert "SameSite=Strict" in cookie and "HttpOnly" in cookie and "Secure" not in cookie
     token = response.json()["token"]
     assert cookie.startswith(f"csrf={token};")
-    again = client.get("/")
-    assert any(c.startswith(f"csrf={token};") for c in again.headers.get_list("set-cookie"))
+    again = client.get("/")  # the cookie holds an issued token: it stays as it is
+    assert not any(c.startswith("csrf=") for c in again.headers.get_list("set-cookie"))
+    assert f'<meta name="csrf-token" content="{token}">' in again.text
 
 
 def test_cookies_are_secure_when_the_portal_is_https(settings: Settings, app: App) -> None:
     secure = replace(app, settings=replace(settings, public_origin="https://portal.example"))
     with TestClient(create_app(secure), base_url="https://portal.example") as client:
         response = client.get("/api/csrf")
-        [cookie] = [c for c in response.headers.get_list("set-cookie") if c.startswith("csrf=")]
-        assert "Secure" in cookie
+        cookies = response.headers.get_list("set-cookie")
+        [cookie] = [c for c in cookies if c.startswith("__Host-csrf=")]
+        assert cookie == f"__Host-csrf={response.json()['token']}; Path=/; SameSite=Strict; " + (
+            "HttpOnly; Secure"
+        )
 
 
 def test_an_oversized_body_is_refused_with_413(client: TestClient) -> None:

@@ -8,8 +8,9 @@ the installed example package, from the CLI and the HTTP API.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,6 @@ from .helpers import accounts, audit_events, card_response, certificates, to_car
 
 UBN = "04595257"
 OFFICER = "林關員"
-TOKEN = "officer-token-" + "x" * 40
 APPROVAL = StepSpec("approval", Labels("審核", "Approval"), actor="officer")
 
 
@@ -70,9 +70,11 @@ def with_approval(applies_to: str = '["enterprise"]', extra: str = "") -> str:
     )
 
 
-def with_officer_token(settings: Settings, token: str) -> Settings:
-    """``settings`` with the officer API's bearer token (``SWREG_OFFICER_TOKEN``)."""
-    return replace(settings, officer_token=token)
+def officer_token(app: App, pki: TestPKI, name: str = OFFICER, role: str = "reviewer") -> str:
+    """Put ``name`` on the officer list (a MOICA card of the test PKI) and issue their personal
+    API token (``swreg officers add`` and ``swreg officers token``)."""
+    app.officers.add(pki.issue_person(name=name).der(), name=name, role=role, actor="test")
+    return app.officers.issue_token(name, actor="test").token
 
 
 class Apps:
@@ -84,7 +86,6 @@ class Apps:
         self.settings = replace(settings, mail=MailSettings(outbox=self.outbox))
         self.clock = clock
         self.pki = pki
-        self.token: str | None = None
         self.opened: list[App] = []
 
     def open(self, source: str | None = None, *plugins: object) -> App:
@@ -93,8 +94,6 @@ class Apps:
             path = self.tmp_path / f"workflow-{len(self.opened)}.toml"
             path.write_text(source, encoding="utf-8")
             settings = replace(settings, workflow_file=path)
-        if self.token is not None:
-            settings = with_officer_token(settings, self.token)
         manager = make_plugin_manager(plugins=plugins or [ApprovalPlugin()])
         app = bootstrap(settings, clock=self.clock, plugins=manager)
         for anchor in self.pki.anchors():
@@ -425,15 +424,27 @@ def test_officer_steps_are_checked_at_bootstrap(spec: StepSpec, words: str) -> N
 # -- the officer HTTP API ------------------------------------------------------------------------
 
 
+@dataclass
+class OfficerClient:
+    """A portal client, its app, and the personal token of the officer ``OFFICER``."""
+
+    client: TestClient
+    app: App
+    token: str
+
+    def bearer(self) -> dict[str, str]:
+        return bearer(self.token)
+
+
 @pytest.fixture
-def officer_client(apps: Apps) -> Iterator[tuple[TestClient, App]]:
-    apps.token = TOKEN
+def officer_client(apps: Apps, pki: TestPKI) -> Iterator[OfficerClient]:
     app = apps.open(with_approval())
+    token = officer_token(app, pki)
     with TestClient(create_app(app)) as client:
-        yield client, app
+        yield OfficerClient(client, app, token)
 
 
-def bearer(token: str = TOKEN) -> dict[str, str]:
+def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
@@ -471,12 +482,14 @@ def api_walk(
     return result
 
 
-def test_the_officer_api_needs_the_configured_bearer_token(
-    officer_client: tuple[TestClient, App],
-) -> None:
-    client, _ = officer_client
+def test_the_officer_api_needs_an_officers_personal_token(officer_client: OfficerClient) -> None:
+    client, token = officer_client.client, officer_client.token
     headers = csrf(client)
-    for extra in ({}, bearer("wrong"), {"Authorization": f"Basic {TOKEN}"}, bearer(TOKEN + "x")):
+    wrong = (
+        {}, bearer("wrong"), {"Authorization": f"Basic {token}"}, bearer(token + "x"),
+        bearer(token[:-1]), bearer(token.upper()),
+    )  # fmt: skip
+    for extra in wrong:
         response = client.get("/api/officer/registrations", headers={**headers, **extra})
         assert response.status_code == 403, extra
         assert response.json()["errors"][0]["code"] == "not_authorized"
@@ -487,22 +500,27 @@ def test_the_officer_api_needs_the_configured_bearer_token(
         assert (response.status_code, response.json()["errors"][0]["code"]) == (
             403, "not_authorized",
         )  # fmt: skip
-    assert client.get("/api/officer/registrations", headers=bearer()).status_code == 200
+    assert client.get("/api/officer/registrations", headers=bearer(token)).status_code == 200
     schema = client.get("/openapi.json").json()
     assert "/api/officer/registrations/{registration_id}/approve" in schema["paths"]
 
 
-def test_without_a_configured_token_the_officer_api_refuses_everyone(apps: Apps) -> None:
+def test_an_empty_officer_list_lets_nobody_in(apps: Apps) -> None:
+    """No officer has a token (the shared ``SWREG_OFFICER_TOKEN`` is gone): every token fails."""
     app = apps.open(with_approval())
     with TestClient(create_app(app)) as client:
-        response = client.get("/api/officer/registrations", headers=bearer())
-        assert response.status_code == 403
+        for token in ("x" * 43, "officer-token-" + "x" * 40, ""):
+            response = client.get("/api/officer/registrations", headers=bearer(token))
+            assert (response.status_code, response.json()["errors"][0]["code"]) == (
+                403, "not_authorized",
+            )  # fmt: skip
 
 
 def test_officers_approve_and_reject_through_the_api(
-    officer_client: tuple[TestClient, App], apps: Apps, pki: TestPKI
+    officer_client: OfficerClient, apps: Apps, pki: TestPKI
 ) -> None:
-    client, app = officer_client
+    client, app = officer_client.client, officer_client.app
+    bearer = officer_client.bearer
     waiting = api_walk(client, pki.issue_company(UBN), COMPANY_ANSWERS)
     assert (waiting["state"], waiting["step_number"]) == ("approval", 5)
     other_answers = COMPANY_ANSWERS | {"ubn": "10458575"}
@@ -520,36 +538,29 @@ def test_officers_approve_and_reject_through_the_api(
     assert client.get(other_type, headers=bearer()).json() == {"registrations": []}
 
     headers = {**bearer(), **csrf(client)}
-    approved = client.post(
-        f"/api/officer/registrations/{waiting['id']}/approve", json={"officer": OFFICER},
-        headers=headers,
-    )  # fmt: skip
+    approved = client.post(f"/api/officer/registrations/{waiting['id']}/approve", headers=headers)
     assert approved.status_code == 200, approved.text
     assert (approved.json()["state"], approved.json()["account"]) == ("completed", UBN)
     rejected = client.post(
         f"/api/officer/registrations/{other['id']}/reject",
-        json={"officer": OFFICER, "reason": "資料不符"}, headers=headers,
+        json={"reason": "資料不符"}, headers=headers,
     )  # fmt: skip
     assert rejected.json()["state"] == "rejected"
     assert [a.name for a in accounts(app)] == [UBN]
     assert [m["To"] for m in apps.mails()] == [COMPANY_ANSWERS["email"]]
+    [officer] = app.officers.list()
     last = audit_rows(app, other["id"])[-1]
-    assert (last.event, last.actor, last.diff["reason"]) == (
-        "reject",
-        f"officer:{OFFICER}",
-        "資料不符",
-    )
-    assert last.diff["via"].startswith("api:")
-
-    again = client.post(
-        f"/api/officer/registrations/{waiting['id']}/approve", json={"officer": OFFICER},
-        headers=headers,
+    assert (last.event, last.actor, last.diff["reason"], last.diff["officer"]) == (
+        "reject", f"officer:{OFFICER}", "資料不符", OFFICER,
     )  # fmt: skip
+    assert re.fullmatch(r"api:client=[0-9a-f]{16}", last.diff["via"])
+    assert last.diff["certificate"] == officer.fingerprint
+
+    again = client.post(f"/api/officer/registrations/{waiting['id']}/approve", headers=headers)
     assert (again.status_code, again.json()["errors"][0]["code"]) == (422, "invalid_transition")
     blank = client.post(
-        f"/api/officer/registrations/{other['id']}/reject", json={"officer": OFFICER},
-        headers=headers,
-    )  # fmt: skip
+        f"/api/officer/registrations/{other['id']}/reject", json={}, headers=headers
+    )
     assert (blank.status_code, blank.json()["errors"][0]["field"]) == (422, "reason")
     missing = client.get("/api/officer/registrations/nope", headers=bearer())
     assert missing.status_code == 404
@@ -557,24 +568,42 @@ def test_officers_approve_and_reject_through_the_api(
     assert client.get(f"/api/registrations/{other['id']}").json()["state"] == "rejected"
 
 
-def test_officer_decisions_need_no_csrf_token(
-    officer_client: tuple[TestClient, App], pki: TestPKI
-) -> None:
+def test_officer_decisions_need_no_csrf_token(officer_client: OfficerClient, pki: TestPKI) -> None:
     """The bearer header cannot be sent cross-site by a browser: no CSRF token is asked for."""
-    client, _ = officer_client
+    client = officer_client.client
     waiting = api_walk(client, pki.issue_company(UBN), COMPANY_ANSWERS)
     client.cookies.clear()
     response = client.post(
-        f"/api/officer/registrations/{waiting['id']}/approve", json={"officer": OFFICER},
-        headers=bearer(),
-    )  # fmt: skip
+        f"/api/officer/registrations/{waiting['id']}/approve", headers=officer_client.bearer()
+    )
     assert response.status_code == 200, response.text
 
 
-def test_the_wizard_shows_awaiting_approval_and_rejected(
-    officer_client: tuple[TestClient, App], pki: TestPKI
+def test_the_authenticated_officer_decides_not_the_name_in_the_body(
+    officer_client: OfficerClient, pki: TestPKI
 ) -> None:
-    client, app = officer_client
+    """A client naming another officer in the body (the old API's ``officer`` field) changes
+    nothing: the audit row's actor is the officer whose token was presented."""
+    client, app = officer_client.client, officer_client.app
+    reviewer = officer_token(app, pki, "陳審核員", role="reviewer")
+    waiting = api_walk(client, pki.issue_company(UBN), COMPANY_ANSWERS)
+    response = client.post(
+        f"/api/officer/registrations/{waiting['id']}/approve", json={"officer": OFFICER},
+        headers=bearer(reviewer),
+    )  # fmt: skip
+    assert response.status_code == 200, response.text
+    by_name = {o.name: o for o in app.officers.list()}
+    last = audit_rows(app, waiting["id"])[-1]
+    assert (last.event, last.actor) == ("approve", "officer:陳審核員")
+    assert last.diff["officer"] == "陳審核員"
+    assert last.diff["certificate"] == by_name["陳審核員"].fingerprint
+    assert by_name["陳審核員"].fingerprint != by_name[OFFICER].fingerprint
+
+
+def test_the_wizard_shows_awaiting_approval_and_rejected(
+    officer_client: OfficerClient, pki: TestPKI
+) -> None:
+    client, app = officer_client.client, officer_client.app
     waiting = api_walk(client, pki.issue_company(UBN), COMPANY_ANSWERS)
     page = client.get(f"/register/{waiting['id']}")
     assert page.status_code == 200

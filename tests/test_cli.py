@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -216,6 +217,43 @@ def test_the_database_option_is_the_root_commands(cli: Cli, tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["database"] == f"sqlite:///{other}"
     assert other.is_file()
+
+
+def test_init_makes_the_database_and_key_owner_only_and_tightens_looser_ones(
+    tmp_path: Path,
+) -> None:
+    """``swreg init`` with the usual umask 022: a new SQLite file and its key file are 0600; made
+    readable by others, the next command sets them back with a warning on stderr."""
+    database, key = tmp_path / "new.db", tmp_path / "new.db.key"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWREG_")}
+    env["SWREG_DATABASE_URL"] = f"sqlite:///{database}"
+    previous = os.umask(0o022)
+    try:
+
+        def init() -> str:
+            done = subprocess.run(
+                [SWREG, "init", "--json"], capture_output=True, text=True, env=env, timeout=120,
+                check=False,
+            )  # fmt: skip
+            assert (done.returncode, json.loads(done.stdout)["ok"]) == (0, True), done.stderr
+            return done.stderr
+
+        assert init() == ""
+        assert (stat.S_IMODE(database.stat().st_mode), stat.S_IMODE(key.stat().st_mode)) == (
+            0o600,
+            0o600,
+        )
+        database.chmod(0o644)
+        key.chmod(0o640)
+        warnings = init()
+    finally:
+        os.umask(previous)
+    assert (stat.S_IMODE(database.stat().st_mode), stat.S_IMODE(key.stat().st_mode)) == (
+        0o600,
+        0o600,
+    )
+    assert f"{database} was mode 0644 (readable by others): set to 0600" in warnings
+    assert f"{key} was mode 0640 (readable by others): set to 0600" in warnings
 
 
 @pytest.mark.parametrize(

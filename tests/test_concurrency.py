@@ -118,12 +118,13 @@ def test_concurrent_imports_of_one_customs_certificate_store_one_row(
     app: App, pki: TestPKI
 ) -> None:
     trust_intermediates(app, pki)
-    der = pki.issue_customs(UBN, "06").der()
+    card = pki.issue_customs(UBN, "06")
 
     def import_it(_: int) -> int:
         result = app.customs.import_certificate(
-            "shipping", COMPANY, certificate=der, kind=ImportKind.NON_IC
-        )
+            "shipping", COMPANY, certificate=card.der(), kind=ImportKind.NON_IC,
+            signature_check=card.sign,  # its key at hand proves it, each time afresh
+        )  # fmt: skip
         return result.id
 
     outcomes = race(20, import_it)

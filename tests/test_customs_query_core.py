@@ -181,7 +181,8 @@ def test_the_service_shows_them(app: App, store: Store) -> None:
         ("IC卡", "工商憑證", "登入"),
         ("IC卡", "報關人員憑證", "簽章"),
     ]
-    assert rows[0].info == f"登入用憑證,使用者帳號{UBN}, 序號1, 起訖日期:2025/01/02~2027/01/02"
+    # a stranger asks: the account name is masked (DESIGN.md §5)
+    assert rows[0].info == "登入用憑證,使用者帳號0******7, 序號1, 起訖日期:2025/01/02~2027/01/02"
     assert rows[1].info.startswith("序號: 2, 主體: C=TW O=Finance ")
     assert rows[1].info.endswith(", 起訖日期:2025/01/02~2027/01/02")
 

@@ -46,14 +46,13 @@ from engine.web import create_app
 
 from .conftest import COMPANY_ANSWERS, PIN, SECRET
 from .test_api import signed
-from .test_approval import api_walk, bearer, csrf, with_officer_token
+from .test_approval import api_walk, bearer, csrf, officer_token
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "swreg-airline"
 SWREG = str(Path(sys.executable).parent / "swreg")
 UBN = "04595257"
 OFFICER = "林關員"
-TOKEN = "airline-officer-token-" + "y" * 32
 AIRLINE_ANSWERS: dict[str, Any] = {
     **COMPANY_ANSWERS,
     "email": "ops@airline.example",
@@ -399,25 +398,26 @@ def test_an_officer_rejects_an_airline_from_the_cli(cli: Cli, db_url: str) -> No
 @pytest.fixture
 def api(
     airline_on_path: Path, settings: Settings, clock: Any, pki: TestPKI, tmp_path: Path
-) -> Iterator[tuple[TestClient, Any, Path]]:
+) -> Iterator[tuple[TestClient, Any, Path, str]]:
     outbox = tmp_path / "outbox"
     configured = replace(
         settings, workflow_file=workflow_file(airline_on_path), mail=MailSettings(outbox=outbox)
     )
-    app = bootstrap(with_officer_token(configured, TOKEN), clock=clock)
+    app = bootstrap(configured, clock=clock)
     try:
         for anchor in pki.anchors():
             app.trust.add_certificate(pki.der(anchor), actor="test")
+        token = officer_token(app, pki, OFFICER)
         with TestClient(create_app(app)) as client:
-            yield client, app, outbox
+            yield client, app, outbox, token
     finally:
         app.close()
 
 
 def test_an_airline_registers_through_the_http_api_and_an_officer_approves(
-    api: tuple[TestClient, Any, Path], pki: TestPKI, db_url: str
+    api: tuple[TestClient, Any, Path, str], pki: TestPKI, db_url: str
 ) -> None:
-    client, app, outbox = api
+    client, app, outbox, token = api
     assert "airline" in {name for name, _ in app.plugins.list_name_plugin()}
     card = pki.issue_company(UBN, "測試航空股份有限公司")
 
@@ -429,16 +429,16 @@ def test_an_airline_registers_through_the_http_api_and_an_officer_approves(
     assert view["path"][-2:] == ["approval", "completed"]
     assert client.get(f"/api/registrations/{view['id']}").json()["state"] == "approval"
 
-    queue = client.get("/api/officer/registrations?state=approval", headers=bearer(TOKEN))
+    queue = client.get("/api/officer/registrations?state=approval", headers=bearer(token))
     [waiting] = queue.json()["registrations"]
     assert (waiting["id"], waiting["applicant_type"], waiting["status"]["zh-TW"]) == (
         view["id"], "enterprise.airline", "待審核",
     )  # fmt: skip
 
     response = client.post(
-        f"/api/officer/registrations/{view['id']}/approve", json={"officer": OFFICER},
-        headers={**bearer(TOKEN), **csrf(client)},
-    )  # fmt: skip
+        f"/api/officer/registrations/{view['id']}/approve",
+        headers={**bearer(token), **csrf(client)},
+    )
     assert response.status_code == 200, response.text
     done = response.json()
     assert (done["state"], done["account"], done["awaiting"]) == ("completed", f"{UBN}-CI", None)
@@ -451,7 +451,9 @@ def test_an_airline_registers_through_the_http_api_and_an_officer_approves(
     events = [(a.event, a.from_state, a.to_state) for a in audit]
     assert events == [e[:3] for e in EXPECTED_EVENTS]
     assert audit[0].actor.startswith("api:") and audit[-1].actor == f"officer:{OFFICER}"
-    assert audit[-1].diff["via"].startswith("api:")
+    [officer] = app.officers.list()
+    assert audit[-1].diff["via"].startswith("api:client=")
+    assert audit[-1].diff["certificate"] == officer.fingerprint
     [mail] = OutboxMailer(outbox).messages()
     assert mail["To"] == "ops@airline.example"
 

@@ -6,8 +6,10 @@ For any request, whatever its body, headers or path:
 
 - the answer is never a 5xx; a refusal carries stable codes (:class:`ErrorCode`, plus the
   framework's ``not_found`` / ``method_not_allowed`` / ``bad_request``);
-- an unsafe request without a matching CSRF token is 403 ``csrf_failed`` and changes nothing
-  (not even a rate-limit counter); an oversized body is 413 and changes nothing;
+- an unsafe request without a matching CSRF token the server issued is 403 ``csrf_failed`` and
+  changes nothing (not even a rate-limit counter), even when an attacker's value is both in the
+  cookie and in the header; an oversized body is 413 and changes nothing;
+- a request for a foreign ``Host`` is 400 ``bad_request`` before any route runs;
 - what a visitor typed, or a certificate's subject, comes back in a page as text: the HTML
   parser reads back exactly the typed value, and no element or attribute appears;
 - a card answer passes only with the registration's own live challenge, signed by the key of
@@ -25,7 +27,6 @@ import base64
 import itertools
 import json
 import re
-import secrets
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -48,12 +49,18 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from engine import App, FixedClock, challenge_payload
 from engine._errors import ErrorCode
 from engine.core.identifiers import is_valid_ubn
+from engine.services.hashing import IdentifierHasher
 from engine.store import Base
 from engine.testing.pki import IssuedCard, TestPKI
 from engine.web import create_app
-from engine.web._security import MAX_BODY_BYTES, MAX_JSON_DEPTH, UPLOAD_BODY_BYTES
+from engine.web._security import (
+    MAX_BODY_BYTES,
+    MAX_JSON_DEPTH,
+    UPLOAD_BODY_BYTES,
+    new_csrf_token,
+)
 
-from .conftest import COMPANY_ANSWERS, ORG_OID, PERSON_ANSWERS
+from .conftest import COMPANY_ANSWERS, ORG_OID, PERSON_ANSWERS, SECRET
 from .hostile_strategies import (
     HTML_INJECTIONS,
     INJECTIONS,
@@ -116,7 +123,7 @@ class Site:
         self, app: App, web: FastAPI, pki: TestPKI, clock: FixedClock, http: TestClient
     ) -> None:
         self.app, self.web, self.pki, self.clock, self.http = app, web, pki, clock, http
-        self.token = secrets.token_urlsafe(32)
+        self.token = new_csrf_token(web.state.portal.identifiers)  # as GET /api/csrf issues
         self.http.headers["X-CSRF-Token"] = self.token
         self.endpoints: list[Endpoint] = []
         self._addresses = itertools.count(1)
@@ -540,9 +547,15 @@ def test_a_certificate_name_is_shown_as_text(site: Site, name: str) -> None:
 def test_a_customs_certificate_subject_is_shown_as_text(site: Site, system: str) -> None:
     site.new_client()
     card = site.pki.issue_customs("97162640", system=system)
+    challenge = site.http.post("/api/customs-certificates/challenge").json()
+    signature = card.sign(base64.b64decode(challenge["payload"]))
+    proof = {
+        "challenge_id": challenge["challenge_id"],
+        "signature": base64.b64encode(signature).decode(),
+    }
     imported = site.http.post(
         "/api/customs-certificates",
-        data={"usage_type": "shipping", "ubn": "97162640"},
+        data={"usage_type": "shipping", "ubn": "97162640", **proof},
         files={"file": ("turnkey.cer", card.der(), "application/pkix-cert")},
     )
     coded(imported, 201)
@@ -626,17 +639,24 @@ def test_a_card_answer_passes_only_for_its_own_live_challenge(
 # -- CSRF and size: refused before any route, nothing changes --------------------------------
 
 
-_TOKEN: Final = "T" * 43  # the shape of secrets.token_urlsafe(32)
-_OTHER: Final = "O" * 43
+_TOKEN: Final = new_csrf_token(IdentifierHasher(SECRET))  # issued under the test apps' key
+_OTHER: Final = new_csrf_token(IdentifierHasher(SECRET))  # issued too, but another one
+_FORGED: Final = "F" * 32 + "." + "0" * 32  # an issued token's shape, chosen by the attacker
+_CHOSEN: Final = "T" * 43  # what the old double-submit cookie held: any 43 url-safe characters
+_FOREIGN: Final = new_csrf_token(IdentifierHasher(b"another server's key, 32 bytes!!"))
 csrf_failures = st.sampled_from(
-    [  # (cookie, headers, form): never a matching double-submit token
+    [  # (cookie, headers, form): never the same server-issued token in cookie and header/form
         (None, {}, None),  # nothing at all
         (_TOKEN, {}, None),  # the cookie without the header
         (None, {"X-CSRF-Token": _TOKEN}, None),  # the header without the cookie
-        (_TOKEN, {"X-CSRF-Token": _OTHER}, None),  # a mismatch
-        (_TOKEN, {"X-CSRF-Token": _TOKEN.lower()}, None),
+        (_TOKEN, {"X-CSRF-Token": _OTHER}, None),  # two issued tokens, not the same
+        (_TOKEN, {"X-CSRF-Token": _TOKEN.upper()}, None),
         (_TOKEN[:-1], {"X-CSRF-Token": _TOKEN[:-1]}, None),  # not a token's shape
         ("x" * 43 + ";", {"X-CSRF-Token": "x" * 43 + ";"}, None),
+        (_FORGED, {"X-CSRF-Token": _FORGED}, None),  # the attacker's value in both: not issued
+        (_CHOSEN, {"X-CSRF-Token": _CHOSEN}, None),  # passed before the tokens were issued
+        (_FOREIGN, {"X-CSRF-Token": _FOREIGN}, None),  # issued by another server
+        (_FORGED, {}, {"csrf": _FORGED}),  # the same, in the form field
         (_TOKEN, {}, {"csrf": _OTHER}),  # the form field mismatched
         (None, {}, {"csrf": _TOKEN}),  # the form field without the cookie
         (_TOKEN, {"X-CSRF-Token": ""}, {"csrf": ""}),
@@ -666,6 +686,34 @@ def test_an_unsafe_request_without_a_matching_csrf_token_changes_nothing(
     assert response.status_code == 403, (endpoint, response.text[:300])
     if endpoint.path.startswith("/api/"):
         assert coded(response) == ["csrf_failed"]
+    assert snapshot(site.app) == before
+
+
+_FOREIGN_HOSTS: Final = [
+    "evil.example",
+    "127.0.0.1:8001",  # the public origin's address on another port
+    "127.0.0.1:8000.evil.example",
+    "testserver.evil.example",
+    "localhost:8000",
+    "[::1]:8000",
+    "",
+]
+
+
+@hostile(40)
+@given(st.data(), st.sampled_from(_FOREIGN_HOSTS))
+def test_a_foreign_host_is_refused_before_any_route(
+    site: Site, data: st.DataObject, host: str
+) -> None:
+    """DNS rebinding: a page of the attacker's name, resolved to the portal, gets nothing."""
+    pages = [Endpoint("GET", path) for path in ("/", "/register", "/api/csrf", "/demo/outbox")]
+    endpoint = data.draw(st.sampled_from(pages + endpoints(site)), label="endpoint")
+    before = snapshot(site.app)
+    response = site.http.request(endpoint.method, endpoint.path, headers={"Host": host}, json={})
+    assert response.status_code == 400, (endpoint, response.status_code)
+    if endpoint.path.startswith("/api/"):
+        assert coded(response) == ["bad_request"]
+    assert "set-cookie" not in response.headers
     assert snapshot(site.app) == before
 
 

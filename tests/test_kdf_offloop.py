@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import secrets
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -23,9 +22,11 @@ import pytest
 
 from engine import App, FixedClock, Settings, bootstrap
 from engine._settings import Argon2Parameters
-from engine.services.hashing import PasswordHasher
+from engine.services.hashing import IdentifierHasher, PasswordHasher
 from engine.testing.pki import TestPKI
 from engine.web import create_app
+from engine.web._registration_secret import registration_cookie
+from engine.web._security import new_csrf_token
 from tests.conftest import PERSON_ANSWERS, SECRET
 from tests.helpers import card_response, to_card_check
 
@@ -84,17 +85,19 @@ def slow_app(gate: KdfGate, db_url: str, clock: FixedClock, pki: TestPKI) -> Ite
     application.close()
 
 
-def at_basic_data(app: App, pki: TestPKI) -> str:
-    """A registration past its card check (through the services, before the gate matters)."""
+def at_basic_data(app: App, pki: TestPKI) -> tuple[str, dict[str, str]]:
+    """A registration past its card check (through the services, before the gate matters),
+    and the cookie its browser would hold."""
     view = to_card_check(app, "person.general")
+    cookie = {registration_cookie(view.id): view.secret or ""}
     card = pki.issue_person("王小明", "6789")
     view = app.registrations.submit_card(view.id, card_response(app, view, card))
     assert view.state == "basic_data"
-    return view.id
+    return view.id, cookie
 
 
 def asgi_client(app: App) -> httpx.AsyncClient:
-    token = secrets.token_urlsafe(32)
+    token = new_csrf_token(IdentifierHasher(app.settings.identifier_key()))  # as the server issues
     return httpx.AsyncClient(
         transport=httpx.ASGITransport(app=create_app(app)),
         base_url="http://127.0.0.1:8000",
@@ -137,9 +140,10 @@ OFF_THE_LOOP = ["kdf started", "second request answered", "kdf released"]
 def test_api_registration_step_hashes_the_password_off_the_event_loop(
     gate: KdfGate, slow_app: App, pki: TestPKI
 ) -> None:
-    registration_id = at_basic_data(slow_app, pki)
+    registration_id, cookie = at_basic_data(slow_app, pki)
 
     def step(client: httpx.AsyncClient) -> Awaitable[httpx.Response]:
+        client.cookies.update(cookie)
         return client.post(f"/api/registrations/{registration_id}/step", json=PERSON_ANSWERS)
 
     response = run(gate, slow_app, step)
@@ -152,10 +156,11 @@ def test_api_registration_step_hashes_the_password_off_the_event_loop(
 def test_wizard_page_step_hashes_the_password_off_the_event_loop(
     gate: KdfGate, slow_app: App, pki: TestPKI
 ) -> None:
-    registration_id = at_basic_data(slow_app, pki)
+    registration_id, cookie = at_basic_data(slow_app, pki)
     form = {k: str(v) for k, v in PERSON_ANSWERS.items() if k != "consent"}
 
     def step(client: httpx.AsyncClient) -> Awaitable[httpx.Response]:
+        client.cookies.update(cookie)
         return client.post(f"/register/{registration_id}", data=form)
 
     response = run(gate, slow_app, step)
@@ -165,14 +170,20 @@ def test_wizard_page_step_hashes_the_password_off_the_event_loop(
     assert slow_app.registrations.status(registration_id).state == "completed"
 
 
-def test_api_renewal_verifies_the_password_off_the_event_loop(gate: KdfGate, slow_app: App) -> None:
+def test_api_renewal_verifies_the_password_off_the_event_loop(
+    gate: KdfGate, slow_app: App, pki: TestPKI
+) -> None:
+    card = pki.issue_person("王小明", "6789")  # the new card is checked before any password
+
     async def renewal(client: httpx.AsyncClient) -> httpx.Response:
         challenge = await client.post("/api/renewal/challenge")
         assert challenge.status_code == 200, challenge.text
+        payload = base64.b64decode(challenge.json()["payload"])
         body = {
             "challenge_id": challenge.json()["challenge_id"],
-            "certificate": base64.b64encode(b"not checked before the password").decode(),
-            "signature": base64.b64encode(b"-").decode(),
+            "certificate": base64.b64encode(card.der()).decode(),
+            "signature": base64.b64encode(card.sign(payload)).decode(),
+            "chain": [base64.b64encode(der).decode() for der in card.chain_der()],
             "account": "nobody@example.com",  # unknown: a dummy hash is verified all the same
             "password": PERSON_ANSWERS["password"],
         }

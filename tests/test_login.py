@@ -19,15 +19,18 @@ from engine import (
     SwregError,
     challenge_payload,
 )
-from engine.services.accounts import AccountService, token_hash
+from engine.services.accounts import AccountLimits, AccountService, token_hash
+from engine.services.hashing import IdentifierHasher
 from engine.services.login import LoginResult, LoginService, SessionView
-from engine.store import AuditEntry, LoginChallenge, LoginSession
+from engine.services.rate_limits import RateLimiter
+from engine.store import AuditEntry, LoginChallenge, LoginSession, RateLimitWindow
 from engine.testing.pki import IssuedCard, TestPKI
-from tests.conftest import COMPANY_ANSWERS, PERSON_ANSWERS
+from tests.conftest import COMPANY_ANSWERS, PERSON_ANSWERS, SECRET
 from tests.helpers import enrol
 
 ORIGIN = "https://portal.example"
 SESSION_TTL = timedelta(minutes=30)
+SESSION_MAX = timedelta(hours=8)
 
 
 class _Dropped:
@@ -37,7 +40,11 @@ class _Dropped:
 
 @pytest.fixture
 def login(app: App) -> LoginService:
-    return LoginService(app.database, app.clock, app.trust, session_ttl=SESSION_TTL)
+    limits = AccountLimits(RateLimiter(app.database, app.clock), IdentifierHasher(SECRET))
+    return LoginService(
+        app.database, app.clock, app.trust, limits=limits, session_ttl=SESSION_TTL,
+        session_max=SESSION_MAX,
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -91,7 +98,8 @@ def test_login_opens_a_sliding_session_and_logout_ends_it(
     result = login.login(answer(challenge, person), origin=ORIGIN)
     assert isinstance(result, LoginResult)
     assert (result.account, result.applicant_type) == ("ming@example.com", "person.general")
-    assert result.expires_at == clock.now() + SESSION_TTL
+    assert result.idle_expires_at == clock.now() + SESSION_TTL
+    assert result.expires_at == clock.now() + SESSION_MAX  # the absolute end
     assert len(result.token) >= 43
 
     with app.database.unit_of_work() as uow:
@@ -101,7 +109,9 @@ def test_login_opens_a_sliding_session_and_logout_ends_it(
 
     clock.advance(timedelta(minutes=20))
     view = login.session(result.token)
-    assert view == SessionView("ming@example.com", "person.general", clock.now() + SESSION_TTL)
+    assert view == SessionView(
+        "ming@example.com", "person.general", result.expires_at, clock.now() + SESSION_TTL
+    )
     clock.advance(timedelta(minutes=29))  # 49 min after login: alive because it slid
     assert login.session(result.token) is not None
     clock.advance(SESSION_TTL + timedelta(seconds=1))
@@ -115,12 +125,12 @@ def test_login_opens_a_sliding_session_and_logout_ends_it(
     login.logout("never-issued")
 
     logins = audit(app, "login")
-    assert [d["account"] for d in logins] == ["ming@example.com", "ming@example.com"]
+    assert [d["account"] for d in logins] == ["m**g@example.com", "m**g@example.com"]
     assert logins[0]["origin"] == ORIGIN
     assert logins[0]["certificate"] == hashlib.sha256(person.der()).hexdigest()
     assert result.token not in str(logins)
     logouts = audit(app, "logout")
-    assert logouts == [{"account": "ming@example.com", "session": token_hash(again.token)[:16]}]
+    assert logouts == [{"account": "m**g@example.com", "session": token_hash(again.token)[:16]}]
     with app.database.unit_of_work() as uow:
         assert uow.audit.verify().ok
 
@@ -250,3 +260,59 @@ def test_login_challenges_are_stored(app: App, login: LoginService) -> None:
         row = uow.session.get(LoginChallenge, challenge.id)
         assert row is not None
         assert (row.nonce, row.origin, row.used_at) == (challenge.nonce, ORIGIN, None)
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        ("pending_activation", "account_inactive"),
+        ("suspended", "account_suspended"),  # told only to the holder of the account's card
+    ],
+)
+def test_an_account_that_is_not_active_is_refused_with_its_status(
+    app: App, login: LoginService, person: IssuedCard, status: str, code: str
+) -> None:
+    with app.database.unit_of_work() as uow:
+        account = uow.accounts.get_by_name("ming@example.com")
+        assert account is not None
+        account.status = status
+        uow.commit()
+    response = answer(login.issue_challenge(origin=ORIGIN), person)
+    assert refused(lambda: login.login(response, origin=ORIGIN)) == code
+    assert audit(app, "login") == []
+    with app.database.unit_of_work() as uow:
+        assert uow.session.scalars(select(LoginSession)).all() == []
+
+
+def test_a_locked_account_still_logs_in_with_its_own_card(
+    app: App, login: LoginService, person: IssuedCard
+) -> None:
+    # Wrong passwords (typed by anyone holding some valid card) lock the password, not the card.
+    with app.database.unit_of_work() as uow:
+        account = uow.accounts.get_by_name("ming@example.com")
+        assert account is not None
+        account.status = "locked"
+        uow.commit()
+    result = login.login(answer(login.issue_challenge(origin=ORIGIN), person), origin=ORIGIN)
+    session = login.session(result.token)
+    assert session is not None and session.account == "ming@example.com"
+
+
+def test_logins_of_one_account_are_limited_and_only_card_holders_count(
+    app: App, login: LoginService, person: IssuedCard, pki: TestPKI
+) -> None:
+    # a stranger holding the account's public certificate but not its key counts for nothing
+    for _ in range(25):
+        challenge = login.issue_challenge(origin=ORIGIN)
+        forged = answer(challenge, person, signature=pki.issue_person().sign(challenge.payload))
+        assert refused(lambda f=forged: login.login(f, origin=ORIGIN)) == "signature_invalid"
+    for _ in range(20):
+        login.login(answer(login.issue_challenge(origin=ORIGIN), person), origin=ORIGIN)
+    response = answer(login.issue_challenge(origin=ORIGIN), person)
+    assert refused(lambda: login.login(response, origin=ORIGIN)) == "rate_limited"
+    assert len(audit(app, "login")) == 20
+    with app.database.unit_of_work() as uow:
+        keys = [k for (k,) in uow.session.execute(select(RateLimitWindow.key))]
+    assert len(keys) == 1 and keys[0].startswith("account:login:")
+    assert "ming" not in keys[0]  # a keyed hash of the name, never the name
+    assert keys[0] != "account:login:" + hashlib.sha256(b"account:ming@example.com").hexdigest()

@@ -1,12 +1,21 @@
-"""Mailers against a real SMTP server (aiosmtpd on a free loopback port) and the outbox folder."""
+"""Mailers against a real SMTP server (aiosmtpd on a free loopback port) and the outbox folder.
+
+The SMTP settings default to STARTTLS (DESIGN.md §11, issue 13): the plain sink is used with
+``tls="none"`` and no login; a login goes over STARTTLS or implicit TLS only, and a relay in
+front of the server records every byte the mailer sent, to show the password never left in
+clear.
+"""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import ipaddress
 import logging
 import socket
 import ssl
 import stat
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email import policy
@@ -24,7 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from engine import EnvironmentProblem
+from engine import EnvironmentProblem, ErrorCode
 from engine._settings import MailSettings
 from engine.services.mail import (
     ACTIVATION_SUBJECT,
@@ -51,8 +60,9 @@ class SmtpSink:
         self.envelopes: list[Envelope] = []
         self.logins: list[tuple[bytes, bytes]] = []
         self.port = free_port()
-        if auth:  # plain AUTH without TLS, for the test only
-            server.update(authenticator=self.authenticate, auth_require_tls=False)
+        if auth:  # AUTH even without TLS unless asked otherwise: the mailer must not use it
+            server.setdefault("auth_require_tls", False)
+            server.update(authenticator=self.authenticate)
         self._controller = Controller(self, hostname="127.0.0.1", port=self.port, **server)
 
     async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
@@ -86,12 +96,72 @@ class SmtpSink:
         self._controller.stop()
 
     def settings(self, **over: Any) -> MailSettings:
-        values: dict[str, Any] = {"host": "127.0.0.1", "port": self.port, "sender": SENDER}
+        """Settings for this server: plain SMTP (``tls="none"``) unless ``over`` says otherwise."""
+        values: dict[str, Any] = {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "sender": SENDER,
+            "tls": "none",
+        }
         values.update(over)
         return MailSettings(**values)
 
 
 SENDER = "關港貿單一窗口 <no-reply@portal.example>"
+
+
+class RecordingRelay:
+    """A TCP relay on a free loopback port in front of ``port``: records what clients send."""
+
+    def __init__(self, port: int) -> None:
+        self.sent = bytearray()
+        self.connections = 0
+        self._target = port
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self._target))
+            with self._lock:
+                self.connections += 1
+            for source, target, record in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(
+                    target=self._pump, args=(source, target, record), daemon=True
+                ).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket, record: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if record:
+                    with self._lock:
+                        self.sent += data  # recorded before the server can answer it
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, target):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def credentials_in(data: bytes, user: str, password: str) -> bool:
+    """Whether ``data`` holds the password in any form smtplib's AUTH mechanisms send it."""
+    forms = [
+        password.encode(),
+        base64.b64encode(password.encode()),  # AUTH LOGIN
+        base64.b64encode(f"\0{user}\0{password}".encode()),  # AUTH PLAIN
+    ]
+    return any(form in data for form in forms)
 
 
 @pytest.fixture
@@ -157,23 +227,88 @@ def test_smtp_delivers_to_a_real_server(smtp_sink: SmtpSink) -> None:
     assert LINK in body(received)
 
 
-def test_smtp_login_when_a_user_is_set() -> None:
-    sink = SmtpSink(auth=True).start()
+def test_the_default_is_starttls_and_a_server_without_it_gets_nothing(
+    smtp_sink: SmtpSink,
+) -> None:
+    assert MailSettings().tls == MailSettings.from_env({}).tls == "starttls"
+    relay = RecordingRelay(smtp_sink.port)
     try:
-        SmtpMailer(sink.settings(user="portal", password="s3cret")).send(sample())
+        settings = MailSettings(host="127.0.0.1", port=relay.port, sender=SENDER)
+        with pytest.raises(EnvironmentProblem) as info:
+            SmtpMailer(settings, timeout=5).send(sample())
+        assert info.value.code is ErrorCode.MAIL_UNAVAILABLE
+        assert "does not offer STARTTLS" in (info.value.detail or "")
+        assert smtp_sink.envelopes == []
+        assert b"MAIL FROM" not in relay.sent and b"ming@example.com" not in relay.sent
+    finally:
+        relay.close()
+
+
+def test_a_login_over_plain_smtp_is_refused_before_connecting() -> None:
+    sink = SmtpSink(auth=True).start()  # a server that would take AUTH in clear
+    relay = RecordingRelay(sink.port)
+    try:
+        settings = sink.settings(port=relay.port, tls="none", user="portal", password="s3cret")
+        with pytest.raises(EnvironmentProblem) as info:
+            SmtpMailer(settings, timeout=5).send(sample())
+        assert info.value.code is ErrorCode.MAIL_UNAVAILABLE
+        assert "only sent over TLS" in (info.value.detail or "")
+        assert "s3cret" not in str(info.value)
+        assert (relay.connections, bytes(relay.sent)) == (0, b"")  # nothing reached the server
+        assert sink.logins == [] and sink.envelopes == []
+    finally:
+        relay.close()
+        sink.stop()
+
+
+def test_starttls_not_offered_never_falls_back_to_a_clear_login() -> None:
+    sink = SmtpSink(auth=True).start()  # offers AUTH, not STARTTLS
+    relay = RecordingRelay(sink.port)
+    try:
+        settings = sink.settings(port=relay.port, tls="starttls", user="portal", password="s3cret")
+        with pytest.raises(EnvironmentProblem) as info:
+            SmtpMailer(settings, timeout=5).send(sample())
+        assert info.value.code is ErrorCode.MAIL_UNAVAILABLE
+        assert "does not offer STARTTLS" in (info.value.detail or "")
+        assert relay.connections == 1
+        commands = bytes(relay.sent).split(b"\r\n")
+        assert [c.split(b" ")[0].upper() for c in commands] == [b"EHLO", b"QUIT", b""]
+        assert not credentials_in(relay.sent, "portal", "s3cret")
+        assert sink.logins == [] and sink.envelopes == []
+    finally:
+        relay.close()
+        sink.stop()
+
+
+def test_a_login_goes_over_starttls_only(tls_files: tuple[Path, Path]) -> None:
+    sink = SmtpSink(
+        auth=True,
+        auth_require_tls=True,
+        tls_context=server_context(tls_files),
+        require_starttls=True,
+    ).start()
+    relay = RecordingRelay(sink.port)
+    try:
+        settings = sink.settings(port=relay.port, tls="starttls", user="portal", password="s3cret")
+        SmtpMailer(settings, timeout=5, context=client_context(tls_files)).send(sample())
         assert sink.logins == [(b"portal", b"s3cret")]
         assert len(sink.envelopes) == 1
+        assert b"STARTTLS" in relay.sent
+        assert not credentials_in(relay.sent, "portal", "s3cret")  # it crossed encrypted
+        wrong = sink.settings(port=relay.port, tls="starttls", user="portal", password="wrong")
         with pytest.raises(EnvironmentProblem) as info:
-            SmtpMailer(sink.settings(user="portal", password="wrong")).send(sample())
+            SmtpMailer(wrong, timeout=5, context=client_context(tls_files)).send(sample())
+        assert info.value.code is ErrorCode.MAIL_UNAVAILABLE
         assert "mail server unreachable" in str(info.value)
         assert len(sink.envelopes) == 1
     finally:
+        relay.close()
         sink.stop()
 
 
 def test_unreachable_server_is_an_environment_problem() -> None:
     port = free_port()  # nothing listens there
-    mailer = SmtpMailer(MailSettings(host="127.0.0.1", port=port), timeout=2)
+    mailer = SmtpMailer(MailSettings(host="127.0.0.1", port=port, tls="none"), timeout=2)
     with pytest.raises(EnvironmentProblem) as info:
         mailer.send(sample())
     assert info.value.exit_status == 3

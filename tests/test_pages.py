@@ -374,7 +374,8 @@ def test_a_person_completes_in_four_steps(client: TestClient, pki: TestPKI) -> N
     done = page(client.get(url))
     assert steps(done) == (4, 4)
     assert "恭喜您已完成註冊程序" in done.id("completed").text
-    assert "ming@example.com" in done.id("completed").text
+    assert "m**g@example.com" in done.id("completed").text  # ended: the account masked (§6)
+    assert "ming@example.com" not in done.html
 
 
 def test_an_invalid_ubn_is_shown_next_to_the_field(client: TestClient, pki: TestPKI) -> None:

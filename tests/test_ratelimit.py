@@ -8,8 +8,12 @@ import pytest
 from sqlalchemy import select
 
 from engine import App, FixedClock, RefusedError
+from engine.services.hashing import IdentifierHasher
 from engine.services.rate_limits import RateLimiter, hashed_key, retry_after, window_start
 from engine.store import RateLimitWindow
+from engine.web._portal import Limit, Portal
+
+from .conftest import SECRET
 
 MINUTE = timedelta(minutes=1)
 T0 = datetime(2025, 3, 1, 9, 30, 0, tzinfo=UTC)
@@ -101,3 +105,19 @@ def test_arguments_are_checked(limiter: RateLimiter) -> None:
 def test_hashed_key_hides_the_value() -> None:
     key = hashed_key("activate", "ming@example.com")
     assert key.startswith("activate:") and "ming" not in key and len(key) == 9 + 64
+
+
+def test_the_portal_keys_a_client_by_a_keyed_hash_of_its_address_or_64(app: App) -> None:
+    """``Portal.limit``: no address in the table; an IPv6 /64 is one client; an IPv4-mapped
+    IPv6 address is its IPv4 address."""
+    portal = Portal(app)
+    rule = Limit("start", 5, timedelta(minutes=10))
+    for client in ("203.0.113.9", "::ffff:203.0.113.9", "2001:db8:7:8::1", "2001:db8:7:8::2"):
+        portal.limit(rule, client)
+    keys = IdentifierHasher(SECRET)
+    expected = {
+        "start:" + keys.hash("client", "203.0.113.9")[:32]: 2,
+        "start:" + keys.hash("client", "2001:db8:7:8::/64")[:32]: 2,
+    }
+    assert {key: hits for key, _, hits in stored(app)} == expected
+    assert not [key for key, _, _ in stored(app) if "203.0" in key or "2001:" in key]

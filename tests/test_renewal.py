@@ -18,23 +18,33 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from engine import App, CardResponse, FixedClock, SessionView, SwregError, challenge_payload
+from engine import (
+    App,
+    CardResponse,
+    FixedClock,
+    IssuerCA,
+    SessionView,
+    SwregError,
+    challenge_payload,
+)
 from engine.cli import app as cli_app
 from engine.pki.certificate import load_certificate
-from engine.services.accounts import AccountService
-from engine.services.hashing import PasswordHasher
+from engine.services.accounts import MAX_FAILED_PASSWORDS, AccountLimits, AccountService
+from engine.services.hashing import IdentifierHasher, PasswordHasher
 from engine.services.login import LoginService
+from engine.services.rate_limits import RateLimiter
 from engine.services.renewal import (
     RENEWAL_CHALLENGE_SCOPE,
     RenewalService,
     Replacement,
     same_identity,
 )
-from engine.store import AuditEntry, Certificate
+from engine.store import AuditEntry, Certificate, LoginSession, RateLimitWindow
 from engine.testing.pki import IssuedCard, TestPKI
 from engine.web import create_app
 from tests.conftest import COMPANY_ANSWERS, PERSON_ANSWERS, PIN, PKI_NOW, SECRET
 from tests.helpers import enrol
+from tests.test_concurrency import codes, race
 
 ORIGIN = "https://portal.example"
 UBN = "04595257"
@@ -47,15 +57,23 @@ class _Dropped:
         pass
 
 
+def account_limits(app: App) -> AccountLimits:
+    return AccountLimits(RateLimiter(app.database, app.clock), IdentifierHasher(SECRET))
+
+
 @pytest.fixture
 def renewals(app: App) -> RenewalService:
     fast = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
-    return RenewalService(app.database, app.clock, app.trust, app.catalog, fast)
+    return RenewalService(
+        app.database, app.clock, app.trust, app.catalog, fast, limits=account_limits(app)
+    )
 
 
 @pytest.fixture
 def login(app: App) -> LoginService:
-    return LoginService(app.database, app.clock, app.trust, session_ttl=SESSION_TTL)
+    return LoginService(
+        app.database, app.clock, app.trust, limits=account_limits(app), session_ttl=SESSION_TTL
+    )
 
 
 def activate(app: App, account: str) -> None:
@@ -172,6 +190,7 @@ def test_replace_with_a_session_of_the_old_card(
         "account": UBN, "proof": "session", "old_certificate": fingerprint(company),
         "new_certificate": fingerprint(new), "serial": serial(new),
         "not_after": new.certificate.not_valid_after_utc.isoformat(), "origin": ORIGIN,
+        "sessions_ended": 1,
     }  # fmt: skip
     with app.database.unit_of_work() as uow:
         stored = uow.certificates.active_login_of(account_id or 0)
@@ -202,7 +221,7 @@ def test_replace_with_the_password_once_the_old_card_expired(
     ]
     assert session_of(login, new).account == "ming@example.com"
     [entry] = audit(app)
-    assert (entry["proof"], entry["account"]) == ("password", "ming@example.com")
+    assert (entry["proof"], entry["account"]) == ("password", "m**g@example.com")
     assert PASSWORD not in json.dumps(audit(app))
     with app.database.unit_of_work() as uow:
         stored = uow.certificates.active_login_of(account_id or 0)
@@ -232,7 +251,7 @@ def test_refusals_leave_everything_as_it_was(
     assert renew_code(renewals, person_card, session=session) == "certificate_type_mismatch"
     assert renew_code(renewals, company, session=session) == "already_registered"
     assert renew_code(renewals, pki.issue_company(UBN)) == "not_authorized"  # no proof
-    spoofed = SessionView("ming@example.com", "person.general", clock.now())
+    spoofed = SessionView("ming@example.com", "person.general", clock.now(), clock.now())
     stranger = pki.issue_company(UBN, rank="secondary")
     assert renew_code(renewals, stranger, session=spoofed, account=UBN) == "not_authorized"
 
@@ -380,6 +399,10 @@ def test_api_replaces_with_the_session_cookie(
         "account": UBN, "old_fingerprint": fingerprint(company),
         "new_fingerprint": fingerprint(new),
     }  # fmt: skip
+    # the replacement ended every session of the account, this one included
+    assert client.get("/api/session").status_code == 403
+    challenge = client.post("/api/login/challenge", headers=headers).json()
+    assert client.post("/api/login", json=signed(new, challenge), headers=headers).is_success
     again = api_renew(client, new)
     assert (again.status_code, again.json()["errors"][0]["code"]) == (409, "already_registered")
     assert [s for s, _, _ in login_certificates(app)] == [serial(company), serial(new)]
@@ -442,3 +465,201 @@ def test_cli_replaces_an_expired_card_with_pin_and_password(
     [entry] = audit(app)
     assert entry["proof"] == "password" and entry["origin"] == app.settings.cli_origin
     assert audit_ok(app)
+
+
+# -- the password oracle and the lockout (issue 13) ----------------------------------------
+
+
+def account_row(app: App, name: str = "ming@example.com") -> tuple[str, int]:
+    """(status, failed_passwords) as stored."""
+    with app.database.unit_of_work() as uow:
+        row = uow.accounts.get_by_name(name)
+        assert row is not None
+        return row.status, row.failed_passwords
+
+
+def forged_body(
+    client: TestClient, card: IssuedCard, stranger: IssuedCard | None, **extra: Any
+) -> dict[str, Any]:
+    """A renewal body of ``card``; signed by ``stranger``'s key instead, when given."""
+    headers = csrf(client)
+    challenge = client.post("/api/renewal/challenge", headers=headers).json()
+    body = signed(card, challenge, **extra)
+    if stranger is not None:
+        body["signature"] = b64(stranger.sign(base64.b64decode(challenge["payload"])))
+    return body
+
+
+def post_renewal(client: TestClient, body: dict[str, Any]) -> tuple[int, Any]:
+    answer_ = client.post("/api/renewal", json=body, headers=csrf(client))
+    return answer_.status_code, answer_.json()
+
+
+@pytest.mark.parametrize("old_card", ["still valid", "expired"])
+def test_without_the_new_cards_proof_the_password_changes_nothing(
+    app: App, client: TestClient, pki: TestPKI, person: IssuedCard, clock: FixedClock,
+    old_card: str,
+) -> None:  # fmt: skip
+    if old_card == "expired":
+        clock.advance(timedelta(days=3))
+    new = pki.issue_person("王小明", "6789")
+    stranger = pki.issue_person("李小華", "1234")
+    untrusted = pki.issue_person("王小明", "6789", issuer=pki.lookalike_ca(IssuerCA.MOICA))
+    for card, signer, code in (
+        (new, stranger, "signature_invalid"),
+        (untrusted, None, "certificate_untrusted"),
+    ):
+        answers = {
+            json.dumps(
+                post_renewal(client, forged_body(client, card, signer, account=name, password=pw))
+            )
+            for name, pw in (
+                ("ming@example.com", PASSWORD),  # right
+                ("ming@example.com", "Wr0ngPass"),  # wrong
+                ("nobody@example.com", PASSWORD),  # no such account
+            )
+        }
+        assert len(answers) == 1, answers  # status and body alike
+        status, body = json.loads(answers.pop())
+        assert (status, body["errors"][0]["code"]) == (422, code)
+    assert account_row(app) == ("active", 0)  # no password was checked, none counted
+    assert login_certificates(app)[-1][:2] == (serial(person), "active")
+
+
+def test_after_the_cards_proof_unknown_account_wrong_password_and_valid_old_card_answer_alike(
+    app: App, client: TestClient, pki: TestPKI, person: IssuedCard, clock: FixedClock
+) -> None:
+    new = pki.issue_person("王小明", "6789")
+    right_but_old_card_valid = api_renew(client, new, account="ming@example.com", password=PASSWORD)
+    wrong = api_renew(client, new, account="ming@example.com", password="Wr0ngPass")
+    unknown = api_renew(client, new, account="nobody@example.com", password=PASSWORD)
+    no_password = api_renew(client, new, account="ming@example.com")
+    answers = [(r.status_code, r.json()) for r in (right_but_old_card_valid, wrong, unknown)]
+    answers.append((no_password.status_code, no_password.json()))
+    assert (
+        answers
+        == [
+            (
+                403,
+                {
+                    "errors": [
+                        {"field": None, "code": "not_authorized", "message": "無權限執行此操作"}
+                    ]
+                },
+            )
+        ]
+        * 4
+    )
+    assert account_row(app) == ("active", 1)  # the wrong password counted, the right one reset
+
+    clock.advance(timedelta(days=3))  # the old card expired: only the password decides now
+    wrong = api_renew(client, new, account="ming@example.com", password="Wr0ngPass")
+    assert (wrong.status_code, wrong.json()) == answers[0]
+    assert account_row(app) == ("active", 2)
+
+
+def test_five_wrong_passwords_lock_the_account(
+    app: App, renewals: RenewalService, login: LoginService, pki: TestPKI, person: IssuedCard,
+    clock: FixedClock,
+) -> None:  # fmt: skip
+    new = pki.issue_person("王小明", "6789")
+    for _ in range(3):
+        assert renew_code(renewals, new, account="ming@example.com", password="Wr0ngPass") == (
+            "not_authorized"
+        )
+    assert account_row(app) == ("active", 3)
+    # a right password (the old card is still valid, so still refused) sets the count back
+    assert renew_code(renewals, new, account="ming@example.com", password=PASSWORD) == (
+        "not_authorized"
+    )
+    assert account_row(app) == ("active", 0)
+
+    clock.advance(timedelta(days=3))  # old card expired
+    for tries in range(1, MAX_FAILED_PASSWORDS + 1):
+        assert renew_code(renewals, new, account="ming@example.com", password="Wr0ngPass") == (
+            "not_authorized"
+        )
+        assert account_row(app) == ("active" if tries < 5 else "locked", tries)
+    assert MAX_FAILED_PASSWORDS == 5
+    # locked: the right password no longer opens it, and the answer does not say "locked"
+    assert renew_code(renewals, new, account="ming@example.com", password=PASSWORD) == (
+        "not_authorized"
+    )
+    assert account_row(app) == ("locked", 5)
+    assert login_certificates(app)[-1][:2] == (serial(person), "active")
+    [locked] = audit(app, "account_locked")
+    assert locked == {"account": "m**g@example.com", "failed_passwords": 5}
+    # the owner's own card still logs in: someone else's wrong passwords lock the password,
+    # never the card (a card-proven password reset opens the password again)
+    clock.set(PKI_NOW)
+    result = login.login(answer(login.issue_challenge(origin=ORIGIN), person), origin=ORIGIN)
+    assert result.account == "ming@example.com"
+    assert login.session(result.token) is not None
+    assert account_row(app) == ("locked", 5)
+    assert audit_ok(app)
+
+
+def test_renewal_attempts_per_account_are_limited_after_the_cards_proof(
+    app: App, renewals: RenewalService, pki: TestPKI, person: IssuedCard
+) -> None:
+    new = pki.issue_person("王小明", "6789")
+    for _ in range(12):  # a failed card proof never counts against the account named
+        challenge = renewals.issue_challenge(origin=ORIGIN)
+        forged = answer(challenge, new, signature=new.sign(b"something else"))
+        code = refused(
+            lambda f=forged: renewals.replace_card(
+                f, origin=ORIGIN, account="nobody@example.com", password=PASSWORD
+            )
+        )
+        assert code == "signature_invalid"
+    for _ in range(10):
+        assert renew_code(renewals, new, account="nobody@example.com", password=PASSWORD) == (
+            "not_authorized"
+        )
+    assert renew_code(renewals, new, account="nobody@example.com", password=PASSWORD) == (
+        "rate_limited"
+    )
+    # another account's limit is its own
+    assert renew_code(renewals, new, account="ming@example.com", password=PASSWORD) == (
+        "not_authorized"  # the old card is still valid
+    )
+    with app.database.unit_of_work() as uow:
+        keys = sorted(k for (k,) in uow.session.execute(select(RateLimitWindow.key)))
+    assert [k.rsplit(":", 1)[0] for k in keys] == ["account:renewal", "account:renewal"]
+    assert not any("example" in k for k in keys)
+
+
+def test_a_replacement_ends_every_session_of_the_account(
+    app: App, renewals: RenewalService, login: LoginService, pki: TestPKI, company: IssuedCard
+) -> None:
+    tokens = [
+        login.login(answer(login.issue_challenge(origin=ORIGIN), company), origin=ORIGIN).token
+        for _ in range(2)
+    ]
+    acting = login.session(tokens[0])
+    assert acting is not None and login.session(tokens[1]) is not None
+    renew(renewals, pki.issue_company(UBN, rank="secondary"), session=acting)
+    assert [login.session(token) for token in tokens] == [None, None]
+    [entry] = audit(app)
+    assert entry["sessions_ended"] == 2
+    with app.database.unit_of_work() as uow:
+        ended = uow.session.scalars(select(LoginSession.ended_at)).all()
+    assert ended == [app.clock.now(), app.clock.now()]
+
+
+def test_concurrent_wrong_passwords_all_count_and_lock_once(
+    app: App, renewals: RenewalService, pki: TestPKI, person: IssuedCard
+) -> None:
+    new = pki.issue_person("王小明", "6789")
+    responses = [answer(renewals.issue_challenge(origin=ORIGIN), new) for _ in range(8)]
+
+    def attempt(i: int) -> Replacement:
+        return renewals.replace_card(
+            responses[i], origin=ORIGIN, account="ming@example.com", password=f"Wr0ngPass{i}"
+        )
+
+    outcomes = race(8, attempt)
+    assert codes(outcomes) == ["not_authorized"] * 8
+    status, failed = account_row(app)
+    assert status == "locked" and MAX_FAILED_PASSWORDS <= failed <= 8  # none lost
+    assert audit(app, "account_locked") == [{"account": "m**g@example.com", "failed_passwords": 5}]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import traceback
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 import pytest
 from alembic import command
 from sqlalchemy import UniqueConstraint, inspect, text
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError, ProgrammingError
 
 from engine import App
 from engine._errors import EnvironmentProblem, ErrorCode, RefusedError, UsageError, WorkflowError
@@ -551,3 +554,72 @@ def test_a_value_the_database_cannot_hold_is_a_coded_refusal(app: App) -> None:
         app.registrations.status("a\x00b")
     expected = ErrorCode.INVALID_VALUE if ON_POSTGRESQL else ErrorCode.REGISTRATION_NOT_FOUND
     assert info.value.code == expected
+
+
+# -- personal data stays out of error texts and logs --------------------------------------------
+
+PERSONAL = ("A123456789", "ming@example.com")
+
+
+def _probe_table(db: Database) -> None:
+    """A scratch table: a unique name and a NOT NULL integer (STRICT on SQLite, so that text in
+    the integer column fails there too), holding one row named with personal data."""
+    strict = "" if ON_POSTGRESQL else " STRICT"
+    with db.engine.begin() as connection:
+        connection.execute(
+            text(f"CREATE TABLE leak_probe (name TEXT UNIQUE, n INTEGER NOT NULL){strict}")
+        )
+        connection.execute(text("INSERT INTO leak_probe VALUES (:v, 1)"), {"v": " ".join(PERSONAL)})
+
+
+@pytest.mark.parametrize(
+    ("statement", "failure"),
+    [
+        # the name is taken: PostgreSQL's DETAIL would quote it
+        ("INSERT INTO leak_probe VALUES (:v, 2)", IntegrityError),
+        # n missing: PostgreSQL's DETAIL would quote the failing row
+        ("INSERT INTO leak_probe (name) VALUES (:v)", IntegrityError),
+        # text in the integer column: PostgreSQL's message would quote the text
+        ("INSERT INTO leak_probe VALUES ('x', :v)", (IntegrityError, DataError)),
+        # an unknown table: only SQLAlchemy's "[parameters: ...]" could show the value
+        ("SELECT name FROM no_such_table WHERE name = :v", (OperationalError, ProgrammingError)),
+    ],
+)
+def test_a_failing_statement_never_shows_the_values_it_was_given(
+    db: Database,
+    statement: str,
+    failure: type[Exception] | tuple[type[Exception], ...],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _probe_table(db)
+    with (
+        caplog.at_level(logging.DEBUG, logger="sqlalchemy"),
+        pytest.raises(failure) as caught,
+        db.engine.connect() as connection,
+    ):
+        connection.execute(text(statement), {"v": " ".join(PERSONAL)})
+    shown = "".join(traceback.format_exception(caught.value))  # with the driver's own error
+    assert "hide_parameters=True" in shown
+    for value in PERSONAL:
+        assert value not in shown
+        assert value not in caplog.text
+    with db.unit_of_work() as uow:  # the row is still the only one
+        assert uow.connection().execute(text("SELECT count(*) FROM leak_probe")).scalar() == 1
+
+
+def test_echo_logs_statements_without_their_values(
+    fresh_database: FreshDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    database = Database(fresh_database(), echo=True)
+    try:
+        with (
+            caplog.at_level(logging.INFO, logger="sqlalchemy.engine"),
+            database.engine.connect() as connection,
+        ):
+            value = connection.execute(text("SELECT :v"), {"v": " ".join(PERSONAL)}).scalar()
+        assert value == " ".join(PERSONAL)
+        assert "SELECT" in caplog.text
+        for part in PERSONAL:
+            assert part not in caplog.text
+    finally:
+        database.dispose()

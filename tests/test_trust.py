@@ -13,10 +13,16 @@ from cryptography.x509.oid import NameOID
 
 from engine._errors import CertificateError, ErrorCode
 from engine.core.declarations import IssuerCA
-from engine.pki.trust import MAX_PATH_LENGTH, TrustStore, check_validity
+from engine.pki.trust import (
+    LEGACY_SHA1_CA_FINGERPRINTS,
+    MAX_PATH_LENGTH,
+    TrustStore,
+    check_validity,
+)
 from engine.testing import IssuedCard, TestPKI
+from engine.testing.pki import sha1_signed
 
-from .vectors import GpkiVector, vector
+from .vectors import ALL_VECTORS, GpkiVector, vector
 
 NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -109,6 +115,66 @@ def test_sha1_end_entity_signatures_are_refused_by_default() -> None:
         vector("moeaca-g1-ca"),
         vector("grca-g1-2002-root"),
     )
+
+
+# -- SHA-1 on CA certificates: only the pinned legacy ones ------------------------------------
+
+
+def test_every_sha1_signed_ca_vector_is_pinned_and_nothing_else() -> None:
+    sha1_cas = {
+        cert.fingerprint(hashes.SHA256()).hex()
+        for cert in (vector(name) for name in ALL_VECTORS)
+        if isinstance(cert.signature_hash_algorithm, hashes.SHA1) and _is_ca(cert)
+    }
+    assert sha1_cas == LEGACY_SHA1_CA_FINGERPRINTS
+    # the pinned SHA-1 root is still seen as self-signed: the path ends at it
+    store = TrustStore([vector("grca-g1-2002-root")], [vector("moeaca-g1-ca")])
+    assert store.build_path(vector("moeaca-g1-ca"))[-1] == vector("grca-g1-2002-root")
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
+
+
+@pytest.mark.parametrize("key_type", ["ec", "rsa"])
+def test_a_sha1_signed_ca_certificate_that_is_not_pinned_is_refused(key_type: str) -> None:
+    pki = TestPKI.create(NOW, key_type="rsa" if key_type == "rsa" else "ec")
+    moica = pki.ca(IssuerCA.MOICA)
+    weak = sha1_signed(moica.certificate, pki.root.key)
+    assert isinstance(weak.signature_hash_algorithm, hashes.SHA1)
+    # a genuine SHA-1 signature by the root's key: refused by policy, not as a broken signature
+    root_key = pki.root.certificate.public_key()
+    if isinstance(root_key, rsa.RSAPublicKey):
+        root_key.verify(
+            weak.signature, weak.tbs_certificate_bytes, padding.PKCS1v15(), hashes.SHA1()
+        )
+    else:
+        assert isinstance(root_key, ec.EllipticCurvePublicKey)
+        root_key.verify(weak.signature, weak.tbs_certificate_bytes, ec.ECDSA(hashes.SHA1()))
+    card = pki.issue_person()
+    error = untrusted(TrustStore(pki.anchors(), [weak]), card.certificate)
+    assert "SHA-1" in (error.detail or "")
+    untrusted(TrustStore(pki.anchors()), card.certificate, extra=[weak])  # sent along by a card
+    untrusted(TrustStore(pki.anchors(), sha1_end_entities=True), card.certificate, extra=[weak])
+    # the same CA signed with SHA-256 chains
+    assert TrustStore(pki.anchors(), [moica.certificate]).build_path(card.certificate) == (
+        card.certificate,
+        moica.certificate,
+        pki.root.certificate,
+    )
+
+
+def test_a_sha1_signed_anchor_is_not_a_self_signed_root_unless_pinned() -> None:
+    pki = TestPKI.create(NOW)
+    weak_root = sha1_signed(pki.root.certificate, pki.root.key)
+    card = pki.issue_person()
+    moica = pki.ca(IssuerCA.MOICA).certificate
+    # an anchor is configuration: still trusted, but its SHA-1 self-signature is not believed
+    store = TrustStore([weak_root], [moica])
+    assert store.build_path(card.certificate) == (card.certificate, moica, weak_root)
 
 
 def test_path_continues_past_an_intermediate_anchor_to_the_root() -> None:

@@ -183,7 +183,7 @@ def test_base64_signatures_as_bytes_or_text_with_line_breaks(
 
 
 @pytest.mark.parametrize("key", ["rsa", "ec"])
-def test_a_detached_cms_with_signed_attributes_uses_its_signing_time(
+def test_a_detached_cms_with_signed_attributes_is_judged_at_the_receipt_time(
     app: App,
     clock: FixedClock,
     verifier: TurnkeyVerifier,
@@ -194,17 +194,13 @@ def test_a_detached_cms_with_signed_attributes_uses_its_signing_time(
     card = rsa_card if key == "rsa" else ec_card
     register(app, card)
     clock.advance(timedelta(days=30))  # the builder writes the real time as signingTime
-    real_now = datetime.now(UTC)
     for encoding in (serialization.Encoding.DER, serialization.Encoding.PEM):
         signature = cms(card, encoding=encoding)
         result = verifier.verify(UBN, MESSAGE, signature)
         assert result.serial == format(card.certificate.serial_number, "X")
-        assert abs(result.signed_at - real_now) < timedelta(minutes=5)
-        assert result.signed_at != clock.now()
+        assert result.signed_at == clock.now()  # the signingTime is the sender's word
     der = cms(card)
     assert verifier.verify(UBN, MESSAGE, base64.b64encode(der)).serial
-    explicit = clock.now() + timedelta(hours=1)
-    assert verifier.verify(UBN, MESSAGE, der, signed_at=explicit).signed_at == explicit
     assert code_of(verifier, UBN, MESSAGE + b" ", der) is ErrorCode.SIGNATURE_INVALID
 
 
@@ -253,21 +249,31 @@ def test_a_tampered_message_is_signature_invalid(
     assert caught.value.field == "signature"
 
 
-def test_signed_after_the_certificate_expired(
-    app: App, verifier: TurnkeyVerifier, rsa_card: IssuedCard
+def test_the_clock_decides_expired_and_not_yet_valid(
+    app: App, clock: FixedClock, verifier: TurnkeyVerifier, rsa_card: IssuedCard
 ) -> None:
     register(app, rsa_card)
     signature = rsa_card.sign(MESSAGE)
-    late = rsa_card.certificate.not_valid_after_utc + timedelta(seconds=1)
-    assert code_of(verifier, UBN, MESSAGE, signature, signed_at=late) is (
-        ErrorCode.CERTIFICATE_EXPIRED
-    )
-    early = rsa_card.certificate.not_valid_before_utc - timedelta(seconds=1)
-    assert code_of(verifier, UBN, MESSAGE, signature, signed_at=early) is (
-        ErrorCode.CERTIFICATE_NOT_YET_VALID
-    )
-    naive = (rsa_card.certificate.not_valid_after_utc - timedelta(days=1)).replace(tzinfo=None)
-    assert verifier.verify(UBN, MESSAGE, signature, signed_at=naive).signed_at.tzinfo is UTC
+    clock.set(rsa_card.certificate.not_valid_after_utc + timedelta(seconds=1))
+    assert code_of(verifier, UBN, MESSAGE, signature) is ErrorCode.CERTIFICATE_EXPIRED
+    clock.set(rsa_card.certificate.not_valid_before_utc - timedelta(seconds=1))
+    assert code_of(verifier, UBN, MESSAGE, signature) is ErrorCode.CERTIFICATE_NOT_YET_VALID
+    clock.set(rsa_card.certificate.not_valid_after_utc)  # bounds inclusive
+    assert verifier.verify(UBN, MESSAGE, signature).signed_at == clock.now()
+
+
+def test_a_key_expired_yesterday_cannot_backdate_with_a_cms_signing_time(
+    app: App, clock: FixedClock, verifier: TurnkeyVerifier, pki: TestPKI
+) -> None:
+    """The attack of issue 13: a CMS whose signingTime lies a month back, inside the validity
+    of a certificate that expired yesterday, used to choose the time the certificates counted."""
+    now = datetime.now(UTC)
+    card = pki.issue_customs(UBN, "08", key="ec", valid_to=now + timedelta(days=29))
+    register(app, card)
+    signature = cms(card)  # signingTime: now, a month before the receipt below
+    clock.set(now + timedelta(days=30))  # the certificate expired yesterday
+    assert code_of(verifier, UBN, MESSAGE, signature) is ErrorCode.CERTIFICATE_EXPIRED
+    assert code_of(verifier, UBN, MESSAGE, card.sign(MESSAGE)) is ErrorCode.CERTIFICATE_EXPIRED
 
 
 def test_an_expired_certificate_is_refused_at_the_clocks_time(
@@ -507,17 +513,12 @@ def test_the_cli_verifies_and_refuses(
             "subject": rsa_card.certificate.subject.rfc4514_string(),
             "serial": format(rsa_card.certificate.serial_number, "X"),
         }
-    late = (rsa_card.certificate.not_valid_after_utc + timedelta(days=1)).isoformat()
     base = ["--message", str(message), "--signature", str(raw)]
-    code, out = invoke(cli_env, "--sender", UBN, *base, "--signed-at", late)
-    assert (code, out["ok"], out["errors"][0]["code"]) == (1, False, "certificate_expired")
     code, out = invoke(cli_env, "--sender", "22099131", *base)
     assert (code, out["errors"][0]["code"]) == (1, "not_registered")
     message.write_bytes(MESSAGE + b"!")
     code, out = invoke(cli_env, "--sender", UBN, *base)
     assert (code, out["errors"][0]["code"]) == (1, "signature_invalid")
-    code, out = invoke(cli_env, "--sender", UBN, *base, "--signed-at", "yesterday")
-    assert code == 2
 
     result = CliRunner().invoke(
         cli_app,
@@ -575,7 +576,9 @@ def test_the_api_verifies_and_maps_refusals(
     assert refused({**body, "signature": "***"}) == (422, "signature_invalid")
     assert refused({**body, "message": "***"}) == (422, "invalid_value")
     late = ec_card.certificate.not_valid_after_utc + timedelta(days=1)
-    assert refused({**body, "signed_at": late.isoformat()}) == (422, "certificate_expired")
+    answer = post(client, {**body, "signed_at": late.isoformat()}).json()  # ignored
+    assert answer["valid"] is True
+    assert datetime.fromisoformat(answer["signed_at"]) == app.clock.now()
     assert refused({"sender": UBN}) == (422, "field_required")
     assert post(client, body, with_csrf=False).status_code == 403  # CSRF like the other routes
 

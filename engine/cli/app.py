@@ -26,6 +26,8 @@ from engine._errors import (
     UsageError,
 )
 from engine.cli.customs import customs_app
+from engine.cli.officers import officers_app
+from engine.cli.purge import purge
 from engine.cli.registrations import registrations_app
 from engine.cli.renewal import reminders_app, renewal_app
 from engine.cli.support import (
@@ -75,8 +77,10 @@ for sub, name in (
     (renewal_app, "renewal"),
     (registrations_app, "registrations"),
     (workflow_app, "workflow"),
+    (officers_app, "officers"),
 ):
     app.add_typer(sub, name=name)
+app.command("purge")(purge)
 
 
 @app.callback()
@@ -247,6 +251,15 @@ def accounts_activate(ctx: typer.Context, token: str, as_json: JsonOption = Fals
         account = app_for(ctx).accounts.activate(token, actor="cli")
         out.result.update(account=account, status="active")
         out.say(f"帳號已啟用 / account activated: {account}")
+
+
+@accounts_app.command("logout-all")
+def accounts_logout_all(ctx: typer.Context, name: str, as_json: JsonOption = False) -> None:
+    """Log out everywhere: end every session of the account. 登出所有裝置。"""
+    with command(as_json) as out:
+        ended = app_for(ctx).logins.end_all_sessions(name, actor="cli")
+        out.result.update(account=name, sessions_ended=ended)
+        out.say(f"已登出所有裝置 / logged out everywhere: {name} ({ended} session(s) ended)")
 
 
 @cert_app.command("inspect")

@@ -9,7 +9,9 @@ later. ``--json`` prints ``claimed``, ``sent``, ``failed`` and ``skipped``.
 old certificate has **expired** (the password path; with a still-valid old card, replace it on
 the portal after logging in with it). It needs the card's PIN and the account's password:
 with ``--pin-stdin`` both come from stdin, **two lines: the PIN, then the password**; without
-it both are asked for on the terminal. The PIN goes to the card only.
+it both are asked for on the terminal. The PIN goes to the card only. The new card is checked
+first; after it, an unknown account, a wrong password and a still-valid old card are all
+``not_authorized`` (exit 1), and five wrong passwords in a row lock the account (DESIGN.md §5).
 """
 
 from __future__ import annotations

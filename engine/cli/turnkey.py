@@ -1,20 +1,20 @@
 """``swreg turnkey``: Turnkey message verification (訊息簽章驗證).
 
-``swreg turnkey verify --sender KEY --message FILE --signature FILE [--signed-at ISO] [--json]``
-verifies a message's detached signature (raw, base64, or CMS SignedData in DER or PEM) against
-the sender's registered signing certificates (DESIGN.md §5). Success prints the certificate
-that verified it; a refusal prints its code and exits 1.
+``swreg turnkey verify --sender KEY --message FILE --signature FILE [--json]`` verifies a
+message's detached signature (raw, base64, or CMS SignedData in DER or PEM) against the sender's
+registered signing certificates (DESIGN.md §5), judged at the time of the check (or at the
+genTime of a trusted RFC 3161 time-stamp token in the CMS). Success prints the certificate that
+verified it; a refusal prints its code and exits 1. ``--signed-at`` is still accepted so older
+scripts run, and ignored with a note on stderr: a signing time chosen by the sender never counts.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from engine._errors import UsageError
 from engine.cli.support import JsonOption, app_for, command, read_file
 from engine.pki.cms import MAX_SIGNATURE_BYTES
 
@@ -22,15 +22,6 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """The largest message file ``turnkey verify`` reads."""
 
 turnkey_app = typer.Typer(help="Turnkey message verification (訊息簽章驗證).", no_args_is_help=True)
-
-
-def parse_time(text: str) -> datetime:
-    """An ISO 8601 time; naive means UTC."""
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise UsageError(detail=f"--signed-at: not an ISO 8601 time: {text!r}") from exc
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 @turnkey_app.command("verify")
@@ -46,18 +37,19 @@ def turnkey_verify(
     ],
     signed_at: Annotated[
         str | None,
-        typer.Option(
-            "--signed-at", help="Signing time, ISO 8601 (default: CMS signingTime or now)."
-        ),
+        typer.Option("--signed-at", hidden=True, help="Ignored: the time of the check counts."),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Verify a Turnkey message's signature. 驗證訊息簽章。"""
     with command(as_json) as out:
-        at = parse_time(signed_at) if signed_at is not None else None
+        if signed_at is not None:
+            typer.echo(
+                "--signed-at is ignored: the time of the check counts (DESIGN.md §5)", err=True
+            )
         body = read_file(message, limit=MAX_MESSAGE_BYTES)
         detached = read_file(signature, limit=MAX_SIGNATURE_BYTES)
-        result = app_for(ctx).turnkey.verify(sender, body, detached, signed_at=at)
+        result = app_for(ctx).turnkey.verify(sender, body, detached)
         out.result.update(
             sender=result.sender,
             signed_at=result.signed_at.isoformat(),

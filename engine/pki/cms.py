@@ -9,12 +9,18 @@ detects the format in this order:
   :mod:`engine.pki.der` (cryptography does not verify CMS; real signers' BER indefinite
   lengths are accepted here and nowhere else): per SignerInfo its signature, digest algorithm
   (SHA-256 only), signer serial and, when signed attributes are present, their SHA-256 as a
-  ``SET``, the ``messageDigest`` and the ``signingTime``; an encapsulated content must be the
-  message the signers' ``messageDigest`` names;
+  ``SET`` and the ``messageDigest``; an encapsulated content must be the message the signers'
+  ``messageDigest`` names. A ``signingTime`` is checked for form only: the sender chose it, so
+  nothing uses it (DESIGN.md §5). An RFC 3161 time-stamp token in the unsigned attributes
+  (``id-aa-timeStampToken``) is kept as bytes, unread until a caller asks
+  (:func:`timestamp_time`);
 - anything else is a raw signature (at most :data:`MAX_RAW_SIGNATURE_BYTES`), checked with
   :class:`engine.pki.signatures.SignatureKey`.
 
 Anything unreadable is ``signature_invalid`` (:class:`CertificateError`, field ``signature``).
+
+:func:`timestamp_time` checks a time-stamp token (RFC 3161) against the configured TSA
+certificates and answers its ``genTime``, or ``None`` when the token is not one to believe.
 """
 
 from __future__ import annotations
@@ -23,12 +29,18 @@ import base64
 import binascii
 import hashlib
 import hmac
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Final, NamedTuple
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from engine._errors import CertificateError, ErrorCode
 from engine.pki.der import (
     CONTEXT_0,
+    GENERALIZED_TIME,
     INTEGER,
     OCTET_STRING,
     OID,
@@ -41,6 +53,7 @@ from engine.pki.der import (
     expect,
     nth,
 )
+from engine.pki.signatures import SignatureKey
 
 MAX_SIGNATURE_BYTES: Final = 256 * 1024
 """A signature input (raw, base64, PEM or CMS with its certificates) larger than this is refused."""
@@ -56,6 +69,14 @@ _OID_CONTENT_TYPE: Final = bytes.fromhex("2a864886f70d010903")
 _OID_MESSAGE_DIGEST: Final = bytes.fromhex("2a864886f70d010904")
 _OID_SIGNING_TIME: Final = bytes.fromhex("2a864886f70d010905")
 _OID_SHA256: Final = bytes.fromhex("608648016503040201")
+_OID_TIMESTAMP_TOKEN: Final = bytes.fromhex("2a864886f70d010910020e")  # 1.2.840.113549.1.9.16.2.14
+_OID_TST_INFO: Final = bytes.fromhex("2a864886f70d0109100104")  # id-ct-TSTInfo
+_IMPRINT_HASHES: Final = {
+    bytes.fromhex("608648016503040201"): "sha256",
+    bytes.fromhex("608648016503040202"): "sha384",
+    bytes.fromhex("608648016503040203"): "sha512",
+}
+"""The messageImprint hash algorithms believed in a time-stamp token (no SHA-1)."""
 _SIGNATURE_ALGORITHMS: Final = frozenset(
     bytes.fromhex(h)
     for h in (
@@ -66,6 +87,7 @@ _SIGNATURE_ALGORITHMS: Final = frozenset(
     )
 )
 _SUBJECT_KEY_IDENTIFIER: Final = 0x80  # SignerIdentifier [0] IMPLICIT OCTET STRING
+_CONTEXT_1: Final = 0xA1  # SignerInfo unsignedAttrs [1] IMPLICIT SET OF Attribute
 
 
 class CmsSigner(NamedTuple):
@@ -74,8 +96,8 @@ class CmsSigner(NamedTuple):
     signature: bytes
     signed_attrs_digest: bytes | None  # SHA-256 of the signed attributes as a SET
     message_digest: bytes | None  # the messageDigest attribute (or the embedded content's)
-    signing_time: datetime | None
     serial: int | None = None  # the issuerAndSerialNumber serial (None: subjectKeyIdentifier)
+    timestamp_token: bytes | None = None  # an RFC 3161 token (unsigned attribute), unread
 
     def signed_digest(self, message_hash: bytes) -> bytes | None:
         """The SHA-256 digest this signer's signature covers, for a message whose SHA-256 is
@@ -129,6 +151,11 @@ def read_signed_data(data: bytes) -> tuple[CmsSigner, ...]:
 
     Raises :class:`DerError` (a ``ValueError``) on anything malformed or unsupported.
     """
+    return _read_signed_data(data)[2]
+
+
+def _read_signed_data(data: bytes) -> tuple[bytes, bytes | None, tuple[CmsSigner, ...]]:
+    """The encapsulated content type, the embedded content (``None``: detached), the signers."""
     reader = DerReader(data, indefinite=True)
     content_info = reader.element(0)
     if data[content_info.end :].strip(b"\x00"):
@@ -151,7 +178,8 @@ def read_signed_data(data: bytes) -> tuple[CmsSigner, ...]:
     infos = reader.parts(parts[-1], SET)
     if not infos:
         raise DerError("no SignerInfo")
-    return tuple(_signer(reader, info, content_type, embedded) for info in infos)
+    signers = tuple(_signer(reader, info, content_type, embedded) for info in infos)
+    return content_type, embedded, signers
 
 
 def _signer(
@@ -180,25 +208,39 @@ def _signer(
     if algorithm not in _SIGNATURE_ALGORITHMS:
         raise DerError("signature algorithm not supported")
     signature = reader.body(nth(parts, index + 1), OCTET_STRING)
+    token = None
+    unsigned = nth(parts, index + 2)
+    if unsigned is not None and unsigned.tag == _CONTEXT_1:  # read only when present
+        token = _timestamp_token(reader, unsigned)
     embedded_digest = None if embedded is None else hashlib.sha256(embedded).digest()
     if attributes is None:
-        return CmsSigner(signature, None, embedded_digest, None, serial)
+        return CmsSigner(signature, None, embedded_digest, serial, token)
     data = reader.data
     if data[attributes.start + 1] == 0x80:
         raise DerError("signed attributes are not DER")
-    digest, signing_time = _signed_attributes(reader, attributes, content_type)
+    digest = _signed_attributes(reader, attributes, content_type)
     if embedded_digest is not None and not hmac.compare_digest(digest, embedded_digest):
         raise DerError("the embedded content does not match messageDigest")
     as_set = b"\x31" + data[attributes.start + 1 : attributes.end]
-    return CmsSigner(signature, hashlib.sha256(as_set).digest(), digest, signing_time, serial)
+    return CmsSigner(signature, hashlib.sha256(as_set).digest(), digest, serial, token)
 
 
-def _signed_attributes(
-    reader: DerReader, attributes: Element, content_type: bytes
-) -> tuple[bytes, datetime | None]:
-    """The messageDigest (required) and signingTime of signed attributes; contentType checked."""
+def _timestamp_token(reader: DerReader, unsigned: Element) -> bytes | None:
+    """The first ``id-aa-timeStampToken`` value of unsigned attributes, as bytes (unread)."""
+    for attribute in reader.children(unsigned):
+        pair = reader.parts(attribute, SEQUENCE)
+        if reader.body(nth(pair), OID) == _OID_TIMESTAMP_TOKEN:
+            value = nth(reader.parts(nth(pair, 1), SET))
+            if value is None:
+                raise DerError("attribute without a value")
+            return reader.data[value.start : value.end]
+    return None
+
+
+def _signed_attributes(reader: DerReader, attributes: Element, content_type: bytes) -> bytes:
+    """The messageDigest (required) of signed attributes; contentType and signingTime checked
+    for form (a signingTime is the sender's word: nothing uses it)."""
     digest: bytes | None = None
-    signing_time: datetime | None = None
     for attribute in reader.children(attributes):
         pair = reader.parts(attribute, SEQUENCE)
         kind = reader.body(nth(pair), OID)
@@ -211,10 +253,10 @@ def _signed_attributes(
             if reader.body(value, OID) != content_type:
                 raise DerError("contentType attribute does not match")
         elif kind == _OID_SIGNING_TIME:
-            signing_time = decode_time(value.tag, reader.data[value.content : value.content_end])
+            decode_time(value.tag, reader.data[value.content : value.content_end])
     if digest is None:
         raise DerError("no messageDigest attribute")
-    return digest, signing_time
+    return digest
 
 
 def _invalid(detail: str) -> CertificateError:
@@ -246,3 +288,104 @@ def _decode_pem(data: bytes) -> bytes:
         return base64.b64decode(b"".join(b"".join(line.split()) for line in body), validate=True)
     except (binascii.Error, ValueError):
         raise _invalid("unreadable PEM") from None
+
+
+# -- RFC 3161 time-stamp tokens -------------------------------------------------------------------
+
+
+class TimestampAuthority(NamedTuple):
+    """A configured time-stamping authority, read once for :func:`timestamp_time`."""
+
+    certificate: x509.Certificate
+    key: SignatureKey
+    serial: int
+
+    @classmethod
+    def of(cls, certificate: x509.Certificate) -> TimestampAuthority:
+        """``certificate`` as a TSA; ``ValueError`` unless it has an RSA or EC key and the
+        extended key usage id-kp-timeStamping (RFC 3161 §2.3)."""
+        try:
+            usage = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        except x509.ExtensionNotFound:
+            usage = None
+        if usage is None or ExtendedKeyUsageOID.TIME_STAMPING not in usage:
+            raise ValueError("not a time-stamping certificate (no id-kp-timeStamping)")
+        try:
+            key = SignatureKey.of(certificate.public_key())
+        except UnsupportedAlgorithm as exc:
+            raise ValueError("unreadable key") from exc
+        if key is None:
+            raise ValueError("neither an RSA nor an EC key")
+        return cls(certificate, key, certificate.serial_number)
+
+
+def timestamp_time(
+    token: bytes, signature: bytes, authorities: Sequence[TimestampAuthority]
+) -> datetime | None:
+    """The ``genTime`` of an RFC 3161 ``TimeStampToken`` over ``signature``, when believable.
+
+    Believable means: a SignedData of ``id-ct-TSTInfo`` with one signer whose signature (over
+    signed attributes whose messageDigest is the TSTInfo's SHA-256) verifies with the key of
+    one of ``authorities``, which was valid at ``genTime``; and a ``messageImprint`` (SHA-256,
+    -384 or -512) that is the hash of ``signature``, the SignerInfo's signature value the token
+    dates (RFC 3161 Appendix A). Anything else — an unlisted TSA, a forged or malformed token —
+    answers ``None``: such a token is ignored, never trusted. The TSA certificate's revocation
+    is not checked: listing it in ``SWREG_TSA_CERTS`` is the trust decision.
+    """
+    if not authorities:
+        return None
+    try:
+        content_type, content, signers = _read_signed_data(token)
+        if content_type != _OID_TST_INFO or content is None or len(signers) != 1:
+            return None
+        signer = signers[0]
+        if signer.signed_attrs_digest is None:  # RFC 3161: the signed attributes are required
+            return None
+        authority = next(
+            (
+                a
+                for a in authorities
+                if (signer.serial is None or signer.serial == a.serial)
+                and a.key.verifies_digest(signer.signature, signer.signed_attrs_digest)
+            ),
+            None,
+        )
+        if authority is None:
+            return None
+        imprint_algorithm, imprint, gen_time = _read_tst_info(content)
+    except (DerError, IndexError, ValueError, OverflowError):
+        return None
+    expected = hashlib.new(imprint_algorithm, signature).digest()
+    if not hmac.compare_digest(imprint, expected):
+        return None
+    certificate = authority.certificate
+    if not certificate.not_valid_before_utc <= gen_time <= certificate.not_valid_after_utc:
+        return None
+    return gen_time
+
+
+def _read_tst_info(content: bytes) -> tuple[str, bytes, datetime]:
+    """``TSTInfo`` (DER): the messageImprint's hash name and value, and genTime."""
+    reader = DerReader(content)
+    info = reader.element(0)
+    if info.end != len(content):
+        raise DerError("trailing data")
+    parts = reader.parts(info, SEQUENCE)
+    if len(parts) < 5:
+        raise DerError("short TSTInfo")
+    expect(parts[0], INTEGER)  # version
+    expect(parts[1], OID)  # policy
+    imprint = reader.parts(parts[2], SEQUENCE)
+    algorithm = reader.body(nth(reader.parts(nth(imprint), SEQUENCE)), OID)
+    name = _IMPRINT_HASHES.get(algorithm)
+    if name is None:
+        raise DerError("messageImprint hash algorithm not accepted")
+    hashed = reader.body(nth(imprint, 1), OCTET_STRING)
+    expect(parts[3], INTEGER)  # serialNumber
+    gen_time = parts[4]
+    expect(gen_time, GENERALIZED_TIME)
+    return (
+        name,
+        hashed,
+        decode_time(GENERALIZED_TIME, content[gen_time.content : gen_time.content_end]),
+    )

@@ -17,13 +17,15 @@ extendedKeyUsage and an AKI, and real GPKI card certificates have no SAN and no 
   one when that is reachable, so the chain shows the full path;
 - at most :data:`MAX_PATH_LENGTH` certificates, none twice.
 
-SHA-1: recent cryptography releases (51 here) refuse SHA-1 certificate signatures in
-``verify_directly_issued_by`` (``ValueError: Unsupported signature algorithm``; older ones still
-verify them), yet the GRCA 2002 root, its 2012 link certificate and the G1 CAs are signed with
-SHA-1. When cryptography refuses one, the SHA-1 signature is verified
-here (PKCS#1 v1.5 / ECDSA) on **CA certificates** only, whose content the CA itself chose (no
-chosen-prefix collision); on end-entity certificates they are refused unless the store is built
-with ``sha1_end_entities=True``.
+SHA-1: the GRCA 2002 root, its 2012 link certificate and the G1 CAs are signed with SHA-1,
+which recent cryptography releases refuse in ``verify_directly_issued_by`` (older ones still
+verify it). A SHA-1 signature is never left to cryptography: it is verified here (PKCS#1 v1.5 /
+ECDSA) only on the legacy CA certificates pinned by SHA-256 fingerprint in
+:data:`LEGACY_SHA1_CA_FINGERPRINTS` (real certificates whose content their CA chose long ago: no
+chosen-prefix collision can produce them now). Any other CA certificate signed with SHA-1 is
+refused (``certificate_untrusted``): a SHA-1 collision could otherwise forge a CA under a
+trusted issuer. End-entity certificates signed with SHA-1 are refused too, unless the store is
+built with ``sha1_end_entities=True``.
 
 Time is not part of the path; :func:`check_validity` is separate.
 """
@@ -35,19 +37,41 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from threading import Lock
+from typing import Final
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import ExtensionOID
+from cryptography.x509.oid import ExtensionOID, SignatureAlgorithmOID
 
 from engine._errors import CertificateError, ErrorCode
 from engine.pki.certificate import ParsedCertificate
 
 MAX_PATH_LENGTH = 8
 """The longest chain built, end-entity and anchor included."""
+
+LEGACY_SHA1_CA_FINGERPRINTS: Final = frozenset(
+    {
+        # GRCA 政府憑證總管理中心, first generation (2002), self-signed: grca-g1-2002-root.cer
+        "7600295eefe85b9e1fd624db76062aaaae59818a54d2774cd4c0b2c01131e1b3",
+        # GRCA 2012 key-rollover link (the 2002 key signs the new GRCA key): grca-2012-link.cer
+        "d87aad615fe7c2385032244d08cdfe06eb005675aa1892d6e5b82780f19fb87f",
+        # MOICA 內政部憑證管理中心 G1, issued by the 2002 GRCA: moica-g1-ca.cer
+        "45111450fb31ef5137e4b7cff9ee2bef23e8bbfd165086dfbd93df2f329b785e",
+        # MOEACA 工商憑證管理中心 G1, issued by the 2002 GRCA: moeaca-g1-ca.cer
+        "90ffc5150ce0535069e7e5ef961e4047fb0861a140732c8cedc7e8d58eb59bd1",
+        # TWCA Root Certification Authority (TaiCA's root), self-signed: twca-root-ca.cer
+        "bfd88fe1101c41ae3e801bf8be56350ee9bad1a6b9bd515edc5c6d5b8711ac44",
+    }
+)
+"""SHA-256 fingerprints (hex) of the only CA certificates whose SHA-1 signature is verified
+(the real certificates are in the project's GPKI test vectors)."""
+
+_SHA1_SIGNATURES: Final = frozenset(
+    {SignatureAlgorithmOID.RSA_WITH_SHA1, SignatureAlgorithmOID.ECDSA_WITH_SHA1}
+)
 
 _MAX_SIGNATURE_CHECKS = 64  # bounds the search when a caller hands many look-alike candidates
 
@@ -197,7 +221,7 @@ class TrustStore:
         if path is None:
             detail = "no path to a trust anchor"
             if search.sha1_refused:
-                detail += " (SHA-1 signature on an end-entity certificate refused)"
+                detail += " (a SHA-1 signature refused: only pinned legacy CA certificates)"
             raise CertificateError(ErrorCode.CERTIFICATE_UNTRUSTED, detail=detail)
         return path
 
@@ -233,7 +257,8 @@ class TrustStore:
         issuer_member: _Member | None,
         child_member: _Member | None = None,
     ) -> bool | None:
-        """True/False; ``None`` when refused only because it is a SHA-1 end-entity signature.
+        """True/False; ``None`` when refused only because it is a SHA-1 signature (on an
+        unpinned CA certificate, or on an end-entity without ``sha1_end_entities``).
 
         Signatures between two CA certificates of the store (or remembered chain helpers) are
         verified once and remembered; an end-entity's signature is verified every time.
@@ -250,9 +275,9 @@ class TrustStore:
             known = memo.get(key)
             if known is not None:
                 return known
-        result = _verify(child, issuer, sha1_allowed=child_info.is_ca)
-        if result is None and self._sha1_end_entities:
-            result = _verify(child, issuer, sha1_allowed=True)
+        result = _verify(
+            child, issuer, is_ca=child_info.is_ca, sha1_end_entities=self._sha1_end_entities
+        )
         bounded = memo is self._verified or len(memo) < _MAX_HELPER_SIGNATURES
         if key is not None and result is not None and bounded:
             memo[key] = result
@@ -409,23 +434,19 @@ def _read_issuing(
 
 
 def _verify(
-    child: x509.Certificate, issuer: x509.Certificate, *, sha1_allowed: bool
+    child: x509.Certificate, issuer: x509.Certificate, *, is_ca: bool, sha1_end_entities: bool
 ) -> bool | None:
-    try:
-        child.verify_directly_issued_by(issuer)
-        return True
-    except InvalidSignature:
-        return False
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        pass  # an algorithm cryptography refuses (SHA-1 in recent releases), a key type, a name
-    try:
-        if not isinstance(child.signature_hash_algorithm, hashes.SHA1):
-            return False
-    except UnsupportedAlgorithm:
-        return False
+    """Whether ``issuer``'s key signed ``child``; ``None`` when refused only for SHA-1."""
+    if not _signed_with_sha1(child):
+        try:
+            child.verify_directly_issued_by(issuer)
+            return True
+        except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
+            return False  # a bad signature, an algorithm or key type refused, another name
     if child.issuer != issuer.subject:
         return False
-    if not sha1_allowed:
+    allowed = _is_legacy_sha1_ca(child) if is_ca else sha1_end_entities
+    if not allowed:
         return None
     key = issuer.public_key()
     try:
@@ -441,3 +462,20 @@ def _verify(
     except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
         return False
     return True
+
+
+def _signed_with_sha1(cert: x509.Certificate) -> bool:
+    """Whether ``cert``'s signature uses SHA-1 (PKCS#1 v1.5, ECDSA, or RSA-PSS over SHA-1)."""
+    oid = cert.signature_algorithm_oid
+    if oid in _SHA1_SIGNATURES:
+        return True
+    if oid != SignatureAlgorithmOID.RSASSA_PSS:
+        return False
+    try:
+        return isinstance(cert.signature_hash_algorithm, hashes.SHA1)
+    except UnsupportedAlgorithm:
+        return False
+
+
+def _is_legacy_sha1_ca(cert: x509.Certificate) -> bool:
+    return cert.fingerprint(hashes.SHA256()).hex() in LEGACY_SHA1_CA_FINGERPRINTS

@@ -7,6 +7,13 @@ token (with its ``activation_sent`` audit row) in the transaction that creates t
 always works, and an account never exists without one. Only the SHA-256 of a token is stored;
 the token itself exists in the mail (and is returned to the caller for tests and the demo),
 never in the database or the audit log.
+
+Also here, shared by the services that take an account name from a stranger (renewal by
+password, login, the card-proven password reset): the account statuses, the wrong-password
+count that makes an account ``locked`` (:data:`MAX_FAILED_PASSWORDS`), and the per-account rate
+limits (:class:`AccountLimits`), keyed by a keyed hash of the name, never the name itself.
+Audit rows hold account names as :func:`engine.core.step_data.masked_diff` masks them (an
+e-mail address as ``m**g@example.com``; a UBN or an OID as it is).
 """
 
 from __future__ import annotations
@@ -21,7 +28,10 @@ from engine._clock import Clock
 from engine._errors import ErrorCode, RefusedError
 from engine._settings import MailSettings
 from engine.core.identifiers import mask_email
+from engine.core.step_data import masked_diff
+from engine.services.hashing import IdentifierHasher
 from engine.services.mail import Mailer, MailLanguage, activation_message
+from engine.services.rate_limits import RateLimiter
 from engine.store import Database, UnitOfWork
 
 log = logging.getLogger("swreg.mail")
@@ -29,6 +39,68 @@ log = logging.getLogger("swreg.mail")
 ACTIVATION_PATH = "/activate/"
 PENDING = "pending_activation"
 ACTIVE = "active"
+SUSPENDED = "suspended"
+LOCKED = "locked"
+"""Too many wrong passwords in a row: the password is refused until a card-proven password
+reset. The card still logs in (:data:`CARD_LOGIN_STATUSES`): wrong passwords typed by someone
+else must not lock the owner out of the account."""
+CARD_LOGIN_STATUSES = frozenset({ACTIVE, LOCKED})
+"""The statuses in which the account's own card logs in and its sessions live."""
+
+MAX_FAILED_PASSWORDS = 5
+"""Wrong passwords in a row (``Account.failed_passwords``) that make an active account
+``locked``; a right password sets the count back to 0."""
+
+
+def status_refusal(status: str) -> ErrorCode:
+    """The refusal for an account that is not ``active``, told to whoever proved it is theirs
+    (a card bound to it): ``account_inactive``, ``account_suspended`` or ``account_locked``."""
+    if status == SUSPENDED:
+        return ErrorCode.ACCOUNT_SUSPENDED
+    if status == LOCKED:
+        return ErrorCode.ACCOUNT_LOCKED
+    return ErrorCode.ACCOUNT_INACTIVE
+
+
+@dataclass(frozen=True, slots=True)
+class AccountLimit:
+    """A rate limit per account: ``limit`` attempts per ``window``, whoever makes them."""
+
+    name: str
+    limit: int
+    window: timedelta
+
+
+LOGIN_ACCOUNT_LIMIT = AccountLimit("login", 20, timedelta(minutes=10))
+"""Card logins of one account (counted once the card proved it is the account's)."""
+RENEWAL_ACCOUNT_LIMIT = AccountLimit("renewal", 10, timedelta(minutes=10))
+"""憑證更換作業 attempts naming one account (counted once the new card passed its checks)."""
+RESET_ACCOUNT_LIMIT = AccountLimit("reset", 5, timedelta(minutes=10))
+"""Password resets of one account (忘記密碼; each sends a notice mail)."""
+
+
+class AccountLimits:
+    """Per-account rate limits on top of the per-client ones of the web layer (DESIGN.md §11).
+
+    The key is ``account:<limit>:<HMAC-SHA256 of the name>``: the rate-limit table never holds
+    an account name (an e-mail address) in clear, and nobody without the server key can tell
+    which account a row counts.
+    """
+
+    def __init__(self, limiter: RateLimiter, identifiers: IdentifierHasher) -> None:
+        self._limiter = limiter
+        self._identifiers = identifiers
+
+    def key(self, rule: AccountLimit, account: str) -> str:
+        """The rate-limit key of ``account`` under ``rule``."""
+        return f"account:{rule.name}:{self._identifiers.hash('account', account)}"
+
+    def hit(self, rule: AccountLimit, account: str) -> None:
+        """Count one attempt on ``account``; ``rate_limited`` (with ``retry_after``) past it.
+
+        Its own transaction: call it outside any open unit of work.
+        """
+        self._limiter.hit(self.key(rule, account), limit=rule.limit, window=rule.window)
 
 
 def token_hash(token: str) -> str:
@@ -126,7 +198,7 @@ class AccountService:
             event="activation_sent",
             applicant_type=applicant_type,
             diff={
-                "account": name,
+                **masked_diff({"account": name}),
                 "email": mask_email(email),
                 "expires_at": expires_at.isoformat(),
             },
@@ -185,7 +257,7 @@ class AccountService:
                 from_state=previous,
                 to_state=ACTIVE,
                 applicant_type=account.applicant_type,
-                diff={"account": account.name},
+                diff=masked_diff({"account": account.name}),
             )
             uow.commit()
             return account.name

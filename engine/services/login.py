@@ -11,11 +11,22 @@ The flow mirrors the card check of a registration (DESIGN.md §4), with the lite
                                → signature over the payload                 signature_invalid
                                → an active login certificate with that fingerprint
                                                                             not_registered
-                               → its account is active                      account_inactive
+                               → the account's login limit (own transaction) rate_limited
+                               → its account is active (or locked: wrong   account_inactive /
+                                 passwords lock the password, not the card) account_suspended
                                → a session: only the SHA-256 of its token is stored
 
-Sessions live in the database (any worker may serve the next request); each use slides the
-expiry by ``session_ttl``; logout ends them.
+Only the holder of the account's card gets past the signature, so the account's status is told
+to its owner alone (a stranger learns nothing of an account from a login).
+
+Sessions live in the database (any worker may serve the next request) and have two limits
+(DESIGN.md §6): an idle one (``session_ttl``, ``SWREG_SESSION_IDLE``; each use slides it) and
+an absolute one (``session_max``, ``SWREG_SESSION_MAX``) counted from the session's
+``created_at``, after which the session is dead however often it was used. The stored
+``expires_at`` is the idle expiry, never later than the absolute one. Logout ends one session;
+"log out everywhere" (:meth:`LoginService.logout_all`, :meth:`LoginService.end_all_sessions`)
+and a card replacement (:func:`end_account_sessions`, in the renewal's transaction) end every
+session of the account.
 """
 
 from __future__ import annotations
@@ -23,38 +34,58 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, update
 
 from engine._clock import Clock
 from engine._errors import ErrorCode, RefusedError
+from engine.core.step_data import masked_diff
 from engine.pki.card_response import CardResponse, Challenge, chain_certificates
 from engine.pki.certificate import load_certificate
 from engine.pki.certificate_checks import check_login_certificate, verify_signature
-from engine.services.accounts import ACTIVE, token_hash
+from engine.services.accounts import (
+    CARD_LOGIN_STATUSES,
+    LOGIN_ACCOUNT_LIMIT,
+    AccountLimits,
+    status_refusal,
+    token_hash,
+)
 from engine.services.challenges import ScopedChallenges
 from engine.services.trust import TrustService
-from engine.store import Database, LoginSession
+from engine.store import Account, Database, LoginSession, UnitOfWork
 
 LOGIN_CHALLENGE_SCOPE = "login"
 """What stands in the registration-id slot of a login challenge's signed payload."""
 
+DEFAULT_SESSION_MAX = timedelta(hours=8)
+"""The absolute limit of a session when none is configured (``SWREG_SESSION_MAX``)."""
+
 
 @dataclass(frozen=True, slots=True)
 class LoginResult:
-    """A successful 憑證登入: the session token (give it to the client, e.g. as a cookie)."""
+    """A successful 憑證登入: the session token (give it to the client, e.g. as a cookie).
+
+    ``expires_at`` is the absolute end of the session (its start + ``session_max``);
+    ``idle_expires_at`` when it ends unless used again (never later than ``expires_at``).
+    """
 
     token: str
     account: str
     applicant_type: str
     expires_at: datetime
+    idle_expires_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
 class SessionView:
-    """Who a live session belongs to, and until when it lasts unless used again."""
+    """Who a live session belongs to; ``expires_at`` is its absolute end, ``idle_expires_at``
+    when it ends unless used again (never later than ``expires_at``)."""
 
     account: str
     applicant_type: str
     expires_at: datetime
+    idle_expires_at: datetime
 
 
 class LoginService:
@@ -66,13 +97,19 @@ class LoginService:
         clock: Clock,
         trust: TrustService,
         *,
+        limits: AccountLimits,
         session_ttl: timedelta,
+        session_max: timedelta = DEFAULT_SESSION_MAX,
         challenge_ttl: timedelta = timedelta(minutes=5),
     ) -> None:
+        if session_ttl <= timedelta(0) or session_max <= timedelta(0):
+            raise ValueError("session limits must be positive")
         self._database = database
         self._clock = clock
         self._trust = trust
+        self._limits = limits
         self._session_ttl = session_ttl
+        self._session_max = session_max
         self._challenges = ScopedChallenges(
             database, clock, scope=LOGIN_CHALLENGE_SCOPE, ttl=challenge_ttl
         )
@@ -87,7 +124,7 @@ class LoginService:
         parsed = load_certificate(response.certificate)
         extra = chain_certificates(response.chain)
         now = self._clock.now()
-        with self._database.unit_of_work() as uow:
+        with self._database.unit_of_work() as uow:  # reads only: the card proves the account
             snapshot = self._trust.snapshot(uow)
             check_login_certificate(
                 parsed, trust=snapshot.store, revocation=snapshot.revocation, at=now,
@@ -97,18 +134,25 @@ class LoginService:
             certificate = uow.certificates.active_login(parsed.fingerprint)
             if certificate is None or certificate.account_id is None:
                 raise RefusedError(ErrorCode.NOT_REGISTERED)
-            account = uow.accounts.get(certificate.account_id)
-            if account is None:
+            found = uow.accounts.get(certificate.account_id)
+            if found is None:
                 raise RefusedError(ErrorCode.NOT_REGISTERED)
-            if account.status != ACTIVE:
-                raise RefusedError(ErrorCode.ACCOUNT_INACTIVE)
+            account_id, name = found.id, found.name
+        self._limits.hit(LOGIN_ACCOUNT_LIMIT, name)
+        with self._database.unit_of_work() as uow:
+            account = uow.accounts.get(account_id)
+            if account is None:  # pragma: no cover - accounts are never deleted while in use
+                raise RefusedError(ErrorCode.NOT_REGISTERED)
+            if account.status not in CARD_LOGIN_STATUSES:
+                raise RefusedError(status_refusal(account.status))
             token = secrets.token_urlsafe(32)
             digest = token_hash(token)
-            expires_at = now + self._session_ttl
+            expires_at = now + self._session_max
+            idle_expires_at = min(now + self._session_ttl, expires_at)
             uow.sessions.add(
                 LoginSession(
                     token_hash=digest, account_id=account.id, created_at=now,
-                    expires_at=expires_at, last_seen_at=now,
+                    expires_at=idle_expires_at, last_seen_at=now,
                 )
             )  # fmt: skip
             uow.audit.append(
@@ -117,35 +161,39 @@ class LoginService:
                 event="login",
                 applicant_type=account.applicant_type,
                 diff={
-                    "account": account.name,
+                    **masked_diff({"account": account.name}),
                     "certificate": parsed.fingerprint,
                     "origin": origin,
                     "session": _session_ref(digest),
                 },
             )
             uow.commit()
-            return LoginResult(token, account.name, account.applicant_type, expires_at)
+            return LoginResult(
+                token, account.name, account.applicant_type, expires_at, idle_expires_at
+            )
 
     def session(self, token: str) -> SessionView | None:
-        """The live session of ``token``, its expiry slid to now + ``session_ttl``; else None.
+        """The live session of ``token``, its idle expiry slid to now + ``session_ttl`` (never
+        past its absolute end); else None.
 
-        Expired, ended or unknown tokens, and sessions of accounts no longer active, give None.
+        Expired (idle or absolute), ended or unknown tokens, and sessions of accounts no longer
+        active, give None.
         """
         if not token:
             return None
         digest = token_hash(token)
         now = self._clock.now()
         with self._database.unit_of_work() as uow:
-            if not uow.sessions.touch(digest, now, now + self._session_ttl):
+            live = self._live(uow, digest, now)
+            if live is None:
                 return None
-            row = uow.sessions.get(digest)
-            if row is None:  # pragma: no cover - touched a moment ago in this transaction
-                return None
-            account = uow.accounts.get(row.account_id)
-            if account is None or account.status != ACTIVE:
-                return None  # rolled back: the session is not slid
+            row, account = live
+            end = self._absolute_end(row)
+            idle = min(now + self._session_ttl, end)
+            if not uow.sessions.touch(digest, now, idle):
+                return None  # ended or expired by another request a moment ago
             uow.commit()
-            return SessionView(account.name, account.applicant_type, row.expires_at)
+            return SessionView(account.name, account.applicant_type, end, idle)
 
     def logout(self, token: str, *, actor: str = "web") -> None:
         """End the session of ``token`` (audited as ``logout``); unknown or ended: nothing."""
@@ -164,11 +212,97 @@ class LoginService:
                 event="logout",
                 applicant_type=account.applicant_type if account else None,
                 diff={
-                    "account": account.name if account else None,
+                    **masked_diff({"account": account.name if account else None}),
                     "session": _session_ref(digest),
                 },
             )
             uow.commit()
+
+    def logout_all(self, token: str, *, actor: str = "web") -> int:
+        """Log out everywhere: end every session of the account of the live session ``token``,
+        that one included; returns how many ended. Audited as ``logout_all``.
+
+        Without a live session: ``not_authorized`` (nothing ended, nothing audited).
+        """
+        digest = token_hash(token) if token else ""
+        now = self._clock.now()
+        with self._database.unit_of_work() as uow:
+            live = self._live(uow, digest, now) if digest else None
+            if live is None:
+                raise RefusedError(ErrorCode.NOT_AUTHORIZED)
+            _, account = live
+            ended = end_account_sessions(uow, account.id, now)
+            _audit_logout_all(uow, account, ended, at=now, actor=actor, session=digest)
+            uow.commit()
+            return ended
+
+    def end_all_sessions(self, account: str, *, actor: str = "system") -> int:
+        """End every session of the account named ``account``; returns how many ended.
+
+        Audited as ``logout_all``. ``swreg accounts logout-all NAME`` calls it, and so may a
+        service that must cut the account off (a password reset: in its own transaction it
+        may call :func:`end_account_sessions` instead). Unknown account: ``not_registered``.
+        """
+        now = self._clock.now()
+        with self._database.unit_of_work() as uow:
+            row = uow.accounts.get_by_name(account)
+            if row is None:
+                raise RefusedError(ErrorCode.NOT_REGISTERED, field="account")
+            ended = end_account_sessions(uow, row.id, now)
+            _audit_logout_all(uow, row, ended, at=now, actor=actor)
+            uow.commit()
+            return ended
+
+    def _live(
+        self, uow: UnitOfWork, digest: str, now: datetime
+    ) -> tuple[LoginSession, Account] | None:
+        """The session stored under ``digest`` and its account, if the session is live now:
+        not ended, within both limits, of an account whose card logs in."""
+        row = uow.sessions.get(digest)
+        if row is None or row.ended_at is not None:
+            return None
+        if now >= row.expires_at or now >= self._absolute_end(row):
+            return None
+        account = uow.accounts.get(row.account_id)
+        if account is None or account.status not in CARD_LOGIN_STATUSES:
+            return None
+        return row, account
+
+    def _absolute_end(self, row: LoginSession) -> datetime:
+        return row.created_at + self._session_max
+
+
+def end_account_sessions(uow: UnitOfWork, account_id: int, at: datetime) -> int:
+    """End, in ``uow``, every session of the account not ended yet; returns how many.
+
+    For services that cut an account off in their own transaction (card replacement, password
+    reset); they audit it in their own row.
+    """
+    stmt = (
+        update(LoginSession)
+        .where(LoginSession.account_id == account_id, LoginSession.ended_at.is_(None))
+        .values(ended_at=at)
+        .execution_options(synchronize_session="fetch")
+    )
+    result = cast(CursorResult[Any], uow.session.execute(stmt))
+    return int(result.rowcount)
+
+
+def _audit_logout_all(
+    uow: UnitOfWork,
+    account: Account,
+    ended: int,
+    *,
+    at: datetime,
+    actor: str,
+    session: str | None = None,
+) -> None:
+    diff: dict[str, Any] = {**masked_diff({"account": account.name}), "sessions_ended": ended}
+    if session:
+        diff["session"] = _session_ref(session)
+    uow.audit.append(
+        at=at, actor=actor, event="logout_all", applicant_type=account.applicant_type, diff=diff
+    )
 
 
 def _session_ref(digest: str) -> str:

@@ -2,7 +2,8 @@
 
 Three mailers ship beside the protocol::
 
-    SmtpMailer     an SMTP server (plain, STARTTLS or implicit TLS; optional login)
+    SmtpMailer     an SMTP server (STARTTLS by default, implicit TLS, or plain without a
+                   login; the password never crosses a connection without TLS)
     OutboxMailer   ``.eml`` files in a folder (the demo portal shows them; tests read them)
     NullMailer     sends nothing and says so in the log (no mail configured)
 
@@ -45,10 +46,13 @@ class Mailer(Protocol):
 
 
 class SmtpMailer:
-    """Send through the SMTP server of ``settings`` (``tls``: none, starttls or ssl).
+    """Send through the SMTP server of ``settings`` (``tls``: starttls, ssl or none).
 
     TLS verifies the server against the system's CAs, or against ``context`` when given (a
-    private CA). One connection per message: activation mail is rare.
+    private CA). ``starttls`` never falls back to plain text: a server that does not offer
+    STARTTLS gets nothing. Credentials (``user``) only ever cross a TLS connection: with
+    ``tls="none"`` and a user set, :meth:`send` refuses before connecting. One connection per
+    message: activation mail is rare.
     """
 
     def __init__(
@@ -69,20 +73,33 @@ class SmtpMailer:
         return f"SmtpMailer({s.host}:{s.port}, tls={s.tls}, user={'set' if s.user else None})"
 
     def send(self, message: EmailMessage) -> None:
-        """Deliver ``message``; connection and protocol failures → ``EnvironmentProblem``."""
+        """Deliver ``message``; connection and protocol failures, a server without STARTTLS
+        (``starttls``) and a login without TLS → ``EnvironmentProblem`` (``mail_unavailable``)."""
         settings = self._settings
         host = settings.host or ""
+        where = f"{host}:{settings.port}"
+        if settings.user and settings.tls == "none":
+            raise EnvironmentProblem(
+                ErrorCode.MAIL_UNAVAILABLE,
+                detail=f"mail server {where}: SWREG_SMTP_USER is set but SWREG_SMTP_TLS is none; "
+                "the password is only sent over TLS (starttls or ssl); nothing was sent",
+            )
         try:
             with self._connect(host) as smtp:
                 if settings.tls == "starttls":
+                    smtp.ehlo()
+                    if not smtp.has_extn("starttls"):
+                        raise _refused(f"mail server {where} does not offer STARTTLS")
                     smtp.starttls(context=self._tls_context())
                 if settings.user:
+                    if not isinstance(smtp.sock, ssl.SSLSocket):  # never AUTH in clear
+                        raise _refused(f"mail server {where}: no TLS for the login")
                     smtp.login(settings.user, settings.password or "")
                 smtp.send_message(message)
         except (OSError, smtplib.SMTPException) as exc:
             raise EnvironmentProblem(
                 ErrorCode.MAIL_UNAVAILABLE,
-                detail=f"mail server unreachable: {host}:{settings.port}: {_reason(exc)}",
+                detail=f"mail server unreachable: {where}: {_reason(exc)}",
             ) from exc
 
     def _connect(self, host: str) -> smtplib.SMTP:
@@ -217,6 +234,13 @@ def activation_message(
     message["Auto-Submitted"] = "auto-generated"
     message.set_content(body, charset="utf-8", cte="base64")
     return message
+
+
+def _refused(reason: str) -> EnvironmentProblem:
+    return EnvironmentProblem(
+        ErrorCode.MAIL_UNAVAILABLE,
+        detail=f"{reason}; nothing was sent (SWREG_SMTP_TLS=starttls never falls back to plain)",
+    )
 
 
 def _domain(address: str) -> str:

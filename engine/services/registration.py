@@ -12,16 +12,27 @@ At a step whose actor is an officer (an approval step contributed by a plugin) t
 has nothing to submit: the registration waits (待審核) until :meth:`RegistrationService.approve`
 (it moves on; entering ``completed`` creates the account, exactly as after the last form) or
 :meth:`RegistrationService.reject` (it ends in ``rejected`` with the reason in the audit row).
+
+Registrations are not bearer links (DESIGN.md §6). :meth:`RegistrationService.start` makes a
+secret (256 random bits) and stores its SHA-256; the web keeps the secret in the browser's
+cookie and passes it as ``secret=`` to every method that acts on the registration. With a
+missing or wrong secret the registration is answered exactly like an unknown id
+(``registration_not_found``), before anything else is read or written; the holder of an ended
+registration sees only its id, state, type and masked account. Callers on the server (the CLI,
+officers, tests) pass nothing: ``secret`` defaults to :data:`LOCAL`, which the web never uses.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
-from typing import Annotated, Any
+from enum import Enum
+from typing import Annotated, Any, Final
 from zoneinfo import ZoneInfo
 
 import pluggy
@@ -33,7 +44,7 @@ from engine._errors import ChallengeError, ErrorCode, RefusedError, WorkflowErro
 from engine._plugins import Catalog
 from engine.core.declarations import CertificateIdentity, Labels, RegistrationCompleted
 from engine.core.fields import Form, Name, text_validator, using_today, validate_form
-from engine.core.step_data import Hashers, accept_step, masked_diff
+from engine.core.step_data import MASKERS, Hashers, accept_step, masked_diff
 from engine.core.workflow import (
     AWAITING_OFFICER,
     ENDINGS,
@@ -59,6 +70,31 @@ TAIPEI = ZoneInfo("Asia/Taipei")  # birth dates and 'today' are Taiwan's
 _NOT_PROFILE = frozenset(ACCOUNT_COLUMNS) | {"birth_date", "password_hash", "consent", "iot"}
 MAX_LISTED = 1000
 _NO_STATUS = Labels("", "")
+_NO_SECRET_HASH: Final = "0" * 64  # compared against when a registration has none
+
+
+class Local(Enum):
+    """The type of :data:`LOCAL`."""
+
+    LOCAL = "local"
+
+
+LOCAL: Final = Local.LOCAL
+"""``secret=LOCAL``: the caller runs on the server (the CLI, an officer, a test), not in a
+browser, and needs no registration secret. The web never passes it: it passes the secret of the
+registration's cookie, or None when there is none (which opens nothing)."""
+
+Secret = str | None | Local
+"""What a caller presents for a registration: its secret (the web), None (the web, no cookie:
+answered like an unknown id) or :data:`LOCAL`."""
+
+
+def _decision_diff(officer: str, via: str, certificate: str | None) -> dict[str, str]:
+    """Who decided, how, and with which certificate (when known) — an officer's audit diff."""
+    diff = {"officer": officer, "via": via}
+    if certificate is not None:
+        diff["certificate"] = certificate
+    return diff
 
 
 class _Approval(Form):
@@ -92,6 +128,9 @@ class RegistrationView:
     status: Labels = _NO_STATUS
     """What to show for the state: its step's label, 待審核 while awaiting an officer, 已駁回."""
     updated_at: datetime | None = None
+    secret: str | None = field(default=None, repr=False)
+    """The registration's secret, on the view :meth:`RegistrationService.start` returns only
+    (the web sets it as the registration's cookie); only its SHA-256 is stored."""
 
     @property
     def step_number(self) -> int:
@@ -169,7 +208,12 @@ class RegistrationService:
         self, type_code: str, *, consent: bool, iot: bool = False, actor: str = "cli",
         origin: str | None = None,
     ) -> RegistrationView:  # fmt: skip
-        """Choose 類別/屬性, accept the data-use statement; moves on to the card check."""
+        """Choose 類別/屬性, accept the data-use statement; moves on to the card check.
+
+        The returned view carries the registration's new secret (:attr:`RegistrationView.secret`):
+        the web hands it to the browser as the registration's cookie and passes it back on every
+        later call; only its SHA-256 is stored.
+        """
         applicant = self._catalog.applicant(type_code)
         if consent is not True:
             raise RefusedError(ErrorCode.CONSENT_REQUIRED, field="consent")
@@ -177,6 +221,7 @@ class RegistrationService:
             raise RefusedError(ErrorCode.IOT_NOT_ALLOWED, field="iot")
         definition = self._workflows.current
         now = self._clock.now()
+        secret = secrets.token_urlsafe(32)  # 256 bits; only its SHA-256 is stored
         registration = RegistrationRecord(
             id=new_id(),
             state=Step.CATEGORY.value,
@@ -188,6 +233,7 @@ class RegistrationService:
             created_at=now,
             updated_at=now,
             expires_at=now + definition.idle_timeout,
+            secret_hash=_secret_hash(secret),
         )
         with self._database.unit_of_work() as uow:
             self._workflows.pin(uow, definition, now)
@@ -198,14 +244,16 @@ class RegistrationService:
             )  # fmt: skip
             self._fire(uow, registration, Event.NEXT, actor=actor, new=True)
             uow.commit()
-        return self._view(registration)
+        return replace(self._view(registration), secret=secret)
 
     # -- step 2: 憑證檢查 -------------------------------------------------------------------------
 
-    def issue_challenge(self, registration_id: str, *, actor: str = "cli") -> Challenge:
+    def issue_challenge(
+        self, registration_id: str, *, actor: str = "cli", secret: Secret = LOCAL
+    ) -> Challenge:
         """A fresh single-use challenge (≥ 256 random bits, 5-minute default lifetime)."""
         with self._database.unit_of_work() as uow:
-            registration = self._load(uow, registration_id, actor)
+            registration = self._load(uow, registration_id, actor, secret=secret)
             self._require_state(registration, Step.CARD_CHECK)
             definition = self._workflows.get(registration.workflow_hash, uow)
             now = self._clock.now()
@@ -230,14 +278,18 @@ class RegistrationService:
             return challenge
 
     def submit_card(
-        self, registration_id: str, response: CardResponse, *, actor: str = "cli"
-    ) -> RegistrationView:
+        self, registration_id: str, response: CardResponse, *, actor: str = "cli",
+        secret: Secret = LOCAL,
+    ) -> RegistrationView:  # fmt: skip
         """Validate the card's certificate and signature; moves on to 基本資料.
 
         The challenge is used up whatever the outcome: a refusal commits its consumption (and
-        nothing else), so a refused response cannot be replayed either.
+        nothing else), so a refused response cannot be replayed either. A caller without the
+        registration's secret consumes nothing: it is answered like an unknown id first.
         """
         with self._database.unit_of_work() as uow:
+            if secret is not LOCAL:
+                self._get(uow, registration_id, secret)
             challenge = self._consume_challenge(uow, registration_id, response.challenge_id)
             try:
                 registration = self._load(uow, registration_id, actor)
@@ -269,7 +321,7 @@ class RegistrationService:
             diff.update(masked_diff(prefill))
             self._fire(uow, registration, Event.NEXT, actor=actor, diff=diff)
             uow.commit()
-        return self._view(registration)
+        return self._view(registration, holder=secret is not LOCAL)
 
     def _consume_challenge(
         self, uow: UnitOfWork, registration_id: str, challenge_id: str
@@ -295,11 +347,13 @@ class RegistrationService:
     # -- steps 3, 4 and plugin steps: forms ------------------------------------------------------
 
     def submit(
-        self, registration_id: str, answers: Mapping[str, Any], *, actor: str = "cli"
-    ) -> RegistrationView:
+        self, registration_id: str, answers: Mapping[str, Any], *, actor: str = "cli",
+        secret: Secret = LOCAL,
+    ) -> RegistrationView:  # fmt: skip
         """Submit the current step's form (基本資料, 企業資訊 or a plugin step); moves on."""
+        holder = secret is not LOCAL
         with self._database.unit_of_work() as uow:
-            registration = self._load(uow, registration_id, actor)
+            registration = self._load(uow, registration_id, actor, secret=secret)
             if self._workflows.get(registration.workflow_hash, uow).awaits_officer(
                 registration.state
             ):
@@ -313,7 +367,7 @@ class RegistrationService:
                 mail = self._fire(uow, registration, Event.NEXT, actor=actor)
                 uow.commit()
                 self._announce(registration, mail)
-                return self._view(registration)
+                return self._view(registration, holder=holder)
             if form is None:
                 raise WorkflowError(ErrorCode.INVALID_TRANSITION, detail=registration.state)
             with using_today(self._clock.now().astimezone(TAIPEI).date()):
@@ -329,33 +383,42 @@ class RegistrationService:
             mail = self._fire(uow, registration, Event.NEXT, actor=actor, diff=step.audit_diff)
             uow.commit()
         self._announce(registration, mail)
-        return self._view(registration)
+        return self._view(registration, holder=holder)
 
     # -- 上一步, 取消, status, expiry --------------------------------------------------------------
 
-    def back(self, registration_id: str, *, actor: str = "cli") -> RegistrationView:
+    def back(
+        self, registration_id: str, *, actor: str = "cli", secret: Secret = LOCAL
+    ) -> RegistrationView:
         """上一步: what was typed is kept; leaving 基本資料 for the card check needs a new check."""
         with self._database.unit_of_work() as uow:
-            registration = self._load(uow, registration_id, actor)
+            registration = self._load(uow, registration_id, actor, secret=secret)
             self._fire(uow, registration, Event.BACK, actor=actor, arriving=self._forget_card)
             uow.commit()
-            return self._view(registration)
+            return self._view(registration, holder=secret is not LOCAL)
 
-    def cancel(self, registration_id: str, *, actor: str = "cli") -> RegistrationView:
+    def cancel(
+        self, registration_id: str, *, actor: str = "cli", secret: Secret = LOCAL
+    ) -> RegistrationView:
         with self._database.unit_of_work() as uow:
-            registration = self._load(uow, registration_id, actor)
+            registration = self._load(uow, registration_id, actor, secret=secret)
             self._fire(uow, registration, Event.CANCEL, actor=actor)
             uow.commit()
-            return self._view(registration)
+            return self._view(registration, holder=secret is not LOCAL)
 
     def step_form(self, view: RegistrationView) -> type[BaseModel] | None:
         """The form of the registration's current step (None: nothing to fill there)."""
         applicant = self._catalog.applicant(view.applicant_type)
         return self._catalog.step_form(applicant, view.state)
 
-    def status(self, registration_id: str, *, actor: str = "cli") -> RegistrationView:
+    def status(
+        self, registration_id: str, *, actor: str = "cli", secret: Secret = LOCAL
+    ) -> RegistrationView:
+        """The registration as its caller may see it: whole for a local caller; for the holder
+        of its secret, whole until it ends and then only id, state, type and masked account."""
         with self._database.unit_of_work() as uow:
-            return self._view(self._load(uow, registration_id, actor, expire_only=True), uow)
+            registration = self._load(uow, registration_id, actor, secret=secret, expire_only=True)
+            return self._view(registration, uow, holder=secret is not LOCAL)
 
     def expire_idle(self, *, actor: str = "system") -> int:
         """Expire every registration idle past its deadline; returns how many.
@@ -396,28 +459,38 @@ class RegistrationService:
                 if registration.state in ENDINGS or now <= registration.expires_at
             ]
 
-    def approve(self, registration_id: str, *, officer: str, via: str = "cli") -> RegistrationView:
+    def approve(
+        self,
+        registration_id: str,
+        *,
+        officer: str,
+        via: str = "cli",
+        certificate: str | None = None,
+    ) -> RegistrationView:
         """An officer approves a registration waiting at an officer step (待審核).
 
         It moves on to the following step. When that is ``completed``, the account is created
         in this transaction with its audit row, exactly as after a last form, and plugins are
         told after the commit (the activation mail goes out). The audit row's actor is
-        ``officer:NAME``; ``via`` (``cli``, ``api:ADDRESS``) is recorded in its diff.
+        ``officer:NAME``; ``via`` (``cli``, ``api:client=…``) and ``certificate`` (the
+        fingerprint of the officer's certificate, when the officer was authenticated by it) are
+        recorded in its diff.
         """
         decision = validate_form(_Approval, {"officer": officer})
         actor = f"officer:{decision.officer}"
         with self._database.unit_of_work() as uow:
             registration = self._load(uow, registration_id, actor)
             self._require_officer_step(uow, registration)
-            diff = {"officer": decision.officer, "via": via}
+            diff = _decision_diff(decision.officer, via, certificate)
             mail = self._fire(uow, registration, Event.APPROVE, actor=actor, diff=diff)
             uow.commit()
         self._announce(registration, mail)
         return self._view(registration)
 
     def reject(
-        self, registration_id: str, *, officer: str, reason: str, via: str = "cli"
-    ) -> RegistrationView:
+        self, registration_id: str, *, officer: str, reason: str, via: str = "cli",
+        certificate: str | None = None,
+    ) -> RegistrationView:  # fmt: skip
         """An officer rejects a registration waiting at an officer step: it ends in
         ``rejected``, no account is created, and the audit row keeps the reason."""
         decision = validate_form(_Rejection, {"officer": officer, "reason": reason})
@@ -425,7 +498,7 @@ class RegistrationService:
         with self._database.unit_of_work() as uow:
             registration = self._load(uow, registration_id, actor)
             self._require_officer_step(uow, registration)
-            diff = {"officer": decision.officer, "via": via, "reason": decision.reason}
+            diff = {**_decision_diff(decision.officer, via, certificate), "reason": decision.reason}
             self._fire(uow, registration, Event.REJECT, actor=actor, diff=diff)
             uow.commit()
         return self._view(registration)
@@ -445,12 +518,25 @@ class RegistrationService:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _load(
-        self, uow: UnitOfWork, registration_id: str, actor: str, *, expire_only: bool = False
-    ) -> RegistrationRecord:
+    @staticmethod
+    def _get(uow: UnitOfWork, registration_id: str, secret: Secret) -> RegistrationRecord:
+        """The registration, if ``secret`` opens it: without its secret (or with a wrong one)
+        a registration is answered exactly like an unknown id. Compared in constant time."""
+        presented = None if secret is LOCAL else _secret_hash(secret or "")
         registration = uow.registrations.get(registration_id)
-        if registration is None:
+        opened = presented is None or (
+            registration is not None
+            and hmac.compare_digest(presented, registration.secret_hash or _NO_SECRET_HASH)
+        )
+        if registration is None or not opened:
             raise WorkflowError(ErrorCode.REGISTRATION_NOT_FOUND, field="registration_id")
+        return registration
+
+    def _load(
+        self, uow: UnitOfWork, registration_id: str, actor: str, *, secret: Secret = LOCAL,
+        expire_only: bool = False,
+    ) -> RegistrationRecord:  # fmt: skip
+        registration = self._get(uow, registration_id, secret)
         if registration.state not in ENDINGS and self._clock.now() > registration.expires_at:
             try:
                 self._fire(uow, registration, Event.EXPIRE, actor=actor)
@@ -608,12 +694,21 @@ class RegistrationService:
             log.exception("a swreg_registration_completed hook failed (%s)", event.applicant_type)
 
     def _view(
-        self, registration: RegistrationRecord, uow: UnitOfWork | None = None
-    ) -> RegistrationView:
+        self, registration: RegistrationRecord, uow: UnitOfWork | None = None, *,
+        holder: bool = False,
+    ) -> RegistrationView:  # fmt: skip
+        """What a caller sees; the ``holder`` (a browser, with the secret) of an ended
+        registration sees only its id, state, type and masked account (DESIGN.md §6)."""
         applicant = self._catalog.applicant(registration.applicant_type)
         definition = self._workflows.get(registration.workflow_hash, uow)
-        visible = {k: v for k, v in registration.data.items() if not k.endswith("_hash")}
         state = registration.state
+        ended = holder and state in ENDINGS
+        account = registration.account_name or applicant.account.name(registration.data)
+        if ended and account is not None:
+            account = MASKERS["account"](account)
+        visible = (
+            {} if ended else {k: v for k, v in registration.data.items() if not k.endswith("_hash")}
+        )
         awaiting = OFFICER if definition.awaits_officer(state) else None
         if awaiting is not None:
             status = AWAITING_OFFICER
@@ -629,14 +724,18 @@ class RegistrationService:
             chosen_type=registration.chosen_type,
             path=definition.path_for(applicant),
             data=visible,
-            locked=tuple(registration.locked),
-            account=registration.account_name or applicant.account.name(registration.data),
+            locked=() if ended else tuple(registration.locked),
+            account=account,
             expires_at=registration.expires_at,
-            identity=(registration.evidence or {}).get("identity", {}),
+            identity={} if ended else (registration.evidence or {}).get("identity", {}),
             awaiting=awaiting,
             status=status,
             updated_at=registration.updated_at,
         )
+
+
+def _secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _identity(registration: RegistrationRecord) -> CertificateIdentity:

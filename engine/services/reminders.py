@@ -35,6 +35,7 @@ from engine._clock import Clock
 from engine._errors import ErrorCode, RefusedError, SwregError
 from engine._settings import MailSettings
 from engine.core.identifiers import mask_email
+from engine.core.step_data import masked_diff
 from engine.services.accounts import ACTIVE, PENDING
 from engine.services.mail import Mailer, MailLanguage
 from engine.store import Account, Certificate, Database, UnitOfWork
@@ -169,7 +170,7 @@ class ReminderService:
                 event="reminder_sent",
                 applicant_type=item.applicant_type,
                 diff={
-                    "account": item.account,
+                    **masked_diff({"account": item.account}),
                     "email": mask_email(item.email),
                     "certificate": item.fingerprint,
                     "serial": item.serial,

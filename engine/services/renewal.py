@@ -1,22 +1,34 @@
 """憑證更換作業: bind a renewed card to an existing account (DESIGN.md §5).
 
 A card is renewed in the 60 days before it expires (DOMAIN.md §3.3–3.4) and the new card has a
-new key and certificate. Replacing it proves two things::
+new key and certificate. Replacing it proves two things, **the new card first**::
 
-    the old account   a session opened with the old card (憑證登入), or, once the old
-                      certificate has expired, the account name and its password (argon2id);
-                      neither, a wrong password or an unknown account   not_authorized
     the new card      its signature over a single-use challenge whose payload carries the
                       literal "renewal" (:data:`RENEWAL_CHALLENGE_SCOPE`) where a registration
                       id would be, so a login or registration signature never counts here
+                      (``signature_invalid``), then its certificate: parse, chain, validity,
+                      key usage, revocation (``certificate_*``)
+    the old account   a session opened with the old card (憑證登入), or, once the old
+                      certificate has expired, the account name and its password (argon2id)
 
-then checks the new certificate like the card check: parse, chain, validity, key usage, the
-account type's login profile, revocation (``certificate_*``), the signature
-(``signature_invalid``), the same holder as the old certificate, read from its DER (MOEACA: the
-UBN; XCA/GCA: the OID; MOICA: the name and the last four ID digits; else
+Until the new card has passed, nothing depends on the account or password sent: every refusal
+is the same whatever they were, and no password is checked or counted. After it, the attempt
+counts against the account's rate limit (:data:`RENEWAL_ACCOUNT_LIMIT`, keyed by a keyed hash
+of the name), and an unknown account, an account that is not active (``locked`` included), a
+wrong password, no proof at all and a still-valid old card all get the one refusal
+:func:`refusal` (403 ``not_authorized``, no detail): the answer tells a stranger neither that
+the account exists nor that the password was right. Each wrong password of an active account
+adds one to ``Account.failed_passwords``; the :data:`MAX_FAILED_PASSWORDS`-th makes it
+``locked`` (audited ``account_locked``), after which no password is checked here until a
+card-proven password reset; a right password sets the count back to 0.
+
+Once the account is proven, the new certificate must suit it: the account type's login profile
+(``certificate_type_mismatch``), the same holder as the old certificate, read from its DER
+(MOEACA: the UBN; XCA/GCA: the OID; MOICA: the name and the last four ID digits; else
 ``identity_mismatch``) and not registered before (``already_registered``). One transaction then
 marks the old login certificate ``replaced`` (it stays queryable), stores the new one as the
-account's active login certificate and audits ``card_replaced``.
+account's active login certificate, ends every session of the account (the old card's too) and
+audits ``card_replaced``.
 
 Challenges live in the ``login_challenges`` table (5 minutes, single use, success or not).
 """
@@ -26,21 +38,29 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal, cast
 
 from cryptography import x509
+from sqlalchemy import CursorResult, and_, case, update
 
 from engine._clock import Clock
-from engine._errors import ErrorCode, RefusedError
+from engine._errors import CertificateError, ErrorCode, RefusedError
 from engine._plugins import Catalog
 from engine.core.declarations import IssuerCA, canonical_text
+from engine.core.step_data import masked_diff
 from engine.pki.card_response import CardResponse, Challenge, chain_certificates
 from engine.pki.certificate import ParsedCertificate, load_certificate, ubn_conflict
 from engine.pki.certificate_checks import check_login_certificate, verify_signature
-from engine.services.accounts import ACTIVE
+from engine.services.accounts import (
+    ACTIVE,
+    LOCKED,
+    MAX_FAILED_PASSWORDS,
+    RENEWAL_ACCOUNT_LIMIT,
+    AccountLimits,
+)
 from engine.services.challenges import ScopedChallenges
 from engine.services.hashing import PasswordHasher
-from engine.services.login import SessionView
+from engine.services.login import SessionView, end_account_sessions
 from engine.services.trust import TrustService
 from engine.store import Account, Certificate, Database, UnitOfWork
 
@@ -58,6 +78,11 @@ IDENTITY_ATTRIBUTES: dict[IssuerCA, tuple[str, ...]] = {
 """The certificate attributes that must agree between the old and the new card, per CA."""
 
 ProofMethod = Literal["session", "password"]
+
+
+def refusal() -> RefusedError:
+    """The one answer to an unproven account, whatever the reason (module docstring)."""
+    return RefusedError(ErrorCode.NOT_AUTHORIZED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +111,7 @@ class RenewalService:
         catalog: Catalog,
         passwords: PasswordHasher,
         *,
+        limits: AccountLimits,
         challenge_ttl: timedelta = timedelta(minutes=5),
     ) -> None:
         self._database = database
@@ -93,6 +119,7 @@ class RenewalService:
         self._trust = trust
         self._catalog = catalog
         self._passwords = passwords
+        self._limits = limits
         self._challenges = ScopedChallenges(
             database, clock, scope=RENEWAL_CHALLENGE_SCOPE, ttl=challenge_ttl
         )
@@ -119,50 +146,74 @@ class RenewalService:
         login certificate has expired (until then, log in with the old card).
         """
         challenge = self._challenges.consume(response.challenge_id, origin=origin)
-        proof = self._prove(session, account, password)
         parsed = load_certificate(response.certificate)
         extra = chain_certificates(response.chain)
         now = self._clock.now()
+        verify_signature(parsed.certificate, response.signature, challenge.payload)
+        self._check_new_card(parsed, extra, now)
+        proof = self._prove(session, account, password, now, actor=actor)
         with self._database.unit_of_work() as uow:
-            owner = _proven_account(uow, proof)
+            owner = uow.accounts.get_by_name(proof.account)
+            if owner is None or owner.status != ACTIVE:
+                raise refusal()  # gone or locked since the proof
             old = uow.certificates.active_login_of(owner.id)
             if old is None:
                 raise RefusedError(ErrorCode.NOT_REGISTERED, detail="no login certificate")
-            if proof.method == "password" and old.not_after >= now:
-                raise RefusedError(
-                    ErrorCode.NOT_AUTHORIZED,
-                    detail="the old card is still valid: log in with it to replace it",
-                )
-            self._check_new_card(uow, parsed, extra, owner, now)
-            verify_signature(parsed.certificate, response.signature, challenge.payload)
+            self._check_profile(owner, parsed)
             if not same_identity(load_certificate(old.der), parsed):
                 raise RefusedError(ErrorCode.IDENTITY_MISMATCH, field="certificate")
             if uow.certificates.find(parsed.fingerprint, "login") is not None:
                 raise RefusedError(ErrorCode.ALREADY_REGISTERED)
             self._swap(uow, owner, old, parsed, now)
-            _audit(uow, owner, old, parsed, proof, origin=origin, actor=actor, at=now)
+            ended = end_account_sessions(uow, owner.id, now)
+            _audit(
+                uow, owner, old, parsed, proof,
+                sessions_ended=ended, origin=origin, actor=actor, at=now,
+            )  # fmt: skip
             uow.commit()
             return Replacement(owner.name, old.fingerprint, parsed.fingerprint)
 
     # -- proving the old account -----------------------------------------------------------------
 
     def _prove(
-        self, session: SessionView | None, account: str | None, password: str | None
+        self,
+        session: SessionView | None,
+        account: str | None,
+        password: str | None,
+        now: datetime,
+        *,
+        actor: str,
     ) -> _Proof:
-        """Who the caller proved to be, before any database write; else ``not_authorized``."""
+        """Who the caller proved to be; else :func:`refusal` (module docstring)."""
         if session is not None:
             if account is not None and account != session.account:
-                raise RefusedError(ErrorCode.NOT_AUTHORIZED, detail="another account's session")
+                raise refusal()  # another account's session
+            self._limits.hit(RENEWAL_ACCOUNT_LIMIT, session.account)
             return _Proof(session.account, "session")
         if not account or not password:
-            raise RefusedError(ErrorCode.NOT_AUTHORIZED)
+            raise refusal()
+        self._limits.hit(RENEWAL_ACCOUNT_LIMIT, account)
         with self._database.unit_of_work() as uow:
             row = uow.accounts.get_by_name(account)
-            stored = row.password_hash if row is not None else None
-        # Outside the transaction (argon2 is slow); an unknown account costs the same time.
+            usable = row is not None and row.status == ACTIVE
+            account_id = row.id if row is not None else None
+            stored = row.password_hash if row is not None and usable else None
+        # Outside the transaction (argon2 is slow); an unknown, locked or otherwise inactive
+        # account costs the same time and is answered alike, its password never checked.
         matches = self._passwords.verify(stored or self._dummy(), password)
-        if stored is None or not matches:
-            raise RefusedError(ErrorCode.NOT_AUTHORIZED)
+        if stored is None or account_id is None:
+            raise refusal()
+        with self._database.unit_of_work() as uow:
+            if not matches:
+                _count_wrong_password(uow, account_id, now, actor=actor)
+                uow.commit()
+                raise refusal()
+            if not _password_accepted(uow, account_id, stored):
+                raise refusal()  # locked, or the password changed, meanwhile
+            old = uow.certificates.active_login_of(account_id)
+            uow.commit()
+        if old is not None and old.not_after >= now:
+            raise refusal()  # the old card still works: log in with it to replace it
         return _Proof(account, "password")
 
     def _dummy(self) -> str:
@@ -173,20 +224,24 @@ class RenewalService:
     # -- the new card ----------------------------------------------------------------------------
 
     def _check_new_card(
-        self,
-        uow: UnitOfWork,
-        parsed: ParsedCertificate,
-        extra: tuple[x509.Certificate, ...],
-        owner: Account,
-        now: datetime,
+        self, parsed: ParsedCertificate, extra: tuple[x509.Certificate, ...], now: datetime
     ) -> None:
-        """The certificate checks of the card check, with the account type's login profile."""
-        snapshot = self._trust.snapshot(uow)
-        profile = self._catalog.applicant(owner.applicant_type).login
+        """The certificate checks of the card check, before any account is looked at (the
+        account type's login profile follows the proof: :meth:`_check_profile`)."""
+        snapshot = self._trust.snapshot()
         check_login_certificate(
             parsed, trust=snapshot.store, revocation=snapshot.revocation, at=now,
-            profile=profile, extra=extra,
+            profile=None, extra=extra,
         )  # fmt: skip
+
+    def _check_profile(self, owner: Account, parsed: ParsedCertificate) -> None:
+        """The account type's login profile accepts the new card (CA, card rank)."""
+        profile = self._catalog.applicant(owner.applicant_type).login
+        if not profile.accepts(parsed.ca, parsed.identity):
+            rank = f", card rank {parsed.identity.card_rank}" if parsed.identity.card_rank else ""
+            raise CertificateError(
+                ErrorCode.CERTIFICATE_TYPE_MISMATCH, detail=f"{parsed.ca.value} certificate{rank}"
+            )
 
     @staticmethod
     def _swap(
@@ -239,13 +294,46 @@ def same_identity(old: ParsedCertificate, new: ParsedCertificate) -> bool:
     return True
 
 
-def _proven_account(uow: UnitOfWork, proof: _Proof) -> Account:
-    account = uow.accounts.get_by_name(proof.account)
-    if account is None:
-        raise RefusedError(ErrorCode.NOT_AUTHORIZED)
-    if account.status != ACTIVE:
-        raise RefusedError(ErrorCode.ACCOUNT_INACTIVE)
-    return account
+def _count_wrong_password(uow: UnitOfWork, account_id: int, at: datetime, *, actor: str) -> None:
+    """One more wrong password in a row; the :data:`MAX_FAILED_PASSWORDS`-th locks an active
+    account (one atomic UPDATE, so concurrent attempts all count) and is audited."""
+    count_after = Account.failed_passwords + 1
+    stmt = (
+        update(Account)
+        .where(Account.id == account_id)
+        .values(
+            failed_passwords=count_after,
+            status=case(
+                (and_(Account.status == ACTIVE, count_after >= MAX_FAILED_PASSWORDS), LOCKED),
+                else_=Account.status,
+            ),
+        )
+        .returning(Account.failed_passwords, Account.status, Account.name, Account.applicant_type)
+        .execution_options(synchronize_session=False)
+    )
+    count, status, name, applicant_type = uow.session.execute(stmt).one()
+    if status == LOCKED and count == MAX_FAILED_PASSWORDS:
+        uow.audit.append(
+            at=at, actor=actor, event="account_locked", from_state=ACTIVE, to_state=LOCKED,
+            applicant_type=applicant_type,
+            diff={**masked_diff({"account": name}), "failed_passwords": count},
+        )  # fmt: skip
+
+
+def _password_accepted(uow: UnitOfWork, account_id: int, stored: str) -> bool:
+    """A right password: the count goes back to 0, if the account is still active and its
+    password still the one checked."""
+    stmt = (
+        update(Account)
+        .where(
+            Account.id == account_id,
+            Account.status == ACTIVE,
+            Account.password_hash == stored,
+        )
+        .values(failed_passwords=0)
+        .execution_options(synchronize_session=False)
+    )
+    return cast(CursorResult[Any], uow.session.execute(stmt)).rowcount == 1
 
 
 def _audit(
@@ -255,6 +343,7 @@ def _audit(
     parsed: ParsedCertificate,
     proof: _Proof,
     *,
+    sessions_ended: int,
     origin: str,
     actor: str,
     at: datetime,
@@ -265,12 +354,13 @@ def _audit(
         event="card_replaced",
         applicant_type=owner.applicant_type,
         diff={
-            "account": owner.name,
+            **masked_diff({"account": owner.name}),
             "proof": proof.method,
             "old_certificate": old.fingerprint,
             "new_certificate": parsed.fingerprint,
             "serial": parsed.serial_hex,
             "not_after": parsed.not_after.isoformat(),
             "origin": origin,
+            "sessions_ended": sessions_ended,
         },
     )

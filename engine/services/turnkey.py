@@ -5,10 +5,18 @@ a message and its detached signature, and answers which of the sender's register
 certificates (``purpose="signing"``, ``status="active"``, ``query_key == sender``) made it.
 
 Reading the signature is pure and lives in ``engine.pki``: :func:`~engine.pki.cms.read_signature`
-takes raw bytes, base64, PEM or a detached CMS / PKCS#7 ``SignedData`` (whose ``signingTime``
-becomes the default signing time), and :class:`~engine.pki.signatures.SignatureKey` checks RSA
-PKCS#1 v1.5 or ECDSA (DER or raw ``r ‖ s``) with SHA-256. This module is the service: the
-per-sender cache, the store, and which registered certificate verifies.
+takes raw bytes, base64, PEM or a detached CMS / PKCS#7 ``SignedData``, and
+:class:`~engine.pki.signatures.SignatureKey` checks RSA PKCS#1 v1.5 or ECDSA (DER or raw
+``r ‖ s``) with SHA-256. This module is the service: the per-sender cache, the store, and which
+registered certificate verifies.
+
+**The time that counts** (DESIGN.md §5) is when the message is received, the clock's now: a
+caller's ``signed_at`` and a CMS ``signingTime`` are the sender's word and are ignored, so a key
+whose certificate expired (or is revoked) never verifies by backdating. Only an RFC 3161
+time-stamp token in the SignerInfo's unsigned attributes, signed by a TSA listed in
+``SWREG_TSA_CERTS`` over that SignerInfo's signature value, may set an earlier time: its
+``genTime`` (:func:`~engine.pki.cms.timestamp_time`; a token that does not check out is ignored).
+A message without a token costs nothing extra.
 
 The hot path: each sender's candidates (public key objects, validity, revocation state) are
 kept in memory and revalidated at most once per ``recheck_interval`` seconds by one indexed
@@ -21,7 +29,7 @@ verification per extra certificate. Cache fills hold a lock; reads take none.
 
 Refusals (:class:`~engine.RefusedError` / :class:`~engine.CertificateError`): ``not_registered``
 (no active signing certificate), ``certificate_expired`` / ``certificate_not_yet_valid`` (none
-valid at the signing time), ``certificate_revoked`` (every valid one revoked),
+valid at the time that counts), ``certificate_revoked`` (every valid one revoked),
 ``signature_invalid`` (none verifies, or the signature input is malformed).
 """
 
@@ -32,6 +40,7 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Final, NamedTuple
 
 from cryptography import x509
@@ -40,8 +49,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from engine._clock import Clock
-from engine._errors import CertificateError, ErrorCode, RefusedError
-from engine.pki.cms import read_signature
+from engine._errors import CertificateError, ErrorCode, RefusedError, UsageError
+from engine.pki.cms import TimestampAuthority, read_signature, timestamp_time
 from engine.pki.signatures import SignatureKey
 from engine.services.trust import TrustService, TrustSnapshot
 from engine.store import CRL, Certificate, Database
@@ -58,9 +67,11 @@ PURPOSE: Final = "signing"
 class TurnkeyResult(NamedTuple):
     """A verified Turnkey message: who signed it, with which registered certificate, and when.
 
-    ``serial`` is the certificate serial number as stored (upper-case hex), ``fingerprint`` its
-    SHA-256 (hex), ``subject`` its RFC 4514 subject. (A named tuple: immutable and cheaper to
-    make than a frozen dataclass, which matters on the hot path.)
+    ``signed_at`` is the time the certificates were judged at: the receipt time, or the
+    ``genTime`` of a trusted time-stamp token. ``serial`` is the certificate serial number as
+    stored (upper-case hex), ``fingerprint`` its SHA-256 (hex), ``subject`` its RFC 4514
+    subject. (A named tuple: immutable and cheaper to make than a frozen dataclass, which
+    matters on the hot path.)
     """
 
     sender: str
@@ -77,6 +88,8 @@ class TurnkeyResult(NamedTuple):
 class TurnkeyVerifier:
     """Verifies Turnkey message signatures against the senders' registered signing certificates.
 
+    ``timestamp_authorities`` are the TSAs whose RFC 3161 tokens may date a signature earlier
+    than its receipt (:func:`load_timestamp_authorities`; none by default).
     ``recheck_interval`` (seconds) bounds how stale the per-sender cache may be: a certificate
     registered, deleted or replaced, a trust anchor or a CRL added, is seen by the first message
     after the interval (``0`` checks on every message, for tests). ``max_senders`` bounds the
@@ -89,9 +102,11 @@ class TurnkeyVerifier:
         clock: Clock,
         trust: TrustService,
         *,
+        timestamp_authorities: Sequence[TimestampAuthority] = (),
         recheck_interval: float = DEFAULT_RECHECK_INTERVAL,
         max_senders: int = DEFAULT_MAX_SENDERS,
     ) -> None:
+        self._authorities = tuple(timestamp_authorities)
         self._database = database
         self._clock = clock
         self._trust = trust
@@ -102,20 +117,14 @@ class TurnkeyVerifier:
 
     # -- the hot path ------------------------------------------------------------------------
 
-    def verify(
-        self,
-        sender: str,
-        message: bytes,
-        signature: bytes | str,
-        *,
-        signed_at: datetime | None = None,
-    ) -> TurnkeyResult:
+    def verify(self, sender: str, message: bytes, signature: bytes | str) -> TurnkeyResult:
         """Verify ``signature`` over ``message`` by one of ``sender``'s signing certificates.
 
         ``signature`` is raw bytes, base64 (bytes or text), or a detached CMS SignedData (DER
-        or PEM). ``signed_at`` (naive means UTC) defaults to the CMS signingTime, else now.
-        Raises ``not_registered``, ``certificate_expired``, ``certificate_not_yet_valid``,
-        ``certificate_revoked`` or ``signature_invalid``.
+        or PEM). The certificates are judged at the receipt time (now), or at the genTime of a
+        trusted time-stamp token (module docstring). Raises ``not_registered``,
+        ``certificate_expired``, ``certificate_not_yet_valid``, ``certificate_revoked`` or
+        ``signature_invalid``.
         """
         data = signature.encode("latin-1", "replace") if isinstance(signature, str) else signature
         parsed = read_signature(data)
@@ -126,22 +135,23 @@ class TurnkeyVerifier:
         if not candidates:
             raise RefusedError(ErrorCode.NOT_REGISTERED, field="sender")
         if isinstance(parsed, bytes):
-            at = now if signed_at is None else _aware(signed_at)
             # the usual case: the candidate that verified last does it again
             preferred = entry.preferred
             first = candidates[preferred]
-            if first.usable(at) and first.key.verifies_digest(parsed, message_hash):
-                return first.result(sender, at)
-            found = self._search(entry, parsed, message_hash, at, None, skip=preferred)
+            if first.usable(now) and first.key.verifies_digest(parsed, message_hash):
+                return first.result(sender, now)
+            found = self._search(entry, parsed, message_hash, now, None, skip=preferred)
             if found is not None:
-                return found.result(sender, at)
-            raise _refusal(candidates, [(parsed, message_hash, at)])
+                return found.result(sender, now)
+            raise _refusal(candidates, [(parsed, message_hash, now)])
         attempts: list[tuple[bytes, bytes, datetime]] = []
         for signer in parsed:
-            at = _aware(signed_at or signer.signing_time or now)
             digest = signer.signed_digest(message_hash)
             if digest is None:
                 continue
+            at = now
+            if signer.timestamp_token is not None:  # the only way to an earlier time
+                at = self._stamped(signer.timestamp_token, signer.signature, now)
             attempts.append((signer.signature, digest, at))
             found = self._search(entry, signer.signature, digest, at, signer.serial)
             if found is not None:
@@ -149,6 +159,11 @@ class TurnkeyVerifier:
         if not attempts:
             raise _invalid("messageDigest does not match the message")
         raise _refusal(candidates, attempts)
+
+    def _stamped(self, token: bytes, signature: bytes, now: datetime) -> datetime:
+        """The genTime of a trusted token over ``signature`` when earlier than ``now``; else now."""
+        stamped = timestamp_time(token, signature, self._authorities)
+        return stamped if stamped is not None and stamped < now else now
 
     def _search(
         self,
@@ -384,7 +399,7 @@ def _refusal(
     """Why no usable candidate verified (the cold path; its cost does not matter).
 
     When an unusable candidate verifies the signature, its own reason is given (out of its
-    validity at the signing time, or revoked); otherwise: none valid at the signing time →
+    validity at the time that counts, or revoked); otherwise: none valid at that time →
     ``certificate_expired`` (``certificate_not_yet_valid`` when all lie ahead), every valid
     one revoked → ``certificate_revoked``, else ``signature_invalid``.
     """
@@ -411,5 +426,23 @@ def _unusable(candidate: _Candidate, at: datetime) -> CertificateError:
     return CertificateError(ErrorCode.CERTIFICATE_REVOKED, field="signature")
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+def load_timestamp_authorities(paths: Sequence[Path]) -> tuple[TimestampAuthority, ...]:
+    """The TSA certificates of ``SWREG_TSA_CERTS`` (DER or PEM files, one certificate each).
+
+    A missing or unreadable file, or a certificate without id-kp-timeStamping, is a
+    configuration error (``usage``).
+    """
+    authorities = []
+    for path in paths:
+        try:
+            data = path.read_bytes()
+            if data.lstrip().startswith(b"-----BEGIN"):
+                certificate = x509.load_pem_x509_certificate(data)
+            else:
+                certificate = x509.load_der_x509_certificate(data)
+            authorities.append(TimestampAuthority.of(certificate))
+        except OSError as exc:
+            raise UsageError(detail=f"SWREG_TSA_CERTS: {path}: {exc.strerror}") from exc
+        except ValueError as exc:
+            raise UsageError(detail=f"SWREG_TSA_CERTS: {path}: {exc}") from exc
+    return tuple(authorities)

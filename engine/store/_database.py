@@ -7,10 +7,21 @@ at its default READ COMMITTED isolation (the audit chain's lock relies on it).
 
 The schema comes from the Alembic migrations shipped in ``migrations/`` (:meth:`Database.migrate`),
 never from ``create_all``.
+
+Personal data stays out of logs and error texts: the engine is made with ``hide_parameters``,
+so a failing statement's message (and ``echo``) shows the SQL without its bound values, and
+PostgreSQL's data and integrity errors, which repeat the offending values (``DETAIL:  Key
+(name)=(…) already exists``, ``invalid input syntax for type integer: "…"``), are cut down to
+what names the failure (:func:`_hide_server_values`). A
+SQLite database file and its ``-wal`` and ``-shm`` files are owner-only (0600): created so
+whatever the umask, and tightened with a warning when found looser (DESIGN.md §6).
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -21,7 +32,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -47,6 +58,11 @@ from engine.store._repositories import (
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 """Where the Alembic environment and revisions live (shipped as package data)."""
+
+OWNER_ONLY = 0o600
+"""The mode of a SQLite database file, its ``-wal`` and ``-shm`` files (and the key file)."""
+
+log = logging.getLogger("swreg.store")
 
 
 def _unavailable(exc: OperationalError) -> EnvironmentProblem:
@@ -77,19 +93,76 @@ def _sqlite_settings(synchronous: str) -> Callable[[Any, Any], None]:
     return on_connect
 
 
-def _make_parent_dir(url: URL) -> None:
-    """Create the directory of a SQLite database file (not for in-memory databases)."""
+def _hide_server_values(context: ExceptionContext) -> None:
+    """Reword a PostgreSQL data (SQLSTATE 22…) or integrity (23…) error without the values it
+    quotes. An integrity error keeps its primary message (``duplicate key value violates unique
+    constraint "…"``: names only) and loses its DETAIL; a data error, whose primary message may
+    quote the value itself, is told by its class, SQLSTATE and column. The exception classes
+    stay, so callers catch them as before."""
+    original = context.original_exception
+    diag = getattr(original, "diag", None)
+    state = str(getattr(diag, "sqlstate", None) or "")
+    if not state.startswith(("22", "23")):
+        return
+    kind = type(original)
+    primary = getattr(diag, "message_primary", None)
+    if state.startswith("23") and primary:
+        message = f"{primary} (SQLSTATE {state}; details hidden)"
+    else:
+        column = getattr(diag, "column_name", None)
+        where = f", column {column}" if column else ""
+        message = f"{kind.__name__} (SQLSTATE {state}{where}; values hidden)"
+    original.args = (message,)
+    wrapped = context.sqlalchemy_exception
+    if wrapped is not None:
+        wrapped.args = (f"({kind.__module__}.{kind.__name__}) {message}",)
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    """The file of a SQLite database URL; ``None`` for in-memory databases and ``file:`` URIs."""
     database = url.database or ""
     if database in ("", ":memory:") or database.startswith("file:"):
-        return
+        return None
     if url.query.get("mode") == "memory":
-        return
+        return None
+    return Path(database).expanduser()
+
+
+def _prepare_sqlite_file(path: Path) -> None:
+    """Create the directory and the database file owner-only (0600), and tighten an existing
+    database, ``-wal`` or ``-shm`` file that others may read (a warning says so).
+
+    SQLite gives the ``-wal`` and ``-shm`` files it creates the database file's mode.
+    """
     try:
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:  # an empty file is an empty database to SQLite
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, OWNER_ONLY)
+        except FileExistsError:
+            pass
+        else:
+            try:
+                os.fchmod(fd, OWNER_ONLY)  # exactly 0600, whatever the umask
+            finally:
+                os.close(fd)
+        for member in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            tighten_file_mode(member)
     except OSError as exc:
         raise EnvironmentProblem(
-            ErrorCode.DATABASE_UNAVAILABLE, detail=f"{database}: {exc.strerror}"
+            ErrorCode.DATABASE_UNAVAILABLE, detail=f"{path}: {exc.strerror}"
         ) from exc
+
+
+def tighten_file_mode(path: Path) -> None:
+    """Set ``path`` to owner-only (0600) with a warning when group or others had any access
+    (a missing file is left alone)."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return
+    if mode & 0o077:
+        os.chmod(path, OWNER_ONLY)
+        log.warning("%s was mode %04o (readable by others): set to 0600", path, mode)
 
 
 class Database:
@@ -106,8 +179,11 @@ class Database:
         self.url = parsed
         sqlite = parsed.get_backend_name() == "sqlite"
         if sqlite:
-            _make_parent_dir(parsed)
-        self.engine: Engine = create_engine(parsed, echo=echo)
+            path = _sqlite_file(parsed)
+            if path is not None:
+                _prepare_sqlite_file(path)
+        self.engine: Engine = create_engine(parsed, echo=echo, hide_parameters=True)
+        event.listen(self.engine, "handle_error", _hide_server_values)
         if sqlite:
             event.listen(self.engine, "connect", _sqlite_settings(sqlite_synchronous))
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table, bindparam, insert, select, update
+from sqlalchemy import CursorResult, Table, bindparam, insert, or_, select, update
 from sqlalchemy.engine import Row
 
 from engine.store._models import Registration
@@ -53,6 +53,10 @@ class RegistrationRecord:
     certificate_fingerprint: str | None = None
     account_name: str | None = None
     version: int = 1
+    secret_hash: str | None = None
+    """SHA-256 hex of the secret its browser holds (set at ``add``, never changed)."""
+    purged_at: datetime | None = None
+    """When :meth:`RegistrationRepository.purge` removed its personal data."""
 
 
 _COLUMNS = tuple(f.name for f in fields(RegistrationRecord))
@@ -65,6 +69,26 @@ _SAVE = (
     .values({name: bindparam(name) for name in (*_MUTABLE, "version")})
 )
 
+
+_KEPT_EVIDENCE = (
+    "fingerprint", "ca", "serial", "issuer", "not_before", "not_after", "validated_at",
+    "crl_number", "challenge_id", "origin",
+)  # fmt: skip
+"""What a purge keeps of the card check's evidence: the certificate's non-personal facts (not
+its subject, chain subjects or identity)."""
+_PURGE = (
+    update(_TABLE)
+    .where(_TABLE.c.id == bindparam("_id"), _TABLE.c.purged_at.is_(None))
+    .values(
+        data=bindparam("data"),
+        locked=bindparam("locked"),
+        evidence=bindparam("evidence"),
+        certificate_der=None,
+        account_name=None,
+        purged_at=bindparam("purged_at"),
+        version=_TABLE.c.version + 1,
+    )
+)
 
 _from_columns = cast(Callable[..., RegistrationRecord], RegistrationRecord)
 
@@ -124,3 +148,40 @@ class RegistrationRepository(_Repository):
         if applicant_type is not None:
             query = query.where(_TABLE.c.applicant_type == applicant_type)
         return [_record(row) for row in self._scope.connection().execute(query)]
+
+    def purge(self, *, ended_by: datetime, at: datetime, ending_states: Collection[str]) -> int:
+        """Remove the personal data of the registrations that ended at or before ``ended_by``
+        and were not purged yet; returns how many.
+
+        A registration ended when it entered one of ``ending_states``: at ``updated_at`` (its
+        last event), or at ``expires_at`` when that is earlier (an expired registration ended
+        at its idle deadline, whenever the expiry was recorded). A purged registration keeps
+        its id, state, types, times, workflow and certificate fingerprint; it loses the
+        entered fields (``data`` becomes empty), ``locked``, the card evidence but its
+        non-personal facts, the certificate DER and the account name, and gets ``purged_at``.
+        """
+        query = select(_TABLE.c.id, _TABLE.c.evidence).where(
+            _TABLE.c.state.in_(ending_states),
+            _TABLE.c.purged_at.is_(None),
+            or_(_TABLE.c.updated_at <= ended_by, _TABLE.c.expires_at <= ended_by),
+        )
+        connection = self._scope.connection()
+        rows = connection.execute(query).all()
+        if not rows:
+            return 0
+        values = [
+            {
+                "_id": id,
+                "data": {},
+                "locked": [],
+                "evidence": (
+                    None
+                    if evidence is None
+                    else {k: evidence[k] for k in _KEPT_EVIDENCE if k in evidence}
+                ),
+                "purged_at": at,
+            }
+            for id, evidence in rows
+        ]
+        result = cast(CursorResult[Any], connection.execute(_PURGE, values))
+        return result.rowcount

@@ -519,6 +519,39 @@ def write_pem(cert: x509.Certificate | IssuedCard, path: str | Path) -> Path:
     return target
 
 
+_SHA1_RESIGN = {  # (the SHA-256 AlgorithmIdentifier cryptography writes, its SHA-1 twin)
+    "rsa": (
+        bytes.fromhex("300d06092a864886f70d01010b0500"),  # sha256WithRSAEncryption, NULL
+        bytes.fromhex("300d06092a864886f70d0101050500"),  # sha1WithRSAEncryption, NULL
+    ),
+    "ec": (
+        bytes.fromhex("300a06082a8648ce3d040302"),  # ecdsa-with-SHA256
+        bytes.fromhex("300906072a8648ce3d0401"),  # ecdsa-with-SHA1
+    ),
+}
+
+
+def sha1_signed(certificate: x509.Certificate, issuer_key: PrivateKey) -> x509.Certificate:
+    """``certificate`` (made with SHA-256 by ``issuer_key``) signed again with SHA-1.
+
+    Refusal material: cryptography no longer signs with SHA-1, so the TBS's algorithm is
+    rewritten and the signature made by hand (RSA PKCS#1 v1.5 or ECDSA).
+    """
+    old, new = _SHA1_RESIGN["rsa" if isinstance(issuer_key, rsa.RSAPrivateKey) else "ec"]
+    tbs = certificate.tbs_certificate_bytes
+    header = 2 + (tbs[1] & 0x7F if tbs[1] > 0x80 else 0)
+    body = tbs[header:]
+    if body.count(old) != 1:
+        raise ValueError("not a certificate signed with SHA-256 by a key of this type")
+    resigned = _tlv(0x30, body.replace(old, new))
+    if isinstance(issuer_key, rsa.RSAPrivateKey):
+        signature = issuer_key.sign(resigned, padding.PKCS1v15(), hashes.SHA1())
+    else:
+        signature = issuer_key.sign(resigned, ec.ECDSA(hashes.SHA1()))
+    der = _tlv(0x30, resigned + new + _tlv(0x03, b"\x00" + signature))
+    return x509.load_der_x509_certificate(der)
+
+
 # -- building blocks ---------------------------------------------------------------------------
 
 

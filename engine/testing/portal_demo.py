@@ -70,6 +70,7 @@ def serve_demo(
             port=port,
             log_level="warning",
             server_header=False,
+            proxy_headers=False,  # the client is the socket peer (SWREG_TRUSTED_PROXIES decides)
         )
     finally:
         stop.set()

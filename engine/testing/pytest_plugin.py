@@ -310,7 +310,7 @@ class _Template:
             self._migrate(f"sqlite:///{template}")
             self._made = str(template)
         target = tmp_path / "swreg.db"
-        shutil.copyfile(template, target)
+        shutil.copy(template, target)  # with its mode (0600)
         return f"sqlite:///{target}", lambda: None
 
     def close(self) -> None:
@@ -722,7 +722,8 @@ def swreg_database_url(swreg_template_database: _Template, tmp_path: Path) -> It
 
 @pytest.fixture
 def swreg_settings(swreg_database_url: str, tmp_path: Path) -> Settings:
-    """Settings for the test database: fixed secret key, cheap argon2, mail to an outbox."""
+    """Settings for the test database: fixed secret key, cheap argon2, mail to an outbox; the
+    portal also answers Starlette's ``TestClient`` (``Host: testserver``)."""
     from engine import Settings
     from engine._settings import Argon2Parameters, MailSettings
 
@@ -731,6 +732,7 @@ def swreg_settings(swreg_database_url: str, tmp_path: Path) -> Settings:
         secret_key=_SECRET_KEY,
         argon2=Argon2Parameters(time_cost=1, memory_kib=64, parallelism=1),
         mail=MailSettings(outbox=tmp_path / "outbox"),
+        allowed_hosts=("testserver",),
     )
 
 

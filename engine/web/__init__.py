@@ -73,7 +73,12 @@ def create_app(app: App, *, close_on_shutdown: bool = False) -> FastAPI:
     web.add_exception_handler(RequestValidationError, _validation_error)
     web.add_exception_handler(HTTPException, _http_error)
     web.add_exception_handler(Exception, _internal_error)
-    web.add_middleware(PortalMiddleware, settings=app.settings, on_error=render_error)
+    web.add_middleware(
+        PortalMiddleware,
+        settings=app.settings,
+        keys=web.state.portal.identifiers,
+        on_error=render_error,
+    )
     return web
 
 

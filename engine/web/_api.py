@@ -32,6 +32,7 @@ from engine.web._portal import (
     STEP_LIMIT,
     Portal,
 )
+from engine.web._registration_secret import registration_secret, set_registration_cookie
 from engine.web._security import (
     SESSION_COOKIE,
     clear_session_cookie,
@@ -64,7 +65,9 @@ class StartIn(BaseModel):
 
 
 class RegistrationOut(BaseModel):
-    """A registration as its applicant may see it (no hashes, no certificate bytes)."""
+    """A registration as its applicant may see it (no hashes, no certificate bytes); once it
+    has ended, only ``id``, ``state``, the types and the masked ``account``: ``data``,
+    ``locked`` and ``identity`` are empty."""
 
     id: str
     state: str
@@ -143,9 +146,20 @@ class AccountCheckOut(BaseModel):
 
 
 class LoginOut(BaseModel):
+    """A session: ``expires_at`` is its absolute end (its start + ``SWREG_SESSION_MAX``),
+    ``idle_expires_at`` when it ends unless used again (``SWREG_SESSION_IDLE``)."""
+
     account: str
     applicant_type: str
     expires_at: datetime
+    idle_expires_at: datetime
+
+
+class LogoutAllOut(BaseModel):
+    """Log out everywhere: how many sessions of the account ended (the caller's included)."""
+
+    ok: bool = True
+    sessions_ended: int
 
 
 class ActivateIn(BaseModel):
@@ -184,13 +198,19 @@ router = APIRouter(prefix="/api", responses=_ERRORS)
 
 @router.get("/csrf", tags=["security"])
 async def get_csrf(request: Request) -> CsrfOut:
-    """The CSRF token (also set as the ``csrf`` cookie); send it as ``X-CSRF-Token``."""
+    """The CSRF token (also in the HttpOnly CSRF cookie: ``__Host-csrf`` over https, ``csrf``
+    over plain http); send it as ``X-CSRF-Token``."""
     return CsrfOut(token=csrf_token(request))
 
 
 @router.post("/registrations", status_code=201, tags=["registration"])
-async def start_registration(request: Request, body: StartIn, portal: PortalDep) -> RegistrationOut:
-    """Step 1 (申請類別): choose the type and accept the data-use statement."""
+async def start_registration(
+    request: Request, response: Response, body: StartIn, portal: PortalDep
+) -> RegistrationOut:
+    """Step 1 (申請類別): choose the type and accept the data-use statement.
+
+    Sets the registration's cookie (``swreg_reg_<id>``, HttpOnly): every later call about this
+    registration must carry it, or is answered like one about an unknown id (404)."""
     view = await limited(
         portal,
         START_LIMIT,
@@ -202,6 +222,8 @@ async def start_registration(request: Request, body: StartIn, portal: PortalDep)
         actor=actor(request, "api"),
         origin=portal.origin,
     )
+    if view.secret is not None:
+        set_registration_cookie(response, view.id, view.secret, portal.settings)
     return RegistrationOut.of(view)
 
 
@@ -209,7 +231,12 @@ async def start_registration(request: Request, body: StartIn, portal: PortalDep)
 async def get_registration(
     registration_id: str, request: Request, portal: PortalDep
 ) -> RegistrationOut:
-    view = await off_loop(portal.registrations.status, registration_id, actor=actor(request, "api"))
+    view = await off_loop(
+        portal.registrations.status,
+        registration_id,
+        actor=actor(request, "api"),
+        secret=registration_secret(request, registration_id),
+    )
     return RegistrationOut.of(view)
 
 
@@ -225,6 +252,7 @@ async def registration_challenge(
         portal.registrations.issue_challenge,
         registration_id,
         actor=actor(request, "api"),
+        secret=registration_secret(request, registration_id),
     )
     return ChallengeOut.of(challenge)
 
@@ -237,7 +265,10 @@ async def registration_card(
 
     def submit() -> RegistrationView:  # the base64 is read after the hit: a bad one counts
         return portal.registrations.submit_card(
-            registration_id, body.response(), actor=actor(request, "api")
+            registration_id,
+            body.response(),
+            actor=actor(request, "api"),
+            secret=registration_secret(request, registration_id),
         )
 
     return RegistrationOut.of(await limited(portal, STEP_LIMIT, request, submit))
@@ -259,6 +290,7 @@ async def registration_step(
         registration_id,
         answers,
         actor=actor(request, "api"),
+        secret=registration_secret(request, registration_id),
     )
     return RegistrationOut.of(view)
 
@@ -268,7 +300,12 @@ async def registration_back(
     registration_id: str, request: Request, portal: PortalDep
 ) -> RegistrationOut:
     """上一步: what was typed is kept; going back past the card check needs a new check."""
-    view = await off_loop(portal.registrations.back, registration_id, actor=actor(request, "api"))
+    view = await off_loop(
+        portal.registrations.back,
+        registration_id,
+        actor=actor(request, "api"),
+        secret=registration_secret(request, registration_id),
+    )
     return RegistrationOut.of(view)
 
 
@@ -277,7 +314,12 @@ async def registration_cancel(
     registration_id: str, request: Request, portal: PortalDep
 ) -> RegistrationOut:
     """取消."""
-    view = await off_loop(portal.registrations.cancel, registration_id, actor=actor(request, "api"))
+    view = await off_loop(
+        portal.registrations.cancel,
+        registration_id,
+        actor=actor(request, "api"),
+        secret=registration_secret(request, registration_id),
+    )
     return RegistrationOut.of(view)
 
 
@@ -320,7 +362,10 @@ async def login(body: CardIn, request: Request, response: Response, portal: Port
     result = await limited(portal, LOGIN_LIMIT, request, log_in)
     set_session_cookie(response, result.token, portal.settings)
     return LoginOut(
-        account=result.account, applicant_type=result.applicant_type, expires_at=result.expires_at
+        account=result.account,
+        applicant_type=result.applicant_type,
+        expires_at=result.expires_at,
+        idle_expires_at=result.idle_expires_at,
     )
 
 
@@ -335,7 +380,7 @@ async def logout(request: Request, response: Response, portal: PortalDep) -> OkO
 
 @router.get("/session", tags=["login"])
 async def get_session(request: Request, portal: PortalDep) -> LoginOut:
-    """The logged-in account, or 403 ``not_authorized``."""
+    """The logged-in account and both ends of its session, or 403 ``not_authorized``."""
     token = request.cookies.get(SESSION_COOKIE)
     session = await off_loop(portal.logins.session, token) if token else None
     if session is None:
@@ -344,7 +389,18 @@ async def get_session(request: Request, portal: PortalDep) -> LoginOut:
         account=session.account,
         applicant_type=session.applicant_type,
         expires_at=session.expires_at,
+        idle_expires_at=session.idle_expires_at,
     )
+
+
+@router.post("/sessions/logout-all", tags=["login"])
+async def logout_all(request: Request, response: Response, portal: PortalDep) -> LogoutAllOut:
+    """Log out everywhere: end every session of the account, this one included, and clear
+    the cookie; without a live session 403 ``not_authorized``."""
+    token = request.cookies.get(SESSION_COOKIE) or ""
+    ended = await off_loop(portal.logins.logout_all, token, actor=actor(request, "api"))
+    clear_session_cookie(response, portal.settings)
+    return LogoutAllOut(sessions_ended=ended)
 
 
 @router.post("/activate", tags=["login"])

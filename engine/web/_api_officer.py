@@ -1,18 +1,22 @@
 """The officer API under ``/api/officer``: the queue of registrations waiting for an officer
 (待審核), and approve / reject — the same service calls as ``swreg registrations``.
 
-Every route needs ``Authorization: Bearer <SWREG_OFFICER_TOKEN>``, an operator credential from
-the settings, compared in constant time; when no token is configured the officer API refuses
-every request (``not_authorized``; officers use the CLI). The credential is a header, never a
-cookie, so a browser cannot be made to send it cross-site: these routes need no CSRF token.
-The officer's name comes with each decision and is the audit row's actor (``officer:NAME``);
-the client address is recorded beside it (``via``).
+Every route needs ``Authorization: Bearer TOKEN``, an officer's personal token (``swreg
+officers token NAME``, DESIGN.md §12), checked by
+:meth:`~engine.services.officers.OfficerService.authenticate`: after 20 failed tokens from one
+client in a 10-minute window every request of that client is 429 ``rate_limited`` (with
+``Retry-After``) until the window ends, a right token included; each failure is 403
+``not_authorized`` and logged as ``officer_auth_failed`` with the client's keyed hash, never the
+token. The credential is a header, never a cookie, so a browser cannot be made to send it
+cross-site: these routes need no CSRF token.
+
+The authenticated officer decides: the audit row's actor is ``officer:NAME``, its diff holds
+the officer's ``certificate`` (fingerprint) and ``via`` (``api:client=KEY``, the client's keyed
+hash). A name in the body is not read.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -20,51 +24,50 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from engine._errors import ErrorCode, RefusedError
-from engine._settings import Settings
 from engine.core.workflow import NO_DEADLINE
+from engine.services.officers import OfficerView
 from engine.services.registration import MAX_LISTED, RegistrationView
-from engine.web._shared import PortalDep, actor, off_loop
+from engine.web._portal import Portal
+from engine.web._security import client_address, rate_limit_subject
+from engine.web._shared import PortalDep, actor, client_key, off_loop
 
-_bearer = HTTPBearer(auto_error=False, description="SWREG_OFFICER_TOKEN")
-
-
-def officer_token(settings: Settings) -> str | None:
-    """The configured officer token (``SWREG_OFFICER_TOKEN``), or None: then nobody gets in."""
-    return settings.officer_token or None
+_bearer = HTTPBearer(
+    auto_error=False, description="An officer's personal token (swreg officers token NAME)."
+)
 
 
 async def require_officer(
+    request: Request,
     portal: PortalDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    """403 ``not_authorized`` unless the bearer token is the configured one (``async``: it does
-    not block, so FastAPI calls it on the event loop, not in the thread pool)."""
-    configured = officer_token(portal.settings)
+) -> OfficerView:
+    """The officer presenting the bearer token: 429 ``rate_limited`` while the client is
+    blocked, 403 ``not_authorized`` for a missing or wrong token (counted and logged)."""
     presented = credentials.credentials if credentials is not None else None
-    if configured is None or presented is None or not _same(presented, configured):
-        raise RefusedError(ErrorCode.NOT_AUTHORIZED)
-
-
-def _same(presented: str, configured: str) -> bool:
-    """Constant-time comparison (of digests, so the length leaks nothing either)."""
-    return hmac.compare_digest(
-        hashlib.sha256(presented.encode("utf-8")).digest(),
-        hashlib.sha256(configured.encode("utf-8")).digest(),
+    return await off_loop(
+        portal.officers.authenticate,
+        presented,
+        client=client_key(request),
+        subject=failure_subject(portal, request),
     )
+
+
+OfficerDep = Annotated[OfficerView, Depends(require_officer)]
+
+
+def failure_subject(portal: Portal, request: Request) -> str:
+    """What a client's failed tokens count under: like the portal's other rate limits, a keyed
+    hash of its address (of its /64 for IPv6), so no address is stored in clear."""
+    subject = rate_limit_subject(client_address(request))
+    return portal.identifiers.hash("client", subject)[:32]
 
 
 # -- bodies and views ------------------------------------------------------------------------
 
 
-class ApproveIn(BaseModel):
-    """Who approves (the audit row's actor is ``officer:NAME``)."""
-
-    officer: str = Field(max_length=100, examples=["林關員"])
-
-
-class RejectIn(ApproveIn):
-    """Who rejects, and why (kept in the audit row)."""
+class RejectIn(BaseModel):
+    """Why the registration is rejected (kept in the audit row). The officer is the one the
+    bearer token names."""
 
     reason: str = Field(max_length=500, examples=["IATA 代碼與登記資料不符"])
 
@@ -130,35 +133,38 @@ async def list_registrations(
 
 
 async def get_registration(
-    registration_id: str, request: Request, portal: PortalDep
+    registration_id: str, portal: PortalDep, officer: OfficerDep
 ) -> OfficerRegistrationOut:
-    view = await off_loop(portal.registrations.status, registration_id, actor=actor(request, "api"))
+    view = await off_loop(portal.registrations.status, registration_id, actor=officer.actor)
     return OfficerRegistrationOut.of(view)
 
 
 async def approve_registration(
-    registration_id: str, body: ApproveIn, request: Request, portal: PortalDep
+    registration_id: str, request: Request, portal: PortalDep, officer: OfficerDep
 ) -> OfficerRegistrationOut:
-    """核准: the registration moves on; entering 註冊完成 creates the account (activation mail)."""
+    """核准: the registration moves on; entering 註冊完成 creates the account (activation mail).
+    Takes no body: the officer is the one the bearer token names."""
     view = await off_loop(
         portal.registrations.approve,
         registration_id,
-        officer=body.officer,
+        officer=officer.name,
         via=actor(request, "api"),
+        certificate=officer.fingerprint,
     )
     return OfficerRegistrationOut.of(view)
 
 
 async def reject_registration(
-    registration_id: str, body: RejectIn, request: Request, portal: PortalDep
+    registration_id: str, body: RejectIn, request: Request, portal: PortalDep, officer: OfficerDep
 ) -> OfficerRegistrationOut:
     """駁回: the registration ends in ``rejected``; no account; the reason is audited."""
     view = await off_loop(
         portal.registrations.reject,
         registration_id,
-        officer=body.officer,
+        officer=officer.name,
         reason=body.reason,
         via=actor(request, "api"),
+        certificate=officer.fingerprint,
     )
     return OfficerRegistrationOut.of(view)
 
@@ -174,4 +180,4 @@ def add_officer_routes(router: APIRouter) -> None:
     router.add_api_route(f"{one}/reject", reject_registration, methods=["POST"], **common)
 
 
-__all__ = ["add_officer_routes", "officer_token", "require_officer"]
+__all__ = ["OfficerDep", "add_officer_routes", "require_officer"]

@@ -9,8 +9,11 @@
                                   certificate has expired) ``account`` + ``password``
 
 Both are POSTs and need the CSRF token like every other (``X-CSRF-Token``); both count against
-a per-client rate limit (password guessing). Plain ``def`` routes: the service blocks on the
-database and argon2, so FastAPI runs them in its thread pool.
+a per-client rate limit, and the service counts each attempt against the named account's own
+limit once the new card has passed (password guessing from many addresses). The service checks
+the new card first; after it an unknown account, a wrong password and a still-valid old card
+all answer the same 403 ``not_authorized``. A replacement ends every session of the account,
+the caller's included (log in again with the new card).
 """
 
 from __future__ import annotations

@@ -6,11 +6,14 @@ portal's CSRF middleware has no per-route exemption, so it asks for the CSRF tok
 other unsafe request (``GET /api/csrf``, then the cookie and ``X-CSRF-Token``). Bodies are
 limited by the middleware (64 KiB), which bounds the message to about 48 KiB here; larger
 messages go through the CLI or :class:`engine.services.turnkey.TurnkeyVerifier` in-process.
+
+The certificates are judged at the time the message is received (DESIGN.md §5); a ``signed_at``
+in the request is still accepted, so older clients keep working, and ignored.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -34,7 +37,10 @@ class TurnkeyVerifyIn(BaseModel):
     message: str = Field(description="The message, standard base64.")
     signature: str = Field(max_length=350_000, description="The signature, standard base64.")
     signed_at: datetime | None = Field(
-        default=None, description="Signing time (default: CMS signingTime, else now)."
+        default=None,
+        description="Ignored (accepted for older clients): the receipt time counts, or the "
+        "genTime of a trusted RFC 3161 time-stamp token in the CMS.",
+        deprecated=True,
     )
 
 
@@ -47,7 +53,10 @@ class TurnkeyCertificateOut(BaseModel):
 class TurnkeyVerifyOut(BaseModel):
     valid: bool = True
     sender: str
-    signed_at: datetime
+    signed_at: datetime = Field(
+        description="The time the certificates were judged at: the receipt time, or the "
+        "genTime of a trusted time-stamp token."
+    )
     certificate: TurnkeyCertificateOut
 
 
@@ -62,10 +71,7 @@ async def turnkey_verify(
     """
     message = decode_base64(body.message, "message", ErrorCode.INVALID_VALUE)
     signature = decode_base64(body.signature, "signature", ErrorCode.SIGNATURE_INVALID)
-    at = body.signed_at
-    if at is not None and at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    result = await off_loop(portal.turnkey.verify, body.sender, message, signature, signed_at=at)
+    result = await off_loop(portal.turnkey.verify, body.sender, message, signature)
     return TurnkeyVerifyOut(
         sender=result.sender,
         signed_at=result.signed_at,

@@ -37,6 +37,7 @@ from engine.web._portal import (
     Portal,
     status_for,
 )
+from engine.web._registration_secret import registration_secret, set_registration_cookie
 from engine.web._security import (
     SESSION_COOKIE,
     clear_session_cookie,
@@ -333,7 +334,10 @@ async def register_start(request: Request) -> Response:
             raise
         errors = errors_by_field(error, t.language, _FORM_FIELDS)
         return _category_page(request, values=values, errors=errors, status_code=status_for(error))
-    return _see_other(f"/register/{view.id}")
+    response = _see_other(f"/register/{view.id}")
+    if view.secret is not None:  # the registration answers to this browser only (§6)
+        set_registration_cookie(response, view.id, view.secret, portal.settings)
+    return response
 
 
 def _checked(value: str | None) -> bool:
@@ -345,9 +349,18 @@ def _checked(value: str | None) -> bool:
 
 @router.get("/register/{registration_id}", response_class=HTMLResponse)
 async def register_step_page(registration_id: str, request: Request) -> Response:
-    portal = portal_of(request)
-    view = await off_loop(portal.registrations.status, registration_id, actor=actor(request, "web"))
-    return _step_page(request, view)
+    return _step_page(request, await _status(request, registration_id))
+
+
+async def _status(request: Request, registration_id: str) -> RegistrationView:
+    """The registration as this browser may see it: ``registration_not_found`` without its
+    cookie, only id, state, type and masked account once it has ended."""
+    return await off_loop(
+        portal_of(request).registrations.status,
+        registration_id,
+        actor=actor(request, "web"),
+        secret=registration_secret(request, registration_id),
+    )
 
 
 def _step_page(
@@ -456,14 +469,18 @@ async def register_step(registration_id: str, request: Request) -> Response:
     portal = portal_of(request)
     t = translator(request)
     values = await _form(request)
-    view = await off_loop(portal.registrations.status, registration_id, actor=actor(request, "web"))
+    view = await _status(request, registration_id)
     form = portal.registrations.step_form(view) if view.state not in ENDINGS else None
     if form is None:  # the card check runs in the page's script; anything else: show the step
         return _see_other(f"/register/{registration_id}")
     await off_loop(portal.limit, STEP_LIMIT, client_address(request))
     try:
         await off_loop(
-            portal.registrations.submit, registration_id, values, actor=actor(request, "web")
+            portal.registrations.submit,
+            registration_id,
+            values,
+            actor=actor(request, "web"),
+            secret=registration_secret(request, registration_id),
         )
     except SwregError as error:
         if error.code in (ErrorCode.REGISTRATION_EXPIRED, ErrorCode.INVALID_TRANSITION):
@@ -483,7 +500,7 @@ async def register_check_account(registration_id: str, request: Request) -> Resp
     portal = portal_of(request)
     t = translator(request)
     values = await _form(request)
-    view = await off_loop(portal.registrations.status, registration_id, actor=actor(request, "web"))
+    view = await _status(request, registration_id)
     form = portal.registrations.step_form(view) if view.state not in ENDINGS else None
     if form is None:
         return _see_other(f"/register/{registration_id}")
@@ -501,14 +518,24 @@ async def register_check_account(registration_id: str, request: Request) -> Resp
 @router.post("/register/{registration_id}/back", response_model=None)
 async def register_back(registration_id: str, request: Request) -> Response:
     portal = portal_of(request)
-    await off_loop(portal.registrations.back, registration_id, actor=actor(request, "web"))
+    await off_loop(
+        portal.registrations.back,
+        registration_id,
+        actor=actor(request, "web"),
+        secret=registration_secret(request, registration_id),
+    )
     return _see_other(f"/register/{registration_id}")
 
 
 @router.post("/register/{registration_id}/cancel", response_model=None)
 async def register_cancel(registration_id: str, request: Request) -> Response:
     portal = portal_of(request)
-    await off_loop(portal.registrations.cancel, registration_id, actor=actor(request, "web"))
+    await off_loop(
+        portal.registrations.cancel,
+        registration_id,
+        actor=actor(request, "web"),
+        secret=registration_secret(request, registration_id),
+    )
     return _see_other(f"/register/{registration_id}")
 
 

@@ -146,9 +146,10 @@ _TEXTS: Final[Mapping[str, Labels]] = {
     "deleted": Labels("已刪除", "Deleted"),
     "renewal_intro": Labels(
         "請插入新的憑證卡，輸入新卡的PIN碼後按下 [憑證更換]。請先以舊卡「憑證登入」；"
-        "舊卡已過期者，請輸入帳號及密碼。",
+        "舊卡已過期者，請輸入帳號及密碼（密碼連續錯誤5次帳號將鎖定）。更換後請以新卡重新登入。",
         "Insert the new card, enter its PIN and press [Replace card]. Log in with the old card "
-        "first; if the old card has expired, enter your account and password instead.",
+        "first; if the old card has expired, enter your account and password instead (five "
+        "wrong passwords in a row lock the account). Log in again with the new card afterwards.",
     ),
     "renewal_logged_in": Labels("目前登入帳號", "Logged in as"),
     "renewal_old_account": Labels(

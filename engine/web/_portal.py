@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any, Final
 
 from engine._bootstrap import App
@@ -19,16 +20,20 @@ from engine._settings import Settings
 from engine.core.workflow import WorkflowDefinition
 from engine.services.accounts import AccountService
 from engine.services.customs import CustomsCertificateService
+from engine.services.hashing import IdentifierHasher
 from engine.services.login import LoginService
 from engine.services.mail import OutboxMailer
+from engine.services.officers import OfficerService
 from engine.services.registration import RegistrationService
 from engine.services.renewal import RenewalService
 from engine.services.turnkey import TurnkeyVerifier
+from engine.web._security import rate_limit_subject
 
 
 @dataclass(frozen=True, slots=True)
 class Limit:
-    """A rate limit per client address: ``limit`` hits per ``window``."""
+    """A rate limit per client: ``limit`` hits per ``window``. A client is its address, an
+    IPv6 client its /64 (:func:`~engine.web._security.rate_limit_subject`)."""
 
     name: str
     limit: int
@@ -79,6 +84,10 @@ class Portal:
         return self.app.logins
 
     @property
+    def officers(self) -> OfficerService:
+        return self.app.officers
+
+    @property
     def customs(self) -> CustomsCertificateService:
         return self.app.customs
 
@@ -94,9 +103,18 @@ class Portal:
     def workflow(self) -> WorkflowDefinition:
         return self.app.workflow
 
+    @cached_property
+    def identifiers(self) -> IdentifierHasher:
+        """The keyed hash under the server's identifier key: client addresses in rate-limit
+        keys and audit rows, CSRF tokens."""
+        return IdentifierHasher(self.settings.identifier_key())
+
     def limit(self, rule: Limit, client: str) -> None:
-        """Count one hit of ``client`` against ``rule``; raises ``rate_limited`` past it."""
-        self.app.limits.hit(f"{rule.name}:{client}", limit=rule.limit, window=rule.window)
+        """Count one hit of ``client`` (its address) against ``rule``; raises ``rate_limited``
+        past it. The key is ``rule:`` and a keyed hash of the client (its /64 for IPv6): the
+        ``rate_limits`` table never holds an address."""
+        subject = self.identifiers.hash("client", rate_limit_subject(client))[:32]
+        self.app.limits.hit(f"{rule.name}:{subject}", limit=rule.limit, window=rule.window)
 
     def outbox(self) -> OutboxMailer | None:
         """The demo mailer's outbox, when the portal runs in demo mode with one."""

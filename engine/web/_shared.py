@@ -1,7 +1,8 @@
 """The helpers every route module shares (none defines its own copy of these):
 
 - :data:`PortalDep` / :func:`portal_of`: the portal services of the running application;
-- :func:`actor`: who a request acts as in the audit log (``api:ADDRESS`` / ``web:ADDRESS``);
+- :func:`actor`: who a request acts as in the audit log (``api:client=KEY`` / ``web:…``), and
+  :func:`client_key`: the client's address as a keyed hash (for audit rows and log lines);
 - :func:`off_loop` and :func:`limited`: the one way a route leaves the event loop (a blocking
   service call in the thread pool, with the client's rate-limit hit in the same trip);
 - :func:`decode_base64` and :func:`errors_by_field`: inputs and refusals at the edge.
@@ -20,6 +21,7 @@ from typing import Annotated, Literal, ParamSpec, TypeVar
 
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import HTTPConnection
 
 from engine._errors import ErrorCode, Language, RefusedError, SwregError
 from engine.web._i18n import Translator, page_language
@@ -30,7 +32,7 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 
-def portal_of(request: Request) -> Portal:
+def portal_of(request: HTTPConnection) -> Portal:
     """The portal services of the application serving ``request``."""
     found: Portal = request.app.state.portal
     return found
@@ -48,9 +50,22 @@ def translator(request: Request) -> Translator:
     return Translator(page_language(request))
 
 
+CLIENT_KEY_CHARS = 16
+"""Hex characters of a client's keyed hash in audit rows and logs (64 bits)."""
+
+
+def client_key(connection: HTTPConnection) -> str:
+    """The client's address (:func:`~engine.web._security.client_address`) as a keyed hash:
+    16 hex characters of an HMAC under the server's identifier key. What audit rows and log
+    lines hold instead of the address (DESIGN.md §6): one client, one key; no address in clear."""
+    keys = portal_of(connection).identifiers
+    return keys.hash("client", client_address(connection))[:CLIENT_KEY_CHARS]
+
+
 def actor(request: Request, channel: Literal["api", "web"]) -> str:
-    """Who the request acts as in the audit log: the channel and the client's address."""
-    return f"{channel}:{client_address(request)}"
+    """Who the request acts as in the audit log: the channel and the client's keyed hash
+    (``api:client=0123456789abcdef``), never the address."""
+    return f"{channel}:client={client_key(request)}"
 
 
 async def off_loop(function: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
@@ -103,6 +118,7 @@ def errors_by_field(
 __all__ = [
     "PortalDep",
     "actor",
+    "client_key",
     "decode_base64",
     "errors_by_field",
     "limited",

@@ -179,6 +179,7 @@ def portal(
         SWREG_AGENT_URL=agent_url,
         SWREG_SMTP_HOST=mailbox.host,
         SWREG_SMTP_PORT=str(mailbox.port),
+        SWREG_SMTP_TLS="none",  # the plain local mailbox, no login
     )  # fmt: skip
     try:
         yield Portal(origin, portal_database, agent_url, agent_port, log)

@@ -41,7 +41,7 @@ def portal_app(portal: Portal, mailbox: Mailbox) -> App:
         database_url=portal.database_url,
         secret_key=SECRET,
         argon2=Argon2Parameters(time_cost=1, memory_kib=64, parallelism=1),
-        mail=MailSettings(host=mailbox.host, port=mailbox.port),
+        mail=MailSettings(host=mailbox.host, port=mailbox.port, tls="none"),
     )
     return bootstrap(settings)
 

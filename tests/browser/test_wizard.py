@@ -302,7 +302,7 @@ def register_in_process(portal: Portal, mailbox: Mailbox, card: IssuedCard, read
         database_url=portal.database_url,
         secret_key=SECRET,
         argon2=Argon2Parameters(time_cost=1, memory_kib=64, parallelism=1),
-        mail=MailSettings(host=mailbox.host, port=mailbox.port),
+        mail=MailSettings(host=mailbox.host, port=mailbox.port, tls="none"),
     )
     app = bootstrap(settings)
     answers = {

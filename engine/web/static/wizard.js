@@ -1,6 +1,6 @@
 /* swreg wizard: progressive enhancement of the server-rendered pages (no build step).
  *
- * - window.swreg: the CSRF token (double-submit cookie), JSON calls to /api, page data.
+ * - window.swreg: the CSRF token (the page's csrf-token meta), JSON calls to /api, page data.
  * - Step 1 (申請類別): show only the chosen 類別's 屬性 and redraw the step bar for its path.
  * - Forms: keep 帳號 in step with the fields it is named after; 檢核是否存在 through the API.
  * Every page works without this script except the card check, which needs card.js.
@@ -17,6 +17,12 @@
       }
     }
     return "";
+  }
+
+  /* The CSRF token the server issued with this page (its cookie is HttpOnly). */
+  function csrfToken() {
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    return (meta && meta.getAttribute("content")) || "";
   }
 
   function pageData() {
@@ -38,7 +44,7 @@
       Accept: "application/json",
       "Accept-Language": document.documentElement.lang || "zh-TW"
     };
-    var token = cookie("csrf");
+    var token = csrfToken();
     if (token) {
       headers["X-CSRF-Token"] = token;
     }

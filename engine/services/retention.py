@@ -1,0 +1,161 @@
+"""Retention (DESIGN.md §6): ``swreg purge`` forgets what is no longer needed.
+
+Two things go, both after ``SWREG_RETENTION_DAYS`` (:attr:`Settings.retention_days`, an integer
+≥ 0, default 30; 0 takes everything already due):
+
+* **the personal data of ended registrations.** A registration has ended when it is
+  ``completed``, ``cancelled``, ``rejected`` or ``expired``; it ended at its last event, and an
+  expired one at its idle deadline (``expires_at``). A registration still open past its
+  deadline has ended too: the purge first records its expiry (the ``expire`` event, as the
+  sweeper would), so no open registration ever loses its data. What a purged registration
+  keeps and loses is said by :meth:`engine.store.RegistrationRepository.purge`: it keeps id,
+  state, type, times and certificate fingerprint; the entered fields, the certificate DER, the
+  account name and the personal parts of the card evidence go, and ``purged_at`` is set.
+* **accounts never activated**: ``pending_activation`` accounts created at least that many
+  days ago whose activation links have all lapsed (none unused and unexpired: a link still
+  valid could be used a moment later, so its account stays until it expires). They go with
+  everything that refers to them (activation tokens, sessions, their login certificates and
+  those certificates' reminders), which frees their names and their cards for a new
+  registration.
+
+Everything of one run but the expiry is one transaction with one audit row (``purge``, counts
+only: the audit log holds no personal data, so nothing in it has to go and the chain stays
+whole). A run that finds nothing writes nothing; running it again at once purges nothing, so it
+is safe from cron at any frequency.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, delete, exists, select
+
+from engine._clock import Clock
+from engine._errors import ErrorCode, RefusedError
+from engine.core.workflow import ENDINGS
+from engine.services.accounts import PENDING
+from engine.services.registration import RegistrationService
+from engine.store import (
+    Account,
+    ActivationToken,
+    Certificate,
+    Database,
+    LoginSession,
+    Reminder,
+    UnitOfWork,
+)
+
+MAX_RETENTION_DAYS = 36500
+"""A hundred years: more is a typo (and would overflow the dates)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeReport:
+    """What one run of the purge did."""
+
+    retention_days: int
+    cutoff: datetime
+    """Registrations ended and accounts created at or before this time were due."""
+    expired: int
+    """Open registrations past their idle deadline that the run marked ``expired`` first."""
+    registrations: int
+    """Registrations whose personal data was removed."""
+    accounts: int
+    """Accounts never activated that were deleted."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "retention_days": self.retention_days,
+            "cutoff": self.cutoff.isoformat(),
+            "expired": self.expired,
+            "registrations": self.registrations,
+            "accounts": self.accounts,
+        }
+
+
+class RetentionService:
+    """``swreg purge``: see the module docstring."""
+
+    def __init__(
+        self,
+        database: Database,
+        clock: Clock,
+        registrations: RegistrationService,
+        *,
+        retention_days: int,
+    ) -> None:
+        self._database = database
+        self._clock = clock
+        self._registrations = registrations
+        self.retention_days = retention_days
+
+    def purge(self, *, days: int | None = None, actor: str = "cli") -> PurgeReport:
+        """Purge what ended (or was created) at least ``days`` (default: the configured
+        retention) days ago; idempotent."""
+        days = self.retention_days if days is None else days
+        if isinstance(days, bool) or not 0 <= days <= MAX_RETENTION_DAYS:
+            raise RefusedError(
+                ErrorCode.INVALID_VALUE, field="days", detail=f"0 to {MAX_RETENTION_DAYS}"
+            )
+        expired = self._registrations.expire_idle(actor=actor)
+        now = self._clock.now()
+        cutoff = now - timedelta(days=days)
+        with self._database.unit_of_work() as uow:
+            registrations = uow.registrations.purge(
+                ended_by=cutoff, at=now, ending_states=sorted(ENDINGS)
+            )
+            accounts = _delete_unactivated(uow, created_by=cutoff, now=now)
+            report = PurgeReport(
+                retention_days=days,
+                cutoff=cutoff,
+                expired=expired,
+                registrations=registrations,
+                accounts=accounts,
+            )
+            if registrations or accounts:
+                uow.audit.append(
+                    at=now, actor=actor, event="purge",
+                    diff={
+                        "retention_days": days, "cutoff": cutoff.isoformat(),
+                        "registrations": registrations, "accounts": accounts,
+                    },
+                )  # fmt: skip
+                uow.commit()
+        return report
+
+
+def _delete_unactivated(uow: UnitOfWork, *, created_by: datetime, now: datetime) -> int:
+    """Delete the pending accounts created at or before ``created_by`` that no activation link
+    can open any more, with every row referring to them; how many accounts."""
+    session = uow.session
+    usable_link = exists().where(
+        ActivationToken.account_id == Account.id,
+        ActivationToken.used_at.is_(None),
+        ActivationToken.expires_at > now,
+    )
+    due = (
+        select(Account.id)
+        .where(Account.status == PENDING, Account.created_at <= created_by, ~usable_link)
+        .with_for_update()  # PostgreSQL: nobody activates or re-links them meanwhile
+    )
+    ids = list(session.scalars(due))
+    if not ids:
+        return 0
+    certificates = select(Certificate.id).where(Certificate.account_id.in_(ids))
+    for statement in (
+        delete(Reminder).where(Reminder.certificate_id.in_(certificates)),
+        delete(Certificate).where(Certificate.account_id.in_(ids)),
+        delete(ActivationToken).where(ActivationToken.account_id.in_(ids)),
+        delete(LoginSession).where(LoginSession.account_id.in_(ids)),
+    ):
+        session.execute(statement.execution_options(synchronize_session=False))
+    accounts = (
+        delete(Account).where(Account.id.in_(ids)).execution_options(synchronize_session=False)
+    )
+    result = cast(CursorResult[Any], session.execute(accounts))
+    return result.rowcount
+
+
+__all__ = ["MAX_RETENTION_DAYS", "PurgeReport", "RetentionService"]
