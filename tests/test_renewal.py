@@ -599,6 +599,24 @@ def test_five_wrong_passwords_lock_the_account(
     assert audit_ok(app)
 
 
+def test_a_locked_accounts_owner_replaces_the_card_with_the_old_cards_session(
+    app: App, renewals: RenewalService, login: LoginService, pki: TestPKI, person: IssuedCard
+) -> None:
+    session = session_of(login, person)
+    with app.database.unit_of_work() as uow:  # five wrong passwords, typed by someone else
+        account = uow.accounts.get_by_name("ming@example.com")
+        assert account is not None
+        account.status, account.failed_passwords = "locked", MAX_FAILED_PASSWORDS
+        uow.commit()
+    new = pki.issue_person("王小明", "6789")
+    assert renew_code(renewals, new, account="ming@example.com", password=PASSWORD) == (
+        "not_authorized"  # no password opens a locked account
+    )
+    done = renew(renewals, new, session=session)
+    assert done.account == "ming@example.com"
+    assert account_row(app) == ("locked", MAX_FAILED_PASSWORDS)  # until a card-proven reset
+
+
 def test_renewal_attempts_per_account_are_limited_after_the_cards_proof(
     app: App, renewals: RenewalService, pki: TestPKI, person: IssuedCard
 ) -> None:

@@ -14,13 +14,15 @@ new key and certificate. Replacing it proves two things, **the new card first**:
 Until the new card has passed, nothing depends on the account or password sent: every refusal
 is the same whatever they were, and no password is checked or counted. After it, the attempt
 counts against the account's rate limit (:data:`RENEWAL_ACCOUNT_LIMIT`, keyed by a keyed hash
-of the name), and an unknown account, an account that is not active (``locked`` included), a
-wrong password, no proof at all and a still-valid old card all get the one refusal
-:func:`refusal` (403 ``not_authorized``, no detail): the answer tells a stranger neither that
-the account exists nor that the password was right. Each wrong password of an active account
-adds one to ``Account.failed_passwords``; the :data:`MAX_FAILED_PASSWORDS`-th makes it
-``locked`` (audited ``account_locked``), after which no password is checked here until a
-card-proven password reset; a right password sets the count back to 0.
+of the name), and an unknown account, an account whose password is not usable (any status
+but active: ``locked`` included), a wrong password, no proof at all and a still-valid old card
+all get the one refusal :func:`refusal` (403 ``not_authorized``, no detail): the answer tells
+a stranger neither that the account exists nor that the password was right. Each wrong password
+of an active account adds one to ``Account.failed_passwords``; the
+:data:`MAX_FAILED_PASSWORDS`-th makes it ``locked`` (audited ``account_locked``), after which no
+password is checked here until a card-proven password reset; a right password sets the count
+back to 0. A locked account's owner still replaces the card through a session of the old card:
+the password is locked, not the card.
 
 Once the account is proven, the new certificate must suit it: the account type's login profile
 (``certificate_type_mismatch``), the same holder as the old certificate, read from its DER
@@ -53,6 +55,7 @@ from engine.pki.certificate import ParsedCertificate, load_certificate, ubn_conf
 from engine.pki.certificate_checks import check_login_certificate, verify_signature
 from engine.services.accounts import (
     ACTIVE,
+    CARD_LOGIN_STATUSES,
     LOCKED,
     MAX_FAILED_PASSWORDS,
     RENEWAL_ACCOUNT_LIMIT,
@@ -154,8 +157,10 @@ class RenewalService:
         proof = self._prove(session, account, password, now, actor=actor)
         with self._database.unit_of_work() as uow:
             owner = uow.accounts.get_by_name(proof.account)
-            if owner is None or owner.status != ACTIVE:
-                raise refusal()  # gone or locked since the proof
+            # the old card's session works while the password is locked; a password does not
+            usable = CARD_LOGIN_STATUSES if proof.method == "session" else {ACTIVE}
+            if owner is None or owner.status not in usable:
+                raise refusal()  # gone, suspended or (for a password) locked since the proof
             old = uow.certificates.active_login_of(owner.id)
             if old is None:
                 raise RefusedError(ErrorCode.NOT_REGISTERED, detail="no login certificate")
