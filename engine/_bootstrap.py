@@ -57,6 +57,8 @@ class App:
     audit: AuditService
     retention: RetentionService
     officers: OfficerService
+    identifiers: IdentifierHasher
+    """The keyed hash under the server's key: personal IDs, client addresses, CSRF tokens."""
 
     def inspect_certificate(self, data: bytes) -> dict[str, Any]:
         """``swreg cert inspect``: the certificate as the card check sees it."""
@@ -127,6 +129,7 @@ def bootstrap(
     )
     return App(
         settings=settings,
+        identifiers=identifiers,
         clock=clock,
         plugins=manager,
         catalog=catalog,

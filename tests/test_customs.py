@@ -193,7 +193,7 @@ def test_a_broker_specialist_imports_a_personal_customs_cer_in_pem(
     answers = {**BROKER, "customs_office": "aa"}
     result = service.import_certificate(
         "broker_specialist", answers, certificate=card.pem(), kind=ImportKind.NON_IC,
-        session=specialist_session(app, pki),
+        session=specialist_session(app, pki), signature_check=card.sign,
     )  # fmt: skip
     assert (result.query_key, result.certificate_kind) == ("A00001", CertificateKind.CUSTOMS)
     assert stored(app)[1:] == [  # after the specialist's login certificate
@@ -206,6 +206,7 @@ def test_a_broker_specialist_imports_a_personal_customs_cer_in_pem(
     assert diff["national_id"] == "A12*****89"
     assert NATIONAL_ID not in str(diff)
     assert (diff["query_key"], diff["reactivated"]) == ("A00001", False)
+    assert diff["proof"] == {"key": "signed challenge", "login": "a********9@example.com"}
     assert diff["certificate_id"] == result.id
 
 
@@ -232,6 +233,7 @@ def test_an_ic_card_import_reads_the_card_and_proves_the_key(
             "ca": "MOEACA",
             "query_key": UBN,
             "reactivated": False,
+            "proof": {"key": "card"},
             "ubn": UBN,
         }
     ]
@@ -454,6 +456,7 @@ def registered(app: App, pki: TestPKI, service: CustomsCertificateService) -> di
             certificate=broker.der(),
             kind=ImportKind.NON_IC,
             session=app.logins.session(tokens["person"]),
+            signature_check=broker.sign,
         ).id,
     }
     return {"company": company, "person": person, "org": org, "customs": customs,

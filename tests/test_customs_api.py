@@ -106,7 +106,8 @@ def test_a_cer_upload_imports_the_certificate(client: TestClient, app: App, pki:
 
 def test_a_broker_uploads_a_pem(client: TestClient, app: App, pki: TestPKI) -> None:
     client.cookies.set("swreg_session", specialist_token(app, pki))
-    response = upload(client, "broker_specialist", BROKER, pki.issue_customs(OTHER_UBN).pem())
+    card = pki.issue_customs(OTHER_UBN)
+    response = signed_upload(client, "broker_specialist", BROKER, card, data=card.pem())
     assert response.status_code == 201, response.text
     assert response.json()["query_key"] == "A00001"
 
@@ -310,7 +311,7 @@ def test_the_same_certificate_twice_is_a_conflict(client: TestClient, pki: TestP
 def test_query_by_key(client: TestClient, app: App, pki: TestPKI) -> None:
     client.cookies.set("swreg_session", specialist_token(app, pki))
     broker = pki.issue_customs(OTHER_UBN)
-    assert upload(client, "broker_specialist", BROKER, broker.der()).status_code == 201
+    assert signed_upload(client, "broker_specialist", BROKER, broker).status_code == 201
     response = client.get(URL, params={"key": "A00001"})
     assert response.status_code == 200
     [row] = response.json()["rows"]

@@ -136,9 +136,10 @@ def test_the_console_script_imports_a_cer(cli: Cli, pki: TestPKI) -> None:
 def test_a_broker_imports_a_pem_and_people_read_the_success_message(
     cli: Cli, pki: TestPKI, app: App
 ) -> None:
-    answers, cer = cli.file(BROKER, ".json"), cli.file(pki.issue_customs(OTHER_UBN).pem())
+    card = pki.issue_customs(OTHER_UBN)
+    answers, cer = cli.file(BROKER, ".json"), cli.file(card.pem())
     args = ("customs-cert", "import", "--usage-type", "broker_specialist",
-            "--answers", answers, "--cer", cer)  # fmt: skip
+            "--answers", answers, "--cer", cer, *cli.key(card))  # fmt: skip
     code, output = cli.text(*args)
     assert code == 1 and "not_authorized" in output  # only the specialist's card login proves it
     code, output = cli.text(*args, "--session", specialist_token(app, pki))
@@ -237,7 +238,7 @@ def test_delete_needs_the_owners_card_session(cli: Cli, pki: TestPKI, app: App) 
     certificate_id = str(out["id"])
 
     code, out = cli.invoke("customs-cert", "delete", certificate_id, "--session", "not-a-session")
-    assert (code, out["errors"][0]["code"]) == (1, "not_authorized")
+    assert (code, out["errors"][0]["code"]) == (1, "session_expired")  # said, not guessed
     code, out = cli.invoke("customs-cert", "delete", certificate_id, "--session", token)
     assert (code, out) == (0, {"ok": True, "id": int(certificate_id), "status": "deleted"})
     assert [r[-1] for r in stored(app)] == ["active", "deleted"]
@@ -310,3 +311,16 @@ def test_the_query_masks_accounts_unless_the_owner_asks(cli: Cli, pki: TestPKI, 
     assert (code, [row["account"] for row in out["rows"]]) == (0, ["0******7"])
     code, out = cli.invoke("customs-cert", "query", UBN, "--session", token)
     assert (code, [row["account"] for row in out["rows"]]) == (0, [UBN])
+
+
+def test_a_session_that_is_not_live_is_session_expired(cli: Cli, pki: TestPKI, app: App) -> None:
+    card = pki.issue_customs(UBN)
+    code, out = cli.import_cer("shipping", {"ubn": UBN}, card.der(), "--session", "gone")
+    assert (code, out["errors"][0]["code"], out["errors"][0]["field"]) == (
+        1,
+        "session_expired",
+        "session",
+    )
+    code, out = cli.invoke("customs-cert", "query", UBN, "--session", "gone")
+    assert (code, out["errors"][0]["code"]) == (1, "session_expired")
+    assert stored(app) == []

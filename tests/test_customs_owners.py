@@ -26,11 +26,12 @@ from fastapi.testclient import TestClient
 from engine import App, ImportKind
 from engine.core.identifiers import mask_email
 from engine.services.customs import CustomsCertificateService
+from engine.services.hashing import IdentifierHasher
 from engine.testing.pki import IssuedCard, TestPKI
 from engine.web import create_app
 
-from .conftest import COMPANY_ANSWERS, PERSON_ANSWERS
-from .helpers import enrol
+from .conftest import COMPANY_ANSWERS, PERSON_ANSWERS, SECRET
+from .helpers import certificates, enrol
 from .test_customs import (
     BROKER,
     COMPANY,
@@ -106,11 +107,48 @@ def test_a_specialist_logged_in_imports_under_the_own_id_only(
     assert error(typed_victim) == (422, "identity_mismatch", "national_id")
     assert signing(app) == []
     own = {**BROKER, "national_id": ATTACKER_ID, "specialist_code": "00002"}
-    response = upload(client, "broker_specialist", own, pki.issue_customs(OTHER_UBN, "02").der())
+    card = pki.issue_customs(OTHER_UBN, "02")
+    unsigned = upload(client, "broker_specialist", own, card.der())  # the login is not enough:
+    assert error(unsigned) == (422, "proof_required", "signature")  # the key must sign too
+    response = signed_upload(client, "broker_specialist", own, card)
     assert response.status_code == 201, response.text
     assert signing(app) == [(
         "signing", "A00002", "broker_specialist", "non_ic", "TaiCA", None, "active",
     )]  # fmt: skip
+
+
+def test_a_broker_key_stays_with_the_person_who_registered_it(
+    client: TestClient, app: App, pki: TestPKI
+) -> None:
+    # Reproduced after the first fix: a second specialist, logged in with the own card, typed
+    # A00001 (another specialist's key) and Turnkey then verified the messages as A00001.
+    log_in(client, person_login(app, pki, "person.customs_broker", NATIONAL_ID))
+    owner = pki.issue_customs(OTHER_UBN, "01")
+    assert signed_upload(client, "broker_specialist", BROKER, owner).status_code == 201
+    client.cookies.clear()
+    log_in(client, person_login(app, pki, "person.customs_broker", ATTACKER_ID))
+    impostor = pki.issue_customs(OTHER_UBN, "02")
+    as_a00001 = {**BROKER, "national_id": ATTACKER_ID}
+    response = signed_upload(client, "broker_specialist", as_a00001, impostor)
+    assert error(response) == (422, "identity_mismatch", "specialist_code")
+    assert [row[1] for row in signing(app)] == ["A00001"]
+    assert [row.national_id_hash for row in certificates(app) if row.purpose == "signing"] == [
+        IdentifierHasher(SECRET).hash("national_id", NATIONAL_ID)
+    ]
+
+
+def test_a_specialist_cannot_squat_a_companys_public_cer(
+    client: TestClient, app: App, pki: TestPKI
+) -> None:
+    # Reproduced after the first fix: a logged-in specialist imported a company's public .cer
+    # as the own; the company could then neither import nor delete it.
+    public = pki.issue_customs(UBN, "02")
+    log_in(client, person_login(app, pki, "person.customs_broker", ATTACKER_ID))
+    as_broker = {**BROKER, "national_id": ATTACKER_ID, "specialist_code": "99999"}
+    assert error(upload(client, "broker_specialist", as_broker, public.der())) == (
+        422, "proof_required", "signature",
+    )  # fmt: skip
+    assert signing(app) == []
 
 
 def test_a_logged_in_person_of_another_type_is_not_a_specialist(

@@ -60,11 +60,11 @@ def test_looser_database_wal_and_shm_files_are_tightened_with_a_warning(
             files = (path, *sidecars(path))
             for file in files:
                 os.chmod(file, 0o644)
-            with caplog.at_level(logging.WARNING, logger="swreg.store"):
+            with caplog.at_level(logging.WARNING, logger="swreg.files"):
                 database = Database(f"sqlite:///{path}")
             try:
                 assert {p.name: mode(p) for p in files} == {p.name: 0o600 for p in files}
-                warned = [r.getMessage() for r in caplog.records if r.name == "swreg.store"]
+                warned = [r.getMessage() for r in caplog.records if r.name == "swreg.files"]
                 assert warned == [
                     f"{p} was mode 0644 (readable by others): set to 0600" for p in files
                 ]
@@ -82,7 +82,7 @@ def test_an_owner_only_database_is_left_alone_without_a_warning(
     path = tmp_path / "swreg.db"
     Database(f"sqlite:///{path}").dispose()
     os.chmod(path, 0o400)  # stricter than 0600: not "looser", not touched
-    with caplog.at_level(logging.WARNING, logger="swreg.store"):
+    with caplog.at_level(logging.WARNING, logger="swreg.files"):
         Database(f"sqlite:///{path}").dispose()
     assert mode(path) == 0o400
     assert caplog.records == []

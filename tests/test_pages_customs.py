@@ -181,12 +181,12 @@ def test_a_customs_certificate_is_imported(client: TestClient, app: App, pki: Te
 
 
 def test_a_broker_imports_a_pem(client: TestClient, app: App, pki: TestPKI) -> None:
-    certificate = pki.issue_customs(OTHER_UBN).pem()
-    refused = page(post_import(client, "broker_specialist", BROKER, certificate), 403)
+    card = pki.issue_customs(OTHER_UBN)
+    refused = page(post_import(client, "broker_specialist", BROKER, card.pem(), prove=card), 403)
     assert refused.id("error-file").text  # log in with the specialist's card first
     assert refused.has_id("proof-person")
     client.cookies.set(SESSION_COOKIE, specialist_token(app, pki))
-    response = post_import(client, "broker_specialist", BROKER, certificate)
+    response = post_import(client, "broker_specialist", BROKER, card.pem(), prove=card)
     assert page(response).id("import-success").text == "主憑證匯入成功!"
     assert [row[1] for row in stored(app) if row[0] == "signing"] == ["A00001"]
 

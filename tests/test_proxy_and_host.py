@@ -20,6 +20,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import replace
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -42,7 +43,8 @@ from engine.web._security import (
     rate_limit_subject,
 )
 
-from .conftest import SECRET
+from .conftest import SECRET, FreshDatabase
+from .processes import SWREG, answers_http, free_port, spawn, stop_process, swreg_env, wait_until
 
 PROXY = "10.0.0.5"
 """The reverse proxy: the socket peer of every request that came through it."""
@@ -338,3 +340,25 @@ def test_allowed_hosts_come_from_the_environment() -> None:
 
 def test_probes_and_metrics_are_the_only_paths_exempt_from_the_host_check() -> None:
     assert {"/healthz", "/readyz", "/metrics"} == HOST_CHECK_EXEMPT
+
+
+def test_swreg_serve_without_a_public_origin_answers_where_it_listens(
+    tmp_path: Path, fresh_database: FreshDatabase
+) -> None:
+    """Without SWREG_PUBLIC_ORIGIN the origin is ``--host``/``--port``: the address the command
+    prints answers (before, every request got 400 from the Host check), a foreign Host does not."""
+    port = free_port()
+    env = swreg_env(
+        SWREG_DATABASE_URL=fresh_database(), SWREG_SECRET_KEY=SECRET.hex(), SWREG_ARGON2="1,64,1"
+    )
+    log = tmp_path / "serve.log"
+    process = spawn([SWREG, "serve", "--host", "127.0.0.1", "--port", str(port)], env, log)
+    try:
+        origin = f"http://127.0.0.1:{port}"
+        wait_until(lambda: answers_http(origin + "/"), process, log, "swreg serve")
+        assert httpx.get(origin + "/register").status_code == 200
+        foreign = httpx.get(origin + "/api/csrf", headers={"Host": f"localhost:{port}"})
+        assert (foreign.status_code, foreign.json()["errors"][0]["code"]) == (400, "bad_request")
+        assert f"swreg portal: {origin}/" in log.read_text()
+    finally:
+        stop_process(process)

@@ -72,8 +72,9 @@ def renewals(app: App) -> RenewalService:
 @pytest.fixture
 def login(app: App) -> LoginService:
     return LoginService(
-        app.database, app.clock, app.trust, limits=account_limits(app), session_ttl=SESSION_TTL
-    )
+        app.database, app.clock, app.trust, limits=account_limits(app), session_ttl=SESSION_TTL,
+        session_max=app.settings.session_max,
+    )  # fmt: skip
 
 
 def activate(app: App, account: str) -> None:
@@ -256,10 +257,10 @@ def test_refusals_leave_everything_as_it_was(
     assert renew_code(renewals, stranger, session=spoofed, account=UBN) == "not_authorized"
 
     clock.advance(timedelta(days=3))  # the person's card expired
-    for name, last4 in (("王大明", "6789"), ("王小明", "1234")):
-        card = pki.issue_person(name, last4)
+    for name, last4 in (("王大明", "6789"), ("王小明", "1234")):  # another holder's card:
+        card = pki.issue_person(name, last4)  # the password is not even checked
         code = renew_code(renewals, card, account="ming@example.com", password=PASSWORD)
-        assert code == "identity_mismatch", (name, last4)
+        assert code == "not_authorized", (name, last4)
     new = pki.issue_person("王小明", "6789")
     assert renew_code(renewals, new, account="ming@example.com", password="Wr0ngPass") == (
         "not_authorized"
@@ -268,9 +269,9 @@ def test_refusals_leave_everything_as_it_was(
         "not_authorized"
     )
     assert renew_code(renewals, new, account="ming@example.com") == "not_authorized"
-    # the company's registered card cannot become the person's
+    # the company's registered card cannot become the person's (another holder: refused alike)
     assert renew_code(renewals, company, account="ming@example.com", password=PASSWORD) == (
-        "certificate_type_mismatch"
+        "not_authorized"
     )
     assert renew_code(renewals, person, account="ming@example.com", password=PASSWORD) == (
         "certificate_expired"
@@ -630,21 +631,41 @@ def test_renewal_attempts_per_account_are_limited_after_the_cards_proof(
             )
         )
         assert code == "signature_invalid"
-    for _ in range(10):
+    for _ in range(12):  # an unknown account (or another holder's card) counts nothing
         assert renew_code(renewals, new, account="nobody@example.com", password=PASSWORD) == (
             "not_authorized"
         )
-    assert renew_code(renewals, new, account="nobody@example.com", password=PASSWORD) == (
-        "rate_limited"
-    )
-    # another account's limit is its own
+    for _ in range(10):  # the holder's own card: the password is checked, the attempt counted
+        assert renew_code(renewals, new, account="ming@example.com", password=PASSWORD) == (
+            "not_authorized"  # the old card is still valid
+        )
     assert renew_code(renewals, new, account="ming@example.com", password=PASSWORD) == (
-        "not_authorized"  # the old card is still valid
+        "rate_limited"
     )
     with app.database.unit_of_work() as uow:
         keys = sorted(k for (k,) in uow.session.execute(select(RateLimitWindow.key)))
-    assert [k.rsplit(":", 1)[0] for k in keys] == ["account:renewal", "account:renewal"]
+    assert [k.rsplit(":", 1)[0] for k in keys] == ["account:renewal"]
     assert not any("example" in k for k in keys)
+
+
+def test_another_holders_card_cannot_lock_the_account(
+    app: App, renewals: RenewalService, pki: TestPKI, person: IssuedCard, clock: FixedClock
+) -> None:
+    clock.advance(timedelta(days=3))  # the owner's card expired: only the password path is left
+    stranger = pki.issue_person("李小華", "4321")  # a valid card of somebody else
+    for _ in range(MAX_FAILED_PASSWORDS + 2):
+        assert renew_code(renewals, stranger, account="ming@example.com", password="Wr0ng1") == (
+            "not_authorized"
+        )
+    assert account_row(app) == ("active", 0)  # nothing counted, nothing locked
+    # and the right password says no more than a wrong one: no oracle for another holder
+    assert renew_code(renewals, stranger, account="ming@example.com", password=PASSWORD) == (
+        "not_authorized"
+    )
+    owner = pki.issue_person("王小明", "6789")
+    assert renew(renewals, owner, account="ming@example.com", password=PASSWORD).account == (
+        "ming@example.com"
+    )
 
 
 def test_a_replacement_ends_every_session_of_the_account(

@@ -306,7 +306,6 @@ def test_a_token_from_a_listed_tsa_dates_the_signature(scene: Scene, tsa: Tsa) -
     scene.expire()
     result = verifier.verify(UBN, MESSAGE, stamped)
     assert result.signed_at == gen_time(token)
-    assert abs(result.signed_at - datetime.now(UTC)) < timedelta(minutes=5)
     assert result.serial == format(scene.card.certificate.serial_number, "X")
     assert code_of(verifier, scene.signed) is ErrorCode.CERTIFICATE_EXPIRED  # the same, no token
 

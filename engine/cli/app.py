@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,6 +26,7 @@ from engine._errors import (
     RefusedError,
     UsageError,
 )
+from engine._settings import Settings
 from engine.cli.customs import customs_app
 from engine.cli.officers import officers_app
 from engine.cli.purge import purge
@@ -475,15 +477,18 @@ def serve(
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option("--workers", help="uvicorn worker processes.")] = 1,
 ) -> None:
-    """The registration portal: HTTP API and web wizard (FastAPI on uvicorn). 啟動註冊網站。"""
+    """The registration portal: HTTP API and web wizard (FastAPI on uvicorn). 啟動註冊網站。
+
+    The portal answers only its public origin's Host (SWREG_PUBLIC_ORIGIN; unset, the address
+    and port it listens on)."""
     import uvicorn
 
     from engine.web.asgi import PortalFactory
 
     with command(False) as out:
-        configured = settings(ctx)
+        configured = _listening_origin(settings(ctx), host, port)
         bootstrap(configured).close()  # migrate once, before the workers start
-        typer.echo(f"swreg portal: http://{host}:{port}/")
+        typer.echo(f"swreg portal: {configured.public_origin}/ (listening on {host}:{port})")
         config = uvicorn.Config(
             PortalFactory(configured),  # each worker process gets these settings (pickled)
             factory=True,
@@ -499,6 +504,16 @@ def serve(
         else:
             uvicorn.Server(config).run()
         out.say("swreg portal stopped")
+
+
+def _listening_origin(configured: Settings, host: str, port: int) -> Settings:
+    """Without SWREG_PUBLIC_ORIGIN the portal's origin is where it listens (``--host``,
+    ``--port``), so that the Host check answers what the command prints; a wildcard address
+    names no origin, and then the default one stays until SWREG_PUBLIC_ORIGIN says better."""
+    if os.environ.get("SWREG_PUBLIC_ORIGIN") or host in ("0.0.0.0", "::", ""):
+        return configured
+    shown = f"[{host}]" if ":" in host else host
+    return replace(configured, public_origin=f"http://{shown}:{port}")
 
 
 def _serve_workers(config: Any) -> None:

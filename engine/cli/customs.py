@@ -13,7 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
-from engine._errors import UsageError
+from engine._bootstrap import App
+from engine._errors import ErrorCode, RefusedError, UsageError
 from engine.cli.support import (
     JsonOption,
     Output,
@@ -85,7 +86,7 @@ def import_certificate(
             raise UsageError(detail="--key and --p12 go with --cer")
         data = read_answers(answers)
         application = app_for(ctx)
-        view = application.logins.session(session) if session else None
+        view = _card_login(application, session)
         service = application.customs
         if cer is None:
             result = _import_from_card(service, usage_type, data, str(card), pin_stdin, view)
@@ -100,6 +101,17 @@ def import_certificate(
                 signature_check=signer, session=view,
             )  # fmt: skip
         _report_import(out, result)
+
+
+def _card_login(application: App, token: str | None) -> SessionView | None:
+    """The card login ``--session`` names; a token given that is not a live session is
+    ``session_expired`` (not a silent "not logged in")."""
+    if token is None:
+        return None
+    view = application.logins.session(token)
+    if view is None:
+        raise RefusedError(ErrorCode.SESSION_EXPIRED, field="session")
+    return view
 
 
 def _key_signer(path: Path, pin_stdin: bool) -> Signer:
@@ -186,7 +198,7 @@ def query(
     unless --session is the owner's card login)."""
     with command(as_json) as out:
         application = app_for(ctx)
-        view = application.logins.session(session) if session else None
+        view = _card_login(application, session)
         rows = application.customs.query(key, session=view)
         out.result["rows"] = [row.as_dict() for row in rows]
         out.say(" | ".join(["id", *(labels.zh_tw for _, labels in COLUMNS), "狀態 / status"]))
@@ -214,7 +226,7 @@ def delete(
     """刪除通關憑證: the owner, logged in with its card (憑證登入), deletes a certificate."""
     with command(as_json) as out:
         application = app_for(ctx)
-        view = application.logins.session(session)
+        view = _card_login(application, session)
         application.customs.delete(certificate_id, session=view, actor="cli")
         out.result.update(id=certificate_id, status="deleted")
         out.say(f"已刪除 / deleted: {certificate_id}")

@@ -53,12 +53,11 @@ MAX_FAILED_PASSWORDS = 5
 
 
 def status_refusal(status: str) -> ErrorCode:
-    """The refusal for an account that is not ``active``, told to whoever proved it is theirs
-    (a card bound to it): ``account_inactive``, ``account_suspended`` or ``account_locked``."""
+    """The refusal for an account whose card may not log in (not in
+    :data:`CARD_LOGIN_STATUSES`), told to whoever proved it is theirs (a card bound to it):
+    ``account_suspended`` or ``account_inactive``."""
     if status == SUSPENDED:
         return ErrorCode.ACCOUNT_SUSPENDED
-    if status == LOCKED:
-        return ErrorCode.ACCOUNT_LOCKED
     return ErrorCode.ACCOUNT_INACTIVE
 
 
@@ -75,8 +74,6 @@ LOGIN_ACCOUNT_LIMIT = AccountLimit("login", 20, timedelta(minutes=10))
 """Card logins of one account (counted once the card proved it is the account's)."""
 RENEWAL_ACCOUNT_LIMIT = AccountLimit("renewal", 10, timedelta(minutes=10))
 """憑證更換作業 attempts naming one account (counted once the new card passed its checks)."""
-RESET_ACCOUNT_LIMIT = AccountLimit("reset", 5, timedelta(minutes=10))
-"""Password resets of one account (忘記密碼; each sends a notice mail)."""
 
 
 class AccountLimits:

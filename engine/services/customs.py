@@ -37,10 +37,14 @@ first failure with its code; nothing is stored on a refusal::
   ``signature_check``); otherwise ``proof_required``;
 - a person (``national_id``, 報關專責人員): the CN prefix of a 通關專屬個人憑證 is the broker
   *company*'s UBN, not the person's (❓ how a personal certificate encodes the specialist is
-  unknown), so the certificate cannot name its owner; only the person's own card login proves
-  it: no session (or an account of another applicant type) → ``not_authorized``, a session whose
-  national ID is not the entered one → ``identity_mismatch``. The row keeps the keyed hash of
-  the 身分證字號, which is what :meth:`delete` checks.
+  unknown), so the certificate cannot name its owner. The person's own card login proves the
+  person: no session (or an account of another applicant type) → ``not_authorized``, a session
+  whose national ID is not the entered one → ``identity_mismatch``; the broker key (大關別 +
+  專責人員代碼) stays with the first person who registered a certificate under it (another
+  person → ``identity_mismatch`` on ``specialist_code``); and, as the certificate names nobody,
+  its key signs a challenge too (``proof_required`` otherwise), so no one registers a
+  certificate whose key they do not hold. The row keeps the keyed hash of the 身分證字號, which
+  is what :meth:`delete` checks.
 
 Through the portal an IC card never reaches the server: the page asks the local card agent to
 read the certificate and sign a challenge from :meth:`issue_challenge` (scope
@@ -345,16 +349,20 @@ class CustomsCertificateService:
     ) -> CustomsImport:
         checked = self._check(usage_type, answers, certificate, kind, chain, chosen)
         logged_in_owner = self._bind_owner(checked, session)
+        proofs = {"login": session.account} if session is not None and logged_in_owner else {}
         if kind is ImportKind.IC_CARD or not logged_in_owner:
             if prove is None:
                 raise RefusedError(ErrorCode.PROOF_REQUIRED, field="signature")
             prove(checked.parsed)
+            proofs = {"key": "card" if kind is ImportKind.IC_CARD else "signed challenge"}
+            if session is not None:
+                proofs["login"] = session.account
         now = self._clock.now()
         with self._database.unit_of_work() as uow:
             row, reactivated = self._store(uow, checked, now)
             uow.audit.append(
                 at=now, actor=actor, event="customs_import",
-                diff=_import_diff(checked, row.id, reactivated),
+                diff=_import_diff(checked, row.id, reactivated, proofs),
             )  # fmt: skip
             uow.commit()
             return CustomsImport(
@@ -407,12 +415,15 @@ class CustomsCertificateService:
         )  # fmt: skip
 
     def _bind_owner(self, checked: _Checked, session: SessionView | None) -> bool:
-        """Whether ``session`` is a card login of the certificate's owner (module docstring).
+        """Whether ``session`` is a card login of the certificate's owner that spares the proof
+        of possession (module docstring).
 
-        A person's certificate (報關專責人員) needs it: ``not_authorized`` without such a login,
-        ``identity_mismatch`` when the logged-in person is not the one entered. A company's
-        certificate names its owner (checked before); a login of it spares the proof of
-        possession of a ``.cer``.
+        A person's certificate (報關專責人員) needs the person's login — ``not_authorized``
+        without one, ``identity_mismatch`` (``national_id``) when the logged-in person is not
+        the one entered — and its query key (大關別 + 專責人員代碼) must not be another person's
+        already (``identity_mismatch`` on ``specialist_code``: the first person to register a
+        key keeps it); the certificate names no person, so its key must still sign (False). A
+        company's certificate names its owner (checked before); a login of it spares the proof.
         """
         usage = checked.usage
         with self._database.unit_of_work() as uow:
@@ -426,7 +437,9 @@ class CustomsCertificateService:
                     )
                 if account.national_id_hash != checked.national_id_hash:
                     raise CertificateError(ErrorCode.IDENTITY_MISMATCH, field="national_id")
-                return True
+                if _key_of_another_person(uow, checked):
+                    raise CertificateError(ErrorCode.IDENTITY_MISMATCH, field="specialist_code")
+                return False
             return (
                 account is not None
                 and checked.ubn is not None
@@ -636,6 +649,18 @@ def _owns(uow: UnitOfWork, account: Account, row: Certificate) -> bool:
     return row.ubn is not None and _proven_company(uow, account, row.ubn)
 
 
+def _key_of_another_person(uow: UnitOfWork, checked: _Checked) -> bool:
+    """Whether a person other than the one entered registered a certificate under this query
+    key (deleted ones too: a key stays with the person who first registered it)."""
+    other = select(Certificate.id).where(
+        Certificate.purpose == SIGNING,
+        Certificate.query_key == checked.query_key,
+        Certificate.national_id_hash.is_not(None),
+        Certificate.national_id_hash != checked.national_id_hash,
+    )
+    return uow.session.scalar(other.limit(1)) is not None
+
+
 def _proven_company(uow: UnitOfWork, account: Account, ubn: str) -> bool:
     """``account`` is the company ``ubn``, proven by an active 工商憑證 login certificate of it."""
     if account.ubn != ubn:
@@ -735,9 +760,17 @@ def _display_subject(der: bytes) -> str:
 _SHORT_NAMES = {x509.NameOID.SERIAL_NUMBER: "serialNumber"}
 
 
-def _import_diff(checked: _Checked, row_id: int, reactivated: bool) -> dict[str, Any]:
+def _import_diff(
+    checked: _Checked, row_id: int, reactivated: bool, proofs: Mapping[str, str]
+) -> dict[str, Any]:
+    """The ``customs_import`` audit diff: what was imported, the form (masked) and how the
+    importer proved to own it (``proof``: ``key`` — ``card`` or ``signed challenge`` — and the
+    ``login`` account, masked like any account name in the audit log)."""
     parsed = checked.parsed
     fields = {k: v for k, v in checked.form.model_dump().items() if v is not None}
+    proof: dict[str, Any] = dict(proofs)
+    if "login" in proof:
+        proof["login"] = masked_diff({"account": proof["login"]})["account"]
     return {
         "certificate_id": row_id,
         "usage_type": checked.usage.code,
@@ -748,6 +781,7 @@ def _import_diff(checked: _Checked, row_id: int, reactivated: bool) -> dict[str,
         "ca": parsed.ca.value,
         "query_key": checked.query_key,
         "reactivated": reactivated,
+        "proof": proof,
         **masked_diff(fields),
     }
 

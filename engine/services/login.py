@@ -58,10 +58,6 @@ from engine.store import Account, Database, LoginSession, UnitOfWork
 LOGIN_CHALLENGE_SCOPE = "login"
 """What stands in the registration-id slot of a login challenge's signed payload."""
 
-DEFAULT_SESSION_MAX = timedelta(hours=8)
-"""The absolute limit of a session when none is configured (``SWREG_SESSION_MAX``)."""
-
-
 @dataclass(frozen=True, slots=True)
 class LoginResult:
     """A successful 憑證登入: the session token (give it to the client, e.g. as a cookie).
@@ -99,7 +95,7 @@ class LoginService:
         *,
         limits: AccountLimits,
         session_ttl: timedelta,
-        session_max: timedelta = DEFAULT_SESSION_MAX,
+        session_max: timedelta,
         challenge_ttl: timedelta = timedelta(minutes=5),
     ) -> None:
         if session_ttl <= timedelta(0) or session_max <= timedelta(0):
@@ -176,8 +172,8 @@ class LoginService:
         """The live session of ``token``, its idle expiry slid to now + ``session_ttl`` (never
         past its absolute end); else None.
 
-        Expired (idle or absolute), ended or unknown tokens, and sessions of accounts no longer
-        active, give None.
+        Expired (idle or absolute), ended or unknown tokens, and sessions of accounts whose
+        card may no longer log in (suspended, or never activated), give None.
         """
         if not token:
             return None

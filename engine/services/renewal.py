@@ -12,13 +12,15 @@ new key and certificate. Replacing it proves two things, **the new card first**:
                       certificate has expired, the account name and its password (argon2id)
 
 Until the new card has passed, nothing depends on the account or password sent: every refusal
-is the same whatever they were, and no password is checked or counted. After it, the attempt
-counts against the account's rate limit (:data:`RENEWAL_ACCOUNT_LIMIT`, keyed by a keyed hash
-of the name), and an unknown account, an account whose password is not usable (any status
-but active: ``locked`` included), a wrong password, no proof at all and a still-valid old card
-all get the one refusal :func:`refusal` (403 ``not_authorized``, no detail): the answer tells
-a stranger neither that the account exists nor that the password was right. Each wrong password
-of an active account adds one to ``Account.failed_passwords``; the
+is the same whatever they were, and no password is checked or counted. After it, a password is
+checked only when the new card's holder is the named account's (the same identity as its login
+certificate), and only then counts against the account's rate limit
+(:data:`RENEWAL_ACCOUNT_LIMIT`, keyed by a keyed hash of the name); an unknown account, another
+holder's card, an account whose password is not usable (any status but active: ``locked``
+included), a wrong password, no proof at all and a still-valid old card all get the one refusal
+:func:`refusal` (403 ``not_authorized``, no detail): the answer tells a stranger neither that
+the account exists nor that the password was right, and a stranger's card cannot lock it.
+Each wrong password of an active account adds one to ``Account.failed_passwords``; the
 :data:`MAX_FAILED_PASSWORDS`-th makes it ``locked`` (audited ``account_locked``), after which no
 password is checked here until a card-proven password reset; a right password sets the count
 back to 0. A locked account's owner still replaces the card through a session of the old card:
@@ -154,7 +156,7 @@ class RenewalService:
         now = self._clock.now()
         verify_signature(parsed.certificate, response.signature, challenge.payload)
         self._check_new_card(parsed, extra, now)
-        proof = self._prove(session, account, password, now, actor=actor)
+        proof = self._prove(session, account, password, parsed, now, actor=actor)
         with self._database.unit_of_work() as uow:
             owner = uow.accounts.get_by_name(proof.account)
             # the old card's session works while the password is locked; a password does not
@@ -185,11 +187,17 @@ class RenewalService:
         session: SessionView | None,
         account: str | None,
         password: str | None,
+        new_card: ParsedCertificate,
         now: datetime,
         *,
         actor: str,
     ) -> _Proof:
-        """Who the caller proved to be; else :func:`refusal` (module docstring)."""
+        """Who the caller proved to be; else :func:`refusal` (module docstring).
+
+        A password is checked (and counted when wrong) only when the new card is the named
+        account's holder's (:func:`same_identity` with its login certificate): someone else's
+        valid card can neither guess the password nor lock it.
+        """
         if session is not None:
             if account is not None and account != session.account:
                 raise refusal()  # another account's session
@@ -197,14 +205,20 @@ class RenewalService:
             return _Proof(session.account, "session")
         if not account or not password:
             raise refusal()
-        self._limits.hit(RENEWAL_ACCOUNT_LIMIT, account)
         with self._database.unit_of_work() as uow:
             row = uow.accounts.get_by_name(account)
-            usable = row is not None and row.status == ACTIVE
+            old_card = uow.certificates.active_login_of(row.id) if row is not None else None
+            holder = old_card is not None and same_identity(
+                load_certificate(old_card.der), new_card
+            )
+            usable = row is not None and row.status == ACTIVE and holder
             account_id = row.id if row is not None else None
             stored = row.password_hash if row is not None and usable else None
+        if stored is not None:
+            self._limits.hit(RENEWAL_ACCOUNT_LIMIT, account)
         # Outside the transaction (argon2 is slow); an unknown, locked or otherwise inactive
-        # account costs the same time and is answered alike, its password never checked.
+        # account, or another holder's card, costs the same time and is answered alike, its
+        # password never checked.
         matches = self._passwords.verify(stored or self._dummy(), password)
         if stored is None or account_id is None:
             raise refusal()

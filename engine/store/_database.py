@@ -19,9 +19,7 @@ whatever the umask, and tightened with a warning when found looser (DESIGN.md §
 
 from __future__ import annotations
 
-import logging
 import os
-import stat
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -38,6 +36,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from engine._errors import EnvironmentProblem, ErrorCode, RefusedError
+from engine._files import OWNER_ONLY, tighten_file_mode
 from engine.store._audit import AuditLog
 from engine.store._registrations import RegistrationRepository
 from engine.store._repositories import (
@@ -59,10 +58,8 @@ from engine.store._repositories import (
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 """Where the Alembic environment and revisions live (shipped as package data)."""
 
-OWNER_ONLY = 0o600
 """The mode of a SQLite database file, its ``-wal`` and ``-shm`` files (and the key file)."""
 
-log = logging.getLogger("swreg.store")
 
 
 def _unavailable(exc: OperationalError) -> EnvironmentProblem:
@@ -151,18 +148,6 @@ def _prepare_sqlite_file(path: Path) -> None:
         raise EnvironmentProblem(
             ErrorCode.DATABASE_UNAVAILABLE, detail=f"{path}: {exc.strerror}"
         ) from exc
-
-
-def tighten_file_mode(path: Path) -> None:
-    """Set ``path`` to owner-only (0600) with a warning when group or others had any access
-    (a missing file is left alone)."""
-    try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
-        return
-    if mode & 0o077:
-        os.chmod(path, OWNER_ONLY)
-        log.warning("%s was mode %04o (readable by others): set to 0600", path, mode)
 
 
 class Database:

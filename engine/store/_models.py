@@ -154,7 +154,8 @@ class Account(Base):
     registration_id: Mapped[str] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     failed_passwords: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    """Wrong passwords in a row (憑證更換作業, login); too many make the account ``locked``."""
+    """Wrong passwords in a row (憑證更換作業 by password); too many make the account
+    ``locked``."""
 
 
 class Certificate(Base):

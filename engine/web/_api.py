@@ -39,7 +39,7 @@ from engine.web._security import (
     csrf_token,
     set_session_cookie,
 )
-from engine.web._shared import PortalDep, actor, decode_base64, limited, off_loop
+from engine.web._shared import PortalDep, actor, card_session, decode_base64, limited, off_loop
 
 # -- bodies and views ----------------------------------------------------------------------
 
@@ -381,8 +381,7 @@ async def logout(request: Request, response: Response, portal: PortalDep) -> OkO
 @router.get("/session", tags=["login"])
 async def get_session(request: Request, portal: PortalDep) -> LoginOut:
     """The logged-in account and both ends of its session, or 403 ``not_authorized``."""
-    token = request.cookies.get(SESSION_COOKIE)
-    session = await off_loop(portal.logins.session, token) if token else None
+    session = await off_loop(card_session, portal, request)
     if session is None:
         raise RefusedError(ErrorCode.NOT_AUTHORIZED)
     return LoginOut(

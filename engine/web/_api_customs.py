@@ -39,8 +39,18 @@ from engine.pki.certificate import MAX_CERTIFICATE_BYTES
 from engine.services.customs import CustomsImport, CustomsRow, SignedChallenge
 from engine.web._api import ChallengeOut
 from engine.web._portal import IMPORT_LIMIT, QUERY_LIMIT
-from engine.web._security import CSRF_FIELD, SESSION_COOKIE, client_address
-from engine.web._shared import PortalDep, actor, decode_base64, limited, off_loop
+from engine.web._security import CSRF_FIELD, client_address
+from engine.web._shared import (
+    MAX_CHALLENGE_ID,
+    PortalDep,
+    actor,
+    card_session,
+    decode_base64,
+    limited,
+    off_loop,
+    required_text,
+    signed_challenge,
+)
 
 _RESERVED: Final = frozenset(
     {
@@ -55,9 +65,6 @@ _RESERVED: Final = frozenset(
     }
 )
 _MAX_CHAIN: Final = 8
-_MAX_CHALLENGE_ID: Final = 64
-_MAX_SIGNATURE_TEXT: Final = 4096
-"""Base64 of a signature: an RSA-8192 one takes 1,368 characters."""
 
 router = APIRouter(prefix="/api", tags=["customs"])
 
@@ -141,11 +148,10 @@ async def import_customs_certificate(request: Request, portal: PortalDep) -> Cus
             upload = await _upload(form)
     else:
         upload = _json_upload(await _json_body(request))
-    token = request.cookies.get(SESSION_COOKIE)
     who = actor(request, "api")
 
     def run() -> CustomsImport:
-        session = portal.logins.session(token) if token else None
+        session = card_session(portal, request)
         if upload.kind is ImportKind.IC_CARD and upload.proof is not None:
             return portal.customs.import_from_card(
                 upload.usage_type, upload.answers, upload.proof, origin=portal.origin,
@@ -165,11 +171,9 @@ async def query_customs_certificates(
     request: Request, portal: PortalDep, key: str = ""
 ) -> CustomsRowsOut:
     """通關憑證查詢 by A00001 (大關別+專責人員代碼), UBN, 身分證字號 or OID."""
-    token = request.cookies.get(SESSION_COOKIE)
 
     def run() -> list[CustomsRow]:
-        session = portal.logins.session(token) if token else None
-        return portal.customs.query(key, session=session)
+        return portal.customs.query(key, session=card_session(portal, request))
 
     return CustomsRowsOut.of(await limited(portal, QUERY_LIMIT, request, run))
 
@@ -179,11 +183,10 @@ async def delete_customs_certificate(
     certificate_id: int, request: Request, portal: PortalDep
 ) -> DeletedOut:
     """刪除: the owner logged in with its card (憑證登入); else 403 ``not_authorized``."""
-    token = request.cookies.get(SESSION_COOKIE)
     who = actor(request, "api")
 
     def delete() -> None:
-        session = portal.logins.session(token) if token else None
+        session = card_session(portal, request)
         portal.customs.delete(certificate_id, session=session, actor=who)
 
     await off_loop(delete)
@@ -223,25 +226,8 @@ async def _upload(form: FormData) -> _Upload:
         raise RefusedError(ErrorCode.FIELD_REQUIRED, field="file")
     data = await file.read(MAX_CERTIFICATE_BYTES + 1)
     answers = {k: v for k, v in form.items() if k not in _RESERVED and isinstance(v, str)}
-    usage_type = _text(form.get("usage_type"), "usage_type")
+    usage_type = required_text(form.get("usage_type"), "usage_type")
     return _Upload(usage_type, answers, data, signed=signed_challenge(form))
-
-
-def signed_challenge(fields: Mapping[str, Any]) -> SignedChallenge | None:
-    """A ``.cer``'s proof of possession (``challenge_id`` and base64 ``signature``), if sent;
-    one without the other is ``field_required`` on the missing one."""
-    challenge_id, signature = fields.get("challenge_id"), fields.get("signature")
-    if not challenge_id and not signature:
-        return None
-    challenge_id = _text(challenge_id, "challenge_id")
-    if len(challenge_id) > _MAX_CHALLENGE_ID:
-        raise RefusedError(ErrorCode.FIELD_TOO_LONG, field="challenge_id")
-    text = _text(signature, "signature")
-    if len(text) > _MAX_SIGNATURE_TEXT:
-        raise RefusedError(ErrorCode.FIELD_TOO_LONG, field="signature")
-    return SignedChallenge(
-        challenge_id, decode_base64(text, "signature", ErrorCode.SIGNATURE_INVALID)
-    )
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
@@ -267,7 +253,7 @@ def _json_upload(body: Mapping[str, Any]) -> _Upload:
     chain = body.get("chain") or []
     if not isinstance(chain, list) or len(chain) > _MAX_CHAIN:
         raise RefusedError(ErrorCode.INVALID_VALUE, field="chain")
-    usage_type = _text(body.get("usage_type"), "usage_type")
+    usage_type = required_text(body.get("usage_type"), "usage_type")
     certificate = _b64(body.get("certificate"), "certificate")
     chain_der = tuple(_b64(item, "chain") for item in chain)
     if kind is not ImportKind.IC_CARD:
@@ -275,18 +261,12 @@ def _json_upload(body: Mapping[str, Any]) -> _Upload:
             usage_type, answers, certificate, kind, chain_der, signed=signed_challenge(body)
         )
     # An IC card proves it is held: it signed a challenge of /customs-certificates/challenge.
-    challenge_id = _text(body.get("challenge_id"), "challenge_id")
-    if len(challenge_id) > _MAX_CHALLENGE_ID:
+    challenge_id = required_text(body.get("challenge_id"), "challenge_id")
+    if len(challenge_id) > MAX_CHALLENGE_ID:
         raise RefusedError(ErrorCode.FIELD_TOO_LONG, field="challenge_id")
     signature = _b64(body.get("signature"), "signature", ErrorCode.SIGNATURE_INVALID)
     proof = CardResponse(challenge_id, certificate, signature, chain_der)
     return _Upload(usage_type, answers, certificate, kind, chain_der, proof)
-
-
-def _text(value: object, field: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise RefusedError(ErrorCode.FIELD_REQUIRED, field=field)
-    return value.strip()
 
 
 def _b64(value: object, field: str, code: ErrorCode = ErrorCode.NOT_A_CERTIFICATE) -> bytes:

@@ -27,8 +27,7 @@ from pydantic import BaseModel, Field
 from engine.core.workflow import NO_DEADLINE
 from engine.services.officers import OfficerView
 from engine.services.registration import MAX_LISTED, RegistrationView
-from engine.web._portal import Portal
-from engine.web._security import client_address, rate_limit_subject
+from engine.web._security import client_address
 from engine.web._shared import PortalDep, actor, client_key, off_loop
 
 _bearer = HTTPBearer(
@@ -48,18 +47,11 @@ async def require_officer(
         portal.officers.authenticate,
         presented,
         client=client_key(request),
-        subject=failure_subject(portal, request),
+        subject=portal.client_subject(client_address(request)),
     )
 
 
 OfficerDep = Annotated[OfficerView, Depends(require_officer)]
-
-
-def failure_subject(portal: Portal, request: Request) -> str:
-    """What a client's failed tokens count under: like the portal's other rate limits, a keyed
-    hash of its address (of its /64 for IPv6), so no address is stored in clear."""
-    subject = rate_limit_subject(client_address(request))
-    return portal.identifiers.hash("client", subject)[:32]
 
 
 # -- bodies and views ------------------------------------------------------------------------

@@ -26,8 +26,7 @@ from pydantic import BaseModel, Field
 from engine.services.renewal import Replacement
 from engine.web._api import CardIn, ChallengeOut, ErrorsOut
 from engine.web._portal import RENEWAL_LIMIT
-from engine.web._security import SESSION_COOKIE
-from engine.web._shared import PortalDep, actor, limited
+from engine.web._shared import PortalDep, actor, card_session, limited
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorsOut} for status in (403, 409, 413, 422, 429, 503)
@@ -71,10 +70,9 @@ async def renewal_challenge(request: Request, portal: PortalDep) -> ChallengeOut
 @router.post("/renewal", tags=["renewal"])
 async def renewal(body: RenewalIn, request: Request, portal: PortalDep) -> RenewalOut:
     """Bind the new card to the account proven by the session cookie or by the password."""
-    token = request.cookies.get(SESSION_COOKIE)
 
     def replace_card() -> Replacement:
-        session = portal.logins.session(token) if token else None
+        session = card_session(portal, request)
         return portal.renewals.replace_card(
             body.response(),
             origin=portal.origin,

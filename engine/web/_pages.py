@@ -44,7 +44,14 @@ from engine.web._security import (
     client_address,
     csrf_token,
 )
-from engine.web._shared import actor, errors_by_field, off_loop, portal_of, translator
+from engine.web._shared import (
+    actor,
+    card_session,
+    errors_by_field,
+    off_loop,
+    portal_of,
+    translator,
+)
 
 TEMPLATES_DIR: Final = Path(__file__).parent / "templates"
 _INPUT_TYPES: Final = {
@@ -595,8 +602,7 @@ async def login_fallback() -> Response:
 async def account_page(request: Request) -> Response:
     portal = portal_of(request)
     t = translator(request)
-    token = request.cookies.get(SESSION_COOKIE)
-    session = await off_loop(portal.logins.session, token) if token else None
+    session = await off_loop(card_session, portal, request)
     if session is None:
         return _see_other("/login")
     applicant = portal.catalog.applicant_types.get(session.applicant_type)

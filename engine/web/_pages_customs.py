@@ -52,12 +52,19 @@ from engine.services.customs import (
     CustomsRow,
 )
 from engine.services.login import SessionView
-from engine.web._api_customs import signed_challenge
 from engine.web._i18n import Translator
 from engine.web._pages import FieldView, field_view, render
 from engine.web._portal import IMPORT_LIMIT, QUERY_LIMIT, Portal, status_for
-from engine.web._security import CSRF_FIELD, SESSION_COOKIE, client_address
-from engine.web._shared import actor, errors_by_field, off_loop, portal_of, translator
+from engine.web._security import CSRF_FIELD, client_address
+from engine.web._shared import (
+    actor,
+    card_session,
+    errors_by_field,
+    off_loop,
+    portal_of,
+    signed_challenge,
+    translator,
+)
 
 router = APIRouter(include_in_schema=False)
 
@@ -110,14 +117,19 @@ _TEXTS: Final[Mapping[str, Labels]] = {
         "The owner logged in with its card need not sign. Otherwise press [Get a challenge], "
         "sign it with the certificate's private key and paste the signature (base64).",
     ),
+    "logged_in_as": Labels(
+        "目前以憑證登入帳號：{account}。", "Logged in with a card as {account}."
+    ),
     "proof_logged_in": Labels(
         "目前以憑證登入帳號：{account}。若此憑證屬於此帳號，免簽驗證碼。",
         "Logged in with a card as {account}: a certificate of this account needs no signature.",
     ),
     "proof_person": Labels(
-        "報關專責人員憑證須由專責人員本人以自然人憑證「憑證登入」後匯入。",
+        "報關專責人員憑證須由專責人員本人以自然人憑證「憑證登入」後匯入，並以憑證的私密金鑰簽署"
+        "驗證碼：請按 [取得驗證碼]，簽署後將簽章 (Base64) 貼上。",
         "A specialist's certificate is imported by the specialist, logged in with the citizen "
-        "certificate card.",
+        "certificate card, and its private key signs a challenge: press [Get a challenge], sign "
+        "it and paste the signature (base64).",
     ),
     "get_challenge": Labels("取得驗證碼", "Get a challenge"),
     "challenge": Labels("驗證碼 (Base64)", "Challenge (base64)"),
@@ -223,6 +235,8 @@ def _import_page(
     values = values or {}
     if challenge is None and result is None:
         challenge = ChallengeView.kept(values)
+    person_owned = usage.owner_field == "national_id"  # a login never spares the key's proof
+    login_key = "logged_in_as" if person_owned else "proof_logged_in"
     errors = errors or {}
     kinds = usage.certificate_kinds(ImportKind.NON_IC)
     chosen_kind = values.get(KIND_FIELD)
@@ -251,8 +265,8 @@ def _import_page(
         errors=errors,
         result=result,
         query_url=f"/customs/query?{urlencode({'key': result.query_key})}" if result else "",
-        person_owned=usage.owner_field == "national_id",
-        logged_in=(_text(t, "proof_logged_in").format(account=session.account) if session else ""),
+        person_owned=person_owned,
+        logged_in=_text(t, login_key).format(account=session.account) if session else "",
         challenge=challenge,
         signature=values.get("signature", "") if challenge else "",
     )
@@ -387,8 +401,7 @@ def _row_view(row: CustomsRow, t: Translator, owned: frozenset[int]) -> RowView:
 
 async def _session(request: Request) -> SessionView | None:
     """The visitor's card login (``swreg_session``), if any is live."""
-    token = request.cookies.get(SESSION_COOKIE)
-    return await off_loop(portal_of(request).logins.session, token) if token else None
+    return await off_loop(card_session, portal_of(request), request)
 
 
 def _owned(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cached_property
 from typing import Any, Final
 
 from engine._bootstrap import App
@@ -103,18 +102,22 @@ class Portal:
     def workflow(self) -> WorkflowDefinition:
         return self.app.workflow
 
-    @cached_property
+    @property
     def identifiers(self) -> IdentifierHasher:
         """The keyed hash under the server's identifier key: client addresses in rate-limit
         keys and audit rows, CSRF tokens."""
-        return IdentifierHasher(self.settings.identifier_key())
+        return self.app.identifiers
+
+    def client_subject(self, client: str) -> str:
+        """What rate limits count ``client`` (its address) under: a keyed hash of it, of its
+        /64 for IPv6, so that no rate-limit key holds an address."""
+        return self.identifiers.hash("client", rate_limit_subject(client))[:32]
 
     def limit(self, rule: Limit, client: str) -> None:
         """Count one hit of ``client`` (its address) against ``rule``; raises ``rate_limited``
-        past it. The key is ``rule:`` and a keyed hash of the client (its /64 for IPv6): the
-        ``rate_limits`` table never holds an address."""
-        subject = self.identifiers.hash("client", rate_limit_subject(client))[:32]
-        self.app.limits.hit(f"{rule.name}:{subject}", limit=rule.limit, window=rule.window)
+        past it. The key is ``rule:`` and :meth:`client_subject`."""
+        key = f"{rule.name}:{self.client_subject(client)}"
+        self.app.limits.hit(key, limit=rule.limit, window=rule.window)
 
     def outbox(self) -> OutboxMailer | None:
         """The demo mailer's outbox, when the portal runs in demo mode with one."""

@@ -301,7 +301,8 @@ def clear_session_cookie(response: Response, settings: Settings) -> None:
 
 
 class PortalMiddleware:
-    """Body limit, CSRF and security headers (see the module docstring).
+    """Host check, client address, body limit, CSRF and security headers (see the module
+    docstring).
 
     Everything that does not depend on the request is computed once, here: the raw security
     headers and the cookie attributes. A request's headers are read in one pass
@@ -549,7 +550,7 @@ _NUL: Final = "a NUL character"
 
 
 def _unreadable(scope: Scope, body: bytes, content_type_header: str | None) -> str | None:
-    """Why no route can safely read this request (see the module docstring, 3.), or None."""
+    """Why no route can safely read this request (see the module docstring, 5.), or None."""
     if "\x00" in str(scope.get("path", "")) or b"%00" in scope.get("query_string", b""):
         return _NUL
     if not body:

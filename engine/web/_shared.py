@@ -3,30 +3,35 @@
 - :data:`PortalDep` / :func:`portal_of`: the portal services of the running application;
 - :func:`actor`: who a request acts as in the audit log (``api:client=KEY`` / ``web:…``), and
   :func:`client_key`: the client's address as a keyed hash (for audit rows and log lines);
+- :func:`card_session`: the visitor's live card login (the ``swreg_session`` cookie);
 - :func:`off_loop` and :func:`limited`: the one way a route leaves the event loop (a blocking
   service call in the thread pool, with the client's rate-limit hit in the same trip);
-- :func:`decode_base64` and :func:`errors_by_field`: inputs and refusals at the edge.
+- :func:`decode_base64`, :func:`required_text`, :func:`signed_challenge` and
+  :func:`errors_by_field`: inputs and refusals at the edge.
 
-Besides these, route modules import only public names of two others: the API's common bodies
-(``_api``: ``ErrorsOut``, ``ChallengeOut``, ``CardIn``) and the page renderer (``_pages``:
-``render``, ``FieldView``, ``field_view``); services only through :class:`Portal`.
+Besides these, route modules import only public names of three others: the API's common bodies
+(``_api``: ``ErrorsOut``, ``ChallengeOut``, ``CardIn``), the page renderer (``_pages``:
+``render``, ``FieldView``, ``field_view``) and the registration cookie
+(``_registration_secret``); services only through :class:`Portal`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Sequence
-from typing import Annotated, Literal, ParamSpec, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
 from engine._errors import ErrorCode, Language, RefusedError, SwregError
+from engine.services.customs import SignedChallenge
+from engine.services.login import SessionView
 from engine.web._i18n import Translator, page_language
 from engine.web._portal import Limit, Portal
-from engine.web._security import client_address
+from engine.web._security import SESSION_COOKIE, client_address
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -68,6 +73,13 @@ def actor(request: Request, channel: Literal["api", "web"]) -> str:
     return f"{channel}:client={client_key(request)}"
 
 
+def card_session(portal: Portal, connection: HTTPConnection) -> SessionView | None:
+    """The visitor's live card login (the ``swreg_session`` cookie), if any. It reads the
+    database: call it in the thread pool, inside the route's one trip there."""
+    token = connection.cookies.get(SESSION_COOKIE)
+    return portal.logins.session(token) if token else None
+
+
 async def off_loop(function: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
     """``function(*args, **kwargs)`` in the thread pool: every blocking service call goes here."""
     return await run_in_threadpool(function, *args, **kwargs)
@@ -103,6 +115,37 @@ def decode_base64(text: str, field: str, code: ErrorCode) -> bytes:
         raise RefusedError(code, field=field, detail="not base64") from None
 
 
+MAX_CHALLENGE_ID = 64
+"""The longest challenge id accepted (a UUID has 36 characters)."""
+MAX_SIGNATURE_TEXT = 4096
+"""The longest base64 signature accepted (an RSA-8192 one takes 1,368 characters)."""
+
+
+def required_text(value: object, field: str) -> str:
+    """A request value that must be non-blank text, stripped; else ``field_required``."""
+    if not isinstance(value, str) or not value.strip():
+        raise RefusedError(ErrorCode.FIELD_REQUIRED, field=field)
+    return value.strip()
+
+
+def signed_challenge(fields: Mapping[str, Any]) -> SignedChallenge | None:
+    """A ``.cer``'s proof of possession (``challenge_id`` and base64 ``signature``, from a JSON
+    body or form fields), if sent; one without the other is ``field_required`` on the missing
+    one."""
+    challenge_id, signature = fields.get("challenge_id"), fields.get("signature")
+    if not challenge_id and not signature:
+        return None
+    challenge_id = required_text(challenge_id, "challenge_id")
+    if len(challenge_id) > MAX_CHALLENGE_ID:
+        raise RefusedError(ErrorCode.FIELD_TOO_LONG, field="challenge_id")
+    text = required_text(signature, "signature")
+    if len(text) > MAX_SIGNATURE_TEXT:
+        raise RefusedError(ErrorCode.FIELD_TOO_LONG, field="signature")
+    return SignedChallenge(
+        challenge_id, decode_base64(text, "signature", ErrorCode.SIGNATURE_INVALID)
+    )
+
+
 def errors_by_field(
     error: SwregError, language: Language, known: Sequence[str], *, other: str = ""
 ) -> dict[str, str]:
@@ -116,13 +159,18 @@ def errors_by_field(
 
 
 __all__ = [
+    "MAX_CHALLENGE_ID",
+    "MAX_SIGNATURE_TEXT",
     "PortalDep",
     "actor",
+    "card_session",
     "client_key",
     "decode_base64",
     "errors_by_field",
     "limited",
     "off_loop",
     "portal_of",
+    "required_text",
+    "signed_challenge",
     "translator",
 ]

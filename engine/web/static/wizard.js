@@ -8,17 +8,6 @@
 (function () {
   "use strict";
 
-  function cookie(name) {
-    var parts = document.cookie ? document.cookie.split("; ") : [];
-    for (var i = 0; i < parts.length; i++) {
-      var eq = parts[i].indexOf("=");
-      if (parts[i].slice(0, eq) === name) {
-        return decodeURIComponent(parts[i].slice(eq + 1));
-      }
-    }
-    return "";
-  }
-
   /* The CSRF token the server issued with this page (its cookie is HttpOnly). */
   function csrfToken() {
     var meta = document.querySelector('meta[name="csrf-token"]');
@@ -84,7 +73,7 @@
     node.hidden = !text;
   }
 
-  window.swreg = { cookie: cookie, api: api, data: pageData, show: show };
+  window.swreg = { api: api, data: pageData, show: show };
 
   /* -- step 1: 類別 filters 屬性 --------------------------------------------------------- */
 
