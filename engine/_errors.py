@@ -58,6 +58,7 @@ class ErrorCode(StrEnum):
     CERTIFICATE_EXPIRED = "certificate_expired"
     CERTIFICATE_NOT_YET_VALID = "certificate_not_yet_valid"
     CERTIFICATE_REVOKED = "certificate_revoked"
+    REVOCATION_UNKNOWN = "revocation_unknown"
     CERTIFICATE_KEY_USAGE = "certificate_key_usage"
     CERTIFICATE_TYPE_MISMATCH = "certificate_type_mismatch"
     IDENTITY_MISMATCH = "identity_mismatch"
@@ -148,6 +149,10 @@ _MESSAGES: Mapping[ErrorCode, tuple[str, str]] = {
     ErrorCode.CERTIFICATE_EXPIRED: ("憑證已逾期", "The certificate has expired"),
     ErrorCode.CERTIFICATE_NOT_YET_VALID: ("憑證尚未生效", "The certificate is not yet valid"),
     ErrorCode.CERTIFICATE_REVOKED: ("憑證已廢止", "The certificate has been revoked"),
+    ErrorCode.REVOCATION_UNKNOWN: (
+        "無法確認憑證是否已廢止，請稍後再試",
+        "Whether the certificate has been revoked cannot be checked now; try again later",
+    ),
     ErrorCode.CERTIFICATE_KEY_USAGE: (
         "此憑證不可用於簽章",
         "The certificate may not be used for signing",

@@ -21,37 +21,121 @@
                          believed (DESIGN.md §11); unset, the socket peer is the client
 ``SWREG_ALLOWED_HOSTS``  comma-separated host names (or ``host:port``) the portal answers besides
                          the public origin's
-``SWREG_SESSION_IDLE`` / ``SWREG_SESSION_MAX``  a login session's idle and absolute limits in
-                         seconds (defaults 1800 and 28800)
+``SWREG_SESSION_IDLE`` / ``SWREG_SESSION_MAX``  a login session's idle and absolute limits, as
+                         durations (below; a bare integer is seconds; defaults 30m and 8h)
 ``SWREG_RETENTION_DAYS`` days after which ``swreg purge`` deletes the personal data of ended
-                         registrations and never-activated accounts (integer ≥ 0, default 30)
+                         registrations and never-activated accounts (0 to 36500, default 30)
 ``SWREG_TSA_CERTS``      comma-separated files of the RFC 3161 time-stamping authorities whose
                          tokens may date a Turnkey signature (DESIGN.md §5); unset, none
+``SWREG_FETCH_HOSTS``    comma-separated hosts that revocation data may be fetched from (DESIGN.md
+                         §4a): exact host names or IP literals, or ``*.suffix`` for any name under
+                         the suffix at any depth but not the suffix itself; no ports (a URL's port
+                         is not part of the match); default ``*.nat.gov.tw,*.moi.gov.tw``
+``SWREG_REVOCATION_POLICY``  ``hard`` (default: a certificate whose revocation status is unknown is
+                         refused) or ``soft`` (accepted, and the evidence and audit row say so)
+``SWREG_OCSP_TIMEOUT``   the time limit of one OCSP request (default ``3s``)
+``SWREG_OCSP_MAX_AGE``   how long an OCSP answer without nextUpdate is cached (default ``1h``)
+``SWREG_CRL_GRACE``      a CRL is stale once past its nextUpdate plus this (default ``6h``; ``0``
+                         for none)
+
+Durations are an integer with a unit: ``30s``, ``15m``, ``6h``, ``2d``; a bare integer is seconds.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import logging
 import os
+import re
 import secrets
-import stat
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from enum import StrEnum
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
 from engine._errors import EnvironmentProblem, ErrorCode, UsageError
+from engine._files import OWNER_ONLY, tighten_file_mode
 
 DEFAULT_DATABASE_URL = "sqlite:///swreg.db"
 SQLITE_SYNCHRONOUS = ("NORMAL", "FULL")
 CLI_ORIGIN = "urn:swreg:cli"
 DEFAULT_PUBLIC_ORIGIN = "http://127.0.0.1:8000"
 DEFAULT_RETENTION_DAYS = 30
+MAX_RETENTION_DAYS = 36500
+"""A hundred years: more is a typo (and would overflow the dates)."""
+
+DEFAULT_FETCH_HOSTS = "*.nat.gov.tw,*.moi.gov.tw"
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_DURATION = re.compile(r"([0-9]+)([smhd]?)")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+
+
+class RevocationPolicy(StrEnum):
+    """What an ``unknown`` revocation status does (DESIGN.md §4a)."""
+
+    HARD = "hard"
+    """Refuse with ``revocation_unknown`` and store nothing."""
+    SOFT = "soft"
+    """Accept; the evidence and the audit row carry ``{"status": "unknown", "policy": "soft"}``."""
+
+
+@dataclass(frozen=True)
+class FetchHosts:
+    """The hosts revocation data may be fetched from (``SWREG_FETCH_HOSTS``).
+
+    ``names`` are exact host names, ``suffixes`` the ``*.suffix`` patterns (kept as
+    ``.suffix``: any name under it at any depth, never the suffix itself), ``addresses`` the IP
+    literals. A name never matches an address pattern nor an address a name pattern.
+    """
+
+    names: frozenset[str] = frozenset()
+    suffixes: tuple[str, ...] = ()
+    addresses: frozenset[IPAddress] = frozenset()
+
+    @classmethod
+    def parse(cls, text: str, *, variable: str = "SWREG_FETCH_HOSTS") -> FetchHosts:
+        names: set[str] = set()
+        suffixes: list[str] = []
+        addresses: set[IPAddress] = set()
+        for item in _list(text):
+            address = _ip_literal(item)
+            if address is not None:
+                addresses.add(address)
+                continue
+            wildcard = item.startswith("*.")
+            name = _host_name(item[2:] if wildcard else item)
+            if name is None:
+                raise UsageError(
+                    detail=f"{variable} holds host names, IP literals or *.suffix (no ports, "
+                    f"no other wildcards), not {item!r}"
+                )
+            if wildcard:
+                suffixes.append("." + name)
+            else:
+                names.add(name)
+        return cls(frozenset(names), tuple(dict.fromkeys(suffixes)), frozenset(addresses))
+
+    def allows(self, host: str) -> bool:
+        """Whether ``host`` (a URL's host, without port; IPv6 with or without brackets) is
+        allowed."""
+        address = _ip_literal(host)
+        if address is not None:
+            return address in self.addresses
+        name = _host_name(host)
+        if name is None:
+            return False
+        return name in self.names or any(name.endswith(suffix) for suffix in self.suffixes)
+
+    def __str__(self) -> str:
+        items = [*sorted(self.names), *("*" + s for s in self.suffixes)]
+        items += sorted(str(a) for a in self.addresses)
+        return ",".join(items)
 
 
 @dataclass(frozen=True)
@@ -134,6 +218,16 @@ class Settings:
     """How long the personal data of ended registrations is kept (``swreg purge``)."""
     tsa_certs: tuple[Path, ...] = ()
     """Certificates of the time-stamping authorities trusted to date Turnkey signatures."""
+    fetch_hosts: FetchHosts = field(default_factory=lambda: FetchHosts.parse(DEFAULT_FETCH_HOSTS))
+    """Where OCSP answers and CRLs may be fetched from (``SWREG_FETCH_HOSTS``)."""
+    revocation_policy: RevocationPolicy = RevocationPolicy.HARD
+    """What an unknown revocation status does (``SWREG_REVOCATION_POLICY``)."""
+    ocsp_timeout: timedelta = timedelta(seconds=3)
+    """The time limit of one OCSP request (``SWREG_OCSP_TIMEOUT``)."""
+    ocsp_max_age: timedelta = timedelta(hours=1)
+    """How long an OCSP answer without nextUpdate is cached (``SWREG_OCSP_MAX_AGE``)."""
+    crl_grace: timedelta = timedelta(hours=6)
+    """A CRL is stale once past nextUpdate plus this (``SWREG_CRL_GRACE``)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -154,12 +248,17 @@ class Settings:
             demo=env.get("SWREG_DEMO") == "1",
             agent_url=env.get("SWREG_AGENT_URL") or "ws://127.0.0.1:61234/",
             sqlite_synchronous=_synchronous(env.get("SWREG_SQLITE_SYNCHRONOUS") or "NORMAL"),
-            session_ttl=_seconds(env, "SWREG_SESSION_IDLE", cls.session_ttl),
-            session_max=_seconds(env, "SWREG_SESSION_MAX", cls.session_max),
+            session_ttl=_duration(env, "SWREG_SESSION_IDLE", cls.session_ttl),
+            session_max=_duration(env, "SWREG_SESSION_MAX", cls.session_max),
             trusted_proxies=_networks(env.get("SWREG_TRUSTED_PROXIES") or ""),
             allowed_hosts=_list(env.get("SWREG_ALLOWED_HOSTS") or "", lower=True),
             retention_days=_retention(env.get("SWREG_RETENTION_DAYS")),
             tsa_certs=tuple(Path(p) for p in _list(env.get("SWREG_TSA_CERTS") or "")),
+            fetch_hosts=FetchHosts.parse(env.get("SWREG_FETCH_HOSTS") or DEFAULT_FETCH_HOSTS),
+            revocation_policy=_policy(env.get("SWREG_REVOCATION_POLICY")),
+            ocsp_timeout=_duration(env, "SWREG_OCSP_TIMEOUT", cls.ocsp_timeout),
+            ocsp_max_age=_duration(env, "SWREG_OCSP_MAX_AGE", cls.ocsp_max_age),
+            crl_grace=_duration(env, "SWREG_CRL_GRACE", cls.crl_grace, minimum=timedelta(0)),
         )
         given = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **given)  # type: ignore[arg-type]
@@ -175,7 +274,7 @@ class Settings:
 def _port(text: str | None, default: int) -> int:
     if not text:
         return default
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
         raise UsageError(detail=f"SWREG_SMTP_PORT must be a port number, not {text!r}")
     return int(text)
 
@@ -204,7 +303,7 @@ def _load_or_create_key(path: Path) -> bytes:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, OWNER_ONLY)
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_hex(32) + "\n")
         try:
@@ -213,12 +312,7 @@ def _load_or_create_key(path: Path) -> bytes:
             pass  # another process won the race: use its key
         finally:
             temporary.unlink()
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:  # owner-only, like the database (DESIGN.md §6)
-        os.chmod(path, 0o600)
-        logging.getLogger("swreg.settings").warning(
-            "%s was mode %04o (readable by others): set to 0600", path, mode
-        )
+    tighten_file_mode(path)  # owner-only, like the database (DESIGN.md §6)
     try:
         key = bytes.fromhex(path.read_text().strip())
     except ValueError as exc:
@@ -252,19 +346,74 @@ def _networks(text: str) -> tuple[IPNetwork, ...]:
         raise UsageError(detail=f"SWREG_TRUSTED_PROXIES holds CIDRs: {exc}") from None
 
 
-def _seconds(env: Mapping[str, str], name: str, default: timedelta) -> timedelta:
-    text = (env.get(name) or "").strip()
-    if not text:
-        return default
-    if not text.isdigit() or int(text) < 1:
-        raise UsageError(detail=f"{name} is a number of seconds ≥ 1, not {text!r}")
-    return timedelta(seconds=int(text))
-
-
 def _retention(text: str | None) -> int:
     value = (text or "").strip()
     if not value:
         return DEFAULT_RETENTION_DAYS
-    if not value.isdigit():
-        raise UsageError(detail=f"SWREG_RETENTION_DAYS is an integer ≥ 0, not {value!r}")
+    if not (value.isascii() and value.isdigit()) or int(value) > MAX_RETENTION_DAYS:
+        raise UsageError(
+            detail=f"SWREG_RETENTION_DAYS is an integer from 0 to {MAX_RETENTION_DAYS}, "
+            f"not {value!r}"
+        )
     return int(value)
+
+
+def parse_duration(text: str, name: str, *, minimum: timedelta = timedelta(seconds=1)) -> timedelta:
+    """``30s``, ``15m``, ``6h``, ``2d`` or a bare integer (seconds), at least ``minimum``; anything
+    else is a :class:`UsageError` naming the setting ``name``."""
+    value = text.strip().lower()
+    match = _DURATION.fullmatch(value)
+    if match is None or len(match[1]) > 9:
+        raise UsageError(
+            detail=f"{name} is an integer with a unit (30s, 15m, 6h, 2d), not {text!r}"
+        )
+    duration = timedelta(seconds=int(match[1]) * _DURATION_UNITS[match[2]])
+    if duration < minimum:
+        raise UsageError(detail=f"{name} must be at least {int(minimum.total_seconds())}s")
+    return duration
+
+
+def _duration(
+    env: Mapping[str, str],
+    name: str,
+    default: timedelta,
+    *,
+    minimum: timedelta = timedelta(seconds=1),
+) -> timedelta:
+    text = (env.get(name) or "").strip()
+    return parse_duration(text, name, minimum=minimum) if text else default
+
+
+def _policy(text: str | None) -> RevocationPolicy:
+    value = (text or "").strip().lower()
+    if not value:
+        return RevocationPolicy.HARD
+    try:
+        return RevocationPolicy(value)
+    except ValueError:
+        raise UsageError(detail=f"SWREG_REVOCATION_POLICY is hard or soft, not {text!r}") from None
+
+
+def _ip_literal(text: str) -> IPAddress | None:
+    """``text`` as an IP address (IPv6 with or without brackets), or ``None``."""
+    candidate = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        return ipaddress.ip_address(candidate)
+    except ValueError:
+        return None
+
+
+def _host_name(text: str) -> str | None:
+    """``text`` as a lower-case DNS name (A-labels; one trailing dot dropped), or ``None``."""
+    name = text.lower()
+    if name.endswith("."):
+        name = name[:-1]
+    if not name.isascii():
+        try:
+            name = name.encode("idna").decode("ascii")
+        except UnicodeError:
+            return None
+    labels = name.split(".")
+    if len(name) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        return None
+    return name

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from engine import App, FixedClock, Settings, SwregError, bootstrap
+from engine import App, FixedClock, Settings, SwregError, UsageError, bootstrap
 from engine.cli.app import app as cli_app
 from engine.store import (
     Account,
@@ -364,3 +364,19 @@ def test_swreg_purge_usage_errors(
 ) -> None:
     code, _ = purge_command(db_url, *args, retention=retention)
     assert code == 2
+
+
+@pytest.mark.parametrize("value", ["36501", "-1", "1.5", "٣", "²", "30d"])
+def test_a_retention_setting_that_is_no_plain_day_count_is_a_usage_error(value: str) -> None:
+    with pytest.raises(UsageError) as info:
+        Settings.from_env({"SWREG_RETENTION_DAYS": value})
+    assert "SWREG_RETENTION_DAYS" in str(info.value.detail)
+    assert Settings.from_env({"SWREG_RETENTION_DAYS": "36500"}).retention_days == 36500
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("900", 900), ("15m", 900), ("2h", 7200)])
+def test_session_limits_are_durations(value: str, seconds: int) -> None:
+    settings = Settings.from_env({"SWREG_SESSION_IDLE": value, "SWREG_SESSION_MAX": value})
+    assert settings.session_ttl.total_seconds() == settings.session_max.total_seconds() == seconds
+    with pytest.raises(UsageError):
+        Settings.from_env({"SWREG_SESSION_MAX": "٣"})

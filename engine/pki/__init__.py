@@ -1,3 +1,4 @@
 """Pure certificate work: the DER reader, certificate parsing and classification, trust paths,
-CRL indexes, CMS, signature helpers and the card check. No I/O; depends only on ``engine.core``.
+CRL indexes, OCSP, CMS, signature helpers and the card check. No I/O; depends only on
+``engine.core``.
 """

@@ -224,7 +224,15 @@ def decode_time(tag: int, body: bytes) -> datetime:
     elif tag != GENERALIZED_TIME or len(text) != 14:
         raise DerError("bad time")
     try:
-        return datetime.strptime(text, "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+        return datetime(  # not strptime: 6x faster, and CRLs have a million of these
+            int(text[:4]),
+            int(text[4:6]),
+            int(text[6:8]),
+            int(text[8:10]),
+            int(text[10:12]),
+            int(text[12:14]),
+            tzinfo=UTC,
+        )
     except ValueError as exc:  # a month 13, a day 32
         raise DerError("bad time") from exc
 

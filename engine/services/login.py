@@ -58,6 +58,7 @@ from engine.store import Account, Database, LoginSession, UnitOfWork
 LOGIN_CHALLENGE_SCOPE = "login"
 """What stands in the registration-id slot of a login challenge's signed payload."""
 
+
 @dataclass(frozen=True, slots=True)
 class LoginResult:
     """A successful 憑證登入: the session token (give it to the client, e.g. as a cookie).

@@ -34,6 +34,7 @@ from sqlalchemy import CursorResult, delete, exists, select
 
 from engine._clock import Clock
 from engine._errors import ErrorCode, RefusedError
+from engine._settings import MAX_RETENTION_DAYS
 from engine.core.workflow import ENDINGS
 from engine.services.accounts import PENDING
 from engine.services.registration import RegistrationService
@@ -46,9 +47,6 @@ from engine.store import (
     Reminder,
     UnitOfWork,
 )
-
-MAX_RETENTION_DAYS = 36500
-"""A hundred years: more is a typo (and would overflow the dates)."""
 
 
 @dataclass(frozen=True, slots=True)

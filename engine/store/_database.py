@@ -61,7 +61,6 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 """The mode of a SQLite database file, its ``-wal`` and ``-shm`` files (and the key file)."""
 
 
-
 def _unavailable(exc: OperationalError) -> EnvironmentProblem:
     return EnvironmentProblem(ErrorCode.DATABASE_UNAVAILABLE, detail=str(exc.orig or exc))
 

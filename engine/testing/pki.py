@@ -380,8 +380,16 @@ class TestPKI:
         *,
         this_update: datetime | None = None,
         next_update: datetime | None = None,
+        partition: Sequence[str] = (),
+        reason: x509.ReasonFlags | None = None,
+        signing_key: PrivateKey | None = None,
     ) -> x509.CertificateRevocationList:
-        """A CRL of ``ca`` listing ``revoked``, with CRL number ``number`` and an AKI."""
+        """A CRL of ``ca`` listing ``revoked``, with CRL number ``number`` and an AKI.
+
+        ``partition``: the full-name URIs of an issuingDistributionPoint (a partitioned CRL, as
+        MOICA and MOEACA publish them); ``reason``: the reasonCode of every entry;
+        ``signing_key``: sign with this key instead of the CA's (refusal material).
+        """
         issuer = ca if isinstance(ca, TestCA) else self.cas[ca]
         last = _second(this_update or self.now)
         builder = (
@@ -392,16 +400,21 @@ class TestPKI:
             .add_extension(x509.CRLNumber(number), critical=False)
             .add_extension(_aki(issuer), critical=False)
         )
+        if partition:
+            names = [x509.UniformResourceIdentifier(uri) for uri in partition]
+            idp = x509.IssuingDistributionPoint(names, None, False, False, None, False, False)
+            builder = builder.add_extension(idp, critical=True)
         for item in revoked:
             cert = item.certificate if isinstance(item, IssuedCard) else item
             entry = (
                 x509.RevokedCertificateBuilder()
                 .serial_number(cert.serial_number)
                 .revocation_date(last)
-                .build()
             )
-            builder = builder.add_revoked_certificate(entry)
-        return builder.sign(issuer.key, hashes.SHA256())
+            if reason is not None:
+                entry = entry.add_extension(x509.CRLReason(reason), critical=False)
+            builder = builder.add_revoked_certificate(entry.build())
+        return builder.sign(signing_key or issuer.key, hashes.SHA256())
 
     # -- files -------------------------------------------------------------------------------
 
