@@ -29,6 +29,7 @@ from engine.services.registration import RegistrationService, WorkflowLibrary
 from engine.services.reminders import ReminderService
 from engine.services.renewal import RenewalService
 from engine.services.retention import RetentionService
+from engine.services.revocation import RevocationService
 from engine.services.trust import TrustService
 from engine.services.turnkey import TurnkeyVerifier, load_timestamp_authorities
 from engine.store import Database
@@ -57,6 +58,8 @@ class App:
     audit: AuditService
     retention: RetentionService
     officers: OfficerService
+    revocation: RevocationService
+    """CRL sources, ``swreg revocation refresh`` and ``status`` (DESIGN.md §4a)."""
     identifiers: IdentifierHasher
     """The keyed hash under the server's key: personal IDs, client addresses, CSRF tokens."""
 
@@ -168,6 +171,9 @@ def bootstrap(
             database, clock, registrations, retention_days=settings.retention_days
         ),
         officers=OfficerService(database, clock, RateLimiter(database, clock)),
+        revocation=RevocationService(
+            database, clock, trust, hosts=settings.fetch_hosts, grace=settings.crl_grace
+        ),
     )
 
 

@@ -32,6 +32,7 @@ from engine.cli.officers import officers_app
 from engine.cli.purge import purge
 from engine.cli.registrations import registrations_app
 from engine.cli.renewal import reminders_app, renewal_app
+from engine.cli.revocation import revocation_app, source_app
 from engine.cli.support import (
     DbOption,
     JsonOption,
@@ -80,8 +81,10 @@ for sub, name in (
     (registrations_app, "registrations"),
     (workflow_app, "workflow"),
     (officers_app, "officers"),
+    (revocation_app, "revocation"),
 ):
     app.add_typer(sub, name=name)
+crl_app.add_typer(source_app, name="source")
 app.command("purge")(purge)
 
 

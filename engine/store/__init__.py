@@ -11,6 +11,7 @@ from engine.store._models import (
     Base,
     Certificate,
     Challenge,
+    CrlSource,
     LoginChallenge,
     LoginSession,
     Officer,
@@ -36,6 +37,7 @@ from engine.store._repositories import (
     TrustRepository,
     WorkflowRepository,
 )
+from engine.store._revocation import CrlSourceRepository, FetchedCrlRepository, StoredCrl
 
 __all__ = [
     "CRL",
@@ -56,9 +58,12 @@ __all__ = [
     "Challenge",
     "ChallengeRepository",
     "ConcurrentUpdate",
+    "CrlSource",
+    "CrlSourceRepository",
     "CustomsKey",
     "CustomsLookupRow",
     "Database",
+    "FetchedCrlRepository",
     "LoginChallenge",
     "LoginChallengeRepository",
     "LoginSession",
@@ -71,6 +76,7 @@ __all__ = [
     "Reminder",
     "ReminderRepository",
     "SessionRepository",
+    "StoredCrl",
     "TrustCertificate",
     "TrustRepository",
     "UTCDateTime",

@@ -54,6 +54,7 @@ from engine.store._repositories import (
     WorkflowRepository,
     translate_stale,
 )
+from engine.store._revocation import CrlSourceRepository, FetchedCrlRepository
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 """Where the Alembic environment and revisions live (shipped as package data)."""
@@ -239,6 +240,8 @@ class UnitOfWork:
         self.challenges = ChallengeRepository(self)
         self.trust = TrustRepository(self)
         self.crls = CRLRepository(self)
+        self.crl_sources = CrlSourceRepository(self)
+        self.fetched_crls = FetchedCrlRepository(self)
         self.workflows = WorkflowRepository(self)
         self.activations = ActivationRepository(self)
         self.login_challenges = LoginChallengeRepository(self)

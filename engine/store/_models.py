@@ -233,6 +233,35 @@ class CRL(Base):
     this_update: Mapped[datetime] = mapped_column(UTCDateTime())
     next_update: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     added_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    issuer_key_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    """Hex SHA-256 of the verifying issuer's SubjectPublicKeyInfo (fetched CRLs; ``None`` for
+    ``swreg crl add``)."""
+    partition: Mapped[str | None] = mapped_column(String(4096), nullable=True)
+    """The issuingDistributionPoint URIs, space-joined (``None``: a complete CRL)."""
+    source_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    """Where ``swreg revocation refresh`` fetched it (``None`` for ``swreg crl add``)."""
+
+
+class CrlSource(Base):
+    """A CRL distribution point ``swreg revocation refresh`` re-requests on every run.
+
+    ``origin``: ``manual`` (``swreg crl source add``), ``ca`` (a trusted CA certificate names
+    it) or ``seen`` (a checked certificate named it). ``etag`` / ``last_modified`` are the
+    validators of the last CRL accepted from it; ``outcome`` / ``error`` say how the last run
+    went.
+    """
+
+    __tablename__ = "crl_sources"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048), unique=True)
+    origin: Mapped[str] = mapped_column(String(16))
+    etag: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    last_modified: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    outcome: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    error: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class AuditEntry(Base):

@@ -1,0 +1,184 @@
+"""The store's side of fetched CRLs (DESIGN.md §4a): distribution points and the newest CRL per
+issuer key and partition.
+
+:class:`CrlSourceRepository` keeps the URLs ``swreg revocation refresh`` re-requests (unique by
+URL: concurrent adds of one URL write one row). :class:`FetchedCrlRepository` stores a fetched
+CRL as the newest of its *slot* (issuer key + partition) and deletes the older fetched CRLs of
+that slot in the same transaction, so at most one fetched CRL per slot is kept after a run;
+CRLs added by ``swreg crl add`` (no issuer key recorded) are never touched. The CRL rows are the
+ones the trust snapshot's revocation index reads (``uow.crls.list()``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import cast
+
+from sqlalchemy import Table, delete, select, update
+
+from engine.store._models import CRL, CrlSource
+from engine.store._repositories import _Repository, insert_new
+
+_SOURCES = cast(Table, CrlSource.__table__)
+_CRLS = cast(Table, CRL.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCrl:
+    """A stored CRL without its DER: what freshness and ordering need."""
+
+    id: int
+    fingerprint: str
+    issuer: str
+    issuer_key_id: str | None
+    partition: str | None
+    source_url: str | None
+    crl_number: int | None
+    this_update: datetime
+    next_update: datetime | None
+    added_at: datetime
+
+    @property
+    def order(self) -> tuple[int, datetime]:
+        """What "newer" means: CRL number first, then thisUpdate (no number counts as -1)."""
+        return (-1 if self.crl_number is None else self.crl_number, self.this_update)
+
+
+_STORED_COLUMNS = (
+    CRL.id,
+    CRL.fingerprint,
+    CRL.issuer,
+    CRL.issuer_key_id,
+    CRL.partition,
+    CRL.source_url,
+    CRL.crl_number,
+    CRL.this_update,
+    CRL.next_update,
+    CRL.added_at,
+)
+
+
+def _stored(row: tuple[object, ...]) -> StoredCrl:
+    values = list(row)
+    number = values[6]
+    values[6] = None if number is None else int(str(number))
+    return StoredCrl(*values)  # type: ignore[arg-type]
+
+
+class CrlSourceRepository(_Repository):
+    """The CRL distribution points to re-request, unique by URL."""
+
+    def add(self, url: str, origin: str, at: datetime) -> bool:
+        """Record ``url``; False (and nothing changes) when it is already there."""
+        values = {"url": url, "origin": origin, "added_at": at}
+        return insert_new(self._scope.connection(), _SOURCES, values, "url") is not None
+
+    def list(self) -> list[CrlSource]:
+        """Every source, in the order added."""
+        return list(self._session.scalars(select(CrlSource).order_by(CrlSource.id)))
+
+    def get(self, url: str) -> CrlSource | None:
+        return self._session.scalar(select(CrlSource).where(CrlSource.url == url))
+
+    def record(
+        self,
+        url: str,
+        *,
+        at: datetime,
+        outcome: str,
+        error: str | None,
+        etag: str | None,
+        last_modified: str | None,
+    ) -> None:
+        """How the run of ``at`` went for ``url`` and the validators to send next time."""
+        statement = (
+            update(_SOURCES)
+            .where(_SOURCES.c.url == url)
+            .values(
+                checked_at=at,
+                outcome=outcome,
+                error=None if error is None else error[:1024],
+                etag=None if etag is None or len(etag) > 1024 else etag,
+                last_modified=None
+                if last_modified is None or len(last_modified) > 64
+                else last_modified,
+            )
+        )
+        self._scope.connection().execute(statement)
+
+
+class FetchedCrlRepository(_Repository):
+    """Fetched CRLs, the newest per issuer key and partition (see the module docstring)."""
+
+    def slot(self, issuer_key_id: str, partition: str | None) -> list[StoredCrl]:
+        """The CRLs stored for one issuer key and partition, newest first."""
+        query = select(*_STORED_COLUMNS).where(
+            CRL.issuer_key_id == issuer_key_id,
+            CRL.partition.is_(None) if partition is None else CRL.partition == partition,
+        )
+        rows = [_stored(tuple(row)) for row in self._scope.connection().execute(query)]
+        return sorted(rows, key=lambda r: r.order, reverse=True)
+
+    def from_source(self, url: str) -> StoredCrl | None:
+        """The newest CRL fetched from ``url``, if any is still stored."""
+        query = select(*_STORED_COLUMNS).where(CRL.source_url == url)
+        rows = [_stored(tuple(row)) for row in self._scope.connection().execute(query)]
+        return max(rows, key=lambda r: r.order, default=None)
+
+    def all(self) -> list[StoredCrl]:
+        """Every stored CRL (fetched or added by hand), in the order added."""
+        query = select(*_STORED_COLUMNS).order_by(CRL.id)
+        return [_stored(tuple(row)) for row in self._scope.connection().execute(query)]
+
+    def der(self, id: int) -> bytes | None:
+        return self._scope.connection().execute(select(CRL.der).where(CRL.id == id)).scalar()
+
+    def replace(
+        self,
+        *,
+        der: bytes,
+        fingerprint: str,
+        issuer: str,
+        issuer_key_id: str,
+        partition: str | None,
+        source_url: str,
+        crl_number: int | None,
+        this_update: datetime,
+        next_update: datetime | None,
+        at: datetime,
+    ) -> bool:
+        """Store a CRL as the newest of its slot and delete the older ones of the slot.
+
+        False when a CRL with the same fingerprint is stored already: nothing is written then,
+        except that a CRL added by ``swreg crl add`` (no issuer key) is given its issuer key,
+        partition and URL, so it joins its slot. The caller has checked that it is newer than
+        what the slot holds.
+        """
+        values = {
+            "fingerprint": fingerprint,
+            "issuer": issuer[:1024],
+            "der": der,
+            "crl_number": None if crl_number is None else str(crl_number),
+            "this_update": this_update,
+            "next_update": next_update,
+            "added_at": at,
+            "issuer_key_id": issuer_key_id,
+            "partition": partition,
+            "source_url": source_url,
+        }
+        connection = self._scope.connection()
+        new_id = insert_new(connection, _CRLS, values, "fingerprint")
+        if new_id is None:  # stored already: by another run, or by `swreg crl add` (adopted)
+            adopt = (
+                update(_CRLS)
+                .where(_CRLS.c.fingerprint == fingerprint, _CRLS.c.issuer_key_id.is_(None))
+                .values(issuer_key_id=issuer_key_id, partition=partition, source_url=source_url)
+            )
+            connection.execute(adopt)
+            return False
+        mine = (-1 if crl_number is None else crl_number, this_update)
+        older = [row.id for row in self.slot(issuer_key_id, partition) if row.order < mine]
+        if older:
+            connection.execute(delete(_CRLS).where(_CRLS.c.id.in_(older)))
+        return True
