@@ -23,6 +23,7 @@ from engine.services.customs import CustomsCertificateService
 from engine.services.hashing import IdentifierHasher, PasswordHasher
 from engine.services.login import LoginService
 from engine.services.mail import Mailer, make_mailer
+from engine.services.ocsp import OcspService
 from engine.services.officers import OfficerService
 from engine.services.rate_limits import RateLimiter
 from engine.services.registration import RegistrationService, WorkflowLibrary
@@ -60,6 +61,8 @@ class App:
     officers: OfficerService
     revocation: RevocationService
     """CRL sources, ``swreg revocation refresh`` and ``status`` (DESIGN.md §4a)."""
+    ocsp: OcspService
+    """OCSP status with the shared database cache (DESIGN.md §4a)."""
     identifiers: IdentifierHasher
     """The keyed hash under the server's key: personal IDs, client addresses, CSRF tokens."""
 
@@ -173,6 +176,12 @@ def bootstrap(
         officers=OfficerService(database, clock, RateLimiter(database, clock)),
         revocation=RevocationService(
             database, clock, trust, hosts=settings.fetch_hosts, grace=settings.crl_grace
+        ),
+        ocsp=OcspService(
+            database,
+            hosts=settings.fetch_hosts,
+            timeout=settings.ocsp_timeout,
+            max_age=settings.ocsp_max_age,
         ),
     )
 

@@ -138,7 +138,7 @@ def test_migrate_creates_parent_dir_and_is_idempotent(tmp_path: Path) -> None:
     database.migrate()
     assert database.is_migrated()
     assert (tmp_path / "a" / "b" / "swreg.db").is_file()
-    assert rows(database, "SELECT version_num FROM alembic_version") == [("0006",)]
+    assert rows(database, "SELECT version_num FROM alembic_version") == [("0007",)]
     database.dispose()
 
 
@@ -154,7 +154,7 @@ def test_migrations_up_down_and_up_on_the_test_database(fresh_database: FreshDat
     database.migrate()
     database.migrate()
     assert database.is_migrated()
-    assert rows(database, "SELECT version_num FROM alembic_version") == [("0006",)]
+    assert rows(database, "SELECT version_num FROM alembic_version") == [("0007",)]
     database.dispose()
 
 
@@ -206,6 +206,8 @@ def test_models_and_migrated_schema_agree(db: Database) -> None:
         "reminders",
         "officers",
         "crl_sources",
+        "ocsp_responses",
+        "ocsp_attempts",
     }
     for name, table in Base.metadata.tables.items():
         columns = {c["name"]: c for c in inspector.get_columns(name)}

@@ -64,10 +64,12 @@ def refresh(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
 @revocation_app.command("status")
 def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """The stored CRLs, their age and freshness. 顯示憑證廢止清冊狀態。"""
+    """The stored CRLs, their age and freshness; the OCSP responders asked. 顯示廢止狀態。"""
     with command(as_json) as out:
-        crls = app_for(ctx).revocation.status()
-        out.result.update(crls=[c.as_dict() for c in crls], ocsp=[])
+        app = app_for(ctx)
+        crls = app.revocation.status()
+        responders = app.ocsp.responders()
+        out.result.update(crls=[c.as_dict() for c in crls], ocsp=[r.as_dict() for r in responders])
         for c in crls:
             state = "fresh" if c.fresh else "STALE"
             part = f" [{c.partition}]" if c.partition else ""
@@ -77,6 +79,10 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
             )
         if not crls:
             out.say("尚無憑證廢止清冊 / no CRLs stored")
+        for r in responders:
+            state = "reachable" if r.reachable else "UNREACHABLE"
+            error = f" ({r.last_error})" if r.last_error else ""
+            out.say(f"OCSP {state} {r.url} for {r.issuer}{error}, at {r.checked_at}")
 
 
 __all__ = ["revocation_app", "source_app"]

@@ -14,6 +14,8 @@ from engine.store._models import (
     CrlSource,
     LoginChallenge,
     LoginSession,
+    OcspAttempt,
+    OcspResponse,
     Officer,
     RateLimitWindow,
     Registration,
@@ -37,7 +39,14 @@ from engine.store._repositories import (
     TrustRepository,
     WorkflowRepository,
 )
-from engine.store._revocation import CrlSourceRepository, FetchedCrlRepository, StoredCrl
+from engine.store._revocation import (
+    CachedOcsp,
+    CrlSourceRepository,
+    FetchedCrlRepository,
+    OcspAttemptRow,
+    OcspCacheRepository,
+    StoredCrl,
+)
 
 __all__ = [
     "CRL",
@@ -53,6 +62,7 @@ __all__ = [
     "AuditVerification",
     "Base",
     "CRLRepository",
+    "CachedOcsp",
     "Certificate",
     "CertificateRepository",
     "Challenge",
@@ -67,6 +77,10 @@ __all__ = [
     "LoginChallenge",
     "LoginChallengeRepository",
     "LoginSession",
+    "OcspAttempt",
+    "OcspAttemptRow",
+    "OcspCacheRepository",
+    "OcspResponse",
     "Officer",
     "RateLimitRepository",
     "RateLimitWindow",

@@ -54,7 +54,11 @@ from engine.store._repositories import (
     WorkflowRepository,
     translate_stale,
 )
-from engine.store._revocation import CrlSourceRepository, FetchedCrlRepository
+from engine.store._revocation import (
+    CrlSourceRepository,
+    FetchedCrlRepository,
+    OcspCacheRepository,
+)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 """Where the Alembic environment and revisions live (shipped as package data)."""
@@ -242,6 +246,7 @@ class UnitOfWork:
         self.crls = CRLRepository(self)
         self.crl_sources = CrlSourceRepository(self)
         self.fetched_crls = FetchedCrlRepository(self)
+        self.ocsp = OcspCacheRepository(self)
         self.workflows = WorkflowRepository(self)
         self.activations = ActivationRepository(self)
         self.login_challenges = LoginChallengeRepository(self)

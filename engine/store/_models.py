@@ -264,6 +264,48 @@ class CrlSource(Base):
     added_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class OcspResponse(Base):
+    """The cached OCSP answer about one certificate (DESIGN.md §4a), shared by every worker.
+
+    Only ``good`` and ``revoked`` answers are kept; ``cache_until`` is when it must be asked
+    again (nextUpdate, or ``checked_at`` + ``SWREG_OCSP_MAX_AGE`` without one, never beyond
+    nextUpdate). ``der`` is the response as received: the evidence.
+    """
+
+    __tablename__ = "ocsp_responses"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    """Hex SHA-256 of the certificate's DER."""
+    issuer_key_id: Mapped[str] = mapped_column(String(64), index=True)
+    """Hex SHA-256 of the issuing CA's SubjectPublicKeyInfo."""
+    responder_url: Mapped[str] = mapped_column(String(2048))
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    this_update: Mapped[datetime] = mapped_column(UTCDateTime())
+    next_update: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    produced_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    is_hold: Mapped[bool] = mapped_column(Boolean)
+    der: Mapped[bytes] = mapped_column(LargeBinary)
+    checked_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    cache_until: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class OcspAttempt(Base):
+    """The latest request to one OCSP responder URL: what ``swreg revocation status`` shows."""
+
+    __tablename__ = "ocsp_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048), unique=True)
+    issuer: Mapped[str] = mapped_column(String(1024))
+    reachable: Mapped[bool] = mapped_column(Boolean)
+    """Whether a believed answer (good, revoked or unknown) came back."""
+    last_error: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    checked_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class AuditEntry(Base):
     """One row of the hash-chained audit log; ``seq`` is set by the appender, never generated."""
 

@@ -7,21 +7,29 @@ CRL as the newest of its *slot* (issuer key + partition) and deletes the older f
 that slot in the same transaction, so at most one fetched CRL per slot is kept after a run;
 CRLs added by ``swreg crl add`` (no issuer key recorded) are never touched. The CRL rows are the
 ones the trust snapshot's revocation index reads (``uow.crls.list()``).
+
+:class:`OcspCacheRepository` keeps the cached OCSP answer per certificate (unique by
+fingerprint; a write replaces the row in one ``INSERT ... ON CONFLICT DO UPDATE``, so workers
+racing on one certificate leave one row, the last answer — but never over a final revocation)
+and the latest request per responder URL.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, delete, select, update
+from sqlalchemy import ColumnElement, Connection, Table, and_, delete, not_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
-from engine.store._models import CRL, CrlSource
+from engine.store._models import CRL, CrlSource, OcspAttempt, OcspResponse
 from engine.store._repositories import _Repository, insert_new
 
 _SOURCES = cast(Table, CrlSource.__table__)
 _CRLS = cast(Table, CRL.__table__)
+_OCSP = cast(Table, OcspResponse.__table__)
+_ATTEMPTS = cast(Table, OcspAttempt.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,3 +190,111 @@ class FetchedCrlRepository(_Repository):
         if older:
             connection.execute(delete(_CRLS).where(_CRLS.c.id.in_(older)))
         return True
+
+
+@dataclass(frozen=True, slots=True)
+class CachedOcsp:
+    """A cached OCSP answer (a row of ``ocsp_responses``)."""
+
+    fingerprint: str
+    issuer_key_id: str
+    responder_url: str
+    status: str
+    reason: str | None
+    revoked_at: datetime | None
+    this_update: datetime
+    next_update: datetime | None
+    produced_at: datetime | None
+    is_hold: bool
+    der: bytes
+    checked_at: datetime
+    cache_until: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OcspAttemptRow:
+    """The latest request to one responder URL."""
+
+    url: str
+    issuer: str
+    reachable: bool
+    last_error: str | None
+    checked_at: datetime
+
+
+_CACHED_COLUMNS = tuple(_OCSP.c[name] for name in CachedOcsp.__slots__)
+_ATTEMPT_COLUMNS = tuple(_ATTEMPTS.c[name] for name in OcspAttemptRow.__slots__)
+
+
+def _upsert(
+    connection: Connection,
+    table: Table,
+    values: dict[str, Any],
+    key: str,
+    unless: ColumnElement[bool] | None = None,
+) -> None:
+    """``INSERT ... ON CONFLICT (key) DO UPDATE`` every other column: one row per key, the
+    last write wins (except over a row matching ``unless``), on SQLite and PostgreSQL alike."""
+    construct: Any = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    statement = construct(table).values(values)
+    changed = {name: statement.excluded[name] for name in values if name != key}
+    where = None if unless is None else not_(unless)
+    connection.execute(
+        statement.on_conflict_do_update(index_elements=[key], set_=changed, where=where)
+    )
+
+
+class OcspCacheRepository(_Repository):
+    """Cached OCSP answers and the latest request per responder (see the module docstring)."""
+
+    def get(self, fingerprint: str) -> CachedOcsp | None:
+        """The cached answer about the certificate of ``fingerprint`` (expired or not)."""
+        query = select(*_CACHED_COLUMNS).where(_OCSP.c.fingerprint == fingerprint)
+        row = self._scope.connection().execute(query).first()
+        if row is None:
+            return None
+        values = dict(zip(CachedOcsp.__slots__, row, strict=True))
+        values["is_hold"] = bool(values["is_hold"])
+        values["der"] = bytes(values["der"])
+        return CachedOcsp(**values)
+
+    def put(self, answer: CachedOcsp) -> None:
+        """Store ``answer`` as the one about its certificate, replacing any before it except a
+        final revocation (``revoked``, not a hold): a worker racing with a good answer never
+        overwrites it."""
+        values = {name: getattr(answer, name) for name in CachedOcsp.__slots__}
+        final = and_(_OCSP.c.status == "revoked", _OCSP.c.is_hold.is_(False))
+        _upsert(self._scope.connection(), _OCSP, values, "fingerprint", unless=final)
+
+    def forget(self, fingerprint: str) -> None:
+        """Drop the cached answer about a certificate (a hold lifted, an answer now unknown)."""
+        statement = delete(_OCSP).where(_OCSP.c.fingerprint == fingerprint)
+        self._scope.connection().execute(statement)
+
+    def attempted(
+        self, url: str, *, issuer: str, reachable: bool, error: str | None, at: datetime
+    ) -> None:
+        """Record a request to ``url`` at ``at`` (the latest one per URL is kept)."""
+        values = {
+            "url": url,
+            "issuer": issuer[:1024],
+            "reachable": reachable,
+            "last_error": None if error is None else error[:1024],
+            "checked_at": at,
+        }
+        _upsert(self._scope.connection(), _ATTEMPTS, values, "url")
+
+    def attempts(self) -> list[OcspAttemptRow]:
+        """The latest request per responder URL, by URL."""
+        query = select(*_ATTEMPT_COLUMNS).order_by(_ATTEMPTS.c.url)
+        rows = self._scope.connection().execute(query)
+        return [
+            OcspAttemptRow(
+                url=row.url,
+                issuer=row.issuer,
+                reachable=bool(row.reachable),
+                last_error=row.last_error,
+                checked_at=row.checked_at,
+            )
+            for row in rows
+        ]

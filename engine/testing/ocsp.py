@@ -128,7 +128,8 @@ class OcspResponder:
     or ``-ndays`` (whole minutes; ``None``: responses carry no nextUpdate);
     ``include_certificates=False`` adds ``-resp_no_certs``, ``by_key=True`` ``-resp_key_id``
     (responder ID by key hash), ``digest`` ``-rmd`` (the signature's hash, e.g. ``sha1``),
-    each of ``signature_options`` ``-rsigopt`` (e.g. ``rsa_padding_mode:pss``).
+    each of ``signature_options`` ``-rsigopt`` (e.g. ``rsa_padding_mode:pss``); ``port``
+    listens there instead of on a free port picked at start (see :func:`free_port`).
     (``-rcid`` is left out: OpenSSL 3.0 then answers with serial 0, openssl/openssl#31070.)
     """
 
@@ -145,6 +146,7 @@ class OcspResponder:
         by_key: bool = False,
         digest: str | None = None,
         signature_options: Sequence[str] = (),
+        port: int | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.ca = ca
@@ -154,7 +156,8 @@ class OcspResponder:
         self.by_key = by_key
         self.digest = digest
         self.signature_options = tuple(signature_options)
-        self.port = 0
+        self.port = port or 0
+        self._fixed_port = port
         self._good = list(good)
         self._revoked = list(revoked)
         self._process: subprocess.Popen[bytes] | None = None
@@ -190,7 +193,7 @@ class OcspResponder:
         self.directory.mkdir(parents=True, exist_ok=True)
         files = self._write_files()
         for _attempt in range(5):  # a port picked free may be taken before openssl binds it
-            self.port = _free_port()
+            self.port = self._fixed_port or _free_port()
             self._log = self.log_path.open("ab")
             self._process = subprocess.Popen(
                 [openssl, "ocsp", *files, "-port", str(self.port), *self._options()],
@@ -318,6 +321,12 @@ def _openssl_time(moment: datetime) -> str:
 
 def _certificate(item: x509.Certificate | IssuedCard) -> x509.Certificate:
     return item.certificate if isinstance(item, IssuedCard) else item
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free now: for a responder whose URL certificates must name
+    before it starts (``OcspResponder(..., port=free_port())``)."""
+    return _free_port()
 
 
 def _free_port() -> int:

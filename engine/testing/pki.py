@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
 from engine.core.declarations import IssuerCA
 from engine.pki.certificate import SDA_OID
@@ -227,15 +227,26 @@ class TestPKI:
         ca: IssuerCA = IssuerCA.MOICA,
         issuer: TestCA | None = None,
         serial_number: str | None = None,
+        ocsp_url: str | None = None,
     ) -> IssuedCard:
-        """自然人憑證: ``C=TW, CN=<name>, serialNumber=<16 chars>``; SDA .1 citizen, .2, .51."""
+        """自然人憑證: ``C=TW, CN=<name>, serialNumber=<16 chars>``; SDA .1 citizen, .2, .51.
+
+        ``ocsp_url``: an authorityInfoAccess extension naming that OCSP responder (none
+        without it)."""
         serial_rdn = serial_number or "".join(secrets.choice("0123456789") for _ in range(16))
         subject = _name(CN=name, serialNumber=serial_rdn)
         attributes = [(_SDA_CLASS, _der_oid(SUBJECT_CLASS_CITIZEN)), (_SDA_LAST4, _utf8(id_last4))]
         if card_rank is not None:
             attributes.append((_SDA_RANK, _printable(card_rank)))
         return self._issue(
-            issuer or self.cas[ca], subject, attributes, key, valid_from, valid_to, key_usage
+            issuer or self.cas[ca],
+            subject,
+            attributes,
+            key,
+            valid_from,
+            valid_to,
+            key_usage,
+            ocsp_url=ocsp_url,
         )
 
     def issue_company(
@@ -472,6 +483,7 @@ class TestPKI:
         *,
         serial: int | None = None,
         end_entity_constraints: bool = False,
+        ocsp_url: str | None = None,
     ) -> IssuedCard:
         private = _new_key(key or self.key_type)
         not_before = _second(valid_from or self.now - _CARD_VALIDITY_BEFORE)
@@ -495,6 +507,13 @@ class TestPKI:
             builder = builder.add_extension(x509.BasicConstraints(False, None), critical=False)
         if attributes:
             builder = builder.add_extension(_sda(attributes), critical=False)
+        if ocsp_url is not None:
+            access = x509.AccessDescription(
+                AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url)
+            )
+            builder = builder.add_extension(
+                x509.AuthorityInformationAccess([access]), critical=False
+            )
         certificate = builder.sign(issuer.key, hashes.SHA256())
         family = issuer.family or IssuerCA.UNKNOWN
         return IssuedCard(certificate, private, family, self.chain_of(issuer))

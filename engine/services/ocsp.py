@@ -1,0 +1,322 @@
+"""OCSP answers about certificates, cached in the database for every worker (DESIGN.md §4a).
+
+:meth:`OcspService.ocsp_status` answers about one certificate and its issuing CA:
+
+1. **Cache**: a cached ``good`` or ``revoked`` answer is returned (``source`` ``cache``, its
+   DER as evidence) while ``now`` is before its ``cache_until``; a ``revoked`` answer that is
+   not a hold is final and is returned even after that. The cache is keyed by the
+   certificate's SHA-256 fingerprint and shared by every process on the database.
+2. **Network**: otherwise the responder named by the certificate's authorityInfoAccess
+   (the first ``id-ad-ocsp`` ``http``/``https`` URI) is asked: nothing is sent when there is
+   none (``no_responder``) or its host is not in ``SWREG_FETCH_HOSTS`` (``host_not_allowed``).
+   The request carries a fresh 32-byte nonce and goes through the SSRF-safe
+   :class:`~engine.services.fetching.Fetcher` (POST, at most 64 KiB back, ``SWREG_OCSP_TIMEOUT``
+   for the whole call); the body is checked by :func:`~engine.pki.ocsp.read_response` (the nonce
+   compared when echoed, not required).
+3. **Caching**: a believed ``good`` or ``revoked`` answer is stored (one ``INSERT ... ON CONFLICT
+   DO UPDATE``: workers racing on one certificate leave one row) with ``cache_until`` = its
+   nextUpdate, or ``checked_at`` + ``SWREG_OCSP_MAX_AGE`` when it has none. A hold
+   (``certificateHold``) is cached only until its nextUpdate — not at all without one — and is
+   never final. ``unknown`` answers (the responder does not know the certificate, a refused
+   response, a network failure) are **not cached**: the next check asks again.
+
+Every request (not a refused URL) is recorded as the latest attempt for its URL, which
+``swreg revocation status`` shows (:meth:`OcspService.responders`). Nothing here raises for a
+responder's failure: an ``unknown`` :class:`OcspResult` carries the ``problem``. Deciding what an
+answer means for a certificate check (policy, CRLs) is not done here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Final
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import AuthorityInformationAccessOID
+
+from engine._settings import FetchHosts
+from engine.pki.ocsp import NONCE_BYTES, OcspAnswer, OcspStatus, build_request, read_response
+from engine.pki.revocation import issuer_key
+from engine.services.fetching import MAX_OCSP_BYTES, Fetcher, FetchOutcome
+from engine.store import CachedOcsp, Database, UnitOfWork
+
+MAX_URL_BYTES: Final = 2048
+"""The longest responder URL asked (``ocsp_attempts.url``, ``ocsp_responses.responder_url``)."""
+NO_RESPONDER: Final = "no_responder"
+"""The problem when the certificate names no usable OCSP responder."""
+NOT_KNOWN: Final = "certificate_unknown"
+"""The problem when the responder answered, believed, that it does not know the certificate."""
+
+
+class OcspSource(StrEnum):
+    """Where an :class:`OcspResult` came from."""
+
+    CACHE = "cache"
+    NETWORK = "network"
+    NONE = "none"
+    """Nothing was asked: no responder, or one outside ``SWREG_FETCH_HOSTS``."""
+
+
+@dataclass(frozen=True, slots=True)
+class OcspResult:
+    """The OCSP status of one certificate with its evidence.
+
+    ``problem`` is ``None`` for ``good`` and ``revoked``; for ``unknown`` it is one of
+    :data:`NO_RESPONDER`, :data:`NOT_KNOWN`, a :class:`~engine.services.fetching.FetchOutcome`
+    value (``host_not_allowed``, ``timeout``, ``connection_error``, ...) or an
+    :class:`~engine.pki.ocsp.OcspProblem` value (``stale``, ``signature_invalid``, ...).
+    ``der`` is the response (empty when none came back); ``checked_at`` when it was fetched.
+    """
+
+    status: OcspStatus
+    source: OcspSource
+    url: str | None
+    checked_at: datetime
+    der: bytes = b""
+    problem: str | None = None
+    detail: str = ""
+    reason: x509.ReasonFlags | None = None
+    revoked_at: datetime | None = None
+    this_update: datetime | None = None
+    next_update: datetime | None = None
+    produced_at: datetime | None = None
+    cache_until: datetime | None = None
+
+    @property
+    def is_hold(self) -> bool:
+        return (
+            self.status is OcspStatus.REVOKED and self.reason is x509.ReasonFlags.certificate_hold
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ResponderStatus:
+    """The latest request to one responder URL, as ``swreg revocation status`` shows it."""
+
+    issuer: str
+    url: str
+    reachable: bool
+    """A successful HTTP answer came back (believed or not: see ``last_error``)."""
+    last_error: str | None
+    checked_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "issuer": self.issuer,
+            "url": self.url,
+            "reachable": self.reachable,
+            "last_error": self.last_error,
+            "checked_at": self.checked_at.isoformat(),
+        }
+
+
+FetcherFactory = Callable[[FetchHosts], Fetcher]
+
+
+class OcspService:
+    """OCSP status with a shared database cache (see the module docstring)."""
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        hosts: FetchHosts,
+        timeout: timedelta,
+        max_age: timedelta,
+        fetcher: FetcherFactory = Fetcher,
+    ) -> None:
+        self._database = database
+        self._hosts = hosts
+        self._timeout = timeout
+        self._max_age = max_age
+        self._fetcher = fetcher
+
+    def ocsp_status(
+        self, certificate: x509.Certificate, issuer: x509.Certificate, *, now: datetime
+    ) -> OcspResult:
+        """The OCSP status of ``certificate`` (issued by ``issuer``) at ``now``: cached, or
+        asked of its responder. Never raises for the responder's failures; a caller's mistake
+        (a naive ``now``, an ``issuer`` whose name is not the certificate's issuer) raises
+        ``ValueError``. An expired cached row stays until a new answer replaces it."""
+        if now.tzinfo is None:
+            raise ValueError("now must be an aware datetime")
+        fingerprint = hashlib.sha256(
+            certificate.public_bytes(serialization.Encoding.DER)
+        ).hexdigest()
+        key_id = issuer_key(issuer).hex()
+        with self._database.unit_of_work() as uow:
+            cached = uow.ocsp.get(fingerprint)
+        if cached is not None and cached.issuer_key_id == key_id and _usable(cached, now):
+            return _from_cache(cached)
+        url = responder_url(certificate)
+        if url is None:
+            detail = "the certificate names no http(s) OCSP responder"
+            return OcspResult(
+                OcspStatus.UNKNOWN, OcspSource.NONE, None, now, problem=NO_RESPONDER, detail=detail
+            )
+        with self._fetcher(self._hosts) as fetcher:
+            refused = fetcher.allows(url)
+            if refused is not None:
+                detail = f"{url} may not be fetched ({refused.value}): SWREG_FETCH_HOSTS"
+                return OcspResult(
+                    OcspStatus.UNKNOWN,
+                    OcspSource.NONE,
+                    url,
+                    now,
+                    problem=refused.value,
+                    detail=detail,
+                )
+            nonce = secrets.token_bytes(NONCE_BYTES)
+            request = build_request(certificate, issuer, nonce=nonce)
+            fetched = fetcher.post(url, request, max_bytes=MAX_OCSP_BYTES, timeout=self._timeout)
+        issuer_text = _name(issuer.subject)
+        if fetched.outcome is not FetchOutcome.FETCHED or fetched.body is None:
+            detail = fetched.detail or fetched.outcome.value
+            self._attempted(url, issuer_text, False, fetched.outcome.value, now)
+            return OcspResult(
+                OcspStatus.UNKNOWN,
+                OcspSource.NETWORK,
+                url,
+                now,
+                problem=fetched.outcome.value,
+                detail=detail,
+            )
+        answer = read_response(
+            fetched.body, certificate=certificate, issuer=issuer, nonce=nonce, at=now
+        )
+        result = _from_answer(answer, url, now, self._max_age)
+        with self._database.unit_of_work() as uow:
+            if result.cache_until is not None:
+                uow.ocsp.put(_row(result, fingerprint, key_id))
+            _record(uow, url, issuer_text, True, result.problem, now)
+            uow.commit()
+        return result
+
+    def responders(self) -> list[ResponderStatus]:
+        """The latest request to each responder URL asked, by URL."""
+        with self._database.unit_of_work() as uow:
+            return [
+                ResponderStatus(r.issuer, r.url, r.reachable, r.last_error, r.checked_at)
+                for r in uow.ocsp.attempts()
+            ]
+
+    def _attempted(
+        self, url: str, issuer: str, reachable: bool, error: str | None, at: datetime
+    ) -> None:
+        with self._database.unit_of_work() as uow:
+            _record(uow, url, issuer, reachable, error, at)
+            uow.commit()
+
+
+def responder_url(certificate: x509.Certificate) -> str | None:
+    """The first ``http``/``https`` id-ad-ocsp URI of the certificate's authorityInfoAccess
+    that fits the store (``None`` when there is none, or the extension is unreadable)."""
+    try:
+        access = certificate.extensions.get_extension_for_class(
+            x509.AuthorityInformationAccess
+        ).value
+    except Exception:  # none, or unreadable: nothing to ask
+        return None
+    for description in access:
+        location = description.access_location
+        if description.access_method != AuthorityInformationAccessOID.OCSP or not isinstance(
+            location, x509.UniformResourceIdentifier
+        ):
+            continue
+        uri = location.value
+        if uri.lower().startswith(("http://", "https://")) and len(uri.encode()) <= MAX_URL_BYTES:
+            return uri
+    return None
+
+
+def _usable(cached: CachedOcsp, now: datetime) -> bool:
+    """Whether a cached answer may be returned at ``now``: before ``cache_until``, or a final
+    revocation (not a hold)."""
+    final = cached.status == OcspStatus.REVOKED.value and not cached.is_hold
+    return final or now < cached.cache_until
+
+
+def _cache_until(answer: OcspAnswer, checked_at: datetime, max_age: timedelta) -> datetime | None:
+    """How long ``answer`` is cached; ``None``: not at all (unknown, or a hold without a
+    nextUpdate)."""
+    if answer.problem is not None or answer.status is OcspStatus.UNKNOWN:
+        return None
+    if answer.next_update is not None:
+        return answer.next_update
+    return None if answer.is_hold else checked_at + max_age
+
+
+def _from_answer(answer: OcspAnswer, url: str, now: datetime, max_age: timedelta) -> OcspResult:
+    problem: str | None = None if answer.problem is None else answer.problem.value
+    if problem is None and answer.status is OcspStatus.UNKNOWN:
+        problem = NOT_KNOWN
+    detail = answer.detail or ("the responder does not know the certificate" if problem else "")
+    return OcspResult(
+        answer.status,
+        OcspSource.NETWORK,
+        url,
+        now,
+        der=answer.der,
+        problem=problem,
+        detail=detail,
+        reason=answer.reason,
+        revoked_at=answer.revoked_at,
+        this_update=answer.this_update,
+        next_update=answer.next_update,
+        produced_at=answer.produced_at,
+        cache_until=_cache_until(answer, now, max_age),
+    )
+
+
+def _row(result: OcspResult, fingerprint: str, key_id: str) -> CachedOcsp:
+    assert result.this_update is not None and result.cache_until is not None and result.url
+    return CachedOcsp(
+        fingerprint=fingerprint,
+        issuer_key_id=key_id,
+        responder_url=result.url,
+        status=result.status.value,
+        reason=None if result.reason is None else result.reason.value,
+        revoked_at=result.revoked_at,
+        this_update=result.this_update,
+        next_update=result.next_update,
+        produced_at=result.produced_at,
+        is_hold=result.is_hold,
+        der=result.der,
+        checked_at=result.checked_at,
+        cache_until=result.cache_until,
+    )
+
+
+def _from_cache(cached: CachedOcsp) -> OcspResult:
+    return OcspResult(
+        OcspStatus(cached.status),
+        OcspSource.CACHE,
+        cached.responder_url,
+        cached.checked_at,
+        der=cached.der,
+        reason=None if cached.reason is None else x509.ReasonFlags(cached.reason),
+        revoked_at=cached.revoked_at,
+        this_update=cached.this_update,
+        next_update=cached.next_update,
+        produced_at=cached.produced_at,
+        cache_until=cached.cache_until,
+    )
+
+
+def _record(
+    uow: UnitOfWork, url: str, issuer: str, reachable: bool, error: str | None, at: datetime
+) -> None:
+    uow.ocsp.attempted(url, issuer=issuer, reachable=reachable, error=error, at=at)
+
+
+def _name(name: x509.Name) -> str:
+    try:
+        return name.rfc4514_string()
+    except Exception:
+        return "an unreadable issuer"

@@ -1,0 +1,463 @@
+"""The OCSP client with its shared database cache (DESIGN.md §4a), against OpenSSL's own
+responder (``openssl ocsp``, :mod:`engine.testing.ocsp`): good and cached, revoked (final),
+unknown (not cached), a stale response, a delegated responder, a responder that is down, one
+that hangs, a host outside ``SWREG_FETCH_HOSTS``, expiry by the clock, a hold (never final), two
+apps on one database, concurrent workers, and ``swreg revocation status --json``.
+
+Requests are counted by wrapping the :class:`~engine.services.fetching.Fetcher`, and a cached
+answer is shown again with the responder stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from sqlalchemy import create_engine, text
+from typer.testing import CliRunner
+
+from engine import App, FixedClock, IssuerCA, Settings, bootstrap
+from engine._settings import FetchHosts
+from engine.cli import app as cli_app
+from engine.pki.ocsp import OcspStatus
+from engine.services.fetching import Fetcher, FetchResult
+from engine.services.ocsp import NO_RESPONDER, NOT_KNOWN, OcspResult, OcspService, OcspSource
+from engine.store import CachedOcsp
+from engine.testing import IssuedCard, TestCA, TestPKI
+from engine.testing.ocsp import OcspResponder, Revocation, free_port, issue_ocsp_signer
+
+from .conftest import FAST_ARGON2, SECRET
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+"""OpenSSL stamps responses with the real clock: the test PKI is built around it."""
+REVOKED_AT = NOW - timedelta(hours=2)
+HELD_AT = NOW - timedelta(hours=1)
+TIMEOUT = timedelta(seconds=1)
+MAX_AGE = timedelta(minutes=10)
+
+
+@pytest.fixture(scope="module")
+def pki() -> TestPKI:
+    return TestPKI.create(NOW)
+
+
+@pytest.fixture(scope="module")
+def moica(pki: TestPKI) -> TestCA:
+    return pki.ca(IssuerCA.MOICA)
+
+
+class Counting:
+    """A fetcher factory that counts the POSTs its fetchers send."""
+
+    def __init__(self) -> None:
+        self.posts: list[str] = []
+
+    def __call__(self, hosts: FetchHosts) -> Fetcher:
+        counter = self
+
+        class _Fetcher(Fetcher):
+            def post(self, url: str, body: bytes, **options: object) -> FetchResult:
+                counter.posts.append(url)
+                return super().post(url, body, **options)  # type: ignore[arg-type]
+
+        return _Fetcher(hosts)
+
+
+class Setup:
+    """An app on a fresh database, its clock, and an OCSP service counting its requests."""
+
+    def __init__(self, db_url: str, *, hosts: str = "127.0.0.1", max_age: timedelta = MAX_AGE):
+        self.clock = FixedClock(datetime.now(UTC))
+        self.settings = Settings(
+            database_url=db_url,
+            secret_key=SECRET,
+            argon2=FAST_ARGON2,
+            fetch_hosts=FetchHosts.parse(hosts),
+            ocsp_timeout=TIMEOUT,
+            ocsp_max_age=max_age,
+        )
+        self.app: App = bootstrap(self.settings, clock=self.clock)
+        self.fetches = Counting()
+        self.ocsp = OcspService(
+            self.app.database,
+            hosts=self.settings.fetch_hosts,
+            timeout=TIMEOUT,
+            max_age=max_age,
+            fetcher=self.fetches,
+        )
+
+    def status(self, card: IssuedCard, issuer: TestCA) -> OcspResult:
+        return self.ocsp.ocsp_status(card.certificate, issuer.certificate, now=self.clock.now())
+
+    def cached_rows(self) -> int:
+        engine = create_engine(self.settings.database_url)
+        try:
+            with engine.connect() as connection:
+                return int(
+                    connection.execute(text("SELECT count(*) FROM ocsp_responses")).scalar_one()
+                )
+        finally:
+            engine.dispose()
+
+
+@pytest.fixture
+def setup(db_url: str) -> Iterator[Setup]:
+    made = Setup(db_url)
+    yield made
+    made.app.close()
+
+
+Responder = Callable[..., OcspResponder]
+
+
+@pytest.fixture
+def responder(tmp_path: Path, moica: TestCA) -> Iterator[Callable[..., OcspResponder]]:
+    """Start ``openssl ocsp`` for MOICA on a port chosen before the cards naming it are issued."""
+    running: list[OcspResponder] = []
+
+    def start(port: int, **options: object) -> OcspResponder:
+        started = OcspResponder(tmp_path / f"ocsp-{port}", moica, port=port, **options)  # type: ignore[arg-type]
+        started.start()
+        running.append(started)
+        return started
+
+    yield start
+    for each in running:
+        each.stop()
+
+
+def url(port: int) -> str:
+    return f"http://127.0.0.1:{port}/"
+
+
+# -- good, revoked, unknown ---------------------------------------------------------------------
+
+
+def test_a_good_answer_is_cached_and_served_without_a_request(
+    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+) -> None:
+    port = free_port()
+    card = pki.issue_person(ocsp_url=url(port))
+    running = responder(port, good=[card])
+    first = setup.status(card, moica)
+    assert (first.status, first.source, first.problem) == (
+        OcspStatus.GOOD,
+        OcspSource.NETWORK,
+        None,
+    )
+    assert first.url == url(port) and first.der  # the response itself: the evidence
+    assert first.cache_until == first.next_update  # nextUpdate: one hour after thisUpdate
+    running.stop()  # the cache answers without the responder
+    second = setup.status(card, moica)
+    assert (second.status, second.source) == (OcspStatus.GOOD, OcspSource.CACHE)
+    assert second.der == first.der and second.checked_at == first.checked_at
+    assert setup.fetches.posts == [url(port)]  # one request in all
+    assert setup.cached_rows() == 1
+
+
+def test_a_revoked_answer_carries_reason_and_time_and_is_final(
+    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+) -> None:
+    port = free_port()
+    card = pki.issue_person(ocsp_url=url(port))
+    running = responder(
+        port, revoked=[Revocation(card, REVOKED_AT, x509.ReasonFlags.key_compromise)]
+    )
+    answer = setup.status(card, moica)
+    assert (answer.status, answer.source) == (OcspStatus.REVOKED, OcspSource.NETWORK)
+    assert (answer.reason, answer.revoked_at) == (x509.ReasonFlags.key_compromise, REVOKED_AT)
+    running.stop()
+    setup.clock.advance(timedelta(days=2))  # far past cache_until: a revocation is final
+    again = setup.status(card, moica)
+    assert (again.status, again.source, again.reason) == (
+        OcspStatus.REVOKED,
+        OcspSource.CACHE,
+        x509.ReasonFlags.key_compromise,
+    )
+    assert len(setup.fetches.posts) == 1
+
+
+def test_unknown_from_the_responder_is_not_cached(
+    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+) -> None:
+    port = free_port()
+    listed, unlisted = pki.issue_person(ocsp_url=url(port)), pki.issue_person(ocsp_url=url(port))
+    responder(port, good=[listed])
+    for _ in range(2):
+        answer = setup.status(unlisted, moica)
+        assert (answer.status, answer.source, answer.problem) == (
+            OcspStatus.UNKNOWN,
+            OcspSource.NETWORK,
+            NOT_KNOWN,
+        )
+        assert answer.der  # a believed response that says "unknown": still the evidence
+    assert len(setup.fetches.posts) == 2
+    assert setup.cached_rows() == 0
+
+
+def test_a_stale_response_is_unknown_and_not_cached(
+    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+) -> None:
+    port = free_port()
+    card = pki.issue_person(ocsp_url=url(port))
+    responder(port, good=[card], next_update=timedelta(minutes=1))
+    setup.clock.advance(timedelta(minutes=30))  # the responder's nextUpdate is 29 minutes past
+    answer = setup.status(card, moica)
+    assert (answer.status, answer.problem) == (OcspStatus.UNKNOWN, "stale")
+    assert setup.cached_rows() == 0
+
+
+def test_a_delegated_responder_is_believed_and_cached(
+    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+) -> None:
+    port = free_port()
+    card = pki.issue_person(ocsp_url=url(port))
+    responder(port, good=[card], signer=issue_ocsp_signer(pki, moica))
+    answer = setup.status(card, moica)
+    assert (answer.status, answer.problem) == (OcspStatus.GOOD, None)
+    assert setup.status(card, moica).source is OcspSource.CACHE
+
+
+def test_a_responder_signing_for_another_ca_is_refused(
+    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+) -> None:
+    port = free_port()
+    card = pki.issue_person(ocsp_url=url(port))
+    other = pki.ca(IssuerCA.MOEACA)
+    responder(port, good=[card], signer=issue_ocsp_signer(pki, other))
+    answer = setup.status(card, moica)
+    assert answer.status is OcspStatus.UNKNOWN
+    assert answer.problem in {"responder_unknown", "responder_not_issued_by_ca"}
+    assert setup.cached_rows() == 0
+
+
+# -- failures: down, hanging, not allowed, none named ------------------------------------------
+
+
+def test_a_responder_that_is_down_gives_unknown_with_the_problem(
+    setup: Setup, pki: TestPKI, moica: TestCA
+) -> None:
+    port = free_port()  # nothing listens there
+    card = pki.issue_person(ocsp_url=url(port))
+    answer = setup.status(card, moica)
+    assert (answer.status, answer.source, answer.problem) == (
+        OcspStatus.UNKNOWN,
+        OcspSource.NETWORK,
+        "connection_error",
+    )
+    assert answer.der == b"" and setup.cached_rows() == 0
+
+
+def test_a_responder_that_hangs_times_out(setup: Setup, pki: TestPKI, moica: TestCA) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)  # the kernel completes the connection; nobody ever answers
+        port = listener.getsockname()[1]
+        card = pki.issue_person(ocsp_url=url(port))
+        started = datetime.now(UTC)
+        answer = setup.status(card, moica)
+        elapsed = datetime.now(UTC) - started
+    assert (answer.status, answer.problem) == (OcspStatus.UNKNOWN, "timeout")
+    assert elapsed < TIMEOUT + timedelta(seconds=2)
+    assert setup.cached_rows() == 0
+
+
+def test_a_host_outside_fetch_hosts_is_not_asked(setup: Setup, pki: TestPKI, moica: TestCA) -> None:
+    card = pki.issue_person(ocsp_url="http://ocsp.example.org/")
+    answer = setup.status(card, moica)
+    assert (answer.status, answer.source, answer.problem) == (
+        OcspStatus.UNKNOWN,
+        OcspSource.NONE,
+        "host_not_allowed",
+    )
+    assert setup.fetches.posts == []
+    assert setup.ocsp.responders() == []  # nothing asked, nothing recorded
+
+
+def test_a_certificate_without_a_responder_is_unknown(
+    setup: Setup, pki: TestPKI, moica: TestCA
+) -> None:
+    answer = setup.status(pki.issue_person(), moica)
+    assert (answer.status, answer.source, answer.problem) == (
+        OcspStatus.UNKNOWN,
+        OcspSource.NONE,
+        NO_RESPONDER,
+    )
+    assert setup.fetches.posts == []
+
+
+# -- expiry and holds ---------------------------------------------------------------------------
+
+
+def test_the_cache_expires_by_the_clock(
+    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+) -> None:
+    port = free_port()
+    card = pki.issue_person(ocsp_url=url(port))
+    responder(port, good=[card], next_update=None)  # no nextUpdate: SWREG_OCSP_MAX_AGE
+    first = setup.status(card, moica)
+    assert first.cache_until == first.checked_at + MAX_AGE
+    setup.clock.advance(MAX_AGE - timedelta(seconds=1))  # 1 second before expiry: cached
+    assert setup.status(card, moica).source is OcspSource.CACHE
+    setup.clock.advance(timedelta(seconds=1))  # at cache_until: asked again
+    again = setup.status(card, moica)
+    assert (again.status, again.source) == (OcspStatus.GOOD, OcspSource.NETWORK)
+    assert len(setup.fetches.posts) == 2
+    assert setup.cached_rows() == 1  # replaced, not added
+
+
+def test_a_hold_without_next_update_is_not_cached(
+    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+) -> None:
+    port = free_port()
+    card = pki.issue_person(ocsp_url=url(port))
+    hold = Revocation(card, HELD_AT, x509.ReasonFlags.certificate_hold)
+    responder(port, revoked=[hold], next_update=None)
+    for _ in range(2):
+        answer = setup.status(card, moica)
+        assert (answer.status, answer.reason, answer.source) == (
+            OcspStatus.REVOKED,
+            x509.ReasonFlags.certificate_hold,
+            OcspSource.NETWORK,
+        )
+    assert setup.cached_rows() == 0
+
+
+def test_a_hold_is_cached_until_next_update_and_never_final(
+    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+) -> None:
+    port = free_port()
+    card = pki.issue_person(ocsp_url=url(port))
+    hold = Revocation(card, HELD_AT, x509.ReasonFlags.certificate_hold)
+    running = responder(port, revoked=[hold])
+    first = setup.status(card, moica)
+    assert first.is_hold and first.cache_until == first.next_update
+    assert setup.status(card, moica).source is OcspSource.CACHE
+    running.stop()
+    assert first.next_update is not None
+    setup.clock.set(first.next_update)  # past its nextUpdate: not served as final
+    answer = setup.status(card, moica)
+    assert (answer.status, answer.problem) == (OcspStatus.UNKNOWN, "connection_error")
+
+
+# -- sharing -------------------------------------------------------------------------------------
+
+
+def test_two_apps_on_one_database_share_the_cache(
+    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+) -> None:
+    port = free_port()
+    card = pki.issue_person(ocsp_url=url(port))
+    running = responder(port, good=[card])
+    assert (
+        setup.app.ocsp.ocsp_status(
+            card.certificate, moica.certificate, now=setup.clock.now()
+        ).source
+        is OcspSource.NETWORK
+    )
+    running.stop()
+    other = Setup(setup.settings.database_url)  # another worker: its own app and connections
+    try:
+        answer = other.status(card, moica)
+        assert (answer.status, answer.source) == (OcspStatus.GOOD, OcspSource.CACHE)
+        assert other.fetches.posts == []
+    finally:
+        other.app.close()
+
+
+def test_workers_racing_on_one_certificate_leave_one_row(
+    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+) -> None:
+    port = free_port()
+    card = pki.issue_person(ocsp_url=url(port))
+    responder(port, good=[card])
+    workers = [Setup(setup.settings.database_url) for _ in range(4)]
+    answers: list[OcspResult] = []
+    try:
+        threads = [
+            threading.Thread(target=lambda w=w: answers.append(w.status(card, moica)))
+            for w in workers
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+    finally:
+        for worker in workers:
+            worker.app.close()
+    assert [a.status for a in answers] == [OcspStatus.GOOD] * 4
+    assert setup.cached_rows() == 1
+
+
+# -- swreg revocation status ----------------------------------------------------------------------
+
+
+def test_revocation_status_lists_the_responders_asked(
+    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+) -> None:
+    up, down = free_port(), free_port()
+    card = pki.issue_person(ocsp_url=url(up))
+    responder(up, good=[card])
+    setup.app.ocsp.ocsp_status(card.certificate, moica.certificate, now=setup.clock.now())
+    lost = pki.issue_person(ocsp_url=url(down))
+    setup.app.ocsp.ocsp_status(lost.certificate, moica.certificate, now=setup.clock.now())
+    env = {
+        **os.environ,
+        "SWREG_DATABASE_URL": setup.settings.database_url,
+        "SWREG_SECRET_KEY": SECRET.hex(),
+        "SWREG_ARGON2": "1,64,1",
+        "SWREG_FETCH_HOSTS": "127.0.0.1",
+    }
+    result = CliRunner().invoke(cli_app, ["revocation", "status", "--json"], env=env)
+    assert result.exit_code == 0, result.stdout
+    rows = {row["url"]: row for row in json.loads(result.stdout)["ocsp"]}
+    issuer = moica.certificate.subject.rfc4514_string()
+    assert rows[url(up)]["reachable"] is True and rows[url(up)]["last_error"] is None
+    assert rows[url(down)]["reachable"] is False
+    assert rows[url(down)]["last_error"] == "connection_error"
+    assert {row["issuer"] for row in rows.values()} == {issuer}
+    assert all(row["checked_at"] for row in rows.values())
+
+
+@pytest.mark.parametrize(
+    ("reason", "kept"),
+    [
+        ("keyCompromise", "revoked"),  # a revocation is final: a racing good answer loses
+        ("certificateHold", "good"),  # a hold is not: the later good answer replaces it
+    ],
+)
+def test_a_final_revocation_is_never_overwritten(setup: Setup, reason: str, kept: str) -> None:
+    at = setup.clock.now()
+    revoked = CachedOcsp(
+        fingerprint="ab" * 32,
+        issuer_key_id="cd" * 32,
+        responder_url="http://127.0.0.1/",
+        status="revoked",
+        reason=reason,
+        revoked_at=at - timedelta(hours=1),
+        this_update=at,
+        next_update=at + timedelta(hours=1),
+        produced_at=at,
+        is_hold=reason == "certificateHold",
+        der=b"revoked",
+        checked_at=at,
+        cache_until=at + timedelta(hours=1),
+    )
+    good = replace(revoked, status="good", reason=None, revoked_at=None, is_hold=False, der=b"g")
+    with setup.app.database.unit_of_work() as uow:
+        uow.ocsp.put(revoked)
+        uow.commit()
+    with setup.app.database.unit_of_work() as uow:
+        uow.ocsp.put(good)
+        uow.commit()
+        stored = uow.ocsp.get(revoked.fingerprint)
+    assert stored is not None and stored.status == kept
+    assert setup.cached_rows() == 1
