@@ -45,8 +45,7 @@ def main() -> None:
             argon2=Argon2Parameters(1, 64, 1),
         )
         app = bootstrap(settings)
-        for anchor in pki.anchors():
-            app.trust.add_certificate(pki.der(anchor))
+        pki.publish_to(app.trust, actor="bench")
         service = app.registrations
         view = service.start("person.general", consent=True)
         card_side, server_side, total = [], [], []

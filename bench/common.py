@@ -166,8 +166,7 @@ def settings_for(url: str, argon2: Argon2Parameters = NO_KDF) -> Settings:
 def trusted_app(url: str, pki: TestPKI, argon2: Argon2Parameters = NO_KDF) -> App:
     """A bootstrapped engine over ``url`` whose trust store holds the test roots."""
     app = bootstrap(settings_for(url, argon2))
-    for anchor in pki.anchors():
-        app.trust.add_certificate(pki.der(anchor), actor="bench")
+    pki.publish_to(app.trust, actor="bench")
     return app
 
 

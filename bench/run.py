@@ -13,6 +13,10 @@ Sections (each runs in its own fresh process, one after the other):
 ``piv``           for information: a PIV card check through pcscd (virtual card over vpcd),
                   median ms, against the same APDUs replayed raw (bench/piv.py; pcscd started
                   for the section when none runs, else reported skipped)
+``revocation``    a cached OCSP answer adds ≤ 10 % to a card check's CPU; a cold OCSP round
+                  trip to OpenSSL's responder on loopback ≤ 2 ms beyond its raw POST; CRL
+                  lookups O(1); ``swreg revocation refresh`` of a 1,000,000-entry CRL ≤ 10 s and
+                  ≤ 500 MiB (bench/revocation.py; --quick: 100,000 entries, not judged)
 
 Prints one table (engine, floor, ratio, target, met) and writes ``bench/results.json``: the
 sections' full data, the table and how long the run took. ``--quick`` runs everything at
@@ -39,7 +43,7 @@ from typing import Any
 
 import common
 
-SECTIONS = ("registration", "turnkey", "query", "memory", "portal", "piv")
+SECTIONS = ("registration", "turnkey", "query", "memory", "portal", "piv", "revocation")
 
 
 @dataclass(frozen=True)
@@ -55,10 +59,15 @@ class Sizes:
     portal_repeat: int
     portal_clients: int
     piv_runs: int
+    revocation_checks: int
+    revocation_repeat: int
+    revocation_cold_rounds: int
+    revocation_crl_entries: int
+    revocation_refresh_rounds: int
 
 
-FULL = Sizes(100, 3, 2.0, 3, 1_000_000, 2000, 100_000, 10.0, 2, 8, 30)
-QUICK = Sizes(20, 2, 0.5, 2, 50_000, 300, 3000, 3.0, 1, 8, 8)
+FULL = Sizes(100, 3, 2.0, 3, 1_000_000, 2000, 100_000, 10.0, 2, 8, 30, 200, 5, 200, 1_000_000, 3)
+QUICK = Sizes(20, 2, 0.5, 2, 50_000, 300, 3000, 3.0, 1, 8, 8, 50, 3, 40, 100_000, 1)
 
 
 # -- the sections, each in a fresh process ---------------------------------------------------
@@ -114,6 +123,19 @@ def _piv(sizes: Sizes) -> dict[str, Any]:
     return {"piv": piv.measure(runs=sizes.piv_runs)}
 
 
+def _revocation(sizes: Sizes) -> dict[str, Any]:
+    import revocation
+
+    section = revocation.measure(
+        checks=sizes.revocation_checks,
+        repeat=sizes.revocation_repeat,
+        cold_rounds=sizes.revocation_cold_rounds,
+        crl_entries=sizes.revocation_crl_entries,
+        refresh_rounds=sizes.revocation_refresh_rounds,
+    )
+    return {"revocation": section}
+
+
 RUNNERS: dict[str, Callable[[Sizes], dict[str, Any]]] = {
     "registration": _registration,
     "turnkey": _turnkey,
@@ -121,6 +143,7 @@ RUNNERS: dict[str, Callable[[Sizes], dict[str, Any]]] = {
     "memory": _memory,
     "portal": _portal,
     "piv": _piv,
+    "revocation": _revocation,
 }
 
 
@@ -283,10 +306,104 @@ def rows_for(results: dict[str, Any]) -> list[Row]:
                         "—",
                     )
                 )
+    revocation = results.get("revocation")
+    if revocation:
+        rows.extend(_revocation_rows(revocation))
     for key, value in results.items():
         if key.endswith("_error"):
             rows.append(Row(f"{key.removesuffix('_error')}: FAILED", value["error"][:80],
                             "", "", "", "error"))  # fmt: skip
+    return rows
+
+
+def _revocation_rows(section: dict[str, Any]) -> list[Row]:
+    """The rows of bench/revocation.py's figures (a failed figure: its error)."""
+    rows: list[Row] = []
+
+    def failed(label: str, data: dict[str, Any]) -> bool:
+        if "error" in data:
+            rows.append(Row(f"{label}: FAILED", data["error"][:80], "", "", "", "error"))
+        return "error" in data
+
+    for key, label, judged in (
+        ("cached_ocsp_sqlite", "SQLite", True),
+        ("cached_ocsp_postgresql", "PostgreSQL, this process's CPU", False),
+        ("cached_ocsp_sqlite_ec", "SQLite", False),
+    ):
+        data = section.get(key)
+        card = "EC" if key.endswith("_ec") else section["key"].upper()
+        name = f"(f) card check + cached OCSP answer, {card} card, {label}, CPU ms"
+        if data is None or failed(name, data):
+            continue
+        if "skipped" in data:
+            rows.append(Row(f"{name}: skipped", data["skipped"], "", "", "", "not measured"))
+            continue
+        rows.append(
+            Row(
+                f"{name} (floor: the card check)" + ("" if judged else " (info)"),
+                f"{data['engine']['cpu_ms']:.3f}",
+                f"{data['floor']['cpu_ms']:.3f}",
+                f"{data['ratio']:.2f}×",
+                f"≤ {data['target_ratio_max']:.2f} × floor",
+                _verdict(data["target_met"]) if judged else "—",
+            )
+        )
+    cold = section.get("cold_ocsp")
+    name = "(f) cold OCSP round trip, loopback openssl ocsp, median ms"
+    if cold and not failed(name, cold):
+        rows.append(
+            Row(
+                f"{name} of {cold['rounds']} (floor: raw POST)",
+                f"{cold['engine']['median_ms']:.2f}",
+                f"{cold['floor']['median_ms']:.2f}",
+                f"+{cold['extra_ms']:.2f} ms",
+                f"≤ floor + {cold['target_extra_ms_max']:.0f} ms",
+                _verdict(cold["target_met"]),
+            )
+        )
+    lookup = section.get("crl_lookup")
+    name = "(f) CRL lookup (Crl.lookup), µs"
+    if lookup and not failed(name, lookup):
+        rows.append(
+            Row(
+                f"{name}, {lookup['big']['entries']:,} entries "
+                f"(floor: {lookup['small']['entries']:,})",
+                f"{lookup['big']['lookup_us']:.2f}",
+                f"{lookup['small']['lookup_us']:.2f}",
+                f"{lookup['ratio']:.2f}×",
+                f"O(1): ≤ {lookup['target_ratio_max']:.0f} × floor",
+                _verdict(lookup["target_met"]),
+            )
+        )
+    built = section.get("large_crl")
+    if built:
+        failed("(f) generating the large CRL", built)
+    refresh = section.get("refresh")
+    name = "(f) swreg revocation refresh"
+    if refresh and not failed(name, refresh):
+        entries = f"{refresh['entries']:,}-entry CRL ({refresh['crl_mib']:.0f} MiB)"
+        judged = refresh["judged"]
+        scope = "" if judged else " (not judged: target is at 1,000,000)"
+        rows.append(
+            Row(
+                f"{name}, {entries}, wall s (floor: its raw GET)",
+                f"{refresh['engine']['wall_s']:.2f}",
+                f"{refresh['floor']['download_s']:.3f}",
+                "",
+                f"≤ {refresh['target_wall_s_max']:.0f} s{scope}",
+                _verdict(refresh["wall_met"]) if judged else "not judged",
+            )
+        )
+        rows.append(
+            Row(
+                f"{name}, {entries}, peak RSS MiB (floor: swreg crl source add)",
+                f"{refresh['engine']['peak_rss_mib']:.0f}",
+                f"{refresh['floor']['cli_start_peak_rss_mib']:.0f}",
+                "",
+                f"≤ {refresh['target_peak_rss_mib_max']:.0f} MiB{scope}",
+                _verdict(refresh["rss_met"]) if judged else "not judged",
+            )
+        )
     return rows
 
 

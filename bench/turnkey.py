@@ -30,7 +30,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from engine import App, Settings, bootstrap
 from engine._settings import Argon2Parameters
-from engine.core.declarations import IssuerCA
 from engine.services.turnkey import TurnkeyVerifier
 from engine.store import Certificate
 from engine.testing.pki import IssuedCard, KeyType, TestPKI
@@ -107,14 +106,12 @@ def measure(*, seconds: float, repeat: int) -> dict[str, Any]:
         )
         pki = TestPKI.create(datetime.now(UTC), key_type="rsa")
         app = bootstrap(settings)
-        for anchor in pki.anchors():
-            app.trust.add_certificate(pki.der(anchor))
-        app.trust.add_certificate(pki.der(pki.ca(IssuerCA.TAICA).certificate), anchor=False)
+        pki.publish_to(app.trust, actor="bench")
         wired = getattr(app, "turnkey", None)
         verifier = (
             wired
             if isinstance(wired, TurnkeyVerifier)
-            else TurnkeyVerifier(app.database, app.clock, app.trust)
+            else TurnkeyVerifier(app.database, app.clock, app.trust, app.revocation_checks)
         )
         cases: tuple[tuple[KeyType, str], ...] = (
             ("rsa", "RSA-2048 PKCS#1 v1.5"),

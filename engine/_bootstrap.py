@@ -16,7 +16,7 @@ from engine._plugins import Catalog, make_plugin_manager
 from engine._settings import Settings
 from engine.core.workflow import WorkflowDefinition, default_definition_source, load_definition
 from engine.pki.certificate import load_certificate
-from engine.pki.certificate_checks import inspect
+from engine.pki.certificate_checks import certificate_status, inspect
 from engine.services.accounts import AccountLimits, AccountService
 from engine.services.audit import AuditService
 from engine.services.customs import CustomsCertificateService
@@ -31,6 +31,7 @@ from engine.services.reminders import ReminderService
 from engine.services.renewal import RenewalService
 from engine.services.retention import RetentionService
 from engine.services.revocation import RevocationService
+from engine.services.revocation_checks import RevocationChecker
 from engine.services.trust import TrustService
 from engine.services.turnkey import TurnkeyVerifier, load_timestamp_authorities
 from engine.store import Database
@@ -63,6 +64,8 @@ class App:
     """CRL sources, ``swreg revocation refresh`` and ``status`` (DESIGN.md §4a)."""
     ocsp: OcspService
     """OCSP status with the shared database cache (DESIGN.md §4a)."""
+    revocation_checks: RevocationChecker
+    """The one revocation check of every certificate check, with the policy (DESIGN.md §4a)."""
     identifiers: IdentifierHasher
     """The keyed hash under the server's key: personal IDs, client addresses, CSRF tokens."""
 
@@ -70,11 +73,18 @@ class App:
         """``swreg cert inspect``: the certificate as the card check sees it."""
         parsed = load_certificate(data)
         snapshot = self.trust.snapshot()
+        now = self.clock.now()
+        status, chain = certificate_status(parsed, trust=snapshot.store, at=now)
+        verdict = (
+            None
+            if status == "untrusted"
+            else self.revocation_checks.check(chain, snapshot=snapshot)
+        )
         return inspect(
             parsed,
-            trust=snapshot.store,
-            revocation=snapshot.revocation,
-            at=self.clock.now(),
+            status=status,
+            chain=chain,
+            revocation=verdict,
             accepted_by=self.catalog.accepting(parsed.ca, parsed.identity),
         )
 
@@ -98,6 +108,30 @@ def bootstrap(
     if migrate:
         database.migrate()
     trust = TrustService(database, clock)
+    ocsp = OcspService(
+        database,
+        hosts=settings.fetch_hosts,
+        timeout=settings.ocsp_timeout,
+        max_age=settings.ocsp_max_age,
+    )
+    revocation = RevocationService(
+        database,
+        clock,
+        trust,
+        hosts=settings.fetch_hosts,
+        grace=settings.crl_grace,
+        ocsp=ocsp,  # refresh renews the OCSP answers of registered signing certificates
+        cas=settings.revocation_cas,
+    )
+    checker = RevocationChecker(
+        trust=trust,
+        ocsp=ocsp,
+        crls=revocation,
+        clock=clock,
+        policy=settings.revocation_policy,
+        grace=settings.crl_grace,
+        cas=settings.revocation_cas,
+    )
     argon = settings.argon2
     identifiers = IdentifierHasher(settings.identifier_key())
     passwords = PasswordHasher(
@@ -126,6 +160,7 @@ def bootstrap(
             ),
         ),
         trust=trust,
+        revocation=checker,
         clock=clock,
         passwords=passwords,
         identifiers=identifiers,
@@ -149,16 +184,18 @@ def bootstrap(
             database,
             clock,
             trust,
+            checker,
             limits=account_limits,
             session_ttl=settings.session_ttl,
             session_max=settings.session_max,
         ),
         limits=RateLimiter(database, clock),
-        customs=CustomsCertificateService(database, clock, trust, catalog, identifiers),
+        customs=CustomsCertificateService(database, clock, trust, checker, catalog, identifiers),
         turnkey=TurnkeyVerifier(
             database,
             clock,
             trust,
+            checker,
             timestamp_authorities=load_timestamp_authorities(settings.tsa_certs),
         ),
         reminders=ReminderService(
@@ -168,21 +205,17 @@ def bootstrap(
             public_origin=settings.public_origin,
             sender=settings.mail.sender,
         ),
-        renewals=RenewalService(database, clock, trust, catalog, passwords, limits=account_limits),
+        renewals=RenewalService(
+            database, clock, trust, checker, catalog, passwords, limits=account_limits
+        ),
         audit=AuditService(database),
         retention=RetentionService(
             database, clock, registrations, retention_days=settings.retention_days
         ),
         officers=OfficerService(database, clock, RateLimiter(database, clock)),
-        revocation=RevocationService(
-            database, clock, trust, hosts=settings.fetch_hosts, grace=settings.crl_grace
-        ),
-        ocsp=OcspService(
-            database,
-            hosts=settings.fetch_hosts,
-            timeout=settings.ocsp_timeout,
-            max_age=settings.ocsp_max_age,
-        ),
+        revocation=revocation,
+        ocsp=ocsp,
+        revocation_checks=checker,
     )
 
 

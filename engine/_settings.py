@@ -37,6 +37,12 @@
 ``SWREG_OCSP_MAX_AGE``   how long an OCSP answer without nextUpdate is cached (default ``1h``)
 ``SWREG_CRL_GRACE``      a CRL is stale once past its nextUpdate plus this (default ``6h``; ``0``
                          for none)
+``SWREG_REVOCATION_CAS`` a TOML file of per-CA revocation settings (:class:`CaRevocation`): one
+                         table per issuing CA, named by the SHA-256 fingerprint of its certificate
+                         (``swreg trust list``), with ``sources`` (``["ocsp", "crl"]`` by default;
+                         ``["crl"]`` CRL-only, ``["ocsp"]`` OCSP-only, or another order),
+                         ``ocsp_url``, ``ocsp_nonce`` (``optional`` | ``required``) and
+                         ``ocsp_max_age`` (a duration)
 
 Durations are an integer with a unit: ``30s``, ``15m``, ``6h``, ``2d``; a bare integer is seconds.
 """
@@ -47,11 +53,13 @@ import ipaddress
 import os
 import re
 import secrets
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
+from typing import Final
 
 from sqlalchemy.engine import make_url
 
@@ -83,6 +91,31 @@ class RevocationPolicy(StrEnum):
     """Refuse with ``revocation_unknown`` and store nothing."""
     SOFT = "soft"
     """Accept; the evidence and the audit row carry ``{"status": "unknown", "policy": "soft"}``."""
+
+
+class RevocationSourceKind(StrEnum):
+    OCSP = "ocsp"
+    CRL = "crl"
+
+
+@dataclass(frozen=True)
+class CaRevocation:
+    """How the certificates one CA issued are checked for revocation (``SWREG_REVOCATION_CAS``)."""
+
+    sources: tuple[RevocationSourceKind, ...] = (
+        RevocationSourceKind.OCSP,
+        RevocationSourceKind.CRL,
+    )
+    """The sources asked, in order (DESIGN.md §4a: OCSP first, then CRLs)."""
+    ocsp_url: str | None = None
+    """A responder used instead of the one the certificate names."""
+    ocsp_nonce_required: bool = False
+    """Refuse an OCSP answer that does not echo the request's nonce."""
+    ocsp_max_age: timedelta | None = None
+    """How long this CA's answers without nextUpdate are cached (else ``SWREG_OCSP_MAX_AGE``)."""
+
+
+DEFAULT_CA_REVOCATION: Final = CaRevocation()
 
 
 @dataclass(frozen=True)
@@ -228,6 +261,8 @@ class Settings:
     """How long an OCSP answer without nextUpdate is cached (``SWREG_OCSP_MAX_AGE``)."""
     crl_grace: timedelta = timedelta(hours=6)
     """A CRL is stale once past nextUpdate plus this (``SWREG_CRL_GRACE``)."""
+    revocation_cas: Mapping[str, CaRevocation] = field(default_factory=dict)
+    """Per-CA revocation settings by the CA certificate's SHA-256 fingerprint (lower-case hex)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -259,6 +294,7 @@ class Settings:
             ocsp_timeout=_duration(env, "SWREG_OCSP_TIMEOUT", cls.ocsp_timeout),
             ocsp_max_age=_duration(env, "SWREG_OCSP_MAX_AGE", cls.ocsp_max_age),
             crl_grace=_duration(env, "SWREG_CRL_GRACE", cls.crl_grace, minimum=timedelta(0)),
+            revocation_cas=_revocation_cas(env.get("SWREG_REVOCATION_CAS")),
         )
         given = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **given)  # type: ignore[arg-type]
@@ -392,6 +428,66 @@ def _policy(text: str | None) -> RevocationPolicy:
         return RevocationPolicy(value)
     except ValueError:
         raise UsageError(detail=f"SWREG_REVOCATION_POLICY is hard or soft, not {text!r}") from None
+
+
+_FINGERPRINT = re.compile(r"[0-9a-f]{64}")
+_CA_KEYS: Final = frozenset({"sources", "ocsp_url", "ocsp_nonce", "ocsp_max_age"})
+
+
+def _revocation_cas(path: str | None) -> Mapping[str, CaRevocation]:
+    """The per-CA settings of the TOML file at ``path`` (see the module docstring)."""
+    if not path:
+        return {}
+    name = "SWREG_REVOCATION_CAS"
+    try:
+        with open(path, "rb") as file:
+            document = tomllib.load(file)
+    except OSError as exc:
+        raise UsageError(detail=f"{name}: {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(detail=f"{name}: {path}: {exc}") from exc
+    found: dict[str, CaRevocation] = {}
+    for table, values in document.items():
+        fingerprint = table.replace(":", "").lower()
+        where = f"{name}: [{table}]"
+        if not _FINGERPRINT.fullmatch(fingerprint) or not isinstance(values, dict):
+            raise UsageError(detail=f"{where}: tables are named by a CA's SHA-256 fingerprint")
+        unknown = sorted(set(values) - _CA_KEYS)
+        if unknown:
+            raise UsageError(detail=f"{where}: unknown setting {unknown[0]!r}")
+        found[fingerprint] = _ca_revocation(values, where)
+    return found  # a dict: settings are pickled to the portal's worker processes
+
+
+def _ca_revocation(values: Mapping[str, object], where: str) -> CaRevocation:
+    sources = values.get("sources", ["ocsp", "crl"])
+    kinds = {kind.value for kind in RevocationSourceKind}
+    if (
+        not isinstance(sources, list)
+        or not sources
+        or any(s not in kinds for s in sources)
+        or len(set(sources)) != len(sources)
+    ):
+        raise UsageError(detail=f'{where}: sources is a list of "ocsp" and "crl"')
+    url = values.get("ocsp_url")
+    if url is not None and (
+        not isinstance(url, str) or not url.lower().startswith(("http://", "https://"))
+    ):
+        raise UsageError(detail=f"{where}: ocsp_url is an http(s) URL")
+    nonce = values.get("ocsp_nonce", "optional")
+    if nonce not in ("optional", "required"):
+        raise UsageError(detail=f'{where}: ocsp_nonce is "optional" or "required"')
+    age = values.get("ocsp_max_age")
+    if age is not None and not isinstance(age, str | int):
+        raise UsageError(detail=f'{where}: ocsp_max_age is a duration such as "30m"')
+    return CaRevocation(
+        sources=tuple(RevocationSourceKind(s) for s in sources),
+        ocsp_url=url,
+        ocsp_nonce_required=nonce == "required",
+        ocsp_max_age=(
+            parse_duration(str(age), f"{where} ocsp_max_age") if age is not None else None
+        ),
+    )
 
 
 def _ip_literal(text: str) -> IPAddress | None:

@@ -259,8 +259,7 @@ def settings(db_url: str) -> Settings:
 @pytest.fixture
 def app(settings: Settings, clock: FixedClock, pki: TestPKI) -> Iterator[App]:
     application = bootstrap(settings, clock=clock)
-    for anchor in pki.anchors():
-        application.trust.add_certificate(pki.der(anchor), actor="test")
+    pki.publish_to(application.trust, actor="test")
     yield application
     application.close()
 

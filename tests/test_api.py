@@ -600,8 +600,7 @@ def test_blocking_work_runs_off_the_event_loop(
 @pytest.fixture
 def demo_app(settings: Settings, clock: FixedClock, pki: TestPKI) -> Iterator[App]:
     application = bootstrap(replace(settings, demo=True), clock=clock)
-    for anchor in pki.anchors():
-        application.trust.add_certificate(pki.der(anchor), actor="test")
+    pki.publish_to(application.trust, actor="test")
     yield application
     application.close()
 

@@ -96,8 +96,7 @@ class Apps:
             settings = replace(settings, workflow_file=path)
         manager = make_plugin_manager(plugins=plugins or [ApprovalPlugin()])
         app = bootstrap(settings, clock=self.clock, plugins=manager)
-        for anchor in self.pki.anchors():
-            app.trust.add_certificate(self.pki.der(anchor), actor="test")
+        self.pki.publish_to(app.trust, actor="test")
         self.opened.append(app)
         return app
 

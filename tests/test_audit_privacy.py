@@ -118,8 +118,7 @@ def lived(settings: Settings, clock: FixedClock, pki: TestPKI, tmp_path: Path) -
     """An app whose audit log holds a person's whole life, driven from :data:`CLIENT_IP`."""
     outbox = tmp_path / "outbox"
     app = bootstrap(replace(settings, mail=MailSettings(outbox=outbox)), clock=clock)
-    for anchor in pki.anchors():
-        app.trust.add_certificate(pki.der(anchor), actor="test")
+    pki.publish_to(app.trust, actor="test")
     old = pki.issue_person("王小明", "6789", valid_to=PKI_NOW + timedelta(days=2))
     new = pki.issue_person("王小明", "6789")
     try:

@@ -18,13 +18,19 @@ from engine.core.declarations import IssuerCA
 from engine.pki.card_response import Challenge, chain_certificates, check_card_response
 from engine.pki.certificate import BoundedMemo, load_certificate, name_string, subject_text
 from engine.pki.certificate_checks import check_login_certificate
-from engine.pki.revocation import RevocationIndex
+from engine.pki.revocation import (
+    RevocationIndex,
+    RevocationSource,
+    RevocationStatus,
+    RevocationVerdict,
+)
 from engine.pki.trust import MAX_HELPERS, TrustStore
 from engine.testing import TestPKI
 
 from .vectors import ALL_VECTORS, INSIDE_G2_ERA, GpkiVector, vector, vector_bytes
 
 NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
+GRACE = timedelta(hours=6)
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +130,7 @@ def test_real_chain_sent_along_passes_twice() -> None:
     extra = chain_certificates([vector_bytes("moeaca-g2-ca"), vector_bytes("grca-2012-link")])
     for _ in range(2):  # the second time from the memo of verified CA signatures
         verdict = check_login_certificate(
-            parsed, trust=trust, revocation=None, at=INSIDE_G2_ERA, profile=None, extra=extra
+            parsed, trust=trust, at=INSIDE_G2_ERA, profile=None, extra=extra
         )
         assert len(verdict.chain) == 4
 
@@ -179,15 +185,35 @@ def test_revocation_looks_issuers_up_by_key_not_by_object(pki: TestPKI) -> None:
     issuer = card.chain[0]
     index = RevocationIndex.build([pki.crl(IssuerCA.MOICA, [card], number=7)], pki.trust_store())
     copy = x509.load_der_x509_certificate(_der(issuer))
-    for candidate in (issuer, copy, issuer, copy):
-        assert index.is_revoked(card.certificate, candidate)
-        assert index.crl_number_for(candidate) == 7
-        assert index.covers(candidate)
     other = pki.issue_person()
-    assert not index.is_revoked(other.certificate, issuer)
-    assert not RevocationIndex.empty().is_revoked(card.certificate, issuer)
-    assert RevocationIndex.empty().crl_number_for(issuer) is None
-    assert not RevocationIndex.empty().covers(issuer)
+    for candidate in (issuer, copy, issuer, copy):  # the memo of issuer keys, hit and missed
+        revoked = index.answer(card.certificate, candidate, at=NOW, grace=GRACE)
+        assert (revoked.status, revoked.crl_number) == (RevocationStatus.REVOKED, 7)
+        good = index.answer(other.certificate, candidate, at=NOW, grace=GRACE)
+        assert (good.status, good.crl_number) == (RevocationStatus.GOOD, 7)
+        assert [crl.info.number for crl in index.crls_of(candidate)] == [7]
+    lookalike = pki.lookalike_ca(IssuerCA.MOICA, copy_key_identifier=True).certificate
+    assert lookalike.subject == issuer.subject
+    for _ in range(2):  # same name, another key: never the memo entry of the real CA
+        assert index.answer(card.certificate, lookalike, at=NOW, grace=GRACE).problem == "no_crl"
+        assert index.answer(card.certificate, issuer, at=NOW, grace=GRACE).status is (
+            RevocationStatus.REVOKED
+        )
+    empty = RevocationIndex.empty().answer(card.certificate, issuer, at=NOW, grace=GRACE)
+    assert (empty.status, empty.problem) == (RevocationStatus.UNKNOWN, "no_crl")
+    assert RevocationIndex.empty().crls_of(issuer) == ()
+
+
+def test_crl_entries_are_read_the_same_on_every_lookup(pki: TestPKI) -> None:
+    revoked = [pki.issue_person() for _ in range(5)]
+    index = RevocationIndex.build([pki.crl(IssuerCA.MOICA, revoked, number=3)], pki.trust_store())
+    issuer = revoked[0].chain[0]
+    for _ in range(2):  # the first lookup builds the CRL's serial index, the second uses it
+        for card in revoked:
+            answer = index.answer(card.certificate, issuer, at=NOW, grace=GRACE)
+            assert (answer.status, answer.revoked_at) == (RevocationStatus.REVOKED, NOW)
+        good = index.answer(pki.issue_person().certificate, issuer, at=NOW, grace=GRACE)
+        assert good.status is RevocationStatus.GOOD
 
 
 # -- the whole check ---------------------------------------------------------------------------
@@ -201,20 +227,29 @@ def test_the_card_check_answers_the_same_every_time(key: str) -> None:
     trust = TrustStore(rsa_or_ec.anchors())
     good = rsa_or_ec.issue_person()
     expired = rsa_or_ec.issue_person(valid_to=NOW - timedelta(days=1))
+    asked: list[tuple[x509.Certificate, ...]] = []
+
+    def revocation(chain: tuple[x509.Certificate, ...]) -> RevocationVerdict:
+        asked.append(chain)
+        return RevocationVerdict(RevocationStatus.GOOD, RevocationSource.CRL, NOW, crl_number=1)
+
     for card, code in [(good, None), (expired, ErrorCode.CERTIFICATE_EXPIRED)] * 2:
         challenge = Challenge("c", "r", "00" * 32, "urn:swreg:cli", NOW + timedelta(minutes=5))
         response = CardResponse("c", card.der(), card.sign(challenge.payload), card.chain_der())
         if code is None:
             result = check_card_response(
                 response, challenge, chosen=chosen, catalog=catalog, trust=trust,
-                revocation=None, at=NOW,
+                at=NOW, revocation=revocation,
             )  # fmt: skip
-            chain = result.evidence(challenge)["chain"]
+            evidence = result.evidence(challenge)
+            chain = evidence["chain"]
             assert chain == [name_string(c.subject) for c in (card.certificate, *card.chain)]
+            assert evidence["crl_number"] == "1"
             continue
         with pytest.raises(CertificateError) as caught:
             check_card_response(
                 response, challenge, chosen=chosen, catalog=catalog, trust=trust,
-                revocation=None, at=NOW,
+                at=NOW, revocation=revocation,
             )  # fmt: skip
         assert caught.value.code is code
+    assert asked == [(good.certificate, *good.chain)] * 2  # the expired card: never asked

@@ -12,17 +12,20 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import NameOID
 
+from engine import CardResponse, Catalog, make_plugin_manager
 from engine._errors import CertificateError, ErrorCode, SwregError
 from engine.core.declarations import CertificateProfile, IssuerCA
+from engine.pki.card_response import CardCheckResult, Challenge, check_card_response
 from engine.pki.certificate import ParsedCertificate, load_certificate
 from engine.pki.certificate_checks import (
     CertificateVerdict,
+    certificate_status,
     check_key_usage,
     check_login_certificate,
     inspect,
     verify_signature,
 )
-from engine.pki.revocation import RevocationIndex
+from engine.pki.revocation import RevocationSource, RevocationStatus, RevocationVerdict
 from engine.pki.signatures import SignatureKey
 from engine.pki.trust import TrustStore
 from engine.testing import IssuedCard, TestCA, TestPKI
@@ -52,15 +55,10 @@ def check(
     card: IssuedCard,
     *,
     profile: CertificateProfile | None = CITIZEN,
-    revocation: RevocationIndex | None = None,
     at: datetime = NOW,
 ) -> CertificateVerdict:
     return check_login_certificate(
-        load_certificate(card.der()),
-        trust=pki.trust_store(),
-        revocation=revocation,
-        at=at,
-        profile=profile,
+        load_certificate(card.der()), trust=pki.trust_store(), at=at, profile=profile
     )
 
 
@@ -70,18 +68,19 @@ def check(
 @pytest.mark.parametrize("key", ["rsa", "ec"])
 def test_good_cards_pass(pki: TestPKI, key: str) -> None:
     card = pki.issue_person(key="rsa" if key == "rsa" else "ec")
-    crl = pki.crl(IssuerCA.MOICA, [], number=42)
-    revocation = RevocationIndex.build([crl], pki.trust_store())
-    verdict = check(pki, card, revocation=revocation)
+    verdict = check(pki, card)
     assert verdict.chain == (card.certificate, *card.chain)
-    assert verdict.crl_number == 42
     assert verdict.checked_at == NOW
     assert verdict.parsed.public_key_algorithm == ("RSA-2048" if key == "rsa" else "EC-P256")
 
 
 def test_profile_none_skips_the_profile_step(pki: TestPKI) -> None:
-    verdict = check(pki, pki.issue_company("04595257"), profile=None)
-    assert verdict.crl_number is None  # no revocation index: no CRL consulted
+    card = pki.issue_company("04595257")
+    verdict = check(pki, card, profile=None)
+    assert verdict.chain == (card.certificate, *card.chain)
+    with pytest.raises(CertificateError) as caught:  # the same card, a citizen's profile
+        check(pki, card)
+    assert caught.value.code is ErrorCode.CERTIFICATE_TYPE_MISMATCH
 
 
 @pytest.mark.parametrize(
@@ -105,22 +104,19 @@ def test_real_moeaca_g2_card_passes_at_a_time_inside_its_validity() -> None:
         [vector("grca-g1-2002-root")], [vector("grca-2012-link"), vector("moeaca-g2-ca")]
     )
     parsed = parsed_vector("moeaca-ee-g2-2019-citibank")
-    verdict = check_login_certificate(
-        parsed, trust=trust, revocation=None, at=INSIDE_G2_ERA, profile=BUSINESS
-    )
+    verdict = check_login_certificate(parsed, trust=trust, at=INSIDE_G2_ERA, profile=BUSINESS)
     assert len(verdict.chain) == 4
     with pytest.raises(CertificateError) as caught:  # a secondary card, primary only wanted
         check_login_certificate(
             parsed,
             trust=trust,
-            revocation=None,
             at=INSIDE_G2_ERA,
             profile=CertificateProfile.of(IssuerCA.MOEACA).with_card_ranks("primary"),
         )
     assert caught.value.code is ErrorCode.CERTIFICATE_TYPE_MISMATCH
     with pytest.raises(CertificateError) as expired:
         check_login_certificate(
-            parsed, trust=trust, revocation=None, at=datetime(2025, 1, 1, tzinfo=UTC), profile=None
+            parsed, trust=trust, at=datetime(2025, 1, 1, tzinfo=UTC), profile=None
         )
     assert expired.value.code is ErrorCode.CERTIFICATE_EXPIRED
 
@@ -219,17 +215,139 @@ def test_malformed_bytes_are_refused_before_any_check(pki: TestPKI) -> None:
     assert caught.value.code is ErrorCode.CERTIFICATE_MALFORMED
 
 
-def test_revoked_card_is_refused_last(pki: TestPKI) -> None:
-    card = pki.issue_person()
-    revocation = RevocationIndex.build([pki.crl(IssuerCA.MOICA, [card])], pki.trust_store())
+# -- revocation comes after the profile step, the challenge signature after it -----------------
+
+CHECKED = datetime(2025, 6, 1, 11, 0, 0, tzinfo=UTC)
+CATALOG = Catalog.from_plugins(make_plugin_manager())
+
+
+def _verdict(
+    status: RevocationStatus = RevocationStatus.GOOD, *, crl_number: int | None = 42
+) -> RevocationVerdict:
+    return RevocationVerdict(
+        status,
+        RevocationSource.CRL,
+        CHECKED,
+        subject="CN=card",
+        tried=(
+            {
+                "source": "crl",
+                "crl_number": None if crl_number is None else str(crl_number),
+                "status": status.value,
+            },
+        ),
+        crl_number=crl_number,
+    )
+
+
+class RevocationCheck:
+    """The service's revocation check as :func:`check_card_response` sees it: it records the
+    path it is asked about and refuses with ``refuse``, else answers ``verdict``."""
+
+    def __init__(
+        self, *, refuse: ErrorCode | None = None, verdict: RevocationVerdict | None = None
+    ) -> None:
+        self.refuse = refuse
+        self.verdict = verdict or _verdict()
+        self.asked: list[tuple[x509.Certificate, ...]] = []
+
+    def __call__(self, chain: tuple[x509.Certificate, ...]) -> RevocationVerdict:
+        self.asked.append(chain)
+        if self.refuse is not None:
+            raise CertificateError(self.refuse, detail="by the revocation check")
+        return self.verdict
+
+
+def _card_check(
+    pki: TestPKI,
+    card: IssuedCard,
+    revocation: RevocationCheck,
+    *,
+    signed: bytes | None = None,
+    applicant: str = "person.general",
+) -> tuple[Challenge, Callable[[], object]]:
+    challenge = Challenge("c", "r", "ab" * 32, "urn:swreg:cli", NOW + 5 * 60 * SECOND)
+    signature = card.sign(challenge.payload if signed is None else signed)
+    response = CardResponse("c", card.der(), signature, card.chain_der())
+
+    def run() -> object:
+        return check_card_response(
+            response,
+            challenge,
+            chosen=CATALOG.applicant(applicant),
+            catalog=CATALOG,
+            trust=pki.trust_store(),
+            at=NOW,
+            revocation=revocation,
+        )
+
+    return challenge, run
+
+
+@pytest.mark.parametrize(
+    ("issue", "code"),
+    [
+        # revoked (per the check) AND of the wrong type → the profile step refuses first
+        (lambda p: p.issue_company("04595257"), ErrorCode.CERTIFICATE_TYPE_MISMATCH),
+        (
+            lambda p: p.issue_person(key_usage=("key_encipherment",)),
+            ErrorCode.CERTIFICATE_KEY_USAGE,
+        ),
+        (lambda p: p.issue_person(valid_to=NOW - DAY), ErrorCode.CERTIFICATE_EXPIRED),
+        (
+            lambda p: p.issue_person(issuer=p.lookalike_ca(IssuerCA.MOICA)),
+            ErrorCode.CERTIFICATE_UNTRUSTED,  # never asked: no fetch for an untrusted chain
+        ),
+    ],
+    ids=["wrong type", "key usage", "expired", "look-alike"],
+)
+def test_revocation_is_not_asked_before_the_profile_step_passes(
+    pki: TestPKI, issue: Callable[[TestPKI], IssuedCard], code: ErrorCode
+) -> None:
+    revocation = RevocationCheck(refuse=ErrorCode.CERTIFICATE_REVOKED)
+    _, run = _card_check(pki, issue(pki), revocation)
     with pytest.raises(CertificateError) as caught:
-        check(pki, card, revocation=revocation)
-    assert caught.value.code is ErrorCode.CERTIFICATE_REVOKED
-    company = pki.issue_company("04595257")  # revoked AND wrong type → type mismatch first
-    revocation = RevocationIndex.build([pki.crl(IssuerCA.MOEACA, [company])], pki.trust_store())
-    with pytest.raises(CertificateError) as mismatch:
-        check(pki, company, revocation=revocation)
-    assert mismatch.value.code is ErrorCode.CERTIFICATE_TYPE_MISMATCH
+        run()
+    assert caught.value.code is code
+    assert revocation.asked == []
+
+
+@pytest.mark.parametrize("code", [ErrorCode.CERTIFICATE_REVOKED, ErrorCode.REVOCATION_UNKNOWN])
+def test_revocation_refuses_before_the_signature_is_checked(pki: TestPKI, code: ErrorCode) -> None:
+    card = pki.issue_person()
+    revocation = RevocationCheck(refuse=code)
+    _, run = _card_check(pki, card, revocation, signed=b"another challenge")  # a bad signature
+    with pytest.raises(CertificateError) as caught:
+        run()
+    assert caught.value.code is code
+    assert revocation.asked == [(card.certificate, *card.chain)]  # the trusted path, once
+
+
+def test_the_signature_is_checked_after_a_good_revocation_answer(pki: TestPKI) -> None:
+    card = pki.issue_person()
+    revocation = RevocationCheck()
+    _, run = _card_check(pki, card, revocation, signed=b"another challenge")
+    with pytest.raises(CertificateError) as caught:
+        run()
+    assert caught.value.code is ErrorCode.SIGNATURE_INVALID
+    assert revocation.asked == [(card.certificate, *card.chain)]
+
+
+@pytest.mark.parametrize("crl_number", [42, None])
+def test_a_passed_card_check_keeps_the_revocation_verdict(
+    pki: TestPKI, crl_number: int | None
+) -> None:
+    card = pki.issue_company("04595257")
+    verdict = _verdict(crl_number=crl_number)
+    revocation = RevocationCheck(verdict=verdict)
+    challenge, run = _card_check(pki, card, revocation, applicant="enterprise.general")
+    result = run()
+    assert isinstance(result, CardCheckResult)
+    assert result.revocation is verdict
+    assert revocation.asked == [result.verdict.chain]
+    evidence = result.evidence(challenge)
+    assert evidence["revocation"] == verdict.as_evidence()
+    assert evidence["crl_number"] == (None if crl_number is None else "42")
 
 
 @pytest.mark.parametrize(
@@ -274,7 +392,6 @@ def test_real_encryption_certificate_is_refused_by_the_key_usage_step() -> None:
         check_login_certificate(
             parsed,
             trust=TrustStore([vector("grca-g3-root")], [vector("moica-g3-ca")]),
-            revocation=None,
             at=datetime(2024, 8, 1, tzinfo=UTC),
             profile=CITIZEN,
         )
@@ -299,7 +416,6 @@ def test_missing_key_usage_is_refused(pki: TestPKI) -> None:
         check_login_certificate(
             load_certificate(bare.public_bytes(serialization.Encoding.DER)),
             trust=pki.trust_store(),
-            revocation=None,
             at=NOW,
             profile=CITIZEN,
         )
@@ -397,7 +513,24 @@ INSPECT_KEYS = {
     "status",
     "chain",
     "accepted_by",
+    "revocation",
 }
+
+REVOKED_AT = datetime(2025, 5, 30, 8, 0, 0, tzinfo=UTC)
+
+
+def _inspect(
+    parsed: ParsedCertificate,
+    trust: TrustStore,
+    revocation: RevocationVerdict | None,
+    *,
+    at: datetime = NOW,
+    accepted_by: tuple[str, ...] = (),
+) -> dict[str, object]:
+    status, chain = certificate_status(parsed, trust=trust, at=at)
+    return inspect(
+        parsed, status=status, chain=chain, revocation=revocation, accepted_by=accepted_by
+    )
 
 
 def test_inspect_reports_every_key_exactly(pki: TestPKI) -> None:
@@ -409,12 +542,15 @@ def test_inspect_reports_every_key_exactly(pki: TestPKI) -> None:
         valid_to=datetime(2027, 1, 2, 3, 4, 5, tzinfo=UTC),
     )
     parsed = load_certificate(card.pem())
-    report = inspect(
-        parsed,
-        trust=pki.trust_store(),
-        revocation=None,
-        at=NOW,
-        accepted_by=["enterprise.general", "general_forwarder"],
+    good = RevocationVerdict(
+        RevocationStatus.GOOD,
+        RevocationSource.OCSP,
+        CHECKED,
+        tried=({"source": "ocsp", "url": "http://ocsp.test/", "status": "good"},),
+        ocsp_response=b"\x30\x00",
+    )
+    report = _inspect(
+        parsed, pki.trust_store(), good, accepted_by=("enterprise.general", "general_forwarder")
     )
     assert set(report) == INSPECT_KEYS
     assert report == {
@@ -433,40 +569,119 @@ def test_inspect_reports_every_key_exactly(pki: TestPKI) -> None:
             "CN=swreg TEST Government Root CA (測試用),O=行政院,C=TW",
         ],
         "accepted_by": ["enterprise.general", "general_forwarder"],
+        "revocation": {
+            "status": "good",
+            "source": "ocsp",
+            "tried": [{"source": "ocsp", "url": "http://ocsp.test/", "status": "good"}],
+            "checked_at": "2025-06-01T11:00:00+00:00",
+            "reason": None,
+            "revoked_at": None,
+        },
     }
 
 
-def _status(pki: TestPKI, card: IssuedCard, revocation: RevocationIndex | None = None) -> str:
+def _status(pki: TestPKI, card: IssuedCard, revocation: RevocationVerdict | None = None) -> str:
     parsed = load_certificate(card.der())
-    report = inspect(parsed, trust=pki.trust_store(), revocation=revocation, at=NOW, accepted_by=[])
-    if report["status"] == "untrusted":
+    status, chain = certificate_status(parsed, trust=pki.trust_store(), at=NOW)
+    report = inspect(parsed, status=status, chain=chain, revocation=revocation, accepted_by=[])
+    if status == "untrusted":
         assert report["chain"] == [parsed.subject]
     return str(report["status"])
 
 
-def test_inspect_statuses(pki: TestPKI) -> None:
-    assert _status(pki, pki.issue_person()) == "valid"
+def test_certificate_statuses_before_revocation(pki: TestPKI) -> None:
+    good = _verdict()
+    assert _status(pki, pki.issue_person(), good) == "valid"
     assert _status(pki, pki.issue_person(issuer=pki.lookalike_ca(IssuerCA.MOICA))) == "untrusted"
-    assert _status(pki, pki.issue_person(valid_to=NOW - SECOND, valid_from=NOW - DAY)) == "expired"
-    assert _status(pki, pki.issue_person(valid_from=NOW + SECOND)) == "not_yet_valid"
-    card = pki.issue_person()
-    revocation = RevocationIndex.build([pki.crl(IssuerCA.MOICA, [card])], pki.trust_store())
-    assert _status(pki, card, revocation) == "revoked"
+    expired = pki.issue_person(valid_to=NOW - SECOND, valid_from=NOW - DAY)
+    assert _status(pki, expired, good) == "expired"
+    assert _status(pki, pki.issue_person(valid_from=NOW + SECOND), good) == "not_yet_valid"
     # key usage does not change the status: inspect explains, the card check refuses
     encryption = pki.issue_person(key_usage=("key_encipherment", "data_encipherment"))
-    assert _status(pki, encryption) == "valid"
+    assert _status(pki, encryption, good) == "valid"
+
+
+def test_inspect_a_revoked_card(pki: TestPKI) -> None:
+    card = pki.issue_person()
+    revoked = RevocationVerdict(
+        RevocationStatus.REVOKED,
+        RevocationSource.CRL,
+        CHECKED,
+        subject=load_certificate(card.der()).subject,
+        tried=(
+            {"source": "ocsp", "url": None, "status": "unknown", "problem": "no_responder"},
+            {"source": "crl", "crl_number": "7", "status": "revoked", "problem": None},
+        ),
+        reason=x509.ReasonFlags.key_compromise,
+        revoked_at=REVOKED_AT,
+        crl_number=7,
+    )
+    report = _inspect(load_certificate(card.der()), pki.trust_store(), revoked)
+    assert report["status"] == "revoked"
+    assert report["revocation"] == {
+        "status": "revoked",
+        "source": "crl",
+        "tried": [
+            {"source": "ocsp", "url": None, "status": "unknown", "problem": "no_responder"},
+            {"source": "crl", "crl_number": "7", "status": "revoked", "problem": None},
+        ],
+        "checked_at": "2025-06-01T11:00:00+00:00",
+        "reason": "key_compromise",
+        "revoked_at": "2025-05-30T08:00:00+00:00",
+    }
+
+
+def test_inspect_a_card_whose_status_is_unknown(pki: TestPKI) -> None:
+    card = pki.issue_person()
+    unknown = RevocationVerdict(
+        RevocationStatus.UNKNOWN,
+        RevocationSource.NONE,
+        NOW,
+        tried=({"source": "crl", "crl_number": None, "status": "unknown", "problem": "stale"},),
+    )
+    expected = {
+        "status": "unknown",
+        "source": "none",
+        "tried": [{"source": "crl", "crl_number": None, "status": "unknown", "problem": "stale"}],
+        "checked_at": "2025-06-01T12:00:00+00:00",
+        "reason": None,
+        "revoked_at": None,
+    }
+    # accepted under the soft policy or not, inspect shows what is known
+    for verdict in (unknown, unknown.accepted_softly()):
+        report = _inspect(load_certificate(card.der()), pki.trust_store(), verdict)
+        assert (report["status"], report["revocation"]) == ("revocation_unknown", expected)
+
+
+def test_revocation_does_not_hide_an_earlier_status(pki: TestPKI) -> None:
+    expired = pki.issue_person(valid_to=NOW - SECOND, valid_from=NOW - DAY)
+    revoked = _verdict(RevocationStatus.REVOKED)
+    assert _status(pki, expired, revoked) == "expired"
+    unknown = _verdict(RevocationStatus.UNKNOWN, crl_number=None)
+    assert _status(pki, pki.issue_person(valid_from=NOW + SECOND), unknown) == "not_yet_valid"
+
+
+def test_inspect_an_untrusted_card_asks_nothing(pki: TestPKI) -> None:
+    card = pki.issue_person(issuer=pki.lookalike_ca(IssuerCA.MOICA))
+    parsed = load_certificate(card.der())
+    report = _inspect(parsed, pki.trust_store(), None)
+    assert (report["status"], report["chain"]) == ("untrusted", [parsed.subject])
+    assert report["revocation"] == {
+        "status": "unknown",
+        "source": "none",
+        "tried": [],
+        "checked_at": None,
+        "reason": None,
+        "revoked_at": None,
+    }
 
 
 def test_inspect_real_card_shows_the_full_chain() -> None:
     trust = TrustStore(
         [vector("grca-g1-2002-root")], [vector("grca-2012-link"), vector("moeaca-g2-ca")]
     )
-    report = inspect(
-        parsed_vector("moeaca-ee-g2-2019-citibank"),
-        trust=trust,
-        revocation=None,
-        at=INSIDE_G2_ERA,
-        accepted_by=[],
+    report = _inspect(
+        parsed_vector("moeaca-ee-g2-2019-citibank"), trust, _verdict(), at=INSIDE_G2_ERA
     )
     assert report["status"] == "valid"
     assert report["chain"] == [
@@ -482,9 +697,7 @@ def test_inspect_real_card_shows_the_full_chain() -> None:
 def test_nothing_but_swreg_errors_from_the_checks(pki: TestPKI) -> None:
     parsed: ParsedCertificate = parsed_vector("related-taica-test-fxml-ee-2022")
     with pytest.raises(SwregError) as caught:  # its issuer certificate is not available
-        check_login_certificate(
-            parsed, trust=pki.trust_store(), revocation=None, at=NOW, profile=None
-        )
+        check_login_certificate(parsed, trust=pki.trust_store(), at=NOW, profile=None)
     assert caught.value.code is ErrorCode.CERTIFICATE_UNTRUSTED
 
 
@@ -494,6 +707,6 @@ def test_unknown_ca_is_refused_even_when_trusted(pki: TestPKI) -> None:
     parsed = load_certificate(card.der())
     assert trust.build_path(parsed.certificate)  # the chain itself would pass
     with pytest.raises(CertificateError) as caught:
-        check_login_certificate(parsed, trust=trust, revocation=None, at=NOW, profile=None)
+        check_login_certificate(parsed, trust=trust, at=NOW, profile=None)
     assert caught.value.code is ErrorCode.CERTIFICATE_UNTRUSTED
     assert "unknown issuer" in (caught.value.detail or "")

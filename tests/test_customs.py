@@ -234,6 +234,7 @@ def test_an_ic_card_import_reads_the_card_and_proves_the_key(
             "query_key": UBN,
             "reactivated": False,
             "proof": {"key": "card"},
+            "revocation": {"status": "good", "source": "crl", "crl_number": "1"},
             "ubn": UBN,
         }
     ]

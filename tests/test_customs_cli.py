@@ -96,10 +96,8 @@ class Cli:
 @pytest.fixture
 def cli(tmp_path: Path, pki: TestPKI, fresh_database: FreshDatabase) -> Cli:
     runner = Cli(tmp_path, pki, fresh_database(migrated=False))  # the first command migrates it
-    for anchor in pki.anchors():
-        assert runner.invoke("trust", "add", runner.file(pki.der(anchor)))[0] == 0
-    for ca in pki.intermediates():
-        assert runner.invoke("trust", "add", "--intermediate", runner.file(pki.der(ca)))[0] == 0
+    for command in pki.trust_commands(tmp_path / "trusted"):
+        assert runner.invoke(*command)[0] == 0
     return runner
 
 

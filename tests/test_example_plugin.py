@@ -243,10 +243,8 @@ class Cli:
 def cli(airline_on_path: Path, db_url: str, tmp_path: Path, pki: TestPKI) -> Cli:
     runner = Cli(airline_on_path, db_url, tmp_path, pki)
     runner.ok("init")
-    for i, anchor in enumerate(pki.anchors()):
-        path = tmp_path / f"root{i}.cer"
-        path.write_bytes(pki.der(anchor))
-        runner.ok("trust", "add", str(path))
+    for command in pki.trust_commands(tmp_path / "trusted"):
+        runner.ok(*command)
     return runner
 
 
@@ -405,8 +403,7 @@ def api(
     )
     app = bootstrap(configured, clock=clock)
     try:
-        for anchor in pki.anchors():
-            app.trust.add_certificate(pki.der(anchor), actor="test")
+        pki.publish_to(app.trust, actor="test")
         token = officer_token(app, pki, OFFICER)
         with TestClient(create_app(app)) as client:
             yield client, app, outbox, token

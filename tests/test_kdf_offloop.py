@@ -79,8 +79,7 @@ def slow_app(gate: KdfGate, db_url: str, clock: FixedClock, pki: TestPKI) -> Ite
     application = bootstrap(
         Settings(database_url=db_url, secret_key=SECRET, argon2=SLOW_ARGON2), clock=clock
     )
-    for anchor in pki.anchors():
-        application.trust.add_certificate(pki.der(anchor), actor="test")
+    pki.publish_to(application.trust, actor="test")
     yield application
     application.close()
 

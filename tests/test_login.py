@@ -42,7 +42,8 @@ class _Dropped:
 def login(app: App) -> LoginService:
     limits = AccountLimits(RateLimiter(app.database, app.clock), IdentifierHasher(SECRET))
     return LoginService(
-        app.database, app.clock, app.trust, limits=limits, session_ttl=SESSION_TTL,
+        app.database, app.clock, app.trust, app.revocation_checks, limits=limits,
+        session_ttl=SESSION_TTL,
         session_max=SESSION_MAX,
     )  # fmt: skip
 

@@ -521,8 +521,7 @@ def test_demo_outbox_activation_and_login_pages(
     from engine import bootstrap
 
     demo = bootstrap(replace(settings, demo=True), clock=clock)
-    for anchor in pki.anchors():
-        demo.trust.add_certificate(pki.der(anchor), actor="test")
+    pki.publish_to(demo.trust, actor="test")
     card = pki.issue_person("王小明", "6789")
     try:
         with TestClient(create_app(demo)) as client:

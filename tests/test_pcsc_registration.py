@@ -76,10 +76,7 @@ def cli_env(fresh_database: FreshDatabase, pki: TestPKI) -> dict[str, str]:
     """The environment of a CLI whose database trusts the test roots and knows their CAs."""
     url = fresh_database()
     setup = bootstrap(Settings(database_url=url, secret_key=SECRET))
-    for anchor in pki.anchors():
-        setup.trust.add_certificate(pki.der(anchor))
-    for ca in pki.intermediates():  # a PIV card carries no chain: the CAs must be known
-        setup.trust.add_certificate(pki.der(ca), anchor=False)
+    pki.publish_to(setup.trust, actor="cli")
     setup.close()
     return {
         **os.environ,

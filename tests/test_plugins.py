@@ -132,8 +132,7 @@ def test_a_third_party_type_registers_in_process(
     try:
         airline = app.catalog.applicant("enterprise.airline")
         assert airline.category is Category.ENTERPRISE
-        for anchor in pki.anchors():
-            app.trust.add_certificate(pki.der(anchor))
+        pki.publish_to(app.trust, actor="cli")
         answers = {**COMPANY_ANSWERS, "iata_code": "BR"}
         view = enrol(app, "enterprise.airline", pki.issue_company("04595257"), answers)
         assert (view.state, view.account) == ("completed", "04595257-BR")
@@ -163,10 +162,8 @@ def test_a_third_party_type_through_the_cli(
 
     types = swreg("types")
     assert "enterprise.airline" in [t["code"] for t in types["applicant_types"]]  # type: ignore[attr-defined,index]
-    for i, anchor in enumerate(pki.anchors()):
-        path = tmp_path / f"root{i}.cer"
-        path.write_bytes(pki.der(anchor))
-        swreg("trust", "add", str(path))
+    for command in pki.trust_commands(tmp_path / "trusted"):
+        swreg(*command)
     answers = tmp_path / "airline.json"
     answers.write_text(json.dumps({**COMPANY_ANSWERS, "iata_code": "CI"}), encoding="utf-8")
     card = tmp_path / "airline.p12"

@@ -502,8 +502,7 @@ def test_a_plugin_step_placed_by_a_workflow_file(
     manager = make_plugin_manager(plugins=[DeclarationPlugin()])
     app = bootstrap(replace(settings, workflow_file=workflow), clock=clock, plugins=manager)
     try:
-        for anchor in pki.anchors():
-            app.trust.add_certificate(pki.der(anchor))
+        pki.publish_to(app.trust, actor="cli")
         view = to_card_check(app, "person.general")
         assert view.path == ("category", "card_check", "basic_data", "declaration", "completed")
         view = app.registrations.submit_card(view.id, card_response(app, view, pki.issue_person()))
@@ -529,8 +528,7 @@ def test_a_registration_finishes_under_its_pinned_definition(
     from engine.core.workflow import default_definition_source
 
     first = bootstrap(settings, clock=clock)
-    for anchor in pki.anchors():
-        first.trust.add_certificate(pki.der(anchor))
+    pki.publish_to(first.trust, actor="cli")
     view = to_card_check(first, "person.general")
     first.close()
     edited = tmp_path / "edited.toml"
@@ -596,8 +594,7 @@ def test_a_plugin_step_without_a_form_is_passed_with_next(
     manager = make_plugin_manager(plugins=[Notice()])
     app = bootstrap(replace(settings, workflow_file=workflow), clock=clock, plugins=manager)
     try:
-        for anchor in pki.anchors():
-            app.trust.add_certificate(pki.der(anchor))
+        pki.publish_to(app.trust, actor="cli")
         view = to_card_check(app, "person.general")
         view = app.registrations.submit_card(view.id, card_response(app, view, pki.issue_person()))
         view = app.registrations.submit(view.id, PERSON_ANSWERS)

@@ -431,8 +431,7 @@ def test_a_rejected_registration_shows_no_entered_data_to_its_holder(
         plugins=make_plugin_manager(plugins=[ApprovalPlugin()]),
     )
     try:
-        for anchor in pki.anchors():
-            app.trust.add_certificate(pki.der(anchor), actor="test")
+        pki.publish_to(app.trust, actor="test")
         with TestClient(create_app(app)) as browser:
             registration_id = start(browser, "enterprise.general").json()["id"]
             card_check(browser, registration_id, pki.issue_company("04595257"))

@@ -65,14 +65,21 @@ def account_limits(app: App) -> AccountLimits:
 def renewals(app: App) -> RenewalService:
     fast = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
     return RenewalService(
-        app.database, app.clock, app.trust, app.catalog, fast, limits=account_limits(app)
+        app.database,
+        app.clock,
+        app.trust,
+        app.revocation_checks,
+        app.catalog,
+        fast,
+        limits=account_limits(app),
     )
 
 
 @pytest.fixture
 def login(app: App) -> LoginService:
     return LoginService(
-        app.database, app.clock, app.trust, limits=account_limits(app), session_ttl=SESSION_TTL,
+        app.database, app.clock, app.trust, app.revocation_checks, limits=account_limits(app),
+        session_ttl=SESSION_TTL,
         session_max=app.settings.session_max,
     )  # fmt: skip
 
@@ -192,6 +199,7 @@ def test_replace_with_a_session_of_the_old_card(
         "new_certificate": fingerprint(new), "serial": serial(new),
         "not_after": new.certificate.not_valid_after_utc.isoformat(), "origin": ORIGIN,
         "sessions_ended": 1,
+        "revocation": {"status": "good", "source": "crl", "crl_number": "1"},
     }  # fmt: skip
     with app.database.unit_of_work() as uow:
         stored = uow.certificates.active_login_of(account_id or 0)

@@ -212,6 +212,7 @@ class Scene:
             self.app.database,
             self.clock,
             self.app.trust,
+            self.app.revocation_checks,
             timestamp_authorities=[a.authority() for a in authorities],
             recheck_interval=0,
         )

@@ -116,7 +116,9 @@ def code_of(verifier: TurnkeyVerifier, *args: Any, **kwargs: Any) -> ErrorCode:
 
 @pytest.fixture
 def verifier(app: App) -> TurnkeyVerifier:
-    return TurnkeyVerifier(app.database, app.clock, app.trust, recheck_interval=0)
+    return TurnkeyVerifier(
+        app.database, app.clock, app.trust, app.revocation_checks, recheck_interval=0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -374,7 +376,7 @@ def test_malformed_signatures_are_signature_invalid_never_a_crash(
     samples += [der[:cut] for cut in range(0, len(der), 7)]
     for sample in samples:
         assert code_of(verifier, UBN, MESSAGE, sample) is ErrorCode.SIGNATURE_INVALID, sample
-    cached = TurnkeyVerifier(app.database, app.clock, app.trust)
+    cached = TurnkeyVerifier(app.database, app.clock, app.trust, app.revocation_checks)
     for i in range(len(der)):  # unsigned parts (version, certificates) may change harmlessly
         flipped = der[:i] + bytes([der[i] ^ 0x81]) + der[i + 1 :]
         try:
@@ -437,7 +439,9 @@ def test_the_cache_follows_registrations_deletions_and_replacements(
 def test_the_cache_is_trusted_until_the_interval_passes(
     app: App, pki: TestPKI, ec_card: IssuedCard
 ) -> None:
-    slow = TurnkeyVerifier(app.database, app.clock, app.trust, recheck_interval=3600)
+    slow = TurnkeyVerifier(
+        app.database, app.clock, app.trust, app.revocation_checks, recheck_interval=3600
+    )
     register(app, ec_card)
     signature = ec_card.sign(MESSAGE)
     assert slow.verify(UBN, MESSAGE, signature).serial
@@ -450,7 +454,9 @@ def test_the_cache_is_trusted_until_the_interval_passes(
 
 
 def test_the_cache_is_bounded(app: App, pki: TestPKI, ec_card: IssuedCard) -> None:
-    small = TurnkeyVerifier(app.database, app.clock, app.trust, max_senders=2)
+    small = TurnkeyVerifier(
+        app.database, app.clock, app.trust, app.revocation_checks, max_senders=2
+    )
     register(app, ec_card)
     for sender in ("11111111", "22222222", "33333333"):
         assert code_of(small, sender, MESSAGE, ec_card.sign(MESSAGE)) is ErrorCode.NOT_REGISTERED
@@ -459,7 +465,9 @@ def test_the_cache_is_bounded(app: App, pki: TestPKI, ec_card: IssuedCard) -> No
 
 
 def test_threads_share_one_verifier(app: App, pki: TestPKI, ec_card: IssuedCard) -> None:
-    shared = TurnkeyVerifier(app.database, app.clock, app.trust, recheck_interval=0.001)
+    shared = TurnkeyVerifier(
+        app.database, app.clock, app.trust, app.revocation_checks, recheck_interval=0.001
+    )
     other = pki.issue_customs(UBN, "08", key="ec")
     register(app, ec_card)
     register(app, other)

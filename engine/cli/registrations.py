@@ -41,6 +41,7 @@ def registration_json(view: RegistrationView) -> dict[str, Any]:
         "step_number": view.step_number,
         "data": dict(view.data),
         "identity": dict(view.identity),
+        "evidence": dict(view.evidence),
         "updated_at": view.updated_at.isoformat() if view.updated_at else None,
         "expires_at": None if view.expires_at >= NO_DEADLINE else view.expires_at.isoformat(),
     }

@@ -1,9 +1,11 @@
 """``swreg crl source add|list``, ``swreg revocation refresh|status`` (DESIGN.md §4a, §9).
 
 ``revocation refresh`` exits 0 when every source was fetched (or answered 304), verified and is
-fresh, 1 otherwise; ``--json`` gives ``{ok, sources: [{url, origin, outcome, stored,
-crl_number, this_update, next_update, fresh, error}]}`` (with ``errors``, one per failed or
-stale source, when not ok). Safe to run from cron on several machines at once.
+fresh, and the OCSP answer of every registered signing certificate is current; 1 otherwise.
+``--json`` gives ``{ok, sources: [{url, origin, outcome, stored, crl_number, this_update,
+next_update, fresh, error}], ocsp: [{url, fingerprint, serial, status, source, renewed,
+checked_at, cache_until, problem, error}]}`` (with ``errors``, one per failed or stale source
+and per OCSP answer not renewed, when not ok). Safe to run from cron on several machines at once.
 """
 
 from __future__ import annotations
@@ -46,10 +48,12 @@ def source_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
 @revocation_app.command("refresh")
 def refresh(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """Fetch every known CRL (conditional GET), verify and store it. 更新憑證廢止清冊。"""
+    """Fetch every known CRL (conditional GET), verify and store it; renew the OCSP answers
+    of registered signing certificates. 更新憑證廢止清冊與簽章憑證的 OCSP 狀態。"""
     with command(as_json) as out:
         report = app_for(ctx).revocation.refresh(actor="cli")
         out.result["sources"] = [s.as_dict() for s in report.sources]
+        out.result["ocsp"] = [o.as_dict() for o in report.ocsp]
         for s in report.sources:
             mark = "✓" if s.ok else "✗"
             number = "-" if s.crl_number is None else s.crl_number
@@ -57,6 +61,13 @@ def refresh(ctx: typer.Context, as_json: JsonOption = False) -> None:
             out.say(f"{mark} {s.url}: {s.outcome} #{number} next {s.next_update or '-'}{why}")
         if not report.sources:
             out.say("尚無來源 / no CRL sources (swreg crl source add URL)")
+        for o in report.ocsp:
+            mark = "✓" if o.ok else "✗"
+            why = f" ({o.problem}: {o.detail})" if o.problem else ""
+            out.say(
+                f"{mark} OCSP {o.url or '-'} serial {o.serial}: {o.status} [{o.source}] "
+                f"until {o.cache_until or '-'}{why}"
+            )
         failure = report.failure()
         if failure is not None:
             raise failure

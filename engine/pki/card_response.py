@@ -10,7 +10,7 @@ signature. (``already_registered`` needs the store and is checked by the service
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,7 +26,7 @@ from engine.pki.certificate_checks import (
     check_login_certificate,
     verify_signature,
 )
-from engine.pki.revocation import RevocationIndex
+from engine.pki.revocation import RevocationVerdict
 from engine.pki.trust import TrustStore
 
 MAX_CHAIN_CERTIFICATES = 8
@@ -72,6 +72,7 @@ class CardCheckResult:
 
     applicant: ApplicantType
     verdict: CertificateVerdict
+    revocation: RevocationVerdict
 
     @property
     def parsed(self) -> ParsedCertificate:
@@ -79,6 +80,7 @@ class CardCheckResult:
 
     def evidence(self, challenge: Challenge) -> dict[str, Any]:
         """What is stored with the registration (DER is stored beside it)."""
+        revocation = self.revocation
         parsed = self.parsed
         return {
             "fingerprint": parsed.fingerprint,
@@ -92,8 +94,9 @@ class CardCheckResult:
             "chain": [parsed.subject, *(subject_text(c) for c in self.verdict.chain[1:])],
             "validated_at": self.verdict.checked_at.isoformat(),
             "crl_number": (
-                str(self.verdict.crl_number) if self.verdict.crl_number is not None else None
+                str(revocation.crl_number) if revocation.crl_number is not None else None
             ),
+            "revocation": revocation.as_evidence(),
             "challenge_id": challenge.id,
             "origin": challenge.origin,
         }
@@ -106,18 +109,23 @@ def check_card_response(
     chosen: ApplicantType,
     catalog: Catalog,
     trust: TrustStore,
-    revocation: RevocationIndex | None,
     at: datetime,
+    revocation: Callable[[tuple[x509.Certificate, ...]], RevocationVerdict],
 ) -> CardCheckResult:
-    """Run the ordered checks of DESIGN.md §4 and return the resolved type and verdict."""
+    """Run the ordered checks of DESIGN.md §4 and return the resolved type and verdict.
+
+    ``revocation`` is the service's revocation check of the trusted path (it raises
+    ``certificate_revoked`` / ``revocation_unknown``, or returns the verdict to keep).
+    """
     parsed = load_certificate(response.certificate)
     extra = chain_certificates(response.chain, trust=trust)
     applicant = catalog.resolve(chosen, parsed.ca, parsed.identity)
     verdict = check_login_certificate(
-        parsed, trust=trust, revocation=revocation, at=at, profile=applicant.login, extra=extra
+        parsed, trust=trust, at=at, profile=applicant.login, extra=extra
     )
+    checked = revocation(verdict.chain)
     verify_signature(parsed.certificate, response.signature, challenge.payload)
-    return CardCheckResult(applicant=applicant, verdict=verdict)
+    return CardCheckResult(applicant=applicant, verdict=verdict, revocation=checked)
 
 
 def chain_certificates(

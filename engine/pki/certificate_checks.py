@@ -9,10 +9,11 @@ code::
                                                                 certificate_not_yet_valid
     key usage   keyUsage present with digitalSignature          certificate_key_usage
     profile     the applicant type accepts this CA / card rank  certificate_type_mismatch
-    revocation  not on its issuer's CRL                         certificate_revoked
 
-The signature over the challenge (:func:`verify_signature`) and "not already registered" follow
-in the service, which owns the challenge and the store.
+Revocation (``certificate_revoked`` / ``revocation_unknown``) follows in the service, which asks
+the one revocation check (:mod:`engine.services.revocation_checks`: OCSP and CRLs, the policy);
+so do the signature over the challenge (:func:`verify_signature`) and "not already registered",
+which need the challenge and the store.
 """
 
 from __future__ import annotations
@@ -28,24 +29,20 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from engine._errors import CertificateError, ErrorCode
 from engine.core.declarations import CertificateProfile, IssuerCA
 from engine.pki.certificate import ParsedCertificate, subject_text
-from engine.pki.revocation import RevocationIndex
+from engine.pki.revocation import RevocationStatus, RevocationVerdict
 from engine.pki.signatures import SignatureKey
 from engine.pki.trust import TrustStore, check_validity
 
-Status = Literal["valid", "expired", "not_yet_valid", "untrusted", "revoked"]
+Status = Literal["valid", "expired", "not_yet_valid", "untrusted", "revoked", "revocation_unknown"]
 
 
 @dataclass(frozen=True, slots=True)
 class CertificateVerdict:
-    """A login certificate that passed every check, and the evidence to store with it.
-
-    ``chain`` runs from the certificate to its trust anchor; ``crl_number`` is the number of the
-    issuer's CRL consulted (``None`` when no CRL of that issuer is loaded).
-    """
+    """A login certificate that passed the pure checks; ``chain`` runs from the certificate to
+    its trust anchor (the path the revocation check is asked about)."""
 
     parsed: ParsedCertificate
     chain: tuple[x509.Certificate, ...]
-    crl_number: int | None
     checked_at: datetime
 
 
@@ -53,15 +50,14 @@ def check_login_certificate(
     parsed: ParsedCertificate,
     *,
     trust: TrustStore,
-    revocation: RevocationIndex | None,
     at: datetime,
     profile: CertificateProfile | None,
     extra: Sequence[x509.Certificate] = (),
 ) -> CertificateVerdict:
     """Run the checks in order (module docstring); raise the first failure's ``CertificateError``.
 
-    ``profile=None`` skips the profile step; ``revocation=None`` (or no CRL of the issuer) skips
-    the revocation step. ``extra`` are untrusted intermediates the card sent along.
+    ``profile=None`` skips the profile step. ``extra`` are untrusted intermediates the card sent
+    along.
     """
     if parsed.ca is IssuerCA.UNKNOWN:
         raise CertificateError(
@@ -75,14 +71,7 @@ def check_login_certificate(
         raise CertificateError(
             ErrorCode.CERTIFICATE_TYPE_MISMATCH, detail=f"{parsed.ca.value} certificate{rank}"
         )
-    crl_number = None
-    if revocation is not None and len(chain) > 1:
-        if revocation.is_revoked(parsed.certificate, chain[1]):
-            raise CertificateError(
-                ErrorCode.CERTIFICATE_REVOKED, detail=f"serial {parsed.serial_hex}"
-            )
-        crl_number = revocation.crl_number_for(chain[1])
-    return CertificateVerdict(parsed=parsed, chain=chain, crl_number=crl_number, checked_at=at)
+    return CertificateVerdict(parsed=parsed, chain=chain, checked_at=at)
 
 
 def check_chain_validity(
@@ -133,13 +122,10 @@ def verify_signature(cert: x509.Certificate, signature: bytes, message: bytes) -
 
 
 def certificate_status(
-    parsed: ParsedCertificate,
-    *,
-    trust: TrustStore,
-    revocation: RevocationIndex | None,
-    at: datetime,
+    parsed: ParsedCertificate, *, trust: TrustStore, at: datetime
 ) -> tuple[Status, tuple[x509.Certificate, ...]]:
-    """The ``cert inspect`` status and the chain (just the certificate when untrusted)."""
+    """The ``cert inspect`` status before revocation, and the chain (just the certificate when
+    untrusted)."""
     try:
         chain = trust.build_path(parsed)
     except CertificateError:
@@ -149,29 +135,30 @@ def certificate_status(
     except CertificateError as exc:
         status: Status = "expired" if exc.code is ErrorCode.CERTIFICATE_EXPIRED else "not_yet_valid"
         return status, chain
-    if (
-        revocation is not None
-        and len(chain) > 1
-        and revocation.is_revoked(parsed.certificate, chain[1])
-    ):
-        return "revoked", chain
     return "valid", chain
 
 
 def inspect(
     parsed: ParsedCertificate,
     *,
-    trust: TrustStore,
-    revocation: RevocationIndex | None,
-    at: datetime,
+    status: Status,
+    chain: Sequence[x509.Certificate],
+    revocation: RevocationVerdict | None,
     accepted_by: Sequence[str],
 ) -> dict[str, Any]:
-    """What ``swreg cert inspect --json`` reports (DESIGN.md §9), key for key.
+    """What ``swreg cert inspect --json`` reports (DESIGN.md §9, §4a), key for key.
 
+    ``status`` and ``chain`` come from :func:`certificate_status`; ``revocation`` is the
+    revocation check's verdict on that chain (``None`` when the chain is untrusted: nothing was
+    asked). A ``valid`` status becomes ``revoked`` or ``revocation_unknown`` accordingly.
     Times are ``isoformat()`` of aware UTC (``2024-01-01T00:00:00+00:00``); ``chain`` lists
     subjects from the certificate to its anchor; ``accepted_by`` is passed through.
     """
-    status, chain = certificate_status(parsed, trust=trust, revocation=revocation, at=at)
+    if revocation is not None and status == "valid":
+        if revocation.status is RevocationStatus.REVOKED:
+            status = "revoked"
+        elif revocation.status is RevocationStatus.UNKNOWN:
+            status = "revocation_unknown"
     return {
         "ca": parsed.ca.value,
         "subject": parsed.subject,
@@ -184,4 +171,15 @@ def inspect(
         "status": status,
         "chain": [parsed.subject, *(subject_text(c) for c in chain[1:])],
         "accepted_by": list(accepted_by),
+        "revocation": revocation.as_dict() if revocation is not None else _NOT_ASKED,
     }
+
+
+_NOT_ASKED: dict[str, Any] = {
+    "status": "unknown",
+    "source": "none",
+    "tried": [],
+    "checked_at": None,
+    "reason": None,
+    "revoked_at": None,
+}

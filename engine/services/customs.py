@@ -14,7 +14,8 @@ first failure with its code; nothing is stored on a refusal::
     chain           a path to a configured trust anchor               certificate_untrusted
     validity        the certificate and its intermediates, now        certificate_expired / ...
     key usage       digitalSignature or nonRepudiation                certificate_key_usage
-    revocation      not on its issuer's CRL                           certificate_revoked
+    revocation      OCSP, then CRLs (the revocation check)            certificate_revoked /
+                                                                      revocation_unknown
     binding         the certificate names the entered ``ubn``, or    identity_mismatch,
                     the logged-in person is the one entered           not_authorized
     proof           the importer proves it is the owner              proof_required,
@@ -90,9 +91,11 @@ from engine.core.step_data import masked_diff
 from engine.pki.card_response import CardResponse, Challenge, chain_certificates
 from engine.pki.certificate import ParsedCertificate, load_certificate, ubn_conflict
 from engine.pki.certificate_checks import check_chain_validity, verify_signature
+from engine.pki.revocation import RevocationVerdict
 from engine.services.challenges import ScopedChallenges
 from engine.services.hashing import IdentifierHasher
 from engine.services.login import SessionView
+from engine.services.revocation_checks import RevocationChecker
 from engine.services.trust import TrustService
 from engine.store import (
     Account,
@@ -232,6 +235,7 @@ class _Checked:
     query_key: str
     ubn: str | None
     national_id_hash: str | None
+    revocation: RevocationVerdict
 
 
 class CustomsCertificateService:
@@ -242,6 +246,7 @@ class CustomsCertificateService:
         database: Database,
         clock: Clock,
         trust: TrustService,
+        revocation: RevocationChecker,
         catalog: Catalog,
         identifiers: IdentifierHasher,
         *,
@@ -250,6 +255,7 @@ class CustomsCertificateService:
         self._database = database
         self._clock = clock
         self._trust = trust
+        self._revocation = revocation
         self._catalog = catalog
         self._identifiers = identifiers
         self._challenges = ScopedChallenges(
@@ -403,7 +409,7 @@ class CustomsCertificateService:
                 ErrorCode.CERTIFICATE_TYPE_MISMATCH,
                 detail=f"{usage.code} does not take {kind.value} {certificate_kind.value}",
             )
-        self._check_certificate(parsed, chain)
+        revocation = self._check_certificate(parsed, chain)
         ubn = _entered(form, "ubn")
         if usage.owner_field == "ubn":
             _check_binding(parsed, ubn)
@@ -412,6 +418,7 @@ class CustomsCertificateService:
             usage=usage, form=form, parsed=parsed, kind=kind, certificate_kind=certificate_kind,
             query_key=_query_key(form, usage), ubn=ubn,
             national_id_hash=self._id_hash(national_id) if national_id else None,
+            revocation=revocation,
         )  # fmt: skip
 
     def _bind_owner(self, checked: _Checked, session: SessionView | None) -> bool:
@@ -463,19 +470,17 @@ class CustomsCertificateService:
         except KeyError:
             raise RefusedError(ErrorCode.UNKNOWN_TYPE, field="usage_type", detail=code) from None
 
-    def _check_certificate(self, parsed: ParsedCertificate, chain: Sequence[bytes]) -> None:
-        """Chain, validity now, key usage for signing, revocation."""
+    def _check_certificate(
+        self, parsed: ParsedCertificate, chain: Sequence[bytes]
+    ) -> RevocationVerdict:
+        """Chain, validity now, key usage for signing, revocation (its verdict)."""
         snapshot = self._trust.snapshot()
         path = snapshot.store.build_path(parsed.certificate, extra=chain_certificates(chain))
         check_chain_validity(path, trust=snapshot.store, at=self._clock.now())
         if not {"digital_signature", "content_commitment"} & set(parsed.key_usage):
             found = ", ".join(parsed.key_usage) or "no keyUsage"
             raise CertificateError(ErrorCode.CERTIFICATE_KEY_USAGE, detail=found)
-        revocation = snapshot.revocation
-        if len(path) > 1 and revocation.is_revoked(parsed.certificate, path[1]):
-            raise CertificateError(
-                ErrorCode.CERTIFICATE_REVOKED, detail=f"serial {parsed.serial_hex}"
-            )
+        return self._revocation.require(path, snapshot=snapshot)
 
     def _store(self, uow: UnitOfWork, checked: _Checked, now: datetime) -> tuple[Certificate, bool]:
         """Insert the signing row, or reactivate a deleted one; ``already_registered`` else."""
@@ -782,6 +787,7 @@ def _import_diff(
         "query_key": checked.query_key,
         "reactivated": reactivated,
         "proof": proof,
+        "revocation": checked.revocation.audit(),
         **masked_diff(fields),
     }
 

@@ -52,6 +52,7 @@ from engine.services.accounts import (
     token_hash,
 )
 from engine.services.challenges import ScopedChallenges
+from engine.services.revocation_checks import RevocationChecker
 from engine.services.trust import TrustService
 from engine.store import Account, Database, LoginSession, UnitOfWork
 
@@ -93,6 +94,7 @@ class LoginService:
         database: Database,
         clock: Clock,
         trust: TrustService,
+        revocation: RevocationChecker,
         *,
         limits: AccountLimits,
         session_ttl: timedelta,
@@ -104,6 +106,7 @@ class LoginService:
         self._database = database
         self._clock = clock
         self._trust = trust
+        self._revocation = revocation
         self._limits = limits
         self._session_ttl = session_ttl
         self._session_max = session_max
@@ -121,13 +124,13 @@ class LoginService:
         parsed = load_certificate(response.certificate)
         extra = chain_certificates(response.chain)
         now = self._clock.now()
+        snapshot = self._trust.snapshot()
+        verdict = check_login_certificate(
+            parsed, trust=snapshot.store, at=now, profile=None, extra=extra
+        )
+        revocation = self._revocation.require(verdict.chain, snapshot=snapshot)  # may ask OCSP
+        verify_signature(parsed.certificate, response.signature, challenge.payload)
         with self._database.unit_of_work() as uow:  # reads only: the card proves the account
-            snapshot = self._trust.snapshot(uow)
-            check_login_certificate(
-                parsed, trust=snapshot.store, revocation=snapshot.revocation, at=now,
-                profile=None, extra=extra,
-            )  # fmt: skip
-            verify_signature(parsed.certificate, response.signature, challenge.payload)
             certificate = uow.certificates.active_login(parsed.fingerprint)
             if certificate is None or certificate.account_id is None:
                 raise RefusedError(ErrorCode.NOT_REGISTERED)
@@ -162,6 +165,7 @@ class LoginService:
                     "certificate": parsed.fingerprint,
                     "origin": origin,
                     "session": _session_ref(digest),
+                    "revocation": revocation.audit(),
                 },
             )
             uow.commit()

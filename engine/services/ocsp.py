@@ -3,22 +3,29 @@
 :meth:`OcspService.ocsp_status` answers about one certificate and its issuing CA:
 
 1. **Cache**: a cached ``good`` or ``revoked`` answer is returned (``source`` ``cache``, its
-   DER as evidence) while ``now`` is before its ``cache_until``; a ``revoked`` answer that is
-   not a hold is final and is returned even after that. The cache is keyed by the
-   certificate's SHA-256 fingerprint and shared by every process on the database.
-2. **Network**: otherwise the responder named by the certificate's authorityInfoAccess
-   (the first ``id-ad-ocsp`` ``http``/``https`` URI) is asked: nothing is sent when there is
-   none (``no_responder``) or its host is not in ``SWREG_FETCH_HOSTS`` (``host_not_allowed``).
-   The request carries a fresh 32-byte nonce and goes through the SSRF-safe
-   :class:`~engine.services.fetching.Fetcher` (POST, at most 64 KiB back, ``SWREG_OCSP_TIMEOUT``
-   for the whole call); the body is checked by :func:`~engine.pki.ocsp.read_response` (the nonce
-   compared when echoed, not required).
+   DER as evidence) while ``now`` is before its ``cache_until`` (for an answer without a
+   nextUpdate also before ``checked_at`` + the ``max_age`` in force); a ``revoked`` answer that
+   is not a hold is final and is returned even after that. The cache is keyed by the
+   certificate's SHA-256 fingerprint and shared by every process on the database. With
+   ``network=False`` (Turnkey never waits on the network) that is all: without a usable cached
+   answer the result is ``unknown`` with ``problem`` :data:`NOT_CACHED`, nothing is sent and
+   nothing recorded. With ``renew_within`` (``swreg revocation refresh``) a cached answer that
+   runs out within that margin is asked again; should the renewal fail, the cached answer is
+   returned all the same, carrying the renewal's ``problem``.
+2. **Network**: otherwise the responder configured for the issuing CA (``url``), or else the
+   one named by the certificate's authorityInfoAccess (the first ``id-ad-ocsp``
+   ``http``/``https`` URI), is asked: nothing is sent when there is none (``no_responder``) or
+   its host is not in ``SWREG_FETCH_HOSTS`` (``host_not_allowed``). The request carries a fresh
+   32-byte nonce and goes through the SSRF-safe :class:`~engine.services.fetching.Fetcher`
+   (POST, at most 64 KiB back, ``SWREG_OCSP_TIMEOUT`` for the whole call); the body is checked
+   by :func:`~engine.pki.ocsp.read_response` (the nonce compared when echoed, required with
+   ``require_nonce``: a response that does not echo it is ``nonce_missing``).
 3. **Caching**: a believed ``good`` or ``revoked`` answer is stored (one ``INSERT ... ON CONFLICT
    DO UPDATE``: workers racing on one certificate leave one row) with ``cache_until`` = its
-   nextUpdate, or ``checked_at`` + ``SWREG_OCSP_MAX_AGE`` when it has none. A hold
-   (``certificateHold``) is cached only until its nextUpdate — not at all without one — and is
-   never final. ``unknown`` answers (the responder does not know the certificate, a refused
-   response, a network failure) are **not cached**: the next check asks again.
+   nextUpdate, or ``checked_at`` + ``SWREG_OCSP_MAX_AGE`` (or the CA's ``max_age``) when it has
+   none. A hold (``certificateHold``) is cached only until its nextUpdate — not at all without
+   one — and is never final. ``unknown`` answers (the responder does not know the certificate, a
+   refused response, a network failure) are **not cached**: the next check asks again.
 
 Every request (not a refused URL) is recorded as the latest attempt for its URL, which
 ``swreg revocation status`` shows (:meth:`OcspService.responders`). Nothing here raises for a
@@ -31,7 +38,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final
@@ -52,6 +59,8 @@ NO_RESPONDER: Final = "no_responder"
 """The problem when the certificate names no usable OCSP responder."""
 NOT_KNOWN: Final = "certificate_unknown"
 """The problem when the responder answered, believed, that it does not know the certificate."""
+NOT_CACHED: Final = "not_cached"
+"""The problem of a cache-only question (``network=False``) with no usable cached answer."""
 
 
 class OcspSource(StrEnum):
@@ -60,7 +69,8 @@ class OcspSource(StrEnum):
     CACHE = "cache"
     NETWORK = "network"
     NONE = "none"
-    """Nothing was asked: no responder, or one outside ``SWREG_FETCH_HOSTS``."""
+    """Nothing was asked: no responder, one outside ``SWREG_FETCH_HOSTS``, or a cache-only
+    question (``network=False``) that found nothing usable cached."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +78,12 @@ class OcspResult:
     """The OCSP status of one certificate with its evidence.
 
     ``problem`` is ``None`` for ``good`` and ``revoked``; for ``unknown`` it is one of
-    :data:`NO_RESPONDER`, :data:`NOT_KNOWN`, a :class:`~engine.services.fetching.FetchOutcome`
-    value (``host_not_allowed``, ``timeout``, ``connection_error``, ...) or an
-    :class:`~engine.pki.ocsp.OcspProblem` value (``stale``, ``signature_invalid``, ...).
+    :data:`NO_RESPONDER`, :data:`NOT_KNOWN`, :data:`NOT_CACHED`, a
+    :class:`~engine.services.fetching.FetchOutcome` value (``host_not_allowed``, ``timeout``,
+    ``connection_error``, ...) or an :class:`~engine.pki.ocsp.OcspProblem` value (``stale``,
+    ``signature_invalid``, ``nonce_missing``, ...). The one exception: a cached ``good`` or
+    ``revoked`` answer returned because its renewal (``renew_within``) failed carries that
+    failure's ``problem`` and ``detail`` (see :attr:`renewal_failed`).
     ``der`` is the response (empty when none came back); ``checked_at`` when it was fetched.
     """
 
@@ -93,6 +106,11 @@ class OcspResult:
         return (
             self.status is OcspStatus.REVOKED and self.reason is x509.ReasonFlags.certificate_hold
         )
+
+    @property
+    def renewal_failed(self) -> bool:
+        """A still-usable cached answer, returned because asking for a new one failed."""
+        return self.source is OcspSource.CACHE and self.problem is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,33 +155,100 @@ class OcspService:
         self._max_age = max_age
         self._fetcher = fetcher
 
+    @property
+    def max_age(self) -> timedelta:
+        """``SWREG_OCSP_MAX_AGE``: how long an answer without nextUpdate is cached, unless its
+        CA says otherwise; also ``swreg revocation refresh``'s renewal margin."""
+        return self._max_age
+
     def ocsp_status(
-        self, certificate: x509.Certificate, issuer: x509.Certificate, *, now: datetime
+        self,
+        certificate: x509.Certificate,
+        issuer: x509.Certificate,
+        *,
+        now: datetime,
+        network: bool = True,
+        url: str | None = None,
+        require_nonce: bool = False,
+        max_age: timedelta | None = None,
+        renew_within: timedelta | None = None,
     ) -> OcspResult:
         """The OCSP status of ``certificate`` (issued by ``issuer``) at ``now``: cached, or
-        asked of its responder. Never raises for the responder's failures; a caller's mistake
-        (a naive ``now``, an ``issuer`` whose name is not the certificate's issuer) raises
-        ``ValueError``. An expired cached row stays until a new answer replaces it."""
+        asked of its responder (see the module docstring).
+
+        ``network=False``: the cache only (``unknown``/``none``/:data:`NOT_CACHED` without a
+        usable answer; nothing sent, nothing recorded). ``url``: the responder configured for
+        the issuing CA, asked instead of the certificate's own (still only a host in
+        ``SWREG_FETCH_HOSTS``). ``require_nonce``: refuse an answer that does not echo the
+        request's nonce (``nonce_missing``). ``max_age``: this CA's cache lifetime of answers
+        without nextUpdate instead of ``SWREG_OCSP_MAX_AGE``. ``renew_within``: a cached answer
+        that runs out within this of ``now`` is asked again (a final revocation never is); if
+        that fails, the cached answer is returned with the failure's ``problem``.
+
+        Never raises for the responder's failures; a caller's mistake (a naive ``now``, an
+        ``issuer`` whose name is not the certificate's issuer) raises ``ValueError``. An
+        expired cached row stays until a new answer replaces it."""
         if now.tzinfo is None:
             raise ValueError("now must be an aware datetime")
+        age = self._max_age if max_age is None else max_age
         fingerprint = hashlib.sha256(
             certificate.public_bytes(serialization.Encoding.DER)
         ).hexdigest()
         key_id = issuer_key(issuer).hex()
         with self._database.unit_of_work() as uow:
             cached = uow.ocsp.get(fingerprint)
-        if cached is not None and cached.issuer_key_id == key_id and _usable(cached, now):
-            return _from_cache(cached)
-        url = responder_url(certificate)
-        if url is None:
-            detail = "the certificate names no http(s) OCSP responder"
+        kept: OcspResult | None = None
+        if cached is not None and cached.issuer_key_id == key_id:
+            until = _usable_until(cached, age)
+            if until is None or now < until:
+                kept = _from_cache(cached)
+                due = renew_within is not None and until is not None and until - now <= renew_within
+                if not network or not due:
+                    return kept
+        if not network:
+            detail = "no usable cached OCSP answer, and the network is not asked"
+            where = url if url is not None else responder_url(certificate)
             return OcspResult(
-                OcspStatus.UNKNOWN, OcspSource.NONE, None, now, problem=NO_RESPONDER, detail=detail
+                OcspStatus.UNKNOWN, OcspSource.NONE, where, now, problem=NOT_CACHED, detail=detail
             )
+        result = self._ask(certificate, issuer, fingerprint, key_id, now, url, require_nonce, age)
+        if kept is not None and result.status is OcspStatus.UNKNOWN:
+            detail = f"renewal failed ({result.problem}): {result.detail}"
+            return replace(kept, problem=result.problem, detail=detail)
+        return result
+
+    def _ask(
+        self,
+        certificate: x509.Certificate,
+        issuer: x509.Certificate,
+        fingerprint: str,
+        key_id: str,
+        now: datetime,
+        url: str | None,
+        require_nonce: bool,
+        max_age: timedelta,
+    ) -> OcspResult:
+        """Ask the responder (``url``, else the certificate's own), check, cache, record."""
+        if url is None:
+            url = responder_url(certificate)
+            if url is None:
+                detail = "the certificate names no http(s) OCSP responder"
+                return OcspResult(
+                    OcspStatus.UNKNOWN,
+                    OcspSource.NONE,
+                    None,
+                    now,
+                    problem=NO_RESPONDER,
+                    detail=detail,
+                )
         with self._fetcher(self._hosts) as fetcher:
-            refused = fetcher.allows(url)
+            refused = (
+                fetcher.allows(url)
+                if len(url.encode("utf-8", "surrogatepass")) <= MAX_URL_BYTES
+                else FetchOutcome.URL_NOT_ALLOWED
+            )
             if refused is not None:
-                detail = f"{url} may not be fetched ({refused.value}): SWREG_FETCH_HOSTS"
+                detail = f"{url[:200]} may not be fetched ({refused.value}): SWREG_FETCH_HOSTS"
                 return OcspResult(
                     OcspStatus.UNKNOWN,
                     OcspSource.NONE,
@@ -188,9 +273,14 @@ class OcspService:
                 detail=detail,
             )
         answer = read_response(
-            fetched.body, certificate=certificate, issuer=issuer, nonce=nonce, at=now
+            fetched.body,
+            certificate=certificate,
+            issuer=issuer,
+            nonce=nonce,
+            at=now,
+            require_nonce=require_nonce,
         )
-        result = _from_answer(answer, url, now, self._max_age)
+        result = _from_answer(answer, url, now, max_age)
         with self._database.unit_of_work() as uow:
             if result.cache_until is not None:
                 uow.ocsp.put(_row(result, fingerprint, key_id))
@@ -235,11 +325,15 @@ def responder_url(certificate: x509.Certificate) -> str | None:
     return None
 
 
-def _usable(cached: CachedOcsp, now: datetime) -> bool:
-    """Whether a cached answer may be returned at ``now``: before ``cache_until``, or a final
-    revocation (not a hold)."""
-    final = cached.status == OcspStatus.REVOKED.value and not cached.is_hold
-    return final or now < cached.cache_until
+def _usable_until(cached: CachedOcsp, max_age: timedelta) -> datetime | None:
+    """Until when a cached answer may be returned: its ``cache_until`` (for one without a
+    nextUpdate at most ``checked_at`` + ``max_age``, the lifetime in force now); ``None`` for a
+    final revocation (not a hold), which never runs out."""
+    if cached.status == OcspStatus.REVOKED.value and not cached.is_hold:
+        return None
+    if cached.next_update is None:
+        return min(cached.cache_until, cached.checked_at + max_age)
+    return cached.cache_until
 
 
 def _cache_until(answer: OcspAnswer, checked_at: datetime, max_age: timedelta) -> datetime | None:

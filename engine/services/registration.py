@@ -57,9 +57,16 @@ from engine.core.workflow import (
 from engine.pki.card_response import CardResponse, Challenge, check_card_response
 from engine.services.accounts import AccountService, ActivationMail
 from engine.services.hashing import IdentifierHasher, PasswordHasher, new_id
+from engine.services.revocation_checks import RevocationChecker
 from engine.services.trust import TrustService
+from engine.store import (
+    KEPT_EVIDENCE,
+    ConcurrentUpdate,
+    Database,
+    RegistrationRecord,
+    UnitOfWork,
+)
 from engine.store import Challenge as ChallengeRow
-from engine.store import ConcurrentUpdate, Database, RegistrationRecord, UnitOfWork
 
 ACCOUNT_COLUMNS = (
     "email", "contact_name", "national_id_hash", "national_id_masked", "ubn", "sub_card", "oid",
@@ -128,6 +135,9 @@ class RegistrationView:
     status: Labels = _NO_STATUS
     """What to show for the state: its step's label, 待審核 while awaiting an officer, 已駁回."""
     updated_at: datetime | None = None
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    """The card check's non-personal evidence (``KEPT_EVIDENCE``: the certificate's facts and
+    ``revocation``, DESIGN.md §4a); empty before the card check."""
     secret: str | None = field(default=None, repr=False)
     """The registration's secret, on the view :meth:`RegistrationService.start` returns only
     (the web sets it as the registration's cookie); only its SHA-256 is stored."""
@@ -184,6 +194,7 @@ class RegistrationService:
         catalog: Catalog,
         workflows: WorkflowLibrary,
         trust: TrustService,
+        revocation: RevocationChecker,
         clock: Clock,
         passwords: PasswordHasher,
         identifiers: IdentifierHasher,
@@ -195,6 +206,7 @@ class RegistrationService:
         self._catalog = catalog
         self._workflows = workflows
         self._trust = trust
+        self._revocation = revocation
         self._clock = clock
         self._hashers = Hashers(password=passwords.hash, identifier=identifiers.hash)
         self._plugins = plugins
@@ -283,9 +295,12 @@ class RegistrationService:
     ) -> RegistrationView:  # fmt: skip
         """Validate the card's certificate and signature; moves on to 基本資料.
 
-        The challenge is used up whatever the outcome: a refusal commits its consumption (and
-        nothing else), so a refused response cannot be replayed either. A caller without the
-        registration's secret consumes nothing: it is answered like an unknown id first.
+        The challenge is used up whatever the outcome: its consumption is committed first, so a
+        refused response cannot be replayed either. A caller without the registration's secret
+        consumes nothing: it is answered like an unknown id first. The certificate checks run
+        outside any transaction — the revocation check may ask an OCSP responder or fetch a CRL
+        and writes what it learnt —, then one transaction re-reads the registration and records
+        the step.
         """
         with self._database.unit_of_work() as uow:
             if secret is not LOCAL:
@@ -294,22 +309,28 @@ class RegistrationService:
             try:
                 registration = self._load(uow, registration_id, actor)
                 self._require_state(registration, Step.CARD_CHECK)
-                chosen = self._catalog.applicant(registration.chosen_type)
-                now = self._clock.now()
-                snapshot = self._trust.snapshot(uow)
-                result = check_card_response(
-                    response, challenge, chosen=chosen, catalog=self._catalog,
-                    trust=snapshot.store, revocation=snapshot.revocation, at=now,
-                )  # fmt: skip
-                parsed = result.parsed
-                if uow.certificates.has_active_login(parsed.fingerprint):
-                    raise RefusedError(ErrorCode.ALREADY_REGISTERED)
-            except (RefusedError, WorkflowError):
+            finally:
                 uow.commit()  # only the challenge's consumption (and an expiry) was written
-                raise
+        chosen = self._catalog.applicant(registration.chosen_type)
+        snapshot = self._trust.snapshot()
+        result = check_card_response(
+            response, challenge, chosen=chosen, catalog=self._catalog,
+            trust=snapshot.store, at=self._clock.now(),
+            revocation=lambda chain: self._revocation.require(chain, snapshot=snapshot),
+        )  # fmt: skip
+        parsed = result.parsed
+        with self._database.unit_of_work() as uow:
+            registration = self._load(uow, registration_id, actor)
+            self._require_state(registration, Step.CARD_CHECK)
+            if uow.certificates.has_active_login(parsed.fingerprint):
+                raise RefusedError(ErrorCode.ALREADY_REGISTERED)
             applicant = result.applicant
             prefill = applicant.binding.prefill(parsed.identity)
-            diff: dict[str, Any] = {"certificate": parsed.fingerprint, "ca": parsed.ca.value}
+            diff: dict[str, Any] = {
+                "certificate": parsed.fingerprint,
+                "ca": parsed.ca.value,
+                "revocation": result.revocation.audit(),
+            }
             if applicant.code != registration.applicant_type:
                 diff["applicant_type"] = {"from": registration.applicant_type, "to": applicant.code}
                 registration.applicant_type = applicant.code
@@ -728,6 +749,7 @@ class RegistrationService:
             account=account,
             expires_at=registration.expires_at,
             identity={} if ended else (registration.evidence or {}).get("identity", {}),
+            evidence={k: v for k, v in (registration.evidence or {}).items() if k in KEPT_EVIDENCE},
             awaiting=awaiting,
             status=status,
             updated_at=registration.updated_at,

@@ -55,6 +55,7 @@ from engine.core.step_data import masked_diff
 from engine.pki.card_response import CardResponse, Challenge, chain_certificates
 from engine.pki.certificate import ParsedCertificate, load_certificate, ubn_conflict
 from engine.pki.certificate_checks import check_login_certificate, verify_signature
+from engine.pki.revocation import RevocationVerdict
 from engine.services.accounts import (
     ACTIVE,
     CARD_LOGIN_STATUSES,
@@ -66,6 +67,7 @@ from engine.services.accounts import (
 from engine.services.challenges import ScopedChallenges
 from engine.services.hashing import PasswordHasher
 from engine.services.login import SessionView, end_account_sessions
+from engine.services.revocation_checks import RevocationChecker
 from engine.services.trust import TrustService
 from engine.store import Account, Certificate, Database, UnitOfWork
 
@@ -113,6 +115,7 @@ class RenewalService:
         database: Database,
         clock: Clock,
         trust: TrustService,
+        revocation: RevocationChecker,
         catalog: Catalog,
         passwords: PasswordHasher,
         *,
@@ -122,6 +125,7 @@ class RenewalService:
         self._database = database
         self._clock = clock
         self._trust = trust
+        self._revocation = revocation
         self._catalog = catalog
         self._passwords = passwords
         self._limits = limits
@@ -155,7 +159,7 @@ class RenewalService:
         extra = chain_certificates(response.chain)
         now = self._clock.now()
         verify_signature(parsed.certificate, response.signature, challenge.payload)
-        self._check_new_card(parsed, extra, now)
+        revocation = self._check_new_card(parsed, extra, now)
         proof = self._prove(session, account, password, parsed, now, actor=actor)
         with self._database.unit_of_work() as uow:
             owner = uow.accounts.get_by_name(proof.account)
@@ -175,7 +179,7 @@ class RenewalService:
             ended = end_account_sessions(uow, owner.id, now)
             _audit(
                 uow, owner, old, parsed, proof,
-                sessions_ended=ended, origin=origin, actor=actor, at=now,
+                sessions_ended=ended, origin=origin, revocation=revocation, actor=actor, at=now,
             )  # fmt: skip
             uow.commit()
             return Replacement(owner.name, old.fingerprint, parsed.fingerprint)
@@ -244,14 +248,14 @@ class RenewalService:
 
     def _check_new_card(
         self, parsed: ParsedCertificate, extra: tuple[x509.Certificate, ...], now: datetime
-    ) -> None:
+    ) -> RevocationVerdict:
         """The certificate checks of the card check, before any account is looked at (the
         account type's login profile follows the proof: :meth:`_check_profile`)."""
         snapshot = self._trust.snapshot()
-        check_login_certificate(
-            parsed, trust=snapshot.store, revocation=snapshot.revocation, at=now,
-            profile=None, extra=extra,
-        )  # fmt: skip
+        verdict = check_login_certificate(
+            parsed, trust=snapshot.store, at=now, profile=None, extra=extra
+        )
+        return self._revocation.require(verdict.chain, snapshot=snapshot)
 
     def _check_profile(self, owner: Account, parsed: ParsedCertificate) -> None:
         """The account type's login profile accepts the new card (CA, card rank)."""
@@ -364,6 +368,7 @@ def _audit(
     *,
     sessions_ended: int,
     origin: str,
+    revocation: RevocationVerdict,
     actor: str,
     at: datetime,
 ) -> None:
@@ -381,5 +386,6 @@ def _audit(
             "not_after": parsed.not_after.isoformat(),
             "origin": origin,
             "sessions_ended": sessions_ended,
+            "revocation": revocation.audit(),
         },
     )

@@ -1,10 +1,13 @@
 """Fetched CRLs (DESIGN.md §4a): ``swreg crl source add``, ``swreg revocation refresh`` and
-``swreg revocation status``.
+``swreg revocation status``; the CRL side of the certificate checks (``note_seen``,
+``fetch_source``).
 
 :meth:`RevocationService.refresh` re-requests every known distribution point — the CRL
-distribution points named by the trusted CA certificates (recorded as sources of origin ``ca``)
-and the sources added by hand — through the SSRF-safe :class:`~engine.services.fetching.Fetcher`,
-with a conditional GET when a CRL from that URL is stored. A fetched CRL is read
+distribution points named by the trusted CA certificates (recorded as sources of origin ``ca``),
+those of certificates the checks saw (origin ``seen``: :meth:`RevocationService.note_seen`,
+:meth:`RevocationService.fetch_source`) and the sources added by hand (``manual``) — through the
+SSRF-safe :class:`~engine.services.fetching.Fetcher`, with a conditional GET when a CRL from
+that URL is stored. A fetched CRL is read
 (:func:`~engine.pki.crl.read_crl`), verified against the trust store's CA certificates matched
 by *key* (:meth:`~engine.pki.crl.Crl.verify`), then checked once more exactly as the trust
 snapshot's revocation index will read it (so nothing stored can break the index), and stored
@@ -18,15 +21,29 @@ run cut short leaves no half-written source; concurrent runs are safe: URLs and 
 fingerprints are unique and inserts skip what another run wrote first. One audit row per run
 (``revocation_refreshed``) carries counts only.
 
-Certificate checks are not changed here: they go on reading the stored CRLs through
-:meth:`engine.services.trust.TrustService.snapshot`.
+**OCSP renewal** (DESIGN.md §4a "Turnkey"): the same run keeps the cached OCSP answer of every
+registered signing certificate (``certificates`` rows of purpose ``signing``, ``active``, not
+expired) fresh, since Turnkey reads the cache only. Each one that chains to a trust anchor, whose
+CA is not CRL-only (``SWREG_REVOCATION_CAS``) and that names a responder (or whose CA has one
+configured) is asked through :meth:`~engine.services.ocsp.OcspService.ocsp_status` with the CA's
+settings and ``renew_within`` = ``SWREG_OCSP_MAX_AGE``: an answer that is missing or runs out
+within that margin is asked again; one that is still good for longer is left alone. A
+certificate whose answer could not be renewed (the responder down, a refused answer, ``unknown``)
+fails the run, even while its cached answer still lasts.
+
+The checks record the distribution points they see with :meth:`RevocationService.note_seen`
+(an in-process set of the URLs known to be stored keeps that free of database writes on the hot
+path) and fetch a certificate's own distribution point on a miss with
+:meth:`RevocationService.fetch_source` (exactly one source of ``refresh``, without an audit row).
+They read the stored CRLs through :meth:`engine.services.trust.TrustService.snapshot`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -34,13 +51,16 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from engine._clock import Clock
 from engine._errors import ErrorCode, FormError, RefusedError, SwregError
-from engine._settings import FetchHosts
+from engine._settings import DEFAULT_CA_REVOCATION, CaRevocation, FetchHosts, RevocationSourceKind
 from engine.pki.crl import Crl, CrlRefused, read_crl
+from engine.pki.ocsp import OcspStatus
 from engine.pki.revocation import RevocationIndex, issuer_key
 from engine.services.fetching import MAX_CRL_BYTES, Fetcher, FetchOutcome, FetchResult, Validators
+from engine.services.ocsp import OcspResult, OcspService, OcspSource, responder_url
 from engine.services.trust import TrustService, TrustSnapshot
 from engine.store import CrlSource, Database, StoredCrl
 
@@ -52,6 +72,9 @@ MAX_URL_CHARS: Final = 2048
 """The longest source URL, in UTF-8 bytes (``crl_sources.url``)."""
 MAX_PARTITION_CHARS: Final = 4096
 """The longest partition (``crls.partition``: the issuingDistributionPoint URIs, space-joined)."""
+MAX_REMEMBERED: Final = 16384
+"""The most URLs :meth:`RevocationService.note_seen` remembers per process (known or refused);
+past it the memory starts over (a database lookup per URL again, nothing lost)."""
 
 
 class SourceOrigin(StrEnum):
@@ -62,7 +85,8 @@ class SourceOrigin(StrEnum):
     CA = "ca"
     """A CRL distribution point of a trusted CA certificate."""
     SEEN = "seen"
-    """A CRL distribution point of a checked certificate (not recorded yet)."""
+    """A CRL distribution point of a certificate a check saw (``note_seen``,
+    ``fetch_source``)."""
 
 
 STALE: Final = "stale"
@@ -160,15 +184,77 @@ class SourceReport:
 
 
 @dataclass(frozen=True, slots=True)
+class OcspReport:
+    """How the OCSP answer about one registered signing certificate went in one refresh.
+
+    ``source``: ``network`` (asked now), ``cache`` (still good for longer than the margin, or
+    kept because its renewal failed: then ``problem`` says why) or ``none`` (nothing could be
+    asked: ``host_not_allowed``, ...). ``problem`` is ``None`` when the answer is good or
+    revoked and current; otherwise an :class:`~engine.services.ocsp.OcspResult` problem.
+    """
+
+    url: str | None
+    fingerprint: str
+    serial: str
+    status: str
+    source: str
+    problem: str | None = None
+    detail: str | None = None
+    checked_at: datetime | None = None
+    cache_until: datetime | None = None
+
+    @property
+    def ok(self) -> bool:
+        """A believed good or revoked answer that is current (renewed, or not due yet)."""
+        return self.problem is None and self.status != OcspStatus.UNKNOWN.value
+
+    @property
+    def renewed(self) -> bool:
+        return self.ok and self.source == OcspSource.NETWORK.value
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "fingerprint": self.fingerprint,
+            "serial": self.serial,
+            "status": self.status,
+            "source": self.source,
+            "renewed": self.renewed,
+            "checked_at": _iso(self.checked_at),
+            "cache_until": _iso(self.cache_until),
+            "problem": self.problem,
+            "error": self.detail,
+        }
+
+    def refusal(self) -> RefusedError:
+        problem = self.problem or OcspStatus.UNKNOWN.value
+        code = _CODES.get(problem, ErrorCode.REVOCATION_UNKNOWN)
+        where = self.url or "no responder"
+        detail = f"OCSP {where} for certificate {self.serial}: {problem}"
+        if self.detail:
+            detail += f" ({self.detail})"
+        return RefusedError(
+            code,
+            field="ocsp",
+            detail=detail,
+            url=self.url,
+            fingerprint=self.fingerprint,
+            problem=problem,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class RefreshReport:
     """What one ``swreg revocation refresh`` did."""
 
     sources: tuple[SourceReport, ...]
+    ocsp: tuple[OcspReport, ...] = ()
+    """The registered signing certificates whose OCSP answer was looked after."""
 
     @property
     def ok(self) -> bool:
-        """Every source fetched (or 304), verified and fresh."""
-        return all(s.ok for s in self.sources)
+        """Every source fetched (or 304), verified and fresh; every OCSP answer current."""
+        return all(s.ok for s in self.sources) and all(o.ok for o in self.ocsp)
 
     def counts(self) -> dict[str, int]:
         outcomes = [s.outcome for s in self.sources]
@@ -179,11 +265,16 @@ class RefreshReport:
             "stored": sum(s.stored for s in self.sources),
             "stale": outcomes.count(STALE),
             "failed": sum(o not in _SUCCESSES and o != STALE for o in outcomes),
+            "ocsp": len(self.ocsp),
+            "ocsp_renewed": sum(o.renewed for o in self.ocsp),
+            "ocsp_failed": sum(not o.ok for o in self.ocsp),
         }
 
     def failure(self) -> SwregError | None:
-        """One refusal per source that failed or is stale (``None`` when :attr:`ok`)."""
+        """One refusal per source that failed or is stale and per OCSP answer that could not
+        be renewed (``None`` when :attr:`ok`)."""
         refusals = [s.refusal() for s in self.sources if not s.ok]
+        refusals += [o.refusal() for o in self.ocsp if not o.ok]
         return FormError(refusals) if refusals else None
 
 
@@ -221,7 +312,12 @@ FetcherFactory = Callable[[FetchHosts], Fetcher]
 
 
 class RevocationService:
-    """CRL sources, ``revocation refresh`` and ``revocation status`` (see the module doc)."""
+    """CRL sources, ``revocation refresh`` and ``revocation status`` (see the module doc).
+
+    ``ocsp``: renew the OCSP answers of registered signing certificates in ``refresh`` (none
+    without it), with each issuing CA's settings from ``cas`` (by the SHA-256 fingerprint of
+    the CA certificate, as ``SWREG_REVOCATION_CAS``). Thread-safe.
+    """
 
     def __init__(
         self,
@@ -233,6 +329,8 @@ class RevocationService:
         grace: timedelta,
         timeout: timedelta = CRL_TIMEOUT,
         fetcher: FetcherFactory = Fetcher,
+        ocsp: OcspService | None = None,
+        cas: Mapping[str, CaRevocation] | None = None,
     ) -> None:
         self._database = database
         self._clock = clock
@@ -241,6 +339,13 @@ class RevocationService:
         self._grace = grace
         self._timeout = timeout
         self._fetcher = fetcher
+        self._ocsp = ocsp
+        self._cas: Mapping[str, CaRevocation] = MappingProxyType(dict(cas or {}))
+        self._lock = threading.Lock()
+        self._known: set[str] = set()
+        """Source URLs known to be stored (no write needed to record them)."""
+        self._refused: set[str] = set()
+        """URLs ``note_seen`` found outside ``SWREG_FETCH_HOSTS`` (or no http(s) URL)."""
 
     # -- sources -------------------------------------------------------------------------------
 
@@ -252,7 +357,7 @@ class RevocationService:
         """
         url = url.strip()
         with self._fetcher(self._hosts) as fetcher:
-            refused = fetcher.allows(url) if _short(url) else FetchOutcome.URL_NOT_ALLOWED
+            refused = _refusal(fetcher, url)
         if refused is not None:
             detail = (
                 "the host is not in SWREG_FETCH_HOSTS"
@@ -268,7 +373,71 @@ class RevocationService:
             uow.commit()
             row = uow.crl_sources.get(url)
             assert row is not None
-            return _view(row), added
+        self._remember(known=(url,))
+        return _view(row), added
+
+    def note_seen(self, urls: Iterable[str]) -> None:
+        """Record CRL distribution points of checked certificates as sources of origin
+        ``seen`` (``refresh`` re-requests them). A URL outside ``SWREG_FETCH_HOSTS`` (or not
+        ``http``/``https``, or too long) is not recorded. Cheap when nothing is new: a URL this
+        process knows to be stored costs no database statement."""
+        with self._lock:
+            new = [
+                u for u in dict.fromkeys(urls) if u not in self._known and u not in self._refused
+            ]
+        if not new:
+            return
+        with self._fetcher(self._hosts) as fetcher:
+            refusals = {u: _refusal(fetcher, u) for u in new}
+        allowed = [u for u, refused in refusals.items() if refused is None]
+        if allowed:
+            now = self._clock.now()
+            with self._database.unit_of_work() as uow:
+                for url in allowed:
+                    uow.crl_sources.add(url, SourceOrigin.SEEN.value, now)
+                uow.commit()
+        self._remember(known=allowed, refused=[u for u, r in refusals.items() if r is not None])
+
+    def fetch_source(
+        self, url: str, *, origin: SourceOrigin = SourceOrigin.SEEN, actor: str = "check"
+    ) -> SourceReport:
+        """Record ``url`` as a source (of ``origin`` unless known already) and fetch, verify
+        and store it exactly as ``refresh`` does one source (conditional GET when a CRL from it
+        is stored). A URL ``add_source`` would refuse is recorded nowhere and reported with
+        its refusal (``host_not_allowed``, ``url_not_allowed``). Never raises for the source;
+        writes no audit row. Call it outside any transaction of the caller's."""
+        with self._fetcher(self._hosts) as fetcher:
+            refused = _refusal(fetcher, url)
+            if refused is not None:
+                self._remember(refused=(url,))
+                detail = (
+                    "the host is not in SWREG_FETCH_HOSTS"
+                    if refused is FetchOutcome.HOST_NOT_ALLOWED
+                    else "not an http or https URL"
+                )
+                return SourceReport(
+                    url=url, origin=origin.value, outcome=refused.value, error=detail
+                )
+            snapshot = self._trust.snapshot()
+            candidates = [*snapshot.store.anchors, *snapshot.store.intermediates]
+            with self._database.unit_of_work() as uow:
+                uow.crl_sources.add(url, origin.value, self._clock.now())
+                uow.commit()
+                row = uow.crl_sources.get(url)
+                assert row is not None
+                known = (row.origin, Validators(row.etag, row.last_modified))
+            self._remember(known=(url,))
+            report = self._refresh_one(fetcher, url, *known, snapshot, candidates)
+        log.info("CRL %s fetched for %s: %s", url, actor, report.outcome)
+        return report
+
+    def _remember(self, *, known: Iterable[str] = (), refused: Iterable[str] = ()) -> None:
+        with self._lock:
+            for memory, urls in ((self._known, known), (self._refused, refused)):
+                for url in urls:
+                    if len(memory) >= MAX_REMEMBERED:
+                        memory.clear()
+                    memory.add(url)
 
     def sources(self) -> list[SourceView]:
         """Every source, in the order added."""
@@ -289,6 +458,7 @@ class RevocationService:
             sources = [
                 (row.url, row.origin, row.etag, row.last_modified) for row in uow.crl_sources.list()
             ]
+        self._remember(known=[url for url, *_ in sources])
         reports: list[SourceReport] = []
         with self._fetcher(self._hosts) as fetcher:
             for url, origin, etag, last_modified in sources:
@@ -296,7 +466,7 @@ class RevocationService:
                 reports.append(
                     self._refresh_one(fetcher, url, origin, validators, snapshot, candidates)
                 )
-        report = RefreshReport(tuple(reports))
+        report = RefreshReport(tuple(reports), tuple(self._renew_ocsp(snapshot)))
         with self._database.unit_of_work() as uow:
             uow.audit.append(
                 at=self._clock.now(),
@@ -306,6 +476,55 @@ class RevocationService:
             )
             uow.commit()
         return report
+
+    def _renew_ocsp(self, snapshot: TrustSnapshot) -> list[OcspReport]:
+        """Ask again for the OCSP answer of every registered signing certificate whose cached
+        answer is missing or runs out within ``SWREG_OCSP_MAX_AGE`` (see the module doc)."""
+        if self._ocsp is None:
+            return []
+        with self._database.unit_of_work() as uow:
+            rows = uow.certificates.signing_in_force(self._clock.now())
+        reports: list[OcspReport] = []
+        for fingerprint, serial, der in rows:
+            asked = self._ask_ocsp(der, snapshot)
+            if asked is not None:
+                reports.append(_ocsp_report(fingerprint, serial, asked))
+        return reports
+
+    def _ask_ocsp(self, der: bytes, snapshot: TrustSnapshot) -> OcspResult | None:
+        """The renewal of one certificate's answer; ``None`` when OCSP does not apply to it
+        (unreadable, no trusted path — Turnkey does not accept it then —, a CRL-only CA, no
+        responder)."""
+        assert self._ocsp is not None
+        try:
+            certificate = x509.load_der_x509_certificate(der)
+            path = snapshot.store.build_path(certificate)
+        except (SwregError, ValueError) as error:
+            log.info("OCSP renewal skips a signing certificate: %s", error)
+            return None
+        if len(path) < 2:  # a trust anchor registered as a signing certificate: nothing asks
+            return None
+        issuer = path[1]
+        config = self._ca(issuer)
+        if RevocationSourceKind.OCSP not in config.sources:
+            return None
+        if config.ocsp_url is None and responder_url(certificate) is None:
+            return None
+        return self._ocsp.ocsp_status(
+            certificate,
+            issuer,
+            now=self._clock.now(),
+            url=config.ocsp_url,
+            require_nonce=config.ocsp_nonce_required,
+            max_age=config.ocsp_max_age,
+            renew_within=self._ocsp.max_age,
+        )
+
+    def _ca(self, issuer: x509.Certificate) -> CaRevocation:
+        if not self._cas:
+            return DEFAULT_CA_REVOCATION
+        der = issuer.public_bytes(serialization.Encoding.DER)
+        return self._cas.get(hashlib.sha256(der).hexdigest(), DEFAULT_CA_REVOCATION)
 
     def _refresh_one(
         self,
@@ -500,6 +719,25 @@ def _as_stored(crl: Crl, key_id: str, partition: str | None, url: str, at: datet
         next_update=info.next_update,
         added_at=at,
     )
+
+
+def _ocsp_report(fingerprint: str, serial: str, result: OcspResult) -> OcspReport:
+    return OcspReport(
+        url=result.url,
+        fingerprint=fingerprint,
+        serial=serial,
+        status=result.status.value,
+        source=result.source.value,
+        problem=result.problem,
+        detail=result.detail or None,
+        checked_at=result.checked_at,
+        cache_until=result.cache_until,
+    )
+
+
+def _refusal(fetcher: Fetcher, url: str) -> FetchOutcome | None:
+    """Why ``url`` may not be a source (``None``: it may), as ``crl source add`` decides."""
+    return fetcher.allows(url) if _short(url) else FetchOutcome.URL_NOT_ALLOWED
 
 
 def _short(url: str) -> bool:

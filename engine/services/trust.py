@@ -13,11 +13,11 @@ from threading import Lock
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from engine._clock import Clock
 from engine._errors import ErrorCode, RefusedError
 from engine.pki.certificate import load_certificate
+from engine.pki.crl import read_crl
 from engine.pki.revocation import RevocationIndex, load_crl
 from engine.pki.trust import TrustStore
 from engine.store import Database, UnitOfWork
@@ -79,10 +79,11 @@ class TrustService:
         crl = load_crl(data)
         snapshot = self.snapshot()
         RevocationIndex.build([crl], snapshot.store)  # refuses a CRL no trusted CA signed
-        der = crl.public_bytes(Encoding.DER)
+        der = crl.der
         fingerprint = hashlib.sha256(der).hexdigest()
-        number = _crl_number(crl)
-        issuer = crl.issuer.rfc4514_string()
+        info = crl.info
+        number = info.number
+        issuer = info.issuer.rfc4514_string()
         now = self._clock.now()
         with self._database.unit_of_work() as uow:
             added = uow.crls.add(
@@ -90,8 +91,8 @@ class TrustService:
                 issuer,
                 fingerprint,
                 number,
-                crl.last_update_utc,
-                crl.next_update_utc,
+                info.this_update,
+                info.next_update,
                 now,
             )
             if added:
@@ -102,11 +103,11 @@ class TrustService:
                     diff={
                         "issuer": issuer,
                         "crl_number": str(number) if number is not None else None,
-                        "revoked": len(crl),
+                        "revoked": info.entries,
                     },
                 )
             uow.commit()
-        return {"issuer": issuer, "crl_number": number, "revoked": len(crl), "added": added}
+        return {"issuer": issuer, "crl_number": number, "revoked": info.entries, "added": added}
 
     def snapshot(self, uow: UnitOfWork | None = None) -> TrustSnapshot:
         """The compiled trust store and revocation index, rebuilt only when the data changed."""
@@ -125,7 +126,7 @@ class TrustService:
             anchors = [x509.load_der_x509_certificate(r.der) for r in rows if r.is_anchor]
             helpers = [x509.load_der_x509_certificate(r.der) for r in rows if not r.is_anchor]
             store = TrustStore(anchors, helpers)
-            crls = [x509.load_der_x509_crl(r.der) for r in uow.crls.list()]
+            crls = [read_crl(r.der) for r in uow.crls.list()]
             snapshot = TrustSnapshot(store, RevocationIndex.build(crls, store))
             self._cached = (version, snapshot)
             return snapshot
@@ -137,10 +138,3 @@ def _can_issue(certificate: x509.Certificate) -> bool:
     except x509.ExtensionNotFound:
         return True  # the 2002 GRCA root states none of this; trust is the operator's choice
     return constraints.ca
-
-
-def _crl_number(crl: x509.CertificateRevocationList) -> int | None:
-    try:
-        return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
-    except x509.ExtensionNotFound:
-        return None

@@ -39,22 +39,27 @@ import hashlib
 import threading
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final, NamedTuple
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import UnsupportedAlgorithm
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from engine._clock import Clock
 from engine._errors import CertificateError, ErrorCode, RefusedError, UsageError
+from engine._settings import RevocationPolicy
 from engine.pki.cms import TimestampAuthority, read_signature, timestamp_time
+from engine.pki.revocation import RevocationStatus
 from engine.pki.signatures import SignatureKey
+from engine.services.revocation_checks import RevocationChecker
 from engine.services.trust import TrustService, TrustSnapshot
-from engine.store import CRL, Certificate, Database
+from engine.store import Certificate, Database
 
+UNKNOWN_RECHECK: Final = timedelta(minutes=1)
+"""How soon a candidate whose revocation status is unknown is read again (``swreg revocation
+refresh`` may have filled the OCSP cache meanwhile)."""
 DEFAULT_RECHECK_INTERVAL: Final = 1.0
 """Seconds between two checks that a sender's cached certificates are still current."""
 
@@ -101,6 +106,7 @@ class TurnkeyVerifier:
         database: Database,
         clock: Clock,
         trust: TrustService,
+        revocation: RevocationChecker,
         *,
         timestamp_authorities: Sequence[TimestampAuthority] = (),
         recheck_interval: float = DEFAULT_RECHECK_INTERVAL,
@@ -110,6 +116,7 @@ class TurnkeyVerifier:
         self._database = database
         self._clock = clock
         self._trust = trust
+        self._revocation = revocation
         self._interval = recheck_interval
         self._max_senders = max(1, max_senders)
         self._entries: dict[str, _Entry] = {}
@@ -249,22 +256,53 @@ class TurnkeyVerifier:
             ):
                 previous.checked = checked
                 return previous
-            candidates: list[_Candidate] = []
-            crl_deadlines: list[datetime] = []
-            for _, fingerprint, der, serial_hex, subject in rows:
-                candidate, issuer = _candidate(der, fingerprint, serial_hex, subject, snapshot)
-                if candidate is None:
-                    continue
-                candidates.append(candidate)
-                if issuer is not None:
-                    next_update = _crl_next_update(uow.session, issuer)
-                    if next_update is not None:
-                        crl_deadlines.append(next_update)
+        candidates: list[_Candidate] = []
+        revocation_deadlines: list[datetime] = []
+        for _, fingerprint, der, serial_hex, subject in rows:
+            found = self._candidate(der, fingerprint, serial_hex, subject, snapshot, now)
+            if found is None:
+                continue
+            candidate, until = found
+            candidates.append(candidate)
+            revocation_deadlines.append(until)
         candidates.sort(key=lambda c: c.not_before, reverse=True)  # the newest card first
-        deadlines = [c.not_after for c in candidates] + crl_deadlines
+        deadlines = [c.not_after for c in candidates] + revocation_deadlines
         future = [d for d in deadlines if d > now]  # a past deadline must not rebuild forever
         expires_at = min(future, default=datetime.max.replace(tzinfo=UTC))
         return _Entry(tuple(candidates), version, snapshot, expires_at, checked)
+
+    def _candidate(
+        self,
+        der: bytes,
+        fingerprint: str,
+        serial_hex: str,
+        subject: str,
+        snapshot: TrustSnapshot,
+        now: datetime,
+    ) -> tuple[_Candidate, datetime] | None:
+        """The parsed candidate and when its revocation status must be read again; ``None``
+        when its key is unusable. The status is the cached one only (no network): a path the
+        trust store cannot build is ``unknown``."""
+        try:
+            certificate = x509.load_der_x509_certificate(der)
+            key = SignatureKey.of(certificate.public_key())
+        except (ValueError, UnsupportedAlgorithm):
+            return None
+        if key is None:  # neither RSA nor EC
+            return None
+        try:
+            path = snapshot.store.build_path(certificate)
+        except CertificateError:
+            status, until = RevocationStatus.UNKNOWN, now + UNKNOWN_RECHECK
+        else:
+            verdict = self._revocation.check(path, snapshot=snapshot, network=False)
+            status = verdict.status
+            until = verdict.valid_until or now + UNKNOWN_RECHECK
+        usable = status is RevocationStatus.GOOD or (
+            status is RevocationStatus.UNKNOWN and self._revocation.policy is RevocationPolicy.SOFT
+        )
+        candidate = _Candidate(key, certificate, fingerprint, serial_hex, subject, status, usable)
+        return candidate, until
 
     def forget(self, sender: str | None = None) -> None:
         """Drop the cached candidates of ``sender`` (of every sender when None)."""
@@ -286,10 +324,11 @@ class _Candidate:
         "key",
         "not_after",
         "not_before",
-        "revoked",
+        "revocation",
         "serial",
         "serial_hex",
         "subject",
+        "trusted",
     )
 
     def __init__(
@@ -299,7 +338,8 @@ class _Candidate:
         fingerprint: str,
         serial_hex: str,
         subject: str,
-        revoked: bool,
+        revocation: RevocationStatus,
+        trusted: bool,
     ) -> None:
         self.key = key
         self.not_before = certificate.not_valid_before_utc
@@ -308,10 +348,12 @@ class _Candidate:
         self.fingerprint = fingerprint
         self.serial_hex = serial_hex
         self.subject = subject
-        self.revoked = revoked
+        self.revocation = revocation
+        self.trusted = trusted
+        """Not revoked, and its status known (or accepted unknown under the soft policy)."""
 
     def usable(self, at: datetime) -> bool:
-        return not self.revoked and self.not_before <= at <= self.not_after
+        return self.trusted and self.not_before <= at <= self.not_after
 
     def result(self, sender: str, at: datetime) -> TurnkeyResult:
         return TurnkeyResult(sender, self.fingerprint, self.subject, self.serial_hex, at)
@@ -338,57 +380,6 @@ class _Entry:
         self.preferred = 0
 
 
-def _candidate(
-    der: bytes, fingerprint: str, serial_hex: str, subject: str, snapshot: TrustSnapshot
-) -> tuple[_Candidate | None, x509.Certificate | None]:
-    """The parsed candidate and its issuer (when the trust store knows it); None if unusable."""
-    try:
-        certificate = x509.load_der_x509_certificate(der)
-        key = SignatureKey.of(certificate.public_key())
-    except (ValueError, UnsupportedAlgorithm):
-        return None, None
-    if key is None:  # neither RSA nor EC
-        return None, None
-    issuer = _issuer(certificate, snapshot)
-    revoked = issuer is not None and snapshot.revocation.is_revoked(certificate, issuer)
-    candidate = _Candidate(key, certificate, fingerprint, serial_hex, subject, revoked)
-    return candidate, issuer
-
-
-def _issuer(certificate: x509.Certificate, snapshot: TrustSnapshot) -> x509.Certificate | None:
-    """The trust store's certificate whose key signed ``certificate`` (anchor or intermediate).
-
-    A CRL can only have been stored when its issuer is in the trust store, so an issuer the
-    store does not know has no CRL to consult.
-    """
-    try:
-        aki = certificate.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
-        key_id = aki.value.key_identifier
-    except x509.ExtensionNotFound:
-        key_id = None
-    except ValueError:
-        return None
-    for candidate in snapshot.store.issuer_candidates(certificate.issuer, key_id):
-        try:
-            certificate.verify_directly_issued_by(candidate)
-        except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
-            continue
-        return candidate
-    return None
-
-
-def _crl_next_update(session: Session, issuer: x509.Certificate) -> datetime | None:
-    """nextUpdate of the newest stored CRL named after ``issuer`` (None when there is none)."""
-    query = (
-        select(CRL.next_update)
-        .where(CRL.issuer == issuer.subject.rfc4514_string())
-        .order_by(CRL.this_update.desc(), CRL.id.desc())
-        .limit(1)
-    )
-    value: datetime | None = session.scalar(query)
-    return value
-
-
 def _invalid(detail: str) -> CertificateError:
     return CertificateError(ErrorCode.SIGNATURE_INVALID, field="signature", detail=detail)
 
@@ -413,8 +404,10 @@ def _refusal(
         if all(at < c.not_before for c in candidates for at in times):
             return CertificateError(ErrorCode.CERTIFICATE_NOT_YET_VALID, field="signature")
         return CertificateError(ErrorCode.CERTIFICATE_EXPIRED, field="signature")
-    if all(c.revoked for c in in_time):
+    if all(c.revocation is RevocationStatus.REVOKED for c in in_time):
         return CertificateError(ErrorCode.CERTIFICATE_REVOKED, field="signature")
+    if all(not c.trusted for c in in_time):
+        return CertificateError(ErrorCode.REVOCATION_UNKNOWN, field="signature")
     return _invalid("no registered signing certificate of the sender verifies it")
 
 
@@ -423,7 +416,9 @@ def _unusable(candidate: _Candidate, at: datetime) -> CertificateError:
         return CertificateError(ErrorCode.CERTIFICATE_NOT_YET_VALID, field="signature")
     if at > candidate.not_after:
         return CertificateError(ErrorCode.CERTIFICATE_EXPIRED, field="signature")
-    return CertificateError(ErrorCode.CERTIFICATE_REVOKED, field="signature")
+    if candidate.revocation is RevocationStatus.REVOKED:
+        return CertificateError(ErrorCode.CERTIFICATE_REVOKED, field="signature")
+    return CertificateError(ErrorCode.REVOCATION_UNKNOWN, field="signature")
 
 
 def load_timestamp_authorities(paths: Sequence[Path]) -> tuple[TimestampAuthority, ...]:

@@ -24,7 +24,7 @@ from engine.store._models import (
     UTCDateTime,
     WorkflowDefinition,
 )
-from engine.store._registrations import RegistrationRecord, RegistrationRepository
+from engine.store._registrations import KEPT_EVIDENCE, RegistrationRecord, RegistrationRepository
 from engine.store._repositories import (
     AccountRepository,
     ActivationRepository,
@@ -52,6 +52,7 @@ __all__ = [
     "CRL",
     "GENESIS_HASH",
     "HASHED_FIELDS",
+    "KEPT_EVIDENCE",
     "MIGRATIONS_DIR",
     "Account",
     "AccountRepository",

@@ -70,12 +70,13 @@ _SAVE = (
 )
 
 
-_KEPT_EVIDENCE = (
+KEPT_EVIDENCE = (
     "fingerprint", "ca", "serial", "issuer", "not_before", "not_after", "validated_at",
-    "crl_number", "challenge_id", "origin",
+    "crl_number", "revocation", "challenge_id", "origin",
 )  # fmt: skip
-"""What a purge keeps of the card check's evidence: the certificate's non-personal facts (not
-its subject, chain subjects or identity)."""
+"""What a purge keeps of the card check's evidence, and what ``registrations show`` prints: the
+certificate's non-personal facts and the revocation evidence (not its subject, chain subjects or
+identity)."""
 _PURGE = (
     update(_TABLE)
     .where(_TABLE.c.id == bindparam("_id"), _TABLE.c.purged_at.is_(None))
@@ -177,7 +178,7 @@ class RegistrationRepository(_Repository):
                 "evidence": (
                     None
                     if evidence is None
-                    else {k: evidence[k] for k in _KEPT_EVIDENCE if k in evidence}
+                    else {k: evidence[k] for k in KEPT_EVIDENCE if k in evidence}
                 ),
                 "purged_at": at,
             }

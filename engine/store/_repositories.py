@@ -264,6 +264,21 @@ class CertificateRepository(_Repository):
         )
         return self._session.scalar(query)
 
+    def signing_in_force(self, at: datetime) -> list[tuple[str, str, bytes]]:
+        """``(fingerprint, serial_hex, der)`` of every active signing certificate not expired
+        at ``at``, by id (``swreg revocation refresh`` renews their OCSP answers)."""
+        query = (
+            select(Certificate.fingerprint, Certificate.serial_hex, Certificate.der)
+            .where(
+                Certificate.purpose == "signing",
+                Certificate.status == "active",
+                Certificate.not_after > at,
+            )
+            .order_by(Certificate.id)
+        )
+        rows = self._scope.connection().execute(query)
+        return [(str(f), str(s), bytes(d)) for f, s, d in rows]
+
 
 class ChallengeRepository(_Repository):
     """Single-use challenges of 憑證註冊 (Core statements: one per registration step)."""

@@ -12,9 +12,11 @@ import secrets
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from engine._bootstrap import App, bootstrap
 from engine._errors import SwregError
@@ -25,6 +27,9 @@ from engine.services.registration import RegistrationView
 from engine.testing.pki import IssuedCard, TestPKI
 
 PIN = "123456"
+DEMO_CRL_VALIDITY = timedelta(days=7)
+"""The demo CAs' CRLs are valid a week, like GPKI's daily CRLs with a margin (a demo portal
+left running longer refuses cards with ``revocation_unknown``, as a real one would)."""
 Say = Callable[[str], None]
 
 
@@ -138,6 +143,11 @@ def run_demo(
         for anchor in pki.anchors():
             entry = app.trust.add_certificate(pki.der(anchor), actor="demo")
             speak(f"信任 / trust: {entry.subject}")
+        for ca in pki.intermediates():
+            app.trust.add_certificate(pki.der(ca), anchor=False, actor="demo")
+        for crl in pki.published_crls(next_update=pki.now + DEMO_CRL_VALIDITY):
+            loaded = app.trust.add_crl(crl.public_bytes(Encoding.DER), actor="demo")
+            speak(f"廢止清冊 / CRL: {loaded['issuer']} #{loaded['crl_number']}")
         results = [_run(app, pki, folder, scenario, speak) for scenario in _scenarios(pki)]
         with app.database.unit_of_work() as uow:
             audit = uow.audit.verify()

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal
+from typing import Literal, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -81,6 +81,16 @@ _KEY_USAGE_FLAGS = (
     "key_cert_sign",
     "crl_sign",
 )
+
+
+class TrustTarget(Protocol):
+    """What :meth:`TestPKI.publish_to` needs of a trust service."""
+
+    def add_certificate(self, data: bytes, *, anchor: bool = True, actor: str = "cli") -> object:
+        """Trust a CA certificate."""
+
+    def add_crl(self, data: bytes, *, actor: str = "cli") -> object:
+        """Store a CRL."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,11 +238,13 @@ class TestPKI:
         issuer: TestCA | None = None,
         serial_number: str | None = None,
         ocsp_url: str | None = None,
+        crl_url: str | None = None,
     ) -> IssuedCard:
         """自然人憑證: ``C=TW, CN=<name>, serialNumber=<16 chars>``; SDA .1 citizen, .2, .51.
 
-        ``ocsp_url``: an authorityInfoAccess extension naming that OCSP responder (none
-        without it)."""
+        ``ocsp_url``: an authorityInfoAccess extension naming that OCSP responder; ``crl_url``:
+        a CRL distribution point (a partition's URL, as MOICA's cards name theirs). Neither
+        without them."""
         serial_rdn = serial_number or "".join(secrets.choice("0123456789") for _ in range(16))
         subject = _name(CN=name, serialNumber=serial_rdn)
         attributes = [(_SDA_CLASS, _der_oid(SUBJECT_CLASS_CITIZEN)), (_SDA_LAST4, _utf8(id_last4))]
@@ -247,6 +259,7 @@ class TestPKI:
             valid_to,
             key_usage,
             ocsp_url=ocsp_url,
+            crl_url=crl_url,
         )
 
     def issue_company(
@@ -427,6 +440,57 @@ class TestPKI:
             builder = builder.add_revoked_certificate(entry.build())
         return builder.sign(signing_key or issuer.key, hashes.SHA256())
 
+    def published_crls(
+        self, *, next_update: datetime | None = None
+    ) -> list[x509.CertificateRevocationList]:
+        """One empty CRL per CA — the two roots and the five issuing CAs —, as a real PKI
+        publishes them, so that the default ``hard`` revocation policy knows every status.
+
+        Number 1, thisUpdate an hour before :attr:`now` (so a test's own CRL made with
+        :meth:`crl` at :attr:`now` is newer), nextUpdate ``next_update`` or, by default, the CA
+        certificate's notAfter (a test may move its clock far ahead)."""
+        earlier = self.now - timedelta(hours=1)
+        return [
+            self.crl(
+                ca,
+                this_update=earlier,
+                next_update=next_update or ca.certificate.not_valid_after_utc,
+            )
+            for ca in (self.root, self.twca_root, *self.cas.values())
+        ]
+
+    def publish_to(self, trust: TrustTarget, *, actor: str = "test", crls: bool = True) -> None:
+        """Trust this PKI in ``trust`` (an app's ``TrustService``): the roots as anchors, the
+        issuing CAs as intermediates and, with ``crls``, :meth:`published_crls`."""
+        for anchor in self.anchors():
+            trust.add_certificate(self.der(anchor), actor=actor)
+        for ca in self.intermediates():
+            trust.add_certificate(self.der(ca), anchor=False, actor=actor)
+        if crls:
+            for crl in self.published_crls():
+                trust.add_crl(crl.public_bytes(serialization.Encoding.DER), actor=actor)
+
+    def trust_commands(self, folder: str | Path) -> list[list[str]]:
+        """The ``swreg`` commands an operator would run to trust this PKI — ``trust add`` for
+        the roots, ``trust add --intermediate`` for the issuing CAs, ``crl add`` for
+        :meth:`published_crls` — with their files written to ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        commands: list[list[str]] = []
+        for i, anchor in enumerate(self.anchors()):
+            path = folder / f"trusted-root-{i}.cer"
+            path.write_bytes(self.der(anchor))
+            commands.append(["trust", "add", str(path)])
+        for i, ca in enumerate(self.intermediates()):
+            path = folder / f"trusted-ca-{i}.cer"
+            path.write_bytes(self.der(ca))
+            commands.append(["trust", "add", "--intermediate", str(path)])
+        for i, crl in enumerate(self.published_crls()):
+            path = folder / f"published-{i}.crl"
+            path.write_bytes(crl.public_bytes(serialization.Encoding.DER))
+            commands.append(["crl", "add", str(path)])
+        return commands
+
     # -- files -------------------------------------------------------------------------------
 
     @staticmethod
@@ -484,6 +548,7 @@ class TestPKI:
         serial: int | None = None,
         end_entity_constraints: bool = False,
         ocsp_url: str | None = None,
+        crl_url: str | None = None,
     ) -> IssuedCard:
         private = _new_key(key or self.key_type)
         not_before = _second(valid_from or self.now - _CARD_VALIDITY_BEFORE)
@@ -514,6 +579,11 @@ class TestPKI:
             builder = builder.add_extension(
                 x509.AuthorityInformationAccess([access]), critical=False
             )
+        if crl_url is not None:
+            point = x509.DistributionPoint(
+                [x509.UniformResourceIdentifier(crl_url)], None, None, None
+            )
+            builder = builder.add_extension(x509.CRLDistributionPoints([point]), critical=False)
         certificate = builder.sign(issuer.key, hashes.SHA256())
         family = issuer.family or IssuerCA.UNKNOWN
         return IssuedCard(certificate, private, family, self.chain_of(issuer))

@@ -413,10 +413,7 @@ class AppFactory:
             chosen = replace(chosen, workflow_file=self._workflow_file(workflow))
         app = bootstrap(chosen, clock=self.clock, plugins=manager)
         self._apps.append(app)
-        for anchor in self.pki.anchors():
-            app.trust.add_certificate(self.pki.der(anchor), actor="swreg_plugin")
-        for ca in self.pki.intermediates():
-            app.trust.add_certificate(self.pki.der(ca), anchor=False, actor="swreg_plugin")
+        self.pki.publish_to(app.trust, actor="swreg_plugin")
         return app
 
     def _workflow_file(self, workflow: str | os.PathLike[str]) -> Path:

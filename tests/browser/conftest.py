@@ -152,10 +152,7 @@ def portal_database(
     url = test_databases.create(tmp_path_factory.mktemp("portal"))
     setup = bootstrap(Settings(database_url=url, secret_key=SECRET))
     try:
-        for anchor in pki.anchors():
-            setup.trust.add_certificate(pki.der(anchor), actor="test")
-        for ca in pki.intermediates():  # a PIV card carries no chain: the CAs must be known
-            setup.trust.add_certificate(pki.der(ca), anchor=False, actor="test")
+        pki.publish_to(setup.trust, actor="test")
     finally:
         setup.close()
     yield url
