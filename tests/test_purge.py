@@ -34,7 +34,7 @@ from .helpers import card_response, enrol, to_card_check
 RETENTION = timedelta(days=30)
 KEPT_EVIDENCE = {
     "fingerprint", "ca", "serial", "issuer", "not_before", "not_after", "validated_at",
-    "crl_number", "challenge_id", "origin",
+    "crl_number", "revocation", "challenge_id", "origin",
 }  # fmt: skip
 
 

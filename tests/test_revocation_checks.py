@@ -27,7 +27,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import delete, select
 from typer.testing import CliRunner
 
-from engine import App, FixedClock, IssuerCA, Settings, bootstrap
+from engine import App, CertificateError, ErrorCode, FixedClock, IssuerCA, Settings, bootstrap
 from engine._settings import FetchHosts, RevocationPolicy
 from engine.cli import app as cli_app
 from engine.store import CRL, AuditEntry, CrlSource, OcspResponse
@@ -39,6 +39,8 @@ from engine.web import create_app
 from .conftest import FAST_ARGON2, SECRET, TEST_CLIENT_HOST
 from .helpers import certificates, rows
 from .test_api import card_check, csrf, error, signed, start
+from .test_revocation_ocsp_options import strip_nonce
+from .test_turnkey import UBN, register
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 """OpenSSL stamps its responses with the real clock: the test PKI is built around it."""
@@ -116,7 +118,7 @@ def portal(db_url: str, pki: TestPKI) -> Iterator[PortalFactory]:
                 {"SWREG_REVOCATION_CAS": cas},
                 **{f: getattr(settings, f) for f in _SETTINGS},
             )
-        clock = FixedClock(NOW)
+        clock = FixedClock(datetime.now(UTC))  # OpenSSL answers at the real time
         app = bootstrap(settings, clock=clock)
         opened.append(app)
         pki.publish_to(app.trust, crls=False)
@@ -171,8 +173,9 @@ def fresh_crl(
 def responders(tmp_path: Path, moica: TestCA) -> Iterator[Callable[..., OcspResponder]]:
     running: list[OcspResponder] = []
 
-    def run(port: int, **options: Any) -> OcspResponder:
-        responder = OcspResponder(tmp_path / f"ocsp-{port}", moica, port=port, **options)
+    def run(port: int, *, ca: TestCA | None = None, **options: Any) -> OcspResponder:
+        directory = tmp_path / f"ocsp-{port}"
+        responder = OcspResponder(directory, ca or moica, port=port, **options)
         responder.start()
         running.append(responder)
         return responder
@@ -296,7 +299,7 @@ def test_ocsp_answers_that_are_not_believed_leave_the_status_unknown(
         card = pki.issue_person(ocsp_url=server.url("/"))
         genuine.stop()
         responders(port, good=[card])  # the same responder, now knowing the card
-        first = site.app.ocsp.ocsp_status(card.certificate, moica.certificate, now=NOW)
+        first = site.app.ocsp.ocsp_status(card.certificate, moica.certificate, now=site.clock.now())
         assert first.status.value == "good"  # the relay's first answer is believed...
         _forget_ocsp(site)  # ...and the next request gets the same bytes again
     try:
@@ -461,6 +464,34 @@ def test_a_crl_only_ca_is_never_asked_over_ocsp(
     assert log.count("Received request") == 1  # the readiness probe of OcspResponder.start
 
 
+def test_a_ca_that_requires_the_nonce_refuses_an_answer_without_it(
+    portal: PortalFactory, pki: TestPKI, moica: TestCA, tmp_path: Path,
+    responders: Callable[..., OcspResponder],
+) -> None:  # fmt: skip
+    fingerprint = moica.certificate.fingerprint(_SHA256).hex()
+    config = tmp_path / "cas.toml"
+    config.write_text(f'["{fingerprint}"]\nocsp_nonce = "required"\n', encoding="utf-8")
+    with LocalHTTPServer() as proxy:  # a responder (or a cache) that does not echo the nonce
+        card = pki.issue_person(ocsp_url=proxy.url("/ocsp"))
+        running = responders(free_port(), good=[card])
+        proxy.answer_posts("/ocsp", strip_nonce(running.url))
+        strict = portal(cas=str(config))
+        registration, response = strict.card_check(card)
+        assert (response.status_code, error(response)["code"]) == (422, "revocation_unknown")
+        assert card_tried(response_tried(strict, card))[0]["problem"] == "nonce_missing"
+        lenient = portal()  # the same database, no per-CA setting: the answer is believed
+        registration, response = lenient.card_check(card)
+        assert response.status_code == 200, response.text
+        assert lenient.evidence(registration)["revocation"]["source"] == "ocsp"
+
+
+def response_tried(site: Portal, card: IssuedCard) -> dict[str, Any]:
+    """What the revocation check tries for ``card`` now (``cert inspect``)."""
+    report = site.app.inspect_certificate(card.der())
+    revocation: dict[str, Any] = report["revocation"]
+    return revocation
+
+
 # -- login, cert inspect, Turnkey ---------------------------------------------------------------
 
 
@@ -509,11 +540,7 @@ def test_cert_inspect_explains_the_revocation_status(
     assert shown["unknown"]["revocation"]["status"] == "unknown"
 
 
-def test_turnkey_reads_the_cached_status_only(
-    portal: PortalFactory, pki: TestPKI, responders: Callable[..., OcspResponder]
-) -> None:
-    from .test_turnkey import UBN, register
-
+def test_turnkey_reads_the_cached_status_only(portal: PortalFactory, pki: TestPKI) -> None:
     taica = pki.ca(IssuerCA.TAICA)
     site = portal(crls=(fresh_crl(pki, taica),))
     card = pki.issue_customs(UBN)
@@ -522,7 +549,29 @@ def test_turnkey_reads_the_cached_status_only(
     assert site.app.turnkey.verify(UBN, message, card.sign(message)).fingerprint
     site.app.trust.add_crl(_der(fresh_crl(pki, taica, (card,), number=8)))
     site.app.turnkey.forget()
-    with pytest.raises(Exception) as caught:
+    with pytest.raises(CertificateError) as caught:
         site.app.turnkey.verify(UBN, message, card.sign(message))
-    assert getattr(caught.value, "code", None) is not None
-    assert caught.value.code.value == "certificate_revoked"  # type: ignore[attr-defined]
+    assert caught.value.code is ErrorCode.CERTIFICATE_REVOKED
+
+
+@pytest.mark.parametrize("policy", [RevocationPolicy.HARD, RevocationPolicy.SOFT])
+def test_turnkey_never_asks_the_network_and_applies_the_policy(
+    portal: PortalFactory, pki: TestPKI, responders: Callable[..., OcspResponder],
+    policy: RevocationPolicy,
+) -> None:  # fmt: skip
+    """No TaiCA CRL; the signing card names a live responder that would answer good, but
+    Turnkey only reads the cache, which is empty: unknown."""
+    port = free_port()
+    card = pki.issue_customs(UBN, ocsp_url=ocsp_url(port))
+    responder = responders(port, good=[card], ca=pki.ca(IssuerCA.TAICA))
+    site = portal(policy=policy)
+    register(site.app, card)
+    message = b"<Message/>"
+    if policy is RevocationPolicy.HARD:
+        with pytest.raises(CertificateError) as caught:
+            site.app.turnkey.verify(UBN, message, card.sign(message))
+        assert caught.value.code is ErrorCode.REVOCATION_UNKNOWN
+    else:
+        assert site.app.turnkey.verify(UBN, message, card.sign(message)).sender == UBN
+    log = responder.log_path.read_text(encoding="utf-8", errors="replace")
+    assert log.count("Received request") == 1  # the readiness probe only

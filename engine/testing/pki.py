@@ -360,11 +360,13 @@ class TestPKI:
         valid_to: datetime | None = None,
         key_usage: Sequence[str] | None = None,
         issuer: TestCA | None = None,
+        ocsp_url: str | None = None,
     ) -> IssuedCard:
         """通關專屬憑證 (TaiCA): ``CN=<ubn>-<seq>-000``, digitalSignature + nonRepudiation.
 
         Subject ``C=TW, O=Finance, OU=TaiCA Test FXML CA, OU=<ubn>-RA-001, OU=<system>,
-        CN=<ubn>-<seq>-000``; a 32-bit serial number; no SDA (DOMAIN.md §3.7).
+        CN=<ubn>-<seq>-000``; a 32-bit serial number; no SDA (DOMAIN.md §3.7). ``ocsp_url``: an
+        authorityInfoAccess naming that OCSP responder.
         """
         subject = _name(O="Finance", OU=[_TAICA_OU, f"{ubn}-RA-001", system], CN=f"{ubn}-{seq}-000")
         return self._issue(
@@ -377,6 +379,7 @@ class TestPKI:
             key_usage or ("digital_signature", "content_commitment"),
             serial=secrets.randbits(31) | (1 << 30),
             end_entity_constraints=True,
+            ocsp_url=ocsp_url,
         )
 
     # -- refusal material --------------------------------------------------------------------

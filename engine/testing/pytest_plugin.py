@@ -375,8 +375,10 @@ class AppFactory:
     without installing it. One that the entry points loaded already is not registered
     twice. ``workflow`` is a workflow definition (TOML text or a file path) that places
     contributed steps, as ``SWREG_WORKFLOW`` would. Each app trusts the test PKI (roots as
-    anchors, issuing CAs as intermediates, since PIV cards carry no chain), runs on the test's
-    database and clock, and is closed after the test.
+    anchors, issuing CAs as intermediates, since PIV cards carry no chain, and a CRL of every CA
+    valid as long as the CA, so that the default ``hard`` revocation policy knows every card's
+    status: :meth:`TestPKI.publish_to`), runs on the test's database and clock, and is closed
+    after the test.
     """
 
     def __init__(self, settings: Settings, clock: FixedClock, pki: SwregPKI, folder: Path) -> None:
