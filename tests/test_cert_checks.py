@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -242,19 +242,29 @@ def _verdict(
 
 class RevocationCheck:
     """The service's revocation check as :func:`check_card_response` sees it: it records the
-    path it is asked about and refuses with ``refuse``, else answers ``verdict``."""
+    path it is asked about and whether it may use the network, and refuses with ``refuse``
+    (``refuse_offline`` when asked without the network), else answers ``verdict``."""
 
     def __init__(
-        self, *, refuse: ErrorCode | None = None, verdict: RevocationVerdict | None = None
+        self,
+        *,
+        refuse: ErrorCode | None = None,
+        refuse_offline: ErrorCode | None = None,
+        verdict: RevocationVerdict | None = None,
     ) -> None:
         self.refuse = refuse
+        self.refuse_offline = refuse_offline
         self.verdict = verdict or _verdict()
         self.asked: list[tuple[x509.Certificate, ...]] = []
+        self.offline: list[tuple[x509.Certificate, ...]] = []
 
-    def __call__(self, chain: tuple[x509.Certificate, ...]) -> RevocationVerdict:
-        self.asked.append(chain)
-        if self.refuse is not None:
-            raise CertificateError(self.refuse, detail="by the revocation check")
+    def __call__(
+        self, chain: Sequence[x509.Certificate], *, network: bool = True
+    ) -> RevocationVerdict:
+        (self.asked if network else self.offline).append(tuple(chain))
+        refuse = self.refuse if network else self.refuse_offline
+        if refuse is not None:
+            raise CertificateError(refuse, detail="by the revocation check")
         return self.verdict
 
 
@@ -312,25 +322,36 @@ def test_revocation_is_not_asked_before_the_profile_step_passes(
     assert revocation.asked == []
 
 
-@pytest.mark.parametrize("code", [ErrorCode.CERTIFICATE_REVOKED, ErrorCode.REVOCATION_UNKNOWN])
-def test_revocation_refuses_before_the_signature_is_checked(pki: TestPKI, code: ErrorCode) -> None:
+@pytest.mark.parametrize(
+    ("offline", "code"),
+    [
+        (ErrorCode.CERTIFICATE_REVOKED, ErrorCode.CERTIFICATE_REVOKED),  # known: it comes first
+        (ErrorCode.REVOCATION_UNKNOWN, ErrorCode.SIGNATURE_INVALID),  # not known without asking
+        (None, ErrorCode.SIGNATURE_INVALID),
+    ],
+)
+def test_a_bad_signature_never_makes_the_revocation_check_use_the_network(
+    pki: TestPKI, offline: ErrorCode | None, code: ErrorCode
+) -> None:
     card = pki.issue_person()
-    revocation = RevocationCheck(refuse=code)
+    revocation = RevocationCheck(refuse=ErrorCode.CERTIFICATE_REVOKED, refuse_offline=offline)
     _, run = _card_check(pki, card, revocation, signed=b"another challenge")  # a bad signature
     with pytest.raises(CertificateError) as caught:
         run()
     assert caught.value.code is code
-    assert revocation.asked == [(card.certificate, *card.chain)]  # the trusted path, once
+    assert revocation.asked == []  # never with the network
+    assert revocation.offline == [(card.certificate, *card.chain)]  # the trusted path, once
 
 
-def test_the_signature_is_checked_after_a_good_revocation_answer(pki: TestPKI) -> None:
+@pytest.mark.parametrize("code", [ErrorCode.CERTIFICATE_REVOKED, ErrorCode.REVOCATION_UNKNOWN])
+def test_a_good_signature_is_then_checked_for_revocation(pki: TestPKI, code: ErrorCode) -> None:
     card = pki.issue_person()
-    revocation = RevocationCheck()
-    _, run = _card_check(pki, card, revocation, signed=b"another challenge")
+    revocation = RevocationCheck(refuse=code)
+    _, run = _card_check(pki, card, revocation)
     with pytest.raises(CertificateError) as caught:
         run()
-    assert caught.value.code is ErrorCode.SIGNATURE_INVALID
-    assert revocation.asked == [(card.certificate, *card.chain)]
+    assert caught.value.code is code
+    assert (revocation.asked, revocation.offline) == ([(card.certificate, *card.chain)], [])
 
 
 @pytest.mark.parametrize("crl_number", [42, None])

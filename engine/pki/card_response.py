@@ -4,20 +4,23 @@ The server issues a :class:`Challenge`; the client side verifies the PIN on the 
 signing certificate and has the card sign :func:`challenge_payload`. The PIN never reaches this
 module. :func:`check_card_response` validates in the contract's order and stops at the first
 failure: parse → classify → chain → validity → key usage → accepted profile → revocation →
-signature. (``already_registered`` needs the store and is checked by the service last.)
+signature. (``already_registered`` needs the store and is checked by the service last.) The
+signature is verified before the revocation check may use the network, so a response that does
+not prove the card's key never makes the server contact anyone: it is ``certificate_revoked``
+when the revocation is known already, else ``signature_invalid``.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from cryptography import x509
 
-from engine._errors import SwregError
+from engine._errors import CertificateError, SwregError
 from engine._plugins import Catalog
 from engine.core.declarations import ApplicantType
 from engine.pki.certificate import BoundedMemo, ParsedCertificate, load_certificate, subject_text
@@ -26,7 +29,7 @@ from engine.pki.certificate_checks import (
     check_login_certificate,
     verify_signature,
 )
-from engine.pki.revocation import RevocationVerdict
+from engine.pki.revocation import RevocationCheck, RevocationVerdict, raise_known_revocation
 from engine.pki.trust import TrustStore
 
 MAX_CHAIN_CERTIFICATES = 8
@@ -110,12 +113,13 @@ def check_card_response(
     catalog: Catalog,
     trust: TrustStore,
     at: datetime,
-    revocation: Callable[[tuple[x509.Certificate, ...]], RevocationVerdict],
+    revocation: RevocationCheck,
 ) -> CardCheckResult:
     """Run the ordered checks of DESIGN.md §4 and return the resolved type and verdict.
 
-    ``revocation`` is the service's revocation check of the trusted path (it raises
-    ``certificate_revoked`` / ``revocation_unknown``, or returns the verdict to keep).
+    ``revocation`` is the service's revocation check of the trusted path. The signature is
+    verified before it may use the network: a bad signature is ``certificate_revoked`` only when
+    the revocation is known already (:func:`raise_known_revocation`), else ``signature_invalid``.
     """
     parsed = load_certificate(response.certificate)
     extra = chain_certificates(response.chain, trust=trust)
@@ -123,8 +127,12 @@ def check_card_response(
     verdict = check_login_certificate(
         parsed, trust=trust, at=at, profile=applicant.login, extra=extra
     )
+    try:
+        verify_signature(parsed.certificate, response.signature, challenge.payload)
+    except CertificateError:
+        raise_known_revocation(revocation, verdict.chain)
+        raise
     checked = revocation(verdict.chain)
-    verify_signature(parsed.certificate, response.signature, challenge.payload)
     return CardCheckResult(applicant=applicant, verdict=verdict, revocation=checked)
 
 

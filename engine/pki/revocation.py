@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -226,6 +226,28 @@ def verified_issuer(
         ErrorCode.CERTIFICATE_UNTRUSTED,
         detail=f"CRL of {_name(crl.info.issuer)}: no trusted issuer verifies its signature",
     )
+
+
+class RevocationCheck(Protocol):
+    """The service's revocation check of a trusted path, bound to a trust snapshot: the verdict
+    to keep, or ``certificate_revoked`` / ``revocation_unknown`` raised. ``network=False`` reads
+    only what is known already (the OCSP cache, the stored CRLs)."""
+
+    def __call__(
+        self, chain: Sequence[x509.Certificate], *, network: bool = True
+    ) -> RevocationVerdict: ...
+
+
+def raise_known_revocation(check: RevocationCheck, chain: Sequence[x509.Certificate]) -> None:
+    """For an answer whose signature failed: ``certificate_revoked`` when the revocation is
+    known without asking the network (DESIGN.md §4 puts revocation before the signature),
+    nothing otherwise: a response that does not prove the card's key never makes the server
+    contact a responder or fetch a CRL."""
+    try:
+        check(chain, network=False)
+    except CertificateError as exc:
+        if exc.code is ErrorCode.CERTIFICATE_REVOKED:
+            raise
 
 
 @dataclass(frozen=True, slots=True)

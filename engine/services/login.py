@@ -39,11 +39,12 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, update
 
 from engine._clock import Clock
-from engine._errors import ErrorCode, RefusedError
+from engine._errors import CertificateError, ErrorCode, RefusedError
 from engine.core.step_data import masked_diff
 from engine.pki.card_response import CardResponse, Challenge, chain_certificates
 from engine.pki.certificate import load_certificate
 from engine.pki.certificate_checks import check_login_certificate, verify_signature
+from engine.pki.revocation import raise_known_revocation
 from engine.services.accounts import (
     CARD_LOGIN_STATUSES,
     LOGIN_ACCOUNT_LIMIT,
@@ -128,8 +129,13 @@ class LoginService:
         verdict = check_login_certificate(
             parsed, trust=snapshot.store, at=now, profile=None, extra=extra
         )
-        revocation = self._revocation.require(verdict.chain, snapshot=snapshot)  # may ask OCSP
-        verify_signature(parsed.certificate, response.signature, challenge.payload)
+        check = self._revocation.bound(snapshot)
+        try:  # the key first: an answer that does not prove it makes the server ask no one
+            verify_signature(parsed.certificate, response.signature, challenge.payload)
+        except CertificateError:
+            raise_known_revocation(check, verdict.chain)
+            raise
+        revocation = check(verdict.chain)
         with self._database.unit_of_work() as uow:  # reads only: the card proves the account
             certificate = uow.certificates.active_login(parsed.fingerprint)
             if certificate is None or certificate.account_id is None:

@@ -316,7 +316,7 @@ class RegistrationService:
         result = check_card_response(
             response, challenge, chosen=chosen, catalog=self._catalog,
             trust=snapshot.store, at=self._clock.now(),
-            revocation=lambda chain: self._revocation.require(chain, snapshot=snapshot),
+            revocation=self._revocation.bound(snapshot),
         )  # fmt: skip
         parsed = result.parsed
         with self._database.unit_of_work() as uow:

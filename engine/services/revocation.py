@@ -56,7 +56,7 @@ from cryptography.hazmat.primitives import serialization
 from engine._clock import Clock
 from engine._errors import ErrorCode, FormError, RefusedError, SwregError
 from engine._settings import DEFAULT_CA_REVOCATION, CaRevocation, FetchHosts, RevocationSourceKind
-from engine.pki.crl import Crl, CrlRefused, read_crl
+from engine.pki.crl import Crl, CrlInfo, CrlRefused, read_crl
 from engine.pki.ocsp import OcspStatus
 from engine.pki.revocation import RevocationIndex, issuer_key
 from engine.services.fetching import MAX_CRL_BYTES, Fetcher, FetchOutcome, FetchResult, Validators
@@ -71,7 +71,8 @@ CRL_TIMEOUT: Final = timedelta(seconds=60)
 MAX_URL_CHARS: Final = 2048
 """The longest source URL, in UTF-8 bytes (``crl_sources.url``)."""
 MAX_PARTITION_CHARS: Final = 4096
-"""The longest partition (``crls.partition``: the issuingDistributionPoint URIs, space-joined)."""
+"""The longest partition (``crls.partition``: the issuingDistributionPoint URIs, space-joined,
+and its user/CA scope)."""
 MAX_REMEMBERED: Final = 16384
 """The most URLs :meth:`RevocationService.note_seen` remembers per process (known or refused);
 past it the memory starts over (a database lookup per URL again, nothing lost)."""
@@ -399,13 +400,19 @@ class RevocationService:
         self._remember(known=allowed, refused=[u for u, r in refusals.items() if r is not None])
 
     def fetch_source(
-        self, url: str, *, origin: SourceOrigin = SourceOrigin.SEEN, actor: str = "check"
+        self,
+        url: str,
+        *,
+        origin: SourceOrigin = SourceOrigin.SEEN,
+        actor: str = "check",
+        timeout: timedelta | None = None,
     ) -> SourceReport:
         """Record ``url`` as a source (of ``origin`` unless known already) and fetch, verify
         and store it exactly as ``refresh`` does one source (conditional GET when a CRL from it
         is stored). A URL ``add_source`` would refuse is recorded nowhere and reported with
         its refusal (``host_not_allowed``, ``url_not_allowed``). Never raises for the source;
-        writes no audit row. Call it outside any transaction of the caller's."""
+        writes no audit row. Call it outside any transaction of the caller's. ``timeout``: a
+        shorter limit than ``refresh``'s (a check has a user waiting)."""
         with self._fetcher(self._hosts) as fetcher:
             refused = _refusal(fetcher, url)
             if refused is not None:
@@ -427,7 +434,9 @@ class RevocationService:
                 assert row is not None
                 known = (row.origin, Validators(row.etag, row.last_modified))
             self._remember(known=(url,))
-            report = self._refresh_one(fetcher, url, *known, snapshot, candidates)
+            report = self._refresh_one(
+                fetcher, url, *known, snapshot, candidates, timeout=timeout or self._timeout
+            )
         log.info("CRL %s fetched for %s: %s", url, actor, report.outcome)
         return report
 
@@ -534,13 +543,15 @@ class RevocationService:
         validators: Validators,
         snapshot: TrustSnapshot,
         candidates: Sequence[x509.Certificate],
+        *,
+        timeout: timedelta | None = None,
     ) -> SourceReport:
         with self._database.unit_of_work() as uow:
             kept = uow.fetched_crls.from_source(url)
         if kept is None:
             validators = Validators()  # nothing stored from it: a 304 would prove nothing
         with fetcher.download(
-            url, max_bytes=MAX_CRL_BYTES, timeout=self._timeout, validators=validators
+            url, max_bytes=MAX_CRL_BYTES, timeout=timeout or self._timeout, validators=validators
         ) as result:
             if result.outcome is FetchOutcome.NOT_MODIFIED and kept is not None:
                 return self._finish(url, origin, result.outcome.value, kept, False, result)
@@ -550,7 +561,7 @@ class RevocationService:
         try:
             crl = read_crl(data)
             issuer = crl.verify(candidates)
-            RevocationIndex.build([crl.crl], snapshot.store)  # as the index will read it
+            RevocationIndex.build([crl], snapshot.store)  # as the index will read it
         except CrlRefused as refused:
             return self._fail(url, origin, refused.outcome.value, refused.detail)
         except SwregError as error:  # the index's own check: no trusted path, name mismatch
@@ -561,7 +572,7 @@ class RevocationService:
         except Exception as exc:  # cryptography refusing what the DER reader let through
             log.warning("CRL from %s unreadable: %s", url, type(exc).__name__)
             return self._fail(url, origin, "not_a_crl", type(exc).__name__)
-        if crl.info.partitioned and len(" ".join(crl.info.partition)) > MAX_PARTITION_CHARS:
+        if crl.info.partitioned and len(_partition(crl.info) or "") > MAX_PARTITION_CHARS:
             return self._fail(url, origin, "unsupported", "an issuingDistributionPoint too long")
         return self._store(url, origin, crl, issuer, result)
 
@@ -570,7 +581,7 @@ class RevocationService:
     ) -> SourceReport:
         info = crl.info
         key_id = issuer_key(issuer).hex()
-        partition = " ".join(info.partition) if info.partitioned else None
+        partition = _partition(info)
         order = (-1 if info.number is None else info.number, info.this_update)
         now = self._clock.now()
         with self._database.unit_of_work() as uow:
@@ -702,6 +713,23 @@ def _distribution_points(certificates: Iterable[x509.Certificate]) -> list[str]:
                 if uri.lower().startswith(("http://", "https://")) and _short(uri):
                     urls[uri] = None
     return list(urls)
+
+
+def _partition(info: CrlInfo) -> str | None:
+    """The stored slot of a partitioned CRL: its issuingDistributionPoint URIs, space-joined,
+    plus ``only-user-certs`` / ``only-ca-certs`` for a CRL limited to one kind of certificate (a
+    CA's user CRL and its CA CRL are two slots even when neither names a URI); ``None`` for a
+    complete CRL."""
+    if not info.partitioned:
+        return None
+    scope = (
+        ("only-user-certs",)
+        if info.only_user_certs
+        else ("only-ca-certs",)
+        if info.only_ca_certs
+        else ()
+    )
+    return " ".join((*info.partition, *scope))
 
 
 def _as_stored(crl: Crl, key_id: str, partition: str | None, url: str, at: datetime) -> StoredCrl:

@@ -11,9 +11,11 @@ OCSP then CRLs by default):
   network. Nothing is asked (not even the cache) when there is no responder.
 - **CRLs**: the stored CRLs of the issuer's *key*, in the trust snapshot's
   :class:`~engine.pki.revocation.RevocationIndex` (O(1)). When they do not answer and no OCSP
-  answer was ``good``, the certificate's own distribution point is fetched once
-  (:meth:`~engine.services.revocation.RevocationService.fetch_source`; a URL that just failed is
-  not asked again for :data:`RETRY_AFTER`) and the index asked again.
+  answer was ``good``, the certificate's own first distribution point that may be fetched is
+  fetched (:meth:`~engine.services.revocation.RevocationService.fetch_source`, within
+  :data:`CHECK_FETCH_TIMEOUT`; one check at a time per URL, not again for :data:`RETRY_AFTER`)
+  and the index asked again. At most :data:`MAX_POINTS` points of a certificate are recorded
+  (``note_seen``) or tried.
 
 A ``revoked`` answer from any source wins over ``good``; once a source said ``good``, later
 OCSP sources are read from the cache only. With ``network=False`` (Turnkey, which never waits on
@@ -44,17 +46,26 @@ from engine.pki.certificate import subject_text
 from engine.pki.ocsp import OcspStatus
 from engine.pki.revocation import (
     CrlAnswer,
+    RevocationCheck,
     RevocationSource,
     RevocationStatus,
     RevocationVerdict,
     distribution_points,
 )
+from engine.services.fetching import FetchOutcome
 from engine.services.ocsp import NO_RESPONDER, OcspResult, OcspService, OcspSource, responder_url
 from engine.services.revocation import RevocationService
 from engine.services.trust import TrustService, TrustSnapshot
 
 RETRY_AFTER: Final = timedelta(minutes=1)
-"""How long a distribution point whose fetch failed is not fetched again by a check."""
+"""How long a distribution point a check fetched (or tried to) is not fetched again by a check."""
+CHECK_FETCH_TIMEOUT: Final = timedelta(seconds=10)
+"""The time limit of a CRL fetched during a check (a user waits; ``refresh`` allows more)."""
+MAX_POINTS: Final = 4
+"""The most distribution points of one certificate a check records or tries."""
+_NOT_FETCHED: Final = frozenset(
+    {FetchOutcome.HOST_NOT_ALLOWED.value, FetchOutcome.URL_NOT_ALLOWED.value}
+)
 
 _STATUS: Final = {
     OcspStatus.GOOD: RevocationStatus.GOOD,
@@ -99,12 +110,21 @@ class RevocationChecker:
         self._policy = policy
         self._grace = grace
         self._cas = cas
-        self._failed: dict[str, datetime] = {}
+        self._attempted: dict[str, datetime] = {}
+        self._fetching: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     @property
     def policy(self) -> RevocationPolicy:
         return self._policy
+
+    def bound(self, snapshot: TrustSnapshot) -> RevocationCheck:
+        """:meth:`require` against ``snapshot``, as the pure card check takes it."""
+
+        def check(chain: Sequence[x509.Certificate], *, network: bool = True) -> RevocationVerdict:
+            return self.require(chain, snapshot=snapshot, network=network)
+
+        return check
 
     def require(
         self,
@@ -258,15 +278,15 @@ class RevocationChecker:
         network: bool,
     ) -> tuple[_Answer, TrustSnapshot]:
         points = [p for p in distribution_points(certificate) if _fetchable(p)]
+        points = points[:MAX_POINTS]
         if network and points:
             self._crls.note_seen(points)
         crl = snapshot.revocation.answer(certificate, issuer, at=now, grace=self._grace)
         fetched = None
         if crl.status is RevocationStatus.UNKNOWN and network and points:
-            fetched = self._fetch_once(points[0], now)
-            if fetched is not None:
-                snapshot = self._trust.snapshot()
-                crl = snapshot.revocation.answer(certificate, issuer, at=now, grace=self._grace)
+            fetched = self._fetch_once(points, now)
+            snapshot = self._trust.snapshot()  # this or another check may have stored it
+            crl = snapshot.revocation.answer(certificate, issuer, at=now, grace=self._grace)
         tried: dict[str, Any] = {
             "source": "crl",
             "crl_number": str(crl.crl_number) if crl.crl_number is not None else None,
@@ -279,23 +299,40 @@ class RevocationChecker:
             return _Answer(crl.status, RevocationSource.NONE, now, (tried,)), snapshot
         return _crl_answer(crl, tried, self._grace, now), snapshot
 
-    def _fetch_once(self, url: str, now: datetime) -> str | None:
-        """Fetch ``url`` (the certificate's own distribution point); its outcome, or ``None``
-        when it failed a moment ago and is not asked again yet."""
+    def _fetch_once(self, points: Sequence[str], now: datetime) -> str | None:
+        """Fetch the certificate's first distribution point that may be fetched; its outcome
+        (the last refusal when none may be), or ``None`` when it was fetched a moment ago: each
+        URL is fetched by one check at a time, and not again for :data:`RETRY_AFTER` after an
+        attempt, whatever came of it (a CRL that does not answer for the certificate is not
+        downloaded on every check)."""
+        refused: str | None = None
+        for url in points:
+            with self._url_lock(url):
+                with self._lock:
+                    attempted = self._attempted.get(url)
+                if attempted is not None and now - attempted < RETRY_AFTER:
+                    return None  # another check fetched it (or failed to) a moment ago
+                report = self._crls.fetch_source(url, actor="check", timeout=CHECK_FETCH_TIMEOUT)
+                if report.outcome in _NOT_FETCHED:
+                    refused = report.outcome  # outside SWREG_FETCH_HOSTS: nothing was sent
+                    continue
+                with self._lock:
+                    self._attempted[url] = now
+                    if len(self._attempted) > 1024:  # bounded: forget the oldest attempts
+                        oldest = sorted(self._attempted, key=self._attempted.__getitem__)
+                        for forgotten in oldest[:512]:
+                            del self._attempted[forgotten]
+                return str(report.outcome)
+        return refused
+
+    def _url_lock(self, url: str) -> threading.Lock:
         with self._lock:
-            failed = self._failed.get(url)
-            if failed is not None and now - failed < RETRY_AFTER:
-                return None
-        report = self._crls.fetch_source(url, actor="check")
-        with self._lock:
-            if report.ok:
-                self._failed.pop(url, None)
-            else:
-                self._failed[url] = now
-                if len(self._failed) > 1024:  # bounded: forget the oldest failures
-                    for stale in sorted(self._failed, key=self._failed.__getitem__)[:512]:
-                        del self._failed[stale]
-        return str(report.outcome)
+            lock = self._fetching.get(url)
+            if lock is None:
+                if len(self._fetching) > 1024:
+                    self._fetching.clear()  # held locks stay with their holders
+                lock = self._fetching[url] = threading.Lock()
+            return lock
 
     def _config(self, issuer: x509.Certificate) -> CaRevocation:
         if not self._cas:

@@ -18,11 +18,17 @@ time-stamp token in the SignerInfo's unsigned attributes, signed by a TSA listed
 ``genTime`` (:func:`~engine.pki.cms.timestamp_time`; a token that does not check out is ignored).
 A message without a token costs nothing extra.
 
+**Revocation** is the revocation check's verdict read from what is known already — the OCSP
+cache and the stored CRLs (``network=False``; ``swreg revocation refresh`` keeps the cache of
+registered signing certificates fresh): a revoked candidate never verifies; one whose status is
+unknown verifies only under ``SWREG_REVOCATION_POLICY=soft`` and is read again after
+:data:`UNKNOWN_RECHECK`.
+
 The hot path: each sender's candidates (public key objects, validity, revocation state) are
 kept in memory and revalidated at most once per ``recheck_interval`` seconds by one indexed
-query (the sender's active signing rows) plus the trust snapshot's version check; an entry is
-also rebuilt when the earliest future notAfter of its certificates or nextUpdate of their CRLs
-passes. Per message the cost is one SHA-256 of the message and normally one signature
+query (the sender's active signing rows and when their OCSP answers were cached) plus the trust
+snapshot's version check; an entry is also rebuilt when the earliest future notAfter of its
+certificates or the end of a revocation answer it used passes. Per message the cost is one SHA-256 of the message and normally one signature
 verification: the digest is handed to cryptography as ``Prehashed``, and the candidate that
 verified last is tried first, so a sender with several certificates does not pay a failed
 verification per extra certificate. Cache fills hold a lock; reads take none.
@@ -30,6 +36,7 @@ verification per extra certificate. Cache fills hold a lock; reads take none.
 Refusals (:class:`~engine.RefusedError` / :class:`~engine.CertificateError`): ``not_registered``
 (no active signing certificate), ``certificate_expired`` / ``certificate_not_yet_valid`` (none
 valid at the time that counts), ``certificate_revoked`` (every valid one revoked),
+``revocation_unknown`` (every valid one's status unknown, under the ``hard`` policy),
 ``signature_invalid`` (none verifies, or the signature input is malformed).
 """
 
@@ -55,7 +62,7 @@ from engine.pki.revocation import RevocationStatus
 from engine.pki.signatures import SignatureKey
 from engine.services.revocation_checks import RevocationChecker
 from engine.services.trust import TrustService, TrustSnapshot
-from engine.store import Certificate, Database
+from engine.store import Certificate, Database, OcspResponse
 
 UNKNOWN_RECHECK: Final = timedelta(minutes=1)
 """How soon a candidate whose revocation status is unknown is read again (``swreg revocation
@@ -238,7 +245,9 @@ class TurnkeyVerifier:
                     Certificate.der,
                     Certificate.serial_hex,
                     Certificate.subject,
+                    OcspResponse.checked_at,  # a new OCSP answer (refresh) rebuilds the entry
                 )
+                .outerjoin(OcspResponse, OcspResponse.fingerprint == Certificate.fingerprint)
                 .where(
                     Certificate.query_key == sender,
                     Certificate.purpose == PURPOSE,
@@ -247,7 +256,7 @@ class TurnkeyVerifier:
                 .order_by(Certificate.id)
             )
             rows = uow.session.execute(query).all()
-            version = tuple((row[0], row[1]) for row in rows)
+            version = tuple((row[0], row[1], row[5]) for row in rows)
             if (
                 previous is not None
                 and previous.version == version
@@ -258,7 +267,7 @@ class TurnkeyVerifier:
                 return previous
         candidates: list[_Candidate] = []
         revocation_deadlines: list[datetime] = []
-        for _, fingerprint, der, serial_hex, subject in rows:
+        for _, fingerprint, der, serial_hex, subject, _ in rows:
             found = self._candidate(der, fingerprint, serial_hex, subject, snapshot, now)
             if found is None:
                 continue
@@ -367,7 +376,7 @@ class _Entry:
     def __init__(
         self,
         candidates: tuple[_Candidate, ...],
-        version: tuple[tuple[int, str], ...],
+        version: tuple[tuple[int, str, datetime | None], ...],
         snapshot: TrustSnapshot,
         expires_at: datetime,
         checked: float,
