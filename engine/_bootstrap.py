@@ -89,6 +89,7 @@ class App:
         )
 
     def close(self) -> None:
+        self.ocsp.close()
         self.database.dispose()
 
 

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import http.server
+import ipaddress
+import ssl
+import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from engine._errors import UsageError
 from engine._settings import FetchHosts, RevocationPolicy, Settings, parse_duration
@@ -350,3 +358,97 @@ def test_post_follows_only_method_keeping_redirects(
 def test_post_answer_size_is_limited(fetcher: Fetcher, server: LocalHTTPServer) -> None:
     result = fetcher.post(server.url("/ocsp"), b"x" * MAX_OCSP_BYTES, timeout=3)
     assert result.outcome is FetchOutcome.TOO_LARGE
+
+
+# -- https: one TLS context for every fetcher, still verifying ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def untrusted_tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """An HTTPS server on 127.0.0.1 with a self-signed certificate (trusted by nobody)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    folder = tmp_path_factory.mktemp("tls")
+    (folder / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_every_fetcher_verifies_the_server_certificate(untrusted_tls_server: int) -> None:
+    url = f"https://127.0.0.1:{untrusted_tls_server}/x.crl"
+    for _ in range(2):  # the shared TLS context is not weakened by being shared
+        with Fetcher(LOOPBACK) as fetcher:
+            result = fetcher.get(url, max_bytes=10, timeout=5)
+        assert result.outcome is FetchOutcome.CONNECTION_ERROR
+        assert "CERTIFICATE_VERIFY_FAILED" in result.detail
+
+
+def test_no_cookie_is_kept_between_requests() -> None:
+    sent: list[str | None] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            sent.append(self.headers.get("Cookie"))
+            self.send_response(200)
+            self.send_header("Set-Cookie", "track=1; Path=/")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/x.crl"
+        with Fetcher(LOOPBACK) as fetcher:  # one fetcher, many requests (as OcspService's)
+            for _ in range(3):
+                assert fetcher.get(url, max_bytes=10, timeout=5).outcome is FetchOutcome.FETCHED
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert sent == [None, None, None]

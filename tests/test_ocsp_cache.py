@@ -10,6 +10,7 @@ answer is shown again with the responder stopped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -22,15 +23,24 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from typer.testing import CliRunner
 
-from engine import App, FixedClock, IssuerCA, Settings, bootstrap
+from engine import App, EnvironmentProblem, ErrorCode, FixedClock, IssuerCA, Settings, bootstrap
 from engine._settings import FetchHosts
 from engine.cli import app as cli_app
 from engine.pki.ocsp import OcspStatus
+from engine.pki.revocation import issuer_key
 from engine.services.fetching import Fetcher, FetchResult
-from engine.services.ocsp import NO_RESPONDER, NOT_KNOWN, OcspResult, OcspService, OcspSource
-from engine.store import CachedOcsp
+from engine.services.ocsp import (
+    NO_RESPONDER,
+    NOT_KNOWN,
+    OcspResult,
+    OcspService,
+    OcspSource,
+    certificate_fingerprint,
+)
+from engine.store import CachedOcsp, Database
 from engine.testing import IssuedCard, TestCA, TestPKI
 from engine.testing.ocsp import OcspResponder, Revocation, free_port, issue_ocsp_signer
 
@@ -461,3 +471,246 @@ def test_a_final_revocation_is_never_overwritten(setup: Setup, reason: str, kept
         stored = uow.ocsp.get(revoked.fingerprint)
     assert stored is not None and stored.status == kept
     assert setup.cached_rows() == 1
+
+
+# -- the cached read: the shared cache only, one statement outside any transaction --------------
+
+
+def _fingerprint(der: bytes) -> str:
+    return hashlib.sha256(der).hexdigest()
+
+
+def test_an_answer_the_database_no_longer_holds_is_never_used(
+    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+) -> None:
+    port = free_port()
+    card = pki.issue_person(ocsp_url=url(port))
+    running = responder(port, good=[card])
+    assert setup.status(card, moica).source is OcspSource.NETWORK
+    assert setup.status(card, moica).source is OcspSource.CACHE
+    running.stop()
+    engine = create_engine(setup.settings.database_url)  # another process's connection
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("DELETE FROM ocsp_responses"))
+    finally:
+        engine.dispose()
+    answer = setup.status(card, moica)  # the very next check: nothing kept in the process
+    assert (answer.status, answer.source, answer.problem) == (
+        OcspStatus.UNKNOWN,
+        OcspSource.NETWORK,
+        "connection_error",
+    )
+
+
+def test_a_revocation_another_worker_cached_is_seen_by_the_next_check(
+    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+) -> None:
+    port = free_port()
+    card = pki.issue_person(ocsp_url=url(port))
+    responder(port, good=[card])
+    good = setup.status(card, moica)
+    assert setup.status(card, moica).source is OcspSource.CACHE
+    at = setup.clock.now()
+    assert good.this_update is not None and good.cache_until is not None
+    revoked = CachedOcsp(
+        fingerprint=_fingerprint(card.der()),
+        issuer_key_id=issuer_key(moica.certificate).hex(),
+        responder_url=url(port),
+        status="revoked",
+        reason="keyCompromise",
+        revoked_at=at - timedelta(minutes=5),
+        this_update=good.this_update,
+        next_update=good.next_update,
+        produced_at=at,
+        is_hold=False,
+        der=b"the other worker's response",
+        checked_at=at,
+        cache_until=good.cache_until,
+    )
+    other = Setup(setup.settings.database_url)  # another worker writes the revocation
+    try:
+        with other.app.database.unit_of_work() as uow:
+            uow.ocsp.put(revoked)
+            uow.commit()
+    finally:
+        other.app.close()
+    answer = setup.status(card, moica)
+    assert (answer.status, answer.source, answer.reason, answer.der) == (
+        OcspStatus.REVOKED,
+        OcspSource.CACHE,
+        x509.ReasonFlags.key_compromise,
+        b"the other worker's response",
+    )
+    assert len(setup.fetches.posts) == 1
+
+
+def test_an_answer_cached_under_another_issuer_key_is_not_returned(
+    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+) -> None:
+    port = free_port()
+    card = pki.issue_person(ocsp_url=url(port))
+    responder(port, good=[card])
+    setup.status(card, moica)
+    with setup.app.database.unit_of_work() as uow:
+        stored = uow.ocsp.get(_fingerprint(card.der()))
+        assert stored is not None
+        uow.ocsp.put(replace(stored, issuer_key_id="ee" * 32))  # cached for another CA key
+        uow.commit()
+    answer = setup.status(card, moica)
+    assert (answer.status, answer.source) == (OcspStatus.GOOD, OcspSource.NETWORK)
+    assert len(setup.fetches.posts) == 2
+
+
+def test_a_certificate_decoded_again_finds_its_answer_and_a_forged_twin_does_not(
+    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+) -> None:
+    port = free_port()
+    card = pki.issue_person(ocsp_url=url(port))
+    responder(port, good=[card])
+    setup.status(card, moica)
+    again = x509.load_der_x509_certificate(card.der())  # another object, the same bytes
+    assert certificate_fingerprint(again) == _fingerprint(card.der())
+    assert setup.ocsp.ocsp_status(again, moica.certificate, now=setup.clock.now()).source is (
+        OcspSource.CACHE
+    )
+    # The same signature over another serial number: the fingerprint remembered for the
+    # signature is not taken, the forged certificate has its own (and no cached answer).
+    serial = card.certificate.serial_number
+    length = (serial.bit_length() + 8) // 8
+    forged_der = card.der().replace(
+        serial.to_bytes(length, "big"), (serial ^ 1).to_bytes(length, "big"), 1
+    )
+    forged = x509.load_der_x509_certificate(forged_der)
+    assert forged.signature == again.signature and forged.serial_number == serial ^ 1
+    assert certificate_fingerprint(forged) == _fingerprint(forged_der)
+    answer = setup.ocsp.ocsp_status(forged, moica.certificate, now=setup.clock.now())
+    assert (answer.status, answer.source, answer.problem) == (
+        OcspStatus.UNKNOWN,
+        OcspSource.NETWORK,
+        NOT_KNOWN,
+    )
+    assert certificate_fingerprint(again) == _fingerprint(card.der())  # the twin did not stick
+
+
+def test_the_caller_may_pass_the_fingerprint_it_has(
+    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+) -> None:
+    port = free_port()
+    card = pki.issue_person(ocsp_url=url(port))
+    running = responder(port, good=[card])
+    first = setup.ocsp.ocsp_status(
+        card.certificate,
+        moica.certificate,
+        now=setup.clock.now(),
+        fingerprint=_fingerprint(card.der()),
+    )
+    assert first.source is OcspSource.NETWORK
+    running.stop()
+    again = setup.status(card, moica)  # computed: the same row
+    assert (again.status, again.source, again.der) == (OcspStatus.GOOD, OcspSource.CACHE, first.der)
+
+
+def test_a_cached_read_leaves_the_pooled_connection_transactional(
+    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+) -> None:
+    port = free_port()
+    card = pki.issue_person(ocsp_url=url(port))
+    responder(port, good=[card])
+    setup.status(card, moica)
+    for _ in range(3):  # the read runs in autocommit on PostgreSQL: the pool gets it back reset
+        assert setup.status(card, moica).source is OcspSource.CACHE
+        with setup.app.database.unit_of_work() as uow:
+            uow.ocsp.forget(_fingerprint(card.der()))  # rolled back: never committed
+    assert setup.cached_rows() == 1
+    assert setup.status(card, moica).source is OcspSource.CACHE
+
+
+def test_a_failing_cached_read_raises_as_sqlalchemy_and_hides_the_key(
+    fresh_database: Callable[..., str], pki: TestPKI, moica: TestCA
+) -> None:
+    database = Database(fresh_database(migrated=False))  # no tables yet
+    service = OcspService(
+        database, hosts=FetchHosts.parse("127.0.0.1"), timeout=TIMEOUT, max_age=MAX_AGE
+    )
+    card = pki.issue_person(ocsp_url=url(free_port()))
+    try:
+        with pytest.raises((OperationalError, ProgrammingError)) as info:  # SQLite, PostgreSQL
+            service.ocsp_status(card.certificate, moica.certificate, now=datetime.now(UTC))
+        assert "ocsp_responses" in str(info.value)
+        assert _fingerprint(card.der()) not in str(info.value)  # parameters hidden
+        database.migrate()  # the failed connection was discarded: the next read works
+        answer = service.ocsp_status(
+            card.certificate, moica.certificate, now=datetime.now(UTC), network=False
+        )
+        assert (answer.status, answer.problem) == (OcspStatus.UNKNOWN, "not_cached")
+    finally:
+        database.dispose()
+
+
+def test_an_unreachable_database_is_database_unavailable(pki: TestPKI, moica: TestCA) -> None:
+    database = Database(f"postgresql://swreg@127.0.0.1:{free_port()}/nothing")  # nothing listens
+    service = OcspService(
+        database, hosts=FetchHosts.parse("127.0.0.1"), timeout=TIMEOUT, max_age=MAX_AGE
+    )
+    try:
+        with pytest.raises(EnvironmentProblem) as info:
+            service.ocsp_status(pki.issue_person().certificate, moica.certificate, now=NOW)
+        assert info.value.code is ErrorCode.DATABASE_UNAVAILABLE
+    finally:
+        database.dispose()
+
+
+def test_one_fetcher_per_service_until_closed(
+    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+) -> None:
+    port = free_port()
+    cards = [pki.issue_person(ocsp_url=url(port)) for _ in range(3)]
+    responder(port, good=cards)
+    made: list[Fetcher] = []
+
+    def factory(hosts: FetchHosts) -> Fetcher:
+        made.append(Fetcher(hosts))
+        return made[-1]
+
+    service = OcspService(
+        setup.app.database, hosts=setup.settings.fetch_hosts, timeout=TIMEOUT, max_age=MAX_AGE,
+        fetcher=factory,
+    )  # fmt: skip
+    for card in cards[:2]:
+        answer = service.ocsp_status(card.certificate, moica.certificate, now=setup.clock.now())
+        assert (answer.status, answer.source) == (OcspStatus.GOOD, OcspSource.NETWORK)
+    assert len(made) == 1  # its connections and TLS context serve every request
+    service.close()
+    answer = service.ocsp_status(cards[2].certificate, moica.certificate, now=setup.clock.now())
+    assert (answer.status, answer.source) == (OcspStatus.GOOD, OcspSource.NETWORK)
+    assert len(made) == 2  # closed: the next request made another
+    service.close()
+
+
+def test_threads_read_the_cache_through_one_service_at_once(
+    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+) -> None:
+    port = free_port()
+    card = pki.issue_person(ocsp_url=url(port))
+    responder(port, good=[card])
+    first = setup.status(card, moica)
+    found: list[tuple[OcspStatus, OcspSource, bytes]] = []
+    failures: list[BaseException] = []
+
+    def read() -> None:  # pooled connections (and the cursor each keeps) change threads
+        try:
+            for _ in range(50):
+                answer = setup.status(card, moica)
+                found.append((answer.status, answer.source, answer.der))
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert failures == []
+    assert found == [(OcspStatus.GOOD, OcspSource.CACHE, first.der)] * 200
+    assert len(setup.fetches.posts) == 1

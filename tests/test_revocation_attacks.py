@@ -3,7 +3,9 @@ show the hole: real OpenSSL responders (``openssl ocsp``), a real local HTTP ser
 CRLs, the portal through FastAPI's TestClient, and CRLs / OCSP answers forged or relayed the way
 an attacker (or a confused CA) would.
 
-A passing test documents a control that held; a failing one is a hole (see the report).
+Each test is an attack that must keep failing: a forged or misdirected CRL or OCSP answer, a card
+that would make the server fetch what it must not (or fetch again and again), a refusal that
+would leave a row behind, a revocation that would not reach Turnkey.
 """
 
 from __future__ import annotations

@@ -23,13 +23,20 @@ nothing for a refusal or a network failure:
   memory), removed when the ``with`` block ends.
 
 No proxy, ``.netrc`` or other environment setting of httpx is used (``trust_env=False``): the
-allow-list is the whole policy. Only a URL's host is checked, never the addresses it resolves to:
-list hosts you trust to resolve to public addresses.
+allow-list is the whole policy. Only a URL's host is checked, never the addresses it resolves
+to: list hosts you trust to resolve to public addresses. No cookie a server sets is kept: a
+fetcher used for many requests (one per :class:`~engine.services.ocsp.OcspService`) sends each
+as it would send its first.
+
+A fetcher is cheap to make: every one shares one TLS context, made with certifi's CA bundle the
+first time a fetcher is made in the process (loading the bundle costs ≈ 16 ms, more than asking
+a responder), so a changed bundle is read by the next process.
 """
 
 from __future__ import annotations
 
 import os
+import ssl
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +44,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from enum import StrEnum
+from functools import cache
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 from typing import IO, Final
 
@@ -155,7 +164,10 @@ class Fetcher:
         self._client = httpx.Client(
             follow_redirects=False,
             trust_env=False,
-            transport=transport,
+            cookies=CookieJar(DefaultCookiePolicy(allowed_domains=())),  # none kept
+            transport=httpx.HTTPTransport(verify=_tls_context())
+            if transport is None
+            else transport,
             headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
         )
 
@@ -362,6 +374,14 @@ class Fetcher:
             content_type=response.headers.get("Content-Type"),
             size=size,
         )
+
+
+@cache
+def _tls_context() -> ssl.SSLContext:
+    """The TLS context every fetcher shares: what httpx makes for ``verify=True`` without the
+    environment (certifi's CA bundle, hostnames checked), made once (two threads racing on the
+    first make two, harmlessly). Nothing changes it after it is made."""
+    return httpx.create_ssl_context(verify=True, trust_env=False)
 
 
 def _writer(handle: IO[bytes]) -> _Sink:

@@ -6,7 +6,9 @@
    DER as evidence) while ``now`` is before its ``cache_until`` (for an answer without a
    nextUpdate also before ``checked_at`` + the ``max_age`` in force); a ``revoked`` answer that
    is not a hold is final and is returned even after that. The cache is keyed by the
-   certificate's SHA-256 fingerprint and shared by every process on the database. With
+   certificate's SHA-256 fingerprint (and its issuer's key) and shared by every process on the
+   database; it is read with one prebuilt SELECT outside any transaction, and nothing of it is
+   kept in the process: an answer the database no longer holds is never used. With
    ``network=False`` (Turnkey never waits on the network) that is all: without a usable cached
    answer the result is ``unknown`` with ``problem`` :data:`NOT_CACHED`, nothing is sent and
    nothing recorded. With ``renew_within`` (``swreg revocation refresh``) a cached answer that
@@ -27,6 +29,12 @@
    one — and is never final. ``unknown`` answers (the responder does not know the certificate, a
    refused response, a network failure) are **not cached**: the next check asks again.
 
+What the process does keep: what it read from the last certificates asked (fingerprint,
+responder URL; an issuer's key identifier and name: :func:`_memoized`), so a check does not
+re-encode a certificate, and one :class:`~engine.services.fetching.Fetcher` per service (made by
+``fetcher`` on first use; :meth:`OcspService.close` at shutdown), its connections and TLS context
+serving every request.
+
 Every request (not a refused URL) is recorded as the latest attempt for its URL, which
 ``swreg revocation status`` shows (:meth:`OcspService.responders`). Nothing here raises for a
 responder's failure: an ``unknown`` :class:`OcspResult` carries the ``problem``. Deciding what an
@@ -36,22 +44,25 @@ answer means for a certificate check (policy, CRLs) is not done here.
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from engine._settings import FetchHosts
+from engine.pki.certificate import BoundedMemo
 from engine.pki.ocsp import NONCE_BYTES, OcspAnswer, OcspStatus, build_request, read_response
 from engine.pki.revocation import issuer_key
 from engine.services.fetching import MAX_OCSP_BYTES, Fetcher, FetchOutcome
-from engine.store import CachedOcsp, Database, UnitOfWork
+from engine.store import CachedOcsp, Database, OcspCacheRepository, UnitOfWork
 
 MAX_URL_BYTES: Final = 2048
 """The longest responder URL asked (``ocsp_attempts.url``, ``ocsp_responses.responder_url``)."""
@@ -154,6 +165,29 @@ class OcspService:
         self._timeout = timeout
         self._max_age = max_age
         self._fetcher = fetcher
+        self._shared: tuple[int, Fetcher] | None = None  # (process id, fetcher): _client()
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close the connections kept to responders (a later request opens new ones). Call it
+        when no request is under way: at shutdown."""
+        with self._lock:
+            shared, self._shared = self._shared, None
+        if shared is not None:
+            shared[1].close()
+
+    def _client(self) -> Fetcher:
+        """The one fetcher of this service in this process, made on first use: its connections
+        to a responder are kept between requests (httpx's pool is shared by threads). A process
+        forked after it was made gets its own."""
+        pid = os.getpid()
+        shared = self._shared
+        if shared is None or shared[0] != pid:
+            with self._lock:
+                shared = self._shared
+                if shared is None or shared[0] != pid:
+                    shared = self._shared = (pid, self._fetcher(self._hosts))
+        return shared[1]
 
     @property
     def max_age(self) -> timedelta:
@@ -172,6 +206,7 @@ class OcspService:
         require_nonce: bool = False,
         max_age: timedelta | None = None,
         renew_within: timedelta | None = None,
+        fingerprint: str | None = None,
     ) -> OcspResult:
         """The OCSP status of ``certificate`` (issued by ``issuer``) at ``now``: cached, or
         asked of its responder (see the module docstring).
@@ -184,6 +219,9 @@ class OcspService:
         without nextUpdate instead of ``SWREG_OCSP_MAX_AGE``. ``renew_within``: a cached answer
         that runs out within this of ``now`` is asked again (a final revocation never is); if
         that fails, the cached answer is returned with the failure's ``problem``.
+        ``fingerprint``: the hex SHA-256 of ``certificate``'s DER when the caller has it (not
+        checked: a wrong one reads and writes another certificate's answer); otherwise it is
+        computed (:func:`certificate_fingerprint`).
 
         Never raises for the responder's failures; a caller's mistake (a naive ``now``, an
         ``issuer`` whose name is not the certificate's issuer) raises ``ValueError``. An
@@ -191,14 +229,12 @@ class OcspService:
         if now.tzinfo is None:
             raise ValueError("now must be an aware datetime")
         age = self._max_age if max_age is None else max_age
-        fingerprint = hashlib.sha256(
-            certificate.public_bytes(serialization.Encoding.DER)
-        ).hexdigest()
-        key_id = issuer_key(issuer).hex()
-        with self._database.unit_of_work() as uow:
-            cached = uow.ocsp.get(fingerprint)
+        if fingerprint is None:
+            fingerprint = certificate_fingerprint(certificate)
+        key_id = _memoized(_ISSUERS, issuer, _issuer_facts)[0]
+        cached = OcspCacheRepository.lookup(self._database, fingerprint, key_id)
         kept: OcspResult | None = None
-        if cached is not None and cached.issuer_key_id == key_id:
+        if cached is not None:
             until = _usable_until(cached, age)
             if until is None or now < until:
                 kept = _from_cache(cached)
@@ -241,26 +277,26 @@ class OcspService:
                     problem=NO_RESPONDER,
                     detail=detail,
                 )
-        with self._fetcher(self._hosts) as fetcher:
-            refused = (
-                fetcher.allows(url)
-                if len(url.encode("utf-8", "surrogatepass")) <= MAX_URL_BYTES
-                else FetchOutcome.URL_NOT_ALLOWED
+        fetcher = self._client()
+        refused = (
+            fetcher.allows(url)
+            if len(url.encode("utf-8", "surrogatepass")) <= MAX_URL_BYTES
+            else FetchOutcome.URL_NOT_ALLOWED
+        )
+        if refused is not None:
+            detail = f"{url[:200]} may not be fetched ({refused.value}): SWREG_FETCH_HOSTS"
+            return OcspResult(
+                OcspStatus.UNKNOWN,
+                OcspSource.NONE,
+                url,
+                now,
+                problem=refused.value,
+                detail=detail,
             )
-            if refused is not None:
-                detail = f"{url[:200]} may not be fetched ({refused.value}): SWREG_FETCH_HOSTS"
-                return OcspResult(
-                    OcspStatus.UNKNOWN,
-                    OcspSource.NONE,
-                    url,
-                    now,
-                    problem=refused.value,
-                    detail=detail,
-                )
-            nonce = secrets.token_bytes(NONCE_BYTES)
-            request = build_request(certificate, issuer, nonce=nonce)
-            fetched = fetcher.post(url, request, max_bytes=MAX_OCSP_BYTES, timeout=self._timeout)
-        issuer_text = _name(issuer.subject)
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        request = build_request(certificate, issuer, nonce=nonce)
+        fetched = fetcher.post(url, request, max_bytes=MAX_OCSP_BYTES, timeout=self._timeout)
+        issuer_text = _memoized(_ISSUERS, issuer, _issuer_facts)[1]
         if fetched.outcome is not FetchOutcome.FETCHED or fetched.body is None:
             detail = fetched.detail or fetched.outcome.value
             self._attempted(url, issuer_text, False, fetched.outcome.value, now)
@@ -304,9 +340,53 @@ class OcspService:
             uow.commit()
 
 
+_V = TypeVar("_V")
+_Memo = BoundedMemo[bytes, tuple[x509.Certificate, _V]]
+
+_FINGERPRINTS: _Memo[str] = BoundedMemo(1024)
+_RESPONDERS: _Memo[str | None] = BoundedMemo(1024)
+_ISSUERS: _Memo[tuple[str, str]] = BoundedMemo(256)
+"""What is read from a certificate, for the last ones asked (see :func:`_memoized`)."""
+
+
+def certificate_fingerprint(certificate: x509.Certificate) -> str:
+    """The hex SHA-256 of ``certificate``'s DER: the OCSP cache's key.
+
+    Encoding a certificate costs more than a cached answer's whole read (≈ 8 µs), so the last
+    1,024 certificates asked are remembered (:func:`_memoized`)."""
+    return _memoized(_FINGERPRINTS, certificate, _fingerprint)
+
+
+def _memoized(
+    memo: _Memo[_V], certificate: x509.Certificate, compute: Callable[[x509.Certificate], _V]
+) -> _V:
+    """``compute(certificate)``, remembered in ``memo``: found by the certificate's signature
+    and taken only when the one remembered is equal to it (cryptography compares decoded
+    certificates, which encode to the same DER), so a certificate decoded again from the same
+    bytes is found, a different one with the same signature never."""
+    key = certificate.signature
+    found = memo.get(key)
+    if found is not None and (found[0] is certificate or found[0] == certificate):
+        return found[1]
+    return memo.put(key, (certificate, compute(certificate)))[1]
+
+
+def _fingerprint(certificate: x509.Certificate) -> str:
+    return hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def _issuer_facts(issuer: x509.Certificate) -> tuple[str, str]:
+    """The issuer's key identifier (hex) and its name as ``swreg revocation status`` shows it."""
+    return issuer_key(issuer).hex(), _name(issuer.subject)
+
+
 def responder_url(certificate: x509.Certificate) -> str | None:
     """The first ``http``/``https`` id-ad-ocsp URI of the certificate's authorityInfoAccess
     that fits the store (``None`` when there is none, or the extension is unreadable)."""
+    return _memoized(_RESPONDERS, certificate, _responder_url)
+
+
+def _responder_url(certificate: x509.Certificate) -> str | None:
     try:
         access = certificate.extensions.get_extension_for_class(
             x509.AuthorityInformationAccess

@@ -28,10 +28,11 @@ The hot path: each sender's candidates (public key objects, validity, revocation
 kept in memory and revalidated at most once per ``recheck_interval`` seconds by one indexed
 query (the sender's active signing rows and when their OCSP answers were cached) plus the trust
 snapshot's version check; an entry is also rebuilt when the earliest future notAfter of its
-certificates or the end of a revocation answer it used passes. Per message the cost is one SHA-256 of the message and normally one signature
-verification: the digest is handed to cryptography as ``Prehashed``, and the candidate that
-verified last is tried first, so a sender with several certificates does not pay a failed
-verification per extra certificate. Cache fills hold a lock; reads take none.
+certificates or the end of a revocation answer it used passes. Per message the cost is one
+SHA-256 of the message and normally one signature verification: the digest is handed to
+cryptography as ``Prehashed``, and the candidate that verified last is tried first, so a sender
+with several certificates does not pay a failed verification per extra certificate. Cache fills
+hold a lock; reads take none.
 
 Refusals (:class:`~engine.RefusedError` / :class:`~engine.CertificateError`): ``not_registered``
 (no active signing certificate), ``certificate_expired`` / ``certificate_not_yet_valid`` (none

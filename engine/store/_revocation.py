@@ -11,20 +11,27 @@ ones the trust snapshot's revocation index reads (``uow.crls.list()``).
 :class:`OcspCacheRepository` keeps the cached OCSP answer per certificate (unique by
 fingerprint; a write replaces the row in one ``INSERT ... ON CONFLICT DO UPDATE``, so workers
 racing on one certificate leave one row, the last answer — but never over a final revocation)
-and the latest request per responder URL.
+and the latest request per responder URL. A certificate check reads its answer with
+:meth:`OcspCacheRepository.lookup`: one prebuilt SELECT on a pooled driver cursor, outside any
+unit of work (:meth:`~engine.store._database.Database.fetch_prebuilt`); the upserts are built
+once per dialect.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from functools import cache
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import ColumnElement, Connection, Table, and_, delete, not_, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, delete, not_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.store._models import CRL, CrlSource, OcspAttempt, OcspResponse
 from engine.store._repositories import _Repository, insert_new
+
+if TYPE_CHECKING:  # _database imports this module
+    from engine.store._database import Database
 
 _SOURCES = cast(Table, CrlSource.__table__)
 _CRLS = cast(Table, CRL.__table__)
@@ -224,28 +231,56 @@ class OcspAttemptRow:
 
 _CACHED_COLUMNS = tuple(_OCSP.c[name] for name in CachedOcsp.__slots__)
 _ATTEMPT_COLUMNS = tuple(_ATTEMPTS.c[name] for name in OcspAttemptRow.__slots__)
+_KEYED = ("fingerprint", "issuer_key_id")
+_LOOKUP = select(*(c for c in _CACHED_COLUMNS if c.name not in _KEYED)).where(
+    _OCSP.c.fingerprint == bindparam("fingerprint"),
+    _OCSP.c.issuer_key_id == bindparam("issuer_key_id"),
+)
+"""The cached answer about one certificate under one issuer key: every column but those two, in
+:class:`CachedOcsp`'s order."""
+_FINAL = and_(_OCSP.c.status == "revoked", _OCSP.c.is_hold.is_(False))
+"""A final revocation (not a hold): never overwritten."""
 
 
-def _upsert(
-    connection: Connection,
-    table: Table,
-    values: dict[str, Any],
-    key: str,
-    unless: ColumnElement[bool] | None = None,
-) -> None:
+@cache
+def _upsert_statement(dialect: str, table: Table, key: str, columns: tuple[str, ...]) -> Any:
+    """``INSERT (columns) ... ON CONFLICT (key) DO UPDATE`` every other column for
+    ``dialect``, except over a final revocation (``ocsp_responses``); its values bound by
+    column name at execution."""
+    construct: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = construct(table)
+    changed = {name: statement.excluded[name] for name in columns if name != key}
+    where = not_(_FINAL) if table is _OCSP else None
+    return statement.on_conflict_do_update(index_elements=[key], set_=changed, where=where)
+
+
+def _upsert(connection: Connection, table: Table, values: dict[str, Any], key: str) -> None:
     """``INSERT ... ON CONFLICT (key) DO UPDATE`` every other column: one row per key, the
-    last write wins (except over a row matching ``unless``), on SQLite and PostgreSQL alike."""
-    construct: Any = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
-    statement = construct(table).values(values)
-    changed = {name: statement.excluded[name] for name in values if name != key}
-    where = None if unless is None else not_(unless)
-    connection.execute(
-        statement.on_conflict_do_update(index_elements=[key], set_=changed, where=where)
-    )
+    last write wins (except over a final revocation in ``ocsp_responses``), on SQLite and
+    PostgreSQL alike."""
+    statement = _upsert_statement(connection.dialect.name, table, key, tuple(values))
+    connection.execute(statement, values)
 
 
 class OcspCacheRepository(_Repository):
     """Cached OCSP answers and the latest request per responder (see the module docstring)."""
+
+    @staticmethod
+    def lookup(database: Database, fingerprint: str, issuer_key_id: str) -> CachedOcsp | None:
+        """The cached answer (expired or not) about the certificate of ``fingerprint`` issued
+        under the key ``issuer_key_id`` (an answer cached under another key is not returned),
+        read outside any unit of work: one prebuilt SELECT, what a certificate check asks."""
+        rows = database.fetch_prebuilt(
+            _LOOKUP, {"fingerprint": fingerprint, "issuer_key_id": issuer_key_id}
+        )
+        if not rows:
+            return None
+        (url, status, reason, revoked_at, this_update, next_update, produced_at, is_hold, der,
+         checked_at, cache_until) = rows[0]  # fmt: skip
+        return CachedOcsp(
+            fingerprint, issuer_key_id, url, status, reason, revoked_at, this_update,
+            next_update, produced_at, bool(is_hold), bytes(der), checked_at, cache_until,
+        )  # fmt: skip
 
     def get(self, fingerprint: str) -> CachedOcsp | None:
         """The cached answer about the certificate of ``fingerprint`` (expired or not)."""
@@ -263,8 +298,7 @@ class OcspCacheRepository(_Repository):
         final revocation (``revoked``, not a hold): a worker racing with a good answer never
         overwrites it."""
         values = {name: getattr(answer, name) for name in CachedOcsp.__slots__}
-        final = and_(_OCSP.c.status == "revoked", _OCSP.c.is_hold.is_(False))
-        _upsert(self._scope.connection(), _OCSP, values, "fingerprint", unless=final)
+        _upsert(self._scope.connection(), _OCSP, values, "fingerprint")
 
     def forget(self, fingerprint: str) -> None:
         """Drop the cached answer about a certificate (a hold lifted, an answer now unknown)."""
