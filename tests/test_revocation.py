@@ -595,7 +595,7 @@ def test_good_ocsp_verdict_carries_its_response() -> None:
         "crl_number": None,
         "ocsp_response": "MAMKAQA=",
     }
-    assert verdict.audit() == {"status": "good", "source": "ocsp"}
+    assert verdict.audit() == {"status": "good", "source": "ocsp", "ocsp_response": "MAMKAQA="}
 
 
 def test_unknown_verdict_accepted_softly_is_marked() -> None:

@@ -36,8 +36,8 @@ from engine.testing.http_server import LocalHTTPServer
 from engine.testing.ocsp import OcspResponder, Revocation, free_port, issue_ocsp_signer
 from engine.web import create_app
 
-from .conftest import FAST_ARGON2, SECRET, TEST_CLIENT_HOST
-from .helpers import certificates, rows
+from .conftest import FAST_ARGON2, PERSON_ANSWERS, SECRET, TEST_CLIENT_HOST
+from .helpers import certificates, enrol, rows
 from .test_api import card_check, csrf, error, signed, start
 from .test_revocation_ocsp_options import strip_nonce
 from .test_turnkey import UBN, register
@@ -227,7 +227,8 @@ def test_a_good_ocsp_answer_is_stored_as_the_evidence(
         "problem": None,
         "cached": False,
     }
-    assert site.audit("next")[-1]["revocation"]["source"] == "ocsp"
+    audited = site.audit("next")[-1]["revocation"]
+    assert audited == {"status": "good", "source": "ocsp"}  # the response is kept as evidence
 
 
 def test_a_revoked_card_is_refused_with_nothing_stored(
@@ -498,9 +499,6 @@ def response_tried(site: Portal, card: IssuedCard) -> dict[str, Any]:
 def test_card_login_with_a_card_revoked_since_registration_is_refused(
     portal: PortalFactory, pki: TestPKI, moica: TestCA
 ) -> None:
-    from .conftest import PERSON_ANSWERS
-    from .helpers import enrol
-
     card = pki.issue_person()
     site = portal(crls=(fresh_crl(pki, moica),))
     enrol(site.app, "person.general", card, PERSON_ANSWERS)
@@ -511,6 +509,27 @@ def test_card_login_with_a_card_revoked_since_registration_is_refused(
         response = client.post("/api/login", json=signed(card, challenge), headers=headers)
     assert (response.status_code, error(response)["code"]) == (422, "certificate_revoked")
     assert site.audit("login") == []
+
+
+def test_a_card_login_keeps_the_ocsp_response_in_its_audit_row(
+    portal: PortalFactory, pki: TestPKI, responders: Callable[..., OcspResponder]
+) -> None:
+    port = free_port()
+    card = pki.issue_person(ocsp_url=ocsp_url(port))
+    responders(port, good=[card])
+    site = portal()
+    view = enrol(site.app, "person.general", card, PERSON_ANSWERS)
+    assert view.account is not None
+    site.app.accounts.activate(site.app.accounts.send_activation(view.account))
+    with site.client() as client:
+        headers = csrf(client)
+        challenge = client.post("/api/login/challenge", headers=headers).json()
+        response = client.post("/api/login", json=signed(card, challenge), headers=headers)
+    assert response.status_code == 200, response.text
+    [login] = site.audit("login")
+    assert (login["revocation"]["status"], login["revocation"]["source"]) == ("good", "ocsp")
+    answer = ocsp.load_der_ocsp_response(base64.b64decode(login["revocation"]["ocsp_response"]))
+    assert answer.serial_number == card.certificate.serial_number
 
 
 def test_cert_inspect_explains_the_revocation_status(

@@ -303,13 +303,18 @@ class RevocationVerdict:
             evidence["policy"] = self.policy
         return evidence
 
-    def audit(self) -> dict[str, Any]:
-        """The short form an audit row's diff carries."""
+    def audit(self, *, response: bool = True) -> dict[str, Any]:
+        """What an audit row's diff carries: the status, its source and the evidence of the
+        end-entity certificate's answer — the CRL number, or the OCSP response (base64) — so that
+        a login or an import (which keep no evidence column) can be shown later.
+        ``response=False`` leaves the OCSP response out (a registration keeps it as evidence)."""
         short: dict[str, Any] = {"status": self.status.value, "source": self.source.value}
         if self.policy is not None:
             short["policy"] = self.policy
         if self.crl_number is not None:
             short["crl_number"] = str(self.crl_number)
+        if response and self.ocsp_response:
+            short["ocsp_response"] = base64.b64encode(self.ocsp_response).decode()
         return short
 
 

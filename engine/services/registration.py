@@ -329,7 +329,7 @@ class RegistrationService:
             diff: dict[str, Any] = {
                 "certificate": parsed.fingerprint,
                 "ca": parsed.ca.value,
-                "revocation": result.revocation.audit(),
+                "revocation": result.revocation.audit(response=False),  # kept as evidence
             }
             if applicant.code != registration.applicant_type:
                 diff["applicant_type"] = {"from": registration.applicant_type, "to": applicant.code}
