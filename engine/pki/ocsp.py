@@ -40,6 +40,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from engine.pki.der import SEQUENCE, DerError, DerReader, nth
+from engine.pki.revocation import RevocationStatus
 
 MAX_RESPONSE_BYTES: Final = 64 * 1024
 """Responses larger than this are refused unread (DESIGN.md §4a: OCSP ≤ 64 KiB)."""
@@ -61,10 +62,8 @@ _CERT_ID_HASHES: Final = {  # the CertID hash algorithms RFC 6960 responders use
 _SIGNATURE_FAILURES: Final = (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm)
 
 
-class OcspStatus(StrEnum):
-    GOOD = "good"
-    REVOKED = "revoked"
-    UNKNOWN = "unknown"
+OcspStatus = RevocationStatus
+"""An OCSP answer's status is a revocation status: good, revoked or unknown."""
 
 
 class OcspProblem(StrEnum):

@@ -43,7 +43,6 @@ from engine._errors import CertificateError, ErrorCode
 from engine._settings import DEFAULT_CA_REVOCATION, CaRevocation, RevocationPolicy
 from engine._settings import RevocationSourceKind as Kind
 from engine.pki.certificate import subject_text
-from engine.pki.ocsp import OcspStatus
 from engine.pki.revocation import (
     CrlAnswer,
     RevocationCheck,
@@ -66,12 +65,6 @@ MAX_POINTS: Final = 4
 _NOT_FETCHED: Final = frozenset(
     {FetchOutcome.HOST_NOT_ALLOWED.value, FetchOutcome.URL_NOT_ALLOWED.value}
 )
-
-_STATUS: Final = {
-    OcspStatus.GOOD: RevocationStatus.GOOD,
-    OcspStatus.REVOKED: RevocationStatus.REVOKED,
-    OcspStatus.UNKNOWN: RevocationStatus.UNKNOWN,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +241,7 @@ class RevocationChecker:
             require_nonce=config.ocsp_nonce_required,
             max_age=config.ocsp_max_age,
         )
-        status = _STATUS[result.status]
+        status = result.status
         tried: dict[str, Any] = {
             "source": "ocsp",
             "url": result.url,
