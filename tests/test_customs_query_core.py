@@ -7,6 +7,7 @@ signing row older than the login row, a login row whose account has another UBN)
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,19 +16,16 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from engine import App, SwregError
+from engine import App, EnvironmentProblem, ErrorCode, SwregError
 from engine.services.hashing import IdentifierHasher
-from engine.store import Account, Certificate
-from engine.store._customs_lookup import (
-    CustomsKey,
-    CustomsLookupRow,
-    _fetch,
-    customs_lookup,
-)
+from engine.store import Account, Certificate, Database
+from engine.store._customs_lookup import CustomsKey, CustomsLookupRow, customs_lookup
+from engine.testing.ocsp import free_port
 from engine.testing.pki import TestPKI
 
-from .conftest import ORG_OID, SECRET, sqlite_only
+from .conftest import ORG_OID, SECRET, FreshDatabase, sqlite_only
 
 UBN = "04595257"
 OTHER_UBN = "97162640"
@@ -331,8 +329,29 @@ def test_no_transaction_is_left_to_roll_back(app: App, every_kind: dict[str, lis
     assert watched.in_transaction == [False] * len(every_kind)
 
 
-def test_a_driver_error_discards_the_connection(app: App) -> None:
-    with app.database.engine.connect() as connection:
-        with pytest.raises(Exception, match=r"no such table|does not exist"):
-            _fetch(connection, "SELECT * FROM no_such_table", ())
-        assert connection.invalidated
+def test_a_failing_lookup_raises_as_sqlalchemy_hides_the_key_and_discards_the_connection(
+    fresh_database: FreshDatabase,
+) -> None:
+    database = Database(fresh_database(migrated=False))  # no tables yet
+    discarded: list[object] = []
+    event.listen(database.engine, "invalidate", lambda *args: discarded.append(args))
+    try:
+        with pytest.raises((OperationalError, ProgrammingError)) as info:  # SQLite, PostgreSQL
+            customs_lookup(database, CustomsKey.NATIONAL_ID_HASH, id_hash())
+        assert "certificates" in str(info.value)
+        assert id_hash() not in "".join(traceback.format_exception(info.value))
+        assert len(discarded) == 1  # never back to the pool in an unknown state
+        database.migrate()
+        assert customs_lookup(database, CustomsKey.NATIONAL_ID_HASH, id_hash()) == []
+    finally:
+        database.dispose()
+
+
+def test_an_unreachable_database_is_database_unavailable() -> None:
+    database = Database(f"postgresql://swreg@127.0.0.1:{free_port()}/nothing")  # nothing listens
+    try:
+        with pytest.raises(EnvironmentProblem) as info:
+            customs_lookup(database, CustomsKey.UBN, UBN)
+        assert info.value.code is ErrorCode.DATABASE_UNAVAILABLE
+    finally:
+        database.dispose()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from alembic import command
 from sqlalchemy import UniqueConstraint, inspect, text
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError, ProgrammingError
@@ -608,6 +609,24 @@ def test_a_failing_statement_never_shows_the_values_it_was_given(
         assert value not in caplog.text
     with db.unit_of_work() as uow:  # the row is still the only one
         assert uow.connection().execute(text("SELECT count(*) FROM leak_probe")).scalar() == 1
+
+
+def test_a_failing_prebuilt_read_never_shows_the_values_it_was_given(db: Database) -> None:
+    """``Database.fetch_prebuilt`` bypasses the engine's ``handle_error`` hook: it hides the
+    same values itself."""
+    _probe_table(db)
+    probe = sa.table("leak_probe", sa.column("name"), sa.column("n"))
+    unknown_table = sa.table("no_such_table", sa.column("name"))
+    failing = [sa.select(unknown_table.c.name).where(unknown_table.c.name == sa.bindparam("v"))]
+    if ON_POSTGRESQL:  # text for an integer: PostgreSQL's message would quote it (SQLite compares)
+        failing.append(sa.select(probe.c.name).where(probe.c.n == sa.bindparam("v")))
+    for statement in failing:
+        with pytest.raises((DataError, OperationalError, ProgrammingError)) as caught:
+            db.fetch_prebuilt(statement, {"v": " ".join(PERSONAL)})
+        shown = "".join(traceback.format_exception(caught.value))  # with the driver's own error
+        for value in PERSONAL:
+            assert value not in shown
+    assert db.fetch_prebuilt(sa.select(probe.c.n), {}) == [(1,)]  # the next read works
 
 
 def test_echo_logs_statements_without_their_values(

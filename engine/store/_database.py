@@ -8,6 +8,10 @@ at its default READ COMMITTED isolation (the audit chain's lock relies on it).
 The schema comes from the Alembic migrations shipped in ``migrations/`` (:meth:`Database.migrate`),
 never from ``create_all``.
 
+The reads by key that a request waits for (the cached OCSP answer, 通關憑證查詢) skip the unit
+of work: :meth:`Database.fetch_prebuilt` runs a statement built once, compiled once per database
+(:func:`prebuilt`), on a driver cursor kept by each pooled connection, in autocommit on PostgreSQL.
+
 Personal data stays out of logs and error texts: the engine is made with ``hide_parameters``,
 so a failing statement's message (and ``echo``) shows the SQL without its bound values, and
 PostgreSQL's data and integrity errors, which repeat the offending values (``DETAIL:  Key
@@ -95,28 +99,34 @@ def _sqlite_settings(synchronous: str) -> Callable[[Any, Any], None]:
 
 
 def _hide_server_values(context: ExceptionContext) -> None:
-    """Reword a PostgreSQL data (SQLSTATE 22…) or integrity (23…) error without the values it
-    quotes. An integrity error keeps its primary message (``duplicate key value violates unique
-    constraint "…"``: names only) and loses its DETAIL; a data error, whose primary message may
-    quote the value itself, is told by its class, SQLSTATE and column. The exception classes
-    stay, so callers catch them as before."""
+    """The engine's ``handle_error`` hook: :func:`_hide_values` on the driver's error, and the
+    SQLAlchemy exception wrapping it reworded to match."""
     original = context.original_exception
+    wrapped = context.sqlalchemy_exception
+    if _hide_values(original) and wrapped is not None:
+        kind = type(original)
+        wrapped.args = (f"({kind.__module__}.{kind.__name__}) {original.args[0]}",)
+
+
+def _hide_values(original: BaseException) -> bool:
+    """Reword a PostgreSQL data (SQLSTATE 22…) or integrity (23…) error without the values it
+    quotes; whether it was one. An integrity error keeps its primary message (``duplicate key
+    value violates unique constraint "…"``: names only) and loses its DETAIL; a data error,
+    whose primary message may quote the value itself, is told by its class, SQLSTATE and
+    column. The exception classes stay, so callers catch them as before."""
     diag = getattr(original, "diag", None)
     state = str(getattr(diag, "sqlstate", None) or "")
     if not state.startswith(("22", "23")):
-        return
-    kind = type(original)
+        return False
     primary = getattr(diag, "message_primary", None)
     if state.startswith("23") and primary:
         message = f"{primary} (SQLSTATE {state}; details hidden)"
     else:
         column = getattr(diag, "column_name", None)
         where = f", column {column}" if column else ""
-        message = f"{kind.__name__} (SQLSTATE {state}{where}; values hidden)"
+        message = f"{type(original).__name__} (SQLSTATE {state}{where}; values hidden)"
     original.args = (message,)
-    wrapped = context.sqlalchemy_exception
-    if wrapped is not None:
-        wrapped.args = (f"({kind.__module__}.{kind.__name__}) {message}",)
+    return True
 
 
 def _sqlite_file(url: URL) -> Path | None:
@@ -217,22 +227,30 @@ class Database:
         self, statement: PrebuiltQuery, parameters: Mapping[str, Any]
     ) -> list[tuple[Any, ...]]:
         """The rows of a read-only ``statement`` built once (a module constant: it is kept
-        here, compiled), bound to ``parameters`` by name: compiled once into the driver's SQL
-        text (:func:`prebuilt`) and run on a pooled DBAPI connection, outside any unit of work.
+        here, compiled), bound to ``parameters`` by name: compiled once per database into the
+        driver's SQL text (:func:`prebuilt`) and run on a pooled DBAPI connection, outside any
+        unit of work. A name bound at several places (the two parts of a ``UNION ALL``) is given
+        once; a driver of positional parameters (sqlite3) gets it at each place. The reads by
+        key a request waits for use it: the cached OCSP answer (``_revocation``) and
+        通關憑證查詢 (``_customs_lookup``).
 
         None of the per-execution work of ``Connection.execute`` is done (the cache key, the
-        cursor description, the result object), and each pooled connection keeps one driver
-        cursor for these reads (a new psycopg cursor costs ≈ 40 µs of CPU, twice the query's):
-        a lookup by key costs about the driver's own time. The columns are converted by their
-        SQLAlchemy types' result processors (aware UTC datetimes, booleans, bytes), as a
+        cursor description — a column object per selected column with psycopg —, the result
+        object), which costs more CPU than the driver's own work, and each pooled connection
+        keeps one driver cursor for these reads (a new psycopg cursor costs ≈ 40 µs of CPU,
+        twice an OCSP cache read, half a 通關憑證查詢): a lookup by key costs about the driver's
+        own time. psycopg prepares
+        the statement on a connection after its fifth run there. The columns are converted by
+        their SQLAlchemy types' result processors (aware UTC datetimes, booleans, bytes), as a
         ``Connection`` would. PostgreSQL runs it in autocommit (no BEGIN and ROLLBACK round
         trips; the one statement sees one committed state); the sqlite3 driver opens no
-        transaction for a SELECT anyway.
+        transaction for a SELECT anyway, so its isolation level is left alone.
 
-        Connection events and ``echo`` are bypassed. A database that cannot be reached is
-        ``database_unavailable`` (as for a unit of work); a driver error in the statement
-        discards the connection (never back to the pool in an unknown state) and is raised as
-        ``Connection.execute`` raises it (its SQLAlchemy class, the parameters hidden).
+        Connection events and ``echo`` are bypassed (the pool's events are not). A database
+        that cannot be reached is ``database_unavailable`` (as for a unit of work); a driver
+        error in the statement discards the connection (never back to the pool in an unknown
+        state) and is raised as ``Connection.execute`` raises it (its SQLAlchemy class, the
+        parameters and the values a PostgreSQL error quotes hidden).
         """
         engine = self.engine
         dialect = engine.dialect
@@ -337,8 +355,10 @@ def prebuilt(statement: PrebuiltQuery, dialect: Dialect) -> PrebuiltSql:
 
 
 def _translated(exc: Exception, dialect: Dialect, sql: str) -> BaseException:
-    """A driver's exception as ``Connection.execute`` raises it (its SQLAlchemy class, the
-    parameters hidden)."""
+    """A driver's exception as ``Connection.execute`` raises it: its SQLAlchemy class, the
+    parameters hidden, and the values a PostgreSQL error quotes too (:func:`_hide_values`, what
+    the engine's ``handle_error`` hook does, which this path bypasses)."""
+    _hide_values(exc)
     return DBAPIError.instance(
         sql, None, exc, dialect.loaded_dbapi.Error, hide_parameters=True, dialect=dialect
     )
