@@ -385,12 +385,18 @@ def test_select_truncated_aid_answers_the_property_template(ec_applet: PivApplet
     assert exchange(ec_applet, "00 A4 04 00 0B A0000003080000100001 00 00").sw == 0x9000
 
 
-def test_get_data_discovery_before_select(ec_applet: PivApplet) -> None:
+def test_get_data_discovery_only_once_piv_is_selected(ec_applet: PivApplet) -> None:
+    """OpenSC reads 7E to learn whether PIV is already active, and SELECTs only when it is not."""
+    assert exchange(ec_applet, "00 CB 3F FF 03 5C 01 7E 00").sw == 0x6985  # not selected
+    assert exchange(ec_applet, "00 CB 3F FF 05 5C 03 5F C1 0A 00").sw == 0x6985
+    assert exchange(ec_applet, "00 A4 04 00 09 A0 00 00 03 08 00 00 10 00 00").sw == 0x9000
     response = exchange(ec_applet, "00 CB 3F FF 03 5C 01 7E 00")
     assert response.sw == 0x9000
     assert response.data.startswith(apdu("7E 12 4F 0B A0000003080000100001 00"))
-    assert exchange(ec_applet, "00 CB 3F FF 05 5C 03 5F C1 0A 00").sw == 0x6985  # not selected
-    assert exchange(ec_applet, "00 A4 04 00 09 A0 00 00 03 08 00 00 10 00 00").sw == 0x9000
+    assert exchange(ec_applet, "00 A4 04 00 07 A0 00 00 00 03 10 10 00").sw == 0x6A82
+    assert exchange(ec_applet, "00 CB 3F FF 03 5C 01 7E 00").sw == 0x9000  # still PIV
+    ec_applet.reset()
+    assert exchange(ec_applet, "00 CB 3F FF 03 5C 01 7E 00").sw == 0x6985
 
 
 def test_read_with_le_8_then_exact_length(rsa_applet: PivApplet) -> None:

@@ -8,10 +8,15 @@
 - VERIFY ``00 20 00 80 08 PIN‖FF…``: ``9000`` / ``63Cx`` / ``6983``; empty: the status;
   ``00 20 FF 80``: forget the verification.
 - GET DATA ``00 CB 3F FF 05 5C 03 5F C1 xx``: certificates (``5FC105`` slot 9A, ``5FC10A``
-  slot 9C), CHUID ``5FC102``, discovery ``7E`` (the latter also before SELECT).
+  slot 9C), CHUID ``5FC102``, discovery ``7E``; other objects ``6A82``.
 - GENERAL AUTHENTICATE ``00 87 alg key 7C {82 00 81 L c}``: raw RSA (alg 06/07) or prehashed
   ECDSA (alg 11/14); needs a verified PIN (``6982``).
 - GET RESPONSE ``00 C0 00 00 Le`` after ``61xx``.
+
+Nothing is selected at power-on: until PIV is SELECTed, GET DATA (``7E`` included), VERIFY
+and GENERAL AUTHENTICATE answer ``6985``. OpenSC reads ``7E`` to learn whether PIV is
+*already* the active application and SELECTs only when that fails, so a card answering ``7E``
+unselected would have every later read refused.
 
 Responses honour Le (short or extended): longer data is cut and the rest announced with
 ``61xx``. Command chaining (CLA ``10``) carries long input. A missing Le is read as 256.
@@ -583,10 +588,10 @@ class PivApplet:
             raise _Refused(SW_WRONG_DATA) from None
         if set(fields) != {0x5C}:
             raise _Refused(SW_WRONG_DATA)
+        self._require_selected()  # 7E too: clients probe with it whether PIV is active
         tag = int.from_bytes(fields[0x5C], "big")
         if tag == OBJECT_DISCOVERY:
-            return _discovery()  # readable before SELECT, as where PIV is the default application
-        self._require_selected()
+            return _discovery()
         found = self._objects.get(tag)
         if found is None:
             raise _Refused(SW_FILE_NOT_FOUND)
