@@ -20,6 +20,8 @@ from engine.services.fetching import Fetcher, FetchOutcome
 from engine.testing import IssuedCard, TestPKI
 from engine.testing.http_server import LocalHTTPServer
 
+from .revocation_support import der
+
 NOW = datetime(2026, 12, 1, 9, 0, 0, tzinfo=UTC)
 GRACE = timedelta(hours=6)
 PARTITION = "http://127.0.0.1/crl/MOICA-G3-10-31.crl"
@@ -33,10 +35,6 @@ def pki() -> TestPKI:
 @pytest.fixture(scope="module")
 def cards(pki: TestPKI) -> tuple[IssuedCard, IssuedCard, IssuedCard]:
     return pki.issue_person(), pki.issue_person(), pki.issue_person()
-
-
-def der(crl: x509.CertificateRevocationList) -> bytes:
-    return crl.public_bytes(serialization.Encoding.DER)
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -26,12 +24,12 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from typer.testing import CliRunner
 
-from engine import App, EnvironmentProblem, ErrorCode, FixedClock, IssuerCA, Settings, bootstrap
+from engine import EnvironmentProblem, ErrorCode, IssuerCA
 from engine._settings import FetchHosts
 from engine.cli import app as cli_app
 from engine.pki.ocsp import OcspStatus
 from engine.pki.revocation import issuer_key
-from engine.services.fetching import Fetcher, FetchResult
+from engine.services.fetching import Fetcher
 from engine.services.ocsp import (
     NO_RESPONDER,
     NOT_KNOWN,
@@ -41,118 +39,34 @@ from engine.services.ocsp import (
     certificate_fingerprint,
 )
 from engine.store import CachedOcsp, Database
-from engine.testing import IssuedCard, TestCA, TestPKI
-from engine.testing.ocsp import OcspResponder, Revocation, free_port, issue_ocsp_signer
+from engine.testing import TestCA, TestPKI
+from engine.testing.ocsp import Revocation, free_port, issue_ocsp_signer
 
-from .conftest import FAST_ARGON2, SECRET
+from .revocation_support import (
+    MAX_AGE,
+    NOW,
+    TIMEOUT,
+    OcspSetup,
+    Responder,
+    cli_env,
+    moica,
+    pki,
+    responder,
+    setup,
+)
+from .revocation_support import ocsp_url as url
 
-NOW = datetime.now(UTC).replace(microsecond=0)
-"""OpenSSL stamps responses with the real clock: the test PKI is built around it."""
+__all__ = ["moica", "pki", "responder", "setup"]  # fixtures used here
+
 REVOKED_AT = NOW - timedelta(hours=2)
 HELD_AT = NOW - timedelta(hours=1)
-TIMEOUT = timedelta(seconds=1)
-MAX_AGE = timedelta(minutes=10)
-
-
-@pytest.fixture(scope="module")
-def pki() -> TestPKI:
-    return TestPKI.create(NOW)
-
-
-@pytest.fixture(scope="module")
-def moica(pki: TestPKI) -> TestCA:
-    return pki.ca(IssuerCA.MOICA)
-
-
-class Counting:
-    """A fetcher factory that counts the POSTs its fetchers send."""
-
-    def __init__(self) -> None:
-        self.posts: list[str] = []
-
-    def __call__(self, hosts: FetchHosts) -> Fetcher:
-        counter = self
-
-        class _Fetcher(Fetcher):
-            def post(self, url: str, body: bytes, **options: object) -> FetchResult:
-                counter.posts.append(url)
-                return super().post(url, body, **options)  # type: ignore[arg-type]
-
-        return _Fetcher(hosts)
-
-
-class Setup:
-    """An app on a fresh database, its clock, and an OCSP service counting its requests."""
-
-    def __init__(self, db_url: str, *, hosts: str = "127.0.0.1", max_age: timedelta = MAX_AGE):
-        self.clock = FixedClock(datetime.now(UTC))
-        self.settings = Settings(
-            database_url=db_url,
-            secret_key=SECRET,
-            argon2=FAST_ARGON2,
-            fetch_hosts=FetchHosts.parse(hosts),
-            ocsp_timeout=TIMEOUT,
-            ocsp_max_age=max_age,
-        )
-        self.app: App = bootstrap(self.settings, clock=self.clock)
-        self.fetches = Counting()
-        self.ocsp = OcspService(
-            self.app.database,
-            hosts=self.settings.fetch_hosts,
-            timeout=TIMEOUT,
-            max_age=max_age,
-            fetcher=self.fetches,
-        )
-
-    def status(self, card: IssuedCard, issuer: TestCA) -> OcspResult:
-        return self.ocsp.ocsp_status(card.certificate, issuer.certificate, now=self.clock.now())
-
-    def cached_rows(self) -> int:
-        engine = create_engine(self.settings.database_url)
-        try:
-            with engine.connect() as connection:
-                return int(
-                    connection.execute(text("SELECT count(*) FROM ocsp_responses")).scalar_one()
-                )
-        finally:
-            engine.dispose()
-
-
-@pytest.fixture
-def setup(db_url: str) -> Iterator[Setup]:
-    made = Setup(db_url)
-    yield made
-    made.app.close()
-
-
-Responder = Callable[..., OcspResponder]
-
-
-@pytest.fixture
-def responder(tmp_path: Path, moica: TestCA) -> Iterator[Callable[..., OcspResponder]]:
-    """Start ``openssl ocsp`` for MOICA on a port chosen before the cards naming it are issued."""
-    running: list[OcspResponder] = []
-
-    def start(port: int, **options: object) -> OcspResponder:
-        started = OcspResponder(tmp_path / f"ocsp-{port}", moica, port=port, **options)  # type: ignore[arg-type]
-        started.start()
-        running.append(started)
-        return started
-
-    yield start
-    for each in running:
-        each.stop()
-
-
-def url(port: int) -> str:
-    return f"http://127.0.0.1:{port}/"
 
 
 # -- good, revoked, unknown ---------------------------------------------------------------------
 
 
 def test_a_good_answer_is_cached_and_served_without_a_request(
-    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+    setup: OcspSetup, pki: TestPKI, moica: TestCA, responder: Responder
 ) -> None:
     port = free_port()
     card = pki.issue_person(ocsp_url=url(port))
@@ -174,7 +88,7 @@ def test_a_good_answer_is_cached_and_served_without_a_request(
 
 
 def test_a_revoked_answer_carries_reason_and_time_and_is_final(
-    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+    setup: OcspSetup, pki: TestPKI, moica: TestCA, responder: Responder
 ) -> None:
     port = free_port()
     card = pki.issue_person(ocsp_url=url(port))
@@ -196,7 +110,7 @@ def test_a_revoked_answer_carries_reason_and_time_and_is_final(
 
 
 def test_unknown_from_the_responder_is_not_cached(
-    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+    setup: OcspSetup, pki: TestPKI, moica: TestCA, responder: Responder
 ) -> None:
     port = free_port()
     listed, unlisted = pki.issue_person(ocsp_url=url(port)), pki.issue_person(ocsp_url=url(port))
@@ -214,7 +128,7 @@ def test_unknown_from_the_responder_is_not_cached(
 
 
 def test_a_stale_response_is_unknown_and_not_cached(
-    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+    setup: OcspSetup, pki: TestPKI, moica: TestCA, responder: Responder
 ) -> None:
     port = free_port()
     card = pki.issue_person(ocsp_url=url(port))
@@ -226,7 +140,7 @@ def test_a_stale_response_is_unknown_and_not_cached(
 
 
 def test_a_delegated_responder_is_believed_and_cached(
-    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+    setup: OcspSetup, pki: TestPKI, moica: TestCA, responder: Responder
 ) -> None:
     port = free_port()
     card = pki.issue_person(ocsp_url=url(port))
@@ -237,7 +151,7 @@ def test_a_delegated_responder_is_believed_and_cached(
 
 
 def test_a_responder_signing_for_another_ca_is_refused(
-    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+    setup: OcspSetup, pki: TestPKI, moica: TestCA, responder: Responder
 ) -> None:
     port = free_port()
     card = pki.issue_person(ocsp_url=url(port))
@@ -253,7 +167,7 @@ def test_a_responder_signing_for_another_ca_is_refused(
 
 
 def test_a_responder_that_is_down_gives_unknown_with_the_problem(
-    setup: Setup, pki: TestPKI, moica: TestCA
+    setup: OcspSetup, pki: TestPKI, moica: TestCA
 ) -> None:
     port = free_port()  # nothing listens there
     card = pki.issue_person(ocsp_url=url(port))
@@ -266,7 +180,7 @@ def test_a_responder_that_is_down_gives_unknown_with_the_problem(
     assert answer.der == b"" and setup.cached_rows() == 0
 
 
-def test_a_responder_that_hangs_times_out(setup: Setup, pki: TestPKI, moica: TestCA) -> None:
+def test_a_responder_that_hangs_times_out(setup: OcspSetup, pki: TestPKI, moica: TestCA) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)  # the kernel completes the connection; nobody ever answers
@@ -280,7 +194,9 @@ def test_a_responder_that_hangs_times_out(setup: Setup, pki: TestPKI, moica: Tes
     assert setup.cached_rows() == 0
 
 
-def test_a_host_outside_fetch_hosts_is_not_asked(setup: Setup, pki: TestPKI, moica: TestCA) -> None:
+def test_a_host_outside_fetch_hosts_is_not_asked(
+    setup: OcspSetup, pki: TestPKI, moica: TestCA
+) -> None:
     card = pki.issue_person(ocsp_url="http://ocsp.example.org/")
     answer = setup.status(card, moica)
     assert (answer.status, answer.source, answer.problem) == (
@@ -293,7 +209,7 @@ def test_a_host_outside_fetch_hosts_is_not_asked(setup: Setup, pki: TestPKI, moi
 
 
 def test_a_certificate_without_a_responder_is_unknown(
-    setup: Setup, pki: TestPKI, moica: TestCA
+    setup: OcspSetup, pki: TestPKI, moica: TestCA
 ) -> None:
     answer = setup.status(pki.issue_person(), moica)
     assert (answer.status, answer.source, answer.problem) == (
@@ -308,7 +224,7 @@ def test_a_certificate_without_a_responder_is_unknown(
 
 
 def test_the_cache_expires_by_the_clock(
-    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+    setup: OcspSetup, pki: TestPKI, moica: TestCA, responder: Responder
 ) -> None:
     port = free_port()
     card = pki.issue_person(ocsp_url=url(port))
@@ -325,7 +241,7 @@ def test_the_cache_expires_by_the_clock(
 
 
 def test_a_hold_without_next_update_is_not_cached(
-    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+    setup: OcspSetup, pki: TestPKI, moica: TestCA, responder: Responder
 ) -> None:
     port = free_port()
     card = pki.issue_person(ocsp_url=url(port))
@@ -342,7 +258,7 @@ def test_a_hold_without_next_update_is_not_cached(
 
 
 def test_a_hold_is_cached_until_next_update_and_never_final(
-    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+    setup: OcspSetup, pki: TestPKI, moica: TestCA, responder: Responder
 ) -> None:
     port = free_port()
     card = pki.issue_person(ocsp_url=url(port))
@@ -362,7 +278,7 @@ def test_a_hold_is_cached_until_next_update_and_never_final(
 
 
 def test_two_apps_on_one_database_share_the_cache(
-    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+    setup: OcspSetup, pki: TestPKI, moica: TestCA, responder: Responder
 ) -> None:
     port = free_port()
     card = pki.issue_person(ocsp_url=url(port))
@@ -374,7 +290,7 @@ def test_two_apps_on_one_database_share_the_cache(
         is OcspSource.NETWORK
     )
     running.stop()
-    other = Setup(setup.settings.database_url)  # another worker: its own app and connections
+    other = OcspSetup(setup.settings.database_url)  # another worker: its own app and connections
     try:
         answer = other.status(card, moica)
         assert (answer.status, answer.source) == (OcspStatus.GOOD, OcspSource.CACHE)
@@ -384,12 +300,12 @@ def test_two_apps_on_one_database_share_the_cache(
 
 
 def test_workers_racing_on_one_certificate_leave_one_row(
-    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+    setup: OcspSetup, pki: TestPKI, moica: TestCA, responder: Responder
 ) -> None:
     port = free_port()
     card = pki.issue_person(ocsp_url=url(port))
     responder(port, good=[card])
-    workers = [Setup(setup.settings.database_url) for _ in range(4)]
+    workers = [OcspSetup(setup.settings.database_url) for _ in range(4)]
     answers: list[OcspResult] = []
     try:
         threads = [
@@ -411,7 +327,7 @@ def test_workers_racing_on_one_certificate_leave_one_row(
 
 
 def test_revocation_status_lists_the_responders_asked(
-    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+    setup: OcspSetup, pki: TestPKI, moica: TestCA, responder: Responder
 ) -> None:
     up, down = free_port(), free_port()
     card = pki.issue_person(ocsp_url=url(up))
@@ -419,13 +335,7 @@ def test_revocation_status_lists_the_responders_asked(
     setup.app.ocsp.ocsp_status(card.certificate, moica.certificate, now=setup.clock.now())
     lost = pki.issue_person(ocsp_url=url(down))
     setup.app.ocsp.ocsp_status(lost.certificate, moica.certificate, now=setup.clock.now())
-    env = {
-        **os.environ,
-        "SWREG_DATABASE_URL": setup.settings.database_url,
-        "SWREG_SECRET_KEY": SECRET.hex(),
-        "SWREG_ARGON2": "1,64,1",
-        "SWREG_FETCH_HOSTS": "127.0.0.1",
-    }
+    env = cli_env(setup.settings.database_url)
     result = CliRunner().invoke(cli_app, ["revocation", "status", "--json"], env=env)
     assert result.exit_code == 0, result.stdout
     rows = {row["url"]: row for row in json.loads(result.stdout)["ocsp"]}
@@ -444,7 +354,7 @@ def test_revocation_status_lists_the_responders_asked(
         ("certificateHold", "good"),  # a hold is not: the later good answer replaces it
     ],
 )
-def test_a_final_revocation_is_never_overwritten(setup: Setup, reason: str, kept: str) -> None:
+def test_a_final_revocation_is_never_overwritten(setup: OcspSetup, reason: str, kept: str) -> None:
     at = setup.clock.now()
     revoked = CachedOcsp(
         fingerprint="ab" * 32,
@@ -481,7 +391,7 @@ def _fingerprint(der: bytes) -> str:
 
 
 def test_an_answer_the_database_no_longer_holds_is_never_used(
-    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+    setup: OcspSetup, pki: TestPKI, moica: TestCA, responder: Responder
 ) -> None:
     port = free_port()
     card = pki.issue_person(ocsp_url=url(port))
@@ -504,7 +414,7 @@ def test_an_answer_the_database_no_longer_holds_is_never_used(
 
 
 def test_a_revocation_another_worker_cached_is_seen_by_the_next_check(
-    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+    setup: OcspSetup, pki: TestPKI, moica: TestCA, responder: Responder
 ) -> None:
     port = free_port()
     card = pki.issue_person(ocsp_url=url(port))
@@ -528,7 +438,7 @@ def test_a_revocation_another_worker_cached_is_seen_by_the_next_check(
         checked_at=at,
         cache_until=good.cache_until,
     )
-    other = Setup(setup.settings.database_url)  # another worker writes the revocation
+    other = OcspSetup(setup.settings.database_url)  # another worker writes the revocation
     try:
         with other.app.database.unit_of_work() as uow:
             uow.ocsp.put(revoked)
@@ -546,7 +456,7 @@ def test_a_revocation_another_worker_cached_is_seen_by_the_next_check(
 
 
 def test_an_answer_cached_under_another_issuer_key_is_not_returned(
-    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+    setup: OcspSetup, pki: TestPKI, moica: TestCA, responder: Responder
 ) -> None:
     port = free_port()
     card = pki.issue_person(ocsp_url=url(port))
@@ -563,7 +473,7 @@ def test_an_answer_cached_under_another_issuer_key_is_not_returned(
 
 
 def test_a_certificate_decoded_again_finds_its_answer_and_a_forged_twin_does_not(
-    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+    setup: OcspSetup, pki: TestPKI, moica: TestCA, responder: Responder
 ) -> None:
     port = free_port()
     card = pki.issue_person(ocsp_url=url(port))
@@ -594,7 +504,7 @@ def test_a_certificate_decoded_again_finds_its_answer_and_a_forged_twin_does_not
 
 
 def test_the_caller_may_pass_the_fingerprint_it_has(
-    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+    setup: OcspSetup, pki: TestPKI, moica: TestCA, responder: Responder
 ) -> None:
     port = free_port()
     card = pki.issue_person(ocsp_url=url(port))
@@ -612,7 +522,7 @@ def test_the_caller_may_pass_the_fingerprint_it_has(
 
 
 def test_a_cached_read_leaves_the_pooled_connection_transactional(
-    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+    setup: OcspSetup, pki: TestPKI, moica: TestCA, responder: Responder
 ) -> None:
     port = free_port()
     card = pki.issue_person(ocsp_url=url(port))
@@ -662,7 +572,7 @@ def test_an_unreachable_database_is_database_unavailable(pki: TestPKI, moica: Te
 
 
 def test_one_fetcher_per_service_until_closed(
-    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+    setup: OcspSetup, pki: TestPKI, moica: TestCA, responder: Responder
 ) -> None:
     port = free_port()
     cards = [pki.issue_person(ocsp_url=url(port)) for _ in range(3)]
@@ -689,7 +599,7 @@ def test_one_fetcher_per_service_until_closed(
 
 
 def test_threads_read_the_cache_through_one_service_at_once(
-    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+    setup: OcspSetup, pki: TestPKI, moica: TestCA, responder: Responder
 ) -> None:
     port = free_port()
     card = pki.issue_person(ocsp_url=url(port))

@@ -11,7 +11,7 @@ would leave a row behind, a revocation that would not reach Turnkey.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,87 +23,50 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from sqlalchemy import select
 
-from engine import (
-    CertificateError,
-    ErrorCode,
-    FixedClock,
-    ImportKind,
-    IssuerCA,
-    Settings,
-    SwregError,
-    bootstrap,
-)
-from engine._settings import FetchHosts, RevocationPolicy
+from engine import CertificateError, ErrorCode, ImportKind, IssuerCA, SwregError
+from engine._settings import RevocationPolicy
 from engine.services.turnkey import TurnkeyVerifier
 from engine.store import CRL, Account, AuditEntry, CrlSource, OcspAttempt, Registration
 from engine.testing import IssuedCard, TestCA, TestPKI
 from engine.testing.http_server import LocalHTTPServer
 from engine.testing.ocsp import OcspResponder, Revocation, free_port, issue_ocsp_signer
 
-from .conftest import FAST_ARGON2, PERSON_ANSWERS, SECRET, TEST_CLIENT_HOST
+from .conftest import PERSON_ANSWERS
 from .helpers import audit_events, certificates, enrol, rows
-from .test_api import csrf, error, signed
-from .test_customs import activate_and_login
-from .test_revocation_checks import (
+from .revocation_support import (
     GRACE,
     NOW,
     Portal,
-    _der,
+    PortalFactory,
+    Responder,
     card_tried,
+    der,
     fresh_crl,
     moica,
     ocsp_url,
     pki,
-    responders,
+    portal,
+    responder,
     response_tried,
 )
+from .test_api import csrf, error, signed
+from .test_customs import activate_and_login
 from .test_turnkey import UBN, register
 
-__all__ = ["moica", "pki", "responders"]  # fixtures used here
+__all__ = ["moica", "pki", "portal", "responder"]  # fixtures used here
 
 _SHA256 = hashes.SHA256()
 _OCSP_REQUEST = {"Content-Type": "application/ocsp-request"}
 
-SiteFactory = Callable[..., Portal]
+SiteFactory = PortalFactory
 
 
 @pytest.fixture
-def site(db_url: str, pki: TestPKI) -> Iterator[SiteFactory]:
-    """``site(policy=..., crls=[...], fetch_hosts=..., root_crls=...)``: an app trusting the
-    test PKI, with the roots' CRLs (unless ``root_crls=False``) and the CRLs given."""
-    opened: list[Any] = []
-
-    def make(
-        *,
-        policy: RevocationPolicy = RevocationPolicy.HARD,
-        crls: tuple[x509.CertificateRevocationList, ...] = (),
-        fetch_hosts: str = "127.0.0.1",
-        root_crls: bool = True,
-    ) -> Portal:
-        settings = Settings(
-            database_url=db_url,
-            secret_key=SECRET,
-            argon2=FAST_ARGON2,
-            allowed_hosts=(TEST_CLIENT_HOST,),
-            fetch_hosts=FetchHosts.parse(fetch_hosts),
-            revocation_policy=policy,
-            ocsp_timeout=timedelta(seconds=1),
-            crl_grace=GRACE,
-        )
-        clock = FixedClock(datetime.now(UTC))  # OpenSSL answers at the real time
-        app = bootstrap(settings, clock=clock)
-        opened.append(app)
-        pki.publish_to(app.trust, crls=False)
-        if root_crls:
-            for root in (pki.root, pki.twca_root):
-                app.trust.add_crl(_der(pki.crl(root, next_update=NOW + timedelta(days=30))))
-        for crl in crls:
-            app.trust.add_crl(_der(crl))
-        return Portal(app, clock, settings)
-
-    yield make
-    for app in opened:
-        app.close()
+def site(portal: PortalFactory) -> SiteFactory:
+    """``site(policy=..., crls=[...], fetch_hosts=..., root_crls=...)``: the portal of
+    :mod:`tests.revocation_support` (an app trusting the test PKI, with the roots' CRLs unless
+    ``root_crls=False`` and the CRLs given), under the name these attacks give it."""
+    return portal
 
 
 # -- material -----------------------------------------------------------------------------------
@@ -201,12 +164,12 @@ def test_a_crl_of_another_generation_of_the_ca_does_not_answer_for_its_cards(
     empty_g2 = make_crl(g2, number=50)
     portal = site(crls=())
     trust_ca(portal, g2)
-    portal.app.trust.add_crl(_der(empty_g2))
+    portal.app.trust.add_crl(der(empty_g2))
     _, response = portal.card_check(card)
     assert (response.status_code, error(response)["code"]) == (422, "revocation_unknown")
 
-    portal.app.trust.add_crl(_der(make_crl(g2, number=51, revoked=((serial(card), None),))))
-    portal.app.trust.add_crl(_der(fresh_crl(pki, moica)))  # G3's own: empty
+    portal.app.trust.add_crl(der(make_crl(g2, number=51, revoked=((serial(card), None),))))
+    portal.app.trust.add_crl(der(fresh_crl(pki, moica)))  # G3's own: empty
     registration, response = portal.card_check(card)
     assert response.status_code == 200, response.text
     assert portal.evidence(registration)["revocation"]["crl_number"] == "7"
@@ -220,7 +183,7 @@ def test_a_crl_of_another_generation_at_the_cards_distribution_point_is_not_used
         url = server.url("/MOICA-G3-10-31.crl")
         card = pki.issue_person(crl_url=url)
         server.serve(
-            "/MOICA-G3-10-31.crl", _der(make_crl(g2, number=9, idp=scoped(partition=(url,))))
+            "/MOICA-G3-10-31.crl", der(make_crl(g2, number=9, idp=scoped(partition=(url,))))
         )
         portal = site()
         trust_ca(portal, g2)
@@ -241,7 +204,7 @@ def test_a_partition_crl_signed_by_a_sibling_ca_does_not_answer(
         card = pki.issue_person(crl_url=url)
         name = moeaca.name if named == "sibling" else moica.name
         forged = make_crl(moeaca, number=99, idp=scoped(partition=(url,)), name=name)
-        server.serve("/CRL_0064.crl", _der(forged))
+        server.serve("/CRL_0064.crl", der(forged))
         portal = site()
         registration, response = portal.card_check(card)
         assert (response.status_code, error(response)["code"]) == (422, "revocation_unknown")
@@ -284,8 +247,8 @@ def test_fetched_user_only_and_ca_only_crls_of_one_ca_are_both_kept(
     with LocalHTTPServer() as server:
         users = make_crl(moica, number=10, idp=scoped(users=True), revoked=((serial(card), None),))
         arl = make_crl(moica, number=11, idp=scoped(cas=True))
-        server.serve("/users.crl", _der(users))
-        server.serve("/arl.crl", _der(arl))
+        server.serve("/users.crl", der(users))
+        server.serve("/arl.crl", der(arl))
         portal = site(policy=policy)
         portal.app.revocation.add_source(server.url("/users.crl"))
         portal.app.revocation.add_source(server.url("/arl.crl"))
@@ -312,7 +275,7 @@ def test_a_hold_refuses_the_card_and_the_next_crl_lifts_it(
     _, response = portal.card_check(card)
     assert (response.status_code, error(response)["code"]) == (422, "certificate_revoked")
     removal = ((serial(card), x509.ReasonFlags.remove_from_crl),) if lifted != "omitted" else ()
-    portal.app.trust.add_crl(_der(make_crl(moica, number=9, revoked=removal)))
+    portal.app.trust.add_crl(der(make_crl(moica, number=9, revoked=removal)))
     registration, response = portal.card_check(card)
     assert response.status_code == 200, response.text
     assert portal.evidence(registration)["revocation"]["crl_number"] == "9"
@@ -425,7 +388,7 @@ def test_an_ocsp_answer_not_about_this_card_from_its_ca_now_is_not_believed(
     site: SiteFactory,
     pki: TestPKI,
     moica: TestCA,
-    responders: Callable[..., OcspResponder],
+    responder: Responder,
     case: str,
     problem: str | None,
 ) -> None:
@@ -438,17 +401,17 @@ def test_an_ocsp_answer_not_about_this_card_from_its_ca_now_is_not_believed(
             server.answer_posts("/ocsp", crafted_answer(moica, card, moica.certificate))
         elif case == "other_serial":
             other = pki.issue_person()
-            genuine = responders(free_port(), good=[other])
+            genuine = responder(free_port(), good=[other])
             server.answer_posts("/ocsp", relay_about(genuine.url, other, moica.certificate))
         elif case == "other_issuer":  # MOICA's key, the card's serial, MOEACA's CertID hashes
             moeaca = pki.ca(IssuerCA.MOEACA)
             server.answer_posts("/ocsp", crafted_answer(moica, card, moeaca.certificate))
         elif case == "signed_by_other_generation":  # OpenSSL, signing with G2 (same DN)
-            genuine = responders(free_port(), good=[card], signer=g2)
+            genuine = responder(free_port(), good=[card], signer=g2)
             server.answer_posts("/ocsp", _forward(genuine.url))
         elif case == "delegated_by_other_generation":  # an OCSPSigning cert issued by G2
             delegate = issue_ocsp_signer(pki, moica, issuer=g2)
-            genuine = responders(free_port(), good=[card], signer=delegate)
+            genuine = responder(free_port(), good=[card], signer=delegate)
             server.answer_posts("/ocsp", _forward(genuine.url))
         else:
             server.answer_posts(
@@ -574,7 +537,7 @@ def test_concurrent_checks_missing_one_crl_fetch_it_once(
     with LocalHTTPServer(hang_seconds=2) as server:
         url = server.url("/CRL_0070.crl")
         server.serve(
-            "/CRL_0070.crl", _der(fresh_crl(pki, moica, partition=[url])), misbehaviour="hang"
+            "/CRL_0070.crl", der(fresh_crl(pki, moica, partition=[url])), misbehaviour="hang"
         )
         cards = [pki.issue_person(crl_url=url) for _ in range(2)]
         portal = site()
@@ -605,7 +568,7 @@ def test_a_distribution_point_whose_crl_does_not_answer_is_not_downloaded_on_eve
     with LocalHTTPServer() as server:
         url = server.url("/CRL_0064.crl")
         other = server.url("/CRL_0065.crl")
-        server.serve("/CRL_0064.crl", _der(fresh_crl(pki, moica, partition=[other])))
+        server.serve("/CRL_0064.crl", der(fresh_crl(pki, moica, partition=[other])))
         card = pki.issue_person(crl_url=url)
         portal = site()
         for _ in range(3):
@@ -679,8 +642,8 @@ def test_a_revoked_issuing_ca_is_refused_by_login_and_turnkey(
     register(portal.app, customs)
     message = b"<Message/>"
     assert portal.app.turnkey.verify(UBN, message, customs.sign(message)).sender == UBN
-    portal.app.trust.add_crl(_der(pki.crl(pki.root, [moica.certificate], number=9)))
-    portal.app.trust.add_crl(_der(pki.crl(pki.twca_root, [taica.certificate], number=9)))
+    portal.app.trust.add_crl(der(pki.crl(pki.root, [moica.certificate], number=9)))
+    portal.app.trust.add_crl(der(pki.crl(pki.twca_root, [taica.certificate], number=9)))
     with portal.client() as client:
         headers = csrf(client)
         challenge = client.post("/api/login/challenge", headers=headers).json()
@@ -699,7 +662,7 @@ def test_a_crl_stored_by_refresh_reaches_turnkey_at_its_next_recheck(
     taica = pki.ca(IssuerCA.TAICA)
     card = pki.issue_customs(UBN)
     with LocalHTTPServer() as server:
-        server.serve("/taica.crl", _der(fresh_crl(pki, taica, number=7)))
+        server.serve("/taica.crl", der(fresh_crl(pki, taica, number=7)))
         portal = site()
         portal.app.revocation.add_source(server.url("/taica.crl"))
         assert portal.app.revocation.refresh().sources[0].stored
@@ -713,7 +676,7 @@ def test_a_crl_stored_by_refresh_reaches_turnkey_at_its_next_recheck(
         )
         message = b"<Message/>"
         assert turnkey.verify(UBN, message, card.sign(message)).sender == UBN
-        server.serve("/taica.crl", _der(fresh_crl(pki, taica, (card,), number=8)))
+        server.serve("/taica.crl", der(fresh_crl(pki, taica, (card,), number=8)))
         assert portal.app.revocation.refresh().sources[0].stored
         with pytest.raises(CertificateError) as caught:
             turnkey.verify(UBN, message, card.sign(message))

@@ -10,199 +10,61 @@ and ``policy: soft`` in the evidence and the audit row when an unknown status wa
 from __future__ import annotations
 
 import base64
-import json
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.x509 import ocsp
-from fastapi.testclient import TestClient
-from sqlalchemy import delete, select
-from typer.testing import CliRunner
+from sqlalchemy import delete
 
-from engine import App, CertificateError, ErrorCode, FixedClock, IssuerCA, Settings, bootstrap
-from engine._settings import FetchHosts, RevocationPolicy
-from engine.cli import app as cli_app
-from engine.store import CRL, AuditEntry, CrlSource, OcspResponse
-from engine.testing import IssuedCard, TestCA, TestPKI
+from engine import CertificateError, ErrorCode, IssuerCA
+from engine._settings import RevocationPolicy
+from engine.store import CRL, CrlSource, OcspResponse
+from engine.testing import TestCA, TestPKI
 from engine.testing.http_server import LocalHTTPServer
-from engine.testing.ocsp import OcspResponder, Revocation, free_port, issue_ocsp_signer
-from engine.web import create_app
+from engine.testing.ocsp import Revocation, free_port, issue_ocsp_signer
 
-from .conftest import FAST_ARGON2, PERSON_ANSWERS, SECRET, TEST_CLIENT_HOST
+from .conftest import PERSON_ANSWERS
 from .helpers import certificates, enrol, rows
-from .test_api import card_check, csrf, error, signed, start
-from .test_revocation_ocsp_options import strip_nonce
+from .revocation_support import (
+    GRACE,
+    NOW,
+    Portal,
+    PortalFactory,
+    Responder,
+    card_tried,
+    cli,
+    der,
+    fresh_crl,
+    moica,
+    ocsp_url,
+    pki,
+    portal,
+    responder,
+    response_tried,
+    strip_nonce,
+)
+from .test_api import csrf, error, signed
 from .test_turnkey import UBN, register
 
-NOW = datetime.now(UTC).replace(microsecond=0)
-"""OpenSSL stamps its responses with the real clock: the test PKI is built around it."""
+__all__ = ["moica", "pki", "portal", "responder"]  # fixtures used here
+
 REVOKED_AT = NOW - timedelta(hours=3)
 _SHA256 = hashes.SHA256()
-GRACE = timedelta(hours=6)
-
-
-@pytest.fixture(scope="module")
-def pki() -> TestPKI:
-    return TestPKI.create(NOW)
-
-
-@pytest.fixture(scope="module")
-def moica(pki: TestPKI) -> TestCA:
-    return pki.ca(IssuerCA.MOICA)
-
-
-@dataclass
-class Portal:
-    app: App
-    clock: FixedClock
-    settings: Settings
-
-    def client(self) -> TestClient:
-        return TestClient(create_app(self.app))
-
-    def card_check(self, card: IssuedCard) -> tuple[str, Any]:
-        """A person's registration up to the card check through the API: its id and response."""
-        with self.client() as client:
-            registration = start(client, "person.general").json()["id"]
-            return registration, card_check(client, registration, card)
-
-    def evidence(self, registration: str) -> dict[str, Any]:
-        code, shown = cli(self, "registrations", "show", registration)
-        assert code == 0, shown
-        evidence: dict[str, Any] = shown["registration"]["evidence"]
-        return evidence
-
-    def audit(self, event: str) -> list[dict[str, Any]]:
-        with self.app.database.unit_of_work() as uow:
-            found = uow.session.scalars(
-                select(AuditEntry.diff).where(AuditEntry.event == event).order_by(AuditEntry.seq)
-            )
-            return [dict(diff) for diff in found]
-
-
-PortalFactory = Callable[..., Portal]
-
-
-@pytest.fixture
-def portal(db_url: str, pki: TestPKI) -> Iterator[PortalFactory]:
-    """``portal(policy=..., crls=[...])``: an app trusting the test PKI with the root CRLs
-    published (the issuing CAs themselves are good) and only the CA CRLs given."""
-    opened: list[App] = []
-
-    def make(
-        *,
-        policy: RevocationPolicy = RevocationPolicy.HARD,
-        crls: tuple[x509.CertificateRevocationList, ...] = (),
-        cas: str | None = None,
-    ) -> Portal:
-        settings = Settings(
-            database_url=db_url,
-            secret_key=SECRET,
-            argon2=FAST_ARGON2,
-            allowed_hosts=(TEST_CLIENT_HOST,),
-            fetch_hosts=FetchHosts.parse("127.0.0.1"),
-            revocation_policy=policy,
-            ocsp_timeout=timedelta(seconds=1),
-            crl_grace=GRACE,
-        )
-        if cas is not None:
-            settings = Settings.from_env(
-                {"SWREG_REVOCATION_CAS": cas},
-                **{f: getattr(settings, f) for f in _SETTINGS},
-            )
-        clock = FixedClock(datetime.now(UTC))  # OpenSSL answers at the real time
-        app = bootstrap(settings, clock=clock)
-        opened.append(app)
-        pki.publish_to(app.trust, crls=False)
-        for root in (pki.root, pki.twca_root):
-            app.trust.add_crl(_der(pki.crl(root, next_update=NOW + timedelta(days=30))))
-        for crl in crls:
-            app.trust.add_crl(_der(crl))
-        return Portal(app, clock, settings)
-
-    yield make
-    for app in opened:
-        app.close()
-
-
-_SETTINGS = (
-    "database_url",
-    "secret_key",
-    "argon2",
-    "allowed_hosts",
-    "fetch_hosts",
-    "revocation_policy",
-    "ocsp_timeout",
-    "crl_grace",
-)
-
-
-def cli(portal: Portal, *args: str) -> tuple[int, dict[str, Any]]:
-    env = {
-        "SWREG_DATABASE_URL": portal.settings.database_url,
-        "SWREG_SECRET_KEY": SECRET.hex(),
-        "SWREG_FETCH_HOSTS": "127.0.0.1",
-        "SWREG_REVOCATION_POLICY": portal.settings.revocation_policy.value,
-        "SWREG_OCSP_TIMEOUT": "1s",
-    }
-    result = CliRunner().invoke(cli_app, [*args, "--json"], env=env)
-    return result.exit_code, json.loads(result.stdout)
-
-
-def _der(crl: x509.CertificateRevocationList) -> bytes:
-    return crl.public_bytes(serialization.Encoding.DER)
-
-
-def fresh_crl(
-    pki: TestPKI, ca: TestCA, revoked: tuple[IssuedCard, ...] = (), **options: Any
-) -> x509.CertificateRevocationList:
-    options.setdefault("number", 7)
-    options.setdefault("next_update", NOW + timedelta(days=1))
-    return pki.crl(ca, revoked, **options)
-
-
-@pytest.fixture
-def responders(tmp_path: Path, moica: TestCA) -> Iterator[Callable[..., OcspResponder]]:
-    running: list[OcspResponder] = []
-
-    def run(port: int, *, ca: TestCA | None = None, **options: Any) -> OcspResponder:
-        directory = tmp_path / f"ocsp-{port}"
-        responder = OcspResponder(directory, ca or moica, port=port, **options)
-        responder.start()
-        running.append(responder)
-        return responder
-
-    yield run
-    for responder in running:
-        responder.stop()
-
-
-def card_tried(revocation: dict[str, Any]) -> list[dict[str, Any]]:
-    """The sources tried for the card itself (its issuing CA's follow)."""
-    return [t for t in revocation["tried"] if t["certificate"].startswith("certificate ")]
-
-
-def ocsp_url(port: int) -> str:
-    return f"http://127.0.0.1:{port}/"
 
 
 # -- OCSP through the portal's card check ---------------------------------------------------------
 
 
 def test_a_good_ocsp_answer_is_stored_as_the_evidence(
-    portal: PortalFactory, pki: TestPKI, responders: Callable[..., OcspResponder]
+    portal: PortalFactory, pki: TestPKI, responder: Responder
 ) -> None:
     port = free_port()
     card = pki.issue_person(ocsp_url=ocsp_url(port))
-    responders(port, good=[card])
+    responder(port, good=[card])
     site = portal()
     registration, response = site.card_check(card)
     assert response.status_code == 200, response.text
@@ -232,11 +94,11 @@ def test_a_good_ocsp_answer_is_stored_as_the_evidence(
 
 
 def test_a_revoked_card_is_refused_with_nothing_stored(
-    portal: PortalFactory, pki: TestPKI, responders: Callable[..., OcspResponder]
+    portal: PortalFactory, pki: TestPKI, responder: Responder
 ) -> None:
     port = free_port()
     card = pki.issue_person(ocsp_url=ocsp_url(port))
-    responders(port, revoked=[Revocation(card, REVOKED_AT)])
+    responder(port, revoked=[Revocation(card, REVOKED_AT)])
     site = portal(crls=(fresh_crl(pki, pki.ca(IssuerCA.MOICA)),))  # the CRL says good: OCSP wins
     registration, response = site.card_check(card)
     assert (response.status_code, error(response)["code"]) == (422, "certificate_revoked")
@@ -261,7 +123,7 @@ def test_ocsp_answers_that_are_not_believed_leave_the_status_unknown(
     portal: PortalFactory,
     pki: TestPKI,
     moica: TestCA,
-    responders: Callable[..., OcspResponder],
+    responder: Responder,
     case: str,
     code: str | None,
 ) -> None:
@@ -271,23 +133,23 @@ def test_ocsp_answers_that_are_not_believed_leave_the_status_unknown(
     site = portal()
     server: LocalHTTPServer | None = None
     if case == "delegated":
-        responders(port, good=[card], signer=issue_ocsp_signer(pki, moica))
+        responder(port, good=[card], signer=issue_ocsp_signer(pki, moica))
     elif case == "not_known":
-        responders(port, good=[])
+        responder(port, good=[])
     elif case == "wrong_responder":
-        responders(port, good=[card], signer=issue_ocsp_signer(pki, moica, ocsp_signing=False))
+        responder(port, good=[card], signer=issue_ocsp_signer(pki, moica, ocsp_signing=False))
     elif case == "responder_of_another_ca":
         other = pki.ca(IssuerCA.MOEACA)
-        responders(port, good=[card], signer=issue_ocsp_signer(pki, other))
+        responder(port, good=[card], signer=issue_ocsp_signer(pki, other))
     elif case == "stale":
-        responders(port, good=[card], next_update=timedelta(minutes=1))
+        responder(port, good=[card], next_update=timedelta(minutes=1))
         site.clock.advance(timedelta(minutes=10))
     elif case == "hangs":
         server = LocalHTTPServer().start()
         server.answer_posts("/", _hang)
         card = pki.issue_person(ocsp_url=server.url("/"))
     elif case == "replayed":  # a genuine answer kept from an earlier request: not our nonce
-        genuine = responders(port, good=[])
+        genuine = responder(port, good=[])
         server = LocalHTTPServer().start()
         kept: list[bytes] = []
 
@@ -299,7 +161,7 @@ def test_ocsp_answers_that_are_not_believed_leave_the_status_unknown(
         server.answer_posts("/", relay)
         card = pki.issue_person(ocsp_url=server.url("/"))
         genuine.stop()
-        responders(port, good=[card])  # the same responder, now knowing the card
+        responder(port, good=[card])  # the same responder, now knowing the card
         first = site.app.ocsp.ocsp_status(card.certificate, moica.certificate, now=site.clock.now())
         assert first.status.value == "good"  # the relay's first answer is believed...
         _forget_ocsp(site)  # ...and the next request gets the same bytes again
@@ -396,7 +258,7 @@ def test_a_missing_crl_is_fetched_from_the_cards_distribution_point_once(
     with LocalHTTPServer() as server:
         url = server.url("/MOICA-G3-10-31.crl")
         card, later = pki.issue_person(crl_url=url), pki.issue_person(crl_url=url)
-        server.serve(url.removeprefix(server.url("")), _der(fresh_crl(pki, moica, partition=[url])))
+        server.serve(url.removeprefix(server.url("")), der(fresh_crl(pki, moica, partition=[url])))
         site = portal()
         registration, response = site.card_check(card)
         assert response.status_code == 200, response.text
@@ -419,12 +281,12 @@ def test_a_distribution_point_that_does_not_answer_for_the_card_leaves_it_unknow
         path = "/CRL_0064.crl"
         if fault == "other_partition":
             other = server.url("/CRL_0065.crl")
-            server.serve(path, _der(fresh_crl(pki, moica, partition=[other])))
+            server.serve(path, der(fresh_crl(pki, moica, partition=[other])))
         elif fault == "wrong_key":
             forged = pki.lookalike_ca(IssuerCA.MOICA).key
-            server.serve(path, _der(fresh_crl(pki, moica, signing_key=forged)))
+            server.serve(path, der(fresh_crl(pki, moica, signing_key=forged)))
         elif fault == "truncate":
-            server.serve(path, _der(fresh_crl(pki, moica)), misbehaviour="truncate")
+            server.serve(path, der(fresh_crl(pki, moica)), misbehaviour="truncate")
         else:
             server.redirect(path, server.url(path, host="localhost"))
         site = portal()
@@ -439,7 +301,7 @@ def test_an_issuing_ca_revoked_by_its_root_refuses_its_cards(
     portal: PortalFactory, pki: TestPKI, moica: TestCA
 ) -> None:
     site = portal(crls=(fresh_crl(pki, moica),))
-    site.app.trust.add_crl(_der(pki.crl(pki.root, [moica.certificate], number=9)))
+    site.app.trust.add_crl(der(pki.crl(pki.root, [moica.certificate], number=9)))
     _, response = site.card_check(pki.issue_person())
     assert (response.status_code, error(response)["code"]) == (422, "certificate_revoked")
 
@@ -449,11 +311,11 @@ def test_an_issuing_ca_revoked_by_its_root_refuses_its_cards(
 
 def test_a_crl_only_ca_is_never_asked_over_ocsp(
     portal: PortalFactory, pki: TestPKI, moica: TestCA, tmp_path: Path,
-    responders: Callable[..., OcspResponder],
+    responder: Responder,
 ) -> None:  # fmt: skip
     port = free_port()
     card = pki.issue_person(ocsp_url=ocsp_url(port))
-    responder = responders(port, revoked=[Revocation(card, REVOKED_AT)])
+    running = responder(port, revoked=[Revocation(card, REVOKED_AT)])
     fingerprint = moica.certificate.fingerprint(_SHA256).hex()
     config = tmp_path / "cas.toml"
     config.write_text(f'["{fingerprint}"]\nsources = ["crl"]\n', encoding="utf-8")
@@ -461,20 +323,20 @@ def test_a_crl_only_ca_is_never_asked_over_ocsp(
     registration, response = site.card_check(card)
     assert response.status_code == 200, response.text  # the CRL does not list it
     assert [t["source"] for t in card_tried(site.evidence(registration)["revocation"])] == ["crl"]
-    log = responder.log_path.read_text(encoding="utf-8", errors="replace")
+    log = running.log_path.read_text(encoding="utf-8", errors="replace")
     assert log.count("Received request") == 1  # the readiness probe of OcspResponder.start
 
 
 def test_a_ca_that_requires_the_nonce_refuses_an_answer_without_it(
     portal: PortalFactory, pki: TestPKI, moica: TestCA, tmp_path: Path,
-    responders: Callable[..., OcspResponder],
+    responder: Responder,
 ) -> None:  # fmt: skip
     fingerprint = moica.certificate.fingerprint(_SHA256).hex()
     config = tmp_path / "cas.toml"
     config.write_text(f'["{fingerprint}"]\nocsp_nonce = "required"\n', encoding="utf-8")
     with LocalHTTPServer() as proxy:  # a responder (or a cache) that does not echo the nonce
         card = pki.issue_person(ocsp_url=proxy.url("/ocsp"))
-        running = responders(free_port(), good=[card])
+        running = responder(free_port(), good=[card])
         proxy.answer_posts("/ocsp", strip_nonce(running.url))
         strict = portal(cas=str(config))
         registration, response = strict.card_check(card)
@@ -486,13 +348,6 @@ def test_a_ca_that_requires_the_nonce_refuses_an_answer_without_it(
         assert lenient.evidence(registration)["revocation"]["source"] == "ocsp"
 
 
-def response_tried(site: Portal, card: IssuedCard) -> dict[str, Any]:
-    """What the revocation check tries for ``card`` now (``cert inspect``)."""
-    report = site.app.inspect_certificate(card.der())
-    revocation: dict[str, Any] = report["revocation"]
-    return revocation
-
-
 # -- login, cert inspect, Turnkey ---------------------------------------------------------------
 
 
@@ -502,7 +357,7 @@ def test_card_login_with_a_card_revoked_since_registration_is_refused(
     card = pki.issue_person()
     site = portal(crls=(fresh_crl(pki, moica),))
     enrol(site.app, "person.general", card, PERSON_ANSWERS)
-    site.app.trust.add_crl(_der(fresh_crl(pki, moica, (card,), number=8)))
+    site.app.trust.add_crl(der(fresh_crl(pki, moica, (card,), number=8)))
     with site.client() as client:
         headers = csrf(client)
         challenge = client.post("/api/login/challenge", headers=headers).json()
@@ -512,11 +367,11 @@ def test_card_login_with_a_card_revoked_since_registration_is_refused(
 
 
 def test_a_card_login_keeps_the_ocsp_response_in_its_audit_row(
-    portal: PortalFactory, pki: TestPKI, responders: Callable[..., OcspResponder]
+    portal: PortalFactory, pki: TestPKI, responder: Responder
 ) -> None:
     port = free_port()
     card = pki.issue_person(ocsp_url=ocsp_url(port))
-    responders(port, good=[card])
+    responder(port, good=[card])
     site = portal()
     view = enrol(site.app, "person.general", card, PERSON_ANSWERS)
     assert view.account is not None
@@ -534,11 +389,11 @@ def test_a_card_login_keeps_the_ocsp_response_in_its_audit_row(
 
 def test_cert_inspect_explains_the_revocation_status(
     portal: PortalFactory, pki: TestPKI, moica: TestCA, tmp_path: Path,
-    responders: Callable[..., OcspResponder],
+    responder: Responder,
 ) -> None:  # fmt: skip
     port = free_port()
     revoked = pki.issue_person(ocsp_url=ocsp_url(port))
-    responders(port, revoked=[Revocation(revoked, REVOKED_AT)])
+    responder(port, revoked=[Revocation(revoked, REVOKED_AT)])
     good, unknown = pki.issue_person(), pki.issue_company("04595257")
     site = portal(crls=(fresh_crl(pki, moica),))
     shown = {}
@@ -566,7 +421,7 @@ def test_turnkey_reads_the_cached_status_only(portal: PortalFactory, pki: TestPK
     register(site.app, card)
     message = b"<Message/>"
     assert site.app.turnkey.verify(UBN, message, card.sign(message)).fingerprint
-    site.app.trust.add_crl(_der(fresh_crl(pki, taica, (card,), number=8)))
+    site.app.trust.add_crl(der(fresh_crl(pki, taica, (card,), number=8)))
     site.app.turnkey.forget()
     with pytest.raises(CertificateError) as caught:
         site.app.turnkey.verify(UBN, message, card.sign(message))
@@ -575,14 +430,14 @@ def test_turnkey_reads_the_cached_status_only(portal: PortalFactory, pki: TestPK
 
 @pytest.mark.parametrize("policy", [RevocationPolicy.HARD, RevocationPolicy.SOFT])
 def test_turnkey_never_asks_the_network_and_applies_the_policy(
-    portal: PortalFactory, pki: TestPKI, responders: Callable[..., OcspResponder],
+    portal: PortalFactory, pki: TestPKI, responder: Responder,
     policy: RevocationPolicy,
 ) -> None:  # fmt: skip
     """No TaiCA CRL; the signing card names a live responder that would answer good, but
     Turnkey only reads the cache, which is empty: unknown."""
     port = free_port()
     card = pki.issue_customs(UBN, ocsp_url=ocsp_url(port))
-    responder = responders(port, good=[card], ca=pki.ca(IssuerCA.TAICA))
+    running = responder(port, good=[card], ca=pki.ca(IssuerCA.TAICA))
     site = portal(policy=policy)
     register(site.app, card)
     message = b"<Message/>"
@@ -592,5 +447,5 @@ def test_turnkey_never_asks_the_network_and_applies_the_policy(
         assert caught.value.code is ErrorCode.REVOCATION_UNKNOWN
     else:
         assert site.app.turnkey.verify(UBN, message, card.sign(message)).sender == UBN
-    log = responder.log_path.read_text(encoding="utf-8", errors="replace")
+    log = running.log_path.read_text(encoding="utf-8", errors="replace")
     assert log.count("Received request") == 1  # the readiness probe only

@@ -7,140 +7,45 @@ before an answer runs out (``renew_within``, as ``swreg revocation refresh`` ask
 OpenSSL's responder echoes the nonce of every request that carries one (``apps/ocsp.c`` copies
 it unconditionally; ``-nonce``/``-no_nonce`` are client options). A responder that does not echo
 it — a CDN serving pre-signed answers, or a replay — is made real by a proxy on the local HTTP
-server that strips the nonce from the request before OpenSSL answers it.
+server that strips the nonce from the request before OpenSSL answers it
+(:func:`tests.revocation_support.strip_nonce`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 
-import httpx
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
-from sqlalchemy import func, select
 
-from engine import FixedClock, IssuerCA, Settings, bootstrap
-from engine._settings import FetchHosts
 from engine.pki.ocsp import OcspStatus
-from engine.services.fetching import Fetcher, FetchResult
-from engine.services.ocsp import NOT_CACHED, OcspResult, OcspService, OcspSource
-from engine.store import OcspResponse
-from engine.testing import IssuedCard, TestCA, TestPKI
+from engine.services.ocsp import NOT_CACHED, OcspSource
+from engine.testing import TestCA, TestPKI
 from engine.testing.http_server import LocalHTTPServer
-from engine.testing.ocsp import OcspResponder, Revocation, free_port
+from engine.testing.ocsp import Revocation, free_port
 
-from .conftest import FAST_ARGON2, SECRET
+from .revocation_support import (
+    MAX_AGE,
+    NOW,
+    OcspSetup,
+    Responder,
+    moica,
+    pki,
+    responder,
+    setup,
+    strip_nonce,
+)
+from .revocation_support import ocsp_url as url
 
-NOW = datetime.now(UTC).replace(microsecond=0)
-"""OpenSSL stamps responses with the real clock: the test PKI is built around it."""
-TIMEOUT = timedelta(seconds=1)
-MAX_AGE = timedelta(minutes=10)
-
-
-@pytest.fixture(scope="module")
-def pki() -> TestPKI:
-    return TestPKI.create(NOW)
-
-
-@pytest.fixture(scope="module")
-def moica(pki: TestPKI) -> TestCA:
-    return pki.ca(IssuerCA.MOICA)
-
-
-class Counting:
-    """A fetcher factory that counts the POSTs its fetchers send."""
-
-    def __init__(self) -> None:
-        self.posts: list[str] = []
-
-    def __call__(self, hosts: FetchHosts) -> Fetcher:
-        counter = self
-
-        class _Fetcher(Fetcher):
-            def post(self, url: str, body: bytes, **options: object) -> FetchResult:
-                counter.posts.append(url)
-                return super().post(url, body, **options)  # type: ignore[arg-type]
-
-        return _Fetcher(hosts)
-
-
-class Setup:
-    """An OCSP service on a fresh database (only 127.0.0.1 allowed), with its clock."""
-
-    def __init__(self, db_url: str) -> None:
-        self.clock = FixedClock(datetime.now(UTC))
-        settings = Settings(
-            database_url=db_url,
-            secret_key=SECRET,
-            argon2=FAST_ARGON2,
-            fetch_hosts=FetchHosts.parse("127.0.0.1"),
-        )
-        self.app = bootstrap(settings, clock=self.clock)
-        self.fetches = Counting()
-        self.ocsp = OcspService(
-            self.app.database,
-            hosts=settings.fetch_hosts,
-            timeout=TIMEOUT,
-            max_age=MAX_AGE,
-            fetcher=self.fetches,
-        )
-
-    def status(self, card: IssuedCard, issuer: TestCA, **options: object) -> OcspResult:
-        return self.ocsp.ocsp_status(
-            card.certificate,
-            issuer.certificate,
-            now=self.clock.now(),
-            **options,  # type: ignore[arg-type]
-        )
-
-    def cached_rows(self) -> int:
-        with self.app.database.unit_of_work() as uow:
-            return int(uow.session.scalar(select(func.count()).select_from(OcspResponse)) or 0)
-
-
-@pytest.fixture
-def setup(db_url: str) -> Iterator[Setup]:
-    made = Setup(db_url)
-    yield made
-    made.app.close()
-
-
-Responder = Callable[..., OcspResponder]
-
-
-@pytest.fixture
-def responder(tmp_path: Path, moica: TestCA) -> Iterator[Responder]:
-    running: list[OcspResponder] = []
-
-    def start(port: int | None = None, **options: object) -> OcspResponder:
-        started = OcspResponder(
-            tmp_path / f"ocsp-{len(running)}",
-            moica,
-            port=port,
-            **options,  # type: ignore[arg-type]
-        )
-        started.start()
-        running.append(started)
-        return started
-
-    yield start
-    for each in running:
-        each.stop()
-
-
-def url(port: int) -> str:
-    return f"http://127.0.0.1:{port}/"
+__all__ = ["moica", "pki", "responder", "setup"]  # fixtures used here
 
 
 # -- network=False: the cache only ---------------------------------------------------------------
 
 
 def test_the_cache_only_never_asks_the_network_nor_records_anything(
-    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+    setup: OcspSetup, pki: TestPKI, moica: TestCA, responder: Responder
 ) -> None:
     port = free_port()
     card = pki.issue_person(ocsp_url=url(port))
@@ -177,7 +82,7 @@ def test_the_cache_only_never_asks_the_network_nor_records_anything(
 
 
 def test_the_cache_only_still_answers_a_final_revocation(
-    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+    setup: OcspSetup, pki: TestPKI, moica: TestCA, responder: Responder
 ) -> None:
     port = free_port()
     card = pki.issue_person(ocsp_url=url(port))
@@ -197,7 +102,7 @@ def test_the_cache_only_still_answers_a_final_revocation(
 
 
 def test_a_configured_responder_is_asked_instead_of_the_certificates_own(
-    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+    setup: OcspSetup, pki: TestPKI, moica: TestCA, responder: Responder
 ) -> None:
     dead = free_port()  # the certificate's own responder: nothing listens there
     card, bare = pki.issue_person(ocsp_url=url(dead)), pki.issue_person()  # bare names none
@@ -224,7 +129,7 @@ def test_a_configured_responder_is_asked_instead_of_the_certificates_own(
     ],
 )
 def test_a_configured_responder_goes_through_the_allow_list(
-    setup: Setup, pki: TestPKI, moica: TestCA, configured: str, problem: str
+    setup: OcspSetup, pki: TestPKI, moica: TestCA, configured: str, problem: str
 ) -> None:
     answer = setup.status(pki.issue_person(), moica, url=configured)
     assert (answer.status, answer.source, answer.problem) == (
@@ -238,36 +143,8 @@ def test_a_configured_responder_goes_through_the_allow_list(
 # -- require_nonce ---------------------------------------------------------------------------------
 
 
-def strip_nonce(upstream: str) -> Callable[[bytes, dict[str, str]], tuple[int, str, bytes]]:
-    """A POST handler that forwards the OCSP request to ``upstream`` without its nonce, so the
-    real responder's (signed, valid) answer carries none."""
-
-    def handle(body: bytes, headers: dict[str, str]) -> tuple[int, str, bytes]:
-        request = ocsp.load_der_ocsp_request(body)
-        bare = (
-            ocsp.OCSPRequestBuilder()
-            .add_certificate_by_hash(
-                request.issuer_name_hash,
-                request.issuer_key_hash,
-                request.serial_number,
-                request.hash_algorithm,
-            )
-            .build()
-            .public_bytes(serialization.Encoding.DER)
-        )
-        reply = httpx.post(
-            upstream,
-            content=bare,
-            headers={"Content-Type": "application/ocsp-request"},
-            timeout=5,
-        )
-        return reply.status_code, "application/ocsp-response", reply.content
-
-    return handle
-
-
 def test_a_required_nonce_refuses_an_answer_that_does_not_echo_it(
-    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+    setup: OcspSetup, pki: TestPKI, moica: TestCA, responder: Responder
 ) -> None:
     card, other = pki.issue_person(), pki.issue_person()
     running = responder(good=[card, other])
@@ -307,7 +184,7 @@ def test_a_required_nonce_refuses_an_answer_that_does_not_echo_it(
 
 
 def test_a_cas_max_age_replaces_the_setting_for_answers_without_next_update(
-    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+    setup: OcspSetup, pki: TestPKI, moica: TestCA, responder: Responder
 ) -> None:
     short = timedelta(minutes=2)
     card, other = pki.issue_person(), pki.issue_person()
@@ -333,7 +210,7 @@ def test_a_cas_max_age_replaces_the_setting_for_answers_without_next_update(
 
 
 def test_renew_within_asks_again_before_the_answer_runs_out_and_keeps_it_when_that_fails(
-    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+    setup: OcspSetup, pki: TestPKI, moica: TestCA, responder: Responder
 ) -> None:
     port = free_port()
     card = pki.issue_person(ocsp_url=url(port))
@@ -389,7 +266,7 @@ def test_renew_within_asks_again_before_the_answer_runs_out_and_keeps_it_when_th
 
 
 def test_renew_within_never_asks_again_about_a_final_revocation(
-    setup: Setup, pki: TestPKI, moica: TestCA, responder: Responder
+    setup: OcspSetup, pki: TestPKI, moica: TestCA, responder: Responder
 ) -> None:
     port = free_port()
     card = pki.issue_person(ocsp_url=url(port))

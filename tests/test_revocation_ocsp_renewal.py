@@ -13,42 +13,41 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from typer.testing import CliRunner
 
-from engine import App, FixedClock, IssuerCA, Settings, bootstrap
-from engine._settings import CaRevocation, FetchHosts, RevocationSourceKind
+from engine import App, FixedClock, IssuerCA, bootstrap
+from engine._settings import CaRevocation, RevocationSourceKind
 from engine.cli import app as cli_app
 from engine.pki.ocsp import OcspStatus
 from engine.services.ocsp import OcspSource
 from engine.services.revocation import RevocationService
 from engine.store import Certificate
 from engine.testing import IssuedCard, TestCA, TestPKI
-from engine.testing.ocsp import OcspResponder, free_port
+from engine.testing.ocsp import free_port
 
-from .conftest import FAST_ARGON2, SECRET
+from .revocation_support import (
+    NOW,
+    TIMEOUT,
+    Responder,
+    cli_env,
+    fetching_settings,
+    moica,
+    pki,
+    responder,
+    trust_moica,
+)
+from .revocation_support import ocsp_url as url
 
-NOW = datetime.now(UTC).replace(microsecond=0)
-"""OpenSSL stamps responses with the real clock: the test PKI is built around it."""
+__all__ = ["moica", "pki", "responder"]  # fixtures used here
+
 MARGIN = timedelta(minutes=30)
 """``SWREG_OCSP_MAX_AGE`` here: the renewal margin (the responder's answers last an hour)."""
-
-
-@pytest.fixture(scope="module")
-def pki() -> TestPKI:
-    return TestPKI.create(NOW)
-
-
-@pytest.fixture(scope="module")
-def moica(pki: TestPKI) -> TestCA:
-    return pki.ca(IssuerCA.MOICA)
 
 
 def fingerprint(item: IssuedCard | TestCA) -> str:
@@ -60,18 +59,9 @@ class Setup:
 
     def __init__(self, db_url: str, pki: TestPKI) -> None:
         self.clock = FixedClock(datetime.now(UTC).replace(microsecond=0))
-        self.settings = Settings(
-            database_url=db_url,
-            secret_key=SECRET,
-            argon2=FAST_ARGON2,
-            fetch_hosts=FetchHosts.parse("127.0.0.1"),
-            ocsp_timeout=timedelta(seconds=1),
-            ocsp_max_age=MARGIN,
-        )
+        self.settings = fetching_settings(db_url, ocsp_timeout=TIMEOUT, ocsp_max_age=MARGIN)
         self.app: App = bootstrap(self.settings, clock=self.clock)
-        for anchor in pki.anchors():
-            self.app.trust.add_certificate(pki.der(anchor), actor="test")
-        self.app.trust.add_certificate(pki.der(pki.ca(IssuerCA.MOICA).certificate), anchor=False)
+        trust_moica(self.app, pki)
 
     def register(
         self, card: IssuedCard, *, purpose: str = "signing", status: str = "active"
@@ -99,6 +89,18 @@ class Setup:
             uow.certificates.add(row)
             uow.commit()
 
+    def revocation(self, *, cas: dict[str, CaRevocation]) -> RevocationService:
+        """A revocation service of this app with the per-CA settings ``cas``."""
+        return RevocationService(
+            self.app.database,
+            self.clock,
+            self.app.trust,
+            hosts=self.settings.fetch_hosts,
+            grace=timedelta(hours=6),
+            ocsp=self.app.ocsp,
+            cas=cas,
+        )
+
     def cached(self, card: IssuedCard, issuer: TestCA) -> Any:
         """What Turnkey reads: the cache only."""
         return self.app.ocsp.ocsp_status(
@@ -111,33 +113,6 @@ def setup(db_url: str, pki: TestPKI) -> Iterator[Setup]:
     made = Setup(db_url, pki)
     yield made
     made.app.close()
-
-
-Responder = Callable[..., OcspResponder]
-
-
-@pytest.fixture
-def responder(tmp_path: Path, moica: TestCA) -> Iterator[Responder]:
-    running: list[OcspResponder] = []
-
-    def start(port: int | None = None, **options: object) -> OcspResponder:
-        started = OcspResponder(
-            tmp_path / f"ocsp-{len(running)}",
-            moica,
-            port=port,
-            **options,  # type: ignore[arg-type]
-        )
-        started.start()
-        running.append(started)
-        return started
-
-    yield start
-    for each in running:
-        each.stop()
-
-
-def url(port: int) -> str:
-    return f"http://127.0.0.1:{port}/"
 
 
 # -- renewal ---------------------------------------------------------------------------------------
@@ -238,15 +213,7 @@ def test_refresh_uses_the_cas_configured_responder_and_nonce_rule(
     setup.register(bare)
     running = responder(good=[bare])
     configured = CaRevocation(ocsp_url=running.url, ocsp_nonce_required=True)
-    service = RevocationService(
-        setup.app.database,
-        setup.clock,
-        setup.app.trust,
-        hosts=setup.settings.fetch_hosts,
-        grace=timedelta(hours=6),
-        ocsp=setup.app.ocsp,
-        cas={fingerprint(moica): configured},
-    )
+    service = setup.revocation(cas={fingerprint(moica): configured})
     [entry] = service.refresh(actor="test").ocsp
     assert (entry.url, entry.status, entry.source, entry.problem) == (
         running.url, "good", "network", None,
@@ -262,15 +229,7 @@ def test_refresh_never_asks_ocsp_for_a_crl_only_ca(
     port = free_port()  # nothing listens: asking would fail the run
     setup.register(pki.issue_person(ocsp_url=url(port)))
     crl_only = CaRevocation(sources=(RevocationSourceKind.CRL,))
-    service = RevocationService(
-        setup.app.database,
-        setup.clock,
-        setup.app.trust,
-        hosts=setup.settings.fetch_hosts,
-        grace=timedelta(hours=6),
-        ocsp=setup.app.ocsp,
-        cas={fingerprint(moica): crl_only},
-    )
+    service = setup.revocation(cas={fingerprint(moica): crl_only})
     report = service.refresh(actor="test")
     assert (report.ocsp, report.ok) == ((), True)
     assert setup.app.ocsp.responders() == []
@@ -282,15 +241,7 @@ def test_refresh_never_asks_ocsp_for_a_crl_only_ca(
 def test_cli_refresh_exits_1_while_a_signing_certificates_responder_is_down(
     setup: Setup, pki: TestPKI, responder: Responder
 ) -> None:
-    env = {
-        **os.environ,
-        "SWREG_DATABASE_URL": setup.settings.database_url,
-        "SWREG_SECRET_KEY": SECRET.hex(),
-        "SWREG_ARGON2": "1,64,1",
-        "SWREG_FETCH_HOSTS": "127.0.0.1",
-        "SWREG_OCSP_TIMEOUT": "1s",
-        "SWREG_OCSP_MAX_AGE": "30m",
-    }
+    env = cli_env(setup.settings.database_url, SWREG_OCSP_TIMEOUT="1s", SWREG_OCSP_MAX_AGE="30m")
 
     def refresh() -> tuple[int, dict[str, Any]]:
         result = CliRunner().invoke(cli_app, ["revocation", "refresh", "--json"], env=env)

@@ -7,9 +7,7 @@ by a trusted CA certificate; a host outside ``SWREG_FETCH_HOSTS``; two refreshes
 from __future__ import annotations
 
 import json
-import os
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,24 +16,22 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from engine import App, FixedClock, IssuerCA, Settings, bootstrap
+from engine import App, FixedClock, IssuerCA, bootstrap
 from engine._settings import FetchHosts
 from engine.cli import app as cli_app
 from engine.services.revocation import RevocationService
 from engine.testing.http_server import LocalHTTPServer
 from engine.testing.pki import TestPKI
 
-from .conftest import FAST_ARGON2, PKI_NOW, SECRET, FreshDatabase
+from .conftest import PKI_NOW, FreshDatabase
+from .revocation_support import cli_env, der, fetching_settings, server, trust_moica
+
+__all__ = ["server"]  # a fixture used here
 
 PATH = "/crl/moica.crl"
-
-
-def der(crl: x509.CertificateRevocationList) -> bytes:
-    return crl.public_bytes(Encoding.DER)
 
 
 class Swreg:
@@ -44,13 +40,7 @@ class Swreg:
     def __init__(self, tmp: Path, db_url: str, hosts: str = "127.0.0.1") -> None:
         self.tmp = tmp
         self.db_url = db_url
-        self.env = {
-            **os.environ,
-            "SWREG_DATABASE_URL": db_url,
-            "SWREG_SECRET_KEY": SECRET.hex(),
-            "SWREG_ARGON2": "1,64,1",
-            "SWREG_FETCH_HOSTS": hosts,
-        }
+        self.env = cli_env(db_url, hosts)
 
     def __call__(self, *args: str) -> tuple[int, dict[str, Any]]:
         result = CliRunner().invoke(cli_app, [*args, "--json"], env=self.env)
@@ -67,20 +57,18 @@ class Swreg:
         code, out = self("trust", "add", *extra, self.file(name, TestPKI.der(certificate)))
         assert (code, out["ok"]) == (0, True), out
 
+    def trust_moica(self, pki: TestPKI) -> None:
+        """Trust the test roots and keep the MOICA CA certificate as an intermediate."""
+        for anchor in pki.anchors():
+            self.trust(anchor)
+        self.trust(pki.ca(IssuerCA.MOICA).certificate, intermediate=True)
+
 
 @pytest.fixture
 def swreg(tmp_path: Path, pki: TestPKI, db_url: str) -> Swreg:
     runner = Swreg(tmp_path, db_url)
-    for anchor in pki.anchors():
-        runner.trust(anchor)
-    runner.trust(pki.ca(IssuerCA.MOICA).certificate, intermediate=True)
+    runner.trust_moica(pki)
     return runner
-
-
-@pytest.fixture
-def server() -> Iterator[LocalHTTPServer]:
-    with LocalHTTPServer(hang_seconds=5) as running:
-        yield running
 
 
 def crl_rows(swreg: Swreg) -> list[dict[str, Any]]:
@@ -323,9 +311,7 @@ def test_a_redirect_to_another_host_is_refused(
     tmp_path: Path, db_url: str, pki: TestPKI, server: LocalHTTPServer
 ) -> None:
     swreg = Swreg(tmp_path, db_url, hosts="127.0.0.1,localhost")  # both allowed, still refused
-    for anchor in pki.anchors():
-        swreg.trust(anchor)
-    swreg.trust(pki.ca(IssuerCA.MOICA).certificate, intermediate=True)
+    swreg.trust_moica(pki)
     server.serve(PATH, der(pki.crl(IssuerCA.MOICA, [], number=4)))
     server.redirect("/moved.crl", server.url(PATH, host="localhost"))
     swreg("crl", "source", "add", server.url("/moved.crl"))
@@ -367,17 +353,10 @@ def test_a_source_whose_host_left_the_allow_list_is_reported(
 def test_two_refreshes_at_once_store_one_crl(
     fresh_database: FreshDatabase, server: LocalHTTPServer, pki: TestPKI
 ) -> None:
-    settings = Settings(
-        database_url=fresh_database(),
-        secret_key=SECRET,
-        argon2=FAST_ARGON2,
-        fetch_hosts=FetchHosts.parse("127.0.0.1"),
-    )
+    settings = fetching_settings(fresh_database())
     first, second = bootstrap(settings), bootstrap(settings, migrate=False)
     try:
-        for anchor in pki.anchors():
-            first.trust.add_certificate(pki.der(anchor))
-        first.trust.add_certificate(pki.der(pki.ca(IssuerCA.MOICA).certificate), anchor=False)
+        trust_moica(first, pki)
         server.serve(PATH, der(pki.crl(IssuerCA.MOICA, [pki.issue_person()], number=8)))
         first.revocation.add_source(server.url(PATH))
         reports: list[Any] = []

@@ -13,48 +13,31 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import event, func, select
 
-from engine import App, FixedClock, IssuerCA, Settings, bootstrap
+from engine import App, FixedClock, IssuerCA, bootstrap
 from engine._settings import FetchHosts
 from engine.services.revocation import RevocationService, SourceOrigin
 from engine.store import AuditEntry, CrlSource
 from engine.testing.http_server import LocalHTTPServer
 from engine.testing.pki import TestPKI
 
-from .conftest import FAST_ARGON2, PKI_NOW, SECRET, FreshDatabase
+from .conftest import PKI_NOW, FreshDatabase
+from .revocation_support import der, fetching_settings, server, trust_moica
+
+__all__ = ["server"]  # a fixture used here
 
 PATH = "/crl/moica.crl"
-
-
-def der(crl: x509.CertificateRevocationList) -> bytes:
-    return crl.public_bytes(Encoding.DER)
 
 
 @pytest.fixture
 def app(db_url: str, clock: FixedClock, pki: TestPKI) -> Iterator[App]:
     """An app fetching from 127.0.0.1 only, trusting the test roots and the MOICA CA."""
-    settings = Settings(
-        database_url=db_url,
-        secret_key=SECRET,
-        argon2=FAST_ARGON2,
-        fetch_hosts=FetchHosts.parse("127.0.0.1"),
-    )
-    made = bootstrap(settings, clock=clock)
-    for anchor in pki.anchors():
-        made.trust.add_certificate(pki.der(anchor), actor="test")
-    made.trust.add_certificate(pki.der(pki.ca(IssuerCA.MOICA).certificate), anchor=False)
+    made = bootstrap(fetching_settings(db_url), clock=clock)
+    trust_moica(made, pki)
     yield made
     made.close()
-
-
-@pytest.fixture
-def server() -> Iterator[LocalHTTPServer]:
-    with LocalHTTPServer(hang_seconds=5) as running:
-        yield running
 
 
 def sources(app: App) -> list[tuple[str, str]]:
@@ -227,12 +210,7 @@ def test_note_seen_in_another_process_adds_no_row_and_keeps_the_origin(
 def test_note_seen_from_many_threads_records_each_url_once(
     fresh_database: FreshDatabase, clock: FixedClock, server: LocalHTTPServer
 ) -> None:
-    settings = Settings(
-        database_url=fresh_database(),
-        secret_key=SECRET,
-        argon2=FAST_ARGON2,
-        fetch_hosts=FetchHosts.parse("127.0.0.1"),
-    )
+    settings = fetching_settings(fresh_database())
     apps = [bootstrap(settings, clock=clock), bootstrap(settings, clock=clock, migrate=False)]
     urls = [server.url(f"/crl/{n}.crl") for n in range(6)]
     errors: list[BaseException] = []
