@@ -4,6 +4,8 @@ A card is opened from a *spec* string, as the CLI's ``--card SPEC`` takes it (DE
 
     virtual:FILE.p12        a software card: a PKCS#12 file whose password is the PIN
     pcsc:NAME_OR_INDEX      a card in a PC/SC reader (:mod:`readers.pcsc`)
+    pkcs11:ATTRS?QUERY      a token of a PKCS#11 module, an RFC 7512 URI (:mod:`readers.pkcs11`),
+                            e.g. pkcs11:token=LABEL?module-path=/usr/lib/softhsm/libsofthsm2.so
 
 Each scheme maps to an *opener* in one registry, so an implementation plugs itself in with
 :func:`register_scheme` without touching :func:`open_card`. Errors are ``engine`` errors only:
@@ -13,12 +15,13 @@ card) and :class:`~engine.UsageError` (a malformed spec).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
-from engine import UsageError
+from engine import EnvironmentProblem, UsageError
 
 from . import virtual as _virtual
 
@@ -78,11 +81,17 @@ class ReaderInfo:
     """A reader as ``swreg readers list`` shows it.
 
     ``profile`` names the card profile recognised in it (for example ``"piv"``), or ``None``.
+    ``bridge`` is how swreg reaches the card: ``"pcsc"`` (pcscd) or ``"pkcs11"`` (a PKCS#11
+    module's slot; ``name`` is then the slot description, ``token`` the token's label and
+    ``spec`` the ``--card`` URI that opens it).
     """
 
     name: str
     card_present: bool
     profile: str | None
+    bridge: str = "pcsc"
+    token: str | None = None
+    spec: str | None = None
 
 
 Opener = Callable[[str], Card]
@@ -96,6 +105,13 @@ def _open_pcsc(target: str) -> Card:
     return pcsc.open_pcsc(target)
 
 
+def _open_pkcs11(target: str) -> Card:
+    """Open a PKCS#11 token; imports :mod:`readers.pkcs11` (and python-pkcs11) on first use."""
+    from . import pkcs11
+
+    return pkcs11.open_pkcs11(target)
+
+
 _OPENERS: dict[str, Opener] = {}
 
 
@@ -106,12 +122,16 @@ def register_scheme(scheme: str, opener: Opener) -> None:
 
 register_scheme(_virtual.SCHEME, _virtual.VirtualP12Card)
 register_scheme("pcsc", _open_pcsc)
+register_scheme("pkcs11", _open_pkcs11)
 
-_SPEC_FORMS = "expected virtual:FILE.p12 or pcsc:NAME_OR_INDEX"
+_SPEC_FORMS = (
+    "expected virtual:FILE.p12, pcsc:NAME_OR_INDEX or pkcs11:token=LABEL?module-path=MODULE"
+)
 
 
 def open_card(spec: str) -> Card:
-    """Open the card that ``spec`` names (``virtual:FILE.p12`` or ``pcsc:NAME_OR_INDEX``).
+    """Open the card that ``spec`` names (``virtual:FILE.p12``, ``pcsc:NAME_OR_INDEX`` or an
+    RFC 7512 ``pkcs11:`` URI).
 
     Raises :class:`~engine.UsageError` for a malformed spec or an unknown scheme, and whatever
     the scheme's opener raises (``no_reader``, ``no_card``, ``card_error``, ...).
@@ -126,12 +146,27 @@ def open_card(spec: str) -> Card:
 
 
 def list_readers() -> list[ReaderInfo]:
-    """The PC/SC readers present, with whether a card sits in each and its profile.
+    """The PC/SC readers present, then the slots of the PKCS#11 modules of
+    ``SWREG_PKCS11_MODULES``, with whether a card sits in each and the bridge to it.
 
-    Delegates to :func:`readers.pcsc.list_readers` (imported on first use, so importing
-    :mod:`readers` never needs pcscd). Virtual cards are not readers; they are opened directly
-    with ``virtual:FILE.p12``.
+    Delegates to :func:`readers.pcsc.list_readers` and :func:`readers.pkcs11.list_tokens`
+    (imported on first use, so importing :mod:`readers` never needs pcscd or a PKCS#11 module).
+    When pcscd does not run but a PKCS#11 module shows slots, those are listed alone; with
+    nothing to list, pcscd's ``no_reader`` error stands. Virtual cards are not readers; they are
+    opened directly with ``virtual:FILE.p12``.
     """
     from . import pcsc
 
-    return pcsc.list_readers()
+    if not os.environ.get("SWREG_PKCS11_MODULES", "").strip(",\t "):
+        return pcsc.list_readers()
+    from . import pkcs11
+
+    modules = pkcs11.configured_modules()
+    try:
+        found = pcsc.list_readers()
+    except EnvironmentProblem:
+        tokens = pkcs11.list_tokens(modules)
+        if not tokens:
+            raise
+        return tokens
+    return found + pkcs11.list_tokens(modules)

@@ -163,8 +163,22 @@ def test_list_readers_uses_the_injected_lister() -> None:
         "id": 7,
         "ok": True,
         "readers": [
-            {"name": "Virtual PCD 00 00", "card_present": True, "profile": "piv"},
-            {"name": "Virtual PCD 00 01", "card_present": False, "profile": None},
+            {
+                "name": "Virtual PCD 00 00",
+                "card_present": True,
+                "profile": "piv",
+                "bridge": "pcsc",
+                "token": None,
+                "spec": None,
+            },
+            {
+                "name": "Virtual PCD 00 01",
+                "card_present": False,
+                "profile": None,
+                "bridge": "pcsc",
+                "token": None,
+                "spec": None,
+            },
         ],
     }
 

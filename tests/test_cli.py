@@ -423,7 +423,10 @@ def test_trust_list_and_readers_list(cli: Cli) -> None:
     assert sorted(anchors) == [False] * 5 + [True] * 2  # the issuing CAs and the two roots
     code, out = cli.invoke("readers", "list")
     assert code == 0
-    empty = {"name": "Virtual PCD 00 00", "card_present": False, "profile": None}
+    empty = {
+        "name": "Virtual PCD 00 00", "card_present": False, "profile": None,
+        "bridge": "pcsc", "token": None, "spec": None,
+    }  # fmt: skip
     assert empty in out["readers"]
 
 

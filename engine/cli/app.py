@@ -34,6 +34,7 @@ from engine.cli.registrations import registrations_app
 from engine.cli.renewal import reminders_app, renewal_app
 from engine.cli.revocation import revocation_app, source_app
 from engine.cli.support import (
+    CARD_HELP,
     DbOption,
     JsonOption,
     app_for,
@@ -197,7 +198,7 @@ def register(
     ctx: typer.Context,
     type_code: Annotated[str, typer.Option("--type", help="Applicant type code (swreg types).")],
     answers: Annotated[Path, typer.Option("--answers", help="JSON or TOML file of field: value.")],
-    card: Annotated[str, typer.Option("--card", help="pcsc:NAME_OR_INDEX or virtual:FILE.p12")],
+    card: Annotated[str, typer.Option("--card", help=CARD_HELP)],
     pin_stdin: Annotated[
         bool, typer.Option("--pin-stdin", help="Read the PIN from stdin.")
     ] = False,
@@ -368,16 +369,29 @@ def _export_to_file(audit: AuditService, output: Path) -> AuditExport:
 
 @readers_app.command("list")
 def readers_list(as_json: JsonOption = False) -> None:
-    """Card readers and whether a card is present. 列出讀卡機。"""
+    """Card readers and whether a card is present. 列出讀卡機。
+
+    PC/SC readers (bridge pcsc) and the slots of the PKCS#11 modules named in
+    SWREG_PKCS11_MODULES (comma-separated paths; bridge pkcs11, with the --card URI of each token).
+    """
     from readers import list_readers
 
     with command(as_json) as out:
         found = list_readers()
         out.result["readers"] = [
-            {"name": r.name, "card_present": r.card_present, "profile": r.profile} for r in found
+            {
+                "name": r.name,
+                "card_present": r.card_present,
+                "profile": r.profile,
+                "bridge": r.bridge,
+                "token": r.token,
+                "spec": r.spec,
+            }
+            for r in found
         ]
         for r in found:
-            out.say(f"{r.name}  {'card' if r.card_present else 'empty'}  {r.profile or ''}")
+            line = f"{r.name}  {'card' if r.card_present else 'empty'}  {r.profile or ''}"
+            out.say(f"{line}  {r.bridge}  {r.spec or ''}".rstrip())
         if not found:
             out.say("找不到讀卡機 / no card reader found")
 

@@ -16,6 +16,7 @@ import typer
 from engine._bootstrap import App
 from engine._errors import ErrorCode, RefusedError, UsageError
 from engine.cli.support import (
+    CARD_HELP,
     JsonOption,
     Output,
     app_for,
@@ -48,7 +49,10 @@ def import_certificate(
     ] = None,
     card: Annotated[
         str | None,
-        typer.Option("--card", help="IC卡類憑證: pcsc:NAME_OR_INDEX or virtual:FILE.p12."),
+        typer.Option(
+            "--card",
+            help=f"IC卡類憑證: {CARD_HELP}",
+        ),
     ] = None,
     key: Annotated[
         Path | None,

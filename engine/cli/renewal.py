@@ -23,7 +23,7 @@ from typing import Annotated
 import typer
 
 from engine._errors import EnvironmentProblem, ErrorCode, RefusedError, UsageError
-from engine.cli.support import JsonOption, Output, app_for, command, read_pin
+from engine.cli.support import CARD_HELP, JsonOption, Output, app_for, command, read_pin
 from engine.pki.card_response import CardResponse
 from engine.services.reminders import DEFAULT_WINDOW_DAYS
 from engine.services.renewal import Replacement
@@ -62,7 +62,7 @@ def reminders_send(
 def renewal_replace(
     ctx: typer.Context,
     account: Annotated[str, typer.Option("--account", help="The account (帳號) to bind to.")],
-    card: Annotated[str, typer.Option("--card", help="pcsc:NAME_OR_INDEX or virtual:FILE.p12")],
+    card: Annotated[str, typer.Option("--card", help=CARD_HELP)],
     pin_stdin: Annotated[
         bool,
         typer.Option("--pin-stdin", help="Read two lines from stdin: the PIN, then the password."),

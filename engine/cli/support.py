@@ -28,6 +28,12 @@ log = logging.getLogger("swreg.cli")
 MAX_INPUT_FILE = 1024 * 1024
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+CARD_HELP = (
+    "pcsc:NAME_OR_INDEX, virtual:FILE.p12, or a PKCS#11 token as an RFC 7512 URI: "
+    "'pkcs11:token=LABEL?module-path=/path/to/module.so' (object=LABEL or id=%01 picks the "
+    "certificate; the PIN never goes in the URI)"
+)
+"""What ``--card`` takes, wherever a command reads a card."""
 DbOption = Annotated[
     str | None,
     typer.Option("--db", help="Database URL (default: SWREG_DATABASE_URL or ./swreg.db)."),
