@@ -20,6 +20,11 @@ Security model
   ``Origin``, but such a program can reach the card directly anyway.
 * Only the card schemes in :attr:`AgentConfig.card_schemes` may be opened (``pcsc`` by
   default), so a page cannot make the agent open ``virtual:`` files by path unless asked to.
+* PKCS#11 tokens (``pkcs11:`` URIs, :mod:`readers.pkcs11`) are offered only from the modules of
+  :attr:`AgentConfig.pkcs11_modules` (``swreg agent --pkcs11-module PATH``): loading a module
+  runs its code, so the page never chooses one. A URI whose ``module-path`` is not one of them,
+  exactly, is refused with ``invalid_value`` (field ``card``) before anything is loaded; a URI
+  without ``module-path`` searches the agent's modules only (never ``SWREG_PKCS11_MODULES``).
 * The PIN is handed to :meth:`~readers.Card.verify_pin` and nowhere else: it is never logged,
   echoed, stored or put in an error, and references to it are dropped after use (Python cannot
   wipe a string; this is best effort). Message bodies are never logged: the agent logs op names
@@ -47,13 +52,16 @@ machine-readable extras such as ``tries_left``. Binary data travels as standard 
     "ops": ["hello", "list_readers", "read_certificate", "sign"]}``
 
 ``list_readers``
-    → ``{"readers": [{"name": "Virtual PCD 00 00", "card_present": true, "profile": "piv"}]}``
-    (``profile`` is ``null`` when no card profile was recognised).
+    → ``{"readers": [{"name": "Virtual PCD 00 00", "card_present": true, "profile": "piv",
+    "bridge": "pcsc", "token": null, "spec": null}, ...]}`` (``profile`` is ``null`` when no card
+    profile was recognised): the PC/SC readers, then each slot of the agent's PKCS#11 modules
+    with ``"bridge": "pkcs11"``, the token's label and the ``spec`` that opens it.
 
 ``read_certificate``
     ``{"op": "read_certificate", "card": "pcsc:0"}`` → ``{"certificate": "<b64 DER>",
     "chain": ["<b64 DER>", ...]}``. ``card`` is a card spec as ``swreg --card`` takes it:
-    ``pcsc:NAME`` (``pcsc:Virtual PCD 00 00``), ``pcsc:INDEX`` (``pcsc:0``) or, when enabled,
+    ``pcsc:NAME`` (``pcsc:Virtual PCD 00 00``), ``pcsc:INDEX`` (``pcsc:0``), a ``pkcs11:`` URI
+    of a token of the agent's modules (as ``list_readers`` gives it) or, when enabled,
     ``virtual:FILE.p12``. No PIN is needed where the card hands out certificates freely (a
     ``virtual:`` card needs its PIN first and answers ``card_error``; use ``sign``).
 
@@ -67,7 +75,8 @@ machine-readable extras such as ``tries_left``. Binary data travels as standard 
 
 Errors a page should expect: ``invalid_value`` (malformed JSON, a binary message, not an
 object, unknown ``op``, a missing or malformed argument, a message larger than
-:attr:`AgentConfig.max_message_bytes`, ``data`` larger than 4 KiB, a card scheme not enabled);
+:attr:`AgentConfig.max_message_bytes`, ``data`` larger than 4 KiB, a card scheme not enabled, a
+PKCS#11 module not enabled);
 ``pin_incorrect`` (with ``tries_left``, ``null`` when the card has no retry counter);
 ``card_locked``; ``card_error``; ``no_reader``; ``no_card``; ``usage`` (a malformed card
 spec). After any of them the connection stays open and usable. A message larger than
@@ -75,8 +84,9 @@ spec). After any of them the connection stays open and usable. A message larger 
 closes the connection with code 1009 (message too big).
 
 Card work is blocking (pyscard), so it runs in a worker thread, one operation at a time per card
-spec: requests for the same spec wait for each other, across connections. Requests on one
-connection are answered in order.
+spec: requests for the same spec wait for each other, across connections. All ``pkcs11:`` work
+shares one turn, whatever the URI (two URIs can name one token, and PKCS#11 login is per
+token). Requests on one connection are answered in order.
 """
 
 from __future__ import annotations
@@ -88,6 +98,7 @@ import hashlib
 import ipaddress
 import json
 import logging
+import os
 import signal
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -101,9 +112,9 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from engine import CardError, ErrorCode, SwregError, UsageError
+from engine import CardError, EnvironmentProblem, ErrorCode, SwregError, UsageError
 
-from . import Card, ReaderInfo, list_readers, open_card
+from . import Card, ReaderInfo, open_card
 
 __all__ = [
     "DEFAULT_PORT",
@@ -126,6 +137,7 @@ TRANSPORT_SIZE_FACTOR: Final = 4
 """The WebSocket layer's ``max_size`` is this many times ``max_message_bytes``: messages in
 between are read and answered with ``invalid_value``; larger ones close the connection (1009)."""
 
+PKCS11_SCHEME: Final = "pkcs11"
 MAX_SPEC_LENGTH: Final = 1024
 MAX_PIN_LENGTH: Final = 64
 LOOPBACK_NAMES: Final = frozenset({"localhost"})
@@ -138,13 +150,22 @@ _T = TypeVar("_T")
 # -- configuration -----------------------------------------------------------------------------
 
 
+def _pcsc_readers() -> list[ReaderInfo]:
+    """The PC/SC readers (imports :mod:`readers.pcsc`, and pyscard, on first use)."""
+    from . import pcsc
+
+    return pcsc.list_readers()
+
+
 @dataclass(frozen=True, kw_only=True)
 class AgentConfig:
     """How the agent listens and whom it answers; checked when made (``UsageError``).
 
     ``card_opener`` and ``reader_lister`` are seams (tests pass ``virtual:`` cards or fixed
-    readers). ``card_schemes`` are the card spec schemes a page may open: ``pcsc`` by default;
-    add ``virtual`` for demos and tests with PKCS#12 files.
+    readers); ``reader_lister`` lists the PC/SC readers. ``card_schemes`` are the card spec
+    schemes a page may open: ``pcsc`` by default; add ``virtual`` for demos and tests with
+    PKCS#12 files. ``pkcs11_modules``: absolute paths of the PKCS#11 modules whose tokens are
+    offered (and listed); when not empty, ``pkcs11:`` specs are opened with these modules only.
     """
 
     host: str = "127.0.0.1"
@@ -152,8 +173,9 @@ class AgentConfig:
     allowed_origins: frozenset[str]
     max_message_bytes: int = 64 * 1024
     card_opener: Callable[[str], Card] = open_card
-    reader_lister: Callable[[], list[ReaderInfo]] = list_readers
+    reader_lister: Callable[[], list[ReaderInfo]] = _pcsc_readers
     card_schemes: frozenset[str] = field(default_factory=lambda: frozenset({"pcsc"}))
+    pkcs11_modules: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_host(self.host)
@@ -166,6 +188,22 @@ class AgentConfig:
             _check_origin(origin)
         object.__setattr__(self, "allowed_origins", origins)
         schemes = _string_set(self.card_schemes, "card_schemes")
+        modules = self.pkcs11_modules
+        if isinstance(modules, str) or not all(isinstance(m, str) for m in modules):
+            raise UsageError(detail=f"pkcs11_modules must be a sequence of paths, not {modules!r}")
+        for module in modules:
+            if not module or "\0" in module or not os.path.isabs(module):
+                raise UsageError(
+                    detail=f"a PKCS#11 module is named by its absolute path, not {module!r}"
+                )
+            if not os.path.isfile(module):
+                raise UsageError(detail=f"no PKCS#11 module at {module}; install its card software")
+        modules = tuple(dict.fromkeys(modules))
+        object.__setattr__(self, "pkcs11_modules", modules)
+        if modules:
+            schemes |= {PKCS11_SCHEME}
+        elif PKCS11_SCHEME in schemes:
+            raise UsageError(detail="pkcs11 cards need the modules to load (pkcs11_modules)")
         object.__setattr__(self, "card_schemes", schemes)
         size = self.max_message_bytes
         if isinstance(size, bool) or not isinstance(size, int) or size < 1024:
@@ -471,17 +509,25 @@ class _Agent:
                 )
             secret = _Pin(pin)
             del pin
-            opener = self._config.card_opener
-            return await self._locks.run(spec, lambda: _sign(opener, spec, secret, data))
+            opener = self._opener(spec)
+            return await self._locks.run(
+                self._turn(spec), lambda: _sign(opener, spec, secret, data)
+            )
         del pin
         if op == "hello":
             return {"agent": "swreg", "version": PROTOCOL_VERSION, "ops": list(OPS)}
         if op == "list_readers":
-            return await asyncio.to_thread(_list_readers, self._config.reader_lister)
+            lister = self._config.reader_lister
+            modules = self._config.pkcs11_modules
+            if not modules:
+                return await asyncio.to_thread(_list_readers, lister)
+            return await self._locks.run(
+                f"{PKCS11_SCHEME}:", lambda: _list_readers(lambda: _with_tokens(lister, modules))
+            )
         if op == "read_certificate":
             spec = self._card_spec(request)
-            opener = self._config.card_opener
-            return await self._locks.run(spec, lambda: _read_certificate(opener, spec))
+            opener = self._opener(spec)
+            return await self._locks.run(self._turn(spec), lambda: _read_certificate(opener, spec))
         if raw_op is None:
             raise _BadRequest(f"the request names no op; ops: {', '.join(OPS)}", field="op")
         raise _BadRequest(f"unknown op; ops: {', '.join(OPS)}", field="op")
@@ -492,14 +538,42 @@ class _Agent:
             raise _BadRequest(
                 "name the card as a spec string, e.g. pcsc:0 or pcsc:READER NAME", field="card"
             )
-        scheme = spec.partition(":")[0]
+        scheme, _, target = spec.partition(":")
         if scheme not in self._config.card_schemes:
             enabled = ", ".join(sorted(self._config.card_schemes))
             raise _BadRequest(
                 f"card scheme {_shown(scheme)!r} is not enabled in this agent; enabled: {enabled}",
                 field="card",
             )
+        if scheme == PKCS11_SCHEME:
+            from . import pkcs11
+
+            module = pkcs11.parse_uri(target).module_path  # UsageError when malformed
+            if module is not None and module not in self._config.pkcs11_modules:
+                raise _BadRequest(
+                    f"PKCS#11 module {_shown(module)!r} is not enabled in this agent; "
+                    "the agent's user enables modules with swreg agent --pkcs11-module PATH",
+                    field="card",
+                )
         return spec
+
+    def _opener(self, spec: str) -> Callable[[str], Card]:
+        """How to open ``spec``: PKCS#11 URIs with the agent's modules only."""
+        modules = self._config.pkcs11_modules
+        if spec.partition(":")[0] != PKCS11_SCHEME or self._config.card_opener is not open_card:
+            return self._config.card_opener
+
+        def open_token(spec: str) -> Card:
+            from . import pkcs11
+
+            return pkcs11.open_pkcs11(spec.partition(":")[2], allowed_modules=modules)
+
+        return open_token
+
+    @staticmethod
+    def _turn(spec: str) -> str:
+        """The lock a card operation waits for: its spec; one for all PKCS#11 work."""
+        return f"{PKCS11_SCHEME}:" if spec.partition(":")[0] == PKCS11_SCHEME else spec
 
     @staticmethod
     def _failure(request_id: Any, op: str, error: SwregError) -> str:
@@ -560,6 +634,23 @@ def _card_errors() -> Iterator[None]:
         raise CardError(
             ErrorCode.CARD_ERROR, detail=f"the card operation failed ({name})"
         ) from None
+
+
+def _with_tokens(
+    lister: Callable[[], list[ReaderInfo]], modules: tuple[str, ...]
+) -> list[ReaderInfo]:
+    """The PC/SC readers, then the slots of ``modules``. Without pcscd the slots stand alone;
+    with nothing at all to list, pcscd's ``no_reader`` stands."""
+    from . import pkcs11
+
+    try:
+        found = lister()
+    except EnvironmentProblem:
+        tokens = pkcs11.list_tokens(modules)
+        if not tokens:
+            raise
+        return tokens
+    return found + pkcs11.list_tokens(modules)
 
 
 def _list_readers(lister: Callable[[], list[ReaderInfo]]) -> dict[str, Any]:

@@ -22,19 +22,26 @@ refused too: a URI this bridge cannot honour exactly is not silently widened.
 The signing certificate is the URI's object when it names one; otherwise the end-entity
 certificate whose keyUsage has digitalSignature or nonRepudiation (nonRepudiation preferred) and
 whose private key — paired by CKA_ID — may sign (CKA_SIGN); keys a token hides until login do not
-rule a certificate out. The chain is the certificates on the token whose basicConstraints say
-cA. Signing hashes with SHA-256 and signs with ``CKM_SHA256_RSA_PKCS`` (``CKM_RSA_PKCS`` over a
-DigestInfo when the token lacks it) or with ``CKM_ECDSA`` over the digest, whose raw ``r‖s`` is
-returned DER-encoded.
+rule a certificate out. One certificate under several IDs (OpenSC shows a PIV card's 9A and 9C
+so when both hold the same certificate) is one key pair, not an ambiguity: the ID whose key has
+``CKA_ALWAYS_AUTHENTICATE`` (PIV 9C, the signature key) is taken, else the lowest ID. Such a key
+is signed with after ``C_Login(CKU_CONTEXT_SPECIFIC)``, so the card keeps the verified PIN until
+it logs out (closing, or the next ``verify_pin``). The chain is the certificates on the token
+whose basicConstraints say cA. Signing hashes with SHA-256 and signs with
+``CKM_SHA256_RSA_PKCS`` (``CKM_RSA_PKCS`` over a DigestInfo when the token lacks it) or with
+``CKM_ECDSA`` over the digest, whose raw ``r‖s`` is returned DER-encoded.
 
 Module errors become ``engine`` errors here, at the edge: a wrong PIN is
 ``CardError("pin_incorrect", tries_left=N)`` — ``N`` is 1 when the token flags
 ``CKF_USER_PIN_FINAL_TRY``, otherwise ``None`` (``CKF_USER_PIN_COUNT_LOW`` says a wrong PIN was
-entered, not how many tries are left; SoftHSM2 sets only that one and never locks); a locked PIN
-is ``CardError("card_locked")``; a module that cannot be loaded, a slot without a token and a
-token removed are ``EnvironmentProblem`` (``no_reader`` / ``no_card``); a malformed URI or one
-matching several tokens or certificates is a ``UsageError``; anything else the module reports is
-``CardError("card_error")`` naming the PKCS#11 error, never data.
+entered, not how many tries are left; SoftHSM2 sets only that one and never locks; OpenSC with a
+PIV card sets none after the first wrong PIN of three, FINAL_TRY at one left, and
+``CKF_USER_PIN_LOCKED`` after the wrong PIN that locked the card, which is then reported as
+``card_locked``); a locked PIN is ``CardError("card_locked")``; a module that cannot be
+loaded, a slot without a token and a token removed are ``EnvironmentProblem`` (``no_reader`` /
+``no_card``); a malformed URI or one matching several tokens or certificates is a
+``UsageError``; anything else the module reports is ``CardError("card_error")`` naming the
+PKCS#11 error, never data.
 
 **Binding: python-pkcs11** (pyauth/python-pkcs11), chosen over PyKCS11:
 
@@ -475,6 +482,7 @@ class Pkcs11Card:
         self.label = token_uri(found.path, found.token.label)
         self._user: Any | None = None
         self._public: Any | None = None
+        self._context_pin: str | None = None  # for CKA_ALWAYS_AUTHENTICATE keys, until logout
         self._chosen: _Cert | None = None
         with _translated(self._path):
             self._public = self._token.open()
@@ -509,6 +517,7 @@ class Pkcs11Card:
                     ErrorCode.CARD_ERROR,
                     detail="the token is already logged in by another session of this program",
                 ) from exc
+        self._context_pin = pin
         self._chosen = None  # keys hidden before login may now pair certificates
 
     def read_certificate(self) -> bytes:
@@ -545,12 +554,19 @@ class Pkcs11Card:
         digest = hashlib.sha256(message).digest()
         with _translated(self._path):
             key = self._private_key(session, chosen)
+            # A CKA_ALWAYS_AUTHENTICATE key (PIV 9C) wants C_Login(CKU_CONTEXT_SPECIFIC) after
+            # each C_SignInit (PKCS#11 §5.1); python-pkcs11 does it when given the PIN.
+            pin = (
+                self._context_pin if _attribute(key, Attribute.ALWAYS_AUTHENTICATE, False) else None
+            )
             if key.key_type == KeyType.RSA:
                 if Mechanism.SHA256_RSA_PKCS in self._slot.get_mechanisms():
-                    return bytes(key.sign(message, mechanism=Mechanism.SHA256_RSA_PKCS))
-                return bytes(key.sign(_SHA256_DIGEST_INFO + digest, mechanism=Mechanism.RSA_PKCS))
+                    return bytes(key.sign(message, mechanism=Mechanism.SHA256_RSA_PKCS, pin=pin))
+                return bytes(
+                    key.sign(_SHA256_DIGEST_INFO + digest, mechanism=Mechanism.RSA_PKCS, pin=pin)
+                )
             if key.key_type == KeyType.EC:
-                raw = bytes(key.sign(digest, mechanism=Mechanism.ECDSA))
+                raw = bytes(key.sign(digest, mechanism=Mechanism.ECDSA, pin=pin))
                 if not raw or len(raw) % 2:
                     raise CardError(
                         ErrorCode.CARD_ERROR,
@@ -591,6 +607,7 @@ class Pkcs11Card:
         return self._user or self._public
 
     def _logout(self) -> None:
+        self._context_pin = None
         user, self._user = self._user, None
         if user is not None:
             with _lock(self._path), contextlib.suppress(p11.PKCS11Error):
@@ -642,6 +659,11 @@ class Pkcs11Card:
                 str(_attribute(k, Attribute.LABEL, "")): bytes(_attribute(k, Attribute.ID, b""))
                 for k in keys
             }
+            always = {
+                bytes(_attribute(k, Attribute.ID, b""))
+                for k in keys
+                if _attribute(k, Attribute.ALWAYS_AUTHENTICATE, False)
+            }
         uri = self._uri
         if uri.names_object:
             ids = {uri.id} if uri.id is not None else set()
@@ -674,6 +696,10 @@ class Pkcs11Card:
             ]
             best = max((c.rank for c in candidates), default=0)
             candidates = [c for c in candidates if c.rank == best]
+            if len(candidates) > 1 and len({c.der for c in candidates}) == 1:
+                # One certificate under several IDs (a PIV card's 9A and 9C): the same key pair,
+                # so not ambiguous; take the key that needs the PIN at each use (PIV 9C).
+                candidates = [min(candidates, key=lambda c: (c.id not in always, c.id))]
             what = "keyUsage digitalSignature or nonRepudiation"
             if not candidates:
                 raise CardError(

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+import pkcs11 as p11lib
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -36,6 +37,9 @@ from engine import CardError, ErrorCode, UsageError, challenge_payload
 from engine.testing.pki import TestPKI
 from readers import Card, ReaderInfo
 from readers.agent import MAX_SIGN_DATA, OPS, TRANSPORT_SIZE_FACTOR, AgentConfig, serve_agent
+
+from .conftest import PIN as TOKEN_PIN
+from .test_pkcs11 import SOFTHSM, Tokens, tokens  # noqa: F401  (tokens: the SoftHSM2 fixture)
 
 ORIGIN = "https://swreg.example"
 OTHER_ORIGIN = "http://localhost:8000"
@@ -782,3 +786,167 @@ def test_the_agent_signs_only_challenges_bound_to_the_page(
             "invalid_value",
             "data",
         )
+
+
+# -- PKCS#11 tokens (swreg agent --pkcs11-module) ----------------------------------------------
+
+
+def _token_config(**overrides: Any) -> AgentConfig:
+    values: dict[str, Any] = {
+        "card_schemes": frozenset({"pcsc"}),
+        "pkcs11_modules": (SOFTHSM,),
+        "reader_lister": lambda: [ReaderInfo("Virtual PCD 00 00", False, None)],
+    }
+    return _config(**{**values, **overrides})
+
+
+def test_pkcs11_tokens_are_listed_and_sign(
+    tokens: Tokens,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """The tokens of the agent's modules come after the PC/SC readers; a listed spec signs; a
+    URI without module-path searches the agent's modules, never SWREG_PKCS11_MODULES."""
+    monkeypatch.setenv("SWREG_PKCS11_MODULES", str(tmp_path / "not-this-one.so"))
+    payload = challenge_payload(ORIGIN, "reg-p11", b"n" * 32)
+    data = b64(payload)
+
+    async def body(uri: str) -> list[dict[str, Any]]:
+        async with client(uri) as ws:
+            listed = await call(ws, {"id": 1, "op": "list_readers"})
+            spec = next(r["spec"] for r in listed["readers"] if r["token"] == "rsa-card")
+            sign = {"op": "sign", "card": spec, "data": data}
+            return [
+                listed,
+                await call(ws, {**sign, "id": 2, "pin": "000000"}),
+                await call(ws, {**sign, "id": 3, "pin": TOKEN_PIN}),
+                await call(ws, {**sign, "id": 4, "pin": TOKEN_PIN, "card": "pkcs11:token=ec-card"}),
+                await call(ws, {"id": 5, "op": "read_certificate", "card": spec}),
+            ]
+
+    listed, wrong, rsa_signed, ec_signed, read = with_agent(_token_config(), body)
+    readers = listed["readers"]
+    assert readers[0] == {
+        "name": "Virtual PCD 00 00", "card_present": False, "profile": None, "bridge": "pcsc",
+        "token": None, "spec": None,
+    }  # fmt: skip
+    present = {r["token"]: r for r in readers[1:] if r["card_present"]}
+    assert sorted(present) == ["ec-card", "rsa-card", "two-certs", "two-signers"]
+    assert all(r["bridge"] == "pkcs11" for r in readers[1:])
+    assert present["rsa-card"]["spec"] == f"pkcs11:token=rsa-card?module-path={SOFTHSM}"
+    assert (wrong["error"]["code"], wrong["error"]["tries_left"]) == ("pin_incorrect", None)
+    for answer, card in ((rsa_signed, tokens.rsa), (ec_signed, tokens.ec)):
+        assert answer["ok"] is True, answer
+        assert base64.b64decode(answer["certificate"]) == card.der()
+        verify(card.der(), base64.b64decode(answer["signature"]), payload)
+    assert [base64.b64decode(c) for c in rsa_signed["chain"]] == list(tokens.rsa.chain_der())
+    assert base64.b64decode(read["certificate"]) == tokens.rsa.der()
+
+
+def test_a_page_cannot_make_the_agent_load_another_module(
+    tokens: Tokens,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Loading a module runs its code: a module-path the agent's user did not enable is refused
+    before anything is loaded — here a working copy of SoftHSM2, which would sign if loaded."""
+    copy = tmp_path / "libsofthsm2-copy.so"
+    copy.write_bytes(Path(SOFTHSM).read_bytes())
+    data = b64(challenge_payload(ORIGIN, "reg-p11", b"n" * 32))
+    escaped = "%2F".join(str(copy).split("/"))
+    specs = [
+        f"pkcs11:token=rsa-card?module-path={copy}",
+        f"pkcs11:token=rsa-card?module-path={escaped}",  # the same path, %-escaped
+        "pkcs11:token=rsa-card?module-path=/usr/lib/softhsm/../softhsm/libsofthsm2.so",
+    ]
+
+    async def body(uri: str) -> list[dict[str, Any]]:
+        async with client(uri) as ws:
+            answers = []
+            for i, spec in enumerate(specs):
+                request = {"id": i, "op": "sign", "card": spec, "pin": TOKEN_PIN, "data": data}
+                answers.append(await call(ws, request))
+                answers.append(await call(ws, {"id": i, "op": "read_certificate", "card": spec}))
+            return answers
+
+    answers = with_agent(_token_config(), body)
+    shown = [str(copy), str(copy), "/usr/lib/softhsm/../softhsm/libsofthsm2.so"]
+    for answer, module in zip(answers, [m for m in shown for _ in range(2)], strict=True):
+        assert answer["ok"] is False
+        assert (answer["error"]["code"], answer["error"]["field"]) == ("invalid_value", "card")
+        assert answer["error"]["message_en"].endswith(
+            f"PKCS#11 module {module!r} is not enabled in this agent; the agent's user enables "
+            "modules with swreg agent --pkcs11-module PATH"
+        )
+    assert str(copy) not in p11lib._loaded
+
+
+def test_pkcs11_specs_need_the_agents_modules(tokens: Tokens) -> None:  # noqa: F811
+    spec = f"pkcs11:token=rsa-card?module-path={SOFTHSM}"
+
+    async def body(uri: str) -> list[dict[str, Any]]:
+        async with client(uri) as ws:
+            return [
+                await call(ws, {"id": 1, "op": "read_certificate", "card": spec}),
+                await call(ws, {"id": 2, "op": "read_certificate", "card": f"{spec}&pin-value=1"}),
+            ]
+
+    without, _ = with_agent(_config(card_schemes=frozenset({"pcsc"})), body)
+    assert (without["error"]["code"], without["error"]["field"]) == ("invalid_value", "card")
+    assert "'pkcs11' is not enabled" in without["error"]["message_en"]
+    _, pin_in_uri = with_agent(_token_config(), body)
+    assert pin_in_uri["error"]["code"] == "usage"
+    assert "pin-value is refused" in pin_in_uri["error"]["message_en"]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"pkcs11_modules": ("libsofthsm2.so",)},
+        {"pkcs11_modules": ("",)},
+        {"pkcs11_modules": ("/usr/lib/no-such-pkcs11-module.so",)},  # a typo: said at start
+        {"pkcs11_modules": SOFTHSM},
+        {"card_schemes": frozenset({"pkcs11"})},  # the scheme without modules to load
+    ],
+)
+def test_malformed_pkcs11_module_settings_are_refused(overrides: dict[str, Any]) -> None:
+    with pytest.raises(UsageError):
+        AgentConfig(allowed_origins=frozenset({ORIGIN}), **overrides)
+
+
+def test_swreg_agent_pkcs11_module_serves_the_tokens(tokens: Tokens) -> None:  # noqa: F811
+    port = _free_port()
+    env = {**os.environ, "SOFTHSM2_CONF": str(tokens.conf)}
+    swreg = str(Path(sys.executable).parent / "swreg")
+    refused = subprocess.run(
+        [swreg, "agent", "--origin", ORIGIN, "--port", str(port), "--pkcs11-module",
+         "libsofthsm2.so"], capture_output=True, text=True, env=env, timeout=TIMEOUT, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stderr
+    assert "absolute path" in refused.stderr
+    process = subprocess.Popen(
+        [swreg, "agent", "--origin", ORIGIN, "--port", str(port), "--pkcs11-module", SOFTHSM],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    payload = challenge_payload(ORIGIN, "reg-cli", b"n" * 32)
+
+    async def sign() -> dict[str, Any]:
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            try:
+                async with client(f"ws://127.0.0.1:{port}/") as ws:
+                    return await call(ws, {
+                        "id": 1, "op": "sign", "card": "pkcs11:token=ec-card", "pin": TOKEN_PIN,
+                        "data": b64(payload),
+                    })  # fmt: skip
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                await asyncio.sleep(0.1)
+
+    try:
+        answer = asyncio.run(sign())
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=TIMEOUT) == 0
+    assert answer["ok"] is True, answer
+    verify(tokens.ec.der(), base64.b64decode(answer["signature"]), payload)

@@ -473,6 +473,14 @@ def agent(
     allow_virtual: Annotated[
         bool, typer.Option("--allow-virtual", help="Also open virtual:FILE.p12 cards (testing).")
     ] = False,
+    pkcs11_module: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pkcs11-module",
+            help="Offer the tokens of this PKCS#11 module, by absolute path (repeatable); "
+            "the page can use no other module.",
+        ),
+    ] = None,
 ) -> None:
     """The local card agent: a WebSocket server on 127.0.0.1 for the registration page."""
     from readers.agent import AgentConfig, run_agent
@@ -480,7 +488,11 @@ def agent(
     with command(False) as out:
         schemes = frozenset({"pcsc", "virtual"} if allow_virtual else {"pcsc"})
         config = AgentConfig(
-            host=host, port=port, allowed_origins=frozenset(origin), card_schemes=schemes
+            host=host,
+            port=port,
+            allowed_origins=frozenset(origin),
+            card_schemes=schemes,
+            pkcs11_modules=tuple(pkcs11_module or ()),
         )
         typer.echo(f"swreg agent: ws://{host}:{port}/ for {', '.join(sorted(origin))}")
         run_agent(config)
