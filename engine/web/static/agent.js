@@ -8,7 +8,8 @@
  *   failure(code)       an error object {code, message} in the page's language
  *   Agent(url)          .call(op, args) → Promise of the reply (rejects with {code, message})
  *                       .fillReaders(select) → Promise of the number of readers, filling the
- *                       <select> with "pcsc:NAME" options (a reader with a card first)
+ *                       <select> with "pcsc:NAME" options, or a PKCS#11 token's own spec
+ *                       (a reader with a card first)
  *                       .showReaders(select, setStatus, showError) the same, told to the user
  *                       .detect(select, missing, setStatus, showError) → Promise of whether the
  *                       agent answers (then the readers are listed; else #agent-missing shows)
@@ -142,8 +143,13 @@
       var preferred = null;
       readers.forEach(function (item) {
         var option = document.createElement("option");
-        option.value = "pcsc:" + item.name;
-        option.textContent = item.name + (item.card_present ? "" : " (—)");
+        /* a PKCS#11 token comes with its own spec (an RFC 7512 URI the agent resolves only
+         * within its own modules); a PC/SC reader is named */
+        var token = item.bridge === "pkcs11" && item.spec;
+        option.value = token ? item.spec : "pcsc:" + item.name;
+        option.textContent =
+          (token ? (item.token || item.name) + " (PKCS#11)" : item.name) +
+          (item.card_present ? "" : " (—)");
         select.appendChild(option);
         if (option.value === previous || (preferred === null && item.card_present)) {
           preferred = option.value;
