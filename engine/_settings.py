@@ -15,6 +15,7 @@
 ``SWREG_MAIL_OUTBOX``    a folder receiving mail as ``.eml`` files instead (demo)
 ``SWREG_DEMO``           ``1``: demo mode (the portal shows the outbox at /demo/outbox)
 ``SWREG_AGENT_URL``      where the wizard page finds the local card agent (ws://127.0.0.1:61234/)
+``SWREG_HIPKI_URL``      where the card pages find CHT's HiPKI component (http://localhost:61161)
 ``SWREG_SQLITE_SYNCHRONOUS``  ``NORMAL`` (default; WAL keeps every commit through a crash of the
                          process, power loss may drop the last ones) or ``FULL`` (fsync each commit)
 ``SWREG_TRUSTED_PROXIES`` comma-separated CIDRs of reverse proxies whose ``X-Forwarded-For`` is
@@ -241,6 +242,8 @@ class Settings:
     """Demo mode: the portal shows the mail outbox at /demo/outbox."""
     agent_url: str = "ws://127.0.0.1:61234/"
     """Where the wizard page finds the local card agent."""
+    hipki_url: str = "http://localhost:61161"
+    """Where the card pages find CHT's HiPKI component (DOMAIN.md §4.1; ``SWREG_HIPKI_URL``)."""
     sqlite_synchronous: str = "NORMAL"
     """SQLite's ``PRAGMA synchronous`` in WAL mode: ``NORMAL`` or ``FULL`` (see the module doc)."""
     trusted_proxies: tuple[IPNetwork, ...] = ()
@@ -282,6 +285,7 @@ class Settings:
             mail=MailSettings.from_env(env),
             demo=env.get("SWREG_DEMO") == "1",
             agent_url=env.get("SWREG_AGENT_URL") or "ws://127.0.0.1:61234/",
+            hipki_url=env.get("SWREG_HIPKI_URL") or "http://localhost:61161",
             sqlite_synchronous=_synchronous(env.get("SWREG_SQLITE_SYNCHRONOUS") or "NORMAL"),
             session_ttl=_duration(env, "SWREG_SESSION_IDLE", cls.session_ttl),
             session_max=_duration(env, "SWREG_SESSION_MAX", cls.session_max),

@@ -196,6 +196,26 @@ TEXTS: Final[Mapping[str, tuple[str, str]]] = {
         "The browser blocked the card component's window; allow pop-ups for this site and retry.",
     ),
     "network_error": ("網路連線錯誤，請稍後再試", "Network error; please try again"),
+    "status_hipki_readers": (
+        "使用 HiCOS 跨平台網頁元件 {version}，找到 {count} 台讀卡機",
+        "Using the HiCOS web component {version}; {count} card reader(s) found",
+    ),
+    "status_hipki_trusted": (
+        "已加入 HiCOS 元件的信任網站，請重新執行",
+        "The HiCOS component now trusts this site; please try again",
+    ),
+    "hipki_trust": ("加入 HiCOS 元件信任網站", "Trust this site in the HiCOS component"),
+    "hipki_missing": (
+        "未偵測到 HiCOS 跨平台網頁元件，請確認已安裝並啟動後重試。",
+        "The HiCOS web component did not answer; make sure it is installed and running, "
+        "then retry.",
+    ),
+    "hipki_forbidden": (
+        "HiCOS 元件禁止本網站存取（禁止存取的網域）。",
+        "The HiCOS component forbids this site (forbidden domain).",
+    ),
+    "hipki_pin_length": ("PIN碼長度錯誤", "Wrong PIN length"),
+    "hipki_pin_format": ("PIN碼格式錯誤", "Wrong PIN format"),
     # steps 3, 4
     "step_intro_basic_data": (
         "步驟{n}、填寫 [基本資料] 步驟，填寫完後，請按下 [檢核是否存在] 檢查是否已註冊，"
@@ -351,6 +371,33 @@ SCRIPT_TEXTS: Final = (
     "popup_blocked", "network_error", "account_available", "reader_default",
 )  # fmt: skip
 
+HIPKI_CODE_TEXTS: Final[dict[int, tuple[str, str]]] = {
+    0x76000003: ("未輸入待簽訊息", "no data to sign"),
+    0x7600000B: ("JSON格式錯誤", "JSON format error"),
+    0x7600000C: ("參數錯誤", "parameter error"),
+    0x7600000D: ("執行檔錯誤或逾時", "program error or time-out"),
+    0x7600000E: ("不支援的方法", "unsupported method"),
+    0x76100006: ("IC卡登入失敗", "card login failed"),
+    0x76300001: ("簽章初始錯誤", "signing could not start"),
+    0x76300002: ("簽章型別錯誤", "wrong signature type"),
+    0x76300003: ("簽章內容錯誤", "wrong content to sign"),
+    0x76600002: ("Base64解碼錯誤", "Base64 decoding error"),
+}
+"""Names of the HiPKI component's own error codes (CHT errorcode.js, DOMAIN.md §4.1) that
+card.js shows after 「讀卡元件發生錯誤」; the codes it maps to a swreg code are not here."""
+HIPKI_SCRIPT_TEXTS: Final = (
+    "status_hipki_readers", "status_hipki_trusted", "hipki_trust", "hipki_missing",
+    "hipki_forbidden", "hipki_pin_length", "hipki_pin_format",
+)  # fmt: skip
+HIPKI_CARD_CODES: Final = (
+    ErrorCode.CERTIFICATE_EXPIRED,
+    ErrorCode.CERTIFICATE_NOT_YET_VALID,
+    ErrorCode.CERTIFICATE_TYPE_MISMATCH,
+    ErrorCode.IDENTITY_MISMATCH,
+)
+"""Codes card.js maps HiPKI replies to besides :data:`CARD_CODES` (0x76500001/2, 0x830001xx,
+0x76210001)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Translator:
@@ -383,4 +430,8 @@ class Translator:
         """What wizard.js and card.js show by themselves, in this language."""
         messages = {key: self(key) for key in SCRIPT_TEXTS}
         messages.update({str(code): self.error(code) for code in CARD_CODES})
+        messages.update({key: self(key) for key in HIPKI_SCRIPT_TEXTS})
+        messages.update({str(code): self.error(code) for code in HIPKI_CARD_CODES})
+        index = 0 if self.language == "zh-TW" else 1
+        messages.update({f"hipki_code_{c:08x}": t[index] for c, t in HIPKI_CODE_TEXTS.items()})
         return messages

@@ -153,7 +153,12 @@ def render(
     """Render ``template`` with what every page needs (language, CSRF token, body data)."""
     portal = portal_of(request)
     language = page_language(request)
-    data = {"lang": language, "origin": portal.origin, **(body_data or {})}
+    data = {
+        "lang": language,
+        "origin": portal.origin,
+        "hipki-url": portal.settings.hipki_url,
+        **(body_data or {}),
+    }
     response: HTMLResponse = _templates(request).TemplateResponse(
         request,
         template,

@@ -109,12 +109,17 @@ def content_security_policy(settings: Settings) -> str:
     agent = _origin_of(settings.agent_url)
     if agent is not None and agent not in connect:
         connect.append(agent)
+    images = ["'self'", "data:", *HIPKI_ORIGINS]  # /p11Image.bmp, read from a canvas
+    hipki = _origin_of(settings.hipki_url)
+    for known in (images, connect):
+        if hipki is not None and hipki not in known:
+            known.append(hipki)
     return "; ".join(
         (
             "default-src 'self'",
             "script-src 'self'",
             "style-src 'self'",
-            "img-src 'self' data:",
+            "img-src " + " ".join(images),
             "connect-src " + " ".join(connect),
             "frame-ancestors 'none'",
             "form-action 'self'",
