@@ -16,7 +16,7 @@ card) and :class:`~engine.UsageError` (a malformed spec).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
@@ -25,7 +25,15 @@ from engine import EnvironmentProblem, UsageError
 
 from . import virtual as _virtual
 
-__all__ = ["Card", "Opener", "ReaderInfo", "list_readers", "open_card", "register_scheme"]
+__all__ = [
+    "Card",
+    "Opener",
+    "ReaderInfo",
+    "list_readers",
+    "open_card",
+    "register_scheme",
+    "with_tokens",
+]
 
 
 @runtime_checkable
@@ -161,9 +169,17 @@ def list_readers() -> list[ReaderInfo]:
         return pcsc.list_readers()
     from . import pkcs11
 
-    modules = pkcs11.configured_modules()
+    return with_tokens(pcsc.list_readers, pkcs11.configured_modules())
+
+
+def with_tokens(lister: Callable[[], list[ReaderInfo]], modules: Sequence[str]) -> list[ReaderInfo]:
+    """The readers ``lister`` finds, then the slots of the PKCS#11 ``modules``. When the lister
+    finds no reader service (pcscd) the slots stand alone; with nothing at all to list, its
+    ``no_reader`` error stands."""
+    from . import pkcs11
+
     try:
-        found = pcsc.list_readers()
+        found = lister()
     except EnvironmentProblem:
         tokens = pkcs11.list_tokens(modules)
         if not tokens:

@@ -112,9 +112,9 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from engine import CardError, EnvironmentProblem, ErrorCode, SwregError, UsageError
+from engine import CardError, ErrorCode, SwregError, UsageError
 
-from . import Card, ReaderInfo, open_card
+from . import Card, ReaderInfo, open_card, with_tokens
 
 __all__ = [
     "DEFAULT_PORT",
@@ -522,7 +522,7 @@ class _Agent:
             if not modules:
                 return await asyncio.to_thread(_list_readers, lister)
             return await self._locks.run(
-                f"{PKCS11_SCHEME}:", lambda: _list_readers(lambda: _with_tokens(lister, modules))
+                f"{PKCS11_SCHEME}:", lambda: _list_readers(lambda: with_tokens(lister, modules))
             )
         if op == "read_certificate":
             spec = self._card_spec(request)
@@ -634,23 +634,6 @@ def _card_errors() -> Iterator[None]:
         raise CardError(
             ErrorCode.CARD_ERROR, detail=f"the card operation failed ({name})"
         ) from None
-
-
-def _with_tokens(
-    lister: Callable[[], list[ReaderInfo]], modules: tuple[str, ...]
-) -> list[ReaderInfo]:
-    """The PC/SC readers, then the slots of ``modules``. Without pcscd the slots stand alone;
-    with nothing at all to list, pcscd's ``no_reader`` stands."""
-    from . import pkcs11
-
-    try:
-        found = lister()
-    except EnvironmentProblem:
-        tokens = pkcs11.list_tokens(modules)
-        if not tokens:
-            raise
-        return tokens
-    return found + pkcs11.list_tokens(modules)
 
 
 def _list_readers(lister: Callable[[], list[ReaderInfo]]) -> dict[str, Any]:

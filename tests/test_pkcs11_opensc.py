@@ -21,10 +21,12 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import pkcs11 as p11lib
 import pytest
 from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner
@@ -57,6 +59,17 @@ OPENSC = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
 SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
 MESSAGE = b"a registration challenge, signed through opensc-pkcs11.so"
 VERIFY = bytes.fromhex("00200080")  # VERIFY of the PIV card PIN
+
+
+@pytest.fixture(autouse=True, scope="module")
+def release_the_readers() -> Iterator[None]:
+    """OpenSC's module, loaded once per process, keeps its PC/SC card handles until
+    C_Finalize: release them when this module is done, so that later tests (in any order) find
+    the vpcd readers free ("Sharing violation" otherwise). A later use initialises it again."""
+    yield
+    loaded = p11lib._loaded.get(OPENSC)
+    if loaded is not None and loaded.initialized:
+        loaded.finalize()
 
 
 @pytest.fixture(autouse=True)
