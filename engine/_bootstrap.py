@@ -25,6 +25,7 @@ from engine.services.login import LoginService
 from engine.services.mail import Mailer, make_mailer
 from engine.services.ocsp import OcspService
 from engine.services.officers import OfficerService
+from engine.services.password_reset import PasswordResetService
 from engine.services.rate_limits import RateLimiter
 from engine.services.registration import RegistrationService, WorkflowLibrary
 from engine.services.reminders import ReminderService
@@ -57,6 +58,8 @@ class App:
     turnkey: TurnkeyVerifier
     reminders: ReminderService
     renewals: RenewalService
+    password_resets: PasswordResetService
+    """忘記密碼: a new password proven with the account's card (DESIGN.md §6)."""
     audit: AuditService
     retention: RetentionService
     officers: OfficerService
@@ -208,6 +211,16 @@ def bootstrap(
         ),
         renewals=RenewalService(
             database, clock, trust, checker, catalog, passwords, limits=account_limits
+        ),
+        password_resets=PasswordResetService(
+            database,
+            clock,
+            trust,
+            checker,
+            passwords,
+            mailer,
+            limits=account_limits,
+            sender=settings.mail.sender,
         ),
         audit=AuditService(database),
         retention=RetentionService(

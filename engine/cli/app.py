@@ -27,6 +27,7 @@ from engine._errors import (
     UsageError,
 )
 from engine._settings import Settings
+from engine.cli.accounts import accounts_app
 from engine.cli.customs import customs_app
 from engine.cli.officers import officers_app
 from engine.cli.purge import purge
@@ -60,7 +61,6 @@ app = typer.Typer(
 )
 trust_app = typer.Typer(help="Trust anchors (受信任的根憑證與中繼憑證).", no_args_is_help=True)
 crl_app = typer.Typer(help="Certificate revocation lists (憑證廢止清冊).", no_args_is_help=True)
-accounts_app = typer.Typer(help="Accounts (帳號).", no_args_is_help=True)
 cert_app = typer.Typer(help="Certificates (憑證).", no_args_is_help=True)
 audit_app = typer.Typer(help="The hash-chained audit log (稽核紀錄).", no_args_is_help=True)
 readers_app = typer.Typer(help="Card readers (讀卡機).", no_args_is_help=True)
@@ -238,34 +238,6 @@ def register(
         out.say(f"註冊完成 / registration completed: {view.applicant_type}")
         out.say(f"帳號 / account: {view.account}")
         out.say("請至您的電子郵件Email進行帳號啟用 / activate the account from your e-mail")
-
-
-@accounts_app.command("check")
-def accounts_check(ctx: typer.Context, name: str, as_json: JsonOption = False) -> None:
-    """檢核是否存在: is this account name still free?"""
-    with command(as_json) as out:
-        if not app_for(ctx).registrations.check_account(name):
-            raise RefusedError(ErrorCode.ACCOUNT_EXISTS, field="account")
-        out.result.update(account=name, available=True, message="此帳號可使用")
-        out.say("此帳號可使用 / this account is available")
-
-
-@accounts_app.command("activate")
-def accounts_activate(ctx: typer.Context, token: str, as_json: JsonOption = False) -> None:
-    """Activate an account with the token (or the whole link) of its activation mail. 帳號啟用。"""
-    with command(as_json) as out:
-        account = app_for(ctx).accounts.activate(token, actor="cli")
-        out.result.update(account=account, status="active")
-        out.say(f"帳號已啟用 / account activated: {account}")
-
-
-@accounts_app.command("logout-all")
-def accounts_logout_all(ctx: typer.Context, name: str, as_json: JsonOption = False) -> None:
-    """Log out everywhere: end every session of the account. 登出所有裝置。"""
-    with command(as_json) as out:
-        ended = app_for(ctx).logins.end_all_sessions(name, actor="cli")
-        out.result.update(account=name, sessions_ended=ended)
-        out.say(f"已登出所有裝置 / logged out everywhere: {name} ({ended} session(s) ended)")
 
 
 @cert_app.command("inspect")

@@ -24,7 +24,7 @@ import typer
 
 from engine._errors import EnvironmentProblem, ErrorCode, RefusedError, UsageError
 from engine.cli.support import CARD_HELP, JsonOption, Output, app_for, command, read_pin
-from engine.pki.card_response import CardResponse
+from engine.services.enrolment import answer_challenge
 from engine.services.reminders import DEFAULT_WINDOW_DAYS
 from engine.services.renewal import Replacement
 
@@ -80,14 +80,8 @@ def renewal_replace(
             pin = read_pin(pin_stdin)
             password = _read_password(pin_stdin)
             challenge = service.issue_challenge(origin=origin)
-            opened.verify_pin(pin)
+            response = answer_challenge(opened, challenge, pin)
             del pin
-            response = CardResponse(
-                challenge_id=challenge.id,
-                certificate=opened.read_certificate(),
-                signature=opened.sign(challenge.payload),
-                chain=opened.read_chain(),
-            )
         done = service.replace_card(
             response, origin=origin, account=account, password=password, actor="cli"
         )

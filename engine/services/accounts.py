@@ -27,10 +27,11 @@ from datetime import datetime, timedelta
 from engine._clock import Clock
 from engine._errors import ErrorCode, RefusedError
 from engine._settings import MailSettings
-from engine.core.identifiers import mask_email
+from engine.core.identifiers import mask_email, normalize_text
 from engine.core.step_data import masked_diff
 from engine.services.hashing import IdentifierHasher
 from engine.services.mail import Mailer, MailLanguage, activation_message
+from engine.services.officers import ADMIN, OfficerView
 from engine.services.rate_limits import RateLimiter
 from engine.store import Database, UnitOfWork
 
@@ -47,6 +48,8 @@ else must not lock the owner out of the account."""
 CARD_LOGIN_STATUSES = frozenset({ACTIVE, LOCKED})
 """The statuses in which the account's own card logs in and its sessions live."""
 
+MAX_REASON_CHARS = 500
+"""The longest reason an officer may give for a suspension or a reactivation."""
 MAX_FAILED_PASSWORDS = 5
 """Wrong passwords in a row (``Account.failed_passwords``) that make an active account
 ``locked``; a right password sets the count back to 0."""
@@ -74,6 +77,8 @@ LOGIN_ACCOUNT_LIMIT = AccountLimit("login", 20, timedelta(minutes=10))
 """Card logins of one account (counted once the card proved it is the account's)."""
 RENEWAL_ACCOUNT_LIMIT = AccountLimit("renewal", 10, timedelta(minutes=10))
 """憑證更換作業 attempts naming one account (counted once the new card passed its checks)."""
+PASSWORD_RESET_ACCOUNT_LIMIT = AccountLimit("password_reset", 5, timedelta(minutes=10))
+"""忘記密碼 resets of one account (counted once the card proved it is the account's)."""
 
 
 class AccountLimits:
@@ -124,8 +129,57 @@ class ActivationMail:
     at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class CertificateSummary:
+    """One login certificate of an account as its owner and officers see it (no personal data).
+
+    ``role`` is the card rank the certificate carries (``primary`` 正卡, ``secondary`` 附卡,
+    ``mobile``) or ``card`` where the CA has no ranks; ``status`` is ``active``, ``expired``
+    or what ended it (``replaced``).
+    """
+
+    fingerprint: str
+    ca: str
+    role: str
+    not_after: datetime
+    status: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "fingerprint": self.fingerprint,
+            "ca": self.ca,
+            "role": self.role,
+            "not_after": self.not_after.isoformat(),
+            "status": self.status,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSummary:
+    """``swreg accounts show``: an account with its e-mail address masked (DESIGN.md §9)."""
+
+    account: str
+    state: str
+    type: str
+    email: str
+    certificates: tuple[CertificateSummary, ...]
+    password_changed_at: datetime | None
+
+    def as_dict(self) -> dict[str, object]:
+        changed = self.password_changed_at
+        return {
+            "account": self.account,
+            "state": self.state,
+            "type": self.type,
+            "email": self.email,
+            "certificates": [c.as_dict() for c in self.certificates],
+            "password_changed_at": changed.isoformat() if changed else None,
+        }
+
+
 class AccountService:
-    """Issues and mails activation links and activates accounts."""
+    """Issues and mails activation links, activates accounts, shows them, and lets an admin
+    officer suspend and reactivate them."""
 
     def __init__(
         self,
@@ -258,6 +312,87 @@ class AccountService:
             )
             uow.commit()
             return account.name
+
+    def show(self, name: str) -> AccountSummary:
+        """The account called ``name`` (masked e-mail, login certificates); unknown:
+        ``not_registered``."""
+        now = self._clock.now()
+        with self._database.unit_of_work() as uow:
+            account = uow.accounts.get_by_name(name)
+            if account is None:
+                raise RefusedError(ErrorCode.NOT_REGISTERED, field="account")
+            certificates = tuple(
+                CertificateSummary(
+                    fingerprint=row.fingerprint,
+                    ca=row.ca,
+                    role=row.card_rank or "card",
+                    not_after=row.not_after,
+                    status=_certificate_status(row.status, row.not_after, now),
+                )
+                for row in uow.certificates.logins_of(account.id)
+            )
+            return AccountSummary(
+                account=account.name,
+                state=account.status,
+                type=account.applicant_type,
+                email=mask_email(account.email),
+                certificates=certificates,
+                password_changed_at=account.password_changed_at,
+            )
+
+    def suspend(self, name: str, *, officer: OfficerView, reason: str) -> AccountSummary:
+        """停用: an admin officer sets the account ``suspended`` (from ``active`` or ``locked``)
+        and every session of it ends; audited ``account_suspended`` with the reason."""
+        return self._set_suspended(name, True, officer=officer, reason=reason)
+
+    def reactivate(self, name: str, *, officer: OfficerView, reason: str) -> AccountSummary:
+        """An admin officer sets a ``suspended`` account ``active`` again; audited
+        ``account_reactivated`` with the reason. Its old sessions stay ended."""
+        return self._set_suspended(name, False, officer=officer, reason=reason)
+
+    def _set_suspended(
+        self, name: str, suspended: bool, *, officer: OfficerView, reason: str
+    ) -> AccountSummary:
+        if officer.role != ADMIN:
+            raise RefusedError(ErrorCode.NOT_AUTHORIZED, field="officer")
+        reason = normalize_text(reason or "")
+        if not reason:
+            raise RefusedError(ErrorCode.FIELD_REQUIRED, field="reason")
+        if len(reason) > MAX_REASON_CHARS:
+            raise RefusedError(
+                ErrorCode.FIELD_TOO_LONG, field="reason", max_length=MAX_REASON_CHARS
+            )
+        now = self._clock.now()
+        with self._database.unit_of_work() as uow:
+            account = uow.accounts.get_by_name(name)
+            if account is None:
+                raise RefusedError(ErrorCode.NOT_REGISTERED, field="account")
+            allowed = CARD_LOGIN_STATUSES if suspended else {SUSPENDED}
+            if account.status not in allowed:
+                raise RefusedError(
+                    ErrorCode.INVALID_TRANSITION, detail=f"account is {account.status}"
+                )
+            previous = account.status
+            account.status = SUSPENDED if suspended else ACTIVE
+            diff: dict[str, object] = {**masked_diff({"account": account.name}), "reason": reason}
+            if suspended:
+                diff["sessions_ended"] = uow.sessions.end_all(account.id, now)
+            uow.audit.append(
+                at=now,
+                actor=officer.actor,
+                event="account_suspended" if suspended else "account_reactivated",
+                from_state=previous,
+                to_state=account.status,
+                applicant_type=account.applicant_type,
+                diff=diff,
+            )
+            uow.commit()
+        return self.show(name)
+
+
+def _certificate_status(stored: str, not_after: datetime, now: datetime) -> str:
+    """An active certificate past its end is ``expired``; the others keep what ended them."""
+    return "expired" if stored == "active" and not_after <= now else stored
 
 
 def _log_failure(mail: ActivationMail, exc: BaseException) -> None:

@@ -1,4 +1,4 @@
-"""One whole 憑證註冊 with a card, as the CLI and the demo run it.
+"""One whole 憑證註冊 with a card, as the CLI and the demo run it; a card's answer to a challenge.
 
 The card is anything with the four methods of :class:`SigningCard` (``readers`` provides them);
 the PIN goes to the card and nowhere else. A refusal cancels the registration (audited) and
@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from engine._errors import SwregError
 from engine.core.workflow import ENDINGS
-from engine.pki.card_response import CardResponse
+from engine.pki.card_response import CardResponse, Challenge
 from engine.services.registration import RegistrationService, RegistrationView
 
 
@@ -45,14 +45,7 @@ def register_with_card(
     notify(view)
     try:
         challenge = service.issue_challenge(view.id, actor=actor)
-        card.verify_pin(pin)
-        response = CardResponse(
-            challenge_id=challenge.id,
-            certificate=card.read_certificate(),
-            signature=card.sign(challenge.payload),
-            chain=card.read_chain(),
-        )
-        view = service.submit_card(view.id, response, actor=actor)
+        view = service.submit_card(view.id, answer_challenge(card, challenge, pin), actor=actor)
         notify(view)
         while view.state not in ENDINGS and view.awaiting is None:  # an officer's turn
             view = service.submit(view.id, answers, actor=actor)
@@ -61,6 +54,18 @@ def register_with_card(
         _cancel_quietly(service, view.id, actor)
         raise
     return view
+
+
+def answer_challenge(card: SigningCard, challenge: Challenge, pin: str) -> CardResponse:
+    """The card's answer to ``challenge``: the PIN to the card, then its certificate, its
+    signature over the challenge's payload and its chain."""
+    card.verify_pin(pin)
+    return CardResponse(
+        challenge_id=challenge.id,
+        certificate=card.read_certificate(),
+        signature=card.sign(challenge.payload),
+        chain=card.read_chain(),
+    )
 
 
 def _cancel_quietly(service: RegistrationService, registration_id: str, actor: str) -> None:

@@ -24,9 +24,9 @@ Sessions live in the database (any worker may serve the next request) and have t
 an absolute one (``session_max``, ``SWREG_SESSION_MAX``) counted from the session's
 ``created_at``, after which the session is dead however often it was used. The stored
 ``expires_at`` is the idle expiry, never later than the absolute one. Logout ends one session;
-"log out everywhere" (:meth:`LoginService.logout_all`, :meth:`LoginService.end_all_sessions`)
-and a card replacement (:func:`end_account_sessions`, in the renewal's transaction) end every
-session of the account.
+"log out everywhere" (:meth:`LoginService.logout_all`, :meth:`LoginService.end_all_sessions`),
+a card replacement, a password reset and a suspension (``uow.sessions.end_all``, in their own
+transactions) end every session of the account.
 """
 
 from __future__ import annotations
@@ -34,17 +34,12 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
-
-from sqlalchemy import CursorResult, update
+from typing import Any
 
 from engine._clock import Clock
-from engine._errors import CertificateError, ErrorCode, RefusedError
+from engine._errors import ErrorCode, RefusedError
 from engine.core.step_data import masked_diff
-from engine.pki.card_response import CardResponse, Challenge, chain_certificates
-from engine.pki.certificate import load_certificate
-from engine.pki.certificate_checks import check_login_certificate, verify_signature
-from engine.pki.revocation import raise_known_revocation
+from engine.pki.card_response import CardResponse, Challenge
 from engine.services.accounts import (
     CARD_LOGIN_STATUSES,
     LOGIN_ACCOUNT_LIMIT,
@@ -52,7 +47,7 @@ from engine.services.accounts import (
     status_refusal,
     token_hash,
 )
-from engine.services.challenges import ScopedChallenges
+from engine.services.card_proof import CardProofs
 from engine.services.revocation_checks import RevocationChecker
 from engine.services.trust import TrustService
 from engine.store import Account, Database, LoginSession, UnitOfWork
@@ -106,38 +101,23 @@ class LoginService:
             raise ValueError("session limits must be positive")
         self._database = database
         self._clock = clock
-        self._trust = trust
-        self._revocation = revocation
         self._limits = limits
         self._session_ttl = session_ttl
         self._session_max = session_max
-        self._challenges = ScopedChallenges(
-            database, clock, scope=LOGIN_CHALLENGE_SCOPE, ttl=challenge_ttl
+        self._proofs = CardProofs(
+            database, clock, trust, revocation, scope=LOGIN_CHALLENGE_SCOPE, ttl=challenge_ttl
         )
 
     def issue_challenge(self, *, origin: str) -> Challenge:
         """A fresh single-use login challenge (256 random bits) bound to ``origin``."""
-        return self._challenges.issue(origin=origin)
+        return self._proofs.issue_challenge(origin=origin)
 
     def login(self, response: CardResponse, *, origin: str, actor: str = "web") -> LoginResult:
         """Check the card's answer to a login challenge and open a session (module docstring)."""
-        challenge = self._challenges.consume(response.challenge_id, origin=origin)
-        parsed = load_certificate(response.certificate)
-        extra = chain_certificates(response.chain)
-        now = self._clock.now()
-        snapshot = self._trust.snapshot()
-        verdict = check_login_certificate(
-            parsed, trust=snapshot.store, at=now, profile=None, extra=extra
-        )
-        check = self._revocation.bound(snapshot)
-        try:  # the key first: an answer that does not prove it makes the server ask no one
-            verify_signature(parsed.certificate, response.signature, challenge.payload)
-        except CertificateError:
-            raise_known_revocation(check, verdict.chain)
-            raise
-        revocation = check(verdict.chain)
+        proven = self._proofs.prove(response, origin=origin)
+        now = proven.at
         with self._database.unit_of_work() as uow:  # reads only: the card proves the account
-            certificate = uow.certificates.active_login(parsed.fingerprint)
+            certificate = uow.certificates.active_login(proven.fingerprint)
             if certificate is None or certificate.account_id is None:
                 raise RefusedError(ErrorCode.NOT_REGISTERED)
             found = uow.accounts.get(certificate.account_id)
@@ -168,10 +148,10 @@ class LoginService:
                 applicant_type=account.applicant_type,
                 diff={
                     **masked_diff({"account": account.name}),
-                    "certificate": parsed.fingerprint,
+                    "certificate": proven.fingerprint,
                     "origin": origin,
                     "session": _session_ref(digest),
-                    "revocation": revocation.audit(),
+                    "revocation": proven.revocation.audit(),
                 },
             )
             uow.commit()
@@ -238,7 +218,7 @@ class LoginService:
             if live is None:
                 raise RefusedError(ErrorCode.NOT_AUTHORIZED)
             _, account = live
-            ended = end_account_sessions(uow, account.id, now)
+            ended = uow.sessions.end_all(account.id, now)
             _audit_logout_all(uow, account, ended, at=now, actor=actor, session=digest)
             uow.commit()
             return ended
@@ -248,14 +228,14 @@ class LoginService:
 
         Audited as ``logout_all``. ``swreg accounts logout-all NAME`` calls it, and so may a
         service that must cut the account off (a password reset: in its own transaction it
-        may call :func:`end_account_sessions` instead). Unknown account: ``not_registered``.
+        may call ``uow.sessions.end_all`` instead). Unknown account: ``not_registered``.
         """
         now = self._clock.now()
         with self._database.unit_of_work() as uow:
             row = uow.accounts.get_by_name(account)
             if row is None:
                 raise RefusedError(ErrorCode.NOT_REGISTERED, field="account")
-            ended = end_account_sessions(uow, row.id, now)
+            ended = uow.sessions.end_all(row.id, now)
             _audit_logout_all(uow, row, ended, at=now, actor=actor)
             uow.commit()
             return ended
@@ -277,22 +257,6 @@ class LoginService:
 
     def _absolute_end(self, row: LoginSession) -> datetime:
         return row.created_at + self._session_max
-
-
-def end_account_sessions(uow: UnitOfWork, account_id: int, at: datetime) -> int:
-    """End, in ``uow``, every session of the account not ended yet; returns how many.
-
-    For services that cut an account off in their own transaction (card replacement, password
-    reset); they audit it in their own row.
-    """
-    stmt = (
-        update(LoginSession)
-        .where(LoginSession.account_id == account_id, LoginSession.ended_at.is_(None))
-        .values(ended_at=at)
-        .execution_options(synchronize_session="fetch")
-    )
-    result = cast(CursorResult[Any], uow.session.execute(stmt))
-    return int(result.rowcount)
 
 
 def _audit_logout_all(

@@ -8,8 +8,9 @@ Three mailers ship beside the protocol::
     NullMailer     sends nothing and says so in the log (no mail configured)
 
 :func:`make_mailer` picks one from :class:`~engine._settings.MailSettings`;
-:func:`activation_message` builds the activation mail (pure, no I/O). SMTP failures are
-translated into :class:`~engine.EnvironmentProblem` at this edge.
+:func:`bilingual_message` builds every mail the services send (pure, no I/O):
+:func:`activation_message`, :func:`password_reset_notice` and the expiry reminders. SMTP
+failures are translated into :class:`~engine.EnvironmentProblem` at this edge.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from threading import Lock
 from typing import Literal, Protocol
+from zoneinfo import ZoneInfo
 
 from engine._errors import EnvironmentProblem, ErrorCode
 from engine._settings import MailSettings
@@ -37,6 +39,11 @@ DEFAULT_TIMEOUT = 10.0
 """Seconds allowed for connecting to the SMTP server and for each command."""
 
 ACTIVATION_SUBJECT = "關港貿單一窗口帳號啟用 / Account activation"
+PASSWORD_RESET_SUBJECT = "關港貿單一窗口密碼已重新設定 / Your password was reset"
+PART_SEPARATOR = "\n----------------------------------------\n\n"
+"""Between the two languages of a mail."""
+TAIPEI = ZoneInfo("Asia/Taipei")
+"""Times in mails are Taiwan times."""
 
 
 class Mailer(Protocol):
@@ -223,16 +230,64 @@ def activation_message(
         "The link works once and expires; ask for a new one if it has. If you did not register,\n"
         "ignore this message.\n"
     )
+    return bilingual_message(
+        subject=ACTIVATION_SUBJECT, zh=zh, en=en, to=to, sender=sender, language=language, at=at
+    )
+
+
+def password_reset_notice(
+    *,
+    to: str,
+    account: str,
+    sender: str,
+    language: MailLanguage = "zh-TW",
+    at: datetime | None = None,
+) -> EmailMessage:
+    """The notice sent to the account's address after a password reset (忘記密碼). Pure: no I/O."""
+    when = (at or datetime.now(UTC)).astimezone(TAIPEI).strftime("%Y/%m/%d %H:%M")
+    zh = (
+        "您好：\n\n"
+        f"關港貿單一窗口帳號「{account}」的密碼已於 {when}（臺灣時間）以憑證重新設定，\n"
+        "所有已登入的裝置均已登出。\n\n"
+        "若這不是您本人的操作，請立即以您的憑證重新設定密碼，並聯絡客服中心。\n"
+    )
+    en = (
+        "Hello,\n\n"
+        f"The password of your Single Window account {account} was reset with its card on\n"
+        f"{when} (Taiwan time), and every session of the account was logged out.\n\n"
+        "If you did not do this, reset the password again with your card now and contact the\n"
+        "help desk.\n"
+    )
+    return bilingual_message(
+        subject=PASSWORD_RESET_SUBJECT, zh=zh, en=en, to=to, sender=sender, language=language,
+        at=at,
+    )  # fmt: skip
+
+
+def bilingual_message(
+    *,
+    subject: str,
+    zh: str,
+    en: str,
+    to: str,
+    sender: str,
+    language: MailLanguage = "zh-TW",
+    at: datetime | None = None,
+) -> EmailMessage:
+    """A plain-text mail in both languages (UTF-8, base64 so any relay carries it).
+
+    ``language`` decides which half comes first (zh-TW by default, as on the Single Window's
+    own pages); ``at`` is the ``Date`` header (now when omitted). Pure: no I/O.
+    """
     parts = (zh, en) if language == "zh-TW" else (en, zh)
-    body = "\n----------------------------------------\n\n".join(parts)
     message = EmailMessage()
-    message["Subject"] = ACTIVATION_SUBJECT
+    message["Subject"] = subject
     message["From"] = sender
     message["To"] = to
     message["Date"] = format_datetime((at or datetime.now(UTC)).astimezone(UTC))
     message["Message-ID"] = make_msgid(domain=_domain(sender))
     message["Auto-Submitted"] = "auto-generated"
-    message.set_content(body, charset="utf-8", cte="base64")
+    message.set_content(PART_SEPARATOR.join(parts), charset="utf-8", cte="base64")
     return message
 
 

@@ -170,6 +170,16 @@ class OfficerService:
         with self._database.unit_of_work() as uow:
             return _view(_named(uow, name))
 
+    def acting(self, name: str) -> OfficerView:
+        """The officer acting under ``name`` (a CLI ``--officer``); ``not_authorized`` (field
+        ``officer``) when no officer has that name. What the officer may do is the acting
+        service's check (their role)."""
+        with self._database.unit_of_work() as uow:
+            try:
+                return _view(_named(uow, name))
+            except RefusedError:
+                raise RefusedError(ErrorCode.NOT_AUTHORIZED, field="officer") from None
+
     def remove(self, name: str, *, actor: str = "cli") -> OfficerView:
         """Take the officer off the list; their token stops working at once.
         ``not_registered`` (name) when not on the list."""

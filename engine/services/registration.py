@@ -659,6 +659,7 @@ class RegistrationService:
                 "profile": {k: v for k, v in data.items() if k not in _NOT_PROFILE},
                 "registration_id": registration.id,
                 "created_at": now,
+                "password_changed_at": now,
                 **{column: data.get(column) for column in ACCOUNT_COLUMNS},
             }
         )

@@ -28,8 +28,6 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
-from zoneinfo import ZoneInfo
 
 from engine._clock import Clock
 from engine._errors import ErrorCode, RefusedError, SwregError
@@ -37,7 +35,7 @@ from engine._settings import MailSettings
 from engine.core.identifiers import mask_email
 from engine.core.step_data import masked_diff
 from engine.services.accounts import ACTIVE, PENDING
-from engine.services.mail import Mailer, MailLanguage
+from engine.services.mail import TAIPEI, Mailer, MailLanguage, bilingual_message
 from engine.store import Account, Certificate, Database, UnitOfWork
 
 log = logging.getLogger("swreg.reminders")
@@ -48,7 +46,6 @@ RETRY_AFTER = timedelta(minutes=10)
 
 RENEWAL_PATH = "/renewal"
 REMINDED_STATUSES = frozenset({ACTIVE, PENDING})
-TAIPEI = ZoneInfo("Asia/Taipei")
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,18 +229,10 @@ def reminder_message(
     when = expires.strftime("%Y/%m/%d %H:%M")
     left = max(0, (item.not_after - at).days)
     zh, en = _zh_body(item, link, when, left), _en_body(item, link, when, left)
-    message = EmailMessage()
-    message["Subject"] = f"關港貿單一窗口憑證將於{day}到期 / Your certificate expires on {day}"
-    message["From"] = sender
-    message["To"] = item.email
-    message["Date"] = format_datetime(at)
-    message["Message-ID"] = make_msgid(domain=_domain(sender))
-    message["Auto-Submitted"] = "auto-generated"
-    parts = (zh, en) if language == "zh-TW" else (en, zh)
-    message.set_content(
-        "\n----------------------------------------\n\n".join(parts), charset="utf-8", cte="base64"
-    )
-    return message
+    return bilingual_message(
+        subject=f"關港貿單一窗口憑證將於{day}到期 / Your certificate expires on {day}",
+        zh=zh, en=en, to=item.email, sender=sender, language=language, at=at,
+    )  # fmt: skip
 
 
 def _zh_body(item: DueReminder, link: str, when: str, left: int) -> str:
@@ -275,8 +264,3 @@ def _en_body(item: DueReminder, link: str, when: str, left: int) -> str:
         f"{link}\n\n"
         "This message was sent automatically; please do not reply.\n"
     )
-
-
-def _domain(address: str) -> str:
-    domain = address.rpartition("@")[2].strip(" >")
-    return domain or "swreg.invalid"

@@ -66,7 +66,7 @@ from engine.services.accounts import (
 )
 from engine.services.challenges import ScopedChallenges
 from engine.services.hashing import PasswordHasher
-from engine.services.login import SessionView, end_account_sessions
+from engine.services.login import SessionView
 from engine.services.revocation_checks import RevocationChecker
 from engine.services.trust import TrustService
 from engine.store import Account, Certificate, Database, UnitOfWork
@@ -176,7 +176,7 @@ class RenewalService:
             if uow.certificates.find(parsed.fingerprint, "login") is not None:
                 raise RefusedError(ErrorCode.ALREADY_REGISTERED)
             self._swap(uow, owner, old, parsed, now)
-            ended = end_account_sessions(uow, owner.id, now)
+            ended = uow.sessions.end_all(owner.id, now)
             _audit(
                 uow, owner, old, parsed, proof,
                 sessions_ended=ended, origin=origin, revocation=revocation, actor=actor, at=now,

@@ -156,6 +156,8 @@ class Account(Base):
     failed_passwords: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     """Wrong passwords in a row (憑證更換作業 by password); too many make the account
     ``locked``."""
+    password_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    """When the password was last set: the completion time, then each reset or change."""
 
 
 class Certificate(Base):

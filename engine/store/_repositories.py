@@ -250,6 +250,15 @@ class CertificateRepository(_Repository):
         )
         return self._session.scalar(query)
 
+    def logins_of(self, account_id: int) -> list[Certificate]:
+        """Every login certificate the account has had (active, replaced, ...), oldest first."""
+        query = (
+            select(Certificate)
+            .where(Certificate.account_id == account_id, Certificate.purpose == "login")
+            .order_by(Certificate.id)
+        )
+        return list(self._session.scalars(query))
+
     def active_login_of(self, account_id: int) -> Certificate | None:
         """The account's active login certificate (the newest, should there be several)."""
         query = (
@@ -489,6 +498,20 @@ class SessionRepository(_Repository):
             .execution_options(synchronize_session="fetch")
         )
         return _rowcount(self._session, stmt) == 1
+
+    def end_all(self, account_id: int, at: datetime) -> int:
+        """End every session of the account not ended yet at ``at``; how many ended.
+
+        For services that cut an account off in their own transaction (log out everywhere,
+        card replacement, password reset, suspension); they audit it in their own row.
+        """
+        stmt = (
+            update(LoginSession)
+            .where(LoginSession.account_id == account_id, LoginSession.ended_at.is_(None))
+            .values(ended_at=at)
+            .execution_options(synchronize_session="fetch")
+        )
+        return _rowcount(self._session, stmt)
 
 
 @cache

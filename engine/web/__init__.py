@@ -29,7 +29,15 @@ from engine._errors import (
     RefusedError,
     SwregError,
 )
-from engine.web import _api, _api_customs, _api_renewal, _api_turnkey, _pages, _pages_customs
+from engine.web import (
+    _api,
+    _api_customs,
+    _api_password,
+    _api_renewal,
+    _api_turnkey,
+    _pages,
+    _pages_customs,
+)
 from engine.web._i18n import Translator, language_of, page_language
 from engine.web._portal import Portal, error_body, retry_after, status_for
 from engine.web._security import PortalMiddleware, security_headers
@@ -66,6 +74,7 @@ def create_app(app: App, *, close_on_shutdown: bool = False) -> FastAPI:
     web.include_router(_api_customs.router)
     web.include_router(_api_turnkey.router)
     web.include_router(_api_renewal.router)
+    web.include_router(_api_password.router)
     web.include_router(_pages.router)
     web.include_router(_pages_customs.router)
     web.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

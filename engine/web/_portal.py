@@ -23,6 +23,7 @@ from engine.services.hashing import IdentifierHasher
 from engine.services.login import LoginService
 from engine.services.mail import OutboxMailer
 from engine.services.officers import OfficerService
+from engine.services.password_reset import PasswordResetService
 from engine.services.registration import RegistrationService
 from engine.services.renewal import RenewalService
 from engine.services.turnkey import TurnkeyVerifier
@@ -47,6 +48,7 @@ an argon2id hash, so none may be looped without bound."""
 LOGIN_LIMIT: Final = Limit("login", 20, timedelta(minutes=10))
 ACTIVATE_LIMIT: Final = Limit("activate", 20, timedelta(minutes=10))
 RENEWAL_LIMIT: Final = Limit("renewal", 20, timedelta(minutes=10))
+PASSWORD_RESET_LIMIT: Final = Limit("password_reset", 20, timedelta(minutes=10))
 IMPORT_LIMIT: Final = Limit("customs_import", 20, timedelta(minutes=10))
 QUERY_LIMIT: Final = Limit("customs_query", 60, timedelta(minutes=10))
 
@@ -93,6 +95,10 @@ class Portal:
     @property
     def renewals(self) -> RenewalService:
         return self.app.renewals
+
+    @property
+    def password_resets(self) -> PasswordResetService:
+        return self.app.password_resets
 
     @property
     def turnkey(self) -> TurnkeyVerifier:
