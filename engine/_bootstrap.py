@@ -17,6 +17,7 @@ from engine._settings import Settings
 from engine.core.workflow import WorkflowDefinition, default_definition_source, load_definition
 from engine.pki.certificate import load_certificate
 from engine.pki.certificate_checks import certificate_status, inspect
+from engine.services.account_settings import AccountSettingsService
 from engine.services.accounts import AccountLimits, AccountService
 from engine.services.audit import AuditService
 from engine.services.customs import CustomsCertificateService
@@ -60,6 +61,8 @@ class App:
     renewals: RenewalService
     password_resets: PasswordResetService
     """忘記密碼: a new password proven with the account's card (DESIGN.md §6)."""
+    account_settings: AccountSettingsService
+    """The account page's password and e-mail changes (DESIGN.md §6)."""
     audit: AuditService
     retention: RetentionService
     officers: OfficerService
@@ -151,6 +154,15 @@ def bootstrap(
         activation_ttl=settings.activation_ttl,
         sender=settings.mail.sender,
     )
+    logins = LoginService(
+        database,
+        clock,
+        trust,
+        checker,
+        limits=account_limits,
+        session_ttl=settings.session_ttl,
+        session_max=settings.session_max,
+    )
     registrations = RegistrationService(
         database=database,
         catalog=catalog,
@@ -184,15 +196,7 @@ def bootstrap(
         registrations=registrations,
         mailer=mailer,
         accounts=accounts,
-        logins=LoginService(
-            database,
-            clock,
-            trust,
-            checker,
-            limits=account_limits,
-            session_ttl=settings.session_ttl,
-            session_max=settings.session_max,
-        ),
+        logins=logins,
         limits=RateLimiter(database, clock),
         customs=CustomsCertificateService(database, clock, trust, checker, catalog, identifiers),
         turnkey=TurnkeyVerifier(
@@ -220,6 +224,16 @@ def bootstrap(
             passwords,
             mailer,
             limits=account_limits,
+            sender=settings.mail.sender,
+        ),
+        account_settings=AccountSettingsService(
+            database,
+            clock,
+            logins,
+            passwords,
+            mailer,
+            limits=account_limits,
+            public_origin=settings.public_origin,
             sender=settings.mail.sender,
         ),
         audit=AuditService(database),

@@ -201,6 +201,7 @@ def test_models_and_migrated_schema_agree(db: Database) -> None:
         "workflow_definitions",
         "audit_log",
         "activation_tokens",
+        "account_tokens",
         "login_challenges",
         "sessions",
         "rate_limits",

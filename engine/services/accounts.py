@@ -23,6 +23,9 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, and_, case, update
 
 from engine._clock import Clock
 from engine._errors import ErrorCode, RefusedError
@@ -33,7 +36,7 @@ from engine.services.hashing import IdentifierHasher
 from engine.services.mail import Mailer, MailLanguage, activation_message
 from engine.services.officers import ADMIN, OfficerView
 from engine.services.rate_limits import RateLimiter
-from engine.store import Database, UnitOfWork
+from engine.store import Account, Database, UnitOfWork
 
 log = logging.getLogger("swreg.mail")
 
@@ -388,6 +391,48 @@ class AccountService:
             )
             uow.commit()
         return self.show(name)
+
+
+def count_wrong_password(uow: UnitOfWork, account_id: int, at: datetime, *, actor: str) -> None:
+    """One more wrong password in a row; the :data:`MAX_FAILED_PASSWORDS`-th locks an active
+    account (one atomic UPDATE, so concurrent attempts all count) and is audited."""
+    count_after = Account.failed_passwords + 1
+    stmt = (
+        update(Account)
+        .where(Account.id == account_id)
+        .values(
+            failed_passwords=count_after,
+            status=case(
+                (and_(Account.status == ACTIVE, count_after >= MAX_FAILED_PASSWORDS), LOCKED),
+                else_=Account.status,
+            ),
+        )
+        .returning(Account.failed_passwords, Account.status, Account.name, Account.applicant_type)
+        .execution_options(synchronize_session=False)
+    )
+    count, status, name, applicant_type = uow.session.execute(stmt).one()
+    if status == LOCKED and count == MAX_FAILED_PASSWORDS:
+        uow.audit.append(
+            at=at, actor=actor, event="account_locked", from_state=ACTIVE, to_state=LOCKED,
+            applicant_type=applicant_type,
+            diff={**masked_diff({"account": name}), "failed_passwords": count},
+        )  # fmt: skip
+
+
+def password_accepted(uow: UnitOfWork, account_id: int, stored: str) -> bool:
+    """A right password: the count goes back to 0, if the account is still active and its
+    password still the one checked."""
+    stmt = (
+        update(Account)
+        .where(
+            Account.id == account_id,
+            Account.status == ACTIVE,
+            Account.password_hash == stored,
+        )
+        .values(failed_passwords=0)
+        .execution_options(synchronize_session=False)
+    )
+    return cast(CursorResult[Any], uow.session.execute(stmt)).rowcount == 1
 
 
 def _certificate_status(stored: str, not_after: datetime, now: datetime) -> str:

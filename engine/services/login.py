@@ -52,6 +52,8 @@ from engine.services.revocation_checks import RevocationChecker
 from engine.services.trust import TrustService
 from engine.store import Account, Database, LoginSession, UnitOfWork
 
+MAX_CLIENT_CHARS = 120
+"""The longest description of where a session was opened that is kept."""
 LOGIN_CHALLENGE_SCOPE = "login"
 """What stands in the registration-id slot of a login challenge's signed payload."""
 
@@ -80,6 +82,18 @@ class SessionView:
     applicant_type: str
     expires_at: datetime
     idle_expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSummary:
+    """A live session as the account page lists it: a short reference, when it began and was
+    last used, where it was opened, and whether it is the caller's own."""
+
+    ref: str
+    created_at: datetime
+    last_seen_at: datetime
+    client: str | None
+    current: bool
 
 
 class LoginService:
@@ -112,8 +126,19 @@ class LoginService:
         """A fresh single-use login challenge (256 random bits) bound to ``origin``."""
         return self._proofs.issue_challenge(origin=origin)
 
-    def login(self, response: CardResponse, *, origin: str, actor: str = "web") -> LoginResult:
-        """Check the card's answer to a login challenge and open a session (module docstring)."""
+    def login(
+        self,
+        response: CardResponse,
+        *,
+        origin: str,
+        actor: str = "web",
+        client: str | None = None,
+    ) -> LoginResult:
+        """Check the card's answer to a login challenge and open a session (module docstring).
+
+        ``client`` is where the session is opened as its owner will see it on the account page
+        (browser, system, masked address; at most :data:`MAX_CLIENT_CHARS` kept).
+        """
         proven = self._proofs.prove(response, origin=origin)
         now = proven.at
         with self._database.unit_of_work() as uow:  # reads only: the card proves the account
@@ -139,6 +164,7 @@ class LoginService:
                 LoginSession(
                     token_hash=digest, account_id=account.id, created_at=now,
                     expires_at=idle_expires_at, last_seen_at=now,
+                    client=client[:MAX_CLIENT_CHARS] if client else None,
                 )
             )  # fmt: skip
             uow.audit.append(
@@ -239,6 +265,28 @@ class LoginService:
             _audit_logout_all(uow, row, ended, at=now, actor=actor)
             uow.commit()
             return ended
+
+    def sessions_of(self, token: str) -> list[SessionSummary]:
+        """The live sessions of the account of the live session ``token``, newest first, the
+        caller's own marked ``current``; a dead ``token`` is ``session_expired``."""
+        digest = token_hash(token) if token else ""
+        now = self._clock.now()
+        with self._database.unit_of_work() as uow:
+            live = self._live(uow, digest, now) if digest else None
+            if live is None:
+                raise RefusedError(ErrorCode.SESSION_EXPIRED)
+            _row, account = live
+            return [
+                SessionSummary(
+                    ref=_session_ref(row.token_hash),
+                    created_at=row.created_at,
+                    last_seen_at=row.last_seen_at,
+                    client=row.client,
+                    current=row.token_hash == digest,
+                )
+                for row in uow.sessions.live_of(account.id, now)
+                if now < self._absolute_end(row)
+            ]
 
     def _live(
         self, uow: UnitOfWork, digest: str, now: datetime

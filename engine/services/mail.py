@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 
 from engine._errors import EnvironmentProblem, ErrorCode
 from engine._settings import MailSettings
+from engine.core.identifiers import mask_email
 
 log = logging.getLogger("swreg.mail")
 
@@ -40,6 +41,9 @@ DEFAULT_TIMEOUT = 10.0
 
 ACTIVATION_SUBJECT = "關港貿單一窗口帳號啟用 / Account activation"
 PASSWORD_RESET_SUBJECT = "關港貿單一窗口密碼已重新設定 / Your password was reset"
+PASSWORD_CHANGED_SUBJECT = "關港貿單一窗口密碼已變更 / Your password was changed"
+EMAIL_CHANGE_SUBJECT = "關港貿單一窗口電子郵件變更確認 / Confirm your new e-mail address"
+EMAIL_CHANGE_NOTICE_SUBJECT = "關港貿單一窗口電子郵件變更通知 / Your e-mail address is changing"
 PART_SEPARATOR = "\n----------------------------------------\n\n"
 """Between the two languages of a mail."""
 TAIPEI = ZoneInfo("Asia/Taipei")
@@ -183,6 +187,21 @@ class NullMailer:
         log.warning("no mail configured: dropped a message (%s)", message.get("Subject", ""))
 
 
+def send_notice(mailer: Mailer, message: EmailMessage) -> bool:
+    """Send a notice whose failure must not undo what it tells of (a committed change): a
+    failure is logged with the masked recipient and its code only (an SMTP reply may quote the
+    address) and reported as False."""
+    try:
+        mailer.send(message)
+    except Exception as exc:  # SwregError, or a third-party mailer broke its contract
+        code = getattr(exc, "code", type(exc).__name__)
+        log.warning(
+            "%s to %s not sent (%s)", message["Subject"], mask_email(str(message["To"])), code
+        )
+        return False
+    return True
+
+
 def make_mailer(settings: MailSettings, *, demo: bool = False) -> Mailer:
     """The outbox when one is set, else SMTP when a host is set, else a :class:`NullMailer`.
 
@@ -244,7 +263,7 @@ def password_reset_notice(
     at: datetime | None = None,
 ) -> EmailMessage:
     """The notice sent to the account's address after a password reset (忘記密碼). Pure: no I/O."""
-    when = (at or datetime.now(UTC)).astimezone(TAIPEI).strftime("%Y/%m/%d %H:%M")
+    when = _taipei(at)
     zh = (
         "您好：\n\n"
         f"關港貿單一窗口帳號「{account}」的密碼已於 {when}（臺灣時間）以憑證重新設定，\n"
@@ -261,6 +280,97 @@ def password_reset_notice(
     return bilingual_message(
         subject=PASSWORD_RESET_SUBJECT, zh=zh, en=en, to=to, sender=sender, language=language,
         at=at,
+    )  # fmt: skip
+
+
+def password_changed_notice(
+    *,
+    to: str,
+    account: str,
+    sender: str,
+    language: MailLanguage = "zh-TW",
+    at: datetime | None = None,
+) -> EmailMessage:
+    """The notice sent to the account's address after its owner changed the password on the
+    account page. Pure: no I/O."""
+    when = _taipei(at)
+    zh = (
+        "您好：\n\n"
+        f"關港貿單一窗口帳號「{account}」的密碼已於 {when}（臺灣時間）變更，\n"
+        "其他已登入的裝置均已登出。\n\n"
+        "若這不是您本人的操作，請立即以您的憑證重新設定密碼（忘記密碼），並聯絡客服中心。\n"
+    )
+    en = (
+        "Hello,\n\n"
+        f"The password of your Single Window account {account} was changed on {when}\n"
+        "(Taiwan time), and the account's other sessions were logged out.\n\n"
+        "If you did not do this, reset the password with your card now (Forgot password) and\n"
+        "contact the help desk.\n"
+    )
+    return bilingual_message(
+        subject=PASSWORD_CHANGED_SUBJECT, zh=zh, en=en, to=to, sender=sender, language=language,
+        at=at,
+    )  # fmt: skip
+
+
+def email_change_confirmation(
+    *,
+    to: str,
+    account: str,
+    link: str,
+    sender: str,
+    language: MailLanguage = "zh-TW",
+    at: datetime | None = None,
+) -> EmailMessage:
+    """The link that confirms a new e-mail address, sent to that new address. Pure: no I/O."""
+    zh = (
+        "您好：\n\n"
+        f"關港貿單一窗口帳號「{account}」申請將電子郵件Email變更為本信箱。\n"
+        "請點選下列連結確認變更：\n\n"
+        f"{link}\n\n"
+        "連結僅能使用一次，24小時內有效。若您並未申請變更，請忽略本信。\n"
+    )
+    en = (
+        "Hello,\n\n"
+        f"The Single Window account {account} asked to use this address from now on.\n"
+        "Open this link to confirm the change:\n\n"
+        f"{link}\n\n"
+        "The link works once, within 24 hours. If you did not ask for this, ignore this message.\n"
+    )
+    return bilingual_message(
+        subject=EMAIL_CHANGE_SUBJECT, zh=zh, en=en, to=to, sender=sender, language=language,
+        at=at,
+    )  # fmt: skip
+
+
+def email_change_notice(
+    *,
+    to: str,
+    account: str,
+    new_address: str,
+    sender: str,
+    language: MailLanguage = "zh-TW",
+    at: datetime | None = None,
+) -> EmailMessage:
+    """The notice to the old address that a change to ``new_address`` (masked by the caller)
+    was asked for. Pure: no I/O."""
+    when = _taipei(at)
+    zh = (
+        "您好：\n\n"
+        f"關港貿單一窗口帳號「{account}」於 {when}（臺灣時間）申請將電子郵件Email變更為\n"
+        f"{new_address}，新信箱確認後即生效。\n\n"
+        "若這不是您本人的操作，請立即以您的憑證登入並變更密碼，並聯絡客服中心。\n"
+    )
+    en = (
+        "Hello,\n\n"
+        f"On {when} (Taiwan time) the Single Window account {account} asked to change its\n"
+        f"e-mail address to {new_address}; the change takes effect once that address confirms.\n\n"
+        "If you did not do this, log in with your card, change the password and contact the\n"
+        "help desk.\n"
+    )
+    return bilingual_message(
+        subject=EMAIL_CHANGE_NOTICE_SUBJECT, zh=zh, en=en, to=to, sender=sender,
+        language=language, at=at,
     )  # fmt: skip
 
 
@@ -289,6 +399,10 @@ def bilingual_message(
     message["Auto-Submitted"] = "auto-generated"
     message.set_content(PART_SEPARATOR.join(parts), charset="utf-8", cte="base64")
     return message
+
+
+def _taipei(at: datetime | None) -> str:
+    return (at or datetime.now(UTC)).astimezone(TAIPEI).strftime("%Y/%m/%d %H:%M")
 
 
 def _refused(reason: str) -> EnvironmentProblem:

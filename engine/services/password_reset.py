@@ -25,7 +25,6 @@ link (``SWREG_PASSWORD_RESET=card,email``) is not built: the setting accepts onl
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,7 +34,6 @@ from engine._clock import Clock
 from engine._errors import ErrorCode, RefusedError
 from engine.core.fields import validate_form
 from engine.core.forms import PasswordFields
-from engine.core.identifiers import mask_email
 from engine.core.step_data import masked_diff
 from engine.pki.card_response import CardResponse, Challenge
 from engine.services.accounts import (
@@ -48,12 +46,10 @@ from engine.services.accounts import (
 )
 from engine.services.card_proof import CardProofs, ProvenCard
 from engine.services.hashing import PasswordHasher
-from engine.services.mail import Mailer, MailLanguage, password_reset_notice
+from engine.services.mail import Mailer, MailLanguage, password_reset_notice, send_notice
 from engine.services.revocation_checks import RevocationChecker
 from engine.services.trust import TrustService
 from engine.store import Account, Database, UnitOfWork
-
-log = logging.getLogger("swreg.mail")
 
 PASSWORD_RESET_SCOPE = "password_reset"
 """What stands in the registration-id slot of a reset challenge's signed payload."""
@@ -161,18 +157,11 @@ class PasswordResetService:
             return _Target(account.id, account.name, account.email)
 
     def _notify(self, target: _Target, at: datetime) -> bool:
-        """Mail the notice; a failure is logged with the masked address, never raised."""
         message = password_reset_notice(
             to=target.email, account=target.name, sender=self._sender,
             language=self._language, at=at,
         )  # fmt: skip
-        try:
-            self._mailer.send(message)
-        except Exception as exc:  # SwregError, or a third-party mailer broke its contract
-            code = getattr(exc, "code", type(exc).__name__)
-            log.warning("password reset notice to %s not sent (%s)", mask_email(target.email), code)
-            return False
-        return True
+        return send_notice(self._mailer, message)
 
 
 def _audit(

@@ -42,10 +42,9 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, cast
+from typing import Literal
 
 from cryptography import x509
-from sqlalchemy import CursorResult, and_, case, update
 
 from engine._clock import Clock
 from engine._errors import CertificateError, ErrorCode, RefusedError
@@ -59,10 +58,10 @@ from engine.pki.revocation import RevocationVerdict
 from engine.services.accounts import (
     ACTIVE,
     CARD_LOGIN_STATUSES,
-    LOCKED,
-    MAX_FAILED_PASSWORDS,
     RENEWAL_ACCOUNT_LIMIT,
     AccountLimits,
+    count_wrong_password,
+    password_accepted,
 )
 from engine.services.challenges import ScopedChallenges
 from engine.services.hashing import PasswordHasher
@@ -228,10 +227,10 @@ class RenewalService:
             raise refusal()
         with self._database.unit_of_work() as uow:
             if not matches:
-                _count_wrong_password(uow, account_id, now, actor=actor)
+                count_wrong_password(uow, account_id, now, actor=actor)
                 uow.commit()
                 raise refusal()
-            if not _password_accepted(uow, account_id, stored):
+            if not password_accepted(uow, account_id, stored):
                 raise refusal()  # locked, or the password changed, meanwhile
             old = uow.certificates.active_login_of(account_id)
             uow.commit()
@@ -315,48 +314,6 @@ def same_identity(old: ParsedCertificate, new: ParsedCertificate) -> bool:
         if before is None or after is None or canonical_text(before) != canonical_text(after):
             return False
     return True
-
-
-def _count_wrong_password(uow: UnitOfWork, account_id: int, at: datetime, *, actor: str) -> None:
-    """One more wrong password in a row; the :data:`MAX_FAILED_PASSWORDS`-th locks an active
-    account (one atomic UPDATE, so concurrent attempts all count) and is audited."""
-    count_after = Account.failed_passwords + 1
-    stmt = (
-        update(Account)
-        .where(Account.id == account_id)
-        .values(
-            failed_passwords=count_after,
-            status=case(
-                (and_(Account.status == ACTIVE, count_after >= MAX_FAILED_PASSWORDS), LOCKED),
-                else_=Account.status,
-            ),
-        )
-        .returning(Account.failed_passwords, Account.status, Account.name, Account.applicant_type)
-        .execution_options(synchronize_session=False)
-    )
-    count, status, name, applicant_type = uow.session.execute(stmt).one()
-    if status == LOCKED and count == MAX_FAILED_PASSWORDS:
-        uow.audit.append(
-            at=at, actor=actor, event="account_locked", from_state=ACTIVE, to_state=LOCKED,
-            applicant_type=applicant_type,
-            diff={**masked_diff({"account": name}), "failed_passwords": count},
-        )  # fmt: skip
-
-
-def _password_accepted(uow: UnitOfWork, account_id: int, stored: str) -> bool:
-    """A right password: the count goes back to 0, if the account is still active and its
-    password still the one checked."""
-    stmt = (
-        update(Account)
-        .where(
-            Account.id == account_id,
-            Account.status == ACTIVE,
-            Account.password_hash == stored,
-        )
-        .values(failed_passwords=0)
-        .execution_options(synchronize_session=False)
-    )
-    return cast(CursorResult[Any], uow.session.execute(stmt)).rowcount == 1
 
 
 def _audit(

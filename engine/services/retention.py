@@ -40,6 +40,7 @@ from engine.services.accounts import PENDING
 from engine.services.registration import RegistrationService
 from engine.store import (
     Account,
+    AccountToken,
     ActivationToken,
     Certificate,
     Database,
@@ -146,6 +147,7 @@ def _delete_unactivated(uow: UnitOfWork, *, created_by: datetime, now: datetime)
         delete(Reminder).where(Reminder.certificate_id.in_(certificates)),
         delete(Certificate).where(Certificate.account_id.in_(ids)),
         delete(ActivationToken).where(ActivationToken.account_id.in_(ids)),
+        delete(AccountToken).where(AccountToken.account_id.in_(ids)),
         delete(LoginSession).where(LoginSession.account_id.in_(ids)),
     ):
         session.execute(statement.execution_options(synchronize_session=False))

@@ -6,6 +6,7 @@ from engine.store._database import MIGRATIONS_DIR, Database, UnitOfWork
 from engine.store._models import (
     CRL,
     Account,
+    AccountToken,
     ActivationToken,
     AuditEntry,
     Base,
@@ -27,6 +28,7 @@ from engine.store._models import (
 from engine.store._registrations import KEPT_EVIDENCE, RegistrationRecord, RegistrationRepository
 from engine.store._repositories import (
     AccountRepository,
+    AccountTokenRepository,
     ActivationRepository,
     CertificateRepository,
     ChallengeRepository,
@@ -56,6 +58,8 @@ __all__ = [
     "MIGRATIONS_DIR",
     "Account",
     "AccountRepository",
+    "AccountToken",
+    "AccountTokenRepository",
     "ActivationRepository",
     "ActivationToken",
     "AuditEntry",

@@ -45,6 +45,7 @@ from engine.store._audit import AuditLog
 from engine.store._registrations import RegistrationRepository
 from engine.store._repositories import (
     AccountRepository,
+    AccountTokenRepository,
     ActivationRepository,
     CertificateRepository,
     ChallengeRepository,
@@ -400,6 +401,7 @@ class UnitOfWork:
         self.ocsp = OcspCacheRepository(self)
         self.workflows = WorkflowRepository(self)
         self.activations = ActivationRepository(self)
+        self.account_tokens = AccountTokenRepository(self)
         self.login_challenges = LoginChallengeRepository(self)
         self.sessions = SessionRepository(self)
         self.rate_limits = RateLimitRepository(self)

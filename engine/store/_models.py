@@ -341,6 +341,23 @@ class ActivationToken(Base):
     account: Mapped[Account] = relationship()
 
 
+class AccountToken(Base):
+    """A single-use link mailed for an account's own change (an e-mail address to confirm);
+    only the SHA-256 hex of the token is stored. ``purpose`` says what it may do."""
+
+    __tablename__ = "account_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    purpose: Mapped[str] = mapped_column(String(32))
+    new_email: Mapped[str | None] = mapped_column(String(254), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    account: Mapped[Account] = relationship()
+
+
 class LoginChallenge(Base):
     """A single-use nonce the card signs to log in (憑證登入); bound to an origin, not to a
     registration."""
@@ -369,6 +386,9 @@ class LoginSession(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    client: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    """Where the session was opened, as its owner sees it on the account page: the browser and
+    system named by its User-Agent and the client address masked (``203.0.113.*``)."""
 
     account: Mapped[Account] = relationship()
 

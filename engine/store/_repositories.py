@@ -43,6 +43,7 @@ from engine._errors import ErrorCode, RefusedError, WorkflowError
 from engine.store._models import (
     CRL,
     Account,
+    AccountToken,
     ActivationToken,
     Base,
     Certificate,
@@ -444,6 +445,37 @@ class ActivationRepository(_Repository):
         return _rowcount(self._session, stmt)
 
 
+class AccountTokenRepository(_Repository):
+    """Single-use links of an account's own changes, keyed by the SHA-256 hex of the token."""
+
+    def add(self, token: AccountToken) -> None:
+        """Add a new token (inserted at the next flush)."""
+        self._session.add(token)
+
+    def get(self, token_hash: str, purpose: str) -> AccountToken | None:
+        """The token stored under ``token_hash`` for ``purpose`` (used or not), or None."""
+        token = self._session.get(AccountToken, token_hash)
+        return token if token is not None and token.purpose == purpose else None
+
+    def consume(self, token_hash: str, at: datetime) -> bool:
+        """Mark the token used at ``at``; True only for the one caller that got it first."""
+        return _mark_used(self._session, AccountToken, AccountToken.token_hash, token_hash, at)
+
+    def retire(self, account_id: int, purpose: str, at: datetime) -> int:
+        """Mark every unused ``purpose`` token of the account used at ``at``; how many."""
+        stmt = (
+            update(AccountToken)
+            .where(
+                AccountToken.account_id == account_id,
+                AccountToken.purpose == purpose,
+                AccountToken.used_at.is_(None),
+            )
+            .values(used_at=at)
+            .execution_options(synchronize_session="fetch")
+        )
+        return _rowcount(self._session, stmt)
+
+
 class LoginChallengeRepository(_Repository):
     """Single-use challenges of 憑證登入."""
 
@@ -498,6 +530,34 @@ class SessionRepository(_Repository):
             .execution_options(synchronize_session="fetch")
         )
         return _rowcount(self._session, stmt) == 1
+
+    def live_of(self, account_id: int, at: datetime) -> list[LoginSession]:
+        """The account's sessions neither ended nor expired at ``at``, newest first (an
+        absolute limit is the caller's to apply: it knows ``session_max``)."""
+        query = (
+            select(LoginSession)
+            .where(
+                LoginSession.account_id == account_id,
+                LoginSession.ended_at.is_(None),
+                LoginSession.expires_at > at,
+            )
+            .order_by(LoginSession.created_at.desc())
+        )
+        return list(self._session.scalars(query))
+
+    def end_others(self, account_id: int, keep: str, at: datetime) -> int:
+        """End every session of the account but the one stored under ``keep``; how many."""
+        stmt = (
+            update(LoginSession)
+            .where(
+                LoginSession.account_id == account_id,
+                LoginSession.token_hash != keep,
+                LoginSession.ended_at.is_(None),
+            )
+            .values(ended_at=at)
+            .execution_options(synchronize_session="fetch")
+        )
+        return _rowcount(self._session, stmt)
 
     def end_all(self, account_id: int, at: datetime) -> int:
         """End every session of the account not ended yet at ``at``; how many ended.
