@@ -229,6 +229,7 @@ def bootstrap(
         account_settings=AccountSettingsService(
             database,
             clock,
+            accounts,
             logins,
             passwords,
             mailer,

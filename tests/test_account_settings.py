@@ -13,6 +13,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from fastapi import Request
+from fastapi.testclient import TestClient
 
 from engine import App, FixedClock
 from engine._errors import FormError, SwregError
@@ -25,6 +27,8 @@ from engine.services.mail import (
     PASSWORD_CHANGED_SUBJECT,
 )
 from engine.testing.pki import IssuedCard
+from engine.web import create_app
+from engine.web._shared import where_from
 from tests.test_mail import SmtpSink, body
 from tests.test_password_reset import (  # noqa: F401 - app, person, smtp_sink: fixtures
     NEW,
@@ -38,7 +42,7 @@ from tests.test_password_reset import (  # noqa: F401 - app, person, smtp_sink: 
     reset,
     smtp_sink,
 )
-from tests.test_renewal import ORIGIN, answer, refused
+from tests.test_renewal import ORIGIN, answer, csrf, refused, signed
 
 NEW_EMAIL = "hua@example.org"
 
@@ -268,3 +272,89 @@ def test_the_sessions_list_shows_where_and_which_is_mine(
     assert [s.current for s in app.logins.sessions_of(phone)] == [False, True]
     app.logins.logout_all(phone)
     assert refused(lambda: app.logins.sessions_of(desk)) == "session_expired"
+
+
+# -- through the API -------------------------------------------------------------------------
+
+
+def api_login(client: TestClient, card: IssuedCard, headers: dict[str, str]) -> None:
+    challenge = client.post("/api/login/challenge", headers=headers).json()
+    done = client.post("/api/login", json=signed(card, challenge), headers=headers)
+    assert done.status_code == 200, done.text
+
+
+def codes(response: Any) -> tuple[int, list[str]]:
+    return response.status_code, [e["code"] for e in response.json()["errors"]]
+
+
+def test_the_account_api(app: App, person: IssuedCard, smtp_sink: SmtpSink) -> None:
+    with TestClient(create_app(app), base_url=ORIGIN) as client:
+        headers = csrf(client)
+        assert codes(client.get("/api/account")) == (401, ["session_expired"])
+        api_login(client, person, headers)
+        client.headers["User-Agent"] = "Mozilla/5.0 (X11; Linux x86_64) Chrome/142.0 Safari/537"
+
+        shown = client.get("/api/account")
+
+        assert shown.status_code == 200, shown.text
+        account = shown.json()
+        assert {k: account[k] for k in ("account", "state", "type", "email")} == {
+            "account": PERSON, "state": "active", "type": "person.general",
+            "email": "m**g@example.com",
+        }  # fmt: skip
+        assert [c["status"] for c in account["certificates"]] == ["active"]
+        [session] = account["sessions"]
+        assert (session["current"], session["client"]) == (True, "API · ?")
+        assert "password_hash" not in shown.text
+
+        wrong = client.post(
+            "/api/account/password",
+            json={"current_password": "Wr0ngPassword!", **NEW},
+            headers=headers,
+        )
+        assert codes(wrong) == (422, ["password_incorrect"])
+        changed = client.post(
+            "/api/account/password", json={"current_password": OLD_PASSWORD, **NEW},
+            headers=headers,
+        )  # fmt: skip
+        assert changed.json() == {"account": PERSON, "sessions_ended": 0}
+        assert NEW["password"] not in changed.text
+
+        asked = client.post("/api/account/email", json={"email": NEW_EMAIL}, headers=headers)
+        assert asked.status_code == 200, asked.text
+        assert asked.json()["email"] == "h*a@example.org"
+        [token] = set(LINK.findall(body(smtp_sink.messages[-2])))
+        confirmed = client.post(
+            "/api/account/email/confirm", json={"token": token}, headers=headers
+        )
+        assert confirmed.json() == {"account": PERSON}
+        assert codes(client.post("/api/account/email", json={"email": NEW_EMAIL})) == (
+            403,
+            ["csrf_failed"],
+        )
+    assert (account_row(app, PERSON).email, password_is(app, PERSON, NEW["password"])) == (
+        NEW_EMAIL,
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("agent", "peer", "where"),
+    [
+        ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+         "Chrome/142.0.0.0 Safari/537.36 Edg/142.0.0.0", "203.0.113.77",
+         "Edge / Windows · 203.0.113.*"),
+        ("Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 "
+         "(KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1", "2001:db8:1:2:3:4:5:6",
+         "Safari / iOS · 2001:0db8:0001:0002:*"),
+        ("curl/8.5.0", "::ffff:198.51.100.9", "API · 198.51.100.*"),
+    ],
+)  # fmt: skip
+def test_where_a_session_was_opened_is_told_without_the_full_address(
+    agent: str, peer: str, where: str
+) -> None:
+    scope = {
+        "type": "http", "headers": [(b"user-agent", agent.encode())], "client": (peer, 1234),
+        "path": "/", "query_string": b"",
+    }  # fmt: skip
+    assert where_from(Request(scope), "API") == where

@@ -49,12 +49,14 @@ from engine.services.accounts import (
     CARD_LOGIN_STATUSES,
     AccountLimit,
     AccountLimits,
+    AccountService,
+    AccountSummary,
     count_wrong_password,
     status_refusal,
     token_hash,
 )
 from engine.services.hashing import PasswordHasher
-from engine.services.login import LoginService, SessionView
+from engine.services.login import LoginService, SessionSummary, SessionView
 from engine.services.mail import (
     Mailer,
     MailLanguage,
@@ -75,6 +77,15 @@ EMAIL_CHANGE_LIMIT = AccountLimit("email_change", 5, timedelta(hours=1))
 
 class _NewEmail(Form):
     email: Email
+
+
+@dataclass(frozen=True, slots=True)
+class AccountOverview:
+    """The account page: the account as :meth:`AccountService.show` tells it, and its live
+    sessions, newest first, the caller's own marked ``current``."""
+
+    summary: AccountSummary
+    sessions: tuple[SessionSummary, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +111,7 @@ class AccountSettingsService:
         self,
         database: Database,
         clock: Clock,
+        accounts: AccountService,
         logins: LoginService,
         passwords: PasswordHasher,
         mailer: Mailer,
@@ -111,6 +123,7 @@ class AccountSettingsService:
     ) -> None:
         self._database = database
         self._clock = clock
+        self._accounts = accounts
         self._logins = logins
         self._passwords = passwords
         self._mailer = mailer
@@ -118,6 +131,12 @@ class AccountSettingsService:
         self._origin = public_origin.rstrip("/")
         self._sender = sender
         self._language: MailLanguage = language
+
+    def overview(self, token: str) -> AccountOverview:
+        """What the account page shows the owner of the live session ``token``."""
+        session = self._session(token)
+        sessions = tuple(self._logins.sessions_of(token))
+        return AccountOverview(self._accounts.show(session.account), sessions)
 
     # -- the password -------------------------------------------------------------------------
 

@@ -39,7 +39,15 @@ from engine.web._security import (
     csrf_token,
     set_session_cookie,
 )
-from engine.web._shared import PortalDep, actor, card_session, decode_base64, limited, off_loop
+from engine.web._shared import (
+    PortalDep,
+    actor,
+    card_session,
+    decode_base64,
+    limited,
+    off_loop,
+    where_from,
+)
 
 # -- bodies and views ----------------------------------------------------------------------
 
@@ -356,7 +364,10 @@ async def login(body: CardIn, request: Request, response: Response, portal: Port
 
     def log_in() -> LoginResult:  # the base64 is read after the hit: a bad one counts
         return portal.logins.login(
-            body.response(), origin=portal.origin, actor=actor(request, "api")
+            body.response(),
+            origin=portal.origin,
+            actor=actor(request, "api"),
+            client=where_from(request, "API"),
         )
 
     result = await limited(portal, LOGIN_LIMIT, request, log_in)

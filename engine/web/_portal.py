@@ -17,6 +17,7 @@ from engine._errors import EnvironmentProblem, ErrorCode, Language, SwregError, 
 from engine._plugins import Catalog
 from engine._settings import Settings
 from engine.core.workflow import WorkflowDefinition
+from engine.services.account_settings import AccountSettingsService
 from engine.services.accounts import AccountService
 from engine.services.customs import CustomsCertificateService
 from engine.services.hashing import IdentifierHasher
@@ -49,6 +50,8 @@ LOGIN_LIMIT: Final = Limit("login", 20, timedelta(minutes=10))
 ACTIVATE_LIMIT: Final = Limit("activate", 20, timedelta(minutes=10))
 RENEWAL_LIMIT: Final = Limit("renewal", 20, timedelta(minutes=10))
 PASSWORD_RESET_LIMIT: Final = Limit("password_reset", 20, timedelta(minutes=10))
+ACCOUNT_LIMIT: Final = Limit("account", 60, timedelta(minutes=10))
+"""The account page's reads and changes, per client (a password change costs two argon2id)."""
 IMPORT_LIMIT: Final = Limit("customs_import", 20, timedelta(minutes=10))
 QUERY_LIMIT: Final = Limit("customs_query", 60, timedelta(minutes=10))
 
@@ -97,6 +100,10 @@ class Portal:
         return self.app.renewals
 
     @property
+    def account_settings(self) -> AccountSettingsService:
+        return self.app.account_settings
+
+    @property
     def password_resets(self) -> PasswordResetService:
         return self.app.password_resets
 
@@ -140,6 +147,7 @@ _STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.CSRF_FAILED: 403,
     ErrorCode.NOT_AUTHORIZED: 403,
+    ErrorCode.SESSION_EXPIRED: 401,
     ErrorCode.REQUEST_TOO_LARGE: 413,
 }
 

@@ -3,7 +3,8 @@
 - :data:`PortalDep` / :func:`portal_of`: the portal services of the running application;
 - :func:`actor`: who a request acts as in the audit log (``api:client=KEY`` / ``web:…``), and
   :func:`client_key`: the client's address as a keyed hash (for audit rows and log lines);
-- :func:`card_session`: the visitor's live card login (the ``swreg_session`` cookie);
+- :func:`card_session`: the visitor's live card login (the ``swreg_session`` cookie), and
+  :func:`where_from`: where a new session is opened, as its owner sees it on the account page;
 - :func:`off_loop` and :func:`limited`: the one way a route leaves the event loop (a blocking
   service call in the thread pool, with the client's rate-limit hit in the same trip);
 - :func:`decode_base64`, :func:`required_text`, :func:`signed_challenge` and
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
@@ -78,6 +80,40 @@ def card_session(portal: Portal, connection: HTTPConnection) -> SessionView | No
     database: call it in the thread pool, inside the route's one trip there."""
     token = connection.cookies.get(SESSION_COOKIE)
     return portal.logins.session(token) if token else None
+
+
+_BROWSERS: Sequence[tuple[str, str]] = (
+    ("Edg/", "Edge"), ("OPR/", "Opera"), ("Firefox/", "Firefox"), ("Chrome/", "Chrome"),
+    ("Chromium/", "Chromium"), ("Safari/", "Safari"),
+)  # fmt: skip
+_SYSTEMS: Sequence[tuple[str, str]] = (
+    ("Android", "Android"), ("iPhone", "iOS"), ("iPad", "iPadOS"), ("Windows", "Windows"),
+    ("Mac OS X", "macOS"), ("CrOS", "ChromeOS"), ("Linux", "Linux"),
+)  # fmt: skip
+
+
+def where_from(connection: HTTPConnection, channel: str = "") -> str:
+    """Where a session is opened, for its owner's list of sessions: the browser and system its
+    User-Agent names (or ``channel``, e.g. ``API``, for a client that names none of them) and
+    the client's address masked (``203.0.113.*``, ``2001:db8:1:2:*``). No full address and no
+    raw User-Agent string is kept."""
+    agent = connection.headers.get("user-agent", "")[:512]
+    browser = next((name for mark, name in _BROWSERS if mark in agent), None)
+    system = next((name for mark, name in _SYSTEMS if mark in agent), None)
+    named = [name for name in (browser, system) if name]
+    label = " / ".join(named) or channel or "?"
+    return f"{label} · {_masked_address(client_address(connection))}"
+
+
+def _masked_address(address: str) -> str:
+    """An IPv4 address without its last byte, an IPv6 one with only its /64 prefix."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return "?"
+    if ip.version == 4:
+        return ".".join([*str(ip).split(".")[:3], "*"])
+    return ":".join(ip.exploded.split(":")[:4]) + ":*"
 
 
 async def off_loop(function: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
