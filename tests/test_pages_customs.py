@@ -139,7 +139,7 @@ def test_a_company_type_offers_the_ic_card_through_the_agent(client: TestClient)
         assert parsed.has_id(control), control
     assert parsed.id("agent-missing").has("hidden")
     scripts = [s.get("src") for s in parsed.all("script") if s.get("src")]
-    assert scripts[-2:] == ["/static/agent.js", "/static/customs.js"]
+    assert scripts[-3:] == ["/static/agent.js", "/static/hipki.js", "/static/customs.js"]
     assert parsed.all("body")[0].get("data-agent-url") == "ws://127.0.0.1:61234/"
 
 

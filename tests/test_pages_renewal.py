@@ -128,8 +128,11 @@ def test_the_script_is_served(client: TestClient) -> None:
     assert response.status_code == 200
     assert response.headers["x-content-type-options"]
     script = response.text
-    for needed in ("/api/renewal/challenge", '"/api/renewal"', '"sign"', "list_readers"):
+    for needed in ("/api/renewal/challenge", '"/api/renewal"', "swreg.Bridge"):
         assert needed in script
+    bridges = client.get("/static/agent.js").text + client.get("/static/hipki.js").text
+    for needed in ('"sign"', "list_readers", '"MakeSignature"'):  # the agent's and HiPKI's
+        assert needed in bridges
     for node in ("error-pin", "error-card", "error-account", "renewed", "f-account", "f-password"):
         assert f'"{node}"' in script
 

@@ -15,6 +15,9 @@ the real pcscd through its vpcd driver (``readers.vcard``):
   one fresh context per test;
 * ``screenshots``: full-page screenshots into ``tmp_path``, copied to ``docs/screenshots/`` only
   when ``SWREG_SCREENSHOTS=1``.
+* ``hipki_portal`` / ``hipki_page`` / ``start_hipki``: for the pages through CHT's HiPKI
+  component: the portal with ``SWREG_HIPKI_URL`` at ``hipki_port`` and no agent, a page of it,
+  and the component's emulator (:mod:`engine.testing.hipki`) started on that port.
 
 Every process started here is stopped by PID in its fixture's teardown (with the uvicorn
 workers it forked, found by PID and start time: ``tests/processes.py``).
@@ -38,6 +41,7 @@ from aiosmtpd.controller import Controller
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from engine import Settings, bootstrap
+from engine.testing.hipki import HiPKIEmulator, HiPKIReader
 from engine.testing.pki import IssuedCard, TestPKI
 from readers import open_card
 from readers.pcsc import wait_for_card
@@ -69,6 +73,8 @@ SCREENSHOT_DIR = REPO / "docs" / "screenshots"
 InsertCard = Callable[..., str]
 """``insert_card(card, pin=CARD_PIN, retry=None) -> reader name``."""
 SaveScreenshot = Callable[[Page, str], Path]
+StartHiPKI = Callable[..., HiPKIEmulator]
+"""``start_hipki(readers, **switches) -> the running emulator``."""
 
 
 # -- SMTP --------------------------------------------------------------------------------------
@@ -197,6 +203,73 @@ def agent(portal: Portal, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield portal.agent_url
     finally:
         stop_process(process)
+
+
+# -- CHT's HiPKI component (emulated); no agent -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hipki_port(portal_ports: tuple[int, int]) -> int:
+    """Where every emulator of a module listens (the portal is told once, at start)."""
+    port = free_port()
+    assert port not in portal_ports
+    return port
+
+
+@pytest.fixture(scope="module")
+def hipki_portal(
+    portal_database: str,
+    portal_ports: tuple[int, int],
+    mailbox: Mailbox,
+    hipki_port: int,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Portal]:
+    """``swreg serve`` as ``portal``, with ``SWREG_HIPKI_URL`` at the emulator's port; the
+    agent URL names a port nothing listens on."""
+    port, agent_port = portal_ports
+    origin = f"http://127.0.0.1:{port}"
+    agent_url = f"ws://127.0.0.1:{agent_port}/"
+    log = tmp_path_factory.mktemp("serve-hipki") / "serve.log"
+    process = serve(
+        portal_database, SECRET.hex(), port, log, workers=2,
+        SWREG_AGENT_URL=agent_url,
+        SWREG_HIPKI_URL=f"http://127.0.0.1:{hipki_port}",
+        SWREG_SMTP_HOST=mailbox.host,
+        SWREG_SMTP_PORT=str(mailbox.port),
+        SWREG_SMTP_TLS="none",
+    )  # fmt: skip
+    try:
+        yield Portal(origin, portal_database, agent_url, agent_port, log)
+    finally:
+        stop_process(process)
+
+
+@pytest.fixture
+def hipki_page(browser: Browser, hipki_portal: Portal) -> Iterator[Page]:
+    """A fresh zh-TW context of the HiPKI portal; no swreg agent runs."""
+    context = browser.new_context(locale="zh-TW", viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(EXPECT_TIMEOUT_MS)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def start_hipki(hipki_port: int) -> Iterator[StartHiPKI]:
+    """``start_hipki(readers, **switches)``: the emulator on the module's port (trusting every
+    site unless ``trusted_hosts`` says otherwise); stopped after the test."""
+    running: list[HiPKIEmulator] = []
+
+    def start(readers: list[HiPKIReader], **switches: Any) -> HiPKIEmulator:
+        switches.setdefault("trusted_hosts", None)
+        emulator = HiPKIEmulator(readers, port=hipki_port, **switches)
+        running.append(emulator.start())
+        return emulator
+
+    yield start
+    for emulator in running:
+        emulator.stop()
 
 
 # -- cards -------------------------------------------------------------------------------------

@@ -14,12 +14,11 @@ import hashlib
 import json
 import re
 import urllib.parse
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, Request, Route, expect
+from playwright.sync_api import Page, Request, Route, expect
 from sqlalchemy import select
 
 from engine import App, Settings, bootstrap
@@ -29,8 +28,7 @@ from engine.testing.hipki import FormDecoding, HiPKICard, HiPKIEmulator, HiPKIRe
 from engine.testing.pki import IssuedCard, TestPKI
 
 from ..conftest import COMPANY_ANSWERS, PERSON_ANSWERS, SECRET
-from ..processes import serve, stop_process
-from .conftest import CARD_PIN, EXPECT_TIMEOUT_MS, Mailbox, Portal
+from .conftest import CARD_PIN, EXPECT_TIMEOUT_MS, Mailbox, Portal, StartHiPKI
 from .test_wizard import (
     ACTIVATE_TEXT,
     COMPLETED_TEXT,
@@ -50,76 +48,20 @@ HIPKI_STATUS = re.compile(r"^使用 HiCOS 跨平台網頁元件 1\.3\.4\.9，找
 UNTRUSTED_TEXT = "此網站尚未加入 HiCOS 元件的信任網站清單，請依元件提示加入後重試。"
 MISSING_TEXT = "未偵測到 HiCOS 跨平台網頁元件，請確認已安裝並啟動後重試。"
 
-StartHiPKI = Callable[..., HiPKIEmulator]
 
-
-# -- the portal pointed at the emulator's port; no agent -------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def hipki_port(portal_ports: tuple[int, int]) -> int:
-    """Where every emulator of this module listens (the portal is told once, at start)."""
-    from ..processes import free_port
-
-    port = free_port()
-    assert port not in portal_ports
-    return port
+# -- the portal pointed at the emulator's port; no agent (conftest: hipki_portal, start_hipki) -----
 
 
 @pytest.fixture(scope="module")
-def portal(
-    portal_database: str,
-    portal_ports: tuple[int, int],
-    mailbox: Mailbox,
-    hipki_port: int,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Portal]:
-    """``swreg serve`` as in conftest, with ``SWREG_HIPKI_URL`` at the emulator's port; the
-    agent URL names a port nothing listens on."""
-    port, agent_port = portal_ports
-    origin = f"http://127.0.0.1:{port}"
-    agent_url = f"ws://127.0.0.1:{agent_port}/"
-    log = tmp_path_factory.mktemp("serve-hipki") / "serve.log"
-    process = serve(
-        portal_database, SECRET.hex(), port, log, workers=2,
-        SWREG_AGENT_URL=agent_url,
-        SWREG_HIPKI_URL=f"http://127.0.0.1:{hipki_port}",
-        SWREG_SMTP_HOST=mailbox.host,
-        SWREG_SMTP_PORT=str(mailbox.port),
-        SWREG_SMTP_TLS="none",
-    )  # fmt: skip
-    try:
-        yield Portal(origin, portal_database, agent_url, agent_port, log)
-    finally:
-        stop_process(process)
+def portal(hipki_portal: Portal) -> Portal:
+    """``swreg serve`` with ``SWREG_HIPKI_URL`` at the emulator's port and no agent."""
+    return hipki_portal
 
 
 @pytest.fixture
-def page(browser: Browser, portal: Portal) -> Iterator[Page]:
+def page(hipki_page: Page) -> Page:
     """A fresh zh-TW context; no swreg agent runs."""
-    context = browser.new_context(locale="zh-TW", viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(EXPECT_TIMEOUT_MS)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
-
-
-@pytest.fixture
-def start_hipki(hipki_port: int) -> Iterator[StartHiPKI]:
-    """``start_hipki(readers, **switches)``: the emulator on the module's port (trusting every
-    site unless ``trusted_hosts`` says otherwise); stopped after the test."""
-    running: list[HiPKIEmulator] = []
-
-    def start(readers: list[HiPKIReader], **switches: Any) -> HiPKIEmulator:
-        switches.setdefault("trusted_hosts", None)
-        emulator = HiPKIEmulator(readers, port=hipki_port, **switches)
-        running.append(emulator.start())
-        return emulator
-
-    yield start
-    for emulator in running:
-        emulator.stop()
+    return hipki_page
 
 
 def hipki_card(pki: TestPKI, issued: IssuedCard, **options: Any) -> HiPKICard:

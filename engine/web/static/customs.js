@@ -1,14 +1,16 @@
-/* swreg 通關憑證註冊 with an IC card (no build step; after wizard.js and agent.js).
+/* swreg 通關憑證註冊 with an IC card (no build step; after wizard.js, agent.js and hipki.js).
  *
  * Without this script the page imports a .cer (非IC卡類憑證) as a plain form post. With it, a usage
  * type that takes a card also offers IC卡類憑證, as in the seed manual: choose it, enter the
  * 工商憑證's PIN and press 匯入, then 送出.
  *   匯入  POST /api/customs-certificates/challenge            → {challenge_id, payload}
- *         agent "sign" {card, pin, data: payload}             → certificate, signature, chain
+ *         the agent's "sign", or HiPKI's MakeSignature        → certificate, signature, chain
  *   送出  POST /api/customs-certificates {usage_type, kind: "ic_card", answers, certificate,
  *         chain, challenge_id, signature}                     → 「主憑證匯入成功!」
- * The signature over the single-use challenge proves the importer holds the card; the PIN goes
- * to the agent only. A refusal naming a form field stands next to it; the others by the card.
+ * The card is read through whichever bridge answers (hipki.js: swreg.Bridge, the swreg card
+ * agent first, then CHT's HiPKI component). The signature over the single-use challenge proves
+ * the importer holds the card; the PIN goes to the card component only. A refusal naming a form
+ * field stands next to it; the others by the card.
  */
 (function () {
   "use strict";
@@ -17,12 +19,12 @@
   var swreg = window.swreg;
   var form = document.getElementById("customs-form");
   var section = document.getElementById("ic-card");
-  if (!form || !section || !swreg || !swreg.Agent) {
+  if (!form || !section || !swreg || !swreg.Bridge) {
     return;
   }
 
   var say = swreg.say;
-  var agent = new swreg.Agent(document.body.getAttribute("data-agent-url"));
+  var failure = swreg.failure;
   var usageType = document.getElementById("usage-fields").getAttribute("data-usage-type");
   var chooseIc = document.getElementById("import-ic");
   var chooseFile = document.getElementById("import-non-ic");
@@ -33,13 +35,14 @@
   var errorCard = document.getElementById("error-card");
   var missing = document.getElementById("agent-missing");
   var detect = document.getElementById("detect-readers");
+  var trustButton = document.getElementById("hipki-trust");
   var readButton = document.getElementById("ic-read");
   var loaded = document.getElementById("ic-loaded");
   var submit = document.getElementById("submit");
   var success = document.getElementById("import-success");
   var keyLine = document.getElementById("import-key");
   var queryLink = document.getElementById("query-link");
-  var connected = false;
+  var bridge = null; /* swreg.Bridge, from the first time IC卡類憑證 is chosen */
   var signed = null; /* the card's answer to the challenge, until 送出 */
   var busy = false;
 
@@ -54,8 +57,18 @@
   function applyChoice() {
     document.getElementById("ic-body").hidden = !icChosen();
     document.getElementById("non-ic").querySelector(".row-body").hidden = icChosen();
-    if (icChosen() && !connected) {
-      detectAgent();
+    if (icChosen() && !bridge) {
+      bridge = new swreg.Bridge({
+        agentUrl: document.body.getAttribute("data-agent-url"),
+        hipkiUrl: document.body.getAttribute("data-hipki-url"),
+        select: reader,
+        missing: missing,
+        trustButton: trustButton,
+        setStatus: setStatus,
+        showError: showError,
+        clearErrors: clearErrors
+      });
+      bridge.detect();
     }
   }
 
@@ -93,18 +106,9 @@
       document.getElementById("f-" + error.field).setAttribute("aria-invalid", "true");
     }
     swreg.show(target || errorCard, message);
-  }
-
-  /* -- the card agent ---------------------------------------------------------------------- */
-
-  function listReaders() {
-    return agent.showReaders(reader, setStatus, showError);
-  }
-
-  function detectAgent() {
-    return agent.detect(reader, missing, setStatus, showError).then(function (found) {
-      connected = found;
-    });
+    if (code === "hipki_untrusted") {
+      trustButton.hidden = false;
+    }
   }
 
   /* -- 匯入: the card signs a challenge ------------------------------------------------------ */
@@ -122,15 +126,19 @@
       pin.focus();
       return;
     }
-    if (!connected) {
-      detectAgent();
+    if (!bridge.present()) {
+      return;
+    }
+    var popup = bridge.openWindow();
+    if (popup === null) {
+      showError(failure("popup_blocked"));
       return;
     }
     busy = true;
     readButton.disabled = true;
     setStatus("status_signing");
-    agent
-      .signChallenge("/api/customs-certificates/challenge", reader.value || "pcsc:0", pinValue)
+    bridge
+      .signChallenge("/api/customs-certificates/challenge", pinValue, popup)
       .then(
         function (answer) {
           signed = answer;
@@ -215,11 +223,10 @@
   readButton.addEventListener("click", readCard);
   detect.addEventListener("click", function () {
     clearErrors();
-    if (connected) {
-      listReaders();
-    } else {
-      detectAgent();
-    }
+    bridge.detectReaders();
+  });
+  trustButton.addEventListener("click", function () {
+    bridge.askTrust();
   });
   [chooseIc, chooseFile].forEach(function (radio) {
     radio.addEventListener("change", applyChoice);

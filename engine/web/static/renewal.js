@@ -1,13 +1,13 @@
-/* swreg 憑證更換作業 in the browser (no build step; after wizard.js and agent.js).
+/* swreg 憑證更換作業 in the browser (no build step; after wizard.js, agent.js and hipki.js).
  *
- * The new card is read by the swreg card agent (agent.js): list_readers, then sign with the new
- * card's PIN. The flow:
+ * The new card is read through whichever bridge answers (hipki.js: swreg.Bridge, the swreg card
+ * agent first, then CHT's HiPKI component), which signs a challenge with the new card's PIN:
  *   1. POST /api/renewal/challenge                     → {challenge_id, payload}
- *   2. agent "sign" {card, pin, data: payload}         → certificate, signature, chain
+ *   2. the agent's "sign", or HiPKI's MakeSignature     → certificate, signature, chain
  *   3. POST /api/renewal {challenge_id, certificate, signature, chain[, account, password]}
  * The old account is the card login (the swreg_session cookie goes along by itself) or, when
  * the page shows #f-account and #f-password (no login: the old card has expired), those two.
- * The PIN goes to the agent only; it is never sent to the server.
+ * The PIN goes to the card component only; it is never sent to the server.
  */
 (function () {
   "use strict";
@@ -16,13 +16,12 @@
   var ACCOUNT_CODES = ["not_authorized", "not_registered", "account_inactive"];
   var swreg = window.swreg;
   var form = document.getElementById("renewal-form");
-  if (!form || !swreg || !swreg.Agent) {
+  if (!form || !swreg || !swreg.Bridge) {
     return;
   }
 
   var say = swreg.say;
   var failure = swreg.failure;
-  var agent = new swreg.Agent(document.body.getAttribute("data-agent-url"));
   var reader = document.getElementById("reader");
   var pin = document.getElementById("pin");
   var account = document.getElementById("f-account");
@@ -34,27 +33,13 @@
   var renewed = document.getElementById("renewed");
   var missing = document.getElementById("agent-missing");
   var detect = document.getElementById("detect-readers");
+  var trustButton = document.getElementById("hipki-trust");
   var trigger = document.getElementById("replace");
-  var connected = false;
   var busy = false;
 
   function setStatus(key, values) {
     status.textContent = key ? say(key, values) : "";
   }
-
-  /* -- the swreg card agent (agent.js) ------------------------------------------------ */
-
-  function listReaders() {
-    return agent.showReaders(reader, setStatus, showError);
-  }
-
-  function detectAgent() {
-    return agent.detect(reader, missing, setStatus, showError).then(function (found) {
-      connected = found;
-    });
-  }
-
-  /* -- the replacement ------------------------------------------------------------------ */
 
   function clearErrors() {
     swreg.show(errorPin, "");
@@ -71,7 +56,23 @@
       target = errorAccount;
     }
     swreg.show(target, (error && error.message) || say(code));
+    if (code === "hipki_untrusted") {
+      trustButton.hidden = false;
+    }
   }
+
+  var bridge = new swreg.Bridge({
+    agentUrl: document.body.getAttribute("data-agent-url"),
+    hipkiUrl: document.body.getAttribute("data-hipki-url"),
+    select: reader,
+    missing: missing,
+    trustButton: trustButton,
+    setStatus: setStatus,
+    showError: showError,
+    clearErrors: clearErrors
+  });
+
+  /* -- the replacement ------------------------------------------------------------------ */
 
   function finished() {
     busy = false;
@@ -96,17 +97,20 @@
       (account.value ? password : account).focus();
       return;
     }
-    if (!connected) {
-      detectAgent();
+    if (!bridge.present()) {
+      return;
+    }
+    var popup = bridge.openWindow();
+    if (popup === null) {
+      showError(failure("popup_blocked"));
       return;
     }
     busy = true;
     trigger.disabled = true;
     setStatus("status_signing");
-    agent
-      .signChallenge("/api/renewal/challenge", reader.value || "pcsc:0", pinValue)
+    bridge
+      .signChallenge("/api/renewal/challenge", pinValue, popup)
       .then(function (request) {
-        pinValue = null;
         setStatus("status_checking");
         if (account) {
           request.account = account.value;
@@ -124,12 +128,12 @@
           swreg.show(renewed, say("renewed") + " (" + done.account + ")");
         },
         function (error) {
-          pinValue = null;
           finished();
           setStatus("");
           showError(error);
         }
       );
+    pinValue = null;
   }
 
   form.addEventListener("submit", function (event) {
@@ -138,11 +142,10 @@
   });
   detect.addEventListener("click", function () {
     clearErrors();
-    if (connected) {
-      listReaders();
-    } else {
-      detectAgent();
-    }
+    bridge.detectReaders();
   });
-  detectAgent();
+  trustButton.addEventListener("click", function () {
+    bridge.askTrust();
+  });
+  bridge.detect();
 })();
