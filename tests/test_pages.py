@@ -200,7 +200,15 @@ def test_pages_carry_no_inline_script_or_style(client: TestClient) -> None:
             assert script.get("src") or script.get("type") == "application/json"
         assert not parsed.all("style")
         assert "style=" not in parsed.html
-    for asset in ("wizard.js", "agent.js", "card.js", "renewal.js", "customs.js", "style.css"):
+    for asset in (
+        "wizard.js",
+        "agent.js",
+        "hipki.js",
+        "card.js",
+        "renewal.js",
+        "customs.js",
+        "style.css",
+    ):
         response = client.get(f"/static/{asset}")
         assert response.status_code == 200 and response.headers["x-content-type-options"]
 

@@ -37,6 +37,7 @@ from engine.web import (
     _api_renewal,
     _api_turnkey,
     _pages,
+    _pages_account,
     _pages_customs,
 )
 from engine.web._i18n import Translator, language_of, page_language
@@ -79,6 +80,7 @@ def create_app(app: App, *, close_on_shutdown: bool = False) -> FastAPI:
     web.include_router(_api_account.router)
     web.include_router(_pages.router)
     web.include_router(_pages_customs.router)
+    web.include_router(_pages_account.router)
     web.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     web.add_exception_handler(SwregError, _domain_error)
     web.add_exception_handler(RequestValidationError, _validation_error)

@@ -95,7 +95,6 @@ TEXTS: Final[Mapping[str, tuple[str, str]]] = {
     "forgot_password": ("忘記密碼", "Forgot password"),
     "customs_register": ("通關憑證註冊", "Customs certificate registration"),
     "customs_query": ("通關憑證查詢", "Customs certificate query"),
-    "not_built": ("（尚未開放）", "(not available yet)"),
     "register": ("憑證註冊", "Certificate registration"),
     "switch_language": ("English", "中文"),
     "steps": ("註冊步驟", "Registration steps"),
@@ -216,6 +215,34 @@ TEXTS: Final[Mapping[str, tuple[str, str]]] = {
     ),
     "hipki_pin_length": ("PIN碼長度錯誤", "Wrong PIN length"),
     "hipki_pin_format": ("PIN碼格式錯誤", "Wrong PIN format"),
+    # Chrome's Local Network Access (agent.js; docs/cards.md)
+    "local_network_title": ("允許本網站連線讀卡元件", "Let this site reach the card component"),
+    "local_network_ask": (
+        "本網站需要連線您電腦上的讀卡元件才能讀取憑證卡。瀏覽器會詢問是否允許本網站"
+        "「存取這部裝置上的其他應用程式和服務」，請按「允許」。",
+        "To read your card, this site connects to the card component on your computer. The "
+        'browser will ask whether this site may "Access other apps and services on this '
+        'device": choose Allow.',
+    ),
+    "local_network_denied_help": (
+        "瀏覽器已封鎖本網站連線您電腦上的讀卡元件。請按網址列左側的網站資訊圖示，開啟「網站設定」，"
+        "將「存取這部裝置上的其他應用程式和服務」改為「允許」，再按「開啟偵測多台讀卡機」重新偵測。",
+        "The browser has blocked this site from reaching the card component on your computer. "
+        "Click the site information icon at the left of the address bar, open Site settings, "
+        'set "Apps on device" to Allow, then press [Detect multiple card readers] to detect '
+        "again.",
+    ),
+    "local_network_denied": (
+        "瀏覽器封鎖了本網站連線讀卡元件，請依「允許本網站連線讀卡元件」的說明設定後重新偵測。",
+        "The browser blocked this site from reaching the card component; do as [Let this site "
+        "reach the card component] says, then detect again.",
+    ),
+    "local_network_insecure": (
+        "本網站不是以 https:// 開啟，瀏覽器不允許網頁連線您電腦上的讀卡元件。"
+        "請改以 https:// 開頭的網址開啟本網站。",
+        "This page was not opened over https://, so the browser does not let it reach the card "
+        "component on your computer. Open the site at its https:// address.",
+    ),
     # steps 3, 4
     "step_intro_basic_data": (
         "步驟{n}、填寫 [基本資料] 步驟，填寫完後，請按下 [檢核是否存在] 檢查是否已註冊，"
@@ -321,6 +348,7 @@ TEXTS: Final[Mapping[str, tuple[str, str]]] = {
     ),
     "login_button": ("登入", "Log in"),
     "my_account": ("我的帳號", "My account"),
+    "set_certificate": ("設定憑證", "Certificate settings"),
     "applicant_type": ("申請屬性", "Applicant type"),
     "session_expires": ("登入有效至", "Session valid until"),
     "logout": ("登出", "Log out"),
@@ -369,6 +397,8 @@ SCRIPT_TEXTS: Final = (
     "status_connecting", "status_signing", "status_checking", "status_done",
     "status_readers_found", "status_hipki", "hipki_untrusted", "hipki_cancelled", "hipki_failed",
     "popup_blocked", "network_error", "account_available", "reader_default",
+    "local_network_title", "local_network_ask", "local_network_denied_help",
+    "local_network_denied", "local_network_insecure",
 )  # fmt: skip
 
 HIPKI_CODE_TEXTS: Final[dict[int, tuple[str, str]]] = {

@@ -46,7 +46,6 @@ from engine.web._security import (
 )
 from engine.web._shared import (
     actor,
-    card_session,
     errors_by_field,
     off_loop,
     portal_of,
@@ -128,7 +127,7 @@ class TypeGroup:
 # -- helpers ---------------------------------------------------------------------------------
 
 
-async def _form(request: Request) -> dict[str, str]:
+async def form_values(request: Request) -> dict[str, str]:
     """The posted form's text fields (the CSRF field left out); repeated keys keep the last.
 
     A field holding NUL is refused (``invalid_value``): no field may hold one and PostgreSQL
@@ -325,7 +324,7 @@ async def register_start_page(request: Request) -> HTMLResponse:
 async def register_start(request: Request) -> Response:
     portal = portal_of(request)
     t = translator(request)
-    values = await _form(request)
+    values = await form_values(request)
     type_code = values.get("type", "")
     try:
         applicant = portal.catalog.applicant(type_code)
@@ -480,7 +479,7 @@ def _account_widget(
 async def register_step(registration_id: str, request: Request) -> Response:
     portal = portal_of(request)
     t = translator(request)
-    values = await _form(request)
+    values = await form_values(request)
     view = await _status(request, registration_id)
     form = portal.registrations.step_form(view) if view.state not in ENDINGS else None
     if form is None:  # the card check runs in the page's script; anything else: show the step
@@ -511,7 +510,7 @@ async def register_check_account(registration_id: str, request: Request) -> Resp
     """檢核是否存在 without JavaScript: the account the typed values name, free or taken."""
     portal = portal_of(request)
     t = translator(request)
-    values = await _form(request)
+    values = await form_values(request)
     view = await _status(request, registration_id)
     form = portal.registrations.step_form(view) if view.state not in ENDINGS else None
     if form is None:
@@ -601,23 +600,6 @@ async def login_page(request: Request) -> HTMLResponse:
 async def login_fallback() -> Response:
     """The login form without JavaScript: the card needs the page's script; show it again."""
     return _see_other("/login")
-
-
-@router.get("/account", response_model=None)
-async def account_page(request: Request) -> Response:
-    portal = portal_of(request)
-    t = translator(request)
-    session = await off_loop(card_session, portal, request)
-    if session is None:
-        return _see_other("/login")
-    applicant = portal.catalog.applicant_types.get(session.applicant_type)
-    return render(
-        request,
-        "account.html",
-        title=t("my_account"),
-        session=session,
-        applicant_label=t.label(applicant.labels) if applicant else session.applicant_type,
-    )
 
 
 @router.post("/logout", response_model=None)

@@ -12,7 +12,7 @@
 
 Besides these, route modules import only public names of three others: the API's common bodies
 (``_api``: ``ErrorsOut``, ``ChallengeOut``, ``CardIn``), the page renderer (``_pages``:
-``render``, ``FieldView``, ``field_view``) and the registration cookie
+``render``, ``form_values``, ``FieldView``, ``field_view``) and the registration cookie
 (``_registration_secret``); services only through :class:`Portal`.
 """
 

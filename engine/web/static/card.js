@@ -12,7 +12,7 @@
   var PIN_CODES = ["pin_incorrect", "card_locked", "no_card", "no_reader", "field_required"];
   var swreg = window.swreg;
   var form = document.getElementById("card-form");
-  if (!form || !swreg || !swreg.Agent) {
+  if (!form || !swreg || !swreg.Bridge) {
     return;
   }
 
@@ -28,7 +28,6 @@
   var detect = document.getElementById("detect-readers");
   var trustButton = document.getElementById("hipki-trust");
   var trigger = document.getElementById(mode === "login" ? "login" : "next");
-  var bridge = null; /* swreg.Bridge, once hipki.js is there */
   var busy = false;
   var clicked = null;
 
@@ -58,21 +57,17 @@
     }
   }
 
-  /* Which component answers: hipki.js's swreg.Bridge (loaded here, from 'self', when the page
-   * does not list it). */
-  function startBridge() {
-    bridge = new swreg.Bridge({
-      agentUrl: body.getAttribute("data-agent-url"),
-      hipkiUrl: body.getAttribute("data-hipki-url"),
-      select: reader,
-      missing: missing,
-      trustButton: trustButton,
-      setStatus: setStatus,
-      showError: showError,
-      clearErrors: clearErrors
-    });
-    bridge.detect();
-  }
+  /* Which component answers: hipki.js's swreg.Bridge. */
+  var bridge = new swreg.Bridge({
+    agentUrl: body.getAttribute("data-agent-url"),
+    hipkiUrl: body.getAttribute("data-hipki-url"),
+    select: reader,
+    missing: missing,
+    trustButton: trustButton,
+    setStatus: setStatus,
+    showError: showError,
+    clearErrors: clearErrors
+  });
 
   /* -- the check ------------------------------------------------------------------------ */
 
@@ -102,11 +97,6 @@
     if (!pinValue) {
       showError({ code: "field_required", message: say("field_required") });
       pin.focus();
-      return;
-    }
-    if (!bridge) {
-      missing.hidden = false; /* as before any bridge answered; the look is under way */
-      showError(failure("hipki_missing"));
       return;
     }
     if (!bridge.present()) {
@@ -168,26 +158,10 @@
   });
   detect.addEventListener("click", function () {
     clearErrors();
-    if (bridge) {
-      bridge.detectReaders();
-    }
+    bridge.detectReaders();
   });
   trustButton.addEventListener("click", function () {
-    if (bridge) {
-      bridge.askTrust();
-    }
+    bridge.askTrust();
   });
-  if (swreg.Bridge) {
-    startBridge();
-  } else {
-    setStatus("status_connecting");
-    var script = document.createElement("script");
-    script.src = "/static/hipki.js";
-    script.onload = function () {
-      if (swreg.Bridge) {
-        startBridge();
-      }
-    };
-    document.head.appendChild(script);
-  }
+  bridge.detect();
 })();
