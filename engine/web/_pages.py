@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import quote, urlencode
@@ -27,6 +28,7 @@ from engine._errors import ErrorCode, RefusedError, SwregError
 from engine.core.declarations import ApplicantType, Category, Labels
 from engine.core.fields import FieldDescription, form_fields
 from engine.core.workflow import ENDINGS, Step
+from engine.services.mail import TAIPEI
 from engine.services.registration import RegistrationView
 from engine.web._i18n import Translator, page_language
 from engine.web._portal import (
@@ -85,7 +87,13 @@ def make_templates() -> Jinja2Templates:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    environment.filters["taipei"] = taipei_time
     return Jinja2Templates(env=environment)
+
+
+def taipei_time(value: datetime, format: str = "%Y-%m-%d %H:%M") -> str:
+    """A time as the pages show it: Taiwan time (the ``taipei`` template filter)."""
+    return value.astimezone(TAIPEI).strftime(format)
 
 
 router = APIRouter(include_in_schema=False)
