@@ -225,6 +225,8 @@ def bootstrap(
             mailer,
             limits=account_limits,
             sender=settings.mail.sender,
+            public_origin=settings.public_origin,
+            email_links=settings.email_password_reset,
         ),
         account_settings=AccountSettingsService(
             database,

@@ -191,10 +191,10 @@ _MESSAGES: Mapping[ErrorCode, tuple[str, str]] = {
     ErrorCode.RATE_LIMITED: ("操作過於頻繁，請稍後再試", "Too many requests; try again later"),
     ErrorCode.NOT_AUTHORIZED: ("無權限執行此操作", "Not authorized"),
     ErrorCode.ACTIVATION_INVALID: (
-        "帳號啟用連結無效或已使用過",
-        "This activation link is invalid or was already used",
+        "此連結無效或已使用過",
+        "This link is invalid or was already used",
     ),
-    ErrorCode.ACTIVATION_EXPIRED: ("帳號啟用連結已逾期", "This activation link has expired"),
+    ErrorCode.ACTIVATION_EXPIRED: ("此連結已逾期", "This link has expired"),
     ErrorCode.ACCOUNT_INACTIVE: (
         "帳號尚未啟用，請至您的電子郵件Email進行帳號啟用",
         "The account is not activated yet; use the link in your e-mail",

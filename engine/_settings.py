@@ -24,6 +24,9 @@
                          the public origin's
 ``SWREG_SESSION_IDLE`` / ``SWREG_SESSION_MAX``  a login session's idle and absolute limits, as
                          durations (below; a bare integer is seconds; defaults 30m and 8h)
+``SWREG_PASSWORD_RESET`` how 忘記密碼 proves the account: ``card`` (default: a card bound to it
+                         signs) or ``card,email`` (also a single-use 30-minute link mailed to the
+                         account's address)
 ``SWREG_RETENTION_DAYS`` days after which ``swreg purge`` deletes the personal data of ended
                          registrations and never-activated accounts (0 to 36500, default 30)
 ``SWREG_TSA_CERTS``      comma-separated files of the RFC 3161 time-stamping authorities whose
@@ -252,6 +255,8 @@ class Settings:
     """Hosts answered besides the public origin's (lower-case; ``host`` or ``host:port``)."""
     retention_days: int = DEFAULT_RETENTION_DAYS
     """How long the personal data of ended registrations is kept (``swreg purge``)."""
+    email_password_reset: bool = False
+    """忘記密碼 by a mailed link as well as by the card (``SWREG_PASSWORD_RESET=card,email``)."""
     tsa_certs: tuple[Path, ...] = ()
     """Certificates of the time-stamping authorities trusted to date Turnkey signatures."""
     fetch_hosts: FetchHosts = field(default_factory=lambda: FetchHosts.parse(DEFAULT_FETCH_HOSTS))
@@ -292,6 +297,7 @@ class Settings:
             trusted_proxies=_networks(env.get("SWREG_TRUSTED_PROXIES") or ""),
             allowed_hosts=_list(env.get("SWREG_ALLOWED_HOSTS") or "", lower=True),
             retention_days=_retention(env.get("SWREG_RETENTION_DAYS")),
+            email_password_reset=_password_reset(env.get("SWREG_PASSWORD_RESET")),
             tsa_certs=tuple(Path(p) for p in _list(env.get("SWREG_TSA_CERTS") or "")),
             fetch_hosts=FetchHosts.parse(env.get("SWREG_FETCH_HOSTS") or DEFAULT_FETCH_HOSTS),
             revocation_policy=_policy(env.get("SWREG_REVOCATION_POLICY")),
@@ -384,6 +390,17 @@ def _networks(text: str) -> tuple[IPNetwork, ...]:
         return tuple(ipaddress.ip_network(item, strict=False) for item in _list(text))
     except ValueError as exc:
         raise UsageError(detail=f"SWREG_TRUSTED_PROXIES holds CIDRs: {exc}") from None
+
+
+def _password_reset(text: str | None) -> bool:
+    """``SWREG_PASSWORD_RESET``: whether a mailed link resets a password too (the card always
+    does)."""
+    methods = {m.strip().lower() for m in (text or "card").split(",")}
+    if methods == {"card"}:
+        return False
+    if methods == {"card", "email"}:
+        return True
+    raise UsageError(detail=f"SWREG_PASSWORD_RESET is 'card' or 'card,email', not {text!r}")
 
 
 def _retention(text: str | None) -> int:

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from engine import App, EnvironmentProblem, FixedClock, SwregError
 from engine._settings import MailSettings
-from engine.services.accounts import AccountService, activation_token_from, token_hash
+from engine.services.accounts import AccountService, link_token, token_hash
 from engine.services.mail import ACTIVATION_SUBJECT, Mailer, OutboxMailer, SmtpMailer
 from engine.store import ActivationToken, AuditEntry
 from engine.testing.pki import TestPKI
@@ -183,9 +183,9 @@ def test_mail_failure_does_not_undo_the_registration(
 
 
 def test_link_parsing() -> None:
-    assert activation_token_from(" abc ") == "abc"
-    assert activation_token_from(f"{ORIGIN}/activate/abc") == "abc"
-    assert activation_token_from(f"{ORIGIN}/activate/abc/?utm=1#x") == "abc"
+    assert link_token(" abc ") == "abc"
+    assert link_token(f"{ORIGIN}/activate/abc") == "abc"
+    assert link_token(f"{ORIGIN}/activate/abc/?utm=1#x") == "abc"
 
 
 class _ListMailer:

@@ -13,17 +13,20 @@ import pytest
 from fastapi.testclient import TestClient
 
 from engine import App
-from engine.testing.pki import IssuedCard
+from engine.testing.pki import IssuedCard, TestPKI
 from engine.web import create_app
+from tests.conftest import PERSON_ANSWERS
+from tests.helpers import enrol
 from tests.test_account_settings import api_login
 from tests.test_mail import SmtpSink, body
-from tests.test_password_reset import (  # noqa: F401 - app, person, smtp_sink: fixtures
+from tests.test_password_reset import (  # noqa: F401 - app, links, person, smtp_sink: fixtures
     NEW,
     OLD_PASSWORD,
     PERSON,
     account_row,
     app,
     audit,
+    links,
     password_is,
     person,
     smtp_sink,
@@ -172,3 +175,49 @@ def test_the_forgot_password_page(client: TestClient, app: App) -> None:
     assert fallback.headers["location"] == "/password/forgot"  # type: ignore[attr-defined]
     served = client.get("/static/password.js")
     assert served.status_code == 200 and "/api/password-reset" in served.text
+
+
+# -- 忘記密碼 by a mailed link (SWREG_PASSWORD_RESET=card,email) --------------------------------
+
+RESET_LINK = re.compile(re.escape(ORIGIN) + r"/password/reset/([A-Za-z0-9_-]{43})")
+
+
+def test_without_the_setting_the_page_offers_only_the_card(client: TestClient) -> None:
+    parsed = page(client.get("/password/forgot"))
+    assert not any(e.get("id") == "by-email" for e in parsed.all("section"))
+
+
+def test_a_reset_by_mailed_link_on_the_pages(links: App, pki: TestPKI, smtp_sink: SmtpSink) -> None:
+    enrol(links, "person.general", pki.issue_person("王小明", "6789"), PERSON_ANSWERS)
+    links.accounts.activate(links.accounts.send_activation(PERSON))
+    with TestClient(create_app(links), base_url=ORIGIN) as client:
+        form = page(client.get("/password/forgot")).id("email-reset-form")
+        assert form.get("action") == "/password/forgot/email"
+        sent = len(smtp_sink.messages)
+
+        unknown = page(
+            client.post(
+                form.get("action"), data={"csrf": csrf_of(client), "account": "x@example.com"}
+            )
+        )  # type: ignore[arg-type]
+        known = page(
+            client.post(form.get("action"), data={"csrf": csrf_of(client), "account": PERSON})
+        )  # type: ignore[arg-type]
+
+        assert unknown.id("link-sent").text == known.id("link-sent").text  # the same answer
+        assert len(smtp_sink.messages) == sent + 1
+        [token] = set(RESET_LINK.findall(body(smtp_sink.messages[-1])))
+        url = f"/password/reset/{token}"
+        assert page(client.get(url)).id("link-reset-form").get("action") == url
+        assert password_is(links, PERSON, OLD_PASSWORD)  # opening the link changes nothing
+        weak = client.post(
+            url, data={"csrf": csrf_of(client), "password": "short", "password_confirm": "short"}
+        )
+        assert page(weak, 422).id("error-password").text  # type: ignore[arg-type]
+
+        done = page(client.post(url, data={"csrf": csrf_of(client), **NEW}))
+
+        assert PERSON in done.id("reset-done").text
+        assert password_is(links, PERSON, NEW["password"])
+        again = page(client.post(url, data={"csrf": csrf_of(client), **NEW}), 422)
+        assert again.id("error-token").text == "此連結無效或已使用過"

@@ -7,6 +7,7 @@ through the service, the HTTP API and the CLI (a ``virtual:`` PKCS#12 card).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -19,12 +20,12 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from engine import App, FixedClock, IssuerCA, Settings, bootstrap
-from engine._errors import FormError
+from engine._errors import FormError, SwregError
 from engine._settings import MailSettings
 from engine.cli import app as cli_app
 from engine.services.accounts import ACTIVE, LOCKED, MAX_FAILED_PASSWORDS, PENDING, SUSPENDED
 from engine.services.hashing import PasswordHasher
-from engine.services.mail import PASSWORD_RESET_SUBJECT
+from engine.services.mail import PASSWORD_RESET_LINK_SUBJECT, PASSWORD_RESET_SUBJECT
 from engine.services.password_reset import PasswordReset
 from engine.store import Account, AuditEntry, LoginSession
 from engine.testing.pki import IssuedCard, TestPKI
@@ -162,6 +163,7 @@ def test_reset_with_the_accounts_card_sets_the_password_and_ends_every_session(
     assert (actor, before, after) == ("web", ACTIVE, ACTIVE)
     assert diff == {
         "account": "m**g@example.com",
+        "proof": "card",
         "certificate": fingerprint(person),
         "origin": ORIGIN,
         "sessions_ended": 2,
@@ -552,3 +554,147 @@ def test_reactivating_an_active_account_is_refused(
         app, "accounts", "reactivate", PERSON, "--officer", "Lin", "--reason", "x"
     )
     assert (status, [e["code"] for e in refusal["errors"]]) == (1, ["invalid_transition"])
+
+
+# -- by a mailed link (SWREG_PASSWORD_RESET=card,email) -----------------------------------------
+
+RESET_LINK = re.compile(re.escape(ORIGIN) + r"/password/reset/([A-Za-z0-9_-]{43})")
+
+
+@pytest.fixture
+def links(
+    settings: Settings, clock: FixedClock, pki: TestPKI, smtp_sink: SmtpSink
+) -> Iterator[App]:
+    """The app with e-mail reset links on (``SWREG_PASSWORD_RESET=card,email``)."""
+    mail = MailSettings(host="127.0.0.1", port=smtp_sink.port, tls="none")
+    configured = replace(settings, mail=mail, public_origin=ORIGIN, email_password_reset=True)
+    application = bootstrap(configured, clock=clock)
+    pki.publish_to(application.trust, actor="test")
+    yield application
+    application.close()
+
+
+def test_the_setting_says_which_proofs_reset() -> None:
+    assert Settings.from_env({}).email_password_reset is False
+    assert Settings.from_env({"SWREG_PASSWORD_RESET": "card"}).email_password_reset is False
+    assert Settings.from_env({"SWREG_PASSWORD_RESET": "email, card"}).email_password_reset
+    for wrong in ("email", "card,sms", "none"):
+        with pytest.raises(SwregError) as info:
+            Settings.from_env({"SWREG_PASSWORD_RESET": wrong})
+        assert str(info.value.code) == "usage"
+
+
+def test_without_the_setting_no_link_is_sent(
+    app: App, person: IssuedCard, smtp_sink: SmtpSink
+) -> None:
+    sent = len(smtp_sink.messages)
+    assert refused(lambda: app.password_resets.request_link(PERSON)) == "not_authorized"
+    assert len(smtp_sink.messages) == sent
+
+
+def test_a_mailed_link_resets_once(
+    links: App, pki: TestPKI, clock: FixedClock, smtp_sink: SmtpSink
+) -> None:
+    card = pki.issue_person("王小明", "6789")
+    enrol(links, "person.general", card, PERSON_ANSWERS)
+    activate(links, PERSON)
+    token = log_in(links, card)
+    set_status(links, PERSON, LOCKED, failed=MAX_FAILED_PASSWORDS)
+
+    link = links.password_resets.request_link(PERSON)
+
+    mail = smtp_sink.messages[-1]
+    assert (mail["Subject"], mail["To"]) == (PASSWORD_RESET_LINK_SUBJECT, PERSON)
+    [found] = set(RESET_LINK.findall(body(mail)))
+    assert link is not None and link.endswith(found)
+    [(_actor, _b, _a, requested)] = audit(links, "password_reset_requested")
+    assert requested["account"] == "m**g@example.com" and found not in str(requested)
+    assert password_is(links, PERSON, OLD_PASSWORD)  # nothing changes before the link is used
+    clock.advance(timedelta(minutes=10))
+
+    done = links.password_resets.reset_with_link(found, answers=NEW)
+
+    assert done == PasswordReset(PERSON, sessions_ended=1, unlocked=True, notice_sent=True)
+    assert password_is(links, PERSON, NEW["password"]) and links.logins.session(token) is None
+    [(_actor, before, _after, diff)] = audit(links, "password_reset")
+    assert (before, diff) == (
+        LOCKED, {"account": "m**g@example.com", "proof": "email", "sessions_ended": 1}
+    )  # fmt: skip
+    again = refused(lambda: links.password_resets.reset_with_link(link, answers=NEW))
+    assert again == "activation_invalid"
+
+
+def test_a_link_is_asked_for_alike_whether_or_not_the_account_exists(
+    links: App, smtp_sink: SmtpSink
+) -> None:
+    """No enumeration: an unknown name gets the same answer (no error) and no mail."""
+    sent = len(smtp_sink.messages)
+    assert links.password_resets.request_link("nobody@example.com") is None
+    assert len(smtp_sink.messages) == sent
+    for _ in range(2):
+        links.password_resets.request_link("nobody@example.com")
+    assert refused(lambda: links.password_resets.request_link("nobody@example.com")) == (
+        "rate_limited"
+    )
+
+
+def test_an_expired_or_foreign_link_resets_nothing(
+    links: App, pki: TestPKI, clock: FixedClock, smtp_sink: SmtpSink
+) -> None:
+    card = pki.issue_person("王小明", "6789")
+    enrol(links, "person.general", card, PERSON_ANSWERS)
+    activate(links, PERSON)
+    link = links.password_resets.request_link(PERSON)
+    assert link is not None
+    clock.advance(timedelta(minutes=31))
+
+    code = refused(lambda: links.password_resets.reset_with_link(link, answers=NEW))
+
+    assert code == "activation_expired"
+    log_in(links, card)
+    email_link = links.account_settings.request_email_change(
+        log_in(links, card), new_email="hua@example.org"
+    ).link
+    assert refused(lambda: links.password_resets.reset_with_link(email_link, answers=NEW)) == (
+        "activation_invalid"
+    )  # an e-mail change's link is not a reset link
+    assert password_is(links, PERSON, OLD_PASSWORD)
+    assert audit(links, "password_reset") == []
+
+
+def test_reset_links_through_the_api(links: App, pki: TestPKI, smtp_sink: SmtpSink) -> None:
+    enrol(links, "person.general", pki.issue_person("王小明", "6789"), PERSON_ANSWERS)
+    activate(links, PERSON)
+    with TestClient(create_app(links), base_url=ORIGIN) as client:
+        headers = csrf(client)
+        for name in ("nobody@example.com", PERSON):
+            asked = client.post(
+                "/api/password-reset/email", json={"account": name}, headers=headers
+            )
+            assert (asked.status_code, asked.json()) == (202, {"ok": True})
+        [token] = set(RESET_LINK.findall(body(smtp_sink.messages[-1])))
+        weak = client.post(
+            "/api/password-reset/link",
+            json={"token": token, "password": "short", "password_confirm": "short"},
+            headers=headers,
+        )
+        assert [e["code"] for e in weak.json()["errors"]] == ["password_policy"]
+
+        done = client.post(
+            "/api/password-reset/link", json={"token": token, **NEW}, headers=headers
+        )
+
+        assert done.json() == {
+            "account": PERSON, "sessions_ended": 0, "unlocked": False, "notice_sent": True,
+        }  # fmt: skip
+    assert password_is(links, PERSON, NEW["password"])
+
+
+def test_the_api_says_when_links_are_off(app: App, person: IssuedCard) -> None:
+    with TestClient(create_app(app), base_url=ORIGIN) as client:
+        asked = client.post(
+            "/api/password-reset/email", json={"account": PERSON}, headers=csrf(client)
+        )
+    assert (asked.status_code, [e["code"] for e in asked.json()["errors"]]) == (
+        403, ["not_authorized"]
+    )  # fmt: skip

@@ -52,6 +52,7 @@ from engine.services.accounts import (
     AccountService,
     AccountSummary,
     count_wrong_password,
+    link_token,
     status_refusal,
     token_hash,
 )
@@ -240,7 +241,7 @@ class AccountSettingsService:
 
     def confirm_email_change(self, link: str, *, actor: str = "web") -> str:
         """Set the address a confirmation link was sent to; returns the account name."""
-        digest = token_hash(link.strip().rsplit("/", 1)[-1])
+        digest = token_hash(link_token(link))
         now = self._clock.now()
         with self._database.unit_of_work() as uow:
             row = uow.account_tokens.get(digest, EMAIL_CHANGE)

@@ -113,12 +113,11 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def activation_token_from(text: str) -> str:
-    """The token in ``text``: the token itself, or a whole activation link pasted by a user."""
-    text = text.strip()
-    if ACTIVATION_PATH in text:
-        text = text.rsplit(ACTIVATION_PATH, 1)[1]
-    return text.split("?", 1)[0].split("#", 1)[0].strip("/")
+def link_token(text: str) -> str:
+    """The token in ``text``: the token itself, or a whole mailed link pasted by a user (its
+    last path segment; query and fragment dropped)."""
+    text = text.strip().split("?", 1)[0].split("#", 1)[0].rstrip("/")
+    return text.rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,7 +285,7 @@ class AccountService:
         Single use: an unknown or used token is ``activation_invalid``, one past its expiry
         ``activation_expired``. Activation retires the account's other unused links.
         """
-        digest = token_hash(activation_token_from(token))
+        digest = token_hash(link_token(token))
         now = self._clock.now()
         with self._database.unit_of_work() as uow:
             row = uow.activations.get(digest)

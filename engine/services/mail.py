@@ -41,6 +41,7 @@ DEFAULT_TIMEOUT = 10.0
 
 ACTIVATION_SUBJECT = "關港貿單一窗口帳號啟用 / Account activation"
 PASSWORD_RESET_SUBJECT = "關港貿單一窗口密碼已重新設定 / Your password was reset"
+PASSWORD_RESET_LINK_SUBJECT = "關港貿單一窗口重設密碼 / Reset your password"
 PASSWORD_CHANGED_SUBJECT = "關港貿單一窗口密碼已變更 / Your password was changed"
 EMAIL_CHANGE_SUBJECT = "關港貿單一窗口電子郵件變更確認 / Confirm your new e-mail address"
 EMAIL_CHANGE_NOTICE_SUBJECT = "關港貿單一窗口電子郵件變更通知 / Your e-mail address is changing"
@@ -266,13 +267,13 @@ def password_reset_notice(
     when = _taipei(at)
     zh = (
         "您好：\n\n"
-        f"關港貿單一窗口帳號「{account}」的密碼已於 {when}（臺灣時間）以憑證重新設定，\n"
+        f"關港貿單一窗口帳號「{account}」的密碼已於 {when}（臺灣時間）重新設定，\n"
         "所有已登入的裝置均已登出。\n\n"
         "若這不是您本人的操作，請立即以您的憑證重新設定密碼，並聯絡客服中心。\n"
     )
     en = (
         "Hello,\n\n"
-        f"The password of your Single Window account {account} was reset with its card on\n"
+        f"The password of your Single Window account {account} was reset on\n"
         f"{when} (Taiwan time), and every session of the account was logged out.\n\n"
         "If you did not do this, reset the password again with your card now and contact the\n"
         "help desk.\n"
@@ -280,6 +281,37 @@ def password_reset_notice(
     return bilingual_message(
         subject=PASSWORD_RESET_SUBJECT, zh=zh, en=en, to=to, sender=sender, language=language,
         at=at,
+    )  # fmt: skip
+
+
+def password_reset_link(
+    *,
+    to: str,
+    account: str,
+    link: str,
+    sender: str,
+    language: MailLanguage = "zh-TW",
+    at: datetime | None = None,
+) -> EmailMessage:
+    """The 忘記密碼 link (``SWREG_PASSWORD_RESET=card,email``). Pure: no I/O."""
+    zh = (
+        "您好：\n\n"
+        f"有人為關港貿單一窗口帳號「{account}」申請以電子郵件重設密碼。\n"
+        "請點選下列連結設定新密碼：\n\n"
+        f"{link}\n\n"
+        "連結僅能使用一次，30分鐘內有效。若您並未申請，請忽略本信，您的密碼不會變更。\n"
+    )
+    en = (
+        "Hello,\n\n"
+        f"Someone asked to reset the password of the Single Window account {account} by e-mail.\n"
+        "Open this link to set a new password:\n\n"
+        f"{link}\n\n"
+        "The link works once, within 30 minutes. If you did not ask for it, ignore this message:\n"
+        "your password stays as it is.\n"
+    )
+    return bilingual_message(
+        subject=PASSWORD_RESET_LINK_SUBJECT, zh=zh, en=en, to=to, sender=sender,
+        language=language, at=at,
     )  # fmt: skip
 
 

@@ -19,12 +19,17 @@ never verifies here, nor this one there. :meth:`PasswordResetService.reset` chec
     after the commit: a notice to the account's address (a failure is logged; the reset stands)
 
 A refusal changes nothing (no audit row, no mail). Only the holder of a card bound to the account
-gets past the proof, so the account's status is told to its owner alone. The e-mail-only reset
-link (``SWREG_PASSWORD_RESET=card,email``) is not built: the setting accepts only ``card``.
+gets past the proof, so the account's status is told to its owner alone.
+
+With ``SWREG_PASSWORD_RESET=card,email`` an account's address may also receive a single-use
+30-minute link (:meth:`PasswordResetService.request_link`: the same answer whether or not the
+account exists, a per-name limit; :meth:`PasswordResetService.reset_with_link`), which then does
+what the card does; the audit row says which proof (``card`` or ``email``) it was.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,6 +39,7 @@ from engine._clock import Clock
 from engine._errors import ErrorCode, RefusedError
 from engine.core.fields import validate_form
 from engine.core.forms import PasswordFields
+from engine.core.identifiers import mask_email, normalize_text
 from engine.core.step_data import masked_diff
 from engine.pki.card_response import CardResponse, Challenge
 from engine.services.accounts import (
@@ -41,16 +47,32 @@ from engine.services.accounts import (
     CARD_LOGIN_STATUSES,
     LOCKED,
     PASSWORD_RESET_ACCOUNT_LIMIT,
+    AccountLimit,
     AccountLimits,
+    link_token,
     status_refusal,
+    token_hash,
 )
 from engine.services.card_proof import CardProofs, ProvenCard
 from engine.services.hashing import PasswordHasher
-from engine.services.mail import Mailer, MailLanguage, password_reset_notice, send_notice
+from engine.services.mail import (
+    Mailer,
+    MailLanguage,
+    password_reset_link,
+    password_reset_notice,
+    send_notice,
+)
 from engine.services.revocation_checks import RevocationChecker
 from engine.services.trust import TrustService
-from engine.store import Account, Database, UnitOfWork
+from engine.store import Account, AccountToken, Database, UnitOfWork
 
+RESET_LINK = "password_reset"
+"""The ``purpose`` of a mailed reset link (``account_tokens``)."""
+RESET_LINK_PATH = "/password/reset/"
+RESET_LINK_TTL = timedelta(minutes=30)
+RESET_LINK_LIMIT = AccountLimit("password_reset_link", 3, timedelta(hours=1))
+"""Reset links asked for one account name (known or not): each sends a mail."""
+MAX_ACCOUNT_CHARS = 256
 PASSWORD_RESET_SCOPE = "password_reset"
 """What stands in the registration-id slot of a reset challenge's signed payload."""
 RESET_STATUSES = CARD_LOGIN_STATUSES
@@ -89,6 +111,8 @@ class PasswordResetService:
         *,
         limits: AccountLimits,
         sender: str,
+        public_origin: str,
+        email_links: bool = False,
         language: MailLanguage = "zh-TW",
         challenge_ttl: timedelta = timedelta(minutes=5),
     ) -> None:
@@ -98,6 +122,8 @@ class PasswordResetService:
         self._mailer = mailer
         self._limits = limits
         self._sender = sender
+        self._origin = public_origin.rstrip("/")
+        self._email_links = email_links
         self._language: MailLanguage = language
         self._proofs = CardProofs(
             database, clock, trust, revocation, scope=PASSWORD_RESET_SCOPE, ttl=challenge_ttl
@@ -132,16 +158,96 @@ class PasswordResetService:
                 raise RefusedError(status_refusal(row.status))  # suspended meanwhile
             if uow.certificates.active_login(proven.fingerprint) is None:
                 raise RefusedError(ErrorCode.NOT_AUTHORIZED)  # replaced meanwhile
-            unlocked = row.status == LOCKED
-            previous = row.status
-            row.password_hash = new_hash
-            row.failed_passwords = 0
-            row.status = ACTIVE
-            row.password_changed_at = proven.at
-            ended = uow.sessions.end_all(row.id, proven.at)
-            _audit(uow, row, proven, previous, ended, origin=origin, actor=actor)
+            evidence = {
+                "proof": "card",
+                "certificate": proven.fingerprint,
+                "origin": origin,
+                "revocation": proven.revocation.audit(),
+            }
+            ended, unlocked = _set_password(uow, row, new_hash, proven.at, evidence, actor=actor)
             uow.commit()
         sent = self._notify(target, proven.at)
+        return PasswordReset(target.name, ended, unlocked, sent)
+
+    # -- by a mailed link (SWREG_PASSWORD_RESET=card,email) ---------------------------------------
+
+    def request_link(self, account: str, *, actor: str = "web") -> str | None:
+        """Mail a single-use reset link (:data:`RESET_LINK_TTL`) to the address of ``account``
+        if it exists and may reset; returns the link (for tests and the demo) or None. The
+        caller tells every asker the same: whether an account exists is not told. Refused
+        (``not_authorized``) unless ``SWREG_PASSWORD_RESET=card,email``."""
+        if not self._email_links:
+            raise RefusedError(ErrorCode.NOT_AUTHORIZED, detail="e-mail reset links are off")
+        name = normalize_text(account or "")
+        if not name:
+            raise RefusedError(ErrorCode.FIELD_REQUIRED, field="account")
+        if len(name) > MAX_ACCOUNT_CHARS:
+            raise RefusedError(
+                ErrorCode.FIELD_TOO_LONG, field="account", max_length=MAX_ACCOUNT_CHARS
+            )
+        self._limits.hit(RESET_LINK_LIMIT, name)  # counted for any name, known or not
+        token = secrets.token_urlsafe(32)
+        now = self._clock.now()
+        with self._database.unit_of_work() as uow:
+            row = uow.accounts.get_by_name(name)
+            if row is None or row.status not in RESET_STATUSES:
+                return None
+            uow.account_tokens.add(
+                AccountToken(
+                    token_hash=token_hash(token), account_id=row.id, purpose=RESET_LINK,
+                    created_at=now, expires_at=now + RESET_LINK_TTL,
+                )
+            )  # fmt: skip
+            uow.audit.append(
+                at=now, actor=actor, event="password_reset_requested",
+                applicant_type=row.applicant_type,
+                diff={
+                    **masked_diff({"account": row.name}), "email": mask_email(row.email),
+                    "expires_at": (now + RESET_LINK_TTL).isoformat(),
+                },
+            )  # fmt: skip
+            target = _Target(row.id, row.name, row.email)
+            uow.commit()
+        link = f"{self._origin}{RESET_LINK_PATH}{token}"
+        message = password_reset_link(
+            to=target.email, account=target.name, link=link, sender=self._sender,
+            language=self._language, at=now,
+        )  # fmt: skip
+        send_notice(self._mailer, message)
+        return link
+
+    def reset_with_link(
+        self, link: str, *, answers: Mapping[str, Any], actor: str = "web"
+    ) -> PasswordReset:
+        """Set the password from ``answers`` with a mailed reset link (single use): unknown or
+        used ``activation_invalid``, past its 30 minutes ``activation_expired``."""
+        password = validate_form(PasswordFields, answers).password.get_secret_value()
+        digest = token_hash(link_token(link))
+        with self._database.unit_of_work() as uow:  # reads only: argon2 runs outside
+            found = uow.account_tokens.get(digest, RESET_LINK)
+            if found is None or found.used_at is not None:
+                raise RefusedError(ErrorCode.ACTIVATION_INVALID, field="token")
+        new_hash = self._passwords.hash(password)
+        del password
+        now = self._clock.now()
+        with self._database.unit_of_work() as uow:
+            token = uow.account_tokens.get(digest, RESET_LINK)
+            if token is None or token.used_at is not None:
+                raise RefusedError(ErrorCode.ACTIVATION_INVALID, field="token")
+            if now > token.expires_at:
+                raise RefusedError(ErrorCode.ACTIVATION_EXPIRED, field="token")
+            if not uow.account_tokens.consume(digest, now):
+                raise RefusedError(ErrorCode.ACTIVATION_INVALID, field="token")
+            row = token.account
+            if row.status not in RESET_STATUSES:
+                raise RefusedError(status_refusal(row.status))
+            uow.account_tokens.retire(row.id, RESET_LINK, now)
+            ended, unlocked = _set_password(
+                uow, row, new_hash, now, {"proof": "email"}, actor=actor
+            )
+            target = _Target(row.id, row.name, row.email)
+            uow.commit()
+        sent = self._notify(target, now)
         return PasswordReset(target.name, ended, unlocked, sent)
 
     def _bound_account(self, name: str, proven: ProvenCard) -> _Target:
@@ -164,28 +270,31 @@ class PasswordResetService:
         return send_notice(self._mailer, message)
 
 
-def _audit(
+def _set_password(
     uow: UnitOfWork,
     account: Account,
-    proven: ProvenCard,
-    previous: str,
-    ended: int,
+    new_hash: str,
+    at: datetime,
+    evidence: dict[str, Any],
     *,
-    origin: str,
     actor: str,
-) -> None:
+) -> tuple[int, bool]:
+    """The reset itself, in ``uow``: the new hash, the wrong-password count back to 0, a locked
+    account unlocked, every session ended, audited ``password_reset`` with how it was proven;
+    (sessions ended, whether it was unlocked)."""
+    previous = account.status
+    account.password_hash = new_hash
+    account.failed_passwords = 0
+    account.status = ACTIVE
+    account.password_changed_at = at
+    ended = uow.sessions.end_all(account.id, at)
     uow.audit.append(
-        at=proven.at,
+        at=at,
         actor=actor,
         event="password_reset",
         from_state=previous,
         to_state=ACTIVE,
         applicant_type=account.applicant_type,
-        diff={
-            **masked_diff({"account": account.name}),
-            "certificate": proven.fingerprint,
-            "origin": origin,
-            "sessions_ended": ended,
-            "revocation": proven.revocation.audit(),
-        },
+        diff={**masked_diff({"account": account.name}), **evidence, "sessions_ended": ended},
     )
+    return ended, previous == LOCKED

@@ -5,6 +5,10 @@
     POST /api/password-reset/challenge  a single-use challenge for a card of the account to sign
     POST /api/password-reset            {account, password, password_confirm, challenge_id,
                                          certificate, signature, chain}
+    POST /api/password-reset/email      {account}: a reset link to the account's address (only
+                                         with ``SWREG_PASSWORD_RESET=card,email``; 202 whether or
+                                         not the account exists)
+    POST /api/password-reset/link       {token, password, password_confirm}: the link's token
 
 Both are POSTs and need the CSRF token like every other (``X-CSRF-Token``); both count against a
 per-client rate limit, and the service counts each reset against the account's own limit once the
@@ -21,7 +25,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from engine.services.password_reset import PasswordReset
-from engine.web._api import CardIn, ChallengeOut, ErrorsOut
+from engine.web._api import CardIn, ChallengeOut, ErrorsOut, OkOut
 from engine.web._portal import PASSWORD_RESET_LIMIT
 from engine.web._shared import PortalDep, actor, limited
 
@@ -36,6 +40,16 @@ class PasswordResetIn(CardIn):
     """The card's answer to a reset challenge, the account it is for and the new password."""
 
     account: str = Field(max_length=256)
+    password: str = Field(max_length=256)
+    password_confirm: str = Field(max_length=256)
+
+
+class ResetLinkIn(BaseModel):
+    account: str = Field(max_length=256)
+
+
+class ResetWithLinkIn(BaseModel):
+    token: str = Field(max_length=512)
     password: str = Field(max_length=256)
     password_confirm: str = Field(max_length=256)
 
@@ -82,6 +96,37 @@ async def password_reset(
             body.response(),
             origin=portal.origin,
             account=body.account,
+            answers={"password": body.password, "password_confirm": body.password_confirm},
+            actor=actor(request, "api"),
+        )
+
+    return PasswordResetOut.of(await limited(portal, PASSWORD_RESET_LIMIT, request, reset))
+
+
+@router.post("/password-reset/email", status_code=202, tags=["password-reset"])
+async def password_reset_email(body: ResetLinkIn, request: Request, portal: PortalDep) -> OkOut:
+    """Mail a reset link to the account's address if the account exists and may reset; the
+    answer is the same either way."""
+    await limited(
+        portal,
+        PASSWORD_RESET_LIMIT,
+        request,
+        portal.password_resets.request_link,
+        body.account,
+        actor=actor(request, "api"),
+    )
+    return OkOut()
+
+
+@router.post("/password-reset/link", tags=["password-reset"])
+async def password_reset_link(
+    body: ResetWithLinkIn, request: Request, portal: PortalDep
+) -> PasswordResetOut:
+    """Set the new password with the token of a mailed reset link."""
+
+    def reset() -> PasswordReset:
+        return portal.password_resets.reset_with_link(
+            body.token,
             answers={"password": body.password, "password_confirm": body.password_confirm},
             actor=actor(request, "api"),
         )

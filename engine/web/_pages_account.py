@@ -15,6 +15,10 @@
 ``GET /password/forgot``       忘記密碼: 帳號, 新密碼, 確認密碼 and the card (password.js signs
                                through the agent or HiPKI and posts to ``/api/password-reset``)
 ``POST /password/forgot``      without JavaScript: the page again (the card needs the script)
+``POST /password/forgot/email`` with ``SWREG_PASSWORD_RESET=card,email``: a reset link to the
+                               account's address; the page says the same whether or not the
+                               account exists
+``GET|POST /password/reset/{token}``  the link's page: 新密碼, 確認密碼 → 「密碼已重新設定」
 
 Every form carries the CSRF token; the limits are the JSON API's (one budget per client).
 """
@@ -31,7 +35,7 @@ from engine.core.declarations import Labels
 from engine.services.account_settings import AccountOverview
 from engine.web._i18n import Translator
 from engine.web._pages import form_values, render
-from engine.web._portal import ACCOUNT_LIMIT, ACTIVATE_LIMIT, status_for
+from engine.web._portal import ACCOUNT_LIMIT, ACTIVATE_LIMIT, PASSWORD_RESET_LIMIT, status_for
 from engine.web._security import SESSION_COOKIE, clear_session_cookie
 from engine.web._shared import (
     actor,
@@ -121,6 +125,17 @@ _TEXTS: Final[dict[str, Labels]] = {
     "reset_done": Labels(
         "密碼已重新設定，請以新密碼或憑證登入。", "The password was reset; log in again."
     ),
+    "by_email": Labels("沒有憑證卡？以電子郵件重設", "No card at hand? Reset by e-mail"),
+    "by_email_intro": Labels(
+        "輸入帳號後，重設連結將寄至帳號的電子郵件Email，30分鐘內有效。",
+        "Enter the account: a reset link goes to its e-mail address, valid for 30 minutes.",
+    ),
+    "send_link": Labels("寄送重設連結", "Send the reset link"),
+    "link_sent": Labels(
+        "若此帳號存在，重設連結已寄至帳號的電子郵件Email。",
+        "If the account exists, a reset link was sent to its e-mail address.",
+    ),
+    "link_title": Labels("重設密碼", "Reset the password"),
 }
 
 
@@ -288,6 +303,17 @@ async def email_confirm(token: str, request: Request) -> HTMLResponse:
 
 @router.get("/password/forgot", response_class=HTMLResponse)
 async def forgot_page(request: Request) -> HTMLResponse:
+    return _forgot_page(request, account=request.query_params.get("account", "")[:256])
+
+
+def _forgot_page(
+    request: Request,
+    *,
+    account: str = "",
+    link_sent: bool = False,
+    link_error: str | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
     portal = portal_of(request)
     t = translator(request)
     messages = t.script_messages()
@@ -296,11 +322,70 @@ async def forgot_page(request: Request) -> HTMLResponse:
         request,
         "password_forgot.html",
         title=t("forgot_password"),
+        status_code=status_code,
         body_data={"agent-url": portal.settings.agent_url},
         script_data={"messages": messages},
         x=_texts(t),
-        account=request.query_params.get("account", "")[:256],
+        account=account,
+        by_email=portal.settings.email_password_reset,
+        link_sent=link_sent,
+        link_error=link_error,
     )
+
+
+@router.post("/password/forgot/email", response_class=HTMLResponse)
+async def forgot_by_email(request: Request) -> HTMLResponse:
+    portal = portal_of(request)
+    values = await form_values(request)
+    account = values.get("account", "")[:256]
+    try:
+        await limited(
+            portal, PASSWORD_RESET_LIMIT, request, portal.password_resets.request_link, account,
+            actor=actor(request, "web"),
+        )  # fmt: skip
+    except RefusedError as error:
+        message = error.message(translator(request).language)
+        return _forgot_page(
+            request, account=account, link_error=message, status_code=status_for(error)
+        )
+    return _forgot_page(request, account=account, link_sent=True)
+
+
+@router.get("/password/reset/{token}", response_class=HTMLResponse)
+async def reset_link_page(token: str, request: Request) -> HTMLResponse:
+    return _reset_link_page(request, token)
+
+
+@router.post("/password/reset/{token}", response_class=HTMLResponse)
+async def reset_with_link(token: str, request: Request) -> HTMLResponse:
+    portal = portal_of(request)
+    values = await form_values(request)
+    try:
+        done = await limited(
+            portal, PASSWORD_RESET_LIMIT, request, portal.password_resets.reset_with_link, token,
+            answers={k: values.get(k, "") for k in ("password", "password_confirm")},
+            actor=actor(request, "web"),
+        )  # fmt: skip
+    except RefusedError as error:
+        t = translator(request)
+        errors = errors_by_field(error, t.language, PASSWORD_FIELDS, other="token")
+        return _reset_link_page(request, token, errors=errors, status_code=status_for(error))
+    return _reset_link_page(request, token, account=done.account)
+
+
+def _reset_link_page(
+    request: Request,
+    token: str,
+    *,
+    errors: dict[str, str] | None = None,
+    account: str | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    t = translator(request)
+    return render(
+        request, "password_reset_link.html", title=_text(t, "link_title"), x=_texts(t),
+        token=token, errors=errors or {}, account=account, status_code=status_code,
+    )  # fmt: skip
 
 
 @router.post("/password/forgot", response_model=None)

@@ -11,7 +11,7 @@
   :func:`errors_by_field`: inputs and refusals at the edge.
 
 Besides these, route modules import only public names of three others: the API's common bodies
-(``_api``: ``ErrorsOut``, ``ChallengeOut``, ``CardIn``), the page renderer (``_pages``:
+(``_api``: ``ErrorsOut``, ``OkOut``, ``ChallengeOut``, ``CardIn``), the page renderer (``_pages``:
 ``render``, ``form_values``, ``FieldView``, ``field_view``) and the registration cookie
 (``_registration_secret``); services only through :class:`Portal`.
 """
