@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from fastapi import Request
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from engine import App, FixedClock
 from engine._errors import FormError, SwregError
@@ -26,6 +27,7 @@ from engine.services.mail import (
     EMAIL_CHANGE_SUBJECT,
     PASSWORD_CHANGED_SUBJECT,
 )
+from engine.store import AccountToken
 from engine.testing.pki import IssuedCard
 from engine.web import create_app
 from engine.web._shared import where_from
@@ -64,7 +66,7 @@ def subjects(sink: SmtpSink) -> list[str]:
 # -- the password ----------------------------------------------------------------------------
 
 
-def test_change_password_keeps_this_session_and_ends_the_others(
+def test_change_password_ends_every_session_and_hands_the_caller_a_new_one(
     app: App, person: IssuedCard, clock: FixedClock, smtp_sink: SmtpSink
 ) -> None:
     mine, elsewhere = log_in(app, person), log_in(app, person)
@@ -72,11 +74,13 @@ def test_change_password_keeps_this_session_and_ends_the_others(
 
     done = change(app, mine, OLD_PASSWORD)
 
-    assert done == PasswordChange(PERSON, sessions_ended=1)
+    assert (done.account, done.sessions_ended) == (PERSON, 1)
     assert password_is(app, PERSON, NEW["password"])
     assert account_row(app, PERSON).password_changed_at == clock.now()
-    assert app.logins.session(mine) is not None
+    assert app.logins.session(mine) is None  # a copy of the old cookie is worth nothing
     assert app.logins.session(elsewhere) is None
+    fresh = app.logins.session(done.token)
+    assert fresh is not None and fresh.account == PERSON
     [(actor, _before, _after, diff)] = audit(app, "password_changed")
     assert (actor, diff) == ("web", {"account": "m**g@example.com", "sessions_ended": 1})
     assert subjects(smtp_sink)[-1] == PASSWORD_CHANGED_SUBJECT
@@ -148,7 +152,7 @@ LINK = re.compile(re.escape(ORIGIN) + r"/account/email/([A-Za-z0-9_-]{43})")
 
 
 def ask(app: App, token: str, address: str = NEW_EMAIL) -> EmailChange:
-    return app.account_settings.request_email_change(token, new_email=address)
+    return app.account_settings.request_email_change(token, new_email=address, current=OLD_PASSWORD)
 
 
 def test_an_email_change_is_confirmed_from_the_new_address(
@@ -320,7 +324,11 @@ def test_the_account_api(app: App, person: IssuedCard, smtp_sink: SmtpSink) -> N
         assert changed.json() == {"account": PERSON, "sessions_ended": 0}
         assert NEW["password"] not in changed.text
 
-        asked = client.post("/api/account/email", json={"email": NEW_EMAIL}, headers=headers)
+        asked = client.post(
+            "/api/account/email",
+            json={"email": NEW_EMAIL, "current_password": NEW["password"]},
+            headers=headers,
+        )
         assert asked.status_code == 200, asked.text
         assert asked.json()["email"] == "h*a@example.org"
         [token] = set(LINK.findall(body(smtp_sink.messages[-2])))
@@ -328,7 +336,8 @@ def test_the_account_api(app: App, person: IssuedCard, smtp_sink: SmtpSink) -> N
             "/api/account/email/confirm", json={"token": token}, headers=headers
         )
         assert confirmed.json() == {"account": PERSON}
-        assert codes(client.post("/api/account/email", json={"email": NEW_EMAIL})) == (
+        email = {"email": NEW_EMAIL, "current_password": NEW["password"]}
+        assert codes(client.post("/api/account/email", json=email)) == (
             403,
             ["csrf_failed"],
         )
@@ -358,3 +367,22 @@ def test_where_a_session_was_opened_is_told_without_the_full_address(
         "path": "/", "query_string": b"",
     }  # fmt: skip
     assert where_from(Request(scope), "API") == where
+
+
+def test_the_purge_forgets_dead_links_and_their_addresses(
+    app: App, person: IssuedCard, clock: FixedClock
+) -> None:
+    token = log_in(app, person)
+    ask(app, token, "never-confirmed@example.org")
+    ask(app, token, "still-pending@example.org")
+    clock.advance(timedelta(hours=23))
+    live = ask(app, log_in(app, person), "pending@example.org")  # alive when the others died
+    clock.advance(timedelta(hours=2))
+
+    report = app.retention.purge()
+
+    assert report.links == 2
+    with app.database.unit_of_work() as uow:
+        kept = [t.new_email for t in uow.session.scalars(select(AccountToken))]
+    assert kept == ["pending@example.org"]
+    assert app.account_settings.confirm_email_change(live.link) == PERSON

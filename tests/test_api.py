@@ -497,6 +497,14 @@ def test_openapi_lists_the_routes(client: TestClient) -> None:
         ("/api/logout", "post"),
         ("/api/session", "get"),
         ("/api/activate", "post"),
+        ("/api/password-reset/challenge", "post"),
+        ("/api/password-reset", "post"),
+        ("/api/password-reset/email", "post"),
+        ("/api/password-reset/link", "post"),
+        ("/api/account", "get"),
+        ("/api/account/password", "post"),
+        ("/api/account/email", "post"),
+        ("/api/account/email/confirm", "post"),
     ]:
         assert method in paths[path], path
     assert not any(not p.startswith("/api/") for p in paths)  # pages stay out of the API

@@ -118,12 +118,17 @@ def test_change_the_email_address_on_the_page(
     client: TestClient, app: App, person: IssuedCard, smtp_sink: SmtpSink
 ) -> None:
     log_in(client, person)
-    bad = post(client, "/account/email", email="not-an-address")
+    bad = post(client, "/account/email", email="not-an-address", email_password=OLD_PASSWORD)
     parsed = page(bad, 422)  # type: ignore[arg-type]
     assert parsed.id("error-email").text == "電子郵件格式錯誤"
     assert parsed.id("f-email").get("value") == "not-an-address"
 
-    asked = post(client, "/account/email", email="hua@example.org")
+    wrong = page(
+        post(client, "/account/email", email="hua@example.org", email_password="Wr0ng!pass"), 422
+    )  # type: ignore[arg-type]
+    assert wrong.id("error-email_password").text == "密碼錯誤"
+    assert wrong.id("f-email_password").get("aria-invalid") == "true"
+    asked = post(client, "/account/email", email="hua@example.org", email_password=OLD_PASSWORD)
 
     assert asked.headers["location"] == "/account?done=email"  # type: ignore[attr-defined]
     [token] = set(LINK.findall(body(smtp_sink.messages[-2])))

@@ -182,6 +182,7 @@ def test_purge_after_the_retention_time(world: World, app: App, clock: FixedCloc
         "expired": 1,  # the idle one, marked expired first
         "registrations": 4,
         "accounts": 1,
+        "links": 0,
     }
     assert_purged(app, before[world.active], now, "completed")
     assert_purged(app, before[world.pending], now, "completed")
@@ -349,7 +350,9 @@ def test_swreg_purge_json(app: App, pki: TestPKI, db_url: str) -> None:
     )
     code, out = purge_command(db_url, retention="0")
     assert (code, out["ok"], out["registrations"], out["expired"]) == (0, True, 2, 0)
-    assert set(out) == {"ok", "retention_days", "cutoff", "expired", "registrations", "accounts"}
+    assert set(out) == {
+        "ok", "retention_days", "cutoff", "expired", "registrations", "accounts", "links"
+    }  # fmt: skip
     assert registration(app, done.id)["data"] == {}
     code, out = purge_command(db_url, "--days", "0")
     assert (code, out["registrations"]) == (0, 0)  # idempotent

@@ -409,7 +409,8 @@ def test_api_replaces_with_the_session_cookie(
         "new_fingerprint": fingerprint(new),
     }  # fmt: skip
     # the replacement ended every session of the account, this one included
-    assert client.get("/api/session").status_code == 403
+    ended = client.get("/api/session")
+    assert (ended.status_code, ended.json()["errors"][0]["code"]) == (401, "session_expired")
     challenge = client.post("/api/login/challenge", headers=headers).json()
     assert client.post("/api/login", json=signed(new, challenge), headers=headers).is_success
     again = api_renew(client, new)

@@ -155,7 +155,7 @@ def test_the_api_shows_both_ends_and_refuses_a_session_past_its_end(
             assert seen.json()["idle_expires_at"] == logged_in["expires_at"]  # capped by the end
             clock.set(started + timedelta(hours=1))
             dead = client.get("/api/session")
-            assert (dead.status_code, dead.json()["errors"][0]["code"]) == (403, "not_authorized")
+            assert (dead.status_code, dead.json()["errors"][0]["code"]) == (401, "session_expired")
     finally:
         short.close()
 

@@ -366,7 +366,8 @@ class AccountService:
             )
         now = self._clock.now()
         with self._database.unit_of_work() as uow:
-            account = uow.accounts.get_by_name(name)
+            found = uow.accounts.get_by_name(name)
+            account = uow.accounts.lock(found.id) if found is not None else None
             if account is None:
                 raise RefusedError(ErrorCode.NOT_REGISTERED, field="account")
             allowed = CARD_LOGIN_STATUSES if suspended else {SUSPENDED}
@@ -378,7 +379,7 @@ class AccountService:
             account.status = SUSPENDED if suspended else ACTIVE
             diff: dict[str, object] = {**masked_diff({"account": account.name}), "reason": reason}
             if suspended:
-                diff["sessions_ended"] = uow.sessions.end_all(account.id, now)
+                diff["sessions_ended"] = take_back(uow, account.id, now)
             uow.audit.append(
                 at=now,
                 actor=officer.actor,
@@ -392,9 +393,11 @@ class AccountService:
         return self.show(name)
 
 
-def count_wrong_password(uow: UnitOfWork, account_id: int, at: datetime, *, actor: str) -> None:
+def count_wrong_password(uow: UnitOfWork, account_id: int, at: datetime, *, actor: str) -> int:
     """One more wrong password in a row; the :data:`MAX_FAILED_PASSWORDS`-th locks an active
-    account (one atomic UPDATE, so concurrent attempts all count) and is audited."""
+    account (one atomic UPDATE, so concurrent attempts all count) and is audited. Returns the
+    count: past :data:`MAX_FAILED_PASSWORDS` the guess came too late to be answered (a burst of
+    concurrent guesses all read the account active), and the caller says ``account_locked``."""
     count_after = Account.failed_passwords + 1
     stmt = (
         update(Account)
@@ -416,6 +419,16 @@ def count_wrong_password(uow: UnitOfWork, account_id: int, at: datetime, *, acto
             applicant_type=applicant_type,
             diff={**masked_diff({"account": name}), "failed_passwords": count},
         )  # fmt: skip
+    return int(count)
+
+
+def take_back(uow: UnitOfWork, account_id: int, at: datetime) -> int:
+    """What an account's owner taking it back undoes, in ``uow``: every session ended and every
+    mailed link still pending (an e-mail change, a password reset) retired — a thief's session
+    or link dies with it. For a password reset, log out everywhere, a card replacement and a
+    suspension; returns how many sessions ended."""
+    uow.account_tokens.retire_all(account_id, at)
+    return uow.sessions.end_all(account_id, at)
 
 
 def password_accepted(uow: UnitOfWork, account_id: int, stored: str) -> bool:

@@ -25,8 +25,8 @@ an absolute one (``session_max``, ``SWREG_SESSION_MAX``) counted from the sessio
 ``created_at``, after which the session is dead however often it was used. The stored
 ``expires_at`` is the idle expiry, never later than the absolute one. Logout ends one session;
 "log out everywhere" (:meth:`LoginService.logout_all`, :meth:`LoginService.end_all_sessions`),
-a card replacement, a password reset and a suspension (``uow.sessions.end_all``, in their own
-transactions) end every session of the account.
+a card replacement, a password reset and a suspension (:func:`~engine.services.accounts.take_back`,
+in their own transactions) end every session of the account and retire its pending mailed links.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from engine.services.accounts import (
     LOGIN_ACCOUNT_LIMIT,
     AccountLimits,
     status_refusal,
+    take_back,
     token_hash,
 )
 from engine.services.card_proof import CardProofs
@@ -156,17 +157,7 @@ class LoginService:
                 raise RefusedError(ErrorCode.NOT_REGISTERED)
             if account.status not in CARD_LOGIN_STATUSES:
                 raise RefusedError(status_refusal(account.status))
-            token = secrets.token_urlsafe(32)
-            digest = token_hash(token)
-            expires_at = now + self._session_max
-            idle_expires_at = min(now + self._session_ttl, expires_at)
-            uow.sessions.add(
-                LoginSession(
-                    token_hash=digest, account_id=account.id, created_at=now,
-                    expires_at=idle_expires_at, last_seen_at=now,
-                    client=client[:MAX_CLIENT_CHARS] if client else None,
-                )
-            )  # fmt: skip
+            opened = self.open_session(uow, account, now, client=client)
             uow.audit.append(
                 at=now,
                 actor=actor,
@@ -176,14 +167,30 @@ class LoginService:
                     **masked_diff({"account": account.name}),
                     "certificate": proven.fingerprint,
                     "origin": origin,
-                    "session": _session_ref(digest),
+                    "session": _session_ref(token_hash(opened.token)),
                     "revocation": proven.revocation.audit(),
                 },
             )
             uow.commit()
-            return LoginResult(
-                token, account.name, account.applicant_type, expires_at, idle_expires_at
+            return opened
+
+    def open_session(
+        self, uow: UnitOfWork, account: Account, at: datetime, *, client: str | None = None
+    ) -> LoginResult:
+        """A new session of ``account`` from ``at``, added in the caller's ``uow`` (a login, or
+        the session a password change hands its owner in place of the one it ended); only the
+        SHA-256 of its token is stored."""
+        token = secrets.token_urlsafe(32)
+        expires_at = at + self._session_max
+        idle_expires_at = min(at + self._session_ttl, expires_at)
+        uow.sessions.add(
+            LoginSession(
+                token_hash=token_hash(token), account_id=account.id, created_at=at,
+                expires_at=idle_expires_at, last_seen_at=at,
+                client=client[:MAX_CLIENT_CHARS] if client else None,
             )
+        )  # fmt: skip
+        return LoginResult(token, account.name, account.applicant_type, expires_at, idle_expires_at)
 
     def session(self, token: str) -> SessionView | None:
         """The live session of ``token``, its idle expiry slid to now + ``session_ttl`` (never
@@ -244,7 +251,7 @@ class LoginService:
             if live is None:
                 raise RefusedError(ErrorCode.NOT_AUTHORIZED)
             _, account = live
-            ended = uow.sessions.end_all(account.id, now)
+            ended = take_back(uow, account.id, now)
             _audit_logout_all(uow, account, ended, at=now, actor=actor, session=digest)
             uow.commit()
             return ended
@@ -254,14 +261,15 @@ class LoginService:
 
         Audited as ``logout_all``. ``swreg accounts logout-all NAME`` calls it, and so may a
         service that must cut the account off (a password reset: in its own transaction it
-        may call ``uow.sessions.end_all`` instead). Unknown account: ``not_registered``.
+        may call :func:`~engine.services.accounts.take_back` instead). Unknown account:
+        ``not_registered``.
         """
         now = self._clock.now()
         with self._database.unit_of_work() as uow:
             row = uow.accounts.get_by_name(account)
             if row is None:
                 raise RefusedError(ErrorCode.NOT_REGISTERED, field="account")
-            ended = uow.sessions.end_all(row.id, now)
+            ended = take_back(uow, row.id, now)
             _audit_logout_all(uow, row, ended, at=now, actor=actor)
             uow.commit()
             return ended

@@ -51,6 +51,7 @@ from engine.services.accounts import (
     AccountLimits,
     link_token,
     status_refusal,
+    take_back,
     token_hash,
 )
 from engine.services.card_proof import CardProofs, ProvenCard
@@ -151,7 +152,7 @@ class PasswordResetService:
         new_hash = self._passwords.hash(password)
         del password
         with self._database.unit_of_work() as uow:
-            row = uow.accounts.get(target.id)
+            row = uow.accounts.lock(target.id)  # a suspension meanwhile is seen, not undone
             if row is None:  # pragma: no cover - accounts are never deleted while in use
                 raise RefusedError(ErrorCode.NOT_AUTHORIZED)
             if row.status not in RESET_STATUSES:
@@ -221,27 +222,31 @@ class PasswordResetService:
     ) -> PasswordReset:
         """Set the password from ``answers`` with a mailed reset link (single use): unknown or
         used ``activation_invalid``, past its 30 minutes ``activation_expired``."""
+        if not self._email_links:  # links mailed before the operator turned them off
+            raise RefusedError(ErrorCode.NOT_AUTHORIZED, detail="e-mail reset links are off")
         password = validate_form(PasswordFields, answers).password.get_secret_value()
         digest = token_hash(link_token(link))
         with self._database.unit_of_work() as uow:  # reads only: argon2 runs outside
             found = uow.account_tokens.get(digest, RESET_LINK)
             if found is None or found.used_at is not None:
                 raise RefusedError(ErrorCode.ACTIVATION_INVALID, field="token")
+            account_id = found.account_id
         new_hash = self._passwords.hash(password)
         del password
         now = self._clock.now()
         with self._database.unit_of_work() as uow:
+            row = uow.accounts.lock(account_id)  # before the token: links race without deadlock
             token = uow.account_tokens.get(digest, RESET_LINK)
-            if token is None or token.used_at is not None:
+            if row is None or token is None or token.used_at is not None:
                 raise RefusedError(ErrorCode.ACTIVATION_INVALID, field="token")
             if now > token.expires_at:
                 raise RefusedError(ErrorCode.ACTIVATION_EXPIRED, field="token")
-            if not uow.account_tokens.consume(digest, now):
-                raise RefusedError(ErrorCode.ACTIVATION_INVALID, field="token")
-            row = token.account
+            if row.status == LOCKED:  # only the card lifts a lock (DESIGN.md §6)
+                raise RefusedError(ErrorCode.ACCOUNT_LOCKED)
             if row.status not in RESET_STATUSES:
                 raise RefusedError(status_refusal(row.status))
-            uow.account_tokens.retire(row.id, RESET_LINK, now)
+            if not uow.account_tokens.consume(digest, now):
+                raise RefusedError(ErrorCode.ACTIVATION_INVALID, field="token")
             ended, unlocked = _set_password(
                 uow, row, new_hash, now, {"proof": "email"}, actor=actor
             )
@@ -279,15 +284,16 @@ def _set_password(
     *,
     actor: str,
 ) -> tuple[int, bool]:
-    """The reset itself, in ``uow``: the new hash, the wrong-password count back to 0, a locked
-    account unlocked, every session ended, audited ``password_reset`` with how it was proven;
+    """The reset itself, in ``uow`` on the locked ``account``: the new hash, the wrong-password
+    count back to 0, a locked account unlocked, every session ended and every pending mailed
+    link retired (:func:`take_back`), audited ``password_reset`` with how it was proven;
     (sessions ended, whether it was unlocked)."""
     previous = account.status
     account.password_hash = new_hash
     account.failed_passwords = 0
     account.status = ACTIVE
     account.password_changed_at = at
-    ended = uow.sessions.end_all(account.id, at)
+    ended = take_back(uow, account.id, at)
     uow.audit.append(
         at=at,
         actor=actor,

@@ -62,6 +62,7 @@ from engine.services.accounts import (
     AccountLimits,
     count_wrong_password,
     password_accepted,
+    take_back,
 )
 from engine.services.challenges import ScopedChallenges
 from engine.services.hashing import PasswordHasher
@@ -175,7 +176,7 @@ class RenewalService:
             if uow.certificates.find(parsed.fingerprint, "login") is not None:
                 raise RefusedError(ErrorCode.ALREADY_REGISTERED)
             self._swap(uow, owner, old, parsed, now)
-            ended = uow.sessions.end_all(owner.id, now)
+            ended = take_back(uow, owner.id, now)
             _audit(
                 uow, owner, old, parsed, proof,
                 sessions_ended=ended, origin=origin, revocation=revocation, actor=actor, at=now,

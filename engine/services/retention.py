@@ -18,6 +18,9 @@ Two things go, both after ``SWREG_RETENTION_DAYS`` (:attr:`Settings.retention_da
   those certificates' reminders), which frees their names and their cards for a new
   registration.
 
+Dead mailed links of an account's own changes (``account_tokens``: used, retired or expired)
+go at every run, with the new e-mail addresses they held.
+
 Everything of one run but the expiry is one transaction with one audit row (``purge``, counts
 only: the audit log holds no personal data, so nothing in it has to go and the chain stays
 whole). A run that finds nothing writes nothing; running it again at once purges nothing, so it
@@ -63,6 +66,9 @@ class PurgeReport:
     """Registrations whose personal data was removed."""
     accounts: int
     """Accounts never activated that were deleted."""
+    links: int = 0
+    """Mailed links of accounts' own changes that could no longer be used, deleted with the
+    addresses they held (used, retired or expired: no retention time applies)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +77,7 @@ class PurgeReport:
             "expired": self.expired,
             "registrations": self.registrations,
             "accounts": self.accounts,
+            "links": self.links,
         }
 
 
@@ -106,13 +113,17 @@ class RetentionService:
                 ended_by=cutoff, at=now, ending_states=sorted(ENDINGS)
             )
             accounts = _delete_unactivated(uow, created_by=cutoff, now=now)
+            links = uow.account_tokens.delete_dead(now)
             report = PurgeReport(
                 retention_days=days,
                 cutoff=cutoff,
                 expired=expired,
                 registrations=registrations,
                 accounts=accounts,
+                links=links,
             )
+            if links and not (registrations or accounts):
+                uow.commit()  # dead links hold no history worth an audit row
             if registrations or accounts:
                 uow.audit.append(
                     at=now, actor=actor, event="purge",

@@ -198,6 +198,16 @@ class AccountRepository(_Repository):
         """The account with primary key ``id``, or None."""
         return self._session.get(Account, id)
 
+    def lock(self, id: int) -> Account | None:
+        """The account with primary key ``id``, read afresh under its row's write lock (held
+        until the unit of work ends): a write first (``UPDATE … SET id = id``: SQLite's writer
+        lock, PostgreSQL's row lock), then the read, so no change committed meanwhile is missed
+        or overwritten; None if there is no such account."""
+        stmt = update(Account).where(Account.id == id).values(id=Account.id)
+        if _rowcount(self._session, stmt.execution_options(synchronize_session=False)) != 1:
+            return None
+        return self._session.get(Account, id, populate_existing=True)
+
     def get_by_name(self, name: str) -> Account | None:
         """The account called ``name``, or None."""
         return self._session.scalar(select(Account).where(Account.name == name))
@@ -461,19 +471,24 @@ class AccountTokenRepository(_Repository):
         """Mark the token used at ``at``; True only for the one caller that got it first."""
         return _mark_used(self._session, AccountToken, AccountToken.token_hash, token_hash, at)
 
-    def retire(self, account_id: int, purpose: str, at: datetime) -> int:
-        """Mark every unused ``purpose`` token of the account used at ``at``; how many."""
+    def retire_all(self, account_id: int, at: datetime) -> int:
+        """Mark every unused token of the account (every purpose) used at ``at``, forgetting
+        the addresses they held; how many."""
         stmt = (
             update(AccountToken)
-            .where(
-                AccountToken.account_id == account_id,
-                AccountToken.purpose == purpose,
-                AccountToken.used_at.is_(None),
-            )
-            .values(used_at=at)
+            .where(AccountToken.account_id == account_id, AccountToken.used_at.is_(None))
+            .values(used_at=at, new_email=None)
             .execution_options(synchronize_session="fetch")
         )
         return _rowcount(self._session, stmt)
+
+    def delete_dead(self, at: datetime) -> int:
+        """Delete the tokens that can no longer be used at ``at`` (used, retired or expired),
+        with the addresses they held; how many."""
+        stmt = delete(AccountToken).where(
+            or_(AccountToken.used_at.is_not(None), AccountToken.expires_at <= at)
+        )
+        return _rowcount(self._session, stmt.execution_options(synchronize_session=False))
 
 
 class LoginChallengeRepository(_Repository):

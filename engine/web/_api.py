@@ -34,7 +34,6 @@ from engine.web._portal import (
 )
 from engine.web._registration_secret import registration_secret, set_registration_cookie
 from engine.web._security import (
-    SESSION_COOKIE,
     clear_session_cookie,
     csrf_token,
     set_session_cookie,
@@ -46,6 +45,7 @@ from engine.web._shared import (
     decode_base64,
     limited,
     off_loop,
+    session_token,
     where_from,
 )
 
@@ -382,7 +382,7 @@ async def login(body: CardIn, request: Request, response: Response, portal: Port
 
 @router.post("/logout", tags=["login"])
 async def logout(request: Request, response: Response, portal: PortalDep) -> OkOut:
-    token = request.cookies.get(SESSION_COOKIE)
+    token = session_token(request)
     if token:
         await off_loop(portal.logins.logout, token, actor=actor(request, "api"))
     clear_session_cookie(response, portal.settings)
@@ -391,10 +391,13 @@ async def logout(request: Request, response: Response, portal: PortalDep) -> OkO
 
 @router.get("/session", tags=["login"])
 async def get_session(request: Request, portal: PortalDep) -> LoginOut:
-    """The logged-in account and both ends of its session, or 403 ``not_authorized``."""
+    """The logged-in account and both ends of its session; 403 ``not_authorized`` without a
+    session cookie, 401 ``session_expired`` when the cookie's session has ended (idle or
+    absolute limit, logout elsewhere, a reset or a card replacement)."""
     session = await off_loop(card_session, portal, request)
     if session is None:
-        raise RefusedError(ErrorCode.NOT_AUTHORIZED)
+        stale = bool(session_token(request))
+        raise RefusedError(ErrorCode.SESSION_EXPIRED if stale else ErrorCode.NOT_AUTHORIZED)
     return LoginOut(
         account=session.account,
         applicant_type=session.applicant_type,
@@ -407,7 +410,7 @@ async def get_session(request: Request, portal: PortalDep) -> LoginOut:
 async def logout_all(request: Request, response: Response, portal: PortalDep) -> LogoutAllOut:
     """Log out everywhere: end every session of the account, this one included, and clear
     the cookie; without a live session 403 ``not_authorized``."""
-    token = request.cookies.get(SESSION_COOKIE) or ""
+    token = session_token(request)
     ended = await off_loop(portal.logins.logout_all, token, actor=actor(request, "api"))
     clear_session_cookie(response, portal.settings)
     return LogoutAllOut(sessions_ended=ended)

@@ -6,7 +6,8 @@
     GET  /api/account                 the account (masked e-mail), its login certificates and
                                       its live sessions (the caller's marked ``current``)
     POST /api/account/password        {current_password, password, password_confirm}
-    POST /api/account/email           {email}: a confirmation link to the new address
+    POST /api/account/email           {email, current_password}: a confirmation link to the new
+                                      address
     POST /api/account/email/confirm   {token}: the link's token (no session needed: the link
                                       is the proof, and it may be opened on another device)
 
@@ -20,7 +21,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from engine._errors import ErrorCode, RefusedError
@@ -28,8 +29,8 @@ from engine.core.identifiers import mask_email
 from engine.services.account_settings import EmailChange, PasswordChange
 from engine.web._api import ErrorsOut
 from engine.web._portal import ACCOUNT_LIMIT, ACTIVATE_LIMIT
-from engine.web._security import SESSION_COOKIE
-from engine.web._shared import PortalDep, actor, limited
+from engine.web._security import set_session_cookie
+from engine.web._shared import PortalDep, actor, limited, session_token, where_from
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorsOut} for status in (401, 403, 409, 413, 422, 429, 503)
@@ -79,6 +80,7 @@ class PasswordChangeOut(BaseModel):
 
 class EmailChangeIn(BaseModel):
     email: str = Field(max_length=320)
+    current_password: str = Field(max_length=256)
 
 
 class EmailChangeOut(BaseModel):
@@ -98,7 +100,7 @@ class EmailConfirmOut(BaseModel):
 
 
 def _token(request: Request) -> str:
-    token = request.cookies.get(SESSION_COOKIE)
+    token = session_token(request)
     if not token:
         raise RefusedError(ErrorCode.SESSION_EXPIRED)
     return token
@@ -124,9 +126,10 @@ async def get_account(request: Request, portal: PortalDep) -> AccountOut:
 
 @router.post("/account/password", tags=["account"])
 async def change_password(
-    body: PasswordChangeIn, request: Request, portal: PortalDep
+    body: PasswordChangeIn, request: Request, response: Response, portal: PortalDep
 ) -> PasswordChangeOut:
-    """Change the password with the current one; the account's other sessions end."""
+    """Change the password with the current one; every session of the account ends and the
+    caller gets a new ``swreg_session`` cookie."""
 
     def change() -> PasswordChange:
         return portal.account_settings.change_password(
@@ -134,9 +137,11 @@ async def change_password(
             current=body.current_password,
             answers={"password": body.password, "password_confirm": body.password_confirm},
             actor=actor(request, "api"),
+            client=where_from(request, "API"),
         )
 
     done = await limited(portal, ACCOUNT_LIMIT, request, change)
+    set_session_cookie(response, done.token, portal.settings)
     return PasswordChangeOut(account=done.account, sessions_ended=done.sessions_ended)
 
 
@@ -146,7 +151,10 @@ async def change_email(body: EmailChangeIn, request: Request, portal: PortalDep)
 
     def ask() -> EmailChange:
         return portal.account_settings.request_email_change(
-            _token(request), new_email=body.email, actor=actor(request, "api")
+            _token(request),
+            new_email=body.email,
+            current=body.current_password,
+            actor=actor(request, "api"),
         )
 
     asked = await limited(portal, ACCOUNT_LIMIT, request, ask)

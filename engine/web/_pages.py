@@ -41,7 +41,6 @@ from engine.web._portal import (
 )
 from engine.web._registration_secret import registration_secret, set_registration_cookie
 from engine.web._security import (
-    SESSION_COOKIE,
     clear_session_cookie,
     client_address,
     csrf_token,
@@ -51,6 +50,7 @@ from engine.web._shared import (
     errors_by_field,
     off_loop,
     portal_of,
+    session_token,
     translator,
 )
 
@@ -613,7 +613,7 @@ async def login_fallback() -> Response:
 @router.post("/logout", response_model=None)
 async def logout(request: Request) -> Response:
     portal = portal_of(request)
-    token = request.cookies.get(SESSION_COOKIE)
+    token = session_token(request)
     if token:
         await off_loop(portal.logins.logout, token, actor=actor(request, "web"))
     response = _see_other("/")

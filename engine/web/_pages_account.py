@@ -5,9 +5,11 @@
                                status), its live sessions (where, when; this one marked), and the
                                forms below; links to 憑證更換作業 and the account's 通關憑證.
                                Without a live session → ``/login``.
-``POST /account/password``     目前密碼, 新密碼, 確認密碼 → ``/account?done=password``, or the
-                               page again with each error next to its field
-``POST /account/email``        新電子郵件Email → ``/account?done=email`` (the link went to it)
+``POST /account/password``     目前密碼, 新密碼, 確認密碼 → ``/account?done=password`` with a new
+                               session cookie (every session ended), or the page again with each
+                               error next to its field
+``POST /account/email``        新電子郵件Email and 目前密碼 → ``/account?done=email`` (the link went
+                               to the new address)
 ``POST /account/logout-all``   登出所有裝置: every session ends, this one included → ``/login``
 ``GET /account/email/{token}`` the confirmation mail's link: a button, so that a mail scanner
                                fetching the link confirms nothing
@@ -36,16 +38,18 @@ from engine.services.account_settings import AccountOverview
 from engine.web._i18n import Translator
 from engine.web._pages import form_values, render
 from engine.web._portal import ACCOUNT_LIMIT, ACTIVATE_LIMIT, PASSWORD_RESET_LIMIT, status_for
-from engine.web._security import SESSION_COOKIE, clear_session_cookie
+from engine.web._security import clear_session_cookie, set_session_cookie
 from engine.web._shared import (
     actor,
     errors_by_field,
     limited,
     portal_of,
+    session_token,
     translator,
+    where_from,
 )
 
-router = APIRouter()
+router = APIRouter(include_in_schema=False)
 
 PASSWORD_FIELDS: Final = ("current_password", "password", "password_confirm")
 
@@ -185,7 +189,7 @@ def _account_page(
 async def _overview(request: Request) -> AccountOverview | None:
     """The account page's data for the visitor's live session, or None (→ log in)."""
     portal = portal_of(request)
-    token = request.cookies.get(SESSION_COOKIE) or ""
+    token = session_token(request)
     try:
         return await limited(
             portal, ACCOUNT_LIMIT, request, portal.account_settings.overview, token
@@ -208,13 +212,13 @@ async def account_page(request: Request) -> Response:
 async def account_password(request: Request) -> Response:
     portal = portal_of(request)
     values = await form_values(request)
-    token = request.cookies.get(SESSION_COOKIE) or ""
+    token = session_token(request)
     try:
-        await limited(
+        done = await limited(
             portal, ACCOUNT_LIMIT, request, portal.account_settings.change_password, token,
             current=values.get("current_password", ""),
             answers={k: values.get(k, "") for k in ("password", "password_confirm")},
-            actor=actor(request, "web"),
+            actor=actor(request, "web"), client=where_from(request),
         )  # fmt: skip
     except RefusedError as error:
         if error.code == "session_expired":
@@ -225,19 +229,22 @@ async def account_password(request: Request) -> Response:
         t = translator(request)
         errors = errors_by_field(error, t.language, PASSWORD_FIELDS, other="current_password")
         return _account_page(request, overview, errors=errors, status_code=status_for(error))
-    return _see_other("/account?done=password")
+    response = _see_other("/account?done=password")
+    set_session_cookie(response, done.token, portal.settings)  # the old session ended
+    return response
 
 
 @router.post("/account/email", response_model=None)
 async def account_email(request: Request) -> Response:
     portal = portal_of(request)
     values = await form_values(request)
-    token = request.cookies.get(SESSION_COOKIE) or ""
+    token = session_token(request)
     address = values.get("email", "")
     try:
         await limited(
             portal, ACCOUNT_LIMIT, request, portal.account_settings.request_email_change, token,
-            new_email=address, actor=actor(request, "web"),
+            new_email=address, current=values.get("email_password", ""),
+            actor=actor(request, "web"),
         )  # fmt: skip
     except RefusedError as error:
         if error.code == "session_expired":
@@ -245,7 +252,9 @@ async def account_email(request: Request) -> Response:
         overview = await _overview(request)
         if overview is None:
             return _see_other("/login")
-        errors = errors_by_field(error, translator(request).language, ("email",), other="email")
+        language = translator(request).language
+        errors = errors_by_field(error, language, ("email", "current_password"), other="email")
+        errors["email_password"] = errors.pop("current_password", "")
         return _account_page(
             request, overview, errors=errors, new_email=address, status_code=status_for(error)
         )
@@ -255,7 +264,7 @@ async def account_email(request: Request) -> Response:
 @router.post("/account/logout-all", response_model=None)
 async def account_logout_all(request: Request) -> Response:
     portal = portal_of(request)
-    token = request.cookies.get(SESSION_COOKIE) or ""
+    token = session_token(request)
     await limited(
         portal, ACCOUNT_LIMIT, request, portal.logins.logout_all, token,
         actor=actor(request, "web"),

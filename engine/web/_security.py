@@ -82,6 +82,10 @@ CSRF_HOST_COOKIE: Final = "__Host-csrf"
 CSRF_HEADER: Final = "x-csrf-token"
 CSRF_FIELD: Final = "csrf"
 SESSION_COOKIE: Final = "swreg_session"
+"""The login session cookie's name over plain http."""
+SESSION_HOST_COOKIE: Final = "__Host-swreg_session"
+"""Its name over https: the prefix keeps a sibling host (``evil.portal.example``) from setting
+it for the portal (cookie tossing: fixing a victim into the attacker's session)."""
 HIPKI_ORIGINS: Final = ("http://localhost:61161", "http://127.0.0.1:61161")
 UNSAFE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CSRF_EXEMPT_PREFIXES: Final = ("/api/officer/",)
@@ -147,6 +151,11 @@ def secure_cookies(settings: Settings) -> bool:
 def csrf_cookie_name(settings: Settings) -> str:
     """``__Host-csrf`` over https, ``csrf`` over plain http (see the module docstring)."""
     return CSRF_HOST_COOKIE if secure_cookies(settings) else CSRF_COOKIE
+
+
+def session_cookie_name(settings: Settings) -> str:
+    """``__Host-swreg_session`` over https, ``swreg_session`` over plain http."""
+    return SESSION_HOST_COOKIE if secure_cookies(settings) else SESSION_COOKIE
 
 
 def csrf_token(connection: HTTPConnection) -> str:
@@ -290,7 +299,7 @@ def _split_host(value: str) -> tuple[str, str | None]:
 def set_session_cookie(response: Response, token: str, settings: Settings) -> None:
     """The login session cookie: HttpOnly, SameSite=Lax, Secure over https, browser-session."""
     response.set_cookie(
-        SESSION_COOKIE,
+        session_cookie_name(settings),
         token,
         httponly=True,
         samesite="lax",
@@ -301,7 +310,11 @@ def set_session_cookie(response: Response, token: str, settings: Settings) -> No
 
 def clear_session_cookie(response: Response, settings: Settings) -> None:
     response.delete_cookie(
-        SESSION_COOKIE, httponly=True, samesite="lax", secure=secure_cookies(settings), path="/"
+        session_cookie_name(settings),
+        httponly=True,
+        samesite="lax",
+        secure=secure_cookies(settings),
+        path="/",
     )
 
 
@@ -645,6 +658,7 @@ __all__ = [
     "MAX_BODY_BYTES",
     "MAX_JSON_DEPTH",
     "SESSION_COOKIE",
+    "SESSION_HOST_COOKIE",
     "PortalMiddleware",
     "allowed_hosts",
     "clear_session_cookie",
@@ -659,5 +673,6 @@ __all__ = [
     "new_csrf_token",
     "rate_limit_subject",
     "secure_cookies",
+    "session_cookie_name",
     "set_session_cookie",
 ]

@@ -3,7 +3,8 @@
 - :data:`PortalDep` / :func:`portal_of`: the portal services of the running application;
 - :func:`actor`: who a request acts as in the audit log (``api:client=KEY`` / ``web:…``), and
   :func:`client_key`: the client's address as a keyed hash (for audit rows and log lines);
-- :func:`card_session`: the visitor's live card login (the ``swreg_session`` cookie), and
+- :func:`session_token` and :func:`card_session`: the visitor's session cookie and live card
+  login, and
   :func:`where_from`: where a new session is opened, as its owner sees it on the account page;
 - :func:`off_loop` and :func:`limited`: the one way a route leaves the event loop (a blocking
   service call in the thread pool, with the client's rate-limit hit in the same trip);
@@ -33,7 +34,7 @@ from engine.services.customs import SignedChallenge
 from engine.services.login import SessionView
 from engine.web._i18n import Translator, page_language
 from engine.web._portal import Limit, Portal
-from engine.web._security import SESSION_COOKIE, client_address
+from engine.web._security import client_address, session_cookie_name
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -75,10 +76,17 @@ def actor(request: Request, channel: Literal["api", "web"]) -> str:
     return f"{channel}:client={client_key(request)}"
 
 
+def session_token(connection: HTTPConnection) -> str:
+    """The visitor's session cookie (``__Host-swreg_session`` over https, ``swreg_session``
+    over plain http), or ``""``."""
+    name = session_cookie_name(portal_of(connection).settings)
+    return connection.cookies.get(name) or ""
+
+
 def card_session(portal: Portal, connection: HTTPConnection) -> SessionView | None:
-    """The visitor's live card login (the ``swreg_session`` cookie), if any. It reads the
-    database: call it in the thread pool, inside the route's one trip there."""
-    token = connection.cookies.get(SESSION_COOKIE)
+    """The visitor's live card login (its session cookie), if any. It reads the database:
+    call it in the thread pool, inside the route's one trip there."""
+    token = session_token(connection)
     return portal.logins.session(token) if token else None
 
 
@@ -207,6 +215,7 @@ __all__ = [
     "off_loop",
     "portal_of",
     "required_text",
+    "session_token",
     "signed_challenge",
     "translator",
 ]

@@ -167,6 +167,7 @@ def test_the_account_page_changes_password_and_email_and_logs_out_everywhere(
     assert PasswordHasher().verify(account(arranged, email).password_hash, NEW_PASSWORD)
 
     page.locator("#f-email").fill("pages-new@example.org")
+    page.locator("#f-email_password").fill(NEW_PASSWORD)
     page.locator("#change-email").click()
     expect(page.locator("#done")).to_have_text("確認信已寄出，請至新信箱點選連結。")
     confirmation = mailbox.wait_for("pages-new@example.org")

@@ -32,7 +32,6 @@
   var clicked = null;
 
   var say = swreg.say;
-  var failure = swreg.failure;
 
   function setStatus(key, values) {
     status.textContent = key ? say(key, values) : "";
@@ -63,6 +62,7 @@
     hipkiUrl: body.getAttribute("data-hipki-url"),
     select: reader,
     missing: missing,
+    detectButton: detect,
     trustButton: trustButton,
     setStatus: setStatus,
     showError: showError,
@@ -99,12 +99,8 @@
       pin.focus();
       return;
     }
-    if (!bridge.present()) {
-      return;
-    }
-    var popup = bridge.openWindow();
-    if (popup === null) {
-      showError(failure("popup_blocked"));
+    var popup = bridge.begin();
+    if (popup === false) {
       return;
     }
     busy = true;
@@ -155,13 +151,6 @@
     }
     event.preventDefault();
     run();
-  });
-  detect.addEventListener("click", function () {
-    clearErrors();
-    bridge.detectReaders();
-  });
-  trustButton.addEventListener("click", function () {
-    bridge.askTrust();
   });
   bridge.detect();
 })();

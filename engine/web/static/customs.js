@@ -24,7 +24,6 @@
   }
 
   var say = swreg.say;
-  var failure = swreg.failure;
   var usageType = document.getElementById("usage-fields").getAttribute("data-usage-type");
   var chooseIc = document.getElementById("import-ic");
   var chooseFile = document.getElementById("import-non-ic");
@@ -63,6 +62,7 @@
         hipkiUrl: document.body.getAttribute("data-hipki-url"),
         select: reader,
         missing: missing,
+        detectButton: detect,
         trustButton: trustButton,
         setStatus: setStatus,
         showError: showError,
@@ -126,12 +126,8 @@
       pin.focus();
       return;
     }
-    if (!bridge.present()) {
-      return;
-    }
-    var popup = bridge.openWindow();
-    if (popup === null) {
-      showError(failure("popup_blocked"));
+    var popup = bridge.begin();
+    if (popup === false) {
       return;
     }
     busy = true;
@@ -221,13 +217,6 @@
     }
   });
   readButton.addEventListener("click", readCard);
-  detect.addEventListener("click", function () {
-    clearErrors();
-    bridge.detectReaders();
-  });
-  trustButton.addEventListener("click", function () {
-    bridge.askTrust();
-  });
   [chooseIc, chooseFile].forEach(function (radio) {
     radio.addEventListener("change", applyChoice);
   });

@@ -20,10 +20,14 @@
  *                        .signChallenge(url, slot, pin[, popup]) → {challenge_id, certificate,
  *                        signature, chain}, as Agent.signChallenge (slot: the reader list's value)
  *   Bridge(ui)           which of them answers, agent first (ui: {agentUrl, hipkiUrl, select,
- *                        missing, trustButton, setStatus(key, values), showError(error),
- *                        clearErrors()}); .kind is "agent", "hipki" or null
+ *                        missing, detectButton, trustButton, setStatus(key, values),
+ *                        showError(error), clearErrors()}; the two buttons are wired here:
+ *                        開啟偵測多台讀卡機 and the trusted-site page); .kind is "agent", "hipki"
+ *                        or null
  *                        .detect() → Promise; .detectReaders(); .askTrust(); .present();
- *                        .openWindow(); .signChallenge(url, pin, popup)
+ *                        .openWindow(); .begin() (present + openWindow, on the click: the
+ *                        popup, or false once the user was told why not);
+ *                        .signChallenge(url, pin, popup)
  * The PIN goes to the component only; it is never sent to the server.
  */
 (function () {
@@ -600,10 +604,18 @@
   /* -- which component answers --------------------------------------------------------------- */
 
   function Bridge(ui) {
-    this.ui = ui;
-    this.kind = null; /* "agent" | "hipki" | null */
-    this.agent = null;
-    this.hipki = new Hipki(ui.hipkiUrl, ui);
+    var self = this;
+    self.ui = ui;
+    self.kind = null; /* "agent" | "hipki" | null */
+    self.agent = null;
+    self.hipki = new Hipki(ui.hipkiUrl, ui);
+    ui.detectButton.addEventListener("click", function () {
+      ui.clearErrors();
+      self.detectReaders();
+    });
+    ui.trustButton.addEventListener("click", function () {
+      self.askTrust();
+    });
   }
 
   /* The agent if it answers (its readers listed), else HiPKI (its readers and site state
@@ -682,6 +694,20 @@
       return undefined;
     }
     return this.hipki.openPopup("/popupForm", "swreg-hipki");
+  };
+
+  /* Ready to sign, on the user's click: a bridge answers and (HiPKI) its window is open.
+   * Returns what signChallenge takes as `popup`, or false once the user was told why not. */
+  Bridge.prototype.begin = function () {
+    if (!this.present()) {
+      return false;
+    }
+    var popup = this.openWindow();
+    if (popup === null) {
+      this.ui.showError(failure("popup_blocked"));
+      return false;
+    }
+    return popup;
   };
 
   /* The card in the chosen reader answers a challenge of challengeUrl: Agent.signChallenge or

@@ -25,7 +25,6 @@
   }
 
   var say = swreg.say;
-  var failure = swreg.failure;
   var reader = document.getElementById("reader");
   var pin = document.getElementById("pin");
   var status = document.getElementById("card-status");
@@ -80,6 +79,7 @@
     hipkiUrl: document.body.getAttribute("data-hipki-url"),
     select: reader,
     missing: missing,
+    detectButton: detect,
     trustButton: trustButton,
     setStatus: setStatus,
     showError: showError,
@@ -114,12 +114,8 @@
       (empty.length ? input(empty[0]) : pin).focus();
       return;
     }
-    if (!bridge.present()) {
-      return;
-    }
-    var popup = bridge.openWindow();
-    if (popup === null) {
-      showError(failure("popup_blocked"));
+    var popup = bridge.begin();
+    if (popup === false) {
       return;
     }
     busy = true;
@@ -152,13 +148,6 @@
   form.addEventListener("submit", function (event) {
     event.preventDefault();
     run();
-  });
-  detect.addEventListener("click", function () {
-    clearErrors();
-    bridge.detectReaders();
-  });
-  trustButton.addEventListener("click", function () {
-    bridge.askTrust();
   });
   bridge.detect();
 })();

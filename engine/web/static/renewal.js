@@ -66,6 +66,7 @@
     hipkiUrl: document.body.getAttribute("data-hipki-url"),
     select: reader,
     missing: missing,
+    detectButton: detect,
     trustButton: trustButton,
     setStatus: setStatus,
     showError: showError,
@@ -97,12 +98,8 @@
       (account.value ? password : account).focus();
       return;
     }
-    if (!bridge.present()) {
-      return;
-    }
-    var popup = bridge.openWindow();
-    if (popup === null) {
-      showError(failure("popup_blocked"));
+    var popup = bridge.begin();
+    if (popup === false) {
       return;
     }
     busy = true;
@@ -139,13 +136,6 @@
   form.addEventListener("submit", function (event) {
     event.preventDefault();
     run();
-  });
-  detect.addEventListener("click", function () {
-    clearErrors();
-    bridge.detectReaders();
-  });
-  trustButton.addEventListener("click", function () {
-    bridge.askTrust();
   });
   bridge.detect();
 })();
