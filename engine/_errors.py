@@ -84,6 +84,9 @@ class ErrorCode(StrEnum):
     CSRF_FAILED = "csrf_failed"
     REQUEST_TOO_LARGE = "request_too_large"
     MAIL_UNAVAILABLE = "mail_unavailable"
+    MOBILE_ID_TIMEOUT = "mobile_id_timeout"
+    MOBILE_ID_REJECTED = "mobile_id_rejected"
+    MOBILE_ID_UNAVAILABLE = "mobile_id_unavailable"
     INTERNAL_ERROR = "internal_error"
     BAD_REQUEST = "bad_request"  # the framework's: an unreadable request
     NOT_FOUND = "not_found"
@@ -218,6 +221,20 @@ _MESSAGES: Mapping[ErrorCode, tuple[str, str]] = {
     ),
     ErrorCode.REQUEST_TOO_LARGE: ("傳送的資料過大", "The request is too large"),
     ErrorCode.MAIL_UNAVAILABLE: ("郵件伺服器無法使用", "The mail server is not available"),
+    ErrorCode.MOBILE_ID_TIMEOUT: (
+        "行動自然人憑證未在時限內完成確認，請重新操作",
+        "The mobile ID was not confirmed in time; try again",
+    ),
+    ErrorCode.MOBILE_ID_REJECTED: (
+        "行動自然人憑證未完成確認：手機上已取消，或此身分證字號尚未申請行動自然人憑證或綁定裝置"
+        "（請至內政部行動自然人憑證App申請）",
+        "The mobile ID was not confirmed: it was cancelled on the phone, or this ID has no "
+        "mobile citizen certificate or bound device (apply in MOI's mobile ID app)",
+    ),
+    ErrorCode.MOBILE_ID_UNAVAILABLE: (
+        "行動自然人憑證服務暫時無法使用，請稍後再試",
+        "The mobile ID service is not available; try again later",
+    ),
     ErrorCode.INTERNAL_ERROR: ("系統發生錯誤，請稍後再試", "An internal error occurred; try again"),
     ErrorCode.BAD_REQUEST: ("請求格式錯誤", "Bad request"),
     ErrorCode.NOT_FOUND: ("找不到此頁面", "Page not found"),

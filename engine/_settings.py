@@ -27,6 +27,12 @@
 ``SWREG_PASSWORD_RESET`` how 忘記密碼 proves the account: ``card`` (default: a card bound to it
                          signs) or ``card,email`` (also a single-use 30-minute link mailed to the
                          account's address)
+``SWREG_TWFIDO_URL`` / ``_SERVICE_ID`` / ``_KEY`` / ``_TIME_LIMIT`` / ``_HTTP_TIMEOUT``  the TW FidO
+                         service of the mobile citizen certificate (DESIGN.md §13): its API's base
+                         URL (https, or http for a loopback host), this SP's service id, its
+                         32-byte AES key in base64, the seconds a person has to confirm (30–600,
+                         default 180) and one request's time limit (default 10 s); unset URL:
+                         the mobile certificate is not offered
 ``SWREG_RETENTION_DAYS`` days after which ``swreg purge`` deletes the personal data of ended
                          registrations and never-activated accounts (0 to 36500, default 30)
 ``SWREG_TSA_CERTS``      comma-separated files of the RFC 3161 time-stamping authorities whose
@@ -53,6 +59,8 @@ Durations are an integer with a unit: ``30s``, ``15m``, ``6h``, ``2d``; a bare i
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 import re
@@ -64,6 +72,7 @@ from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
 
@@ -225,6 +234,42 @@ class MailSettings:
 
 
 @dataclass(frozen=True)
+class TwFidoSettings:
+    """The TW FidO SP settings (DESIGN.md §13). The key is a secret: never in a repr or a log."""
+
+    url: str
+    service_id: str
+    key: bytes = field(repr=False)
+    time_limit: int = 180
+    """Seconds the person has to confirm on the phone (``time_limit``, 30–600)."""
+    http_timeout: timedelta = timedelta(seconds=10)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> TwFidoSettings | None:
+        url = (env.get("SWREG_TWFIDO_URL") or "").strip().rstrip("/")
+        if not url:
+            return None
+        parts = urlsplit(url)
+        loopback = (parts.hostname or "") in ("127.0.0.1", "localhost", "::1")
+        if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+            raise UsageError(detail="SWREG_TWFIDO_URL is https:// (http:// only for loopback)")
+        service_id = (env.get("SWREG_TWFIDO_SERVICE_ID") or "").strip()
+        if not service_id:
+            raise UsageError(detail="SWREG_TWFIDO_SERVICE_ID is needed with SWREG_TWFIDO_URL")
+        try:
+            key = base64.b64decode(env.get("SWREG_TWFIDO_KEY") or "", validate=True)
+        except (ValueError, binascii.Error):
+            key = b""
+        if len(key) != 32:
+            raise UsageError(detail="SWREG_TWFIDO_KEY is the base64 of a 32-byte AES key")
+        limit_text = (env.get("SWREG_TWFIDO_TIME_LIMIT") or "180").strip()
+        if not (limit_text.isascii() and limit_text.isdigit()) or not 30 <= int(limit_text) <= 600:
+            raise UsageError(detail="SWREG_TWFIDO_TIME_LIMIT is 30 to 600 seconds")
+        timeout = _duration(env, "SWREG_TWFIDO_HTTP_TIMEOUT", cls.http_timeout)
+        return cls(url, service_id, key, int(limit_text), timeout)
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     workflow_file: Path | None = None
@@ -255,6 +300,8 @@ class Settings:
     """Hosts answered besides the public origin's (lower-case; ``host`` or ``host:port``)."""
     retention_days: int = DEFAULT_RETENTION_DAYS
     """How long the personal data of ended registrations is kept (``swreg purge``)."""
+    twfido: TwFidoSettings | None = None
+    """The TW FidO service of the mobile citizen certificate, when configured (DESIGN.md §13)."""
     email_password_reset: bool = False
     """忘記密碼 by a mailed link as well as by the card (``SWREG_PASSWORD_RESET=card,email``)."""
     tsa_certs: tuple[Path, ...] = ()
@@ -298,6 +345,7 @@ class Settings:
             allowed_hosts=_list(env.get("SWREG_ALLOWED_HOSTS") or "", lower=True),
             retention_days=_retention(env.get("SWREG_RETENTION_DAYS")),
             email_password_reset=_password_reset(env.get("SWREG_PASSWORD_RESET")),
+            twfido=TwFidoSettings.from_env(env),
             tsa_certs=tuple(Path(p) for p in _list(env.get("SWREG_TSA_CERTS") or "")),
             fetch_hosts=FetchHosts.parse(env.get("SWREG_FETCH_HOSTS") or DEFAULT_FETCH_HOSTS),
             revocation_policy=_policy(env.get("SWREG_REVOCATION_POLICY")),

@@ -201,19 +201,19 @@ def test_card_removed_mid_check_stores_nothing(
         opened = open_card(f"pcsc:{name}")
 
         class PulledOut:
-            """The production card, with the card pulled out right after its certificate is read."""
+            """The production card, with the card pulled out right after its PIN is verified
+            (before it signs)."""
 
             def verify_pin(self, pin: str) -> None:
                 opened.verify_pin(pin)
+                thread.stop()
+                assert wait_for_card(name, present=False, timeout=5)
 
             def read_chain(self) -> tuple[bytes, ...]:
                 return opened.read_chain()
 
             def read_certificate(self) -> bytes:
-                certificate = opened.read_certificate()
-                thread.stop()
-                assert wait_for_card(name, present=False, timeout=5)
-                return certificate
+                return opened.read_certificate()
 
             def sign(self, message: bytes) -> bytes:
                 return opened.sign(message)

@@ -13,13 +13,15 @@ import os
 import signal
 import sys
 import tempfile
+import time
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from engine._bootstrap import bootstrap
+from engine._bootstrap import App, bootstrap
 from engine._errors import (
     EnvironmentProblem,
     ErrorCode,
@@ -51,6 +53,7 @@ from engine.cli.workflow import workflow_app
 from engine.services.audit import AuditExport, AuditService
 from engine.services.enrolment import register_with_card
 from engine.services.registration import RegistrationView
+from engine.services.twfido import MobileIdCard, Ticket, TwFidoClient
 
 app = typer.Typer(
     name="swreg",
@@ -211,8 +214,10 @@ def register(
         data = read_answers(answers)
         application = app_for(ctx)
         application.catalog.applicant(type_code)
-        with open_card(card) as opened:
-            pin = read_pin(pin_stdin)
+        mobile = card.startswith(TWFIDO_SPEC)
+        opener = mobile_id_card(application, card, data) if mobile else open_card(card)
+        with opener as opened:
+            pin = "" if mobile else read_pin(pin_stdin)  # the phone asks for its own
 
             def remember(view: RegistrationView) -> None:
                 out.result["registration_id"] = view.id
@@ -238,6 +243,31 @@ def register(
         out.say(f"註冊完成 / registration completed: {view.applicant_type}")
         out.say(f"帳號 / account: {view.account}")
         out.say("請至您的電子郵件Email進行帳號啟用 / activate the account from your e-mail")
+
+
+TWFIDO_SPEC = "twfido:"
+
+
+def mobile_id_card(application: App, spec: str, answers: Mapping[str, Any]) -> MobileIdCard:
+    """``twfido:NATIONAL_ID``: the configured TW FidO service signs for that person (DESIGN.md
+    §13). The answers' ``national_id`` must be that ID (``identity_mismatch``, before anything
+    is sent); the QR code's text and the app link go to stderr while the phone is awaited."""
+    id_num = spec[len(TWFIDO_SPEC) :].strip().upper()
+    if str(answers.get("national_id", "")).strip().upper() != id_num:
+        raise RefusedError(ErrorCode.IDENTITY_MISMATCH, field="national_id")
+    settings = application.settings.twfido
+    if settings is None:
+        raise EnvironmentProblem(
+            ErrorCode.MOBILE_ID_UNAVAILABLE, detail="SWREG_TWFIDO_URL is not configured"
+        )
+    client = TwFidoClient(settings, now=application.clock.now)
+
+    def show(ticket: Ticket) -> None:
+        print("行動自然人憑證 / mobile ID: scan the QR code or open the link", file=sys.stderr)
+        print(f"sp_ticket: {ticket.sp_ticket}", file=sys.stderr)
+        print(f"link: {ticket.app_link()}", file=sys.stderr)
+
+    return MobileIdCard(client, id_num, sleep=time.sleep, on_ticket=show)
 
 
 @cert_app.command("inspect")

@@ -31,7 +31,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.
 CARD_HELP = (
     "pcsc:NAME_OR_INDEX, virtual:FILE.p12, or a PKCS#11 token as an RFC 7512 URI: "
     "'pkcs11:token=LABEL?module-path=/path/to/module.so' (object=LABEL or id=%01 picks the "
-    "certificate; the PIN never goes in the URI)"
+    "certificate; the PIN never goes in the URI), or twfido:NATIONAL_ID (the mobile citizen "
+    "certificate through the configured TW FidO service; no PIN)"
 )
 """What ``--card`` takes, wherever a command reads a card."""
 DbOption = Annotated[

@@ -57,13 +57,14 @@ def register_with_card(
 
 
 def answer_challenge(card: SigningCard, challenge: Challenge, pin: str) -> CardResponse:
-    """The card's answer to ``challenge``: the PIN to the card, then its certificate, its
-    signature over the challenge's payload and its chain."""
+    """The card's answer to ``challenge``: the PIN to the card, its signature over the
+    challenge's payload, then its certificate and its chain."""
     card.verify_pin(pin)
+    signature = card.sign(challenge.payload)  # first: a mobile ID's certificate comes with it
     return CardResponse(
         challenge_id=challenge.id,
         certificate=card.read_certificate(),
-        signature=card.sign(challenge.payload),
+        signature=signature,
         chain=card.read_chain(),
     )
 
