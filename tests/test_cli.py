@@ -428,6 +428,7 @@ def test_trust_list_and_readers_list(cli: Cli) -> None:
         "bridge": "pcsc", "token": None, "spec": None,
     }  # fmt: skip
     assert empty in out["readers"]
+    assert out["twfido"] == {"configured": False}
 
 
 def test_demo_registers_every_category(tmp_path: Path) -> None:

@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from typer.testing import CliRunner
 
 from engine._errors import SwregError
 from engine._settings import Settings, TwFidoSettings
+from engine.cli import app as cli_app
 from engine.services.twfido import (
     MobileSignature,
     Ticket,
@@ -249,3 +251,14 @@ def test_a_service_that_is_down_is_unavailable() -> None:
     client = TwFidoClient(down, now=Clock())
     assert code_of(lambda: client.start("A123456789", b"payload")) == "mobile_id_unavailable"
     assert "000102" not in repr(client) and KEY.hex() not in repr(client)
+
+
+def test_readers_list_says_whether_the_mobile_id_is_configured() -> None:
+    """Even where no PC/SC reader can be listed (no pcscd here), the answer says it."""
+    env = {**ENV, "PCSCLITE_CSOCK_NAME": "/nonexistent/pcscd.comm"}
+    result = CliRunner().invoke(cli_app, ["readers", "list", "--json"], env=env)
+    out = json.loads(result.stdout)
+    assert out["twfido"] == {
+        "configured": True, "url": "https://fidoapi.moi.gov.tw", "service_id": "SP0001"
+    }  # fmt: skip
+    assert base64.b64encode(KEY).decode() not in result.stdout + result.stderr

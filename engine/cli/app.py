@@ -370,15 +370,22 @@ def _export_to_file(audit: AuditService, output: Path) -> AuditExport:
 
 
 @readers_app.command("list")
-def readers_list(as_json: JsonOption = False) -> None:
+def readers_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Card readers and whether a card is present. 列出讀卡機。
 
     PC/SC readers (bridge pcsc) and the slots of the PKCS#11 modules named in
-    SWREG_PKCS11_MODULES (comma-separated paths; bridge pkcs11, with the --card URI of each token).
+    SWREG_PKCS11_MODULES (comma-separated paths; bridge pkcs11, with the --card URI of each token),
+    and whether the mobile citizen certificate (TW FidO, --card twfido:ID) is configured.
     """
     from readers import list_readers
 
     with command(as_json) as out:
+        twfido = settings(ctx).twfido
+        out.result["twfido"] = (
+            {"configured": True, "url": twfido.url, "service_id": twfido.service_id}
+            if twfido
+            else {"configured": False}
+        )
         found = list_readers()
         out.result["readers"] = [
             {
@@ -396,6 +403,10 @@ def readers_list(as_json: JsonOption = False) -> None:
             out.say(f"{line}  {r.bridge}  {r.spec or ''}".rstrip())
         if not found:
             out.say("找不到讀卡機 / no card reader found")
+        if twfido:
+            out.say(f"行動自然人憑證 / mobile ID: TW FidO at {twfido.url} (--card twfido:ID)")
+        else:
+            out.say("行動自然人憑證 / mobile ID: not configured (SWREG_TWFIDO_URL)")
 
 
 @card_app.command("serve")
