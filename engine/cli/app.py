@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
+import segno
 import typer
 
 from engine._bootstrap import App, bootstrap
@@ -263,9 +264,9 @@ def mobile_id_card(application: App, spec: str, answers: Mapping[str, Any]) -> M
     client = TwFidoClient(settings, now=application.clock.now)
 
     def show(ticket: Ticket) -> None:
-        print("行動自然人憑證 / mobile ID: scan the QR code or open the link", file=sys.stderr)
-        print(f"sp_ticket: {ticket.sp_ticket}", file=sys.stderr)
-        print(f"link: {ticket.app_link()}", file=sys.stderr)
+        print("行動自然人憑證 / mobile ID: 請以App掃描 / scan with the app:", file=sys.stderr)
+        segno.make(ticket.sp_ticket, error="m").terminal(out=sys.stderr, compact=True)
+        print(f"手機 / on the phone: {ticket.app_link()}", file=sys.stderr)
 
     return MobileIdCard(client, id_num, sleep=time.sleep, on_ticket=show)
 
