@@ -262,3 +262,11 @@ def test_readers_list_says_whether_the_mobile_id_is_configured() -> None:
         "configured": True, "url": "https://fidoapi.moi.gov.tw", "service_id": "SP0001"
     }  # fmt: skip
     assert base64.b64encode(KEY).decode() not in result.stdout + result.stderr
+
+
+def test_a_ticket_answer_whose_checksum_does_not_verify_is_refused() -> None:
+    answer = ticket_answer()
+    answer["result"]["hashed_id_num"] = "hashed-id"
+    answer["result"]["idp_checksum"] = expected_checksum(KEY, "another tx0hashed-id", bytes(12))
+    client = TwFidoClient(SETTINGS, now=Clock(), post=Service(answer))
+    assert code_of(lambda: client.start("A123456789", b"payload")) == "signature_invalid"

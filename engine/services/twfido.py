@@ -185,6 +185,7 @@ class TwFidoClient:
         }
         started = self._now()
         result = self._call("getSpTicket", fields)
+        self._check_answer(tx, result, signed="")
         ticket = str(result.get("sp_ticket") or "")
         ticket_id = str(result.get("sp_ticket_id") or "")
         if not ticket or not ticket_id:
@@ -215,9 +216,7 @@ class TwFidoClient:
         if not isinstance(result, Mapping):
             raise _unavailable("a result without a result")
         signed = str(result.get("signed_response") or "")
-        hashed = str(result.get("hashed_id_num") or "")
-        idp = str(result.get("idp_checksum") or answer.get("idp_checksum") or "")
-        if not checksum_matches(self._settings.key, idp, tx, _code(answer), hashed, signed):
+        if not self._answer_matches(tx, result, signed=signed, required=True):
             raise CertificateError(ErrorCode.SIGNATURE_INVALID, detail="idp_checksum")
         try:
             certificate = base64.b64decode(str(result.get("cert") or ""), validate=True)
@@ -226,7 +225,23 @@ class TwFidoClient:
             raise CertificateError(ErrorCode.CERTIFICATE_MALFORMED) from None
         if not certificate or not signature:
             raise CertificateError(ErrorCode.CERTIFICATE_MALFORMED)
-        return MobileSignature(certificate, signature, hashed)
+        return MobileSignature(certificate, signature, str(result.get("hashed_id_num") or ""))
+
+    def _check_answer(self, tx: str, result: Mapping[str, Any], *, signed: str) -> None:
+        """A ticket answer's ``idp_checksum``, when it carries one (❓ whether the real service
+        always does), must verify: ``signature_invalid`` otherwise."""
+        if not self._answer_matches(tx, result, signed=signed, required=False):
+            raise CertificateError(ErrorCode.SIGNATURE_INVALID, detail="idp_checksum")
+
+    def _answer_matches(
+        self, tx: str, result: Mapping[str, Any], *, signed: str, required: bool
+    ) -> bool:
+        """Whether the answer's ``idp_checksum`` covers tx + "0" + hashed_id_num + signed."""
+        idp = str(result.get("idp_checksum") or "")
+        if not idp:
+            return not required
+        hashed = str(result.get("hashed_id_num") or "")
+        return checksum_matches(self._settings.key, idp, tx, SUCCESS, hashed, signed)
 
     def _call(self, operation: str, fields: Mapping[str, Any], *, pending_ok: bool = False) -> Any:
         url = f"{self._settings.url}{API_PATH}{operation}"
