@@ -27,12 +27,14 @@
 ``SWREG_PASSWORD_RESET`` how 忘記密碼 proves the account: ``card`` (default: a card bound to it
                          signs) or ``card,email`` (also a single-use 30-minute link mailed to the
                          account's address)
-``SWREG_TWFIDO_URL`` / ``_SERVICE_ID`` / ``_KEY`` / ``_TIME_LIMIT`` / ``_HTTP_TIMEOUT``  the TW FidO
+``SWREG_TWFIDO_URL`` / ``_SERVICE_ID`` / ``_KEY`` / ``_TIME_LIMIT`` / ``_HTTP_TIMEOUT`` /
+``_PENDING_CODES``  the TW FidO
                          service of the mobile citizen certificate (DESIGN.md §13): its API's base
                          URL (https, or http for a loopback host), this SP's service id, its
                          32-byte AES key in base64, the seconds a person has to confirm (30–600,
-                         default 180) and one request's time limit (default 10 s); unset URL:
-                         the mobile certificate is not offered
+                         default 180), one request's time limit (default 10 s) and the error
+                         codes that mean "not answered yet" (default 20002,20003,
+                         SPTKTID_TXNLOG_NF); unset URL: the mobile certificate is not offered
 ``SWREG_RETENTION_DAYS`` days after which ``swreg purge`` deletes the personal data of ended
                          registrations and never-activated accounts (0 to 36500, default 30)
 ``SWREG_TSA_CERTS``      comma-separated files of the RFC 3161 time-stamping authorities whose
@@ -233,6 +235,9 @@ class MailSettings:
         )
 
 
+TWFIDO_PENDING_CODES: Final = frozenset({"20002", "20003", "SPTKTID_TXNLOG_NF"})
+
+
 @dataclass(frozen=True)
 class TwFidoSettings:
     """The TW FidO SP settings (DESIGN.md §13). The key is a secret: never in a repr or a log."""
@@ -243,6 +248,9 @@ class TwFidoSettings:
     time_limit: int = 180
     """Seconds the person has to confirm on the phone (``time_limit``, 30–600)."""
     http_timeout: timedelta = timedelta(seconds=10)
+    pending_codes: frozenset[str] = TWFIDO_PENDING_CODES
+    """The error codes a poll answers while the phone has not (``SWREG_TWFIDO_PENDING_CODES``;
+    ❓ DOMAIN.md §4.6: the public clients disagree on the numbers' meaning)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> TwFidoSettings | None:
@@ -266,7 +274,8 @@ class TwFidoSettings:
         if not (limit_text.isascii() and limit_text.isdigit()) or not 30 <= int(limit_text) <= 600:
             raise UsageError(detail="SWREG_TWFIDO_TIME_LIMIT is 30 to 600 seconds")
         timeout = _duration(env, "SWREG_TWFIDO_HTTP_TIMEOUT", cls.http_timeout)
-        return cls(url, service_id, key, int(limit_text), timeout)
+        pending = frozenset(_list(env.get("SWREG_TWFIDO_PENDING_CODES") or "")) or cls.pending_codes
+        return cls(url, service_id, key, int(limit_text), timeout, pending)
 
 
 @dataclass(frozen=True)

@@ -270,3 +270,14 @@ def test_a_ticket_answer_whose_checksum_does_not_verify_is_refused() -> None:
     answer["result"]["idp_checksum"] = expected_checksum(KEY, "another tx0hashed-id", bytes(12))
     client = TwFidoClient(SETTINGS, now=Clock(), post=Service(answer))
     assert code_of(lambda: client.start("A123456789", b"payload")) == "signature_invalid"
+
+
+def test_what_means_pending_is_a_setting() -> None:
+    """❓ DOMAIN.md §4.6: the operator can name the codes without a release."""
+    custom = Settings.from_env({**ENV, "SWREG_TWFIDO_PENDING_CODES": "40001"}).twfido
+    assert custom is not None and custom.pending_codes == frozenset({"40001"})
+    ticket = Ticket("t", "TKT-1", "tx-1", NOW + timedelta(seconds=180))
+    client = TwFidoClient(custom, now=Clock(), post=Service({"error_code": "SP-API-ATH-02-40001"}))
+    assert client.poll(ticket) is None
+    default = TwFidoClient(SETTINGS, now=Clock(), post=Service({"error_code": "40001"}))
+    assert code_of(lambda: default.poll(ticket)) == "mobile_id_unavailable"

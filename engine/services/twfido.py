@@ -56,8 +56,6 @@ MAX_SIGN_DATA: Final = 1024
 MAX_ANSWER_BYTES: Final = 64 * 1024
 APP_LINK: Final = "mobilemoica://moica.moi.gov.tw/a2a/verifySign"
 SUCCESS: Final = "0"
-PENDING: Final = frozenset({"20002", "20003", "SPTKTID_TXNLOG_NF"})
-"""What a poll answers until the phone has answered (❓ DOMAIN.md §4.6: the numbers' meaning)."""
 REJECTED: Final = frozenset(
     {"APP_USER_CANCEL", "APP_SIGN_FAILURE", "IDNUM_USERPROF_NF", "IDNUM_DEVPROF_NF"}
 )
@@ -259,18 +257,15 @@ class TwFidoClient:
             if operation == "getAthOrSignResult":
                 return answer
             return result if isinstance(result, Mapping) else {}
-        if pending_ok and code in PENDING:
+        if pending_ok and code in {c.rsplit("-", 1)[-1] for c in self._settings.pending_codes}:
             return None
         raise _refusal(operation, code)
 
 
 def _code(answer: Mapping[str, Any]) -> str:
-    """The answer's error code without its ``{interface}-`` prefix (``SP-API-ATH-02-20002``)."""
-    code = str(answer.get("error_code", "")).strip()
-    for known in (*PENDING, *REJECTED, *TIMED_OUT, *BAD_ID):
-        if code.endswith("-" + known):
-            return known
-    return code
+    """The answer's error code without its ``{interface}-`` prefix (``SP-API-ATH-02-20002`` →
+    ``20002``): the codes themselves hold no hyphen."""
+    return str(answer.get("error_code", "")).strip().rsplit("-", 1)[-1]
 
 
 def _refusal(operation: str, code: str) -> Exception:
