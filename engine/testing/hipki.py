@@ -78,7 +78,6 @@ import base64
 import binascii
 import html
 import json
-import socket
 import struct
 import threading
 import urllib.parse
@@ -86,14 +85,15 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Final, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
+
+from engine.testing.loopback import LoopbackService
 
 REAL_PORT: Final = 61161
 """Where the real component listens."""
@@ -263,7 +263,7 @@ class _Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class HiPKIEmulator:
+class HiPKIEmulator(LoopbackService):
     """The component with ``readers`` (a context manager; ``start``/``stop`` also work).
 
     ``port``: listen there (default a free port; :data:`REAL_PORT` is the real one).
@@ -312,17 +312,12 @@ class HiPKIEmulator:
         self.json_control_characters = json_control_characters
         self.image_cors = image_cors
         self.server_version = server_version
-        self.absent = absent
         self.hang = hang
         self.clock = clock or (lambda: datetime.now(UTC))
         self.hang_seconds = hang_seconds
         self.requests: list[HiPKIRequest] = []
-        self.port = port or 0
-        self._fixed_port = port
         self._lock = threading.RLock()
-        self._released = threading.Event()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._listen_on(port, absent=absent)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -333,44 +328,8 @@ class HiPKIEmulator:
     def origin(self) -> str:
         return self.url()
 
-    def start(self) -> HiPKIEmulator:
-        """Listen (unless ``absent``: then only pick a port nothing listens on)."""
-        if self._httpd is not None:
-            raise RuntimeError("the emulator is already running")
-        self._released.clear()
-        if self.absent:
-            self.port = self._fixed_port or _free_port()
-            return self
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", self._fixed_port or 0), _handler(self))
-        self._httpd.daemon_threads = True
-        self.port = int(self._httpd.server_address[1])
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop listening and release hanging requests."""
-        self._released.set()
-        httpd, self._httpd = self._httpd, None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> HiPKIEmulator:
-        return self.start()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return _handler(self)
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -830,13 +789,6 @@ def _cert_entry(certificate: x509.Certificate, label: str) -> dict[str, Any]:
         "notBeforeT": int(certificate.not_valid_before_utc.timestamp()),
         "notAfterT": int(certificate.not_valid_after_utc.timestamp()),
     }
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 _POPUP_PAGE: Final = """<!DOCTYPE html>

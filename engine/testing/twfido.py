@@ -77,7 +77,6 @@ import html
 import json
 import re
 import secrets
-import socket
 import threading
 import urllib.parse
 import uuid
@@ -85,8 +84,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import Enum, StrEnum
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Final, Literal
 
 from cryptography import x509
@@ -97,6 +95,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from engine._clock import Clock, SystemClock
 from engine.core.identifiers import is_valid_national_id, mask_national_id
+from engine.testing.loopback import LoopbackService
 from engine.testing.pki import IssuedCard
 
 API_PREFIX: Final = "/moise/sp/"
@@ -353,7 +352,7 @@ class _Refusal(Exception):
 # -- the mock ------------------------------------------------------------------------------------
 
 
-class TwFidoMock:
+class TwFidoMock(LoopbackService):
     """The service, with ``keys`` (``sp_service_id`` → 32-byte AES key) and ``holders``
     (national ID → :class:`TwFidoHolder`); a context manager (``start``/``stop`` also work).
     See the module docstring for the switches."""
@@ -393,18 +392,13 @@ class TwFidoMock:
         self.http_status = http_status
         self.tamper_checksum: TamperTarget | None = tamper_checksum
         self.tamper_mode: TamperMode = tamper_mode
-        self.absent = absent
         self.hang = hang
         self.hang_seconds = hang_seconds
         self.requests: list[TwFidoRequest] = []
         self.tickets: dict[str, TwFidoTicket] = {}
         self.transaction_ids: set[str] = set()
-        self.port = port or 0
-        self._fixed_port = port
         self._lock = threading.RLock()
-        self._released = threading.Event()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._listen_on(port, absent=absent)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -420,44 +414,8 @@ class TwFidoMock:
     def control_url(self) -> str:
         return f"{self.url}/control"
 
-    def start(self) -> TwFidoMock:
-        """Listen (unless ``absent``: then only pick a port nothing listens on)."""
-        if self._httpd is not None:
-            raise RuntimeError("the mock is already running")
-        self._released.clear()
-        if self.absent:
-            self.port = self._fixed_port or _free_port()
-            return self
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", self._fixed_port or 0), _handler(self))
-        self._httpd.daemon_threads = True
-        self.port = int(self._httpd.server_address[1])
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop listening and release hanging requests."""
-        self._released.set()
-        httpd, self._httpd = self._httpd, None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> TwFidoMock:
-        return self.start()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return _handler(self)
 
     # -- the phone -----------------------------------------------------------------------------
 
@@ -874,13 +832,6 @@ def _json_reply(reply: Mapping[str, Any]) -> _Reply:
 def _header(headers: dict[str, str], name: str) -> str | None:
     wanted = name.lower()
     return next((value for key, value in headers.items() if key.lower() == wanted), None)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _handler(mock: TwFidoMock) -> type[BaseHTTPRequestHandler]:
