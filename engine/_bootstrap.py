@@ -24,6 +24,7 @@ from engine.services.customs import CustomsCertificateService
 from engine.services.hashing import IdentifierHasher, PasswordHasher
 from engine.services.login import LoginService
 from engine.services.mail import Mailer, make_mailer
+from engine.services.mobile_id import MobileIdSigner
 from engine.services.ocsp import OcspService
 from engine.services.officers import OfficerService
 from engine.services.password_reset import PasswordResetService
@@ -74,6 +75,8 @@ class App:
     """The one revocation check of every certificate check, with the policy (DESIGN.md §4a)."""
     identifiers: IdentifierHasher
     """The keyed hash under the server's key: personal IDs, client addresses, CSRF tokens."""
+    mobile_ids: MobileIdSigner
+    """行動自然人憑證: TW FidO signings under way (DESIGN.md §13)."""
 
     def inspect_certificate(self, data: bytes) -> dict[str, Any]:
         """``swreg cert inspect``: the certificate as the card check sees it."""
@@ -146,6 +149,9 @@ def bootstrap(
     )
     mailer = make_mailer(settings.mail, demo=settings.demo)
     account_limits = AccountLimits(RateLimiter(database, clock), identifiers)
+    mobile_ids = MobileIdSigner(
+        database, clock, identifiers, settings.twfido, limits=account_limits
+    )
     accounts = AccountService(
         database,
         clock,
@@ -162,6 +168,7 @@ def bootstrap(
         limits=account_limits,
         session_ttl=settings.session_ttl,
         session_max=settings.session_max,
+        mobile=mobile_ids,
     )
     registrations = RegistrationService(
         database=database,
@@ -183,6 +190,7 @@ def bootstrap(
         plugins=manager,
         activations=accounts,
         origin=settings.cli_origin,
+        mobile=mobile_ids,
     )
     return App(
         settings=settings,
@@ -227,6 +235,7 @@ def bootstrap(
             sender=settings.mail.sender,
             public_origin=settings.public_origin,
             email_links=settings.email_password_reset,
+            mobile=mobile_ids,
         ),
         account_settings=AccountSettingsService(
             database,
@@ -247,6 +256,7 @@ def bootstrap(
         revocation=revocation,
         ocsp=ocsp,
         revocation_checks=checker,
+        mobile_ids=mobile_ids,
     )
 
 

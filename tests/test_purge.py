@@ -183,6 +183,7 @@ def test_purge_after_the_retention_time(world: World, app: App, clock: FixedCloc
         "registrations": 4,
         "accounts": 1,
         "links": 0,
+        "mobile_tickets": 0,
     }
     assert_purged(app, before[world.active], now, "completed")
     assert_purged(app, before[world.pending], now, "completed")
@@ -351,7 +352,8 @@ def test_swreg_purge_json(app: App, pki: TestPKI, db_url: str) -> None:
     code, out = purge_command(db_url, retention="0")
     assert (code, out["ok"], out["registrations"], out["expired"]) == (0, True, 2, 0)
     assert set(out) == {
-        "ok", "retention_days", "cutoff", "expired", "registrations", "accounts", "links"
+        "ok", "retention_days", "cutoff", "expired", "registrations", "accounts", "links",
+        "mobile_tickets",
     }  # fmt: skip
     assert registration(app, done.id)["data"] == {}
     code, out = purge_command(db_url, "--days", "0")

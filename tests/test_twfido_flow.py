@@ -19,7 +19,9 @@ from typer.testing import CliRunner
 from engine import FixedClock
 from engine._settings import TwFidoSettings
 from engine.cli import app as cli_app
-from engine.services.twfido import MobileIdCard, TwFidoClient
+from engine.services.hashing import IdentifierHasher
+from engine.services.mobile_id import MobileIdCard
+from engine.services.twfido import TwFidoClient
 from engine.testing.pki import IssuedCard, TestPKI
 from engine.testing.twfido import TwFidoHolder, TwFidoMock
 from tests.conftest import PERSON_ANSWERS, PIN, PKI_NOW, SECRET
@@ -145,7 +147,11 @@ def test_the_card_polls_every_four_seconds_until_the_phone_answers(
             fido.approve(shown[0].sp_ticket_id)
 
     card = MobileIdCard(
-        TwFidoClient(settings(fido), now=clock.now), PERSON_ID, sleep=sleep, on_ticket=shown.append
+        TwFidoClient(settings(fido), now=clock.now),
+        PERSON_ID,
+        IdentifierHasher(b"k" * 32),
+        sleep=sleep,
+        on_ticket=shown.append,
     )
     with card:
         card.verify_pin("")

@@ -53,8 +53,9 @@ from engine.cli.turnkey import turnkey_app
 from engine.cli.workflow import workflow_app
 from engine.services.audit import AuditExport, AuditService
 from engine.services.enrolment import register_with_card
+from engine.services.mobile_id import MobileIdCard
 from engine.services.registration import RegistrationView
-from engine.services.twfido import MobileIdCard, Ticket, TwFidoClient
+from engine.services.twfido import Ticket, TwFidoClient
 
 app = typer.Typer(
     name="swreg",
@@ -268,7 +269,7 @@ def mobile_id_card(application: App, spec: str, answers: Mapping[str, Any]) -> M
         segno.make(ticket.sp_ticket, error="m").terminal(out=sys.stderr, compact=True)
         print(f"手機 / on the phone: {ticket.app_link()}", file=sys.stderr)
 
-    return MobileIdCard(client, id_num, sleep=time.sleep, on_ticket=show)
+    return MobileIdCard(client, id_num, application.identifiers, sleep=time.sleep, on_ticket=show)
 
 
 @cert_app.command("inspect")

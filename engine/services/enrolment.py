@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from engine._errors import SwregError
 from engine.core.workflow import ENDINGS
 from engine.pki.card_response import CardResponse, Challenge
+from engine.services.mobile_id import MobileIdCard
 from engine.services.registration import RegistrationService, RegistrationView
 
 
@@ -45,7 +46,9 @@ def register_with_card(
     notify(view)
     try:
         challenge = service.issue_challenge(view.id, actor=actor)
-        view = service.submit_card(view.id, answer_challenge(card, challenge, pin), actor=actor)
+        response = answer_challenge(card, challenge, pin)
+        mobile = card.binding if isinstance(card, MobileIdCard) else None
+        view = service.submit_card(view.id, response, actor=actor, mobile=mobile)
         notify(view)
         while view.state not in ENDINGS and view.awaiting is None:  # an officer's turn
             view = service.submit(view.id, answers, actor=actor)

@@ -49,6 +49,7 @@ from engine.services.accounts import (
     token_hash,
 )
 from engine.services.card_proof import CardProofs
+from engine.services.mobile_id import MobileIds, MobileIdSigner, PendingMobileId
 from engine.services.revocation_checks import RevocationChecker
 from engine.services.trust import TrustService
 from engine.store import Account, Database, LoginSession, UnitOfWork
@@ -111,6 +112,7 @@ class LoginService:
         session_ttl: timedelta,
         session_max: timedelta,
         challenge_ttl: timedelta = timedelta(minutes=5),
+        mobile: MobileIdSigner | None = None,
     ) -> None:
         if session_ttl <= timedelta(0) or session_max <= timedelta(0):
             raise ValueError("session limits must be positive")
@@ -122,10 +124,28 @@ class LoginService:
         self._proofs = CardProofs(
             database, clock, trust, revocation, scope=LOGIN_CHALLENGE_SCOPE, ttl=challenge_ttl
         )
+        self._mobile = MobileIds(mobile, purpose=LOGIN_CHALLENGE_SCOPE)
 
     def issue_challenge(self, *, origin: str) -> Challenge:
         """A fresh single-use login challenge (256 random bits) bound to ``origin``."""
         return self._proofs.issue_challenge(origin=origin)
+
+    def begin_mobile_id(
+        self, national_id: str, *, origin: str, push: bool = False
+    ) -> PendingMobileId:
+        """憑證登入 with the mobile citizen certificate: a login challenge that TW FidO asks
+        ``national_id``'s phone to sign."""
+        return self._mobile.begin(national_id, self.issue_challenge(origin=origin), push=push)
+
+    def collect_mobile_id(
+        self, pending_id: str, *, origin: str, actor: str = "web", client: str | None = None
+    ) -> LoginResult | None:
+        """The phone's answer to :meth:`begin_mobile_id`, logged in as a card's would be;
+        None while the phone has not answered."""
+        answer = self._mobile.collect(pending_id)
+        if answer is None:
+            return None
+        return self.login(answer.response, origin=origin, actor=actor, client=client)
 
     def login(
         self,

@@ -63,6 +63,7 @@ from engine.services.mail import (
     password_reset_notice,
     send_notice,
 )
+from engine.services.mobile_id import MobileIds, MobileIdSigner, PendingMobileId
 from engine.services.revocation_checks import RevocationChecker
 from engine.services.trust import TrustService
 from engine.store import Account, AccountToken, Database, UnitOfWork
@@ -116,6 +117,7 @@ class PasswordResetService:
         email_links: bool = False,
         language: MailLanguage = "zh-TW",
         challenge_ttl: timedelta = timedelta(minutes=5),
+        mobile: MobileIdSigner | None = None,
     ) -> None:
         self._database = database
         self._clock = clock
@@ -129,6 +131,7 @@ class PasswordResetService:
         self._proofs = CardProofs(
             database, clock, trust, revocation, scope=PASSWORD_RESET_SCOPE, ttl=challenge_ttl
         )
+        self._mobile = MobileIds(mobile, purpose=PASSWORD_RESET_SCOPE)
 
     def issue_challenge(self, *, origin: str) -> Challenge:
         """A fresh single-use reset challenge (256 random bits) bound to ``origin``."""
@@ -169,6 +172,35 @@ class PasswordResetService:
             uow.commit()
         sent = self._notify(target, proven.at)
         return PasswordReset(target.name, ended, unlocked, sent)
+
+    def begin_mobile_id(
+        self, account: str, national_id: str, *, origin: str, push: bool = False
+    ) -> PendingMobileId:
+        """忘記密碼 with the mobile citizen certificate: a reset challenge that TW FidO asks
+        ``national_id``'s phone to sign for ``account``. Whether the account exists, or is that
+        person's, is told only once the phone has signed (as with a card)."""
+        challenge = self.issue_challenge(origin=origin)
+        return self._mobile.begin(national_id, challenge, subject=_subject(account), push=push)
+
+    def collect_mobile_id(
+        self,
+        pending_id: str,
+        *,
+        origin: str,
+        account: str,
+        answers: Mapping[str, Any],
+        actor: str = "web",
+    ) -> PasswordReset | None:
+        """The phone's answer to :meth:`begin_mobile_id`, then :meth:`reset` as with a card's;
+        the new password is checked first, on every poll, so a bad one spends no answer. None
+        while the phone has not answered."""
+        validate_form(PasswordFields, answers)
+        answer = self._mobile.collect(pending_id, subject=_subject(account))
+        if answer is None:
+            return None
+        return self.reset(
+            answer.response, origin=origin, account=account, answers=answers, actor=actor
+        )
 
     # -- by a mailed link (SWREG_PASSWORD_RESET=card,email) ---------------------------------------
 
@@ -304,3 +336,7 @@ def _set_password(
         diff={**masked_diff({"account": account.name}), **evidence, "sessions_ended": ended},
     )
     return ended, previous == LOCKED
+
+
+def _subject(account: str) -> str:
+    return account.strip()

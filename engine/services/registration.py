@@ -40,7 +40,13 @@ from pydantic import BaseModel
 from statemachine.exceptions import TransitionNotAllowed
 
 from engine._clock import Clock
-from engine._errors import ChallengeError, ErrorCode, RefusedError, WorkflowError
+from engine._errors import (
+    ChallengeError,
+    ErrorCode,
+    FormError,
+    RefusedError,
+    WorkflowError,
+)
 from engine._plugins import Catalog
 from engine.core.declarations import CertificateIdentity, Labels, RegistrationCompleted
 from engine.core.fields import Form, Name, text_validator, using_today, validate_form
@@ -57,6 +63,12 @@ from engine.core.workflow import (
 from engine.pki.card_response import CardResponse, Challenge, check_card_response
 from engine.services.accounts import AccountService, ActivationMail
 from engine.services.hashing import IdentifierHasher, PasswordHasher, new_id
+from engine.services.mobile_id import (
+    MobileIdBinding,
+    MobileIds,
+    MobileIdSigner,
+    PendingMobileId,
+)
 from engine.services.revocation_checks import RevocationChecker
 from engine.services.trust import TrustService
 from engine.store import (
@@ -76,6 +88,8 @@ log = logging.getLogger("swreg.registration")
 TAIPEI = ZoneInfo("Asia/Taipei")  # birth dates and 'today' are Taiwan's
 _NOT_PROFILE = frozenset(ACCOUNT_COLUMNS) | {"birth_date", "password_hash", "consent", "iot"}
 MAX_LISTED = 1000
+MOBILE_ID_PURPOSE: Final = "registration"
+"""What a registration's mobile ID tickets are begun for (their subject: its id)."""
 _NO_STATUS = Labels("", "")
 _NO_SECRET_HASH: Final = "0" * 64  # compared against when a registration has none
 
@@ -201,6 +215,7 @@ class RegistrationService:
         plugins: pluggy.PluginManager,
         origin: str,
         activations: AccountService | None = None,
+        mobile: MobileIdSigner | None = None,
     ) -> None:
         self._database = database
         self._catalog = catalog
@@ -210,6 +225,7 @@ class RegistrationService:
         self._clock = clock
         self._hashers = Hashers(password=passwords.hash, identifier=identifiers.hash)
         self._plugins = plugins
+        self._mobile = MobileIds(mobile, purpose=MOBILE_ID_PURPOSE)
         self.activations = activations
         """Issues and mails the activation link of each new account (None: no link)."""
         self.origin = origin
@@ -291,9 +307,13 @@ class RegistrationService:
 
     def submit_card(
         self, registration_id: str, response: CardResponse, *, actor: str = "cli",
-        secret: Secret = LOCAL,
+        secret: Secret = LOCAL, mobile: MobileIdBinding | None = None,
     ) -> RegistrationView:  # fmt: skip
         """Validate the card's certificate and signature; moves on to 基本資料.
+
+        ``mobile``: the answer came from the phone (行動自然人憑證, DESIGN.md §13), not a card: its
+        binding is checked against the certificate too and kept with the evidence, and 基本資料
+        must then name the ID the phone was asked for.
 
         The challenge is used up whatever the outcome: its consumption is committed first, so a
         refused response cannot be replayed either. A caller without the registration's secret
@@ -319,6 +339,8 @@ class RegistrationService:
             revocation=self._revocation.bound(snapshot),
         )  # fmt: skip
         parsed = result.parsed
+        if mobile is not None:
+            mobile.check(parsed.identity)
         with self._database.unit_of_work() as uow:
             registration = self._load(uow, registration_id, actor)
             self._require_state(registration, Step.CARD_CHECK)
@@ -334,7 +356,11 @@ class RegistrationService:
             if applicant.code != registration.applicant_type:
                 diff["applicant_type"] = {"from": registration.applicant_type, "to": applicant.code}
                 registration.applicant_type = applicant.code
-            registration.evidence = result.evidence(challenge)
+            evidence = result.evidence(challenge)
+            if mobile is not None:
+                evidence["mobile_id"] = mobile.evidence()
+                diff["bridge"] = "twfido"
+            registration.evidence = evidence
             registration.certificate_der = parsed.der
             registration.certificate_fingerprint = parsed.fingerprint
             registration.locked = sorted(prefill)
@@ -363,6 +389,31 @@ class RegistrationService:
             nonce=row.nonce,
             origin=row.origin,
             expires_at=row.expires_at,
+        )
+
+    def begin_mobile_id(
+        self, registration_id: str, national_id: str, *, push: bool = False,
+        actor: str = "cli", secret: Secret = LOCAL,
+    ) -> PendingMobileId:  # fmt: skip
+        """The card check with the mobile citizen certificate: a challenge for this
+        registration, which TW FidO asks ``national_id``'s phone to sign."""
+        challenge = self.issue_challenge(registration_id, actor=actor, secret=secret)
+        return self._mobile.begin(national_id, challenge, subject=registration_id, push=push)
+
+    def collect_mobile_id(
+        self, registration_id: str, pending_id: str, *, actor: str = "cli",
+        secret: Secret = LOCAL,
+    ) -> RegistrationView | None:  # fmt: skip
+        """The phone's answer to :meth:`begin_mobile_id`, checked as :meth:`submit_card` checks a
+        card's (moving on to 基本資料); None while the phone has not answered."""
+        if secret is not LOCAL:  # a stranger learns nothing, and spends no ticket
+            with self._database.unit_of_work() as uow:
+                self._get(uow, registration_id, secret)
+        answer = self._mobile.collect(pending_id, subject=registration_id)
+        if answer is None:
+            return None
+        return self.submit_card(
+            registration_id, answer.response, actor=actor, secret=secret, mobile=answer.binding
         )
 
     # -- steps 3, 4 and plugin steps: forms ------------------------------------------------------
@@ -396,6 +447,7 @@ class RegistrationService:
                     form, answers, applicant=applicant, identity=_identity(registration),
                     locked={k: registration.data[k] for k in registration.locked},
                 )  # fmt: skip
+            self._check_mobile_id(registration, step.plain)
             account = applicant.account.name({**registration.data, **step.plain})
             if account is not None and uow.accounts.exists(account):  # 用戶姓名已存在
                 raise RefusedError(ErrorCode.ACCOUNT_EXISTS, field=applicant.account.field)
@@ -405,6 +457,14 @@ class RegistrationService:
             uow.commit()
         self._announce(registration, mail)
         return self._view(registration, holder=holder)
+
+    def _check_mobile_id(self, registration: RegistrationRecord, plain: Mapping[str, Any]) -> None:
+        """After a mobile ID's card check, the ID typed must be the one its phone was asked
+        for (``identity_mismatch``): the certificate holds only its last four digits."""
+        sent = ((registration.evidence or {}).get("mobile_id") or {}).get("national_id_hash")
+        typed = plain.get("national_id")
+        if sent and typed and self._hashers.identifier("national_id", str(typed)) != sent:
+            raise FormError([RefusedError(ErrorCode.IDENTITY_MISMATCH, field="national_id")])
 
     # -- 上一步, 取消, status, expiry --------------------------------------------------------------
 

@@ -19,7 +19,8 @@ Two things go, both after ``SWREG_RETENTION_DAYS`` (:attr:`Settings.retention_da
   registration.
 
 Dead mailed links of an account's own changes (``account_tokens``: used, retired or expired)
-go at every run, with the new e-mail addresses they held.
+go at every run, with the new e-mail addresses they held, and so do mobile ID signings whose
+time ended unanswered (``mobile_id_tickets``, abandoned in the browser).
 
 Everything of one run but the expiry is one transaction with one audit row (``purge``, counts
 only: the audit log holds no personal data, so nothing in it has to go and the chain stays
@@ -69,6 +70,8 @@ class PurgeReport:
     links: int = 0
     """Mailed links of accounts' own changes that could no longer be used, deleted with the
     addresses they held (used, retired or expired: no retention time applies)."""
+    mobile_tickets: int = 0
+    """Mobile ID signings whose time ended unanswered (no retention time applies)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -78,6 +81,7 @@ class PurgeReport:
             "registrations": self.registrations,
             "accounts": self.accounts,
             "links": self.links,
+            "mobile_tickets": self.mobile_tickets,
         }
 
 
@@ -114,6 +118,7 @@ class RetentionService:
             )
             accounts = _delete_unactivated(uow, created_by=cutoff, now=now)
             links = uow.account_tokens.delete_dead(now)
+            mobile_tickets = uow.mobile_id_tickets.delete_dead(now)
             report = PurgeReport(
                 retention_days=days,
                 cutoff=cutoff,
@@ -121,8 +126,9 @@ class RetentionService:
                 registrations=registrations,
                 accounts=accounts,
                 links=links,
+                mobile_tickets=mobile_tickets,
             )
-            if links and not (registrations or accounts):
+            if (links or mobile_tickets) and not (registrations or accounts):
                 uow.commit()  # dead links hold no history worth an audit row
             if registrations or accounts:
                 uow.audit.append(

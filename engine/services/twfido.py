@@ -165,28 +165,39 @@ class TwFidoClient:
         self, id_num: str, payload: bytes, *, op_mode: str = "I-SCAN", hint: str = ""
     ) -> Ticket:
         """getSpTicket for a SIGN of ``payload`` by the person ``id_num``."""
+        return self._ticket("getSpTicket", id_num, payload, op_mode=op_mode, hint=hint)
+
+    def push(self, id_num: str, payload: bytes, *, hint: str = "") -> Ticket:
+        """requestAthOrSignPush: the same SIGN, sent to the person's bound device (no
+        ``op_mode``; the checksum covers an empty one ❓, DOMAIN.md §4.6)."""
+        return self._ticket("requestAthOrSignPush", id_num, payload, op_mode=None, hint=hint)
+
+    def _ticket(
+        self, operation: str, id_num: str, payload: bytes, *, op_mode: str | None, hint: str
+    ) -> Ticket:
         sign_data = _sign_data(payload)
         tx = str(uuid.uuid4())
         service = self._settings.service_id
-        fields = {
+        mode = op_mode or ""
+        fields: dict[str, Any] = {
             "transaction_id": tx,
             "sp_service_id": service,
             "sp_checksum": checksum(
-                self._settings.key, tx, service, id_num, "SIGN", op_mode, hint, sign_data
+                self._settings.key, tx, service, id_num, "SIGN", mode, hint, sign_data
             ),
             "id_num": id_num,
             "op_code": "SIGN",
-            "op_mode": op_mode,
+            **({"op_mode": op_mode} if op_mode is not None else {}),
             "hint": hint,
             "time_limit": str(self._settings.time_limit),
             "sign_info": _sign_info(sign_data),
         }
         started = self._now()
-        result = self._call("getSpTicket", fields)
+        result = self._call(operation, fields)
         self._check_answer(tx, result, signed="")
         ticket = str(result.get("sp_ticket") or "")
         ticket_id = str(result.get("sp_ticket_id") or "")
-        if not ticket or not ticket_id:
+        if not ticket_id or (op_mode is not None and not ticket):
             raise _unavailable("a ticket answer without a ticket")
         deadline = started + timedelta(seconds=self._settings.time_limit)
         return Ticket(ticket, ticket_id, tx, deadline)
@@ -297,57 +308,3 @@ def _sign_info(sign_data: str) -> dict[str, str]:
         "hash_algorithm": "SHA256",
         "sign_data": sign_data,
     }
-
-
-class MobileIdCard:
-    """The mobile citizen certificate as a card (:class:`~engine.services.enrolment.SigningCard`)
-    for the CLI's whole 憑證註冊: no PIN (the phone asks for its own), ``sign`` starts a ticket
-    for the person ``id_num``, tells ``on_ticket`` (the QR code's text and the app link go to
-    the user) and polls every :data:`POLL_INTERVAL` until the phone answers or the ticket's
-    time ends; the certificate comes with the signature, so it is read after signing."""
-
-    def __init__(
-        self,
-        client: TwFidoClient,
-        id_num: str,
-        *,
-        sleep: Callable[[float], None],
-        on_ticket: Callable[[Ticket], None] = lambda _ticket: None,
-    ) -> None:
-        self._client = client
-        self._id_num = id_num
-        self._sleep = sleep
-        self._on_ticket = on_ticket
-        self._answer: MobileSignature | None = None
-
-    def __enter__(self) -> MobileIdCard:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._answer = None
-
-    def verify_pin(self, pin: str) -> None:
-        """Nothing: the mobile ID app asks for its own PIN or biometrics on the phone."""
-
-    def sign(self, message: bytes) -> bytes:
-        ticket = self._client.start(self._id_num, message)
-        self._on_ticket(ticket)
-        while True:
-            answer = self._client.poll(ticket)
-            if answer is not None:
-                self._answer = answer
-                return answer.signature
-            self._sleep(POLL_INTERVAL.total_seconds())
-
-    def read_certificate(self) -> bytes:
-        if self._answer is None:
-            raise RefusedError(ErrorCode.CARD_ERROR, detail="nothing signed yet")
-        return self._answer.certificate
-
-    def read_chain(self) -> tuple[bytes, ...]:
-        return ()
-
-    @property
-    def hashed_id_num(self) -> str | None:
-        """The service's opaque per-person hash of the ID, once signed."""
-        return self._answer.hashed_id_num if self._answer else None

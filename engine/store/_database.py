@@ -52,6 +52,7 @@ from engine.store._repositories import (
     ConcurrentUpdate,
     CRLRepository,
     LoginChallengeRepository,
+    MobileIdTicketRepository,
     RateLimitRepository,
     ReminderRepository,
     SessionRepository,
@@ -403,6 +404,7 @@ class UnitOfWork:
         self.activations = ActivationRepository(self)
         self.account_tokens = AccountTokenRepository(self)
         self.login_challenges = LoginChallengeRepository(self)
+        self.mobile_id_tickets = MobileIdTicketRepository(self)
         self.sessions = SessionRepository(self)
         self.rate_limits = RateLimitRepository(self)
         self.reminders = ReminderRepository(self)

@@ -358,6 +358,31 @@ class AccountToken(Base):
     account: Mapped[Account] = relationship()
 
 
+class MobileIdTicket(Base):
+    """A signing under way at MOI's TW FidO service (行動自然人憑證), until the phone answers.
+
+    Keyed by the SHA-256 hex of the pending id the browser holds (a bearer for the poll, so
+    only its hash is stored). ``subject_hash`` ties it to what it was begun for (a registration
+    id, an account name) under the identifier key; the national ID sent is kept only as its
+    keyed hash and last four digits (which the certificate itself carries). ``next_poll_at``
+    paces the service's polling whoever asks (DOMAIN.md §4.6: no faster than every 4 s).
+    """
+
+    __tablename__ = "mobile_id_tickets"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(32))
+    subject_hash: Mapped[str] = mapped_column(String(64))
+    challenge_id: Mapped[str] = mapped_column(String(36))
+    national_id_hash: Mapped[str] = mapped_column(String(64))
+    id_last4: Mapped[str] = mapped_column(String(4))
+    sp_ticket_id: Mapped[str] = mapped_column(String(128))
+    transaction_id: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    next_poll_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class LoginChallenge(Base):
     """A single-use nonce the card signs to log in (憑證登入); bound to an origin, not to a
     registration."""

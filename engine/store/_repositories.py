@@ -50,6 +50,7 @@ from engine.store._models import (
     Challenge,
     LoginChallenge,
     LoginSession,
+    MobileIdTicket,
     RateLimitWindow,
     Reminder,
     TrustCertificate,
@@ -505,6 +506,40 @@ class LoginChallengeRepository(_Repository):
     def consume(self, id: str, at: datetime) -> bool:
         """Mark the challenge used at ``at``; True only for the one caller that got it first."""
         return _mark_used(self._session, LoginChallenge, LoginChallenge.id, id, at)
+
+
+class MobileIdTicketRepository(_Repository):
+    """Signings under way at TW FidO, keyed by the SHA-256 hex of their pending id."""
+
+    def add(self, ticket: MobileIdTicket) -> None:
+        """Add a new ticket (inserted at the next flush)."""
+        self._session.add(ticket)
+
+    def get(self, id_hash: str) -> MobileIdTicket | None:
+        """The ticket stored under ``id_hash``, or None."""
+        return self._session.get(MobileIdTicket, id_hash)
+
+    def claim_poll(self, id_hash: str, at: datetime, next_poll_at: datetime) -> bool:
+        """Move the ticket's next poll to ``next_poll_at`` if it is due at ``at``: True only for
+        the one caller that may ask the service now."""
+        stmt = (
+            update(MobileIdTicket)
+            .where(MobileIdTicket.id_hash == id_hash, MobileIdTicket.next_poll_at <= at)
+            .values(next_poll_at=next_poll_at)
+            .execution_options(synchronize_session="fetch")
+        )
+        return _rowcount(self._session, stmt) == 1
+
+    def remove(self, id_hash: str) -> bool:
+        """Delete the ticket (its answer was taken, or it ended); True only for the one caller
+        that removed it."""
+        stmt = delete(MobileIdTicket).where(MobileIdTicket.id_hash == id_hash)
+        return _rowcount(self._session, stmt.execution_options(synchronize_session=False)) == 1
+
+    def delete_dead(self, at: datetime) -> int:
+        """Delete the tickets whose time ended before ``at`` (abandoned); how many."""
+        stmt = delete(MobileIdTicket).where(MobileIdTicket.expires_at <= at)
+        return _rowcount(self._session, stmt.execution_options(synchronize_session=False))
 
 
 class SessionRepository(_Repository):

@@ -33,6 +33,7 @@ from engine.web import (
     _api,
     _api_account,
     _api_customs,
+    _api_mobile,
     _api_password,
     _api_renewal,
     _api_turnkey,
@@ -77,6 +78,7 @@ def create_app(app: App, *, close_on_shutdown: bool = False) -> FastAPI:
     web.include_router(_api_turnkey.router)
     web.include_router(_api_renewal.router)
     web.include_router(_api_password.router)
+    web.include_router(_api_mobile.router)
     web.include_router(_api_account.router)
     web.include_router(_pages.router)
     web.include_router(_pages_customs.router)

@@ -411,6 +411,7 @@ def _step_page(
             "register_card.html",
             body_data={"registration-id": view.id, "agent-url": portal.settings.agent_url},
             is_person=applicant.category is Category.PERSON,
+            mobile_id_enabled=portal.mobile_id_enabled and applicant.category is Category.PERSON,
             script_data={"messages": t.script_messages()},
             **common,
         )
@@ -600,6 +601,7 @@ async def login_page(request: Request) -> HTMLResponse:
         "login.html",
         title=t("login"),
         body_data={"agent-url": portal.settings.agent_url},
+        mobile_id_enabled=portal.mobile_id_enabled,
         script_data={"messages": t.script_messages()},
     )
 

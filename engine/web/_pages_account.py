@@ -337,6 +337,7 @@ def _forgot_page(
         x=_texts(t),
         account=account,
         by_email=portal.settings.email_password_reset,
+        mobile_id_enabled=portal.mobile_id_enabled,
         link_sent=link_sent,
         link_error=link_error,
     )

@@ -108,6 +108,11 @@ class Portal:
         return self.app.password_resets
 
     @property
+    def mobile_id_enabled(self) -> bool:
+        """Whether the pages offer 行動自然人憑證 (a TW FidO service is configured)."""
+        return self.app.mobile_ids.enabled
+
+    @property
     def turnkey(self) -> TurnkeyVerifier:
         return self.app.turnkey
 
