@@ -14,6 +14,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from engine import FixedClock
@@ -22,6 +23,7 @@ from engine.cli import app as cli_app
 from engine.services.hashing import IdentifierHasher
 from engine.services.mobile_id import MobileIdCard
 from engine.services.twfido import TwFidoClient
+from engine.store import Database, Registration
 from engine.testing.pki import IssuedCard, TestPKI
 from engine.testing.twfido import TwFidoHolder, TwFidoMock
 from tests.conftest import PERSON_ANSWERS, PIN, PKI_NOW, SECRET
@@ -211,6 +213,14 @@ def test_swreg_register_with_the_mobile_id(
     )  # fmt: skip
     assert "mobilemoica://moica.moi.gov.tw/a2a/verifySign?sp_ticket=" in result.stderr
     assert PIN not in result.stdout + result.stderr
+    database = Database(db_url)
+    try:
+        with database.unit_of_work() as uow:
+            evidence = uow.session.scalars(select(Registration.evidence)).one()
+    finally:
+        database.dispose()
+    assert evidence["mobile_id"]["bridge"] == "twfido"
+    assert evidence["mobile_id"]["hashed_id_num"] == fido.hashed_id_num(PERSON_ID)
 
 
 def test_the_typed_id_must_be_the_specs(fido: TwFidoMock, db_url: str, tmp_path: object) -> None:
