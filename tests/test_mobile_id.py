@@ -451,3 +451,13 @@ def test_forgotten_password_with_the_mobile_id(
         account = uow.accounts.get_by_name(registered)
         assert account is not None
         assert PasswordHasher().verify(account.password_hash, NEW_PASSWORD["password"])
+
+
+def test_a_company_registration_cannot_use_the_mobile_id(
+    client: TestClient, app: App, fido: TwFidoMock
+) -> None:
+    """The mobile ID is a person's (MOICA): a 企業 type is refused before MOI is asked."""
+    view = start(client, "enterprise.general").json()
+    refused = begin(client, f"/api/registrations/{view['id']}/mobile-id", national_id=PERSON_ID)
+    assert (refused.status_code, error(refused)["code"]) == (422, "certificate_type_mismatch")
+    assert fido.requests == [] and tickets(app) == 0

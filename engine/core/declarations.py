@@ -105,9 +105,13 @@ class CertificateProfile:
         return replace(self, card_ranks=frozenset(ranks))
 
     def accepts(self, ca: IssuerCA, identity: CertificateIdentity) -> bool:
+        return self.accepts_card(ca, identity.card_rank)
+
+    def accepts_card(self, ca: IssuerCA, card_rank: str | None) -> bool:
+        """Whether a certificate of ``ca`` with ``card_rank`` (SDA, None when absent) fits."""
         if ca not in self.cas:
             return False
-        return self.card_ranks is None or identity.card_rank in self.card_ranks
+        return self.card_ranks is None or card_rank in self.card_ranks
 
 
 @dataclass(frozen=True, slots=True)

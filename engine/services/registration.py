@@ -41,6 +41,7 @@ from statemachine.exceptions import TransitionNotAllowed
 
 from engine._clock import Clock
 from engine._errors import (
+    CertificateError,
     ChallengeError,
     ErrorCode,
     FormError,
@@ -48,7 +49,12 @@ from engine._errors import (
     WorkflowError,
 )
 from engine._plugins import Catalog
-from engine.core.declarations import CertificateIdentity, Labels, RegistrationCompleted
+from engine.core.declarations import (
+    CertificateIdentity,
+    IssuerCA,
+    Labels,
+    RegistrationCompleted,
+)
 from engine.core.fields import Form, Name, text_validator, using_today, validate_form
 from engine.core.step_data import MASKERS, Hashers, accept_step, masked_diff
 from engine.core.workflow import (
@@ -88,6 +94,8 @@ log = logging.getLogger("swreg.registration")
 TAIPEI = ZoneInfo("Asia/Taipei")  # birth dates and 'today' are Taiwan's
 _NOT_PROFILE = frozenset(ACCOUNT_COLUMNS) | {"birth_date", "password_hash", "consent", "iot"}
 MAX_LISTED = 1000
+MOBILE_CARD_RANK: Final = "mobile"
+"""The SDA card rank of a mobile citizen certificate (DESIGN.md §13)."""
 MOBILE_ID_PURPOSE: Final = "registration"
 """What a registration's mobile ID tickets are begun for (their subject: its id)."""
 _NO_STATUS = Labels("", "")
@@ -396,7 +404,13 @@ class RegistrationService:
         actor: str = "cli", secret: Secret = LOCAL,
     ) -> PendingMobileId:  # fmt: skip
         """The card check with the mobile citizen certificate: a challenge for this
-        registration, which TW FidO asks ``national_id``'s phone to sign."""
+        registration, which TW FidO asks ``national_id``'s phone to sign; for the types whose
+        login certificate may be a mobile one (MOICA, rank ``mobile``: 個人) only, else
+        ``certificate_type_mismatch`` before anything is asked."""
+        view = self.status(registration_id, actor=actor, secret=secret)
+        applicant = self._catalog.applicant(view.applicant_type)
+        if not applicant.login.accepts_card(IssuerCA.MOICA, MOBILE_CARD_RANK):
+            raise CertificateError(ErrorCode.CERTIFICATE_TYPE_MISMATCH, field="national_id")
         challenge = self.issue_challenge(registration_id, actor=actor, secret=secret)
         return self._mobile.begin(national_id, challenge, subject=registration_id, push=push)
 
