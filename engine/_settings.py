@@ -236,6 +236,7 @@ class MailSettings:
 
 
 TWFIDO_PENDING_CODES: Final = frozenset({"20002", "20003", "SPTKTID_TXNLOG_NF"})
+TWFIDO_MAX_HINT: Final = 64
 
 
 @dataclass(frozen=True)
@@ -251,6 +252,9 @@ class TwFidoSettings:
     pending_codes: frozenset[str] = TWFIDO_PENDING_CODES
     """The error codes a poll answers while the phone has not (``SWREG_TWFIDO_PENDING_CODES``;
     ❓ DOMAIN.md §4.6: the public clients disagree on the numbers' meaning)."""
+    hint: str = ""
+    """The ``hint`` of every ticket (``SWREG_TWFIDO_HINT``, at most 64 characters): what the
+    phone may show the person about who asks (e.g. 「關港貿單一窗口」; ❓ how the app shows it)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> TwFidoSettings | None:
@@ -275,7 +279,10 @@ class TwFidoSettings:
             raise UsageError(detail="SWREG_TWFIDO_TIME_LIMIT is 30 to 600 seconds")
         timeout = _duration(env, "SWREG_TWFIDO_HTTP_TIMEOUT", cls.http_timeout)
         pending = frozenset(_list(env.get("SWREG_TWFIDO_PENDING_CODES") or "")) or cls.pending_codes
-        return cls(url, service_id, key, int(limit_text), timeout, pending)
+        hint = (env.get("SWREG_TWFIDO_HINT") or "").strip()
+        if len(hint) > TWFIDO_MAX_HINT:
+            raise UsageError(detail=f"SWREG_TWFIDO_HINT is at most {TWFIDO_MAX_HINT} characters")
+        return cls(url, service_id, key, int(limit_text), timeout, pending, hint)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -90,6 +91,7 @@ def test_the_settings() -> None:
         {"SWREG_TWFIDO_KEY": "not base64!"},
         {"SWREG_TWFIDO_TIME_LIMIT": "29"},
         {"SWREG_TWFIDO_TIME_LIMIT": "601"},
+        {"SWREG_TWFIDO_HINT": "字" * 65},
     ],
 )
 def test_wrong_settings_are_usage_errors(wrong: dict[str, str]) -> None:
@@ -169,6 +171,25 @@ def test_a_sign_request_is_what_the_service_documents() -> None:
     again = Service(ticket_answer())
     TwFidoClient(SETTINGS, now=Clock(), post=again).start("A123456789", b"x")
     assert again.sent[0][1]["transaction_id"] != sent["transaction_id"]  # fresh per ticket
+
+
+def test_the_hint_and_a_push() -> None:
+    """``SWREG_TWFIDO_HINT`` goes in every ticket and its checksum; a push has no op_mode and
+    its checksum covers an empty one (❓ the mock's reading of DOMAIN.md §4.6)."""
+    configured = Settings.from_env({**ENV, "SWREG_TWFIDO_HINT": " 關港貿單一窗口 "}).twfido
+    assert configured is not None and configured.hint == "關港貿單一窗口"
+    service = Service(ticket_answer(), ticket_answer("TKT-2"))
+    client = TwFidoClient(replace(SETTINGS, hint="關港貿單一窗口"), now=Clock(), post=service)
+    client.start("A123456789", b"x")
+    client.push("A123456789", b"x")
+    [(_, started), (url, pushed)] = service.sent
+    sign_data = base64.b64encode(b"x").decode()
+    assert started["hint"] == pushed["hint"] == "關港貿單一窗口"
+    fields = ("SP0001", "A123456789", "SIGN", "I-SCAN", "關港貿單一窗口", sign_data)
+    assert checksum_matches(KEY, started["sp_checksum"], started["transaction_id"], *fields)
+    assert url == "https://fido.example/moise/sp/requestAthOrSignPush" and "op_mode" not in pushed
+    fields = ("SP0001", "A123456789", "SIGN", "", "關港貿單一窗口", sign_data)
+    assert checksum_matches(KEY, pushed["sp_checksum"], pushed["transaction_id"], *fields)
 
 
 def test_polls_repeat_the_tickets_transaction_and_read_the_signature() -> None:

@@ -161,21 +161,20 @@ class TwFidoClient:
     def __repr__(self) -> str:  # the key stays out of every repr and log
         return f"TwFidoClient({self._settings.url!r}, {self._settings.service_id!r})"
 
-    def start(
-        self, id_num: str, payload: bytes, *, op_mode: str = "I-SCAN", hint: str = ""
-    ) -> Ticket:
+    def start(self, id_num: str, payload: bytes, *, op_mode: str = "I-SCAN") -> Ticket:
         """getSpTicket for a SIGN of ``payload`` by the person ``id_num``."""
-        return self._ticket("getSpTicket", id_num, payload, op_mode=op_mode, hint=hint)
+        return self._ticket("getSpTicket", id_num, payload, op_mode=op_mode)
 
-    def push(self, id_num: str, payload: bytes, *, hint: str = "") -> Ticket:
+    def push(self, id_num: str, payload: bytes) -> Ticket:
         """requestAthOrSignPush: the same SIGN, sent to the person's bound device (no
         ``op_mode``; the checksum covers an empty one ❓, DOMAIN.md §4.6)."""
-        return self._ticket("requestAthOrSignPush", id_num, payload, op_mode=None, hint=hint)
+        return self._ticket("requestAthOrSignPush", id_num, payload, op_mode=None)
 
     def _ticket(
-        self, operation: str, id_num: str, payload: bytes, *, op_mode: str | None, hint: str
+        self, operation: str, id_num: str, payload: bytes, *, op_mode: str | None
     ) -> Ticket:
         sign_data = _sign_data(payload)
+        hint = self._settings.hint
         tx = str(uuid.uuid4())
         service = self._settings.service_id
         mode = op_mode or ""
