@@ -243,3 +243,18 @@ def test_the_typed_id_must_be_the_specs(fido: TwFidoMock, db_url: str, tmp_path:
     assert result.exit_code == 1, result.output
     assert [e["code"] for e in json.loads(result.stdout)["errors"]] == ["identity_mismatch"]
     assert fido.requests == []  # nothing was sent
+
+
+def test_without_a_configured_service_the_cli_says_so(db_url: str, tmp_path: object) -> None:
+    from pathlib import Path
+
+    answers = Path(str(tmp_path)) / "answers.json"
+    answers.write_text(json.dumps(PERSON_ANSWERS, ensure_ascii=False), encoding="utf-8")
+    result = CliRunner().invoke(
+        cli_app,
+        ["--db", db_url, "register", "--type", "person.general", "--answers", str(answers),
+         "--card", f"twfido:{PERSON_ID}", "--json"],
+        env={"SWREG_SECRET_KEY": SECRET.hex()},
+    )  # fmt: skip
+    assert result.exit_code == 3, result.output
+    assert [e["code"] for e in json.loads(result.stdout)["errors"]] == ["mobile_id_unavailable"]

@@ -55,7 +55,7 @@ from engine.services.audit import AuditExport, AuditService
 from engine.services.enrolment import register_with_card
 from engine.services.mobile_id import MobileIdCard
 from engine.services.registration import RegistrationView
-from engine.services.twfido import Ticket, TwFidoClient
+from engine.services.twfido import Ticket
 
 app = typer.Typer(
     name="swreg",
@@ -257,19 +257,13 @@ def mobile_id_card(application: App, spec: str, answers: Mapping[str, Any]) -> M
     id_num = spec[len(TWFIDO_SPEC) :].strip().upper()
     if str(answers.get("national_id", "")).strip().upper() != id_num:
         raise RefusedError(ErrorCode.IDENTITY_MISMATCH, field="national_id")
-    settings = application.settings.twfido
-    if settings is None:
-        raise EnvironmentProblem(
-            ErrorCode.MOBILE_ID_UNAVAILABLE, detail="SWREG_TWFIDO_URL is not configured"
-        )
-    client = TwFidoClient(settings, now=application.clock.now)
 
     def show(ticket: Ticket) -> None:
         print("行動自然人憑證 / mobile ID: 請以App掃描 / scan with the app:", file=sys.stderr)
         segno.make(ticket.sp_ticket, error="m").terminal(out=sys.stderr, compact=True)
         print(f"手機 / on the phone: {ticket.app_link()}", file=sys.stderr)
 
-    return MobileIdCard(client, id_num, application.identifiers, sleep=time.sleep, on_ticket=show)
+    return application.mobile_ids.card(id_num, sleep=time.sleep, on_ticket=show)
 
 
 @cert_app.command("inspect")

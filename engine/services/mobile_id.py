@@ -129,6 +129,19 @@ class MobileIdSigner:
         """The keyed hash an ID is stored and compared under (as 基本資料 stores it)."""
         return self._identifiers.hash("national_id", national_id)
 
+    def card(
+        self,
+        national_id: str,
+        *,
+        sleep: Callable[[float], None],
+        on_ticket: Callable[[Ticket], None] = lambda _ticket: None,
+    ) -> MobileIdCard:
+        """The person's phone as a card for the CLI's whole 憑證註冊 (:class:`MobileIdCard`)."""
+        client = self._require_client()
+        return MobileIdCard(
+            client, national_id, self._identifiers, sleep=sleep, on_ticket=on_ticket
+        )
+
     def begin(
         self,
         *,
@@ -215,9 +228,7 @@ class MobileIdSigner:
 
     def _require_client(self) -> TwFidoClient:
         if self._client is None:
-            raise EnvironmentProblem(
-                ErrorCode.MOBILE_ID_UNAVAILABLE, detail="SWREG_TWFIDO_URL is not configured"
-            )
+            raise _not_configured()
         return self._client
 
     def _subject_hash(self, purpose: str, subject: str) -> str:
@@ -245,9 +256,7 @@ class MobileIds:
 
     def _require(self) -> MobileIdSigner:
         if self._signer is None:
-            raise EnvironmentProblem(
-                ErrorCode.MOBILE_ID_UNAVAILABLE, detail="SWREG_TWFIDO_URL is not configured"
-            )
+            raise _not_configured()
         return self._signer
 
 
@@ -314,6 +323,12 @@ class MobileIdCard:
             self._ticket.sp_ticket_id,
             self._ticket.transaction_id,
         )
+
+
+def _not_configured() -> EnvironmentProblem:
+    return EnvironmentProblem(
+        ErrorCode.MOBILE_ID_UNAVAILABLE, detail="SWREG_TWFIDO_URL is not configured"
+    )
 
 
 def _national_id(value: str) -> str:
