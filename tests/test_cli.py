@@ -448,7 +448,9 @@ def test_demo_registers_every_category(tmp_path: Path) -> None:
         ("enterprise.general", "0459525701", None),
         ("enterprise.organization", "2.16.886.111.90010.90003.100001", None),
         ("enterprise.government", "2.16.886.101.20003.20065.20065", None),
+        ("person.general", "wei@demo.example", None),  # the mobile ID, through the TW FidO mock
     ]
+    assert (tmp_path / "demo" / "pki" / "ca" / "MOICA.pem").exists()  # for twfido mock --pki
 
 
 def test_cert_inspect_of_a_real_gpki_company_certificate(cli: Cli) -> None:

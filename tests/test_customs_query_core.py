@@ -185,6 +185,23 @@ def test_the_service_shows_them(app: App, store: Store) -> None:
     assert rows[1].info.endswith(", 起訖日期:2025/01/02~2027/01/02")
 
 
+def test_a_mobile_certificate_is_no_ic_card(app: App, store: Store) -> None:
+    """DESIGN.md §13: the 憑證型態 of a login certificate of card rank ``mobile`` (行動自然人憑證
+    through TW FidO) is 「行動自然人憑證」; the same person's card stays 「IC卡」."""
+    account = store.account("ming@example.com")
+    mobile = store.certificate(
+        "login", account_id=account, national_id_hash=id_hash(), ca="MOICA", card_rank="mobile"
+    )
+    card = store.certificate("login", account_id=account, national_id_hash=id_hash(), ca="MOICA")
+    found_rows = customs_lookup(app.database, CustomsKey.NATIONAL_ID_HASH, id_hash())
+    assert [(row.id, row.card_rank) for row in found_rows] == [(mobile, "mobile"), (card, None)]
+    rows = app.customs.query(NATIONAL_ID)
+    assert [(row.form, row.form_en, row.kind, row.purpose) for row in rows] == [
+        ("行動自然人憑證", "Mobile citizen certificate", "自然人憑證", "登入"),
+        ("IC卡", "IC card", "自然人憑證", "登入"),
+    ]
+
+
 # The same value sits in every column a lookup could read, one row each (login rows with an
 # account, so the join does not hide them): which of them each key kind finds.
 EVERYWHERE = [

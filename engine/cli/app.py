@@ -50,6 +50,7 @@ from engine.cli.support import (
     settings,
 )
 from engine.cli.turnkey import turnkey_app
+from engine.cli.twfido import twfido_app
 from engine.cli.workflow import workflow_app
 from engine.services.audit import AuditExport, AuditService
 from engine.services.enrolment import register_with_card
@@ -88,6 +89,7 @@ for sub, name in (
     (workflow_app, "workflow"),
     (officers_app, "officers"),
     (revocation_app, "revocation"),
+    (twfido_app, "twfido"),
 ):
     app.add_typer(sub, name=name)
 crl_app.add_typer(source_app, name="source")

@@ -157,6 +157,9 @@ _FORM_LABELS = {
     ImportKind.IC_CARD.value: Labels("IC卡", "IC card"),
     ImportKind.NON_IC.value: Labels("非IC卡類憑證", "Non-IC certificate"),
 }
+_MOBILE_RANK = "mobile"
+_MOBILE_FORM = Labels("行動自然人憑證", "Mobile citizen certificate")
+"""The 憑證型態 of a login certificate of card rank ``mobile`` (DESIGN.md §13): no IC card."""
 _LOGIN_KINDS = {
     IssuerCA.MOEACA.value: Labels("工商憑證", "Business certificate"),
     IssuerCA.MOICA.value: Labels("自然人憑證", "Citizen certificate"),
@@ -733,6 +736,8 @@ def _labels(found: CustomsLookupRow) -> tuple[Labels, Labels, Labels]:
     purpose = _PURPOSES[found.purpose]
     if found.purpose == LOGIN:
         kind = _LOGIN_KINDS.get(found.ca, Labels(found.ca, found.ca))
+        if found.card_rank == _MOBILE_RANK:
+            return _MOBILE_FORM, kind, purpose
         return _FORM_LABELS[ImportKind.IC_CARD.value], kind, purpose
     form = _FORM_LABELS.get(found.kind or "", _FORM_LABELS[ImportKind.NON_IC.value])
     if found.ca == IssuerCA.MOEACA.value:

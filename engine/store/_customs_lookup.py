@@ -60,7 +60,8 @@ class CustomsLookupRow(NamedTuple):
 
     ``broker``: a signing certificate entered with a 身分證字號 (whether, never the hash);
     ``der``: signing certificates only (their subject is displayed from it); ``account``: the
-    account's name, login certificates only.
+    account's name, login certificates only; ``card_rank``: the certificate's card rank
+    (``mobile`` for a mobile citizen certificate, DESIGN.md §13).
     """
 
     id: int
@@ -76,6 +77,7 @@ class CustomsLookupRow(NamedTuple):
     status: str
     der: bytes | None
     account: str | None
+    card_rank: str | None = None
 
 
 # -- the statements ------------------------------------------------------------------------------
@@ -94,12 +96,12 @@ _DELETED: ColumnElement[str] = literal_column("'deleted'")
 _LOGIN_COLUMNS = (
     _C.id, _C.purpose, _C.ca, _C.kind, type_coerce(false(), Boolean).label("broker"),
     _C.serial_hex, _C.subject, _C.not_before, _C.not_after, _C.usage_type, _C.status,
-    type_coerce(null(), LargeBinary).label("der"), _A.name.label("account"),
+    type_coerce(null(), LargeBinary).label("der"), _A.name.label("account"), _C.card_rank,
 )  # fmt: skip
 _SIGNING_COLUMNS = (
     _C.id, _C.purpose, _C.ca, _C.kind, _C.national_id_hash.is_not(None).label("broker"),
     _C.serial_hex, _C.subject, _C.not_before, _C.not_after, _C.usage_type, _C.status,
-    _C.der, type_coerce(null(), String).label("account"),
+    _C.der, type_coerce(null(), String).label("account"), _C.card_rank,
 )  # fmt: skip
 
 

@@ -4,12 +4,20 @@ Everything here is test material made on the spot by :class:`engine.testing.pki.
 GRCA-like test root, test MOICA/MOEACA/XCA/GCA CAs and PKCS#12 "cards" whose password is the
 PIN. The demo uses its own SQLite database in its own folder and narrates every step in zh-TW
 and English.
+
+A mock of MOI's TW FidO service (:mod:`engine.testing.twfido`) runs on a loopback port for the
+whole demo, holding two people with a mobile citizen certificate (行動自然人憑證) under the test
+MOICA: one registers in the narration (the mock "phone" approves at once), the other is left for
+the browser (``--serve``). Their IDs and the mock's ``hashed_id_num`` salt are fixed, so every
+run is the same. The PKI is kept in ``FOLDER/pki`` (``swreg twfido mock --pki FOLDER/pki``
+serves people under the same test MOICA later).
 """
 
 from __future__ import annotations
 
 import secrets
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,17 +28,29 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from engine._bootstrap import App, bootstrap
 from engine._errors import SwregError
-from engine._settings import Settings
+from engine._settings import Settings, TwFidoSettings
 from engine.core.workflow import Step
 from engine.services.enrolment import register_with_card
+from engine.services.mobile_id import MobileIdCard
 from engine.services.registration import RegistrationView
+from engine.services.twfido import Ticket, TwFidoClient
 from engine.testing.pki import IssuedCard, TestPKI
+from engine.testing.twfido import TwFidoHolder, TwFidoMock
+from engine.testing.twfido_setup import HolderSpec, mobile_certificate, save_pki
 
 PIN = "123456"
 DEMO_CRL_VALIDITY = timedelta(days=7)
 """The demo CAs' CRLs are valid a week, like GPKI's daily CRLs with a margin (a demo portal
 left running longer refuses cards with ``revocation_unknown``, as a real one would)."""
 Say = Callable[[str], None]
+
+MOBILE_SERVICE_ID = "SWREG-DEMO-SP"
+MOBILE_SALT = b"swreg demo TW FidO salt (TEST)"
+"""The mock's ``hashed_id_num`` salt: fixed, so a demo person's hash is the same every run."""
+MOBILE_NARRATED = HolderSpec("E120206183", "黃志偉")
+"""Registers in the narration with the mobile ID (the mock phone approves at once)."""
+MOBILE_BROWSER = HolderSpec("B220206182", "陳小美")
+"""Left for the browser (``--serve``): type this ID, approve on the mock's control page."""
 
 
 @dataclass(frozen=True)
@@ -40,9 +60,31 @@ class Scenario:
     card: IssuedCard
     answers: dict[str, Any]
     expect: str | None = None  # the refusal code this scenario shows on purpose
+    mobile_id: str | None = None  # signed by this person's phone through TW FidO, not a card
 
 
-def _scenarios(pki: TestPKI) -> list[Scenario]:
+@dataclass(frozen=True)
+class MobileDemo:
+    """The TW FidO mock of the demo and the SP settings that reach it."""
+
+    mock: TwFidoMock
+    settings: TwFidoSettings
+    person: HolderSpec = MOBILE_BROWSER
+
+
+def start_mobile_demo(pki: TestPKI) -> MobileDemo:
+    """The mock on a free loopback port, holding :data:`MOBILE_NARRATED` and
+    :data:`MOBILE_BROWSER` (a fresh SP key: test material)."""
+    key = secrets.token_bytes(32)
+    holders = {
+        person.national_id: TwFidoHolder(mobile_certificate(pki, person))
+        for person in (MOBILE_NARRATED, MOBILE_BROWSER)
+    }
+    mock = TwFidoMock({MOBILE_SERVICE_ID: key}, holders, salt=MOBILE_SALT).start()
+    return MobileDemo(mock, TwFidoSettings(mock.url, MOBILE_SERVICE_ID, key))
+
+
+def _scenarios(pki: TestPKI, mobile: MobileDemo) -> list[Scenario]:
     password = {"password": "Demo2026pass", "password_confirm": "Demo2026pass"}
     company = {
         "consent": True, "email": "contact@demo-trading.example", "contact_name": "陳大文",
@@ -116,6 +158,22 @@ def _scenarios(pki: TestPKI) -> list[Scenario]:
                 **password,
             },
         ),
+        Scenario(
+            "個人 / 一般個人 — with the 行動自然人憑證 (mobile ID) through the TW FidO mock",
+            "person.general",
+            mobile.mock.holders[MOBILE_NARRATED.national_id].card,
+            {
+                "consent": True,
+                "email": "wei@demo.example",
+                "contact_name": MOBILE_NARRATED.name,
+                "national_id": MOBILE_NARRATED.national_id,
+                "birth_date": "1990-07-21",
+                "phone": "0922-333-444",
+                "address": "高雄市前鎮區示範路5號",
+                **password,
+            },
+            mobile_id=MOBILE_NARRATED.national_id,
+        ),
     ]
 
 
@@ -135,11 +193,20 @@ def run_demo(
     )
     speak(f"資料夾 / folder: {folder}")
     pki = TestPKI.create(datetime.now(UTC))
+    save_pki(pki, folder / "pki")
+    mobile = start_mobile_demo(pki)
     settings = Settings.from_env(
-        database_url=f"sqlite:///{folder / 'demo.db'}", secret_key=secrets.token_bytes(32)
+        database_url=f"sqlite:///{folder / 'demo.db'}",
+        secret_key=secrets.token_bytes(32),
+        twfido=mobile.settings,
     )
-    app = bootstrap(settings)
     try:
+        app = bootstrap(settings)
+    except BaseException:
+        mobile.mock.stop()
+        raise
+    try:
+        speak(f"行動自然人憑證模擬服務 / TW FidO mock: {mobile.mock.url} (test PKI in pki/)")
         for anchor in pki.anchors():
             entry = app.trust.add_certificate(pki.der(anchor), actor="demo")
             speak(f"信任 / trust: {entry.subject}")
@@ -148,7 +215,9 @@ def run_demo(
         for crl in pki.published_crls(next_update=pki.now + DEMO_CRL_VALIDITY):
             loaded = app.trust.add_crl(crl.public_bytes(Encoding.DER), actor="demo")
             speak(f"廢止清冊 / CRL: {loaded['issuer']} #{loaded['crl_number']}")
-        results = [_run(app, pki, folder, scenario, speak) for scenario in _scenarios(pki)]
+        results = [
+            _run(app, pki, folder, scenario, speak, mobile) for scenario in _scenarios(pki, mobile)
+        ]
         with app.database.unit_of_work() as uow:
             audit = uow.audit.verify()
         chain = "intact 完整" if audit.ok else "BROKEN"
@@ -156,7 +225,7 @@ def run_demo(
         if serve_port is not None:
             from engine.testing.portal_demo import serve_demo
 
-            serve_demo(app, pki, folder, port=serve_port, say=speak)
+            serve_demo(app, pki, folder, port=serve_port, say=speak, mobile=mobile)
         return {
             "folder": str(folder),
             "database": settings.database_url,
@@ -166,14 +235,20 @@ def run_demo(
         }
     finally:
         app.close()
+        mobile.mock.stop()
 
 
-def _run(app: App, pki: TestPKI, folder: Path, scenario: Scenario, speak: Say) -> dict[str, Any]:
+def _run(
+    app: App, pki: TestPKI, folder: Path, scenario: Scenario, speak: Say, mobile: MobileDemo
+) -> dict[str, Any]:
     speak("")
     speak(f"== {scenario.title}")
-    card_file = folder / f"card-{scenario.card.certificate.serial_number:x}.p12"
-    pki.write_pkcs12(scenario.card, card_file, PIN)
-    speak(f"   卡片 / card: virtual:{card_file.name} (PIN {PIN}, test only)")
+    if scenario.mobile_id is not None:
+        speak(f"   手機 / phone: twfido:{scenario.mobile_id} (模擬服務 / the mock, test only)")
+    else:
+        card_file = folder / f"card-{scenario.card.certificate.serial_number:x}.p12"
+        pki.write_pkcs12(scenario.card, card_file, PIN)
+        speak(f"   卡片 / card: virtual:{card_file.name} (PIN {PIN}, test only)")
     catalog = app.catalog
 
     def narrate(view: RegistrationView) -> None:
@@ -199,7 +274,12 @@ def _run(app: App, pki: TestPKI, folder: Path, scenario: Scenario, speak: Say) -
             )
         elif done == Step.CARD_CHECK:
             found = ", ".join(f"{k}={v}" for k, v in view.identity.items())
-            speak(f"{head} 檢查完畢 / passed (PIN verified on the card, challenge signed): {found}")
+            how = (
+                "the phone signed the challenge"
+                if scenario.mobile_id
+                else "PIN verified on the card, challenge signed"
+            )
+            speak(f"{head} 檢查完畢 / passed ({how}): {found}")
             if view.applicant_type != view.chosen_type:
                 speak(
                     f"       屬性改為 / type resolved to {applicant.labels.zh_tw} "
@@ -216,11 +296,15 @@ def _run(app: App, pki: TestPKI, folder: Path, scenario: Scenario, speak: Say) -
     from readers.virtual import VirtualP12Card
 
     answers = dict(scenario.answers)
-    with VirtualP12Card(card_file) as card:
+    if scenario.mobile_id is not None:
+        opener: Any = _mobile_card(app, mobile, scenario.mobile_id, speak)
+    else:
+        opener = VirtualP12Card(card_file)
+    with opener as card:
         try:
             view = register_with_card(
                 app.registrations, type_code=scenario.type_code, answers=answers, card=card,
-                pin=PIN, actor="demo", on_step=narrate,
+                pin="" if scenario.mobile_id else PIN, actor="demo", on_step=narrate,
             )  # fmt: skip
         except SwregError as error:
             speak(f"   ✗ {error.code}: {error.message('zh-TW')} / {error.message('en')}")
@@ -233,3 +317,15 @@ def _run(app: App, pki: TestPKI, folder: Path, scenario: Scenario, speak: Say) -
                 "expected": scenario.expect == error.code,
             }
     return {"type": view.applicant_type, "ok": True, "account": view.account, "state": view.state}
+
+
+def _mobile_card(app: App, mobile: MobileDemo, national_id: str, speak: Say) -> MobileIdCard:
+    """The person's phone as the card: the demo's SP client to the mock, whose phone approves
+    each ticket as soon as it is shown (so the first poll has the answer)."""
+
+    def phone(ticket: Ticket) -> None:
+        speak(f"   手機 / phone: 票據 / ticket {ticket.sp_ticket_id} — 核准 / approved")
+        mobile.mock.approve(ticket.sp_ticket_id)
+
+    client = TwFidoClient(mobile.settings, now=app.clock.now)
+    return MobileIdCard(client, national_id, app.identifiers, sleep=time.sleep, on_ticket=phone)
