@@ -207,6 +207,8 @@ def test_pages_carry_no_inline_script_or_style(client: TestClient) -> None:
         "card.js",
         "renewal.js",
         "customs.js",
+        "password.js",
+        "mobile.js",
         "style.css",
     ):
         response = client.get(f"/static/{asset}")

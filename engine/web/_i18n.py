@@ -243,6 +243,41 @@ TEXTS: Final[Mapping[str, tuple[str, str]]] = {
         "This page was not opened over https://, so the browser does not let it reach the card "
         "component on your computer. Open the site at its https:// address.",
     ),
+    # 行動自然人憑證 (the mobile citizen certificate, TW FidO; mobile.js, DESIGN.md §13)
+    "bridge_choice": ("驗證方式", "Verify with"),
+    "bridge_card": ("憑證IC卡（讀卡機）", "Certificate card (card reader)"),
+    "bridge_mobile": ("行動自然人憑證", "Mobile citizen certificate"),
+    "mobile_intro": (
+        "請輸入身分證字號後按 [開始驗證]，再以手機上的行動自然人憑證App掃描QR Code"
+        "（或在手機上按 [開啟行動自然人憑證App]），並於App中確認。",
+        "Enter your national ID and press [Start], then scan the QR code with the mobile "
+        "citizen certificate app on your phone (or, on the phone itself, press [Open the "
+        "mobile ID app]) and confirm in the app.",
+    ),
+    "mobile_national_id": ("身分證字號", "National ID"),
+    "mobile_push": ("推播至已綁定的手機", "Send to my phone (bound device)"),
+    "mobile_start": ("開始驗證", "Start"),
+    "mobile_restart": ("重新產生", "Start again"),
+    "mobile_qr_alt": (
+        "請以行動自然人憑證App掃描此QR Code",
+        "Scan this QR code with the mobile citizen certificate app (行動自然人憑證)",
+    ),
+    "mobile_open_app": ("開啟行動自然人憑證App", "Open the mobile ID app"),
+    "mobile_apply": (
+        "若尚未申請行動自然人憑證，請參考申請說明",
+        "No mobile citizen certificate yet? See how to get one",
+    ),
+    "mobile_starting": ("向行動自然人憑證服務申請中…", "Contacting the mobile ID service…"),
+    "mobile_waiting": (
+        "請以行動自然人憑證App掃描QR Code並於App中確認，等待確認中…",
+        "Scan the QR code with the mobile ID app and confirm in the app; waiting…",
+    ),
+    "mobile_waiting_push": (
+        "已推播通知至您已綁定的手機，請於行動自然人憑證App中確認，等待確認中…",
+        "A notification was sent to your bound phone; confirm in the mobile ID app; waiting…",
+    ),
+    "mobile_approved": ("已於手機完成確認", "Confirmed on the phone"),
+    "mobile_time_left": ("剩餘時間 {time}", "Time left {time}"),
     # steps 3, 4
     "step_intro_basic_data": (
         "步驟{n}、填寫 [基本資料] 步驟，填寫完後，請按下 [檢核是否存在] 檢查是否已註冊，"
@@ -401,6 +436,19 @@ SCRIPT_TEXTS: Final = (
     "local_network_denied", "local_network_insecure",
 )  # fmt: skip
 
+MOBILE_SCRIPT_TEXTS: Final = (
+    "mobile_starting", "mobile_waiting", "mobile_waiting_push", "mobile_approved",
+    "mobile_time_left",
+)  # fmt: skip
+"""What mobile.js says by itself (the mobile citizen certificate's waiting state)."""
+MOBILE_CODES: Final = (
+    ErrorCode.INVALID_NATIONAL_ID,
+    ErrorCode.MOBILE_ID_TIMEOUT,
+    ErrorCode.MOBILE_ID_REJECTED,
+    ErrorCode.MOBILE_ID_UNAVAILABLE,
+)
+"""Codes mobile.js may have to word itself (the portal's answers carry their own message)."""
+
 HIPKI_CODE_TEXTS: Final[dict[int, tuple[str, str]]] = {
     0x76000003: ("未輸入待簽訊息", "no data to sign"),
     0x7600000B: ("JSON格式錯誤", "JSON format error"),
@@ -462,6 +510,8 @@ class Translator:
         messages.update({str(code): self.error(code) for code in CARD_CODES})
         messages.update({key: self(key) for key in HIPKI_SCRIPT_TEXTS})
         messages.update({str(code): self.error(code) for code in HIPKI_CARD_CODES})
+        messages.update({key: self(key) for key in MOBILE_SCRIPT_TEXTS})
+        messages.update({str(code): self.error(code) for code in MOBILE_CODES})
         index = 0 if self.language == "zh-TW" else 1
         messages.update({f"hipki_code_{c:08x}": t[index] for c, t in HIPKI_CODE_TEXTS.items()})
         return messages

@@ -18,6 +18,10 @@ the real pcscd through its vpcd driver (``readers.vcard``):
 * ``hipki_portal`` / ``hipki_page`` / ``start_hipki``: for the pages through CHT's HiPKI
   component: the portal with ``SWREG_HIPKI_URL`` at ``hipki_port`` and no agent, a page of it,
   and the component's emulator (:mod:`engine.testing.hipki`) started on that port.
+* ``twfido`` / ``twfido_portal`` / ``twfido_page``: for the mobile citizen certificate: the TW
+  FidO mock (:mod:`engine.testing.twfido`) over real HTTP with 王小明 (``TWFIDO_PERSON``) holding
+  a mobile certificate of the test PKI, the portal with ``SWREG_TWFIDO_*`` pointing at it (no
+  agent), and a page of it (the mock's failure switches are reset after each test).
 
 Every process started here is stopped by PID in its fixture's teardown (with the uvicorn
 workers it forked, found by PID and start time: ``tests/processes.py``).
@@ -25,6 +29,7 @@ workers it forked, found by PID and start time: ``tests/processes.py``).
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 import os
@@ -43,6 +48,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from engine import Settings, bootstrap
 from engine.testing.hipki import HiPKIEmulator, HiPKIReader
 from engine.testing.pki import IssuedCard, TestPKI
+from engine.testing.twfido import TwFidoHolder, TwFidoMock
 from readers import open_card
 from readers.pcsc import wait_for_card
 from readers.vcard import CardThread, PivApplet, RetryState
@@ -270,6 +276,69 @@ def start_hipki(hipki_port: int) -> Iterator[StartHiPKI]:
     yield start
     for emulator in running:
         emulator.stop()
+
+
+# -- the mobile citizen certificate: MOI's TW FidO service (mocked); no agent -------------------
+
+TWFIDO_SERVICE = "SP-SWREG-BROWSER"
+TWFIDO_KEY = bytes(range(64, 96))
+"""The portal's SP service id and AES key at the mock (test material)."""
+TWFIDO_PERSON = "A123456789"
+"""王小明 (PERSON_ANSWERS), who holds a mobile certificate at the module's mock."""
+
+
+@pytest.fixture(scope="module")
+def twfido(pki: TestPKI) -> Iterator[TwFidoMock]:
+    """The TW FidO mock on a free loopback port: one SP (the portal) and 王小明 with a mobile
+    certificate (RSA, MOICA of the test PKI, rank ``mobile``); tests may add holders."""
+    card = pki.issue_person("王小明", TWFIDO_PERSON[-4:], key="rsa", card_rank="mobile")
+    holders = {TWFIDO_PERSON: TwFidoHolder(card)}
+    with TwFidoMock({TWFIDO_SERVICE: TWFIDO_KEY}, holders) as mock:
+        yield mock
+
+
+@pytest.fixture(scope="module")
+def twfido_portal(
+    portal_database: str,
+    portal_ports: tuple[int, int],
+    mailbox: Mailbox,
+    twfido: TwFidoMock,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Portal]:
+    """``swreg serve`` as ``portal``, with ``SWREG_TWFIDO_*`` naming the mock; the agent URL
+    names a port nothing listens on."""
+    port, agent_port = portal_ports
+    origin = f"http://127.0.0.1:{port}"
+    agent_url = f"ws://127.0.0.1:{agent_port}/"
+    log = tmp_path_factory.mktemp("serve-twfido") / "serve.log"
+    process = serve(
+        portal_database, SECRET.hex(), port, log, workers=2,
+        SWREG_AGENT_URL=agent_url,
+        SWREG_TWFIDO_URL=twfido.url,
+        SWREG_TWFIDO_SERVICE_ID=TWFIDO_SERVICE,
+        SWREG_TWFIDO_KEY=base64.b64encode(TWFIDO_KEY).decode("ascii"),
+        SWREG_SMTP_HOST=mailbox.host,
+        SWREG_SMTP_PORT=str(mailbox.port),
+        SWREG_SMTP_TLS="none",
+    )  # fmt: skip
+    try:
+        yield Portal(origin, portal_database, agent_url, agent_port, log)
+    finally:
+        stop_process(process)
+
+
+@pytest.fixture
+def twfido_page(browser: Browser, twfido_portal: Portal, twfido: TwFidoMock) -> Iterator[Page]:
+    """A fresh zh-TW context of the TW FidO portal; afterwards the mock's switches are off."""
+    context = browser.new_context(locale="zh-TW", viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(EXPECT_TIMEOUT_MS)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+        twfido.http_status = None
+        twfido.tamper_checksum = None
+        twfido.hang = False
 
 
 # -- cards -------------------------------------------------------------------------------------
