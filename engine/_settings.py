@@ -28,13 +28,15 @@
                          signs) or ``card,email`` (also a single-use 30-minute link mailed to the
                          account's address)
 ``SWREG_TWFIDO_URL`` / ``_SERVICE_ID`` / ``_KEY`` / ``_TIME_LIMIT`` / ``_HTTP_TIMEOUT`` /
-``_PENDING_CODES``  the TW FidO
+``_PENDING_CODES`` / ``_HINT`` / ``_PUSH``  the TW FidO
                          service of the mobile citizen certificate (DESIGN.md §13): its API's base
                          URL (https, or http for a loopback host), this SP's service id, its
                          32-byte AES key in base64, the seconds a person has to confirm (30–600,
-                         default 180), one request's time limit (default 10 s) and the error
+                         default 180), one request's time limit (default 10 s), the error
                          codes that mean "not answered yet" (default 20002,20003,
-                         SPTKTID_TXNLOG_NF); unset URL: the mobile certificate is not offered
+                         SPTKTID_TXNLOG_NF), every ticket's hint (≤ 64 characters) and ``1`` to
+                         allow a push to the person's bound device (default off); unset URL: the
+                         mobile certificate is not offered
 ``SWREG_RETENTION_DAYS`` days after which ``swreg purge`` deletes the personal data of ended
                          registrations and never-activated accounts (0 to 36500, default 30)
 ``SWREG_TSA_CERTS``      comma-separated files of the RFC 3161 time-stamping authorities whose
@@ -255,6 +257,10 @@ class TwFidoSettings:
     hint: str = ""
     """The ``hint`` of every ticket (``SWREG_TWFIDO_HINT``, at most 64 characters): what the
     phone may show the person about who asks (e.g. 「關港貿單一窗口」; ❓ how the app shows it)."""
+    push: bool = False
+    """Whether a signing may be pushed to the person's bound device (``SWREG_TWFIDO_PUSH=1``).
+    Off by default: anyone who knows a national ID could otherwise make that person's phone
+    ask, unprompted, to approve a login or registration someone else started."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> TwFidoSettings | None:
@@ -282,7 +288,8 @@ class TwFidoSettings:
         hint = (env.get("SWREG_TWFIDO_HINT") or "").strip()
         if len(hint) > TWFIDO_MAX_HINT:
             raise UsageError(detail=f"SWREG_TWFIDO_HINT is at most {TWFIDO_MAX_HINT} characters")
-        return cls(url, service_id, key, int(limit_text), timeout, pending, hint)
+        push = (env.get("SWREG_TWFIDO_PUSH") or "").strip() == "1"
+        return cls(url, service_id, key, int(limit_text), timeout, pending, hint, push)
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ def fido(mobile: IssuedCard, clock: FixedClock) -> Iterator[TwFidoMock]:
 
 @pytest.fixture
 def app(settings: Settings, clock: FixedClock, pki: TestPKI, fido: TwFidoMock) -> Iterator[App]:
-    twfido = TwFidoSettings(fido.url, SERVICE, KEY, 180, timedelta(seconds=5))
+    twfido = TwFidoSettings(fido.url, SERVICE, KEY, 180, timedelta(seconds=5), push=True)
     application = bootstrap(replace(settings, twfido=twfido), clock=clock)
     pki.publish_to(application.trust, actor="test")
     yield application
@@ -183,9 +183,9 @@ def test_a_person_registers_with_the_mobile_id(
     }
     assert row.evidence["identity"]["card_rank"] == "mobile"
 
-    # the same pending id again: spent
+    # the same pending id again: the registration has moved on (and the ticket is spent)
     again = wizard.poll(ticket["pending_id"])
-    assert (again.status_code, error(again)["code"]) == (422, "challenge_expired")
+    assert (again.status_code, error(again)["code"]) == (422, "invalid_transition")
 
     finished = client.post(
         f"/api/registrations/{wizard.id}/step", json=PERSON_ANSWERS, headers=csrf(client)
@@ -339,6 +339,26 @@ def test_a_push_to_the_bound_device(
     fido.approve(only_ticket(fido))
     clock.advance(timedelta(seconds=4))
     assert wizard.poll(started.json()["pending_id"]).json()["status"] == "done"
+
+
+def test_a_push_only_where_the_operator_allows_it(
+    settings: Settings, clock: FixedClock, fido: TwFidoMock
+) -> None:
+    """Off by default (SWREG_TWFIDO_PUSH): whoever knows an ID could otherwise make that
+    person's phone ask, unprompted, to approve what someone else started."""
+    twfido = TwFidoSettings(fido.url, SERVICE, KEY, 180, timedelta(seconds=5))
+    application = bootstrap(replace(settings, twfido=twfido), clock=clock)
+    try:
+        with TestClient(create_app(application)) as browser:
+            refused = begin(browser, "/api/login/mobile-id", national_id=PERSON_ID, push=True)
+            assert (refused.status_code, error(refused)["code"], error(refused)["field"]) == (
+                422, "invalid_value", "push",
+            )  # fmt: skip
+            assert fido.requests == []
+            assert 'id="mobile-push"' not in browser.get("/login").text
+            assert begin(browser, "/api/login/mobile-id", national_id=PERSON_ID).status_code == 200
+    finally:
+        application.close()
 
 
 def test_one_persons_phone_is_asked_at_most_five_times_in_ten_minutes(

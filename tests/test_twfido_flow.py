@@ -17,16 +17,16 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from engine import FixedClock
+from engine import FixedClock, Settings, bootstrap
 from engine._settings import TwFidoSettings
 from engine.cli import app as cli_app
-from engine.services.hashing import IdentifierHasher
-from engine.services.mobile_id import MobileIdCard
+from engine.services.enrolment import register_with_card
+from engine.services.mobile_id import PendingMobileId, Phone
 from engine.services.twfido import TwFidoClient
 from engine.store import Database, Registration
 from engine.testing.pki import IssuedCard, TestPKI
 from engine.testing.twfido import TwFidoHolder, TwFidoMock
-from tests.conftest import PERSON_ANSWERS, PIN, PKI_NOW, SECRET
+from tests.conftest import FAST_ARGON2, PERSON_ANSWERS, PIN, PKI_NOW, SECRET
 
 KEY = bytes(range(32, 64))
 SERVICE = "SP-SWREG"
@@ -137,30 +137,38 @@ def test_a_service_answering_500_is_unavailable(fido: TwFidoMock, clock: FixedCl
     assert code_of(lambda: client.start(PERSON_ID, b"payload")) == "mobile_id_unavailable"
 
 
-def test_the_card_polls_every_four_seconds_until_the_phone_answers(
-    fido: TwFidoMock, mobile: IssuedCard, clock: FixedClock
+def test_the_phone_is_polled_every_four_seconds_until_it_answers(
+    fido: TwFidoMock, mobile: IssuedCard, clock: FixedClock, db_url: str, pki: TestPKI
 ) -> None:
+    """A whole 憑證註冊 with the phone as the CLI runs it (register_with_card with a Phone):
+    the ticket is shown once, and the portal's own pacing is what the CLI waits for."""
+    app = bootstrap(
+        Settings(database_url=db_url, secret_key=SECRET, argon2=FAST_ARGON2, twfido=settings(fido)),
+        clock=clock,
+    )
+    pki.publish_to(app.trust, actor="test")
     slept: list[float] = []
-    shown = []
+    shown: list[PendingMobileId] = []
 
     def sleep(seconds: float) -> None:
         slept.append(seconds)
+        clock.advance(timedelta(seconds=seconds))
         if len(slept) == 2:
-            fido.approve(shown[0].sp_ticket_id)
+            (ticket,) = fido.pending()
+            fido.approve(ticket.sp_ticket_id)
 
-    card = MobileIdCard(
-        TwFidoClient(settings(fido), now=clock.now),
-        PERSON_ID,
-        IdentifierHasher(b"k" * 32),
-        sleep=sleep,
-        on_ticket=shown.append,
-    )
-    with card:
-        card.verify_pin("")
-        signature = card.sign(b"payload")
-        assert card.read_certificate() == mobile.der()
-        assert card.read_chain() == ()
-    assert slept == [4.0, 4.0] and len(shown) == 1 and signature
+    try:
+        view = register_with_card(
+            app.registrations, type_code="person.general", answers=PERSON_ANSWERS,
+            card=Phone(PERSON_ID.lower(), sleep=sleep, on_ticket=shown.append), pin="",
+        )  # fmt: skip
+        assert (view.state, view.account) == ("completed", "ming@example.com")
+        assert slept == [4.0, 4.0] and len(shown) == 1
+        assert shown[0].app_link is not None and shown[0].sp_ticket in shown[0].app_link
+        polls = [r for r in fido.requests if r.operation == "getAthOrSignResult"]
+        assert len(polls) == 2
+    finally:
+        app.close()
 
 
 # -- swreg register --card twfido:ID ----------------------------------------------------------

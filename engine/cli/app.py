@@ -14,7 +14,6 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,7 +21,7 @@ from typing import Annotated, Any
 import segno
 import typer
 
-from engine._bootstrap import App, bootstrap
+from engine._bootstrap import bootstrap
 from engine._errors import (
     EnvironmentProblem,
     ErrorCode,
@@ -53,10 +52,9 @@ from engine.cli.turnkey import turnkey_app
 from engine.cli.twfido import twfido_app
 from engine.cli.workflow import workflow_app
 from engine.services.audit import AuditExport, AuditService
-from engine.services.enrolment import register_with_card
-from engine.services.mobile_id import MobileIdCard
+from engine.services.enrolment import SigningCard, register_with_card
+from engine.services.mobile_id import PendingMobileId, Phone
 from engine.services.registration import RegistrationView
-from engine.services.twfido import Ticket
 
 app = typer.Typer(
     name="swreg",
@@ -218,18 +216,21 @@ def register(
         data = read_answers(answers)
         application = app_for(ctx)
         application.catalog.applicant(type_code)
-        mobile = card.startswith(TWFIDO_SPEC)
-        opener = mobile_id_card(application, card, data) if mobile else open_card(card)
-        with opener as opened:
-            pin = "" if mobile else read_pin(pin_stdin)  # the phone asks for its own
 
-            def remember(view: RegistrationView) -> None:
-                out.result["registration_id"] = view.id
+        def remember(view: RegistrationView) -> None:
+            out.result["registration_id"] = view.id
 
-            view = register_with_card(  # stops where an officer decides (view.awaiting)
+        def enrol(card: SigningCard | Phone, pin: str) -> RegistrationView:
+            return register_with_card(  # stops where an officer decides (view.awaiting)
                 application.registrations, type_code=type_code, answers=data,
-                card=opened, pin=pin, on_step=remember,
+                card=card, pin=pin, on_step=remember,
             )  # fmt: skip
+
+        if card.startswith(TWFIDO_SPEC):
+            view = enrol(mobile_id_card(card), "")  # the phone asks for its own PIN
+        else:
+            with open_card(card) as opened:
+                view = enrol(opened, read_pin(pin_stdin))
         out.result.update(
             account=view.account,
             state=view.state,
@@ -252,20 +253,17 @@ def register(
 TWFIDO_SPEC = "twfido:"
 
 
-def mobile_id_card(application: App, spec: str, answers: Mapping[str, Any]) -> MobileIdCard:
-    """``twfido:NATIONAL_ID``: the configured TW FidO service signs for that person (DESIGN.md
-    §13). The answers' ``national_id`` must be that ID (``identity_mismatch``, before anything
-    is sent); the QR code's text and the app link go to stderr while the phone is awaited."""
-    id_num = spec[len(TWFIDO_SPEC) :].strip().upper()
-    if str(answers.get("national_id", "")).strip().upper() != id_num:
-        raise RefusedError(ErrorCode.IDENTITY_MISMATCH, field="national_id")
+def mobile_id_card(spec: str) -> Phone:
+    """``twfido:NATIONAL_ID``: the configured TW FidO service asks that person's phone
+    (DESIGN.md §13); the QR code and the app link go to stderr while the phone is awaited."""
 
-    def show(ticket: Ticket) -> None:
+    def show(pending: PendingMobileId) -> None:
         print("行動自然人憑證 / mobile ID: 請以App掃描 / scan with the app:", file=sys.stderr)
-        segno.make(ticket.sp_ticket, error="m").terminal(out=sys.stderr, compact=True)
-        print(f"手機 / on the phone: {ticket.app_link()}", file=sys.stderr)
+        if pending.sp_ticket:
+            segno.make(pending.sp_ticket, error="m").terminal(out=sys.stderr, compact=True)
+        print(f"手機 / on the phone: {pending.app_link}", file=sys.stderr)
 
-    return application.mobile_ids.card(id_num, sleep=time.sleep, on_ticket=show)
+    return Phone(spec[len(TWFIDO_SPEC) :], sleep=time.sleep, on_ticket=show)
 
 
 @cert_app.command("inspect")

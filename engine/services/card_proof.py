@@ -10,6 +10,7 @@ verifies in another); :meth:`CardProofs.prove` then checks, in this order::
     the signature over the payload (before any network revocation check, so an answer that
     does not prove the key makes the server ask no one; a revocation already known still
     wins)                                                   signature_invalid
+    a phone's answer (行動自然人憑證): its binding to the ID sent identity_mismatch
     revocation (DESIGN.md §4a)                              certificate_revoked / ..._unknown
 
 What the proven certificate may do (which account it is bound to, and that account's status) is
@@ -28,6 +29,7 @@ from engine.pki.certificate import ParsedCertificate, load_certificate
 from engine.pki.certificate_checks import check_login_certificate, verify_signature
 from engine.pki.revocation import RevocationVerdict, raise_known_revocation
 from engine.services.challenges import ScopedChallenges
+from engine.services.mobile_id import MobileIdBinding
 from engine.services.revocation_checks import RevocationChecker
 from engine.services.trust import TrustService
 from engine.store import Database
@@ -40,10 +42,18 @@ class ProvenCard:
     certificate: ParsedCertificate
     revocation: RevocationVerdict
     at: datetime
+    mobile: MobileIdBinding | None = None
+    """Set when the answer came from the person's phone (TW FidO), not a card."""
 
     @property
     def fingerprint(self) -> str:
         return self.certificate.fingerprint
+
+    @property
+    def bridge(self) -> dict[str, str]:
+        """For the audit: nothing for a card; for a phone, ``bridge: twfido`` and MOI's
+        transaction."""
+        return {} if self.mobile is None else self.mobile.audit()
 
 
 class CardProofs:
@@ -68,8 +78,11 @@ class CardProofs:
         """A fresh single-use challenge (256 random bits) of this flow, bound to ``origin``."""
         return self._challenges.issue(origin=origin)
 
-    def prove(self, response: CardResponse, *, origin: str) -> ProvenCard:
-        """Check the card's answer (module docstring); the proven certificate, else a refusal."""
+    def prove(
+        self, response: CardResponse, *, origin: str, mobile: MobileIdBinding | None = None
+    ) -> ProvenCard:
+        """Check the card's answer (module docstring), or the phone's with its ``mobile``
+        binding; the proven certificate, else a refusal."""
         challenge = self._challenges.consume(response.challenge_id, origin=origin)
         parsed = load_certificate(response.certificate)
         extra = chain_certificates(response.chain)
@@ -84,4 +97,6 @@ class CardProofs:
         except CertificateError:
             raise_known_revocation(check, verdict.chain)
             raise
-        return ProvenCard(parsed, check(verdict.chain), now)
+        if mobile is not None:
+            mobile.check(parsed.identity)
+        return ProvenCard(parsed, check(verdict.chain), now, mobile)

@@ -49,7 +49,12 @@ from engine.services.accounts import (
     token_hash,
 )
 from engine.services.card_proof import CardProofs
-from engine.services.mobile_id import MobileIds, MobileIdSigner, PendingMobileId
+from engine.services.mobile_id import (
+    MobileIdBinding,
+    MobileIds,
+    MobileIdSigner,
+    PendingMobileId,
+)
 from engine.services.revocation_checks import RevocationChecker
 from engine.services.trust import TrustService
 from engine.store import Account, Database, LoginSession, UnitOfWork
@@ -135,17 +140,21 @@ class LoginService:
     ) -> PendingMobileId:
         """憑證登入 with the mobile citizen certificate: a login challenge that TW FidO asks
         ``national_id``'s phone to sign."""
-        return self._mobile.begin(national_id, self.issue_challenge(origin=origin), push=push)
+        return self._mobile.begin(
+            national_id, lambda: self.issue_challenge(origin=origin), push=push
+        )
 
     def collect_mobile_id(
         self, pending_id: str, *, origin: str, actor: str = "web", client: str | None = None
     ) -> LoginResult | None:
-        """The phone's answer to :meth:`begin_mobile_id`, logged in as a card's would be;
-        None while the phone has not answered."""
+        """The phone's answer to :meth:`begin_mobile_id`, logged in as a card's would be (and
+        bound to the ID sent); None while the phone has not answered."""
         answer = self._mobile.collect(pending_id)
         if answer is None:
             return None
-        return self.login(answer.response, origin=origin, actor=actor, client=client)
+        return self.login(
+            answer.response, origin=origin, actor=actor, client=client, mobile=answer.binding
+        )
 
     def login(
         self,
@@ -154,13 +163,15 @@ class LoginService:
         origin: str,
         actor: str = "web",
         client: str | None = None,
+        mobile: MobileIdBinding | None = None,
     ) -> LoginResult:
         """Check the card's answer to a login challenge and open a session (module docstring).
 
         ``client`` is where the session is opened as its owner will see it on the account page
-        (browser, system, masked address; at most :data:`MAX_CLIENT_CHARS` kept).
+        (browser, system, masked address; at most :data:`MAX_CLIENT_CHARS` kept); ``mobile``
+        the binding of a phone's answer (:meth:`collect_mobile_id`).
         """
-        proven = self._proofs.prove(response, origin=origin)
+        proven = self._proofs.prove(response, origin=origin, mobile=mobile)
         now = proven.at
         with self._database.unit_of_work() as uow:  # reads only: the card proves the account
             certificate = uow.certificates.active_login(proven.fingerprint)
@@ -189,6 +200,7 @@ class LoginService:
                     "origin": origin,
                     "session": _session_ref(token_hash(opened.token)),
                     "revocation": proven.revocation.audit(),
+                    **proven.bridge,
                 },
             )
             uow.commit()

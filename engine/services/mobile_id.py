@@ -1,31 +1,35 @@
-"""行動自然人憑證 on the portal: a TW FidO signing under way, between the browser and MOI
-(DESIGN.md §13, DOMAIN.md §4.6).
+"""行動自然人憑證: a TW FidO signing under way, between the person and MOI (DESIGN.md §13,
+DOMAIN.md §4.6).
 
 A flow that a card answers with a signed challenge (the card check of a registration, 憑證登入,
 忘記密碼) may instead have the person's phone sign the same challenge::
 
-    begin(purpose, subject, national_id, challenge)  getSpTicket (or a push) for the challenge's
-                                                      payload → a PendingMobileId: its pending id
-                                                      (the browser's bearer) and the QR code's text
-    collect(pending id, purpose, subject)             at most one question to MOI per 4 s,
-                                                      whoever polls → None while pending, else a
-                                                      MobileIdAnswer: the CardResponse the flow
-                                                      checks like a card's, and the binding
+    begin(purpose, subject, national_id, issue)  the ID checked, the per-person limit counted,
+                                                 the flow's challenge issued, getSpTicket (or a
+                                                 push) for its payload → a PendingMobileId: the
+                                                 pending id (the browser's bearer) and the QR
+                                                 code's text
+    collect(pending id, purpose, subject)        at most one question to MOI per 4 s, whoever
+                                                 polls → None while pending, else a
+                                                 MobileIdAnswer: the CardResponse the flow checks
+                                                 like a card's, and the binding
 
-The ticket is stored (``mobile_id_tickets``) with only the SHA-256 of its pending id, the keyed
-hash of the ID sent and its last four digits, so any worker may answer the next poll. A final
-answer of the service (signed, refused, expired, unreachable, tampered) removes it: a pending id
-is used once. The binding (:class:`MobileIdBinding`) is what ties the phone's certificate to the
-person typed in: the ID typed is the one sent (its keyed hash, compared at 基本資料), the
-certificate's last four ID digits when it carries them, and the service's own answer kept as
-evidence.
+The portal and the CLI (``--card twfido:ID``, :class:`Phone`) both go this way. The ticket is
+stored (``mobile_id_tickets``) with only the SHA-256 of its pending id, the keyed hash of the ID
+sent and its last four digits, so any worker may answer the next poll. A final answer of the
+service (signed, refused, expired, unreachable, tampered) removes it: a pending id is used
+once. The person's time on the phone never outlives the flow's challenge.
+
+The binding (:class:`MobileIdBinding`) ties the phone's certificate to the person typed in: the
+ID typed is the one sent (its keyed hash, compared at 基本資料), the certificate's last four ID
+digits when it carries them (checked by every flow), and the service's answer kept as evidence.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -40,14 +44,16 @@ from engine._errors import (
 )
 from engine._settings import TwFidoSettings
 from engine.core.declarations import CertificateIdentity
-from engine.core.identifiers import is_valid_national_id
+from engine.core.identifiers import ascii_upper, is_valid_national_id, normalize_text
 from engine.pki.card_response import CardResponse, Challenge
 from engine.services.accounts import AccountLimit, AccountLimits, token_hash
 from engine.services.hashing import IdentifierHasher
-from engine.services.twfido import POLL_INTERVAL, MobileSignature, Ticket, TwFidoClient
-from engine.store import Database, MobileIdTicket
+from engine.services.twfido import POLL_INTERVAL, Ticket, TwFidoClient
+from engine.store import Database, MobileIdTicket, UnitOfWork
 
 MAX_NATIONAL_ID_CHARS: Final = 10
+MIN_TIME_LIMIT: Final = 30
+"""The service's shortest ``time_limit`` (seconds)."""
 MOBILE_ID_PERSON_LIMIT: Final = AccountLimit("mobile_id", 5, timedelta(minutes=10))
 """Signings asked of one person's phone, whoever asks (counted before the service is)."""
 _SUBJECT_KIND: Final = "mobile_id_subject"
@@ -81,14 +87,22 @@ class MobileIdBinding:
         if certified is not None and certified != self.id_last4:
             raise CertificateError(ErrorCode.IDENTITY_MISMATCH, field="national_id")
 
-    def evidence(self) -> dict[str, str]:
-        """Kept with the card evidence: how the certificate came, and the service's answer."""
+    def audit(self) -> dict[str, str]:
+        """For an audit row: that the certificate came from the phone, and MOI's transaction
+        (nothing personal)."""
         return {
             "bridge": "twfido",
-            "national_id_hash": self.national_id_hash,
-            "hashed_id_num": self.hashed_id_num,
             "sp_ticket_id": self.sp_ticket_id,
             "transaction_id": self.transaction_id,
+        }
+
+    def evidence(self) -> dict[str, str]:
+        """Kept with a registration's card evidence (purged with it): the audit's facts, the
+        keyed hash of the ID sent and the service's opaque ``hashed_id_num``."""
+        return {
+            **self.audit(),
+            "national_id_hash": self.national_id_hash,
+            "hashed_id_num": self.hashed_id_num,
         }
 
 
@@ -100,8 +114,19 @@ class MobileIdAnswer:
     binding: MobileIdBinding
 
 
+@dataclass(frozen=True, slots=True)
+class Phone:
+    """The person's phone for the CLI's whole 憑證註冊 (``--card twfido:ID``): no PIN (the app
+    asks for its own); ``on_ticket`` shows the QR code's text and the link, ``sleep`` waits
+    between polls."""
+
+    national_id: str
+    sleep: Callable[[float], None]
+    on_ticket: Callable[[PendingMobileId], None] = lambda _pending: None
+
+
 class MobileIdSigner:
-    """Begins TW FidO signings for the portal's flows and collects their answers."""
+    """Begins TW FidO signings for swreg's flows and collects their answers."""
 
     def __init__(
         self,
@@ -117,6 +142,7 @@ class MobileIdSigner:
         self._clock = clock
         self._identifiers = identifiers
         self._limits = limits
+        self._settings = settings
         make = client or (lambda s: TwFidoClient(s, now=clock.now))
         self._client = make(settings) if settings is not None else None
 
@@ -125,22 +151,10 @@ class MobileIdSigner:
         """Whether a TW FidO service is configured (``SWREG_TWFIDO_*``)."""
         return self._client is not None
 
-    def national_id_hash(self, national_id: str) -> str:
-        """The keyed hash an ID is stored and compared under (as 基本資料 stores it)."""
-        return self._identifiers.hash("national_id", national_id)
-
-    def card(
-        self,
-        national_id: str,
-        *,
-        sleep: Callable[[float], None],
-        on_ticket: Callable[[Ticket], None] = lambda _ticket: None,
-    ) -> MobileIdCard:
-        """The person's phone as a card for the CLI's whole 憑證註冊 (:class:`MobileIdCard`)."""
-        client = self._require_client()
-        return MobileIdCard(
-            client, national_id, self._identifiers, sleep=sleep, on_ticket=on_ticket
-        )
+    @property
+    def push_enabled(self) -> bool:
+        """Whether a signing may be pushed to the person's bound device (``SWREG_TWFIDO_PUSH``)."""
+        return self._settings is not None and self._settings.push
 
     def begin(
         self,
@@ -148,21 +162,23 @@ class MobileIdSigner:
         purpose: str,
         subject: str,
         national_id: str,
-        challenge: Challenge,
+        issue: Callable[[], Challenge],
         push: bool = False,
     ) -> PendingMobileId:
-        """Ask the service to have ``national_id``'s phone sign ``challenge`` for ``purpose``
-        (a flow) and ``subject`` (the registration id, the account name, or ""): the ticket."""
-        id_num = _national_id(national_id)
+        """Ask the service to have ``national_id``'s phone sign the challenge ``issue`` makes,
+        for ``purpose`` (a flow) and ``subject`` (the registration id, the account name, or
+        ""): the ticket. Nothing is issued or asked for an ID that cannot be sent."""
+        id_num = national_id_of(national_id)
         client = self._require_client()
+        if push and not self.push_enabled:
+            raise RefusedError(ErrorCode.INVALID_VALUE, field="push", detail="SWREG_TWFIDO_PUSH")
         self._limits.hit(MOBILE_ID_PERSON_LIMIT, id_num)  # nobody's phone is flooded
-        ticket = (
-            client.push(id_num, challenge.payload)
-            if push
-            else client.start(id_num, challenge.payload)
-        )
-        pending_id = secrets.token_urlsafe(32)
+        challenge = issue()
         now = self._clock.now()
+        seconds = self._time_limit(challenge, now)
+        ask = client.push if push else client.start
+        ticket = ask(id_num, challenge.payload, time_limit=seconds)
+        pending_id = secrets.token_urlsafe(32)
         with self._database.unit_of_work() as uow:
             uow.mobile_id_tickets.add(
                 MobileIdTicket(
@@ -170,7 +186,7 @@ class MobileIdSigner:
                     purpose=purpose,
                     subject_hash=self._subject_hash(purpose, subject),
                     challenge_id=challenge.id,
-                    national_id_hash=self.national_id_hash(id_num),
+                    national_id_hash=self._identifiers.hash("national_id", id_num),
                     id_last4=id_num[-4:],
                     sp_ticket_id=ticket.sp_ticket_id,
                     transaction_id=ticket.transaction_id,
@@ -186,39 +202,66 @@ class MobileIdSigner:
 
     def collect(self, pending_id: str, *, purpose: str, subject: str) -> MobileIdAnswer | None:
         """The phone's answer to the ticket ``pending_id`` begun for ``purpose`` and
-        ``subject``; None while it is pending (the service is asked at most once per
-        :data:`POLL_INTERVAL`, however often this is called). Anything final removes the
-        ticket; an unknown or finished one is ``challenge_expired``."""
+        ``subject``; None while it is pending. The service is asked at most once per
+        :data:`POLL_INTERVAL` however often this is called: the caller who claims the poll
+        holds it for the HTTP timeout too, so a slow answer is never asked for twice. Anything
+        final removes the ticket; an unknown or finished one is ``challenge_expired``."""
+        client = self._require_client()
         id_hash = token_hash(pending_id)
         now = self._clock.now()
         with self._database.unit_of_work() as uow:
-            row = uow.mobile_id_tickets.get(id_hash)
-            if row is None or (row.purpose, row.subject_hash) != (
-                purpose,
-                self._subject_hash(purpose, subject),
-            ):
-                raise ChallengeError(ErrorCode.CHALLENGE_EXPIRED, detail="unknown mobile ID ticket")
-            if not uow.mobile_id_tickets.claim_poll(id_hash, now, now + POLL_INTERVAL):
+            row = self._ticket(uow, id_hash, purpose, subject)
+            lease = now + POLL_INTERVAL + client.http_timeout
+            if not uow.mobile_id_tickets.claim_poll(id_hash, now, lease):
                 return None  # asked less than 4 s ago (by this browser or another worker)
             uow.commit()
-            ticket = Ticket("", row.sp_ticket_id, row.transaction_id, row.expires_at)
-            binding = MobileIdBinding(
-                row.national_id_hash, row.id_last4, "", row.sp_ticket_id, row.transaction_id
-            )
             challenge_id = row.challenge_id
+            ticket = Ticket("", row.sp_ticket_id, row.transaction_id, row.expires_at)
+            binding = (row.national_id_hash, row.id_last4, row.sp_ticket_id, row.transaction_id)
         try:
-            answer = self._require_client().poll(ticket)
+            answer = client.poll(ticket)
         except SwregError:
             self._remove(id_hash)
             raise
         if answer is None:
+            self._pace(id_hash, self._clock.now() + POLL_INTERVAL)
             return None
-        if not self._remove(id_hash):  # pragma: no cover - the poll slot is held for 4 s
+        if not self._remove(id_hash):  # pragma: no cover - the poll is held past the timeout
             raise ChallengeError(ErrorCode.CHALLENGE_USED)
+        national_id_hash, id_last4, sp_ticket_id, transaction_id = binding
         return MobileIdAnswer(
             CardResponse(challenge_id, answer.certificate, answer.signature, ()),
-            replace(binding, hashed_id_num=answer.hashed_id_num),
+            MobileIdBinding(
+                national_id_hash, id_last4, answer.hashed_id_num, sp_ticket_id, transaction_id
+            ),
         )
+
+    def discard(self, pending_id: str, *, purpose: str, subject: str) -> None:
+        """Forget the ticket (its flow moved on without it); unknown: nothing."""
+        id_hash = token_hash(pending_id)
+        with self._database.unit_of_work() as uow:
+            row = uow.mobile_id_tickets.get(id_hash)
+            if row is not None and row.subject_hash == self._subject_hash(purpose, subject):
+                uow.mobile_id_tickets.remove(id_hash)
+                uow.commit()
+
+    def _ticket(self, uow: UnitOfWork, id_hash: str, purpose: str, subject: str) -> MobileIdTicket:
+        row = uow.mobile_id_tickets.get(id_hash)
+        expected = (purpose, self._subject_hash(purpose, subject))
+        if row is None or (row.purpose, row.subject_hash) != expected:
+            raise ChallengeError(ErrorCode.CHALLENGE_EXPIRED, detail="unknown mobile ID ticket")
+        return row
+
+    def _time_limit(self, challenge: Challenge, now: datetime) -> int:
+        """The configured time on the phone, never past the challenge's own end."""
+        configured = self._settings.time_limit if self._settings is not None else MIN_TIME_LIMIT
+        left = int((challenge.expires_at - now).total_seconds())
+        return max(MIN_TIME_LIMIT, min(configured, left))
+
+    def _pace(self, id_hash: str, next_poll_at: datetime) -> None:
+        with self._database.unit_of_work() as uow:
+            uow.mobile_id_tickets.pace(id_hash, next_poll_at)
+            uow.commit()
 
     def _remove(self, id_hash: str) -> bool:
         with self._database.unit_of_work() as uow:
@@ -243,98 +286,53 @@ class MobileIds:
         self._signer = signer if signer is not None and signer.enabled else None
         self._purpose = purpose
 
+    @property
+    def enabled(self) -> bool:
+        return self._signer is not None
+
+    @property
+    def push_enabled(self) -> bool:
+        return self._signer is not None and self._signer.push_enabled
+
     def begin(
-        self, national_id: str, challenge: Challenge, *, subject: str = "", push: bool = False
+        self,
+        national_id: str,
+        issue: Callable[[], Challenge],
+        *,
+        subject: str = "",
+        push: bool = False,
     ) -> PendingMobileId:
-        return self._require().begin(
-            purpose=self._purpose, subject=subject, national_id=national_id,
-            challenge=challenge, push=push,
+        return self.require().begin(
+            purpose=self._purpose, subject=subject, national_id=national_id, issue=issue,
+            push=push,
         )  # fmt: skip
 
     def collect(self, pending_id: str, *, subject: str = "") -> MobileIdAnswer | None:
-        return self._require().collect(pending_id, purpose=self._purpose, subject=subject)
+        return self.require().collect(pending_id, purpose=self._purpose, subject=subject)
 
-    def _require(self) -> MobileIdSigner:
+    def discard(self, pending_id: str, *, subject: str = "") -> None:
+        if self._signer is not None:
+            self._signer.discard(pending_id, purpose=self._purpose, subject=subject)
+
+    def require(self) -> MobileIdSigner:
+        """The signer; ``mobile_id_unavailable`` when no TW FidO service is configured."""
         if self._signer is None:
             raise _not_configured()
         return self._signer
 
 
-class MobileIdCard:
-    """The mobile citizen certificate as a card (:class:`~engine.services.enrolment.SigningCard`)
-    for the CLI's whole 憑證註冊: no PIN (the phone asks for its own), ``sign`` starts a ticket
-    for the person ``id_num``, tells ``on_ticket`` (the QR code's text and the app link go to
-    the user) and polls every :data:`POLL_INTERVAL` until the phone answers or the ticket's
-    time ends; the certificate comes with the signature, so it is read after signing."""
-
-    def __init__(
-        self,
-        client: TwFidoClient,
-        id_num: str,
-        identifiers: IdentifierHasher,
-        *,
-        sleep: Callable[[float], None],
-        on_ticket: Callable[[Ticket], None] = lambda _ticket: None,
-    ) -> None:
-        self._client = client
-        self._id_num = _national_id(id_num)
-        self._identifiers = identifiers
-        self._sleep = sleep
-        self._on_ticket = on_ticket
-        self._answer: MobileSignature | None = None
-        self._ticket: Ticket | None = None
-
-    def __enter__(self) -> MobileIdCard:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._answer = None
-
-    def verify_pin(self, pin: str) -> None:
-        """Nothing: the mobile ID app asks for its own PIN or biometrics on the phone."""
-
-    def sign(self, message: bytes) -> bytes:
-        ticket = self._ticket = self._client.start(self._id_num, message)
-        self._on_ticket(ticket)
-        while True:
-            answer = self._client.poll(ticket)
-            if answer is not None:
-                self._answer = answer
-                return answer.signature
-            self._sleep(POLL_INTERVAL.total_seconds())
-
-    def read_certificate(self) -> bytes:
-        if self._answer is None:
-            raise RefusedError(ErrorCode.CARD_ERROR, detail="nothing signed yet")
-        return self._answer.certificate
-
-    def read_chain(self) -> tuple[bytes, ...]:
-        return ()
-
-    @property
-    def binding(self) -> MobileIdBinding | None:
-        """The binding of the answer (the ID sent, the service's answer), once signed."""
-        if self._answer is None or self._ticket is None:
-            return None
-        return MobileIdBinding(
-            self._identifiers.hash("national_id", self._id_num),
-            self._id_num[-4:],
-            self._answer.hashed_id_num,
-            self._ticket.sp_ticket_id,
-            self._ticket.transaction_id,
-        )
+def national_id_of(value: str) -> str:
+    """The ID as it is sent to MOI and hashed: NFKC (a full-width ``Ａ１２３…`` typed with an
+    IME is the same person), ASCII upper case; ``field_required`` / ``invalid_national_id``."""
+    id_num = ascii_upper(normalize_text(value))
+    if not id_num:
+        raise RefusedError(ErrorCode.FIELD_REQUIRED, field="national_id")
+    if len(id_num) > MAX_NATIONAL_ID_CHARS or not is_valid_national_id(id_num):
+        raise RefusedError(ErrorCode.INVALID_NATIONAL_ID, field="national_id")
+    return id_num
 
 
 def _not_configured() -> EnvironmentProblem:
     return EnvironmentProblem(
         ErrorCode.MOBILE_ID_UNAVAILABLE, detail="SWREG_TWFIDO_URL is not configured"
     )
-
-
-def _national_id(value: str) -> str:
-    id_num = value.strip().upper()
-    if not id_num:
-        raise RefusedError(ErrorCode.FIELD_REQUIRED, field="national_id")
-    if len(id_num) > MAX_NATIONAL_ID_CHARS or not is_valid_national_id(id_num):
-        raise RefusedError(ErrorCode.INVALID_NATIONAL_ID, field="national_id")
-    return id_num

@@ -63,7 +63,12 @@ from engine.services.mail import (
     password_reset_notice,
     send_notice,
 )
-from engine.services.mobile_id import MobileIds, MobileIdSigner, PendingMobileId
+from engine.services.mobile_id import (
+    MobileIdBinding,
+    MobileIds,
+    MobileIdSigner,
+    PendingMobileId,
+)
 from engine.services.revocation_checks import RevocationChecker
 from engine.services.trust import TrustService
 from engine.store import Account, AccountToken, Database, UnitOfWork
@@ -145,11 +150,13 @@ class PasswordResetService:
         account: str,
         answers: Mapping[str, Any],
         actor: str = "web",
+        mobile: MobileIdBinding | None = None,
     ) -> PasswordReset:
         """Set the password of ``account`` from ``answers`` (``password``, ``password_confirm``)
-        once the card of ``response`` proved it is the account's (module docstring)."""
+        once the card of ``response`` (or the phone, with its ``mobile`` binding) proved it is
+        the account's (module docstring)."""
         password = validate_form(PasswordFields, answers).password.get_secret_value()
-        proven = self._proofs.prove(response, origin=origin)
+        proven = self._proofs.prove(response, origin=origin, mobile=mobile)
         target = self._bound_account(account, proven)
         self._limits.hit(PASSWORD_RESET_ACCOUNT_LIMIT, target.name)
         new_hash = self._passwords.hash(password)
@@ -167,6 +174,7 @@ class PasswordResetService:
                 "certificate": proven.fingerprint,
                 "origin": origin,
                 "revocation": proven.revocation.audit(),
+                **proven.bridge,
             }
             ended, unlocked = _set_password(uow, row, new_hash, proven.at, evidence, actor=actor)
             uow.commit()
@@ -179,8 +187,12 @@ class PasswordResetService:
         """忘記密碼 with the mobile citizen certificate: a reset challenge that TW FidO asks
         ``national_id``'s phone to sign for ``account``. Whether the account exists, or is that
         person's, is told only once the phone has signed (as with a card)."""
-        challenge = self.issue_challenge(origin=origin)
-        return self._mobile.begin(national_id, challenge, subject=_subject(account), push=push)
+        subject = _subject(account)
+        if not subject:  # nobody's phone is asked for an answer that can only be refused
+            raise RefusedError(ErrorCode.FIELD_REQUIRED, field="account")
+        return self._mobile.begin(
+            national_id, lambda: self.issue_challenge(origin=origin), subject=subject, push=push
+        )
 
     def collect_mobile_id(
         self,
@@ -191,16 +203,17 @@ class PasswordResetService:
         answers: Mapping[str, Any],
         actor: str = "web",
     ) -> PasswordReset | None:
-        """The phone's answer to :meth:`begin_mobile_id`, then :meth:`reset` as with a card's;
-        the new password is checked first, on every poll, so a bad one spends no answer. None
-        while the phone has not answered."""
+        """The phone's answer to :meth:`begin_mobile_id`, then :meth:`reset` as with a card's
+        (and bound to the ID sent); the new password is checked first, on every poll, so a bad
+        one spends no answer. None while the phone has not answered."""
         validate_form(PasswordFields, answers)
         answer = self._mobile.collect(pending_id, subject=_subject(account))
         if answer is None:
             return None
         return self.reset(
-            answer.response, origin=origin, account=account, answers=answers, actor=actor
-        )
+            answer.response, origin=origin, account=account, answers=answers, actor=actor,
+            mobile=answer.binding,
+        )  # fmt: skip
 
     # -- by a mailed link (SWREG_PASSWORD_RESET=card,email) ---------------------------------------
 

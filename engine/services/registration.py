@@ -367,7 +367,7 @@ class RegistrationService:
             evidence = result.evidence(challenge)
             if mobile is not None:
                 evidence["mobile_id"] = mobile.evidence()
-                diff["bridge"] = "twfido"
+                diff.update(mobile.audit())
             registration.evidence = evidence
             registration.certificate_der = parsed.der
             registration.certificate_fingerprint = parsed.fingerprint
@@ -399,36 +399,63 @@ class RegistrationService:
             expires_at=row.expires_at,
         )
 
+    def offers_mobile_id(self, type_code: str) -> bool:
+        """Whether the type's login certificate may be a mobile one (MOICA, rank ``mobile``:
+        the 個人 types) and a TW FidO service is configured."""
+        applicant = self._catalog.applicant(type_code)
+        return self._mobile.enabled and applicant.login.accepts_card(
+            IssuerCA.MOICA, MOBILE_CARD_RANK
+        )
+
     def begin_mobile_id(
         self, registration_id: str, national_id: str, *, push: bool = False,
         actor: str = "cli", secret: Secret = LOCAL,
     ) -> PendingMobileId:  # fmt: skip
         """The card check with the mobile citizen certificate: a challenge for this
-        registration, which TW FidO asks ``national_id``'s phone to sign; for the types whose
-        login certificate may be a mobile one (MOICA, rank ``mobile``: 個人) only, else
-        ``certificate_type_mismatch`` before anything is asked."""
+        registration, which TW FidO asks ``national_id``'s phone to sign. A type whose login
+        certificate cannot be a mobile one is ``certificate_type_mismatch`` before anything is
+        asked."""
         view = self.status(registration_id, actor=actor, secret=secret)
-        applicant = self._catalog.applicant(view.applicant_type)
-        if not applicant.login.accepts_card(IssuerCA.MOICA, MOBILE_CARD_RANK):
-            raise CertificateError(ErrorCode.CERTIFICATE_TYPE_MISMATCH, field="national_id")
-        challenge = self.issue_challenge(registration_id, actor=actor, secret=secret)
-        return self._mobile.begin(national_id, challenge, subject=registration_id, push=push)
+        self.check_mobile_id(view.applicant_type)
+        return self._mobile.begin(
+            national_id,
+            lambda: self.issue_challenge(registration_id, actor=actor, secret=secret),
+            subject=registration_id,
+            push=push,
+        )
 
     def collect_mobile_id(
         self, registration_id: str, pending_id: str, *, actor: str = "cli",
         secret: Secret = LOCAL,
     ) -> RegistrationView | None:  # fmt: skip
         """The phone's answer to :meth:`begin_mobile_id`, checked as :meth:`submit_card` checks a
-        card's (moving on to 基本資料); None while the phone has not answered."""
-        if secret is not LOCAL:  # a stranger learns nothing, and spends no ticket
+        card's (moving on to 基本資料); None while the phone has not answered. A registration
+        no longer at its card check (cancelled, back, moved on, expired) refuses before MOI is
+        asked, and the ticket is forgotten."""
+        try:
             with self._database.unit_of_work() as uow:
-                self._get(uow, registration_id, secret)
+                state = self._load(uow, registration_id, actor, secret=secret).state
+        except WorkflowError as refused:
+            if refused.code is ErrorCode.REGISTRATION_EXPIRED:  # nobody may use the answer
+                self._mobile.discard(pending_id, subject=registration_id)
+            raise
+        if state != Step.CARD_CHECK:
+            self._mobile.discard(pending_id, subject=registration_id)
+            raise WorkflowError(ErrorCode.INVALID_TRANSITION, detail=state)
         answer = self._mobile.collect(pending_id, subject=registration_id)
         if answer is None:
             return None
         return self.submit_card(
             registration_id, answer.response, actor=actor, secret=secret, mobile=answer.binding
         )
+
+    def check_mobile_id(self, type_code: str) -> None:
+        """``mobile_id_unavailable`` without a TW FidO service; ``certificate_type_mismatch``
+        for a type whose login certificate cannot be a mobile one."""
+        self._mobile.require()
+        applicant = self._catalog.applicant(type_code)
+        if not applicant.login.accepts_card(IssuerCA.MOICA, MOBILE_CARD_RANK):
+            raise CertificateError(ErrorCode.CERTIFICATE_TYPE_MISMATCH)
 
     # -- steps 3, 4 and plugin steps: forms ------------------------------------------------------
 

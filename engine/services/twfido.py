@@ -161,20 +161,34 @@ class TwFidoClient:
     def __repr__(self) -> str:  # the key stays out of every repr and log
         return f"TwFidoClient({self._settings.url!r}, {self._settings.service_id!r})"
 
-    def start(self, id_num: str, payload: bytes, *, op_mode: str = "I-SCAN") -> Ticket:
-        """getSpTicket for a SIGN of ``payload`` by the person ``id_num``."""
-        return self._ticket("getSpTicket", id_num, payload, op_mode=op_mode)
+    @property
+    def http_timeout(self) -> timedelta:
+        """How long one question to the service may take."""
+        return self._settings.http_timeout
 
-    def push(self, id_num: str, payload: bytes) -> Ticket:
+    def start(
+        self, id_num: str, payload: bytes, *, op_mode: str = "I-SCAN", time_limit: int | None = None
+    ) -> Ticket:
+        """getSpTicket for a SIGN of ``payload`` by the person ``id_num`` (``time_limit``:
+        seconds on the phone, default the configured ones)."""
+        return self._ticket("getSpTicket", id_num, payload, op_mode, time_limit)
+
+    def push(self, id_num: str, payload: bytes, *, time_limit: int | None = None) -> Ticket:
         """requestAthOrSignPush: the same SIGN, sent to the person's bound device (no
         ``op_mode``; the checksum covers an empty one ❓, DOMAIN.md §4.6)."""
-        return self._ticket("requestAthOrSignPush", id_num, payload, op_mode=None)
+        return self._ticket("requestAthOrSignPush", id_num, payload, None, time_limit)
 
     def _ticket(
-        self, operation: str, id_num: str, payload: bytes, *, op_mode: str | None
+        self,
+        operation: str,
+        id_num: str,
+        payload: bytes,
+        op_mode: str | None,
+        time_limit: int | None,
     ) -> Ticket:
         sign_data = _sign_data(payload)
         hint = self._settings.hint
+        seconds = self._settings.time_limit if time_limit is None else time_limit
         tx = str(uuid.uuid4())
         service = self._settings.service_id
         mode = op_mode or ""
@@ -188,7 +202,7 @@ class TwFidoClient:
             "op_code": "SIGN",
             **({"op_mode": op_mode} if op_mode is not None else {}),
             "hint": hint,
-            "time_limit": str(self._settings.time_limit),
+            "time_limit": str(seconds),
             "sign_info": _sign_info(sign_data),
         }
         started = self._now()
@@ -198,7 +212,7 @@ class TwFidoClient:
         ticket_id = str(result.get("sp_ticket_id") or "")
         if not ticket_id or (op_mode is not None and not ticket):
             raise _unavailable("a ticket answer without a ticket")
-        deadline = started + timedelta(seconds=self._settings.time_limit)
+        deadline = started + timedelta(seconds=seconds)
         return Ticket(ticket, ticket_id, tx, deadline)
 
     def poll(self, ticket: Ticket) -> MobileSignature | None:

@@ -530,6 +530,16 @@ class MobileIdTicketRepository(_Repository):
         )
         return _rowcount(self._session, stmt) == 1
 
+    def pace(self, id_hash: str, next_poll_at: datetime) -> None:
+        """The ticket may be asked for again from ``next_poll_at`` (after a pending answer)."""
+        stmt = (
+            update(MobileIdTicket)
+            .where(MobileIdTicket.id_hash == id_hash)
+            .values(next_poll_at=next_poll_at)
+            .execution_options(synchronize_session="fetch")
+        )
+        self._session.execute(stmt)
+
     def remove(self, id_hash: str) -> bool:
         """Delete the ticket (its answer was taken, or it ended); True only for the one caller
         that removed it."""

@@ -19,6 +19,7 @@ import secrets
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,9 +32,8 @@ from engine._errors import SwregError
 from engine._settings import Settings, TwFidoSettings
 from engine.core.workflow import Step
 from engine.services.enrolment import register_with_card
-from engine.services.mobile_id import MobileIdCard
+from engine.services.mobile_id import PendingMobileId, Phone
 from engine.services.registration import RegistrationView
-from engine.services.twfido import Ticket, TwFidoClient
 from engine.testing.pki import IssuedCard, TestPKI
 from engine.testing.twfido import TwFidoHolder, TwFidoMock
 from engine.testing.twfido_setup import HolderSpec, mobile_certificate, save_pki
@@ -296,14 +296,12 @@ def _run(
     from readers.virtual import VirtualP12Card
 
     answers = dict(scenario.answers)
-    if scenario.mobile_id is not None:
-        opener: Any = _mobile_card(app, mobile, scenario.mobile_id, speak)
-    else:
-        opener = VirtualP12Card(card_file)
+    opener: Any = nullcontext(None) if scenario.mobile_id else VirtualP12Card(card_file)
     with opener as card:
         try:
             view = register_with_card(
-                app.registrations, type_code=scenario.type_code, answers=answers, card=card,
+                app.registrations, type_code=scenario.type_code, answers=answers,
+                card=_phone(mobile, scenario.mobile_id, speak) if scenario.mobile_id else card,
                 pin="" if scenario.mobile_id else PIN, actor="demo", on_step=narrate,
             )  # fmt: skip
         except SwregError as error:
@@ -319,13 +317,13 @@ def _run(
     return {"type": view.applicant_type, "ok": True, "account": view.account, "state": view.state}
 
 
-def _mobile_card(app: App, mobile: MobileDemo, national_id: str, speak: Say) -> MobileIdCard:
-    """The person's phone as the card: the demo's SP client to the mock, whose phone approves
-    each ticket as soon as it is shown (so the first poll has the answer)."""
+def _phone(mobile: MobileDemo, national_id: str, speak: Say) -> Phone:
+    """The person's phone: the mock's phone approves each ticket as soon as it is shown (so
+    the first poll has the answer)."""
 
-    def phone(ticket: Ticket) -> None:
+    def approve(pending: PendingMobileId) -> None:
+        (ticket,) = [t for t in mobile.mock.pending() if t.id_num == national_id]
         speak(f"   手機 / phone: 票據 / ticket {ticket.sp_ticket_id} — 核准 / approved")
         mobile.mock.approve(ticket.sp_ticket_id)
 
-    client = TwFidoClient(mobile.settings, now=app.clock.now)
-    return MobileIdCard(client, national_id, app.identifiers, sleep=time.sleep, on_ticket=phone)
+    return Phone(national_id, sleep=time.sleep, on_ticket=approve)

@@ -15,10 +15,11 @@ with the phone instead of a card. Errors go through the portal's one error mappi
         → {status: "pending", poll_after} | {status: "done", registration | login | reset}
 
 The pending id is the browser's bearer of the signing (for a login it becomes a session): it
-travels in bodies only, never in a URL that access logs keep. A begin asks MOI's service, so it
-counts against the flow's per-client rate limit (and the service against a per-person one); a
-poll asks MOI at most once per 4 s whatever the client does, so it is not counted. The browser
-polls the portal, never MOI.
+travels in bodies only, never in a URL that access logs keep. A begin asks MOI's service and a
+phone, so it counts against a per-client limit (:data:`MOBILE_ID_LIMIT`, every flow together;
+the service adds a per-person one); a poll asks MOI at most once per 4 s whatever the client
+does, so it is not counted. The browser polls the portal, never MOI. ``push`` is refused
+(``invalid_value``) unless ``SWREG_TWFIDO_PUSH`` allows it.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from engine.services.registration import RegistrationView
 from engine.services.twfido import POLL_INTERVAL
 from engine.web._api import ErrorsOut, LoginOut, RegistrationOut
 from engine.web._api_password import PasswordResetOut
-from engine.web._portal import LOGIN_LIMIT, PASSWORD_RESET_LIMIT, STEP_LIMIT
+from engine.web._portal import MOBILE_ID_LIMIT
 from engine.web._registration_secret import registration_secret
 from engine.web._security import set_session_cookie
 from engine.web._shared import PortalDep, actor, limited, off_loop, where_from
@@ -120,7 +121,7 @@ async def registration_mobile_id(
     """Step 2 (憑證檢查) with the mobile ID: a ticket for the person's phone."""
     pending = await limited(
         portal,
-        STEP_LIMIT,
+        MOBILE_ID_LIMIT,
         request,
         portal.registrations.begin_mobile_id,
         registration_id,
@@ -157,7 +158,7 @@ async def login_mobile_id(body: MobileIdIn, request: Request, portal: PortalDep)
     """憑證登入 with the mobile ID: a ticket for the person's phone."""
     pending = await limited(
         portal,
-        LOGIN_LIMIT,
+        MOBILE_ID_LIMIT,
         request,
         portal.logins.begin_mobile_id,
         body.national_id,
@@ -204,7 +205,7 @@ async def password_reset_mobile_id(
     theirs is told once the phone has signed)."""
     pending = await limited(
         portal,
-        PASSWORD_RESET_LIMIT,
+        MOBILE_ID_LIMIT,
         request,
         portal.password_resets.begin_mobile_id,
         body.account,

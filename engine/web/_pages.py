@@ -411,7 +411,8 @@ def _step_page(
             "register_card.html",
             body_data={"registration-id": view.id, "agent-url": portal.settings.agent_url},
             is_person=applicant.category is Category.PERSON,
-            mobile_id_enabled=portal.mobile_id_enabled and applicant.category is Category.PERSON,
+            mobile_id_enabled=portal.registrations.offers_mobile_id(applicant.code),
+            mobile_push_enabled=portal.mobile_push_enabled,
             script_data={"messages": t.script_messages()},
             **common,
         )
@@ -602,6 +603,7 @@ async def login_page(request: Request) -> HTMLResponse:
         title=t("login"),
         body_data={"agent-url": portal.settings.agent_url},
         mobile_id_enabled=portal.mobile_id_enabled,
+        mobile_push_enabled=portal.mobile_push_enabled,
         script_data={"messages": t.script_messages()},
     )
 

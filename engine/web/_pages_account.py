@@ -338,6 +338,7 @@ def _forgot_page(
         account=account,
         by_email=portal.settings.email_password_reset,
         mobile_id_enabled=portal.mobile_id_enabled,
+        mobile_push_enabled=portal.mobile_push_enabled,
         link_sent=link_sent,
         link_error=link_error,
     )

@@ -50,6 +50,8 @@ LOGIN_LIMIT: Final = Limit("login", 20, timedelta(minutes=10))
 ACTIVATE_LIMIT: Final = Limit("activate", 20, timedelta(minutes=10))
 RENEWAL_LIMIT: Final = Limit("renewal", 20, timedelta(minutes=10))
 PASSWORD_RESET_LIMIT: Final = Limit("password_reset", 20, timedelta(minutes=10))
+MOBILE_ID_LIMIT: Final = Limit("mobile_id", 20, timedelta(minutes=10))
+"""Mobile ID signings begun, per client, whatever the flow: each asks MOI and a phone."""
 ACCOUNT_LIMIT: Final = Limit("account", 60, timedelta(minutes=10))
 """The account page's reads and changes, per client (a password change costs two argon2id)."""
 IMPORT_LIMIT: Final = Limit("customs_import", 20, timedelta(minutes=10))
@@ -111,6 +113,11 @@ class Portal:
     def mobile_id_enabled(self) -> bool:
         """Whether the pages offer 行動自然人憑證 (a TW FidO service is configured)."""
         return self.app.mobile_ids.enabled
+
+    @property
+    def mobile_push_enabled(self) -> bool:
+        """Whether the pages offer a push to the person's bound device (``SWREG_TWFIDO_PUSH``)."""
+        return self.app.mobile_ids.push_enabled
 
     @property
     def turnkey(self) -> TurnkeyVerifier:

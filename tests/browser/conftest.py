@@ -317,6 +317,7 @@ def twfido_portal(
         SWREG_TWFIDO_URL=twfido.url,
         SWREG_TWFIDO_SERVICE_ID=TWFIDO_SERVICE,
         SWREG_TWFIDO_KEY=base64.b64encode(TWFIDO_KEY).decode("ascii"),
+        SWREG_TWFIDO_PUSH="1",
         SWREG_SMTP_HOST=mailbox.host,
         SWREG_SMTP_PORT=str(mailbox.port),
         SWREG_SMTP_TLS="none",

@@ -130,7 +130,9 @@
     busy = on;
     start.disabled = on;
     restart.disabled = on;
-    push.disabled = on;
+    if (push) {
+      push.disabled = on;
+    }
     nationalId.readOnly = on;
     if (trigger) {
       trigger.disabled = on;
@@ -228,7 +230,7 @@
       empty[0].focus();
       return;
     }
-    var request = { national_id: id, push: push.checked };
+    var request = { national_id: id, push: Boolean(push && push.checked) };
     if (mode === "reset") {
       account = input("account").value;
       request.account = account;
