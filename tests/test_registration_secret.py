@@ -364,11 +364,17 @@ def test_every_route_under_a_registration_id_asks_for_the_secret(
         if "{registration_id}" in route.path and not route.path.startswith("/api/officer/")
         for method in sorted(route.methods)
     ]
-    assert len(routes) == 11  # 6 API routes and 5 pages (GET and POST of the step page)
+    assert len(routes) == 13  # 8 API routes and 5 pages (GET and POST of the step page)
+    bodies: dict[str, dict[str, Any]] = {
+        "/card": card_body(person_card),
+        "/mobile-id": {"national_id": "A123456789"},  # well-formed: refused for the secret
+        "/mobile-id/poll": {"pending_id": "x" * 43},
+    }
     for path, method in routes:
         url = path.replace("{registration_id}", registration_id)
         if path.startswith("/api/"):
-            body: dict[str, Any] = {"json": card_body(person_card) if url.endswith("/card") else {}}
+            suffix = next((s for s in bodies if url.endswith(s)), None)
+            body: dict[str, Any] = {"json": bodies[suffix] if suffix else {}}
         else:
             body = {"data": {}}
         response = stranger.request(method, url, headers=csrf(stranger), **body)

@@ -400,12 +400,9 @@ class RegistrationService:
         )
 
     def offers_mobile_id(self, type_code: str) -> bool:
-        """Whether the type's login certificate may be a mobile one (MOICA, rank ``mobile``:
-        the 個人 types) and a TW FidO service is configured."""
-        applicant = self._catalog.applicant(type_code)
-        return self._mobile.enabled and applicant.login.accepts_card(
-            IssuerCA.MOICA, MOBILE_CARD_RANK
-        )
+        """Whether the card step of ``type_code`` offers the phone: a TW FidO service is
+        configured and the type's login certificate may be a mobile one (the 個人 types)."""
+        return self._mobile.enabled and self._takes_mobile_certificate(type_code)
 
     def begin_mobile_id(
         self, registration_id: str, national_id: str, *, push: bool = False,
@@ -453,9 +450,13 @@ class RegistrationService:
         """``mobile_id_unavailable`` without a TW FidO service; ``certificate_type_mismatch``
         for a type whose login certificate cannot be a mobile one."""
         self._mobile.require()
-        applicant = self._catalog.applicant(type_code)
-        if not applicant.login.accepts_card(IssuerCA.MOICA, MOBILE_CARD_RANK):
+        if not self._takes_mobile_certificate(type_code):
             raise CertificateError(ErrorCode.CERTIFICATE_TYPE_MISMATCH)
+
+    def _takes_mobile_certificate(self, type_code: str) -> bool:
+        """MOICA, card rank ``mobile`` (DESIGN.md §13), fits the type's login profile."""
+        login = self._catalog.applicant(type_code).login
+        return login.accepts_card(IssuerCA.MOICA, MOBILE_CARD_RANK)
 
     # -- steps 3, 4 and plugin steps: forms ------------------------------------------------------
 
@@ -488,7 +489,7 @@ class RegistrationService:
                     form, answers, applicant=applicant, identity=_identity(registration),
                     locked={k: registration.data[k] for k in registration.locked},
                 )  # fmt: skip
-            self._check_mobile_id(registration, step.plain)
+            self._check_id_sent_to_phone(registration, step.plain)
             account = applicant.account.name({**registration.data, **step.plain})
             if account is not None and uow.accounts.exists(account):  # 用戶姓名已存在
                 raise RefusedError(ErrorCode.ACCOUNT_EXISTS, field=applicant.account.field)
@@ -499,7 +500,9 @@ class RegistrationService:
         self._announce(registration, mail)
         return self._view(registration, holder=holder)
 
-    def _check_mobile_id(self, registration: RegistrationRecord, plain: Mapping[str, Any]) -> None:
+    def _check_id_sent_to_phone(
+        self, registration: RegistrationRecord, plain: Mapping[str, Any]
+    ) -> None:
         """After a mobile ID's card check, the ID typed must be the one its phone was asked
         for (``identity_mismatch``): the certificate holds only its last four digits."""
         sent = ((registration.evidence or {}).get("mobile_id") or {}).get("national_id_hash")

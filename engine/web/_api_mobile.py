@@ -37,7 +37,7 @@ from engine.services.password_reset import PasswordReset
 from engine.services.registration import RegistrationView
 from engine.services.twfido import POLL_INTERVAL
 from engine.web._api import ErrorsOut, LoginOut, RegistrationOut
-from engine.web._api_password import PasswordResetOut
+from engine.web._api_password import NewPasswordIn, PasswordResetOut
 from engine.web._portal import MOBILE_ID_LIMIT
 from engine.web._registration_secret import registration_secret
 from engine.web._security import set_session_cookie
@@ -68,10 +68,8 @@ class PollIn(BaseModel):
     pending_id: str = Field(max_length=64)
 
 
-class ResetPollIn(PollIn):
-    account: str = Field(max_length=256)
-    password: str = Field(max_length=256)
-    password_confirm: str = Field(max_length=256)
+class ResetPollIn(PollIn, NewPasswordIn):
+    """A 忘記密碼 poll carries the account and the new password: both are checked each time."""
 
 
 class MobileIdOut(BaseModel):
@@ -227,7 +225,7 @@ async def password_reset_mobile_id_poll(
         body.pending_id,
         origin=portal.origin,
         account=body.account,
-        answers={"password": body.password, "password_confirm": body.password_confirm},
+        answers=body.answers(),
         actor=actor(request, "api"),
     )
     if done is None:

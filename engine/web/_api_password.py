@@ -36,12 +36,20 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 router = APIRouter(prefix="/api", responses=_ERRORS)
 
 
-class PasswordResetIn(CardIn):
-    """The card's answer to a reset challenge, the account it is for and the new password."""
+class NewPasswordIn(BaseModel):
+    """The account a reset is for and its new password (twice)."""
 
     account: str = Field(max_length=256)
     password: str = Field(max_length=256)
     password_confirm: str = Field(max_length=256)
+
+    def answers(self) -> dict[str, str]:
+        """The new password as the service's form reads it."""
+        return {"password": self.password, "password_confirm": self.password_confirm}
+
+
+class PasswordResetIn(CardIn, NewPasswordIn):
+    """The card's answer to a reset challenge, the account it is for and the new password."""
 
 
 class ResetLinkIn(BaseModel):
@@ -96,7 +104,7 @@ async def password_reset(
             body.response(),
             origin=portal.origin,
             account=body.account,
-            answers={"password": body.password, "password_confirm": body.password_confirm},
+            answers=body.answers(),
             actor=actor(request, "api"),
         )
 
