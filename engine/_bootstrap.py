@@ -22,6 +22,7 @@ from engine.services.accounts import AccountLimits, AccountService
 from engine.services.audit import AuditService
 from engine.services.customs import CustomsCertificateService
 from engine.services.hashing import IdentifierHasher, PasswordHasher
+from engine.services.health import HealthService
 from engine.services.login import LoginService
 from engine.services.mail import Mailer, make_mailer
 from engine.services.mobile_id import MobileIdSigner
@@ -77,6 +78,8 @@ class App:
     """The keyed hash under the server's key: personal IDs, client addresses, CSRF tokens."""
     mobile_ids: MobileIdSigner
     """行動自然人憑證: TW FidO signings under way (DESIGN.md §13)."""
+    health: HealthService
+    """What ``GET /readyz`` answers (DESIGN.md §11)."""
 
     def inspect_certificate(self, data: bytes) -> dict[str, Any]:
         """``swreg cert inspect``: the certificate as the card check sees it."""
@@ -257,6 +260,15 @@ def bootstrap(
         ocsp=ocsp,
         revocation_checks=checker,
         mobile_ids=mobile_ids,
+        health=HealthService(
+            database,
+            clock,
+            trust,
+            mailer,
+            policy=settings.revocation_policy,
+            grace=settings.crl_grace,
+            cas=settings.revocation_cas,
+        ),
     )
 
 

@@ -22,6 +22,8 @@
                          believed (DESIGN.md §11); unset, the socket peer is the client
 ``SWREG_ALLOWED_HOSTS``  comma-separated host names (or ``host:port``) the portal answers besides
                          the public origin's
+``SWREG_METRICS_ALLOW``  comma-separated CIDRs of the clients that may read ``/metrics`` (DESIGN.md
+                         §11; the client as ``SWREG_TRUSTED_PROXIES`` finds it); default loopback
 ``SWREG_SESSION_IDLE`` / ``SWREG_SESSION_MAX``  a login session's idle and absolute limits, as
                          durations (below; a bare integer is seconds; defaults 30m and 8h)
 ``SWREG_PASSWORD_RESET`` how 忘記密碼 proves the account: ``card`` (default: a card bound to it
@@ -94,6 +96,7 @@ MAX_RETENTION_DAYS = 36500
 DEFAULT_FETCH_HOSTS = "*.nat.gov.tw,*.moi.gov.tw"
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+DEFAULT_METRICS_ALLOW = "127.0.0.0/8,::1/128"
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _DURATION = re.compile(r"([0-9]+)([smhd]?)")
@@ -321,6 +324,10 @@ class Settings:
     """Reverse proxies whose ``X-Forwarded-For`` names the client (DESIGN.md §11)."""
     allowed_hosts: tuple[str, ...] = ()
     """Hosts answered besides the public origin's (lower-case; ``host`` or ``host:port``)."""
+    metrics_allow: tuple[IPNetwork, ...] = field(
+        default_factory=lambda: _networks(DEFAULT_METRICS_ALLOW, "SWREG_METRICS_ALLOW")
+    )
+    """The clients that may read ``/metrics`` (``SWREG_METRICS_ALLOW``; loopback by default)."""
     retention_days: int = DEFAULT_RETENTION_DAYS
     """How long the personal data of ended registrations is kept (``swreg purge``)."""
     twfido: TwFidoSettings | None = None
@@ -366,6 +373,9 @@ class Settings:
             session_max=_duration(env, "SWREG_SESSION_MAX", cls.session_max),
             trusted_proxies=_networks(env.get("SWREG_TRUSTED_PROXIES") or ""),
             allowed_hosts=_list(env.get("SWREG_ALLOWED_HOSTS") or "", lower=True),
+            metrics_allow=_networks(
+                env.get("SWREG_METRICS_ALLOW") or DEFAULT_METRICS_ALLOW, "SWREG_METRICS_ALLOW"
+            ),
             retention_days=_retention(env.get("SWREG_RETENTION_DAYS")),
             email_password_reset=_password_reset(env.get("SWREG_PASSWORD_RESET")),
             twfido=TwFidoSettings.from_env(env),
@@ -456,11 +466,11 @@ def _list(text: str, *, lower: bool = False) -> tuple[str, ...]:
     return tuple(item.lower() if lower else item for item in items if item)
 
 
-def _networks(text: str) -> tuple[IPNetwork, ...]:
+def _networks(text: str, name: str = "SWREG_TRUSTED_PROXIES") -> tuple[IPNetwork, ...]:
     try:
         return tuple(ipaddress.ip_network(item, strict=False) for item in _list(text))
     except ValueError as exc:
-        raise UsageError(detail=f"SWREG_TRUSTED_PROXIES holds CIDRs: {exc}") from None
+        raise UsageError(detail=f"{name} holds CIDRs: {exc}") from None
 
 
 def _password_reset(text: str | None) -> bool:

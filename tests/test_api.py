@@ -505,6 +505,12 @@ def test_openapi_lists_the_routes(client: TestClient) -> None:
         ("/api/account/password", "post"),
         ("/api/account/email", "post"),
         ("/api/account/email/confirm", "post"),
+        ("/api/registrations/{registration_id}/mobile-id", "post"),
+        ("/api/registrations/{registration_id}/mobile-id/poll", "post"),
+        ("/api/login/mobile-id", "post"),
+        ("/api/login/mobile-id/poll", "post"),
+        ("/api/password-reset/mobile-id", "post"),
+        ("/api/password-reset/mobile-id/poll", "post"),
     ]:
         assert method in paths[path], path
     assert not any(not p.startswith("/api/") for p in paths)  # pages stay out of the API

@@ -14,6 +14,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -51,6 +52,7 @@ from engine.cli.support import (
 from engine.cli.turnkey import turnkey_app
 from engine.cli.twfido import twfido_app
 from engine.cli.workflow import workflow_app
+from engine.services import metrics
 from engine.services.audit import AuditExport, AuditService
 from engine.services.enrolment import SigningCard, register_with_card
 from engine.services.mobile_id import PendingMobileId, Phone
@@ -519,11 +521,14 @@ def serve(
 
     The portal answers only its public origin's Host (SWREG_PUBLIC_ORIGIN; unset, the address
     and port it listens on)."""
+    import logging
+
     import uvicorn
 
+    from engine._logging import log_config
     from engine.web.asgi import PortalFactory
 
-    with command(False) as out:
+    with command(False):
         configured = _listening_origin(settings(ctx), host, port)
         bootstrap(configured).close()  # migrate once, before the workers start
         typer.echo(f"swreg portal: {configured.public_origin}/ (listening on {host}:{port})")
@@ -535,13 +540,18 @@ def serve(
             workers=workers,
             proxy_headers=False,
             server_header=False,
-            log_level="warning",
+            log_config=log_config(),  # every line JSON once started (engine/_logging.py)
+            access_log=False,  # raw paths hold tokens: engine/web/_request_log.py logs requests
+            log_level="info",
         )
-        if workers > 1:
-            _serve_workers(config)
-        else:
-            uvicorn.Server(config).run()
-        out.say("swreg portal stopped")
+        with metrics.shared_across_workers(workers):  # prometheus-client's multiprocess mode
+            if workers > 1:
+                _serve_workers(config)
+            else:
+                uvicorn.Server(config).run()
+        logging.getLogger("swreg.portal").info(
+            "swreg portal stopped", extra={"event": "portal_stopped"}
+        )
 
 
 def _listening_origin(configured: Settings, host: str, port: int) -> Settings:
@@ -566,9 +576,29 @@ def _serve_workers(config: Any) -> None:
 
     from uvicorn.supervisors import Multiprocess
 
+    class Workers(Multiprocess):
+        """Tells prometheus-client of every worker that is gone (replaced, or at the end)."""
+
+        def _reaping(self, step: Callable[[], None]) -> None:
+            before = {process.pid for process in self.processes}
+            step()
+            for pid in before - {process.pid for process in self.processes}:
+                metrics.worker_exited(pid)
+
+        def handle_signals(self) -> None:
+            self._reaping(super().handle_signals)
+
+        def keep_subprocess_alive(self) -> None:
+            self._reaping(super().keep_subprocess_alive)
+
+        def join_all(self) -> None:
+            super().join_all()
+            for process in self.processes:
+                metrics.worker_exited(process.pid)
+
     listener = config.bind_socket()
     listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    Multiprocess(config, sockets=[listener]).run()
+    Workers(config, sockets=[listener]).run()
 
 
 @app.command()

@@ -33,6 +33,7 @@ from zoneinfo import ZoneInfo
 from engine._errors import EnvironmentProblem, ErrorCode
 from engine._settings import MailSettings
 from engine.core.identifiers import mask_email
+from engine.services import metrics
 
 log = logging.getLogger("swreg.mail")
 
@@ -84,6 +85,7 @@ class SmtpMailer:
         s = self._settings
         return f"SmtpMailer({s.host}:{s.port}, tls={s.tls}, user={'set' if s.user else None})"
 
+    @metrics.mail_delivery
     def send(self, message: EmailMessage) -> None:
         """Deliver ``message``; connection and protocol failures, a server without STARTTLS
         (``starttls``) and a login without TLS → ``EnvironmentProblem`` (``mail_unavailable``)."""
@@ -140,6 +142,7 @@ class OutboxMailer:
     def __repr__(self) -> str:
         return f"OutboxMailer({str(self.folder)!r})"
 
+    @metrics.mail_delivery
     def send(self, message: EmailMessage) -> None:
         """Write ``message``; an unwritable folder → ``EnvironmentProblem``."""
         data = message.as_bytes(policy=policy.SMTP)
@@ -185,6 +188,7 @@ class NullMailer:
         return "NullMailer()"
 
     def send(self, message: EmailMessage) -> None:
+        metrics.mail_dropped()
         log.warning("no mail configured: dropped a message (%s)", message.get("Subject", ""))
 
 

@@ -61,6 +61,7 @@ from engine._settings import FetchHosts
 from engine.pki.certificate import BoundedMemo
 from engine.pki.ocsp import NONCE_BYTES, OcspAnswer, OcspStatus, build_request, read_response
 from engine.pki.revocation import issuer_key
+from engine.services import metrics
 from engine.services.fetching import MAX_OCSP_BYTES, Fetcher, FetchOutcome
 from engine.store import CachedOcsp, Database, OcspCacheRepository, UnitOfWork
 
@@ -295,9 +296,12 @@ class OcspService:
             )
         nonce = secrets.token_bytes(NONCE_BYTES)
         request = build_request(certificate, issuer, nonce=nonce)
+        began = metrics.fetch_started()
         fetched = fetcher.post(url, request, max_bytes=MAX_OCSP_BYTES, timeout=self._timeout)
+        metrics.fetch_took(metrics.OCSP, began)
         issuer_text = _memoized(_ISSUERS, issuer, _issuer_facts)[1]
         if fetched.outcome is not FetchOutcome.FETCHED or fetched.body is None:
+            metrics.fetch_failed(metrics.OCSP)
             detail = fetched.detail or fetched.outcome.value
             self._attempted(url, issuer_text, False, fetched.outcome.value, now)
             return OcspResult(
@@ -316,6 +320,8 @@ class OcspService:
             at=now,
             require_nonce=require_nonce,
         )
+        if answer.problem is not None:  # the answer failed its checks: nothing usable came
+            metrics.fetch_failed(metrics.OCSP)
         result = _from_answer(answer, url, now, max_age)
         with self._database.unit_of_work() as uow:
             if result.cache_until is not None:

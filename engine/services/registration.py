@@ -67,6 +67,7 @@ from engine.core.workflow import (
     advance,
 )
 from engine.pki.card_response import CardResponse, Challenge, check_card_response
+from engine.services import metrics
 from engine.services.accounts import AccountService, ActivationMail
 from engine.services.hashing import IdentifierHasher, PasswordHasher, new_id
 from engine.services.mobile_id import (
@@ -240,6 +241,7 @@ class RegistrationService:
 
     # -- step 1: 申請類別 -------------------------------------------------------------------------
 
+    @metrics.registration_step(Step.CATEGORY.value)
     def start(
         self, type_code: str, *, consent: bool, iot: bool = False, actor: str = "cli",
         origin: str | None = None,
@@ -280,6 +282,7 @@ class RegistrationService:
             )  # fmt: skip
             self._fire(uow, registration, Event.NEXT, actor=actor, new=True)
             uow.commit()
+        metrics.registration_started(applicant.code)
         return replace(self._view(registration), secret=secret)
 
     # -- step 2: 憑證檢查 -------------------------------------------------------------------------
@@ -313,6 +316,7 @@ class RegistrationService:
             uow.commit()
             return challenge
 
+    @metrics.registration_step(Step.CARD_CHECK.value)
     def submit_card(
         self, registration_id: str, response: CardResponse, *, actor: str = "cli",
         secret: Secret = LOCAL, mobile: MobileIdBinding | None = None,
@@ -341,11 +345,12 @@ class RegistrationService:
                 uow.commit()  # only the challenge's consumption (and an expiry) was written
         chosen = self._catalog.applicant(registration.chosen_type)
         snapshot = self._trust.snapshot()
-        result = check_card_response(
-            response, challenge, chosen=chosen, catalog=self._catalog,
-            trust=snapshot.store, at=self._clock.now(),
-            revocation=self._revocation.bound(snapshot),
-        )  # fmt: skip
+        with metrics.card_check():
+            result = check_card_response(
+                response, challenge, chosen=chosen, catalog=self._catalog,
+                trust=snapshot.store, at=self._clock.now(),
+                revocation=self._revocation.bound(snapshot),
+            )  # fmt: skip
         parsed = result.parsed
         if mobile is not None:
             mobile.check(parsed.identity)
@@ -460,6 +465,7 @@ class RegistrationService:
 
     # -- steps 3, 4 and plugin steps: forms ------------------------------------------------------
 
+    @metrics.registration_step()  # named by the registration's step once it is loaded
     def submit(
         self, registration_id: str, answers: Mapping[str, Any], *, actor: str = "cli",
         secret: Secret = LOCAL,
@@ -468,6 +474,7 @@ class RegistrationService:
         holder = secret is not LOCAL
         with self._database.unit_of_work() as uow:
             registration = self._load(uow, registration_id, actor, secret=secret)
+            metrics.at_step(registration.state)
             if self._workflows.get(registration.workflow_hash, uow).awaits_officer(
                 registration.state
             ):
@@ -802,6 +809,7 @@ class RegistrationService:
         (a failure of either is logged; the account exists regardless)."""
         if registration.state != Step.COMPLETED:
             return
+        metrics.registration_completed(registration.applicant_type)
         if mail is not None and self.activations is not None:
             self.activations.deliver_quietly(mail)
         event = RegistrationCompleted(

@@ -59,6 +59,7 @@ from engine._settings import DEFAULT_CA_REVOCATION, CaRevocation, FetchHosts, Re
 from engine.pki.crl import Crl, CrlInfo, CrlRefused, read_crl
 from engine.pki.ocsp import OcspStatus
 from engine.pki.revocation import RevocationIndex, issuer_key
+from engine.services import metrics
 from engine.services.fetching import MAX_CRL_BYTES, Fetcher, FetchOutcome, FetchResult, Validators
 from engine.services.ocsp import OcspResult, OcspService, OcspSource, responder_url
 from engine.services.trust import TrustService, TrustSnapshot
@@ -93,6 +94,10 @@ class SourceOrigin(StrEnum):
 STALE: Final = "stale"
 """The outcome of a source whose CRL was fetched (or 304) and verified but is stale."""
 _SUCCESSES: Final = frozenset({FetchOutcome.FETCHED.value, FetchOutcome.NOT_MODIFIED.value})
+_NOT_SENT: Final = frozenset(
+    {FetchOutcome.HOST_NOT_ALLOWED.value, FetchOutcome.URL_NOT_ALLOWED.value}
+)
+"""Outcomes of a fetch that sent nothing (no duration, no failure in the metrics)."""
 
 _CODES: Final = MappingProxyType(
     {
@@ -550,9 +555,12 @@ class RevocationService:
             kept = uow.fetched_crls.from_source(url)
         if kept is None:
             validators = Validators()  # nothing stored from it: a 304 would prove nothing
+        began = metrics.fetch_started()
         with fetcher.download(
             url, max_bytes=MAX_CRL_BYTES, timeout=timeout or self._timeout, validators=validators
         ) as result:
+            if result.outcome not in _NOT_SENT:
+                metrics.fetch_took(metrics.CRL, began)
             if result.outcome is FetchOutcome.NOT_MODIFIED and kept is not None:
                 return self._finish(url, origin, result.outcome.value, kept, False, result)
             if result.outcome is not FetchOutcome.FETCHED or result.path is None:
@@ -653,6 +661,8 @@ class RevocationService:
 
     def _fail(self, url: str, origin: str, outcome: str, detail: str | None) -> SourceReport:
         """A failed source: reported, its validators dropped (the next run fetches in full)."""
+        if outcome not in _NOT_SENT:
+            metrics.fetch_failed(metrics.CRL)
         with self._database.unit_of_work() as uow:
             uow.crl_sources.record(
                 url,

@@ -51,6 +51,7 @@ from engine.pki.revocation import (
     RevocationVerdict,
     distribution_points,
 )
+from engine.services import metrics
 from engine.services.fetching import FetchOutcome
 from engine.services.ocsp import NO_RESPONDER, OcspResult, OcspService, OcspSource, responder_url
 from engine.services.revocation import RevocationService
@@ -212,6 +213,7 @@ class RevocationChecker:
                     certificate, issuer, snapshot, now, network and good is None
                 )
                 tried.append(found.tried[0])
+            metrics.revocation_answer(kind.value, found.status.value)
             if found.status is RevocationStatus.REVOKED:
                 return replace(found, tried=tuple(tried)), snapshot
             if found.status is RevocationStatus.GOOD and good is None:

@@ -61,6 +61,7 @@ from engine._settings import RevocationPolicy
 from engine.pki.cms import TimestampAuthority, read_signature, timestamp_time
 from engine.pki.revocation import RevocationStatus
 from engine.pki.signatures import SignatureKey
+from engine.services import metrics
 from engine.services.revocation_checks import RevocationChecker
 from engine.services.trust import TrustService, TrustSnapshot
 from engine.store import Certificate, Database, OcspResponse
@@ -132,6 +133,7 @@ class TurnkeyVerifier:
 
     # -- the hot path ------------------------------------------------------------------------
 
+    @metrics.turnkey_verification
     def verify(self, sender: str, message: bytes, signature: bytes | str) -> TurnkeyResult:
         """Verify ``signature`` over ``message`` by one of ``sender``'s signing certificates.
 

@@ -42,7 +42,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -74,6 +75,8 @@ _EMPTY: Mapping[str, Any] = {}
 
 CHAIN_LOCK_KEY = 0x7377_7265_6741_7564
 """The PostgreSQL advisory lock key of the chain (the bytes of ``swregAud``)."""
+
+log = logging.getLogger("swreg.audit")
 
 _TAIL = select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
 _INSERT = insert(cast(Table, AuditEntry.__table__))
@@ -115,6 +118,27 @@ class QueuedEntry:
     seq: int | None = None
     prev_hash: str | None = None
     hash: str | None = None
+
+
+def log_business_events(entries: Sequence[QueuedEntry]) -> None:
+    """One log line per audit row, once its commit succeeded (DESIGN.md §11): every business
+    event passes here. The line names the event, the row's ``seq``, the actor's kind (``web``,
+    ``api``, ``cli``, ``officer``, ``system``: the part before ``:``, never the officer's name or
+    the client's hash) and the registration; never the ``diff``, which holds masked personal
+    data."""
+    for entry in entries:
+        log.info(
+            entry.event,
+            extra={
+                "event": entry.event,
+                "audit_seq": entry.seq,
+                "actor_kind": entry.actor.partition(":")[0],
+                "registration_id": entry.registration_id,
+                "applicant_type": entry.applicant_type,
+                "from_state": entry.from_state,
+                "to_state": entry.to_state,
+            },
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +227,14 @@ class AuditLog:
             entry.hash = prev_hash = fields["hash"] = entry_hash(fields)
             rows.append(fields)
         connection.execute(_INSERT, rows)
-        self._pending.clear()
+        written, self._pending = self._pending, []
+        if not log.isEnabledFor(logging.INFO):  # the CLI and the bench: no line to write
+            return
+        on_commit = getattr(self._scope, "on_commit", None)
+        if on_commit is not None:
+            on_commit(lambda: log_business_events(written))
+        else:
+            log_business_events(written)
 
     def _lock_chain(self) -> Connection:
         """Hold the chain until this transaction ends (see the module docstring).

@@ -37,12 +37,20 @@ from engine.web import (
     _api_password,
     _api_renewal,
     _api_turnkey,
+    _health,
+    _metrics,
     _pages,
     _pages_account,
     _pages_customs,
 )
 from engine.web._i18n import Translator, language_of, page_language
 from engine.web._portal import Portal, error_body, retry_after, status_for
+from engine.web._request_log import (
+    REQUEST_ID_HEADER,
+    RequestLogMiddleware,
+    request_id_of,
+    route_template,
+)
 from engine.web._security import PortalMiddleware, security_headers
 
 __all__ = ["create_app"]
@@ -83,6 +91,8 @@ def create_app(app: App, *, close_on_shutdown: bool = False) -> FastAPI:
     web.include_router(_pages.router)
     web.include_router(_pages_customs.router)
     web.include_router(_pages_account.router)
+    web.include_router(_health.router)
+    web.include_router(_metrics.router)
     web.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     web.add_exception_handler(SwregError, _domain_error)
     web.add_exception_handler(RequestValidationError, _validation_error)
@@ -94,6 +104,8 @@ def create_app(app: App, *, close_on_shutdown: bool = False) -> FastAPI:
         keys=web.state.portal.identifiers,
         on_error=render_error,
     )
+    # Outermost, so that every answer (the refusals of PortalMiddleware too) has its id and line.
+    web.add_middleware(RequestLogMiddleware, trusted_proxies=app.settings.trusted_proxies)
     return web
 
 
@@ -122,7 +134,7 @@ def render_error(request: Request, error: SwregError) -> Response:
     server's log, not for the public.
     """
     if isinstance(error, EnvironmentProblem) and error.detail:
-        logger.warning("%s on %s: %s", error.code, request.url.path, error.detail)
+        logger.warning("%s on %s: %s", error.code, route_template(request.scope), error.detail)
         error = EnvironmentProblem(error.code)
     language = language_of(request) if _wants_json(request) else page_language(request)
     status = status_for(error)
@@ -166,13 +178,21 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
     """Anything unexpected: logged on the server, a short apology for the client."""
-    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    logger.error(
+        "unhandled error on %s %s",
+        request.method,
+        route_template(request.scope),  # never the path: paths hold tokens
+        exc_info=exc,
+        extra={"request_id": request_id_of(request)},  # outside the request's context by now
+    )
     try:
         response = _plain_error(request, 500, ErrorCode.INTERNAL_ERROR, {})
     except Exception:  # even the error page failed: plain text
         response = PlainTextResponse("internal error", status_code=500)
     # This response is made outside the portal middleware, so it adds the headers itself.
     response.headers.update(security_headers(request.app.state.portal.settings))
+    if (request_id := request_id_of(request)) is not None:
+        response.headers[REQUEST_ID_HEADER] = request_id
     return response
 
 

@@ -13,10 +13,18 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from engine._bootstrap import App
-from engine._errors import EnvironmentProblem, ErrorCode, Language, SwregError, UsageError
+from engine._errors import (
+    EnvironmentProblem,
+    ErrorCode,
+    Language,
+    RefusedError,
+    SwregError,
+    UsageError,
+)
 from engine._plugins import Catalog
 from engine._settings import Settings
 from engine.core.workflow import WorkflowDefinition
+from engine.services import metrics
 from engine.services.account_settings import AccountSettingsService
 from engine.services.accounts import AccountService
 from engine.services.customs import CustomsCertificateService
@@ -142,7 +150,11 @@ class Portal:
         """Count one hit of ``client`` (its address) against ``rule``; raises ``rate_limited``
         past it. The key is ``rule:`` and :meth:`client_subject`."""
         key = f"{rule.name}:{self.client_subject(client)}"
-        self.app.limits.hit(key, limit=rule.limit, window=rule.window)
+        try:
+            self.app.limits.hit(key, limit=rule.limit, window=rule.window)
+        except RefusedError:  # rate_limited: the one refusal of a hit
+            metrics.rate_limited(rule.name)
+            raise
 
     def outbox(self) -> OutboxMailer | None:
         """The demo mailer's outbox, when the portal runs in demo mode with one."""
