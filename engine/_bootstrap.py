@@ -15,18 +15,18 @@ from engine._clock import Clock, SystemClock
 from engine._plugins import Catalog, make_plugin_manager
 from engine._settings import Settings
 from engine.core.workflow import WorkflowDefinition, default_definition_source, load_definition
-from engine.pki.certificate import load_certificate
-from engine.pki.certificate_checks import certificate_status, inspect
 from engine.services.account_settings import AccountSettingsService
 from engine.services.accounts import AccountLimits, AccountService
 from engine.services.audit import AuditService
 from engine.services.customs import CustomsCertificateService
 from engine.services.hashing import IdentifierHasher, PasswordHasher
 from engine.services.health import HealthService
+from engine.services.inspection import CertificateInspector
 from engine.services.login import LoginService
 from engine.services.mail import Mailer, make_mailer
 from engine.services.mobile_id import MobileIdSigner
 from engine.services.ocsp import OcspService
+from engine.services.officer_console import OfficerConsole
 from engine.services.officers import OfficerService
 from engine.services.password_reset import PasswordResetService
 from engine.services.rate_limits import RateLimiter
@@ -80,25 +80,14 @@ class App:
     """行動自然人憑證: TW FidO signings under way (DESIGN.md §13)."""
     health: HealthService
     """What ``GET /readyz`` answers (DESIGN.md §11)."""
+    inspector: CertificateInspector
+    """``swreg cert inspect`` (DESIGN.md §9)."""
+    console: OfficerConsole
+    """The officer console at ``/officer`` (DESIGN.md §12)."""
 
     def inspect_certificate(self, data: bytes) -> dict[str, Any]:
         """``swreg cert inspect``: the certificate as the card check sees it."""
-        parsed = load_certificate(data)
-        snapshot = self.trust.snapshot()
-        now = self.clock.now()
-        status, chain = certificate_status(parsed, trust=snapshot.store, at=now)
-        verdict = (
-            None
-            if status == "untrusted"
-            else self.revocation_checks.check(chain, snapshot=snapshot)
-        )
-        return inspect(
-            parsed,
-            status=status,
-            chain=chain,
-            revocation=verdict,
-            accepted_by=self.catalog.accepting(parsed.ca, parsed.identity),
-        )
+        return self.inspector.explain(data)
 
     def close(self) -> None:
         self.ocsp.close()
@@ -195,6 +184,9 @@ def bootstrap(
         origin=settings.cli_origin,
         mobile=mobile_ids,
     )
+    customs = CustomsCertificateService(database, clock, trust, checker, catalog, identifiers)
+    audit = AuditService(database)
+    inspector = CertificateInspector(trust, checker, catalog, clock)
     return App(
         settings=settings,
         identifiers=identifiers,
@@ -209,7 +201,7 @@ def bootstrap(
         accounts=accounts,
         logins=logins,
         limits=RateLimiter(database, clock),
-        customs=CustomsCertificateService(database, clock, trust, checker, catalog, identifiers),
+        customs=customs,
         turnkey=TurnkeyVerifier(
             database,
             clock,
@@ -251,7 +243,7 @@ def bootstrap(
             public_origin=settings.public_origin,
             sender=settings.mail.sender,
         ),
-        audit=AuditService(database),
+        audit=audit,
         retention=RetentionService(
             database, clock, registrations, retention_days=settings.retention_days
         ),
@@ -268,6 +260,22 @@ def bootstrap(
             policy=settings.revocation_policy,
             grace=settings.crl_grace,
             cas=settings.revocation_cas,
+        ),
+        inspector=inspector,
+        console=OfficerConsole(
+            database,
+            clock,
+            trust=trust,
+            revocation_checks=checker,
+            revocation=revocation,
+            registrations=registrations,
+            accounts=accounts,
+            customs=customs,
+            audit=audit,
+            identifiers=identifiers,
+            inspector=inspector,
+            session_ttl=settings.session_ttl,
+            session_max=settings.session_max,
         ),
     )
 

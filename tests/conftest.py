@@ -85,6 +85,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         uses_readers = "vpcd_readers" in getattr(item, "fixturenames", ())
         if uses_readers or path.parent.name == "browser" or path.name in _PCSC_FILES:
             item.add_marker(pytest.mark.pcsc)
+            # Under pytest-xdist (``--dist loadgroup``) one worker runs them all, one at a time:
+            # the vpcd readers are shared.
+            item.add_marker(pytest.mark.xdist_group("pcscd"))
     if ON_POSTGRESQL:
         about_sqlite = [item for item in items if item.get_closest_marker("sqlite_only")]
         if about_sqlite:

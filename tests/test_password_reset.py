@@ -516,7 +516,13 @@ def test_suspend_and_reactivate(app: App, person: IssuedCard, officers: dict[str
     assert refused(lambda: reset(app, person, PERSON)) == "account_suspended"
     [(actor, before, after, diff)] = audit(app, "account_suspended")
     assert (actor, before, after) == ("officer:Lin", ACTIVE, SUSPENDED)
-    assert diff == {"account": "m**g@example.com", "reason": "冒用調查中", "sessions_ended": 1}
+    assert diff == {
+        "account": "m**g@example.com",
+        "reason": "冒用調查中",
+        "certificate": app.officers.get("Lin").fingerprint,
+        "via": "cli",
+        "sessions_ended": 1,
+    }
 
     code, back = run(
         app, "accounts", "reactivate", PERSON, "--officer", "Lin", "--reason", "調查完畢"
@@ -527,7 +533,12 @@ def test_suspend_and_reactivate(app: App, person: IssuedCard, officers: dict[str
     assert log_in(app, person)
     [(actor, before, after, diff)] = audit(app, "account_reactivated")
     assert (actor, before, after) == ("officer:Lin", SUSPENDED, ACTIVE)
-    assert diff == {"account": "m**g@example.com", "reason": "調查完畢"}
+    assert diff == {
+        "account": "m**g@example.com",
+        "reason": "調查完畢",
+        "certificate": app.officers.get("Lin").fingerprint,
+        "via": "cli",
+    }
 
 
 @pytest.mark.parametrize(

@@ -123,6 +123,7 @@ def started(app: App) -> int:
 @pytest.mark.parametrize(
     "value",
     ["F" * 32 + "." + "0" * 32, "T" * 43, new_csrf_token(IdentifierHasher(b"y" * 32))],
+    ids=["zero_mac", "no_mac", "another_servers_token"],  # stable ids: pytest-xdist compares them
 )
 def test_an_attacker_value_in_both_cookie_and_header_is_refused(app: App, value: str) -> None:
     with TestClient(create_app(app)) as stranger:

@@ -34,7 +34,7 @@ from engine.core.identifiers import mask_email, normalize_text
 from engine.core.step_data import masked_diff
 from engine.services.hashing import IdentifierHasher
 from engine.services.mail import Mailer, MailLanguage, activation_message
-from engine.services.officers import ADMIN, OfficerView
+from engine.services.officers import OfficerView, require_admin
 from engine.services.rate_limits import RateLimiter
 from engine.store import Account, Database, UnitOfWork
 
@@ -342,21 +342,25 @@ class AccountService:
                 password_changed_at=account.password_changed_at,
             )
 
-    def suspend(self, name: str, *, officer: OfficerView, reason: str) -> AccountSummary:
+    def suspend(
+        self, name: str, *, officer: OfficerView, reason: str, via: str = "cli"
+    ) -> AccountSummary:
         """停用: an admin officer sets the account ``suspended`` (from ``active`` or ``locked``)
-        and every session of it ends; audited ``account_suspended`` with the reason."""
-        return self._set_suspended(name, True, officer=officer, reason=reason)
+        and every session of it ends; audited ``account_suspended`` with the reason, the
+        officer's certificate and ``via`` (``cli``, ``web:client=…``)."""
+        return self._set_suspended(name, True, officer=officer, reason=reason, via=via)
 
-    def reactivate(self, name: str, *, officer: OfficerView, reason: str) -> AccountSummary:
+    def reactivate(
+        self, name: str, *, officer: OfficerView, reason: str, via: str = "cli"
+    ) -> AccountSummary:
         """An admin officer sets a ``suspended`` account ``active`` again; audited
-        ``account_reactivated`` with the reason. Its old sessions stay ended."""
-        return self._set_suspended(name, False, officer=officer, reason=reason)
+        ``account_reactivated`` like :meth:`suspend`. Its old sessions stay ended."""
+        return self._set_suspended(name, False, officer=officer, reason=reason, via=via)
 
     def _set_suspended(
-        self, name: str, suspended: bool, *, officer: OfficerView, reason: str
+        self, name: str, suspended: bool, *, officer: OfficerView, reason: str, via: str
     ) -> AccountSummary:
-        if officer.role != ADMIN:
-            raise RefusedError(ErrorCode.NOT_AUTHORIZED, field="officer")
+        require_admin(officer)
         reason = normalize_text(reason or "")
         if not reason:
             raise RefusedError(ErrorCode.FIELD_REQUIRED, field="reason")
@@ -377,7 +381,12 @@ class AccountService:
                 )
             previous = account.status
             account.status = SUSPENDED if suspended else ACTIVE
-            diff: dict[str, object] = {**masked_diff({"account": account.name}), "reason": reason}
+            diff: dict[str, object] = {
+                **masked_diff({"account": account.name}),
+                "reason": reason,
+                "certificate": officer.fingerprint,
+                "via": via,
+            }
             if suspended:
                 diff["sessions_ended"] = take_back(uow, account.id, now)
             uow.audit.append(

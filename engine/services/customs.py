@@ -118,6 +118,7 @@ __all__ = [
     "CustomsRow",
     "SignatureCheck",
     "SignedChallenge",
+    "masked_subject",
 ]
 
 IMPORT_MESSAGE = "主憑證匯入成功!"
@@ -540,6 +541,24 @@ class CustomsCertificateService:
             for found in customs_lookup(self._database, kind, value)
         ]
 
+    def of_owner(
+        self, *, ubn: str | None, national_id_hash: str | None, oid: str | None
+    ) -> list[CustomsRow]:
+        """The certificates of an account's owner as 查詢 finds them by its strongest key (the
+        company's UBN, else the person's national ID by its keyed hash, else the OID), every
+        personal value masked (the officer console); none when the account has no such key."""
+        for kind, value in (
+            (CustomsKey.UBN, ubn),
+            (CustomsKey.NATIONAL_ID_HASH, national_id_hash),
+            (CustomsKey.OID, oid),
+        ):
+            if value:
+                return [
+                    _row(found, reveal=False)
+                    for found in customs_lookup(self._database, kind, value)
+                ]
+        return []
+
     def _classify(self, key: str) -> tuple[CustomsKey, str]:
         """The key's kind and the value looked up (a 身分證字號 by its keyed hash only)."""
         if _BROKER_KEY.fullmatch(key):
@@ -694,7 +713,7 @@ def _row(found: CustomsLookupRow, *, reveal: bool) -> CustomsRow:
     account, certificate_subject = found.account, found.subject
     if found.purpose == LOGIN and not reveal:
         account = mask_account_name(account or "")
-        certificate_subject = _masked_subject(certificate_subject)
+        certificate_subject = masked_subject(certificate_subject)
     if found.purpose == LOGIN:
         name = account or ""
         info = f"登入用憑證,使用者帳號{name}, 序號{serial}, 起訖日期:{dates}"
@@ -718,7 +737,7 @@ _PERSONAL_ATTRIBUTES = frozenset(
 _RDN_PART = re.compile(r"((?:[^,+\\]|\\.)+)([,+]|$)")
 
 
-def _masked_subject(subject: str) -> str:
+def masked_subject(subject: str) -> str:
     """An RFC 4514 subject with the values of its personal attributes masked (a citizen's
     name and ID digits): ``CN=王小明,C=TW`` → ``CN=王*明,C=TW``."""
     parts = []

@@ -157,18 +157,18 @@ class OfficerService:
                 uow.commit()
             except IntegrityError as exc:  # a concurrent add of the same name or certificate
                 raise RefusedError(ErrorCode.ALREADY_REGISTERED, field="name") from exc
-            return _view(row)
+            return officer_view(row)
 
     def list(self) -> list[OfficerView]:
         """Every officer, by name."""
         with self._database.unit_of_work() as uow:
             rows = uow.session.scalars(select(Officer).order_by(Officer.name)).all()
-            return [_view(row) for row in rows]
+            return [officer_view(row) for row in rows]
 
     def get(self, name: str) -> OfficerView:
         """One officer by name; ``not_registered`` (name) when not on the list."""
         with self._database.unit_of_work() as uow:
-            return _view(_named(uow, name))
+            return officer_view(_named(uow, name))
 
     def acting(self, name: str) -> OfficerView:
         """The officer acting under ``name`` (a CLI ``--officer``); ``not_authorized`` (field
@@ -176,7 +176,7 @@ class OfficerService:
         service's check (their role)."""
         with self._database.unit_of_work() as uow:
             try:
-                return _view(_named(uow, name))
+                return officer_view(_named(uow, name))
             except RefusedError:
                 raise RefusedError(ErrorCode.NOT_AUTHORIZED, field="officer") from None
 
@@ -186,7 +186,7 @@ class OfficerService:
         now = self._clock.now()
         with self._database.unit_of_work() as uow:
             row = _named(uow, name)
-            view = _view(row)
+            view = officer_view(row)
             uow.session.delete(row)
             uow.audit.append(
                 at=now,
@@ -274,12 +274,19 @@ class OfficerService:
             )
 
 
+def require_admin(officer: OfficerView) -> None:
+    """``not_authorized`` (field ``officer``) unless ``officer`` is an admin: what only admins
+    do (suspend accounts, verify and export the audit log) checks it first."""
+    if officer.role != ADMIN:
+        raise RefusedError(ErrorCode.NOT_AUTHORIZED, field="officer", detail="an admin's action")
+
+
 def _holder(uow: UnitOfWork, token: str | None) -> OfficerView | None:
     """The officer whose current token is ``token`` (looked up by its digest), or None."""
     if token is None or not well_formed(token):
         return None
     row = uow.session.scalar(select(Officer).where(Officer.token_hash == token_digest(token)))
-    return None if row is None else _view(row)
+    return None if row is None else officer_view(row)
 
 
 def _named(uow: UnitOfWork, name: str) -> Officer:
@@ -290,7 +297,8 @@ def _named(uow: UnitOfWork, name: str) -> Officer:
     return row
 
 
-def _view(row: Officer) -> OfficerView:
+def officer_view(row: Officer) -> OfficerView:
+    """An officer row as the services hand it out (no token, no hash)."""
     return OfficerView(
         name=row.name,
         role=row.role,
@@ -312,6 +320,8 @@ __all__ = [
     "IssuedToken",
     "OfficerService",
     "OfficerView",
+    "officer_view",
+    "require_admin",
     "token_digest",
     "well_formed",
 ]

@@ -28,7 +28,7 @@ import hashlib
 import hmac
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from enum import Enum
@@ -571,7 +571,7 @@ class RegistrationService:
     def find(
         self,
         *,
-        state: str | None = None,
+        state: str | Collection[str] | None = None,
         applicant_type: str | None = None,
         limit: int = 100,
     ) -> list[RegistrationView]:
@@ -590,6 +590,14 @@ class RegistrationService:
                 for registration in found
                 if registration.state in ENDINGS or now <= registration.expires_at
             ]
+
+    def awaiting_officers(self, *, limit: int = MAX_LISTED) -> list[RegistrationView]:
+        """The officers' queue: registrations waiting at any officer step (a plugin's step
+        with ``actor="officer"``, wherever a workflow placed it), longest waiting first."""
+        steps = {code for code, spec in self._catalog.steps.items() if spec.actor == OFFICER}
+        if not steps:
+            return []
+        return [view for view in self.find(state=steps, limit=limit) if view.awaiting]
 
     def approve(
         self,

@@ -463,3 +463,20 @@ class Officer(Base):
     token_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
     token_issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     added_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class OfficerSession(Base):
+    """An officer's console login (``/officer``, DESIGN.md §12); only the SHA-256 hex of its
+    cookie token is stored. ``expires_at`` slides forward on every use (never past the absolute
+    limit counted from ``created_at``); removing the officer deletes their sessions."""
+
+    __tablename__ = "officer_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    officer_id: Mapped[int] = mapped_column(
+        ForeignKey("officers.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+

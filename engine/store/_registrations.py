@@ -140,12 +140,19 @@ class RegistrationRepository(_Repository):
         return [_record(row) for row in self._scope.connection().execute(query)]
 
     def find(
-        self, *, state: str | None = None, applicant_type: str | None = None, limit: int = 100
+        self,
+        *,
+        state: str | Collection[str] | None = None,
+        applicant_type: str | None = None,
+        limit: int = 100,
     ) -> list[RegistrationRecord]:
-        """Registrations, longest unchanged first, optionally of one state and type."""
+        """Registrations, longest unchanged first, optionally of one state (or any of several)
+        and of one type."""
         query = _SELECT.order_by(_TABLE.c.updated_at, _TABLE.c.id).limit(limit)
-        if state is not None:
+        if isinstance(state, str):
             query = query.where(_TABLE.c.state == state)
+        elif state is not None:
+            query = query.where(_TABLE.c.state.in_(sorted(state)))
         if applicant_type is not None:
             query = query.where(_TABLE.c.applicant_type == applicant_type)
         return [_record(row) for row in self._scope.connection().execute(query)]

@@ -42,6 +42,7 @@ from engine.web import (
     _pages,
     _pages_account,
     _pages_customs,
+    _pages_officer,
 )
 from engine.web._i18n import Translator, language_of, page_language
 from engine.web._portal import Portal, error_body, retry_after, status_for
@@ -91,6 +92,8 @@ def create_app(app: App, *, close_on_shutdown: bool = False) -> FastAPI:
     web.include_router(_pages.router)
     web.include_router(_pages_customs.router)
     web.include_router(_pages_account.router)
+    web.include_router(_pages_officer.router)
+    web.include_router(_pages_officer.api_router)
     web.include_router(_health.router)
     web.include_router(_metrics.router)
     web.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -31,6 +31,7 @@ from engine.services.customs import CustomsCertificateService
 from engine.services.hashing import IdentifierHasher
 from engine.services.login import LoginService
 from engine.services.mail import OutboxMailer
+from engine.services.officer_console import OfficerConsole
 from engine.services.officers import OfficerService
 from engine.services.password_reset import PasswordResetService
 from engine.services.registration import RegistrationService
@@ -102,6 +103,11 @@ class Portal:
         return self.app.officers
 
     @property
+    def console(self) -> OfficerConsole:
+        """The officer console's services (DESIGN.md §12)."""
+        return self.app.console
+
+    @property
     def customs(self) -> CustomsCertificateService:
         return self.app.customs
 
@@ -166,6 +172,7 @@ class Portal:
 
 _STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.REGISTRATION_NOT_FOUND: 404,
+    ErrorCode.NOT_FOUND: 404,
     ErrorCode.ACCOUNT_EXISTS: 409,
     ErrorCode.ALREADY_REGISTERED: 409,
     ErrorCode.RATE_LIMITED: 429,

@@ -86,6 +86,10 @@ SESSION_COOKIE: Final = "swreg_session"
 SESSION_HOST_COOKIE: Final = "__Host-swreg_session"
 """Its name over https: the prefix keeps a sibling host (``evil.portal.example``) from setting
 it for the portal (cookie tossing: fixing a victim into the attacker's session)."""
+OFFICER_COOKIE: Final = "swreg_officer"
+"""The officer console's session cookie over plain http (SameSite=Strict: no other site's page
+or link ever brings it along)."""
+OFFICER_HOST_COOKIE: Final = "__Host-swreg_officer"
 HIPKI_ORIGINS: Final = ("http://localhost:61161", "http://127.0.0.1:61161")
 UNSAFE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CSRF_EXEMPT_PREFIXES: Final = ("/api/officer/",)
@@ -303,6 +307,33 @@ def set_session_cookie(response: Response, token: str, settings: Settings) -> No
         token,
         httponly=True,
         samesite="lax",
+        secure=secure_cookies(settings),
+        path="/",
+    )
+
+
+def officer_cookie_name(settings: Settings) -> str:
+    """``__Host-swreg_officer`` over https, ``swreg_officer`` over plain http."""
+    return OFFICER_HOST_COOKIE if secure_cookies(settings) else OFFICER_COOKIE
+
+
+def set_officer_cookie(response: Response, token: str, settings: Settings) -> None:
+    """The officer console's session cookie: HttpOnly, SameSite=Strict, Secure over https."""
+    response.set_cookie(
+        officer_cookie_name(settings),
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=secure_cookies(settings),
+        path="/",
+    )
+
+
+def clear_officer_cookie(response: Response, settings: Settings) -> None:
+    response.delete_cookie(
+        officer_cookie_name(settings),
+        httponly=True,
+        samesite="strict",
         secure=secure_cookies(settings),
         path="/",
     )
@@ -661,6 +692,7 @@ __all__ = [
     "SESSION_HOST_COOKIE",
     "PortalMiddleware",
     "allowed_hosts",
+    "clear_officer_cookie",
     "clear_session_cookie",
     "client_address",
     "content_security_policy",
@@ -671,8 +703,10 @@ __all__ = [
     "issued_csrf_token",
     "json_problem",
     "new_csrf_token",
+    "officer_cookie_name",
     "rate_limit_subject",
     "secure_cookies",
     "session_cookie_name",
+    "set_officer_cookie",
     "set_session_cookie",
 ]

@@ -3,7 +3,8 @@
  * The card is read through whichever bridge answers (hipki.js: swreg.Bridge, the swreg card
  * agent first, then CHT's HiPKI component; #agent-missing when neither does).
  * The flow: POST the challenge request → the component verifies the PIN and signs the payload
- * → POST certificate, chain and signature → reload (registration) or go to /account (login).
+ * → POST certificate, chain and signature → reload (registration) or go to /account (login)
+ * or /officer (the officer console's login, data-mode="officer").
  * The PIN goes to the component only; it is never sent to the server.
  */
 (function () {
@@ -27,7 +28,8 @@
   var missing = document.getElementById("agent-missing");
   var detect = document.getElementById("detect-readers");
   var trustButton = document.getElementById("hipki-trust");
-  var trigger = document.getElementById(mode === "login" ? "login" : "next");
+  var loginMode = mode === "login" || mode === "officer";
+  var trigger = document.getElementById(loginMode ? "login" : "next");
   var busy = false;
   var clicked = null;
 
@@ -75,6 +77,9 @@
     if (mode === "login") {
       return { challenge: "/api/login/challenge", submit: "/api/login" };
     }
+    if (mode === "officer") {
+      return { challenge: "/api/console/login/challenge", submit: "/api/console/login" };
+    }
     var base = "/api/registrations/" + encodeURIComponent(registrationId);
     return { challenge: base + "/challenge", submit: base + "/card" };
   }
@@ -121,8 +126,8 @@
       .then(
         function () {
           finished(true);
-          if (mode === "login") {
-            window.location.assign("/account");
+          if (loginMode) {
+            window.location.assign(mode === "officer" ? "/officer" : "/account");
             return;
           }
           setStatus("status_done");
