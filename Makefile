@@ -23,9 +23,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# Two pytest-xdist workers per pass; the tests that share pcscd's vpcd readers run on one of them,
+# one at a time (the xdist_group "pcscd" of tests/conftest.py).
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+
 test: lint typecheck
-	PY=$(PY) scripts/with-pcscd $(PY) -m pytest -q
-	PY=$(PY) scripts/with-pcscd scripts/with-postgres env SWREG_TEST_DATABASE=postgresql $(PY) -m pytest -q
+	PY=$(PY) scripts/with-pcscd $(PYTEST)
+	PY=$(PY) scripts/with-pcscd scripts/with-postgres env SWREG_TEST_DATABASE=postgresql $(PYTEST)
 
 demo: setup
 	PY=$(PY) scripts/with-pcscd $(VENV)/bin/swreg demo --serve
