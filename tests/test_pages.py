@@ -521,6 +521,30 @@ def test_privacy_statement(client: TestClient) -> None:
     assert "資料使用聲明" in privacy.text and privacy.has_id("privacy-statement")
 
 
+@pytest.mark.parametrize("path", ["/", "/register", "/login", "/customs/query", "/officer"])
+def test_every_footer_links_the_accessibility_statement(client: TestClient, path: str) -> None:
+    footer = page(client.get(path)).id("footer-accessibility")
+    assert (footer.get("href"), footer.text) == ("/accessibility", "無障礙聲明")
+
+
+@pytest.mark.parametrize(
+    ("lang", "title", "sections"),
+    [
+        ("zh-TW", "無障礙聲明", ["遵循標準", "如何檢測", "已知限制", "聯絡我們"]),
+        ("en", "Accessibility", ["The standard", "How it is tested", "Known limits", "Contact"]),
+    ],
+)
+def test_the_accessibility_statement(
+    client: TestClient, lang: str, title: str, sections: list[str]
+) -> None:
+    """無障礙聲明 (issue 19): the standard, how it is tested, known limits, whom to contact."""
+    statement = page(client.get("/accessibility", params={"lang": lang}))
+    assert statement.all("h1")[0].text == title
+    assert [h.text for h in statement.all("h2")] == sections
+    assert "WCAG 2.1" in statement.id("a11y-standard").text
+    assert "0800-299-889" in statement.id("a11y-contact").text
+
+
 def test_the_outbox_exists_only_in_demo_mode(client: TestClient) -> None:
     assert client.get("/demo/outbox").status_code == 404
 

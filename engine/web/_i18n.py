@@ -408,6 +408,41 @@ TEXTS: Final[Mapping[str, tuple[str, str]]] = {
         "may ask to see, correct or delete your data under the Personal Data Protection Act; "
         "contact the service centre.",
     ),
+    # accessibility statement (無障礙聲明)
+    "accessibility": ("無障礙聲明", "Accessibility"),
+    "a11y_standard_title": ("遵循標準", "The standard"),
+    "a11y_standard": (
+        "本網站以 WCAG 2.1 AA 等級（我國「網站無障礙規範」所依據之國際標準）為目標設計及測試。",
+        "This site is designed and tested against WCAG 2.1 level AA, the international "
+        "standard Taiwan's Web Accessibility Guidelines follow.",
+    ),
+    "a11y_testing_title": ("如何檢測", "How it is tested"),
+    "a11y_testing": (
+        "每次發布前，自動化測試以 Chromium 瀏覽器開啟各頁面，以 axe-core 檢查無障礙規則，並以鍵盤"
+        "完成註冊、憑證登入與關員審核流程；頁面可縮放，不依賴顏色傳達資訊。",
+        "Before every release, automated tests open the pages in Chromium, check them with "
+        "axe-core and complete the registration, the card login and an officer's approval with "
+        "the keyboard alone; pages can be zoomed and never rely on colour alone.",
+    ),
+    "a11y_limits_title": ("已知限制", "Known limits"),
+    "a11y_limit_card": (
+        "讀取憑證卡需要安裝讀卡機及卡片元件（本網站的讀卡代理程式或中華電信 HiPKI 元件）；"
+        "無法使用讀卡機者，可改用行動自然人憑證或洽服務中心協助。",
+        "Reading a card needs a card reader and a card component (this site's card agent or "
+        "CHT's HiPKI component); if you cannot use a reader, use the mobile citizen "
+        "certificate or ask the service centre for help.",
+    ),
+    "a11y_limit_progress": (
+        "我們持續改善焦點外框的對比、手機版面，以及錯誤訊息的摘要與焦點移動。",
+        "We are still improving the focus outline's contrast, the phone layout, and the error "
+        "summary and focus after a refused form.",
+    ),
+    "a11y_contact_title": ("聯絡我們", "Contact"),
+    "a11y_contact": (
+        "若您在使用本網站時遇到障礙，請洽單一窗口服務中心，我們將協助您完成作業並改善網站。",
+        "If anything on this site gets in your way, contact the Single Window service "
+        "centre: we will help you finish and fix the site.",
+    ),
     # demo outbox, errors
     "outbox": ("示範郵件匣", "Demo outbox"),
     "outbox_empty": ("目前沒有郵件。", "No mail yet."),

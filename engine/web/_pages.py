@@ -277,6 +277,13 @@ async def privacy(request: Request) -> HTMLResponse:
     return render(request, "privacy.html", title=t("privacy"))
 
 
+@router.get("/accessibility", response_class=HTMLResponse)
+async def accessibility(request: Request) -> HTMLResponse:
+    """無障礙聲明: the standard followed, how it is tested, known limits, whom to contact."""
+    t = translator(request)
+    return render(request, "accessibility.html", title=t("accessibility"))
+
+
 # 憑證更換作業 (/renewal) is in _pages_customs, with the other card-signed pages.
 
 
