@@ -6,7 +6,12 @@ by a trusted CA certificate; a host outside ``SWREG_FETCH_HOSTS``; two refreshes
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import pty
+import subprocess
+import sys
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -22,7 +27,8 @@ from typer.testing import CliRunner
 from engine import App, FixedClock, IssuerCA, bootstrap
 from engine._settings import FetchHosts
 from engine.cli import app as cli_app
-from engine.services.revocation import RevocationService
+from engine.cli.progress import CliProgress
+from engine.services.revocation import RevocationService, SourceReport
 from engine.testing.http_server import LocalHTTPServer
 from engine.testing.pki import TestPKI
 
@@ -396,3 +402,84 @@ def test_two_refreshes_at_once_store_one_crl(
     finally:
         first.close()
         second.close()
+
+
+# -- progress (issue 19 item 7) ------------------------------------------------------------------
+
+
+def test_refresh_tells_each_crls_bytes_and_entries_on_stderr(
+    swreg: Swreg, server: LocalHTTPServer, pki: TestPKI
+) -> None:
+    """Not a terminal (cron, a pipe) and ``--json``: plain lines on stderr, the one JSON
+    object alone on stdout."""
+    crl = der(pki.crl(IssuerCA.MOICA, [pki.issue_person(), pki.issue_person()], number=3))
+    server.serve(PATH, crl, etag='"v3"')
+    url = server.url(PATH)
+    assert swreg("crl", "source", "add", url)[0] == 0
+
+    result = CliRunner().invoke(cli_app, ["revocation", "refresh", "--json"], env=swreg.env)
+
+    [source] = json.loads(result.stdout)["sources"]
+    assert (source["entries"], source["bytes"]) == (2, len(crl))
+    assert result.stderr.splitlines() == [
+        f"… {url}",
+        f"✓ {url}: fetched, {len(crl):,} B, 2 entries",
+    ]
+    _, out = swreg("revocation", "refresh")  # 304: nothing downloaded, nothing counted
+    assert (out["sources"][0]["outcome"], out["sources"][0]["bytes"]) == ("not_modified", None)
+
+
+def test_refresh_on_a_terminal_draws_a_progress_bar(
+    swreg: Swreg, server: LocalHTTPServer, pki: TestPKI
+) -> None:
+    """stderr a terminal (a pseudo-terminal here): rich draws the bar, then the outcome."""
+    crl = der(pki.crl(IssuerCA.MOICA, [pki.issue_person()], number=4))
+    server.serve(PATH, crl)
+    url = server.url(PATH)
+    assert swreg("crl", "source", "add", url)[0] == 0
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "swreg"), "revocation", "refresh"],
+            env={**swreg.env, "COLUMNS": "200", "TERM": "xterm"},
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            timeout=120,
+            check=False,
+        )
+        os.close(follower)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal closed: all read
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    finally:
+        os.close(leader)
+    assert done.returncode == 0, drawn
+    screen = drawn.decode("utf-8", "replace")
+    assert "\x1b[" in screen  # drawn with terminal control sequences, not plain lines
+    assert f"{url}: fetched, {len(crl):,} B, 1 entries" in screen
+    assert "✓ " + url not in screen  # the plain line is for non-terminals only
+    assert url in done.stdout.decode()  # the summary stays on stdout
+
+
+def test_plain_progress_prints_a_line_per_eight_mebibytes() -> None:
+    """A large CRL in a log: a line when it starts, one per 8 MiB, one when it ends."""
+    stream = io.StringIO()
+    url = "http://127.0.0.1/big.crl"
+    mib = 1024 * 1024
+    with CliProgress(as_json=False, stream=stream) as progress:
+        progress.begin(url)
+        for size in (3 * mib, 7 * mib, 8 * mib, 12 * mib, 16 * mib, 17 * mib):
+            progress.received(url, size)
+        progress.end(SourceReport(url, "manual", "fetched", fresh=True, entries=10, size=17 * mib))
+    assert stream.getvalue().splitlines() == [
+        f"… {url}",
+        f"… {url}: 8.0 MiB",
+        f"… {url}: 16.0 MiB",
+        f"✓ {url}: fetched, 17.0 MiB, 10 entries",
+    ]

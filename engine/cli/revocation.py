@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from engine.cli.progress import CliProgress
 from engine.cli.support import JsonOption, app_for, command
 
 source_app = typer.Typer(help="CRL distribution points (憑證廢止清冊來源).", no_args_is_help=True)
@@ -49,9 +50,10 @@ def source_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
 @revocation_app.command("refresh")
 def refresh(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Fetch every known CRL (conditional GET), verify and store it; renew the OCSP answers
-    of registered signing certificates. 更新憑證廢止清冊與簽章憑證的 OCSP 狀態。"""
-    with command(as_json) as out:
-        report = app_for(ctx).revocation.refresh(actor="cli")
+    of registered signing certificates. Progress goes to stderr: a bar on a terminal, plain
+    lines otherwise. 更新憑證廢止清冊與簽章憑證的 OCSP 狀態。"""
+    with command(as_json) as out, CliProgress(as_json=as_json) as progress:
+        report = app_for(ctx).revocation.refresh(actor="cli", progress=progress)
         out.result["sources"] = [s.as_dict() for s in report.sources]
         out.result["ocsp"] = [o.as_dict() for o in report.ocsp]
         for s in report.sources:

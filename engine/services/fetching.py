@@ -235,17 +235,19 @@ class Fetcher:
         timeout: float | timedelta,
         validators: Validators = Validators(),
         directory: Path | None = None,
+        on_bytes: Callable[[int], object] | None = None,
     ) -> Iterator[FetchResult]:
         """GET ``url`` into a temporary file (mode 0600, in ``directory`` or the system's
         temporary folder): ``result.path`` while the ``with`` block runs, removed after it.
-        On any outcome but ``fetched`` no file is left and ``path`` is ``None``."""
+        On any outcome but ``fetched`` no file is left and ``path`` is ``None``. ``on_bytes``
+        is told the bytes received so far after each chunk (a progress bar)."""
         handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed and removed below
             prefix="swreg-fetch-", suffix=".part", dir=directory, delete=False
         )
         path = Path(handle.name)
         try:
             result = self._request(
-                "GET", url, None, max_bytes, timeout, validators, _writer(handle)
+                "GET", url, None, max_bytes, timeout, validators, _writer(handle, on_bytes)
             )
             handle.close()
             if result.outcome is FetchOutcome.FETCHED:
@@ -384,9 +386,19 @@ def _tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context(verify=True, trust_env=False)
 
 
-def _writer(handle: IO[bytes]) -> _Sink:
+def _writer(handle: IO[bytes], on_bytes: Callable[[int], object] | None) -> _Sink:
     os.chmod(handle.name, 0o600)
-    return handle.write
+    if on_bytes is None:
+        return handle.write
+    received = 0
+
+    def write(chunk: bytes) -> None:
+        nonlocal received
+        handle.write(chunk)
+        received += len(chunk)
+        on_bytes(received)
+
+    return write
 
 
 def _remaining(deadline: float) -> float:

@@ -44,11 +44,12 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import partial
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -165,6 +166,10 @@ class SourceReport:
     this_update: datetime | None = None
     next_update: datetime | None = None
     error: str | None = None
+    entries: int | None = None
+    """The entries of the CRL this run downloaded and verified (None when it downloaded none)."""
+    size: int | None = None
+    """The bytes this run downloaded from the source (None when it downloaded nothing)."""
 
     @property
     def ok(self) -> bool:
@@ -181,6 +186,8 @@ class SourceReport:
             "next_update": _iso(self.next_update),
             "fresh": self.fresh,
             "error": self.error,
+            "entries": self.entries,
+            "bytes": self.size,
         }
 
     def refusal(self) -> RefusedError:
@@ -312,6 +319,33 @@ class CrlStatus:
             "entries": self.entries,
             "fresh": self.fresh,
         }
+
+
+class RefreshProgress(Protocol):
+    """What :meth:`RevocationService.refresh` tells whoever watches it (the CLI's progress bar
+    or lines), source by source."""
+
+    def begin(self, url: str) -> None:
+        """The download of ``url`` starts."""
+
+    def received(self, url: str, size: int) -> None:
+        """``size`` bytes of ``url`` arrived so far."""
+
+    def end(self, report: SourceReport) -> None:
+        """``url`` is done: fetched and verified (with its entries), not modified, or failed."""
+
+
+class _Unwatched:
+    """No one watches: every event is dropped."""
+
+    def begin(self, url: str) -> None:
+        pass
+
+    def received(self, url: str, size: int) -> None:
+        pass
+
+    def end(self, report: SourceReport) -> None:
+        pass
 
 
 FetcherFactory = Callable[[FetchHosts], Fetcher]
@@ -460,8 +494,12 @@ class RevocationService:
 
     # -- refresh -------------------------------------------------------------------------------
 
-    def refresh(self, *, actor: str = "cli") -> RefreshReport:
-        """Re-request every source (see the module docstring); never raises for a source."""
+    def refresh(
+        self, *, actor: str = "cli", progress: RefreshProgress | None = None
+    ) -> RefreshReport:
+        """Re-request every source (see the module docstring); never raises for a source.
+        ``progress`` hears of each source as it downloads (bytes) and ends (its report)."""
+        watcher = progress or _Unwatched()
         snapshot = self._trust.snapshot()
         candidates = [*snapshot.store.anchors, *snapshot.store.intermediates]
         now = self._clock.now()
@@ -477,9 +515,12 @@ class RevocationService:
         with self._fetcher(self._hosts) as fetcher:
             for url, origin, etag, last_modified in sources:
                 validators = Validators(etag, last_modified)
-                reports.append(
-                    self._refresh_one(fetcher, url, origin, validators, snapshot, candidates)
+                watcher.begin(url)
+                one = self._refresh_one(
+                    fetcher, url, origin, validators, snapshot, candidates, progress=watcher
                 )
+                watcher.end(one)
+                reports.append(one)
         report = RefreshReport(tuple(reports), tuple(self._renew_ocsp(snapshot)))
         with self._database.unit_of_work() as uow:
             uow.audit.append(
@@ -550,6 +591,7 @@ class RevocationService:
         candidates: Sequence[x509.Certificate],
         *,
         timeout: timedelta | None = None,
+        progress: RefreshProgress | None = None,
     ) -> SourceReport:
         with self._database.unit_of_work() as uow:
             kept = uow.fetched_crls.from_source(url)
@@ -557,7 +599,11 @@ class RevocationService:
             validators = Validators()  # nothing stored from it: a 304 would prove nothing
         began = metrics.fetch_started()
         with fetcher.download(
-            url, max_bytes=MAX_CRL_BYTES, timeout=timeout or self._timeout, validators=validators
+            url,
+            max_bytes=MAX_CRL_BYTES,
+            timeout=timeout or self._timeout,
+            validators=validators,
+            on_bytes=None if progress is None else partial(progress.received, url),
         ) as result:
             if result.outcome not in _NOT_SENT:
                 metrics.fetch_took(metrics.CRL, began)
@@ -582,7 +628,8 @@ class RevocationService:
             return self._fail(url, origin, "not_a_crl", type(exc).__name__)
         if crl.info.partitioned and len(_partition(crl.info) or "") > MAX_PARTITION_CHARS:
             return self._fail(url, origin, "unsupported", "an issuingDistributionPoint too long")
-        return self._store(url, origin, crl, issuer, result)
+        report = self._store(url, origin, crl, issuer, result)
+        return replace(report, entries=crl.info.entries, size=result.size)
 
     def _store(
         self, url: str, origin: str, crl: Crl, issuer: x509.Certificate, result: FetchResult
