@@ -358,6 +358,21 @@ def test_swreg_purge_json(app: App, pki: TestPKI, db_url: str) -> None:
     assert registration(app, done.id)["data"] == {}
     code, out = purge_command(db_url, "--days", "0")
     assert (code, out["registrations"]) == (0, 0)  # idempotent
+
+
+def test_swreg_purge_tells_each_step_on_stderr(app: App, pki: TestPKI, db_url: str) -> None:
+    """Each step with its count as it is done (issue 19 item 7); stdout keeps the JSON alone."""
+    register(app, pki, "王小明")
+    env = {"SWREG_DATABASE_URL": db_url, "SWREG_SECRET_KEY": SECRET.hex()}
+    result = CliRunner().invoke(cli_app, ["purge", "--days", "0", "--json"], env=env)
+    assert json.loads(result.stdout)["registrations"] == 1
+    assert result.stderr.splitlines() == [
+        "✓ expired: 0",
+        "✓ registrations: 1",
+        "✓ accounts: 0",
+        "✓ links: 0",
+        "✓ mobile_tickets: 0",
+    ]
     assert app.audit.verify().ok
 
 

@@ -4,8 +4,9 @@ JSON object and nothing else).
 
 ``swreg revocation refresh`` reports each CRL as it streams in (bytes) and when it is verified
 (its entries); :class:`CliProgress` is the :class:`~engine.services.revocation.RefreshProgress`
-it is given. Plain lines are few on purpose: one when a download starts, one per
-:data:`LINE_EVERY_BYTES` received, one when it ends.
+it is given. ``swreg purge`` reports each step with its count (:meth:`CliProgress.step`).
+Plain lines are few on purpose: one when a download starts, one per :data:`LINE_EVERY_BYTES`
+received, one when it ends.
 """
 
 from __future__ import annotations
@@ -72,6 +73,15 @@ class CliProgress:
 
     def _line(self, text: str) -> None:
         print(text, file=self._stream, flush=True)
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def step(self, label: str, count: int) -> None:
+        """One step of a command is done (``swreg purge``'s deletions), with its count."""
+        if self._bar is not None:
+            self._bar.console.print(f"✓ {label}: {count:,}")
+        else:
+            self._line(f"✓ {label}: {count:,}")
 
     # -- RefreshProgress -------------------------------------------------------------------------
 

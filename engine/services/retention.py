@@ -30,6 +30,7 @@ is safe from cron at any frequency.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -101,24 +102,38 @@ class RetentionService:
         self._registrations = registrations
         self.retention_days = retention_days
 
-    def purge(self, *, days: int | None = None, actor: str = "cli") -> PurgeReport:
+    def purge(
+        self,
+        *,
+        days: int | None = None,
+        actor: str = "cli",
+        progress: Callable[[str, int], object] | None = None,
+    ) -> PurgeReport:
         """Purge what ended (or was created) at least ``days`` (default: the configured
-        retention) days ago; idempotent."""
+        retention) days ago; idempotent. ``progress`` is told each step's name and count as it
+        is done (``expired``, ``registrations``, ``accounts``, ``links``, ``mobile_tickets``;
+        the last four commit together)."""
+        told = progress or (lambda step, count: None)
         days = self.retention_days if days is None else days
         if isinstance(days, bool) or not 0 <= days <= MAX_RETENTION_DAYS:
             raise RefusedError(
                 ErrorCode.INVALID_VALUE, field="days", detail=f"0 to {MAX_RETENTION_DAYS}"
             )
         expired = self._registrations.expire_idle(actor=actor)
+        told("expired", expired)
         now = self._clock.now()
         cutoff = now - timedelta(days=days)
         with self._database.unit_of_work() as uow:
             registrations = uow.registrations.purge(
                 ended_by=cutoff, at=now, ending_states=sorted(ENDINGS)
             )
+            told("registrations", registrations)
             accounts = _delete_unactivated(uow, created_by=cutoff, now=now)
+            told("accounts", accounts)
             links = uow.account_tokens.delete_dead(now)
+            told("links", links)
             mobile_tickets = uow.mobile_id_tickets.delete_dead(now)
+            told("mobile_tickets", mobile_tickets)
             report = PurgeReport(
                 retention_days=days,
                 cutoff=cutoff,
