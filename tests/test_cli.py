@@ -451,6 +451,10 @@ def test_demo_registers_every_category(tmp_path: Path) -> None:
         ("person.general", "wei@demo.example", None),  # the mobile ID, through the TW FidO mock
     ]
     assert (tmp_path / "demo" / "pki" / "ca" / "MOICA.pem").exists()  # for twfido mock --pki
+    narration = done.stderr.splitlines()  # --json: the narration goes to stderr, never silent
+    assert narration[0].startswith("swreg 示範 / demo") and any(
+        line.startswith("稽核紀錄 / audit log: ") for line in narration
+    )
 
 
 def test_cert_inspect_of_a_real_gpki_company_certificate(cli: Cli) -> None:

@@ -617,10 +617,16 @@ def demo(
     from engine.testing.demo import run_demo
 
     with command(as_json) as out:
-        summary = run_demo(
-            out_dir, say=None if as_json else typer.echo, serve_port=port if serve else None
-        )
+        summary = run_demo(out_dir, say=_narrator(as_json), serve_port=port if serve else None)
         out.result.update(summary)
+
+
+def _narrator(as_json: bool) -> Callable[[str], None]:
+    """The demo's narration: on stdout, or on stderr with ``--json`` (stdout holds the one JSON
+    object), so that a long run is never silent."""
+    if as_json:
+        return lambda line: typer.echo(line, err=True)
+    return typer.echo
 
 
 def main(argv: list[str] | None = None) -> None:
