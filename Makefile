@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-APT_PACKAGES := pcscd vsmartcard-vpcd libpcsclite-dev chromium fonts-noto-cjk postgresql-15 openssl opensc softhsm2 iproute2
+APT_PACKAGES := pcscd vsmartcard-vpcd libpcsclite-dev chromium fonts-noto-cjk postgresql-15 openssl opensc softhsm2 iproute2 \
+  curl jq sqlite3
 
 .PHONY: setup test demo lint typecheck clean bench fuzz
 

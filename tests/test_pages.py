@@ -483,6 +483,61 @@ def test_errors_in_english(client: TestClient, pki: TestPKI) -> None:
     assert "(required)" in refused.label_for("f-email").text
 
 
+def test_each_step_and_refusal_has_its_own_title_and_heading(
+    client: TestClient, pki: TestPKI
+) -> None:
+    """Issue 19 item 2: 「步驟N 步驟名 – 自然人/工商憑證註冊」, and 「錯誤 – 」 after a refusal."""
+    flow = "自然人/工商憑證註冊"
+    first = page(client.get("/register"))
+    url = start(client, "enterprise.general")
+    card = page(client.get(url))
+    card_check(client, url, pki.issue_company(UBN))
+    basic = page(client.get(url))
+    refused = page(post_form(client, url, {**COMPANY_ANSWERS, "ubn": "12345678"}), 422)
+    english = page(client.get(url, params={"lang": "en"}))
+    titles = [(p.all("title")[0].text, p.all("h1")[0].text) for p in (first, card, basic, refused)]
+    assert titles == [
+        (f"步驟1 申請類別 – {flow} | 關港貿單一窗口", f"步驟1 申請類別 – {flow}"),
+        (f"步驟2 憑證檢查 – {flow} | 關港貿單一窗口", f"步驟2 憑證檢查 – {flow}"),
+        (f"步驟3 基本資料 – {flow} | 關港貿單一窗口", f"步驟3 基本資料 – {flow}"),
+        (f"錯誤 – 步驟3 基本資料 – {flow} | 關港貿單一窗口", f"錯誤 – 步驟3 基本資料 – {flow}"),
+    ]
+    assert english.all("h1")[0].text == (
+        "Step 3: Basic data – Citizen and business certificate registration"
+    )
+
+
+def test_a_refused_form_leads_with_an_error_summary_linking_each_field(
+    client: TestClient, pki: TestPKI
+) -> None:
+    url = start(client, "enterprise.general")
+    card_check(client, url, pki.issue_company(UBN))
+    answers = {**COMPANY_ANSWERS, "ubn": "12345678", "email": "not-an-address"}
+    refused = page(post_form(client, url, answers), 422)
+
+    summary = refused.id("error-summary")
+    assert summary.get("tabindex") == "-1"  # wizard.js focuses it
+    links = [(a.get("href"), a.text) for a in summary.find_all("a")]
+    assert links == [
+        ("#f-email", refused.id("error-email").text),
+        ("#f-ubn", refused.id("error-ubn").text),
+    ] or links == [
+        ("#f-ubn", refused.id("error-ubn").text),
+        ("#f-email", refused.id("error-email").text),
+    ]
+    for field in ("email", "ubn"):
+        control = refused.id(f"f-{field}")
+        assert control.get("aria-invalid") == "true"
+        assert control.get("aria-describedby") == f"error-{field}"
+    assert page(client.get(url)).all(id="error-summary") == []  # only after a refusal
+    fields = {"category": "person", "type": "person.general"}
+    no_consent = page(post_form(client, "/register", fields), 422)
+    assert [a.get("href") for a in no_consent.id("error-summary").find_all("a")] == ["#consent"]
+    no_type = page(post_form(client, "/register", {"category": "person", "consent": "on"}), 422)
+    [link] = no_type.id("error-summary").find_all("a")
+    assert no_type.id(str(link.get("href"))[1:]).get("name") == "type"  # the chosen type
+
+
 # -- activation, login, privacy, outbox ----------------------------------------------------------
 
 

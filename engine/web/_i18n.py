@@ -99,6 +99,9 @@ TEXTS: Final[Mapping[str, tuple[str, str]]] = {
     "switch_language": ("English", "中文"),
     "steps": ("註冊步驟", "Registration steps"),
     "register_title": ("自然人/工商憑證註冊", "Citizen and business certificate registration"),
+    "step_title": ("步驟{n} {step}", "Step {n}: {step}"),
+    "error_prefix": ("錯誤", "Error"),
+    "error_summary": ("請修正下列錯誤", "There is a problem"),
     "home_intro": (
         "欲使用單一窗口憑證通關服務各項功能前，請先以『工商憑證/組織團體憑證卡』或『自然人憑證/居留證』"
         "實體晶片憑證卡進行「憑證註冊」，註冊成功後即可使用該憑證卡登入。",

@@ -220,6 +220,22 @@ def _step_labels(portal: Portal, step_id: str) -> Labels:
     return spec.labels if spec is not None else Labels(step_id, step_id)
 
 
+def wizard_title(t: Translator, number: int, step: str, *, refused: bool = False) -> str:
+    """A wizard page's ``<title>`` and ``<h1>``: its step, then the flow (「步驟2 憑證檢查 –
+    自然人/工商憑證註冊」), led by 「錯誤 – 」 / "Error – " on a refused submit, so that each step
+    and each refusal is told apart by a screen reader and in the browser's history."""
+    title = f"{t('step_title', n=number, step=step)} – {t('register_title')}"
+    return f"{t('error_prefix')} – {title}" if refused else title
+
+
+def error_summary(
+    errors: Mapping[str, str], targets: Mapping[str, str], *, other: str
+) -> list[tuple[str, str]]:
+    """The error summary of a refused form: (the id of the element to go to, the message) for
+    each error, in the form's order; an error of a field without a target goes to ``other``."""
+    return [(targets.get(field, other), message) for field, message in errors.items() if message]
+
+
 def _steps(
     portal: Portal, t: Translator, path: Sequence[str], current: str | None
 ) -> list[StepItem]:
@@ -315,7 +331,7 @@ def _category_page(
     return render(
         request,
         "register_category.html",
-        title=t("register_title"),
+        title=wizard_title(t, 1, t.label(Step.CATEGORY.labels), refused=bool(errors)),
         status_code=status_code,
         steps=_steps(portal, t, workflow.path_for(shown), Step.CATEGORY.value),
         step_number=1,
@@ -326,6 +342,11 @@ def _category_page(
         iot=values.get("iot") is not None,
         iot_types=iot_types,
         errors=errors or {},
+        summary=error_summary(
+            errors or {},
+            {"type": f"type-{shown.code.replace('.', '-')}", "iot": "iot", "consent": "consent"},
+            other="category-form",
+        ),
         script_data={"paths": paths},
     )
 
@@ -402,8 +423,8 @@ def _step_page(
     t = translator(request)
     applicant = portal.catalog.applicant(view.applicant_type)
     current = None if view.state in (Step.CANCELLED, Step.EXPIRED) else view.state
-    common: dict[str, Any] = {
-        "title": t("register_title"),
+    common: dict[str, Any] = {  # the title names the state: its step, 待審核, 已駁回, ...
+        "title": wizard_title(t, view.step_number, t.label(view.status), refused=bool(errors)),
         "steps": _steps(portal, t, view.path, current),
         "step_number": view.step_number,
         "registration": view,
@@ -432,11 +453,15 @@ def _step_page(
     form = portal.registrations.step_form(view)
     if form is None:
         raise RefusedError(ErrorCode.INVALID_TRANSITION, detail=view.state)
+    fields = _fields(form, view, t, values or {}, errors or {})
     return render(
         request,
         "register_form.html",
-        form_fields=_fields(form, view, t, values or {}, errors or {}),
+        form_fields=fields,
         errors=errors or {},
+        summary=error_summary(
+            errors or {}, {f.name: f"f-{f.name}" for f in fields}, other="error-form"
+        ),
         account=_account_widget(applicant, form, view),
         check=check,
         intro_key=f"step_intro_{view.state}"

@@ -3,6 +3,7 @@
  * - window.swreg: the CSRF token (the page's csrf-token meta), JSON calls to /api, page data.
  * - Step 1 (申請類別): show only the chosen 類別's 屬性 and redraw the step bar for its path.
  * - Forms: keep 帳號 in step with the fields it is named after; 檢核是否存在 through the API.
+ * - A refused form: focus its error summary (#error-summary), whose links lead to the fields.
  * Every page works without this script except the card check, which needs card.js.
  */
 (function () {
@@ -219,6 +220,11 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
+    /* A refused form: the error summary takes the focus, so it is read first. */
+    var summary = document.getElementById("error-summary");
+    if (summary) {
+      summary.focus();
+    }
     var category = document.getElementById("category-form");
     if (category) {
       setupCategory(category);
