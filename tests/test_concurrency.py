@@ -224,3 +224,21 @@ def test_racing_requests_on_an_expired_registration_expire_it_once(
     assert [e for e in audit_events(app, view.id) if e[2] == "expired"] == [
         ("expire", "basic_data", "expired")
     ]
+
+
+def test_two_purges_at_once_expire_each_idle_registration_once(
+    app: App, pki: TestPKI, clock: RendezvousClock
+) -> None:
+    """``swreg purge`` is cron-safe (DESIGN.md §6): two machines' purges at the same moment
+    both succeed, and each idle registration is expired once, by one of them."""
+    views = [at_basic_data(app, pki, "person.general") for _ in range(12)]
+    clock.advance(timedelta(hours=1))
+    with clock.rendezvous():
+        outcomes = race(2, lambda _: app.retention.purge(days=30))
+    assert codes(outcomes) == []
+    assert sum(o.expired for o in outcomes if not isinstance(o, SwregError)) == len(views)
+    for view in views:
+        assert app.registrations.status(view.id).state == "expired"
+        assert [e for e in audit_events(app, view.id) if e[2] == "expired"] == [
+            ("expire", "basic_data", "expired")
+        ]

@@ -557,14 +557,25 @@ class RegistrationService:
 
         A registration waiting for an officer has no deadline (unless its step has a
         ``timeout_minutes``), so this never expires it for the applicant's idleness.
+
+        Each one is expired in its own transaction: one that another process expired or moved
+        on first (a purge on another machine, the applicant's request) is left to it and not
+        counted, so that any number of sweeps may run at once (``swreg purge`` from cron).
         """
         now = self._clock.now()
         with self._database.unit_of_work() as uow:
             stale = uow.registrations.idle(now, ending_states=sorted(ENDINGS))
-            for registration in stale:
-                self._fire(uow, registration, Event.EXPIRE, actor=actor)
-            uow.commit()
-            return len(stale)
+        expired = 0
+        for registration in stale:
+            with self._database.unit_of_work() as uow:
+                try:
+                    self._fire(uow, registration, Event.EXPIRE, actor=actor)
+                    uow.commit()
+                except ConcurrentUpdate:
+                    uow.rollback()
+                    continue
+            expired += 1
+        return expired
 
     # -- officer steps: 審核 ----------------------------------------------------------------------
 
