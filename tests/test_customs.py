@@ -153,7 +153,10 @@ def test_a_company_imports_a_customs_cer_for_every_company_usage_type(
         usage_type, COMPANY, certificate=card.der(), kind=ImportKind.NON_IC,
         signature_check=card.sign,
     )  # fmt: skip
-    assert result.message == "主憑證匯入成功!"
+    assert (result.message.zh_tw, result.message.en) == (
+        "主憑證匯入成功!",
+        "The certificate was imported.",
+    )
     assert (result.usage_type, result.query_key, result.kind, result.certificate_kind) == (
         usage_type,
         UBN,

@@ -538,6 +538,71 @@ def test_a_refused_form_leads_with_an_error_summary_linking_each_field(
     assert no_type.id(str(link.get("href"))[1:]).get("name") == "type"  # the chosen type
 
 
+CJK = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uff00-\uffef]")
+"""Chinese characters and CJK (full-width) punctuation."""
+WORDED_ATTRIBUTES = ("placeholder", "aria-label", "title", "alt")
+
+
+def chinese_outside_marked_text(html: str) -> list[str]:
+    """The Chinese an English page shows outside elements marked ``lang="zh-…"`` (text and
+    worded attributes; scripts' data left out)."""
+    found: list[str] = []
+    skipped: list[bool] = []
+
+    class Reader(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            values = dict(attrs)
+            inside = any(skipped)
+            if not inside:
+                found.extend(
+                    f"<{tag} {name}>: {values[name]}"
+                    for name in WORDED_ATTRIBUTES
+                    if CJK.search(values.get(name) or "")
+                )
+            if tag not in VOID:
+                marked = (values.get("lang") or "").startswith("zh") or tag in ("script", "style")
+                skipped.append(marked)
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag not in VOID and skipped:
+                skipped.pop()
+
+        def handle_data(self, data: str) -> None:
+            if not any(skipped) and CJK.search(data):
+                found.append(data.strip())
+
+    Reader(convert_charrefs=True).feed(html)
+    return found
+
+
+def test_english_pages_show_no_chinese_outside_text_marked_as_chinese(
+    client: TestClient, pki: TestPKI
+) -> None:
+    """One language per page (issue 19 item 3): the English pages, every wizard state of a
+    company's registration included, hold Chinese only where marked ``lang="zh-TW"``."""
+    client.get("/?lang=en")
+    shown: dict[str, str] = {}
+    for path in (
+        "/", "/register", "/login", "/accessibility", "/privacy", "/customs/query",
+        "/customs/import", "/password/forgot", "/renewal", "/officer", "/activate/x",
+        "/no-such-page",
+    ):  # fmt: skip
+        shown[path] = client.get(path).text
+    url = start(client, "enterprise.general")
+    shown["card step"] = client.get(url).text
+    card_check(client, url, pki.issue_company(UBN))
+    shown["basic data"] = client.get(url).text
+    answers = {k: v for k, v in COMPANY_ANSWERS.items() if k not in ("consent", "company_name")}
+    shown["refused basic data"] = post_form(client, url, {**answers, "ubn": "12345678"}).text
+    post_form(client, url, answers)
+    shown["enterprise info"] = client.get(url).text
+    post_form(client, url, {"company_name": "Trading Co."})
+    shown["completed"] = client.get(url).text
+    assert 'lang="en"' in shown["completed"]
+    found = {where: chinese_outside_marked_text(html) for where, html in shown.items()}
+    assert {where: text for where, text in found.items() if text} == {}
+
+
 # -- activation, login, privacy, outbox ----------------------------------------------------------
 
 

@@ -180,6 +180,16 @@ def test_a_customs_certificate_is_imported(client: TestClient, app: App, pki: Te
     assert stored(app) == [("signing", UBN, "shipping", "non_ic", "TaiCA", UBN, "active")]
 
 
+def test_the_import_is_told_in_the_pages_language(
+    client: TestClient, app: App, pki: TestPKI
+) -> None:
+    """The service's outcome is worded by the page (issue 19 item 3), not a Chinese string."""
+    client.get(IMPORT, params={"lang": "en"})
+    card = pki.issue_customs(UBN)
+    parsed = page(post_import(client, "shipping", {"ubn": UBN}, card.der(), prove=card))
+    assert parsed.id("import-success").text == "The certificate was imported."
+
+
 def test_a_broker_imports_a_pem(client: TestClient, app: App, pki: TestPKI) -> None:
     card = pki.issue_customs(OTHER_UBN)
     refused = page(post_import(client, "broker_specialist", BROKER, card.pem(), prove=card), 403)

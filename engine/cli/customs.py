@@ -176,9 +176,9 @@ def _report_import(out: Output, result: CustomsImport) -> None:
         usage_type=result.usage_type,
         kind=result.kind.value,
         certificate_kind=result.certificate_kind.value,
-        message=result.message,
+        message=result.message.zh_tw,
     )
-    out.say(f"{result.message} / the certificate was imported")
+    out.say(f"{result.message.zh_tw} / {result.message.en}")
     out.say(f"查詢鍵 / query key: {result.query_key}  (id {result.id})")
     out.say(f"{result.certificate_kind.labels.zh_tw}  {result.fingerprint[:16]}…")
 

@@ -121,8 +121,9 @@ __all__ = [
     "masked_subject",
 ]
 
-IMPORT_MESSAGE = "主憑證匯入成功!"
-"""What the seed manual shows after a successful import."""
+IMPORT_MESSAGE = Labels("主憑證匯入成功!", "The certificate was imported.")
+"""What the seed manual shows after a successful import (and its English); the front ends pick
+the reader's language."""
 
 CUSTOMS_CHALLENGE_SCOPE = "customs_import"
 """What an IC-card import's challenge payload is bound to instead of a registration id."""
@@ -190,7 +191,7 @@ class CustomsImport:
     fingerprint: str
     kind: ImportKind
     certificate_kind: CertificateKind
-    message: str = IMPORT_MESSAGE
+    message: Labels = IMPORT_MESSAGE
 
 
 @dataclass(frozen=True, slots=True)

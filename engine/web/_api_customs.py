@@ -32,12 +32,13 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 from starlette.datastructures import FormData, UploadFile
 
-from engine._errors import ErrorCode, RefusedError
+from engine._errors import ErrorCode, Language, RefusedError
 from engine.core.declarations import ImportKind
 from engine.pki.card_response import CardResponse
 from engine.pki.certificate import MAX_CERTIFICATE_BYTES
 from engine.services.customs import CustomsImport, CustomsRow, SignedChallenge
 from engine.web._api import ChallengeOut
+from engine.web._i18n import language_of
 from engine.web._portal import IMPORT_LIMIT, QUERY_LIMIT
 from engine.web._security import CSRF_FIELD, client_address
 from engine.web._shared import (
@@ -70,7 +71,7 @@ router = APIRouter(prefix="/api", tags=["customs"])
 
 
 class CustomsImportOut(BaseModel):
-    """An imported certificate: 「主憑證匯入成功!」."""
+    """An imported certificate: 「主憑證匯入成功!」 (``message``, in the request's language)."""
 
     ok: bool = True
     id: int
@@ -82,7 +83,7 @@ class CustomsImportOut(BaseModel):
     message: str
 
     @classmethod
-    def of(cls, result: CustomsImport) -> CustomsImportOut:
+    def of(cls, result: CustomsImport, language: Language) -> CustomsImportOut:
         return cls(
             id=result.id,
             query_key=result.query_key,
@@ -90,7 +91,7 @@ class CustomsImportOut(BaseModel):
             usage_type=result.usage_type,
             kind=result.kind.value,
             certificate_kind=result.certificate_kind.value,
-            message=result.message,
+            message=result.message.get(language),
         )
 
 
@@ -163,7 +164,7 @@ async def import_customs_certificate(request: Request, portal: PortalDep) -> Cus
             actor=who,
         )  # fmt: skip
 
-    return CustomsImportOut.of(await off_loop(run))
+    return CustomsImportOut.of(await off_loop(run), language_of(request))
 
 
 @router.get("/customs-certificates")

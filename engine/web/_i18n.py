@@ -100,6 +100,12 @@ TEXTS: Final[Mapping[str, tuple[str, str]]] = {
     "steps": ("註冊步驟", "Registration steps"),
     "register_title": ("自然人/工商憑證註冊", "Citizen and business certificate registration"),
     "step_title": ("步驟{n} {step}", "Step {n}: {step}"),
+    "colon": ("：", ": "),
+    "full_stop": ("。", ". "),
+    "list_separator": ("、", ", "),
+    "noscript_card": (
+        "讀取憑證卡需要啟用 JavaScript。", "JavaScript is required to read the card."
+    ),
     "error_prefix": ("錯誤", "Error"),
     "error_summary": ("請修正下列錯誤", "There is a problem"),
     "home_intro": (

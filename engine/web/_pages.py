@@ -327,7 +327,7 @@ def _category_page(
     paths = {
         a.code: [t.label(_step_labels(portal, s)) for s in workflow.path_for(a)] for a in applicants
     }
-    iot_types = "、".join(t.label(a.labels) for a in applicants if a.iot_allowed)
+    iot_types = t("list_separator").join(t.label(a.labels) for a in applicants if a.iot_allowed)
     return render(
         request,
         "register_category.html",
