@@ -291,7 +291,7 @@ def test_the_detail_is_masked_explains_the_card_and_shows_the_trail(
     for clear in (COMPANY_ANSWERS["email"], COMPANY_ANSWERS["phone"], COMPANY_ANSWERS["password"]):
         assert clear not in page
     assert "i**o@trading.example" in page  # the e-mail, masked as in the audit log
-    assert 'id="cert-ca">MOEACA<' in page and 'id="cert-status">valid<' in page
+    assert 'id="cert-ca">MOEACA<' in page and 'id="cert-status" data-status="valid">' in page
     assert re.search(r'<ol id="cert-chain"><li>[^<]+</li><li>', page)
     assert 'data-event="next"' in page and 'id="approve"' in page
     [viewed] = audit(app, "officer_viewed")

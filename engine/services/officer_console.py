@@ -13,7 +13,8 @@ next click, and a removal ends the officer's sessions (``ON DELETE CASCADE``).
 
 **Login** mirrors 憑證登入 with its own challenge scope (:data:`OFFICER_CHALLENGE_SCOPE`): the card
 signs ``challenge_payload(origin, "officer", nonce)``, so an applicant's login answer never opens
-the console and the reverse. The proven certificate must be on the officer list (else
+the console and the reverse. The proven certificate must be a GCA or MOICA one (else
+``certificate_type_mismatch``, whatever the list holds) and on the officer list (else
 ``not_authorized``, logged as ``officer_login_refused`` with its fingerprint). Only the SHA-256
 of a session's token is stored (``officer_sessions``); a session has the applicants' idle and
 absolute limits (``SWREG_SESSION_IDLE``, ``SWREG_SESSION_MAX``).
@@ -26,13 +27,16 @@ an account), ``officer_search`` (the kind of key and the number of hits, never t
 ``account_suspended``, ``account_reactivated``).
 
 **Masking.** An officer sees what a registration's card proves and what the applicant entered,
-masked as in the audit log (national ID ``A12*****89``, e-mail, phone, names); account names
-masked like 通關憑證查詢's; certificate subjects with their personal attributes masked.
+masked as in the audit log (national ID ``A12*****89``, e-mail, phone, names); the card's last
+four ID digits only as far as the masked ID shows them (``**89``); account names masked like
+通關憑證查詢's; certificate subjects with their personal attributes masked. A company's public
+register data (UBN, OID, company name) is shown as it is.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -61,7 +65,12 @@ from engine.services.card_proof import CardProofs
 from engine.services.customs import CustomsCertificateService, CustomsRow, masked_subject
 from engine.services.hashing import IdentifierHasher
 from engine.services.inspection import CertificateInspector
-from engine.services.officers import OfficerView, officer_view, require_admin
+from engine.services.officers import (
+    OfficerView,
+    officer_view,
+    require_admin,
+    require_officer_card,
+)
 from engine.services.registration import RegistrationService, RegistrationView
 from engine.services.revocation import CrlStatus, RevocationService
 from engine.services.revocation_checks import RevocationChecker
@@ -75,6 +84,10 @@ OFFICER_CHALLENGE_SCOPE: Final = "officer"
 MAX_SEARCH_RESULTS: Final = 50
 MAX_QUERY_CHARS: Final = 256
 LOGIN_REFUSED_EVENT: Final = "officer_login_refused"
+_ID_SEPARATORS: Final = re.compile(r"[\s\-]")
+"""What an officer may type inside a national ID (spaces, hyphens): it is still one, searched
+by its keyed hash and never typed back. No account name holds a space, and no e-mail address,
+UBN or OID with a hyphen is a national ID once the hyphens are gone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +249,7 @@ class OfficerConsole:
         """Check the card's answer (as 憑證登入 does) and open a console session for the officer
         whose certificate it is; ``not_authorized`` when the certificate is on no officer list."""
         proven = self._proofs.prove(response, origin=origin)
+        require_officer_card(proven.certificate.ca)  # whatever an older list may hold
         now = proven.at
         with self._database.unit_of_work() as uow:
             row = uow.session.scalar(
@@ -248,7 +262,7 @@ class OfficerConsole:
                     proven.fingerprint,
                     extra={"event": LOGIN_REFUSED_EVENT, "certificate": proven.fingerprint},
                 )
-                raise RefusedError(ErrorCode.NOT_AUTHORIZED, detail="not on the officer list")
+                raise RefusedError(ErrorCode.NOT_AUTHORIZED)  # logged above; the page says no more
             officer = officer_view(row)
             token = secrets.token_urlsafe(32)
             uow.session.add(
@@ -350,7 +364,7 @@ class OfficerConsole:
         return RegistrationDetail(
             registration=view,
             account=mask_account_name(view.account) if view.account else None,
-            data=masked_diff({k: v for k, v in view.data.items() if not k.endswith("_masked")}),
+            data=_entered(view.data),
             identity=_masked_identity(view.identity),
             certificate=None if der is None else _masked_inspection(self._inspector.explain(der)),
             trail=trail,
@@ -398,8 +412,9 @@ class OfficerConsole:
 
     def _search_condition(self, text: str) -> tuple[str, Any]:
         upper = text.upper()
-        if is_valid_national_id(upper):
-            digest = self._identifiers.hash("national_id", upper)
+        compact = _ID_SEPARATORS.sub("", upper)  # "A123 456 789", "A123-456-789"
+        if is_valid_national_id(compact):
+            digest = self._identifiers.hash("national_id", compact)
             return "national_id", Account.national_id_hash == digest
         if len(upper) == 8 and upper.isdigit() and is_valid_ubn(upper):
             return "ubn", Account.ubn == upper
@@ -482,13 +497,19 @@ class OfficerConsole:
         return result
 
     def export_audit(self, officer: OfficerView, *, via: str) -> Iterator[str]:
-        """``swreg audit export`` (admin) as JSON Lines, the export's own row included; the
-        role is checked and the row written before the first line is produced."""
+        """``swreg audit export`` (admin) as JSON Lines, streamed in batches, up to and
+        including the export's own row (rows appended meanwhile are left out); the role is
+        checked and the row written before the first line is produced."""
         require_admin(officer)
         with self._database.unit_of_work() as uow:
-            self._append(uow, officer, "audit_exported", via, {})
+            own = uow.audit.append(
+                at=self._clock.now(), actor=officer.actor, event="audit_exported",
+                diff=_officer_diff(officer, via, {}),
+            )  # fmt: skip
             uow.commit()
-        return (export_line(record) + "\n" for record in audit_records(self._database))
+        last = own.seq
+        assert last is not None  # given at the commit
+        return _export_lines(audit_records(self._database), last)
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -507,8 +528,40 @@ class OfficerConsole:
             actor=officer.actor,
             event=event,
             registration_id=registration_id,
-            diff={**diff, "officer": officer.name, "certificate": officer.fingerprint, "via": via},
+            diff=_officer_diff(officer, via, diff),
         )
+
+
+def _officer_diff(officer: OfficerView, via: str, diff: Mapping[str, Any]) -> dict[str, Any]:
+    """An officer action's audit diff: ``diff`` with who (name, certificate) and how (via)."""
+    return {**diff, "officer": officer.name, "certificate": officer.fingerprint, "via": via}
+
+
+def _export_lines(records: Iterator[dict[str, Any]], last: int) -> Iterator[str]:
+    """JSON Lines of ``records`` up to the export's own row (``seq`` ``last``): a row
+    appended after the export began is left out, even one written before the response
+    started streaming (when :func:`audit_records` reads its ``max(seq)``). The records'
+    cursor is closed when the lines end, are cut short or the download is dropped."""
+    try:
+        for record in records:
+            if record["seq"] > last:
+                break
+            yield export_line(record) + "\n"
+    finally:
+        close = getattr(records, "close", None)  # a generator: its unit of work ends
+        if close is not None:
+            close()
+
+
+def _entered(data: Mapping[str, Any]) -> dict[str, Any]:
+    """What the applicant entered, masked as in the audit log; a value stored masked already
+    (``national_id_masked``: the national ID itself is kept only as its keyed hash) is shown
+    under its field's name."""
+    shown = masked_diff({k: v for k, v in data.items() if not k.endswith("_masked")})
+    for key, value in data.items():
+        if key.endswith("_masked") and value:
+            shown[key.removesuffix("_masked")] = value
+    return shown
 
 
 def _hit(row: Account) -> AccountHit:
@@ -525,7 +578,14 @@ def _hit(row: Account) -> AccountHit:
     )
 
 
-_MASKED_IDENTITY: Final = {"name": mask_text}
+def _mask_id_last4(value: str) -> str:
+    """The card's last four ID digits as much as the masked national ID shows (its last
+    two: ``A12*****89``): ``6789`` → ``**89``. In clear, with the masked ID, they would leave
+    three unknown digits (a hundred IDs with the check digit)."""
+    return "*" * max(len(value) - 2, 0) + value[-2:]
+
+
+_MASKED_IDENTITY: Final = {"name": mask_text, "id_last4": _mask_id_last4}
 
 
 def _masked_identity(identity: Mapping[str, Any]) -> dict[str, Any]:

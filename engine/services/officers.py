@@ -39,6 +39,7 @@ from sqlalchemy.exc import IntegrityError
 
 from engine._clock import Clock
 from engine._errors import ErrorCode, RefusedError
+from engine.core.declarations import IssuerCA
 from engine.core.fields import Form, Name, validate_form
 from engine.core.identifiers import normalize_text
 from engine.pki.certificate import load_certificate
@@ -50,6 +51,8 @@ log = logging.getLogger("swreg.officer")
 REVIEWER: Final = "reviewer"
 ADMIN: Final = "admin"
 ROLES: Final = (REVIEWER, ADMIN)
+OFFICER_CAS: Final = frozenset({IssuerCA.GCA, IssuerCA.MOICA})
+"""The CAs whose certificates may be officers (DESIGN.md §12)."""
 TOKEN_BYTES: Final = 32
 """Random bytes in a personal token (``secrets.token_urlsafe``: 43 characters)."""
 MIN_TOKEN_CHARS: Final = 43
@@ -125,8 +128,9 @@ class OfficerService:
 
         ``invalid_value`` (role) for a role other than ``reviewer`` / ``admin``; the name's
         field codes (``field_required``, ``field_too_long``, ``invalid_value``); the
-        certificate's parse codes; ``already_registered`` (name or certificate) when either is
-        on the list already.
+        certificate's parse codes; ``certificate_type_mismatch`` (certificate) for a
+        certificate that is not a GCA or MOICA one; ``already_registered`` (name or
+        certificate) when either is on the list already.
         """
         if role not in ROLES:
             raise RefusedError(
@@ -134,6 +138,7 @@ class OfficerService:
             )
         officer_name = validate_form(_NewOfficer, {"name": name}).name
         parsed = load_certificate(certificate)
+        require_officer_card(parsed.ca)
         now = self._clock.now()
         with self._database.unit_of_work() as uow:
             self._refuse_duplicate(uow, officer_name, parsed.fingerprint)
@@ -274,11 +279,23 @@ class OfficerService:
             )
 
 
+def require_officer_card(ca: IssuerCA) -> None:
+    """``certificate_type_mismatch`` (field ``certificate``) unless ``ca`` issues officers'
+    cards (:data:`OFFICER_CAS`: 政府憑證 GCA, 自然人憑證 MOICA; DESIGN.md §12). A company's,
+    an organization's or a customs certificate is never an officer."""
+    if ca not in OFFICER_CAS:
+        raise RefusedError(
+            ErrorCode.CERTIFICATE_TYPE_MISMATCH,
+            field="certificate",
+            detail="an officer's card is a GCA or MOICA certificate",
+        )
+
+
 def require_admin(officer: OfficerView) -> None:
     """``not_authorized`` (field ``officer``) unless ``officer`` is an admin: what only admins
     do (suspend accounts, verify and export the audit log) checks it first."""
     if officer.role != ADMIN:
-        raise RefusedError(ErrorCode.NOT_AUTHORIZED, field="officer", detail="an admin's action")
+        raise RefusedError(ErrorCode.NOT_AUTHORIZED, field="officer")
 
 
 def _holder(uow: UnitOfWork, token: str | None) -> OfficerView | None:
@@ -314,6 +331,7 @@ __all__ = [
     "FAILURE_LIMIT",
     "FAILURE_WINDOW",
     "MIN_TOKEN_CHARS",
+    "OFFICER_CAS",
     "REVIEWER",
     "ROLES",
     "TOKEN_BYTES",
@@ -322,6 +340,7 @@ __all__ = [
     "OfficerView",
     "officer_view",
     "require_admin",
+    "require_officer_card",
     "token_digest",
     "well_formed",
 ]

@@ -328,6 +328,11 @@ TEXTS: Final[Mapping[str, tuple[str, str]]] = {
     "field_specialist_code": ("報關專責人員代碼", "Customs specialist code"),
     "field_customs_office": ("關別", "Customs office"),
     "field_usage_type": ("憑證使用類型", "Certificate usage type"),
+    "field_consent": ("同意資料使用聲明", "Data-use statement accepted"),
+    "field_iot": ("申請物聯網權限", "IoT permission requested"),
+    "field_name": ("姓名", "Name"),
+    "field_id_last4": ("身分證字號末四碼", "Last four ID digits"),
+    "field_card_rank": ("卡別", "Card"),
     # step 5 and endings
     "step_intro_completed": (
         "步驟{n}、進行 [註冊完成] 步驟，按 [回首頁] 導回首頁。",
