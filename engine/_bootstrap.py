@@ -36,6 +36,7 @@ from engine.services.renewal import RenewalService
 from engine.services.retention import RetentionService
 from engine.services.revocation import RevocationService
 from engine.services.revocation_checks import RevocationChecker
+from engine.services.secret_keys import SecretKeys
 from engine.services.trust import TrustService
 from engine.services.turnkey import TurnkeyVerifier, load_timestamp_authorities
 from engine.store import Database
@@ -80,6 +81,8 @@ class App:
     """行動自然人憑證: TW FidO signings under way (DESIGN.md §13)."""
     health: HealthService
     """What ``GET /readyz`` answers (DESIGN.md §11)."""
+    secret_keys: SecretKeys
+    """The keyring behind :attr:`identifiers`, checked against the database; ``swreg keys``."""
     inspector: CertificateInspector
     """``swreg cert inspect`` (DESIGN.md §9)."""
     console: OfficerConsole
@@ -135,7 +138,8 @@ def bootstrap(
         cas=settings.revocation_cas,
     )
     argon = settings.argon2
-    identifiers = IdentifierHasher(settings.identifier_key())
+    secret_keys = SecretKeys.open(database, clock, settings)  # refused: not this database's
+    identifiers = secret_keys.hasher
     passwords = PasswordHasher(
         time_cost=argon.time_cost, memory_cost=argon.memory_kib, parallelism=argon.parallelism
     )
@@ -260,7 +264,9 @@ def bootstrap(
             policy=settings.revocation_policy,
             grace=settings.crl_grace,
             cas=settings.revocation_cas,
+            secret_keys=secret_keys,
         ),
+        secret_keys=secret_keys,
         inspector=inspector,
         console=OfficerConsole(
             database,

@@ -2,9 +2,12 @@
 
 ``SWREG_DATABASE_URL``   database URL (default: a SQLite file ``swreg.db`` in the working directory)
 ``SWREG_WORKFLOW``       a workflow definition file replacing the built-in one
-``SWREG_SECRET_KEY``     hex key for the keyed hashes of personal IDs (≥ 32 bytes); otherwise
-                         ``SWREG_SECRET_KEY_FILE`` or ``<database file>.key`` beside a SQLite file,
-                         created on first use
+``SWREG_SECRET_KEY``     the keyring of the keyed hashes of personal IDs (and of client
+                         addresses, CSRF tokens): hex keys of ≥ 32 bytes, comma-separated, oldest
+                         first (one key until ``swreg keys rotate`` adds one); otherwise
+                         ``SWREG_SECRET_KEY_FILE`` or ``<database file>.key`` beside a SQLite file
+                         (``swreg.key`` in the working directory for other databases): one hex
+                         key per line, oldest first, created with one key on first use
 ``SWREG_ORIGIN``         the origin the CLI's card check signs (default ``urn:swreg:cli``)
 ``SWREG_ARGON2``         ``time_cost,memory_kib,parallelism`` (default OWASP ``2,19456,1``)
 ``SWREG_PUBLIC_ORIGIN``  the portal's origin, e.g. ``https://portal.example`` (default
@@ -67,6 +70,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import ipaddress
 import os
 import re
@@ -300,6 +304,9 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     workflow_file: Path | None = None
     secret_key: bytes | None = None
+    """One key given in code (tests, the demo); wins over :attr:`secret_keys` and the file."""
+    secret_keys: tuple[bytes, ...] = ()
+    """The keyring of ``SWREG_SECRET_KEY``, oldest first; empty: the key file."""
     secret_key_file: Path | None = None
     cli_origin: str = CLI_ORIGIN
     """What card checks run from the CLI sign (the portal's card checks sign ``public_origin``)."""
@@ -355,7 +362,7 @@ class Settings:
         settings = cls(
             database_url=env.get("SWREG_DATABASE_URL") or DEFAULT_DATABASE_URL,
             workflow_file=Path(env["SWREG_WORKFLOW"]) if env.get("SWREG_WORKFLOW") else None,
-            secret_key=_hex_key(env["SWREG_SECRET_KEY"]) if env.get("SWREG_SECRET_KEY") else None,
+            secret_keys=_hex_keys(env.get("SWREG_SECRET_KEY") or ""),
             secret_key_file=(
                 Path(env["SWREG_SECRET_KEY_FILE"]) if env.get("SWREG_SECRET_KEY_FILE") else None
             ),
@@ -390,12 +397,23 @@ class Settings:
         given = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **given)  # type: ignore[arg-type]
 
-    def identifier_key(self) -> bytes:
-        """The key of the keyed personal-ID hashes: configured, or a key file created once."""
+    def identifier_keys(self) -> tuple[bytes, ...]:
+        """The keyring of the keyed hashes, oldest first: configured, or the key file's (a key
+        file with one new key is created on first use)."""
         if self.secret_key is not None:
-            return self.secret_key
-        path = self.secret_key_file or _key_file_beside(self.database_url)
-        return _load_or_create_key(path)
+            return (self.secret_key,)
+        if self.secret_keys:
+            return self.secret_keys
+        path = self.key_file()
+        assert path is not None
+        return _load_or_create_keyring(path)
+
+    def key_file(self) -> Path | None:
+        """The key file the keyring comes from; None when it is given in the environment
+        (``SWREG_SECRET_KEY``) or in code."""
+        if self.secret_key is not None or self.secret_keys:
+            return None
+        return self.secret_key_file or _key_file_beside(self.database_url)
 
 
 def _port(text: str | None, default: int) -> int:
@@ -406,14 +424,88 @@ def _port(text: str | None, default: int) -> int:
     return int(text)
 
 
-def _hex_key(text: str) -> bytes:
+MIN_SECRET_KEY_BYTES: Final = 32
+
+
+def _hex_keys(text: str) -> tuple[bytes, ...]:
+    """``SWREG_SECRET_KEY``: hex keys, comma-separated, oldest first (empty: none)."""
+    keys = []
+    for item in _list(text):
+        try:
+            key = bytes.fromhex(item)
+        except ValueError:
+            raise UsageError(detail="SWREG_SECRET_KEY holds hex keys, comma-separated") from None
+        if len(key) < MIN_SECRET_KEY_BYTES:
+            raise UsageError(detail="each key of SWREG_SECRET_KEY must hold at least 32 bytes")
+        keys.append(key)
+    return tuple(keys)
+
+
+def keyring_text(keys: tuple[bytes, ...]) -> str:
+    """The keyring as ``SWREG_SECRET_KEY`` takes it: hex keys, comma-separated, oldest first."""
+    return ",".join(key.hex() for key in keys)
+
+
+def parse_key_file(text: str, path: Path) -> tuple[bytes, ...]:
+    """A key file's keyring: one hex key (≥ 32 bytes) per line, oldest first; blank lines are
+    ignored. Anything else is a ``database_unavailable`` naming the file (never its text)."""
+    keys = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            key = bytes.fromhex(line.strip())
+        except ValueError as exc:
+            raise EnvironmentProblem(
+                ErrorCode.DATABASE_UNAVAILABLE, detail=f"bad key file {path} (line {number})"
+            ) from exc
+        if len(key) < MIN_SECRET_KEY_BYTES:
+            raise EnvironmentProblem(
+                ErrorCode.DATABASE_UNAVAILABLE,
+                detail=f"key file {path} holds fewer than 32 bytes (line {number})",
+            )
+        keys.append(key)
+    if not keys:
+        raise EnvironmentProblem(ErrorCode.DATABASE_UNAVAILABLE, detail=f"key file {path} is empty")
+    return tuple(keys)
+
+
+def read_key_file(path: Path) -> tuple[bytes, ...]:
+    """The keyring of an existing key file (see :func:`parse_key_file`)."""
     try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        raise UsageError(detail="SWREG_SECRET_KEY must be hex") from None
-    if len(key) < 32:
-        raise UsageError(detail="SWREG_SECRET_KEY must hold at least 32 bytes")
-    return key
+        text = path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EnvironmentProblem(
+            ErrorCode.DATABASE_UNAVAILABLE, detail=f"cannot read key file {path}"
+        ) from exc
+    return parse_key_file(text, path)
+
+
+def write_new_key_file(path: Path, keys: tuple[bytes, ...]) -> None:
+    """Write ``keys`` (one hex key per line) to ``path``, which must not exist: a temporary
+    file beside it, written, fsynced and 0600, then linked into place (``FileExistsError`` when
+    ``path`` exists: nothing is overwritten) and the directory fsynced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, OWNER_ONLY)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write("".join(key.hex() + "\n" for key in keys))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(temporary, path)
+    finally:
+        temporary.unlink()
+    sync_directory(path.parent)
+
+
+def sync_directory(directory: Path) -> None:
+    """fsync a directory, so that a rename or link in it survives a crash."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _key_file_beside(database_url: str) -> Path:
@@ -423,34 +515,15 @@ def _key_file_beside(database_url: str) -> Path:
     return Path("swreg.key")
 
 
-def _load_or_create_key(path: Path) -> bytes:
-    """Read the key file, or create it atomically (write a temporary file, then link it into
-    place): racing processes all end up with the one key that won, never a half-written one.
-    An existing key file that others may read is set to 0600 with a warning."""
+def _load_or_create_keyring(path: Path) -> tuple[bytes, ...]:
+    """Read the key file, or create it with one new key atomically (:func:`write_new_key_file`):
+    racing processes all end up with the one key that won, never a half-written one. An
+    existing key file that others may read is set to 0600 with a warning."""
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, OWNER_ONLY)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32) + "\n")
-        try:
-            os.link(temporary, path)
-        except FileExistsError:
-            pass  # another process won the race: use its key
-        finally:
-            temporary.unlink()
+        with contextlib.suppress(FileExistsError):  # another process won the race: its key
+            write_new_key_file(path, (secrets.token_bytes(32),))
     tighten_file_mode(path)  # owner-only, like the database (DESIGN.md §6)
-    try:
-        key = bytes.fromhex(path.read_text().strip())
-    except ValueError as exc:
-        raise EnvironmentProblem(
-            ErrorCode.DATABASE_UNAVAILABLE, detail=f"bad key file {path}"
-        ) from exc
-    if len(key) < 32:
-        raise EnvironmentProblem(
-            ErrorCode.DATABASE_UNAVAILABLE, detail=f"key file {path} holds fewer than 32 bytes"
-        )
-    return key
+    return read_key_file(path)
 
 
 def _synchronous(value: str) -> str:

@@ -93,11 +93,11 @@ def test_the_key_file_is_created_owner_only_and_a_looser_one_tightened(
 ) -> None:
     path = tmp_path / "swreg.db"
     settings = Settings(database_url=f"sqlite:///{path}")
-    key = settings.identifier_key()
+    key = settings.identifier_keys()
     key_file = tmp_path / "swreg.db.key"
     assert mode(key_file) == 0o600
     os.chmod(key_file, 0o644)
     with caplog.at_level(logging.WARNING):
-        assert settings.identifier_key() == key
+        assert settings.identifier_keys() == key
     assert mode(key_file) == 0o600
     assert f"{key_file} was mode 0644 (readable by others): set to 0600" in caplog.messages

@@ -22,7 +22,7 @@ import pytest
 
 from engine import App, FixedClock, Settings, bootstrap
 from engine._settings import Argon2Parameters
-from engine.services.hashing import IdentifierHasher, PasswordHasher
+from engine.services.hashing import PasswordHasher
 from engine.testing.pki import TestPKI
 from engine.web import create_app
 from engine.web._registration_secret import registration_cookie
@@ -96,7 +96,7 @@ def at_basic_data(app: App, pki: TestPKI) -> tuple[str, dict[str, str]]:
 
 
 def asgi_client(app: App) -> httpx.AsyncClient:
-    token = new_csrf_token(IdentifierHasher(app.settings.identifier_key()))  # as the server issues
+    token = new_csrf_token(app.identifiers)  # as the server issues
     return httpx.AsyncClient(
         transport=httpx.ASGITransport(app=create_app(app)),
         base_url="http://127.0.0.1:8000",

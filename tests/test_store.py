@@ -139,7 +139,7 @@ def test_migrate_creates_parent_dir_and_is_idempotent(tmp_path: Path) -> None:
     database.migrate()
     assert database.is_migrated()
     assert (tmp_path / "a" / "b" / "swreg.db").is_file()
-    assert rows(database, "SELECT version_num FROM alembic_version") == [("0010",)]
+    assert rows(database, "SELECT version_num FROM alembic_version") == [("0011",)]
     database.dispose()
 
 
@@ -155,7 +155,7 @@ def test_migrations_up_down_and_up_on_the_test_database(fresh_database: FreshDat
     database.migrate()
     database.migrate()
     assert database.is_migrated()
-    assert rows(database, "SELECT version_num FROM alembic_version") == [("0010",)]
+    assert rows(database, "SELECT version_num FROM alembic_version") == [("0011",)]
     database.dispose()
 
 
@@ -209,6 +209,7 @@ def test_models_and_migrated_schema_agree(db: Database) -> None:
         "reminders",
         "officers",
         "officer_sessions",
+        "secret_key_check",
         "crl_sources",
         "ocsp_responses",
         "ocsp_attempts",

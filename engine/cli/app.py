@@ -32,6 +32,7 @@ from engine._errors import (
 from engine._settings import Settings
 from engine.cli.accounts import accounts_app
 from engine.cli.customs import customs_app
+from engine.cli.keys import keys_app
 from engine.cli.officers import officers_app
 from engine.cli.purge import purge
 from engine.cli.registrations import registrations_app
@@ -90,6 +91,7 @@ for sub, name in (
     (officers_app, "officers"),
     (revocation_app, "revocation"),
     (twfido_app, "twfido"),
+    (keys_app, "keys"),
 ):
     app.add_typer(sub, name=name)
 crl_app.add_typer(source_app, name="source")

@@ -2,7 +2,10 @@
 
 :meth:`HealthService.readiness` checks, in order,
 
-- ``database``: reachable (the migration check below opens a connection);
+- ``database``: reachable (the migration check below opens a connection), and under this
+  process's secret keyring (:data:`KEY_MISMATCH` otherwise: a ``swreg keys rotate`` ran under
+  the running portal, whose lookups by keyed hash now find nothing; start it with the new key
+  file or ``SWREG_SECRET_KEY``);
 - ``migrations``: the schema is at the migrations' head (:meth:`Database.is_migrated`, the
   ``alembic_version`` row against the newest revision shipped in ``MIGRATIONS_DIR``);
 - ``trust_anchors``: at least one trust anchor is stored;
@@ -51,6 +54,7 @@ from engine._settings import (
 )
 from engine.pki.certificate import subject_text
 from engine.services.mail import Mailer, NullMailer
+from engine.services.secret_keys import SecretKeys
 from engine.services.trust import TrustService, TrustSnapshot
 from engine.store import Database
 
@@ -62,6 +66,8 @@ CACHE_FOR: Final = timedelta(seconds=5)
 OK: Final = "ok"
 UNREACHABLE: Final = "unreachable"
 """``database``: no connection could be opened (or the server closed it)."""
+KEY_MISMATCH: Final = "secret key does not match"
+"""``database``: its keyed hashes are under another keyring than this process's."""
 NOT_AT_HEAD: Final = "not at head"
 """``migrations``: the schema is older (or newer) than this code's migrations: ``swreg init``."""
 NO_ANCHOR: Final = "none"
@@ -110,6 +116,7 @@ class HealthService:
         grace: timedelta,
         cas: Mapping[str, CaRevocation] | None = None,
         cache_for: timedelta = CACHE_FOR,
+        secret_keys: SecretKeys | None = None,
     ) -> None:
         self._database = database
         self._clock = clock
@@ -119,6 +126,7 @@ class HealthService:
         self._grace = grace
         self._cas: Mapping[str, CaRevocation] = dict(cas or {})
         self._cache_for = cache_for
+        self._secret_keys = secret_keys
         self._lock = threading.Lock()
         self._cached: tuple[datetime, Readiness] | None = None
 
@@ -150,14 +158,29 @@ class HealthService:
             why = {"database": type(exc).__name__}
             return Readiness(ERROR, NOT_CHECKED, NOT_CHECKED, NOT_CHECKED, self._mail), why
         migrations = OK if migrated else NOT_AT_HEAD
+        database, why = self._keyring(), {}
+        if database != OK:
+            why["database"] = "this process's keyring is not the database's (swreg keys show)"
         try:
             snapshot = self._trust.snapshot()
         except Exception as exc:  # an empty database: the migrations check says why
             failed = ERROR if migrated else NOT_CHECKED
-            why = {"trust_anchors": type(exc).__name__, "crls": type(exc).__name__}
-            return Readiness(OK, migrations, failed, failed, self._mail), why
+            why |= {"trust_anchors": type(exc).__name__, "crls": type(exc).__name__}
+            return Readiness(database, migrations, failed, failed, self._mail), why
         anchors = OK if snapshot.store.anchors else NO_ANCHOR
-        return Readiness(OK, migrations, anchors, self._crls(snapshot, now), self._mail), {}
+        crls = self._crls(snapshot, now)
+        return Readiness(database, migrations, anchors, crls, self._mail), why
+
+    def _keyring(self) -> str:
+        """``ok``, or :data:`KEY_MISMATCH` when the database's key check is another
+        keyring's (none stored yet, or no table yet: ``ok``)."""
+        if self._secret_keys is None:
+            return OK
+        try:
+            matches = self._secret_keys.matches()
+        except Exception:  # the other checks say what is wrong with the database
+            return OK
+        return KEY_MISMATCH if matches is False else OK
 
     def _crls(self, snapshot: TrustSnapshot, now: datetime) -> str:
         """``ok``, or the CAs whose CRLs a ``hard`` check would find stale or missing."""

@@ -480,3 +480,17 @@ class OfficerSession(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
+
+class SecretKeyCheck(Base):
+    """Which keyring this database's keyed hashes are under (one row, ``id`` 1): ``marker`` is
+    the keyed hash of a fixed text under it, ``fingerprint`` its newest key's short public name
+    and ``key_count`` how many keys it has. Written at the first start and by ``swreg keys rotate``;
+    a process whose keyring makes another marker is refused (DESIGN.md §6, §11)."""
+
+    __tablename__ = "secret_key_check"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    marker: Mapped[str] = mapped_column(String(64))
+    fingerprint: Mapped[str] = mapped_column(String(8))
+    key_count: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

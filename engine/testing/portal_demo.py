@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from engine._bootstrap import App
+from engine._settings import keyring_text
 from engine.testing.pki import TestPKI
 from readers.agent import AgentConfig, serve_agent
 from readers.vcard import CardThread, PivApplet, port_for_slot
@@ -58,7 +59,7 @@ def serve_demo(
     agent.start()
     os.environ.update(
         SWREG_DATABASE_URL=app.settings.database_url,
-        SWREG_SECRET_KEY=app.settings.identifier_key().hex(),
+        SWREG_SECRET_KEY=keyring_text(app.identifiers.keys),
         SWREG_PUBLIC_ORIGIN=origin,
         SWREG_AGENT_URL=f"ws://127.0.0.1:{agent_port}/",
         SWREG_MAIL_OUTBOX=str(folder / "outbox"),
