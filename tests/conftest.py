@@ -71,6 +71,7 @@ def _vpcd_readers() -> list[tuple[str, int]]:
 
 _PCSC_FILES = {
     "test_cli.py",
+    "test_pkcs11_opensc.py",  # OpenSC's module enumerates pcscd's readers and probes their cards
     "test_readers_virtual.py",
     "test_pcsc.py",
     "test_pcsc_registration.py",
@@ -85,8 +86,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         uses_readers = "vpcd_readers" in getattr(item, "fixturenames", ())
         if uses_readers or path.parent.name == "browser" or path.name in _PCSC_FILES:
             item.add_marker(pytest.mark.pcsc)
+        if item.get_closest_marker("pcsc"):  # set here or by the test itself
             # Under pytest-xdist (``--dist loadgroup``) one worker runs them all, one at a time:
-            # the vpcd readers are shared.
+            # the vpcd readers are shared, and listing them probes their cards.
             item.add_marker(pytest.mark.xdist_group("pcscd"))
     if ON_POSTGRESQL:
         about_sqlite = [item for item in items if item.get_closest_marker("sqlite_only")]

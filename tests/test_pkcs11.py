@@ -273,6 +273,7 @@ def test_list_tokens_shows_each_slot_with_its_token(tokens: Tokens) -> None:
         assert card.read_certificate() == tokens.rsa.der()
 
 
+@pytest.mark.pcsc  # lists pcscd's readers too, probing their cards
 def test_list_readers_adds_the_tokens_of_swreg_pkcs11_modules(
     tokens: Tokens, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -478,6 +479,7 @@ def test_cli_refuses_a_pin_in_the_card_spec(cli_env: dict[str, str], tmp_path: P
     assert "pin-value is refused" in out["errors"][0]["message"]
 
 
+@pytest.mark.pcsc  # lists pcscd's readers too, probing their cards
 def test_readers_list_shows_pkcs11_tokens(cli_env: dict[str, str]) -> None:
     code, out = _swreg({**cli_env, "SWREG_PKCS11_MODULES": SOFTHSM}, "readers", "list")
     assert code == 0, out

@@ -23,7 +23,7 @@ absolute limits (``SWREG_SESSION_IDLE``, ``SWREG_SESSION_MAX``).
 ``officer:NAME`` and whose diff holds the officer's ``certificate`` (fingerprint) and ``via``
 (``web:client=KEY``): ``officer_login``, ``officer_logout``, ``officer_viewed`` (a registration or
 an account), ``officer_search`` (the kind of key and the number of hits, never the key),
-``audit_verified``, ``audit_exported``, and the decisions' own rows (``approved``, ``rejected``,
+``audit_verified``, ``audit_exported``, and the decisions' own rows (``approve``, ``reject``,
 ``account_suspended``, ``account_reactivated``).
 
 **Masking.** An officer sees what a registration's card proves and what the applicant entered,

@@ -4,6 +4,7 @@
  * - Step 1 (申請類別): show only the chosen 類別's 屬性 and redraw the step bar for its path.
  * - Forms: keep 帳號 in step with the fields it is named after; 檢核是否存在 through the API.
  * - A refused form: focus its error summary (#error-summary), whose links lead to the fields.
+ * - Phones: html.js; the header's 選單 button opens and closes the side menu.
  * Every page works without this script except the card check, which needs card.js.
  */
 (function () {
@@ -219,7 +220,25 @@
     }
   }
 
+  /* Phones (style.css, ≤ 600 px): the menu opens from the header's 選單 button. */
+  document.documentElement.classList.add("js");
+
+  function setupMenu(toggle, menu) {
+    toggle.addEventListener("click", function () {
+      var open = toggle.getAttribute("aria-expanded") !== "true";
+      toggle.setAttribute("aria-expanded", open ? "true" : "false");
+      menu.classList.toggle("open", open);
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    var toggle = document.getElementById("menu-toggle");
+    var menu = document.getElementById("side-menu");
+    if (toggle && menu) {
+      setupMenu(toggle, menu);
+    } else if (toggle) {
+      toggle.hidden = true; /* a page without a menu (the officer's login) */
+    }
     /* A refused form: the error summary takes the focus, so it is read first. */
     var summary = document.getElementById("error-summary");
     if (summary) {
