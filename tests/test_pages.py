@@ -603,6 +603,38 @@ def test_english_pages_show_no_chinese_outside_text_marked_as_chinese(
     assert {where: text for where, text in found.items() if text} == {}
 
 
+def english_wordings() -> set[str]:
+    """Every English wording of the pages' translation tables of three words or more."""
+    from engine.web import _pages_account, _pages_customs, _pages_officer
+    from engine.web._i18n import TEXTS
+
+    found = {en for _, en in TEXTS.values()}
+    for module in (_pages_account, _pages_customs, _pages_officer):
+        found |= {labels.en for labels in module._TEXTS.values()}
+    return {text for text in found if len(text.split()) >= 3}
+
+
+def test_chinese_pages_show_none_of_the_english_wordings(client: TestClient, pki: TestPKI) -> None:
+    """The reverse of the crawl above: where a Chinese wording exists, a zh-TW page uses it."""
+    wordings = english_wordings()
+    assert len(wordings) > 100
+    shown: dict[str, str] = {}
+    for path in ("/", "/register", "/login", "/accessibility", "/privacy", "/customs/query",
+                 "/customs/import", "/password/forgot", "/renewal", "/officer", "/activate/x",
+                 "/no-such-page"):  # fmt: skip
+        shown[path] = page(client.get(path), 404 if path == "/no-such-page" else 200).text
+    url = start(client, "enterprise.general")
+    shown["card step"] = page(client.get(url)).text
+    card_check(client, url, pki.issue_company(UBN))
+    answers = {k: v for k, v in COMPANY_ANSWERS.items() if k not in ("consent", "company_name")}
+    shown["refused"] = page(post_form(client, url, {**answers, "ubn": "12345678"}), 422).text
+    post_form(client, url, answers)
+    post_form(client, url, {"company_name": "測試貿易股份有限公司"})
+    shown["completed"] = page(client.get(url)).text
+    found = {where: [w for w in wordings if w in text] for where, text in shown.items()}
+    assert {where: hits for where, hits in found.items() if hits} == {}
+
+
 # -- activation, login, privacy, outbox ----------------------------------------------------------
 
 
