@@ -24,10 +24,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# Two pytest-xdist workers per pass; the tests that share pcscd's vpcd readers run on one of them,
-# one at a time (the xdist_group "pcscd" of tests/conftest.py).
-TEST_WORKERS ?= 2
-PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+# Each pass runs as two processes at once (scripts/test-split): the tests that use pcscd's
+# readers one at a time in one, every other test in the other.
+PYTEST := scripts/test-split $(PY) -m pytest -q
 
 test: lint typecheck
 	PY=$(PY) scripts/with-pcscd $(PYTEST)

@@ -78,6 +78,7 @@ _PCSC_FILES = {
 }
 
 
+@pytest.hookimpl(tryfirst=True)  # marked before ``-m pcsc`` / ``-m "not pcsc"`` selects
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark ``pcsc`` every test that talks to pcscd (reader fixture, browser, ``pcsc:`` spec);
     on the PostgreSQL pass, deselect the ``sqlite_only`` tests."""
@@ -86,10 +87,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         uses_readers = "vpcd_readers" in getattr(item, "fixturenames", ())
         if uses_readers or path.parent.name == "browser" or path.name in _PCSC_FILES:
             item.add_marker(pytest.mark.pcsc)
-        if item.get_closest_marker("pcsc"):  # set here or by the test itself
-            # Under pytest-xdist (``--dist loadgroup``) one worker runs them all, one at a time:
-            # the vpcd readers are shared, and listing them probes their cards.
-            item.add_marker(pytest.mark.xdist_group("pcscd"))
     if ON_POSTGRESQL:
         about_sqlite = [item for item in items if item.get_closest_marker("sqlite_only")]
         if about_sqlite:

@@ -27,7 +27,7 @@ from engine.web._registration_secret import registration_cookie
 
 from ..conftest import COMPANY_ANSWERS, PERSON_ANSWERS, SECRET
 from ..helpers import card_response, enrol
-from .conftest import EXPECT_TIMEOUT_MS, Portal
+from .conftest import EXPECT_TIMEOUT_MS, Portal, SaveScreenshot
 
 WIDTHS = (1280, 320)
 LANGUAGES = ("zh-TW", "en")
@@ -275,10 +275,12 @@ def test_phones_get_the_content_first_and_no_sideways_scrolling(
 
 @pytest.mark.parametrize("lang", LANGUAGES)
 def test_on_a_phone_step_1_starts_on_the_first_screen_and_the_menu_opens_on_demand(
-    browser: Browser, portal: Portal, lang: str
+    browser: Browser, portal: Portal, lang: str, screenshots: SaveScreenshot
 ) -> None:
     page = open_state(browser, portal, State("step 1", "/register"), lang, 320, height=640)
     try:
+        if lang == "zh-TW":
+            screenshots(page, "phone-step1-category.png")
         first = page.locator("#category-form input[type=radio]").first.bounding_box()
         assert first is not None and first["y"] + first["height"] <= 640
         toggle = page.locator("#menu-toggle")
