@@ -7,13 +7,14 @@ card.js posts it; the pages are the server-rendered HTML. Chromium drives the sa
 tests/browser/test_officer_console.py.
 """
 
+# ruff: noqa: F811 - the imported fixtures are parameters of the tests
+
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -22,7 +23,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from engine import App, FixedClock, RegistrationView, Settings, SwregError
+from engine import App, FixedClock, RegistrationView, SwregError
 from engine.services.officers import OfficerView
 from engine.store import Account, AuditEntry, OfficerSession
 from engine.testing.pki import IssuedCard, TestPKI
@@ -30,19 +31,16 @@ from engine.web import create_app
 
 from .conftest import COMPANY_ANSWERS, PERSON_ANSWERS
 from .helpers import count, enrol
-from .test_approval import Apps, walk, with_approval
+from .test_approval import (  # noqa: F401 - apps: a fixture
+    Apps,
+    apps,
+    walk,
+    with_approval,
+)
 
 UBN = "04595257"
 ADMIN_NAME = "林關員"
 REVIEWER_NAME = "張審核"
-
-
-@pytest.fixture
-def apps(tmp_path: Any, settings: Settings, clock: FixedClock, pki: TestPKI) -> Iterator[Apps]:
-    made = Apps(tmp_path, settings, clock, pki)
-    yield made
-    for app in made.opened:
-        app.close()
 
 
 @pytest.fixture

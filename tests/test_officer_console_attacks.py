@@ -13,6 +13,8 @@ officer sees in clear and what masked (the rule the masking tests pin):
     never    passwords and their hashes, the national ID hash, tokens
 """
 
+# ruff: noqa: F811 - the imported fixtures are parameters of the tests
+
 from __future__ import annotations
 
 import base64
@@ -21,7 +23,6 @@ import html
 import json
 import logging
 import re
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -32,7 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from engine import App, FixedClock, RegistrationView, Settings, SwregError
+from engine import App, FixedClock, RegistrationView, SwregError
 from engine._errors import ErrorCode, message_for
 from engine.core.declarations import IssuerCA
 from engine.pki.card_response import CardResponse
@@ -45,10 +46,15 @@ from engine.web._security import new_csrf_token
 
 from .conftest import COMPANY_ANSWERS, PERSON_ANSWERS
 from .helpers import card_response, count
-from .test_approval import Apps, walk, with_approval
+from .test_approval import (  # noqa: F401 - apps: a fixture
+    Apps,
+    apps,
+    walk,
+    with_approval,
+)
 from .test_concurrency import race
 from .test_customs import activate_and_login
-from .test_officer_console import (
+from .test_officer_console import (  # noqa: F401 - cards: a fixture
     ADMIN_NAME,
     REVIEWER_NAME,
     UBN,
@@ -56,6 +62,7 @@ from .test_officer_console import (
     account_status,
     answer,
     audit,
+    cards,
     client_of,
     csrf,
     error_codes,
@@ -74,29 +81,9 @@ and load their scripts by src only)."""
 
 
 @pytest.fixture
-def apps(tmp_path: Any, settings: Settings, clock: FixedClock, pki: TestPKI) -> Iterator[Apps]:
-    made = Apps(tmp_path, settings, clock, pki)
-    yield made
-    for opened in made.opened:
-        opened.close()
-
-
-@pytest.fixture
 def app(apps: Apps) -> App:
     """Both people and companies wait for an officer (待審核) after their data."""
     return apps.open(with_approval('["person", "enterprise"]'))
-
-
-@pytest.fixture
-def cards(app: App, pki: TestPKI) -> dict[str, IssuedCard]:
-    found = {
-        "admin": pki.issue_person(name=ADMIN_NAME, id_last4="1111"),
-        "reviewer": pki.issue_person(name=REVIEWER_NAME, id_last4="2222"),
-        "stranger": pki.issue_person(name="路人甲", id_last4="3333"),
-    }
-    app.officers.add(found["admin"].der(), name=ADMIN_NAME, role="admin", actor="test")
-    app.officers.add(found["reviewer"].der(), name=REVIEWER_NAME, role="reviewer", actor="test")
-    return found
 
 
 @pytest.fixture

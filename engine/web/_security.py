@@ -47,7 +47,7 @@ import re
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from enum import Enum
-from typing import Final
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 from python_multipart.multipart import parse_options_header
@@ -300,16 +300,14 @@ def _split_host(value: str) -> tuple[str, str | None]:
     return value, None
 
 
+def _cookie(settings: Settings, samesite: Literal["lax", "strict"]) -> dict[str, Any]:
+    """A session cookie's attributes: HttpOnly, Secure over https, Path=/, browser-session."""
+    return {"httponly": True, "samesite": samesite, "secure": secure_cookies(settings), "path": "/"}
+
+
 def set_session_cookie(response: Response, token: str, settings: Settings) -> None:
     """The login session cookie: HttpOnly, SameSite=Lax, Secure over https, browser-session."""
-    response.set_cookie(
-        session_cookie_name(settings),
-        token,
-        httponly=True,
-        samesite="lax",
-        secure=secure_cookies(settings),
-        path="/",
-    )
+    response.set_cookie(session_cookie_name(settings), token, **_cookie(settings, "lax"))
 
 
 def officer_cookie_name(settings: Settings) -> str:
@@ -319,34 +317,15 @@ def officer_cookie_name(settings: Settings) -> str:
 
 def set_officer_cookie(response: Response, token: str, settings: Settings) -> None:
     """The officer console's session cookie: HttpOnly, SameSite=Strict, Secure over https."""
-    response.set_cookie(
-        officer_cookie_name(settings),
-        token,
-        httponly=True,
-        samesite="strict",
-        secure=secure_cookies(settings),
-        path="/",
-    )
+    response.set_cookie(officer_cookie_name(settings), token, **_cookie(settings, "strict"))
 
 
 def clear_officer_cookie(response: Response, settings: Settings) -> None:
-    response.delete_cookie(
-        officer_cookie_name(settings),
-        httponly=True,
-        samesite="strict",
-        secure=secure_cookies(settings),
-        path="/",
-    )
+    response.delete_cookie(officer_cookie_name(settings), **_cookie(settings, "strict"))
 
 
 def clear_session_cookie(response: Response, settings: Settings) -> None:
-    response.delete_cookie(
-        session_cookie_name(settings),
-        httponly=True,
-        samesite="lax",
-        secure=secure_cookies(settings),
-        path="/",
-    )
+    response.delete_cookie(session_cookie_name(settings), **_cookie(settings, "lax"))
 
 
 class PortalMiddleware:
