@@ -172,13 +172,22 @@ def portal_database(
 
 
 @pytest.fixture(scope="module")
+def portal_environment() -> dict[str, str]:
+    """More environment for the served processes; a module overrides it (a plugin installed
+    for them, a workflow file)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
 def portal(
     portal_database: str,
     portal_ports: tuple[int, int],
     mailbox: Mailbox,
+    portal_environment: dict[str, str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Portal]:
-    """``swreg serve --workers 2`` on a free port, answering ``GET /``; stopped by PID."""
+    """``swreg serve --workers 2`` on a free port, answering ``GET /``, with
+    ``portal_environment``; stopped by PID."""
     port, agent_port = portal_ports
     origin = f"http://127.0.0.1:{port}"
     agent_url = f"ws://127.0.0.1:{agent_port}/"
@@ -189,6 +198,7 @@ def portal(
         SWREG_SMTP_HOST=mailbox.host,
         SWREG_SMTP_PORT=str(mailbox.port),
         SWREG_SMTP_TLS="none",  # the plain local mailbox, no login
+        **portal_environment,
     )  # fmt: skip
     try:
         yield Portal(origin, portal_database, agent_url, agent_port, log)

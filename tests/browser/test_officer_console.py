@@ -50,7 +50,6 @@ from engine.testing.pki import IssuedCard, TestPKI
 
 from ..conftest import COMPANY_ANSWERS, PERSON_ANSWERS, SECRET
 from ..helpers import enrol
-from ..processes import serve, stop_process
 from ..test_approval import ApprovalPlugin, walk, with_approval
 from .conftest import CARD_PIN, InsertCard, Mailbox, Portal, SaveScreenshot
 
@@ -126,35 +125,13 @@ def approval_install(tmp_path_factory: pytest.TempPathFactory) -> ApprovalInstal
 
 
 @pytest.fixture(scope="module")
-def portal(
-    portal_database: str,
-    portal_ports: tuple[int, int],
-    mailbox: Mailbox,
-    approval_install: ApprovalInstall,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Portal]:
-    """conftest's ``portal`` (``swreg serve --workers 2``) with the approval plugin installed
-    for the served processes and the workflow placing it; stopped by PID."""
-    port, agent_port = portal_ports
-    origin = f"http://127.0.0.1:{port}"
-    agent_url = f"ws://127.0.0.1:{agent_port}/"
-    log = tmp_path_factory.mktemp("serve-console") / "serve.log"
+def portal_environment(approval_install: ApprovalInstall) -> dict[str, str]:
+    """conftest's ``portal`` with the approval plugin installed for the served processes and
+    the workflow placing it."""
     python_path = os.pathsep.join(
         part for part in (str(approval_install.site), os.environ.get("PYTHONPATH", "")) if part
     )
-    process = serve(
-        portal_database, SECRET.hex(), port, log, workers=2,
-        PYTHONPATH=python_path,
-        SWREG_WORKFLOW=str(approval_install.workflow),
-        SWREG_AGENT_URL=agent_url,
-        SWREG_SMTP_HOST=mailbox.host,
-        SWREG_SMTP_PORT=str(mailbox.port),
-        SWREG_SMTP_TLS="none",
-    )  # fmt: skip
-    try:
-        yield Portal(origin, portal_database, agent_url, agent_port, log)
-    finally:
-        stop_process(process)
+    return {"PYTHONPATH": python_path, "SWREG_WORKFLOW": str(approval_install.workflow)}
 
 
 @pytest.fixture
