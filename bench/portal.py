@@ -64,6 +64,7 @@ from common import (
 from engine._settings import Argon2Parameters
 from engine.services.hashing import IdentifierHasher
 from engine.testing.pki import TestPKI
+from engine.testing.ports import free_port
 from engine.web._registration_secret import REGISTRATION_COOKIE_PREFIX
 from engine.web._security import new_csrf_token
 
@@ -81,12 +82,6 @@ VARIANTS: dict[str, Argon2Parameters] = {
 }
 """The figures: KDF excluded and OWASP argon2id on SQLite; KDF excluded on PostgreSQL too (with
 ``SWREG_PG_URL``): SQLite has one writer at a time, PostgreSQL does not."""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass(frozen=True)

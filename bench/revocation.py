@@ -124,8 +124,9 @@ from engine.pki.revocation import (
 from engine.services.ocsp import OcspService, OcspSource
 from engine.store import Database
 from engine.testing.http_server import LocalHTTPServer
-from engine.testing.ocsp import OcspResponder, free_port
+from engine.testing.ocsp import OcspResponder
 from engine.testing.pki import IssuedCard, KeyType, TestCA, TestPKI
+from engine.testing.ports import free_port
 
 CACHED_TARGET = 1.10
 COLD_TARGET_MS = 2.0

@@ -22,14 +22,6 @@ SWREG = str(Path(sys.executable).parent / "swreg")
 STARTUP_TIMEOUT = 30.0
 
 
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def start_time(pid: int) -> str | None:
     """The kernel's start time of ``pid`` (field 22 of /proc/PID/stat), None if it is gone."""
     try:

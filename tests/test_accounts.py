@@ -17,9 +17,10 @@ from engine.services.accounts import AccountService, link_token, token_hash
 from engine.services.mail import ACTIVATION_SUBJECT, Mailer, OutboxMailer, SmtpMailer
 from engine.store import ActivationToken, AuditEntry
 from engine.testing.pki import TestPKI
+from engine.testing.ports import free_port
 from tests.conftest import COMPANY_ANSWERS, PERSON_ANSWERS
 from tests.helpers import accounts, enrol
-from tests.test_mail import SmtpSink, body, free_port
+from tests.test_mail import SmtpSink, body
 
 ORIGIN = "https://portal.example"
 TTL = timedelta(hours=24)

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -35,6 +34,7 @@ from websockets.typing import Origin
 
 from engine import CardError, ErrorCode, UsageError, challenge_payload
 from engine.testing.pki import TestPKI
+from engine.testing.ports import free_port
 from readers import Card, ReaderInfo
 from readers.agent import MAX_SIGN_DATA, OPS, TRANSPORT_SIZE_FACTOR, AgentConfig, serve_agent
 
@@ -53,16 +53,9 @@ T = TypeVar("T")
 # -- harness -----------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _config(**overrides: Any) -> AgentConfig:
     values: dict[str, Any] = {
-        "port": _free_port(),
+        "port": free_port(),
         "allowed_origins": frozenset({ORIGIN, OTHER_ORIGIN}),
         "card_schemes": frozenset({"virtual"}),
     }
@@ -723,7 +716,7 @@ def test_foreign_card_failures_become_card_error_without_their_text() -> None:
 
 @pytest.fixture
 def agent_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    port = _free_port()
+    port = free_port()
     code = (
         "from readers.agent import AgentConfig, run_agent\n"
         f"run_agent(AgentConfig(port={port}, allowed_origins=frozenset({{{ORIGIN!r}}})))\n"
@@ -914,7 +907,7 @@ def test_malformed_pkcs11_module_settings_are_refused(overrides: dict[str, Any])
 
 
 def test_swreg_agent_pkcs11_module_serves_the_tokens(tokens: Tokens) -> None:  # noqa: F811
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "SOFTHSM2_CONF": str(tokens.conf)}
     swreg = str(Path(sys.executable).parent / "swreg")
     refused = subprocess.run(

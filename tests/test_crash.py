@@ -37,9 +37,10 @@ from sqlalchemy import select
 from engine import App
 from engine.store import Account, AuditEntry, Certificate
 from engine.testing.pki import IssuedCard, TestPKI
+from engine.testing.ports import free_port
 
 from .conftest import PERSON_ANSWERS, SECRET
-from .processes import SWREG, free_port, kill_process_tree, serve, stop_process, swreg_env
+from .processes import SWREG, kill_process_tree, serve, stop_process, swreg_env
 
 CLIENTS = 24
 ROUNDS = 5

@@ -22,8 +22,8 @@ from engine import App, EnvironmentProblem, ErrorCode, SwregError
 from engine.services.hashing import IdentifierHasher
 from engine.store import Account, Certificate, Database
 from engine.store._customs_lookup import CustomsKey, CustomsLookupRow, customs_lookup
-from engine.testing.ocsp import free_port
 from engine.testing.pki import TestPKI
+from engine.testing.ports import free_port
 
 from .conftest import ORG_OID, SECRET, FreshDatabase, sqlite_only
 

@@ -38,7 +38,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .processes import descendants, free_port, start_time, stop_process
+from engine.testing.ports import free_port
+
+from .processes import descendants, start_time, stop_process
 from .test_metrics import Samples, key, moved, parse
 
 ROOT = Path(__file__).resolve().parent.parent

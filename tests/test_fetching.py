@@ -27,6 +27,7 @@ from engine.services.fetching import (
     Validators,
 )
 from engine.testing.http_server import LocalHTTPServer
+from engine.testing.ports import free_port
 
 BODY = bytes(range(256)) * 64  # 16 KiB
 LOOPBACK = FetchHosts.parse("127.0.0.1,localhost")
@@ -320,11 +321,7 @@ def test_slow_drip_hits_the_total_limit(fetcher: Fetcher, server: LocalHTTPServe
 
 
 def test_connection_refused() -> None:
-    import socket
-
-    with socket.socket() as sock:  # a port that was free a moment ago: nobody listens
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nobody listens there
     with Fetcher(LOOPBACK) as fetcher:
         result = fetcher.get(f"http://127.0.0.1:{port}/x.crl", max_bytes=10, timeout=2)
     assert result.outcome is FetchOutcome.CONNECTION_ERROR

@@ -37,10 +37,11 @@ from engine import App, FixedClock, Settings, bootstrap
 from engine._logging import FIRST_FIELDS, JsonFormatter, request_context
 from engine.services.hashing import IdentifierHasher
 from engine.testing.pki import IssuedCard, TestPKI
+from engine.testing.ports import free_port
 from engine.web import create_app
 
 from .conftest import PASSWORD, PERSON_ANSWERS, PIN, PKI_NOW, SECRET, TestDatabases
-from .processes import SWREG, free_port, serve, stop_process, swreg_env
+from .processes import SWREG, serve, stop_process, swreg_env
 from .test_mail import SmtpSink, body
 
 PEER = "198.51.100.20"

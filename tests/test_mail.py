@@ -43,14 +43,9 @@ from engine.services.mail import (
     activation_message,
     make_mailer,
 )
+from engine.testing.ports import free_port
 
 LINK = "https://portal.example/activate/abc_DEF-123"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class SmtpSink:

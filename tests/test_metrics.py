@@ -42,10 +42,11 @@ from engine.services.ocsp import OcspSource
 from engine.services.revocation import RevocationService
 from engine.testing.http_server import LocalHTTPServer
 from engine.testing.pki import IssuedCard, TestCA, TestPKI
+from engine.testing.ports import free_port
 from engine.web import create_app
 
 from .conftest import PERSON_ANSWERS, SECRET, TestDatabases
-from .processes import free_port, serve, stop_process, wait_until
+from .processes import serve, stop_process, wait_until
 from .revocation_support import OcspSetup, Responder, der, moica, ocsp_url, responder, setup
 from .test_api import card_check, csrf, error, register, signed, start
 from .test_turnkey import register as register_signing

@@ -40,7 +40,8 @@ from engine.services.ocsp import (
 )
 from engine.store import CachedOcsp, Database
 from engine.testing import TestCA, TestPKI
-from engine.testing.ocsp import Revocation, free_port, issue_ocsp_signer
+from engine.testing.ocsp import Revocation, issue_ocsp_signer
+from engine.testing.ports import free_port
 
 from .revocation_support import (
     MAX_AGE,

@@ -28,6 +28,7 @@ from engine import (
 )
 from engine.store import Account, Certificate
 from engine.testing.pki import IssuedCard, TestPKI
+from engine.testing.ports import free_port
 from readers import open_card
 from readers.pcsc import list_readers, wait_for_card
 from readers.vcard import CardThread, GpkiApplet, PivApplet
@@ -265,7 +266,6 @@ def test_the_browser_path_through_the_agent(insert: Insert, pki: TestPKI, truste
     a page on a foreign origin is refused at the WebSocket handshake."""
     import asyncio
     import base64
-    import socket
 
     from websockets.asyncio.client import connect
     from websockets.exceptions import InvalidStatus
@@ -275,9 +275,7 @@ def test_the_browser_path_through_the_agent(insert: Insert, pki: TestPKI, truste
 
     page = "http://127.0.0.1:8000"
     reader = insert(piv(pki, pki.issue_person(key="ec")))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     service = trusted.registrations
     view = service.start("person.general", consent=True, origin=page)
     challenge = service.issue_challenge(view.id)

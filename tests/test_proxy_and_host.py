@@ -33,6 +33,7 @@ from engine import App, FixedClock, Settings, bootstrap
 from engine.services.hashing import IdentifierHasher
 from engine.store import AuditEntry, RateLimitWindow
 from engine.testing.pki import TestPKI
+from engine.testing.ports import free_port
 from engine.web import create_app
 from engine.web._portal import START_LIMIT
 from engine.web._security import (
@@ -44,7 +45,7 @@ from engine.web._security import (
 )
 
 from .conftest import SECRET, FreshDatabase
-from .processes import SWREG, answers_http, free_port, spawn, stop_process, swreg_env, wait_until
+from .processes import SWREG, answers_http, spawn, stop_process, swreg_env, wait_until
 
 PROXY = "10.0.0.5"
 """The reverse proxy: the socket peer of every request that came through it."""

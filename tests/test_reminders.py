@@ -27,9 +27,10 @@ from engine.pki.certificate import load_certificate
 from engine.services.reminders import RETRY_AFTER, ReminderRun, ReminderService
 from engine.store import AuditEntry, Certificate, Database, Reminder
 from engine.testing.pki import IssuedCard, TestPKI
+from engine.testing.ports import free_port
 from tests.conftest import COMPANY_ANSWERS, PERSON_ANSWERS, PKI_NOW, SECRET
 from tests.helpers import enrol
-from tests.test_mail import SENDER, SmtpSink, body, free_port
+from tests.test_mail import SENDER, SmtpSink, body
 
 ORIGIN = "https://portal.example"
 UBN = "04595257"

@@ -29,7 +29,8 @@ from engine.services.turnkey import TurnkeyVerifier
 from engine.store import CRL, Account, AuditEntry, CrlSource, OcspAttempt, Registration
 from engine.testing import IssuedCard, TestCA, TestPKI
 from engine.testing.http_server import LocalHTTPServer
-from engine.testing.ocsp import OcspResponder, Revocation, free_port, issue_ocsp_signer
+from engine.testing.ocsp import OcspResponder, Revocation, issue_ocsp_signer
+from engine.testing.ports import free_port
 
 from .conftest import PERSON_ANSWERS
 from .helpers import audit_events, certificates, enrol, rows

@@ -25,7 +25,8 @@ from engine._settings import RevocationPolicy
 from engine.store import CRL, CrlSource, OcspResponse
 from engine.testing import TestCA, TestPKI
 from engine.testing.http_server import LocalHTTPServer
-from engine.testing.ocsp import Revocation, free_port, issue_ocsp_signer
+from engine.testing.ocsp import Revocation, issue_ocsp_signer
+from engine.testing.ports import free_port
 
 from .conftest import PERSON_ANSWERS
 from .helpers import certificates, enrol, rows

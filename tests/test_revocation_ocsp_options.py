@@ -23,7 +23,8 @@ from engine.pki.ocsp import OcspStatus
 from engine.services.ocsp import NOT_CACHED, OcspSource
 from engine.testing import TestCA, TestPKI
 from engine.testing.http_server import LocalHTTPServer
-from engine.testing.ocsp import Revocation, free_port
+from engine.testing.ocsp import Revocation
+from engine.testing.ports import free_port
 
 from .revocation_support import (
     MAX_AGE,

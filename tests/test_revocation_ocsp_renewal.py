@@ -29,7 +29,7 @@ from engine.services.ocsp import OcspSource
 from engine.services.revocation import RevocationService
 from engine.store import Certificate
 from engine.testing import IssuedCard, TestCA, TestPKI
-from engine.testing.ocsp import free_port
+from engine.testing.ports import free_port
 
 from .revocation_support import (
     NOW,

@@ -23,9 +23,10 @@ from sqlalchemy import select
 from engine import Settings, bootstrap
 from engine.store import Account, Database
 from engine.testing.pki import TestPKI
+from engine.testing.ports import free_port
 
 from .conftest import PERSON_ANSWERS, SECRET, TestDatabases
-from .processes import free_port, serve, stop_process
+from .processes import serve, stop_process
 from .test_mail import SmtpSink
 
 

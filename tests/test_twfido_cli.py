@@ -31,9 +31,10 @@ from engine.services.twfido import TwFidoClient
 from engine.testing.demo import MOBILE_BROWSER, MOBILE_NARRATED, MOBILE_SALT, start_mobile_demo
 from engine.testing.pki import TestPKI
 from engine.testing.portal_demo import _mobile_environment
+from engine.testing.ports import free_port
 
 from .conftest import PASSWORD, PKI_NOW, SECRET
-from .processes import SWREG, answers_http, free_port, stop_process, swreg_env, wait_until
+from .processes import SWREG, answers_http, stop_process, swreg_env, wait_until
 
 KEY = bytes(range(64, 96))
 SERVICE = "SP-CLI-TEST"

@@ -26,7 +26,7 @@ from engine.services.twfido import (
     checksum,
     checksum_matches,
 )
-from tests.processes import free_port
+from engine.testing.ports import free_port
 
 KEY = bytes(range(32))
 NOW = datetime(2026, 12, 7, 3, 0, tzinfo=UTC)

@@ -15,11 +15,12 @@ as a user without it installed sees it, connections refused.
 
 from __future__ import annotations
 
-import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Self
+
+from engine.testing.ports import free_port
 
 
 class LoopbackService:
@@ -79,11 +80,3 @@ class LoopbackService:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def free_port() -> int:
-    """A port of 127.0.0.1 nothing listens on (at the moment of asking)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port

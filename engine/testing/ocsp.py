@@ -20,7 +20,6 @@ its PID (SIGTERM, then SIGKILL).
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterable, Sequence
@@ -38,6 +37,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from engine.core.declarations import IssuerCA
 from engine.testing.pki import IssuedCard, TestCA, TestPKI, _new_key, _second, _test_policy
+from engine.testing.ports import free_port
 
 STARTUP_TIMEOUT: Final = 15.0
 """Seconds to wait for the responder's first answer."""
@@ -193,7 +193,7 @@ class OcspResponder:
         self.directory.mkdir(parents=True, exist_ok=True)
         files = self._write_files()
         for _attempt in range(5):  # a port picked free may be taken before openssl binds it
-            self.port = self._fixed_port or _free_port()
+            self.port = self._fixed_port or free_port()
             self._log = self.log_path.open("ab")
             self._process = subprocess.Popen(
                 [openssl, "ocsp", *files, "-port", str(self.port), *self._options()],
@@ -321,16 +321,3 @@ def _openssl_time(moment: datetime) -> str:
 
 def _certificate(item: x509.Certificate | IssuedCard) -> x509.Certificate:
     return item.certificate if isinstance(item, IssuedCard) else item
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 free now: for a responder whose URL certificates must name
-    before it starts (``OcspResponder(..., port=free_port())``)."""
-    return _free_port()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port

@@ -48,13 +48,14 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from engine import Settings, bootstrap
 from engine.testing.hipki import HiPKIEmulator, HiPKIReader
 from engine.testing.pki import IssuedCard, TestPKI
+from engine.testing.ports import free_port
 from engine.testing.twfido import TwFidoHolder, TwFidoMock
 from readers import open_card
 from readers.pcsc import wait_for_card
 from readers.vcard import CardThread, PivApplet, RetryState
 
 from ..conftest import SECRET, TestDatabases
-from ..processes import SWREG, accepts, free_port, serve, spawn, stop_process, wait_until
+from ..processes import SWREG, accepts, serve, spawn, stop_process, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

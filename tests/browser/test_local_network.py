@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +36,7 @@ from sqlalchemy import func, select
 
 from engine import Settings, bootstrap
 from engine.store import Challenge, Registration
+from engine.testing.ports import free_port
 
 from ..conftest import SECRET
 from ..processes import SWREG, answers_http, spawn, stop_process, swreg_env, wait_until
@@ -138,13 +138,6 @@ def portal_address() -> Iterator[str]:
         assert removed.returncode == 0, removed.stderr
 
 
-def free_port_on(address: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((address, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def portal(
     portal_database: str,
@@ -154,7 +147,7 @@ def portal(
 ) -> Iterator[Portal]:
     """``swreg serve`` on the non-loopback address, its agent on 127.0.0.1 (replaces the
     conftest.py fixture for this module)."""
-    port, agent_port = free_port_on(portal_address), free_port_on("127.0.0.1")
+    port, agent_port = free_port(portal_address), free_port("127.0.0.1")
     origin = f"http://{portal_address}:{port}"
     agent_url = f"ws://127.0.0.1:{agent_port}/"
     log = tmp_path_factory.mktemp("serve") / "serve.log"
