@@ -256,7 +256,9 @@ class SwregError(Exception):
 
     ``code`` is stable; ``field`` names the form field concerned; ``details`` carries
     machine-readable extras (``tries_left``, ``line``, ...). ``detail`` is a free-form
-    explanation appended to the catalogue message.
+    explanation in English for the operator and the API client (the CLI prints it, the HTTP API
+    returns it as ``detail``, logs carry it); :meth:`message`, what a page shows a person, is the
+    catalogue's wording in one language and never includes it.
     """
 
     exit_status: ClassVar[int] = 1
@@ -274,15 +276,15 @@ class SwregError(Exception):
         self.field = field
         self.detail = detail
         self.details = details
-        super().__init__(self.message("en"))
+        super().__init__(self.message("en") + (f": {detail}" if detail else ""))
 
     def message(self, language: Language = "zh-TW") -> str:
+        """The catalogue's wording of the code in ``language`` (with the tries left of a wrong
+        PIN): all in one language, so without :attr:`detail`."""
         text = message_for(self.code, language)
         if self.code is ErrorCode.PIN_INCORRECT and self.details.get("tries_left") is not None:
             left = self.details["tries_left"]
             text += f"，剩餘{left}次機會" if language == "zh-TW" else f" ({left} tries left)"
-        if self.detail:
-            text += f"：{self.detail}" if language == "zh-TW" else f": {self.detail}"
         return text
 
     @property
@@ -291,9 +293,16 @@ class SwregError(Exception):
         return (self,)
 
     def as_dicts(self, language: Language = "zh-TW") -> list[dict[str, Any]]:
-        """``[{field, code, message, ...details}]`` as the CLI and HTTP API report them."""
+        """``[{field, code, message, detail?, ...details}]`` as the CLI and HTTP API report them
+        (``detail`` only when there is one)."""
         return [
-            {"field": e.field, "code": str(e.code), "message": e.message(language), **e.details}
+            {
+                "field": e.field,
+                "code": str(e.code),
+                "message": e.message(language),
+                **({"detail": e.detail} if e.detail else {}),
+                **e.details,
+            }
             for e in self.errors
         ]
 

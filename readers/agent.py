@@ -584,6 +584,8 @@ class _Agent:
             "message": error.message("zh-TW"),
             "message_en": error.message("en"),
         }
+        if error.detail:
+            body["detail"] = error.detail
         if error.field is not None:
             body["field"] = error.field
         return _dumps({"id": request_id, "ok": False, "error": body})

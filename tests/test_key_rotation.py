@@ -532,7 +532,7 @@ def test_swreg_keys_rotate_with_a_key_file(setup: Setup) -> None:
     Path(stale["SWREG_SECRET_KEY_FILE"]).write_text(old.hex() + "\n")
     code, refused, _ = swreg(stale, "keys", "show")
     assert (code, [e["code"] for e in refused["errors"]]) == (3, ["database_unavailable"])
-    assert "secret key does not match" in refused["errors"][0]["message"]
+    assert "secret key does not match" in refused["errors"][0]["detail"]
 
 
 def test_swreg_keys_rotate_with_the_keyring_in_the_environment(
@@ -618,7 +618,8 @@ def test_the_rotation_drill_of_operations_md(tmp_path: Path) -> None:
     ]
     assert shown[2].endswith("(SWREG_SECRET_KEY)")
     assert "refused: exit 3" in done.stdout.splitlines()
-    assert "✗ database_unavailable: 資料庫無法使用：secret key does not match" in done.stderr
+    refusal = "✗ database_unavailable: 資料庫無法使用 / The database is not available"
+    assert f"{refusal} (secret key does not match" in done.stderr
     (work,) = [path.parent for path in tmp_path.rglob("swreg.db.key")]
     assert len(read_key_lines(work / "swreg.db.key")) == 2
     assert not list(work.glob("*.next")) and not (work / "new.key").exists()

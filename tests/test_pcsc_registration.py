@@ -238,7 +238,7 @@ def test_without_pcscd_the_error_says_how_to_start_it(cli_env: dict[str, str]) -
     assert code == 3
     [error] = out["errors"]
     assert error["code"] == "no_reader"
-    assert "pcscd" in error["message"]
+    assert "pcscd" in error["detail"]
 
 
 def test_a_gpki_card_is_read_but_signs_only_through_hicos(insert: Insert, pki: TestPKI) -> None:

@@ -476,7 +476,7 @@ def test_cli_refuses_a_pin_in_the_card_spec(cli_env: dict[str, str], tmp_path: P
     )  # fmt: skip
     assert code == 2, out
     assert out["errors"][0]["code"] == "usage"
-    assert "pin-value is refused" in out["errors"][0]["message"]
+    assert "pin-value is refused" in out["errors"][0]["detail"]
 
 
 @pytest.mark.pcsc  # lists pcscd's readers too, probing their cards

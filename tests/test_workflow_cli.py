@@ -113,7 +113,7 @@ def test_a_broken_workflow_file_names_its_line(tmp_path: Path) -> None:
     [error] = out["errors"]
     assert error["code"] == "definition_invalid"
     assert (error["line"], error["source"]) == (line, str(broken))
-    assert "unknown step 'enterprize_info'" in error["message"]
+    assert "unknown step 'enterprize_info'" in error["detail"]
     code, out = as_json("workflow", "show", "--workflow", str(tmp_path / "missing.toml"))
     assert code == 2
 

@@ -110,8 +110,10 @@ def fail(out: Output, error: SwregError) -> None:
     else:
         for item in error.errors:
             where = f" [{item.field}]" if item.field else ""
+            why = f" ({item.detail})" if item.detail else ""
             typer.echo(
-                f"✗ {item.code}{where}: {item.message('zh-TW')} / {item.message('en')}", err=True
+                f"✗ {item.code}{where}: {item.message('zh-TW')} / {item.message('en')}{why}",
+                err=True,
             )
     raise typer.Exit(error.exit_status)
 
