@@ -44,6 +44,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import common
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 SECTIONS = ("registration", "turnkey", "query", "memory", "portal", "piv", "revocation")
 
@@ -158,6 +166,49 @@ def isolated(name: str, sizes: Sizes) -> dict[str, Any]:
         except Exception as exc:
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             return {f"{name}_error": {"error": detail}}
+
+
+class SectionProgress:
+    """The sections as they run: a rich progress bar (sections done, the current one's time) when
+    stdout is a terminal, plain lines otherwise (a CI log, ``| tee``)."""
+
+    def __init__(self, total: int) -> None:
+        self._total = total
+        self._done = 0
+        self._bar: Progress | None = None
+        if sys.stdout.isatty():
+            self._bar = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+            )
+            self._task = self._bar.add_task("bench", total=total)
+
+    def __enter__(self) -> SectionProgress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def begin(self, name: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, description=f"{name} ({self._done + 1}/{self._total})")
+        else:
+            print(f"- [{self._done + 1}/{self._total}] {name} ...", flush=True)
+
+    def end(self, name: str, seconds: float, *, failed: bool) -> None:
+        self._done += 1
+        line = f"{name}: {seconds:.0f} s{' (failed)' if failed else ''}"
+        if self._bar is not None:
+            self._bar.console.print(f"  {line}")
+            self._bar.advance(self._task)
+        else:
+            print(f"  {line}", flush=True)
 
 
 # -- the table ---------------------------------------------------------------------------------
@@ -491,12 +542,13 @@ def main() -> None:
     print(f"swreg bench: {', '.join(chosen)} ({size}); PostgreSQL: {database}", flush=True)
     results: dict[str, Any] = {}
     timings: dict[str, float] = {}
-    for name in chosen:
-        started = time.perf_counter()
-        print(f"- {name} ...", flush=True)
-        results.update(isolated(name, sizes))
-        timings[name] = round(time.perf_counter() - started, 1)
-        print(f"  {name}: {timings[name]:.0f} s", flush=True)
+    with SectionProgress(len(chosen)) as progress:
+        for name in chosen:
+            started = time.perf_counter()
+            progress.begin(name)
+            results.update(isolated(name, sizes))
+            timings[name] = round(time.perf_counter() - started, 1)
+            progress.end(name, timings[name], failed=f"{name}_error" in results)
     total = time.perf_counter() - began
 
     rows = rows_for(results)

@@ -39,7 +39,7 @@ import logging
 import re
 import secrets
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -134,6 +134,38 @@ class TrailEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class RevocationFacts:
+    """The revocation verdict on a certificate, as ``cert inspect`` reports it (DESIGN.md §4a):
+    ``status`` ``good``/``revoked``/``unknown``, ``source`` ``ocsp``/``crl``/``none``, the
+    ``reason`` of a revocation (a ``ReasonFlags`` name such as ``key_compromise``)."""
+
+    status: str
+    source: str
+    checked_at: datetime | None
+    reason: str | None = None
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateFacts:
+    """A certificate explained like ``swreg cert inspect`` (its codes and times, the subject
+    masked): the pages word the codes (``key_usage`` names, ``status``, the revocation's),
+    ``accepted_by`` holds applicant-type and usage-type codes."""
+
+    ca: str
+    subject: str
+    issuer: str
+    serial: str
+    not_before: datetime
+    not_after: datetime
+    key_usage: tuple[str, ...]
+    status: str
+    revocation: RevocationFacts
+    chain: tuple[str, ...]
+    accepted_by: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class RegistrationDetail:
     """A registration as an officer reviews it."""
 
@@ -143,11 +175,14 @@ class RegistrationDetail:
     data: Mapping[str, Any]
     """What the applicant entered, masked (:func:`~engine.core.step_data.masked_diff`)."""
     identity: Mapping[str, str]
-    """What the card's certificate says of its holder, masked."""
-    certificate: Mapping[str, Any] | None
+    """What the card's certificate says of its holder, masked (``card_rank`` a code)."""
+    certificate: CertificateFacts | None
     """The card's certificate explained like ``swreg cert inspect`` (subject masked); None
     before the card check or after a purge."""
     trail: tuple[TrailEntry, ...]
+    states: Mapping[str, Labels] = field(default_factory=dict)
+    """What to show for each state of the registration's workflow (the trail's ``from_state``
+    and ``to_state``), as :attr:`RegistrationView.status` shows the current one."""
 
     @property
     def awaiting_officer(self) -> bool:
@@ -366,8 +401,9 @@ class OfficerConsole:
             account=mask_account_name(view.account) if view.account else None,
             data=_entered(view.data),
             identity=_masked_identity(view.identity),
-            certificate=None if der is None else _masked_inspection(self._inspector.explain(der)),
+            certificate=None if der is None else _facts(self._inspector.explain(der)),
             trail=trail,
+            states=self._registrations.state_statuses(view.id),
         )
 
     def approve(self, officer: OfficerView, registration_id: str, *, via: str) -> RegistrationView:
@@ -595,14 +631,33 @@ def _masked_identity(identity: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _masked_inspection(explained: Mapping[str, Any]) -> dict[str, Any]:
-    """``cert inspect``'s explanation with the holder's name and personal subject parts masked."""
-    return {
-        **explained,
-        "subject": masked_subject(str(explained["subject"])),
-        "identity": _masked_identity(explained.get("identity") or {}),
-        "chain": [masked_subject(str(explained["subject"])), *explained["chain"][1:]],
-    }
+def _facts(explained: Mapping[str, Any]) -> CertificateFacts:
+    """``cert inspect``'s explanation, typed, with the personal parts of the subject masked."""
+    subject = masked_subject(str(explained["subject"]))
+    revocation = explained["revocation"]
+    return CertificateFacts(
+        ca=explained["ca"],
+        subject=subject,
+        issuer=explained["issuer"],
+        serial=explained["serial"],
+        not_before=datetime.fromisoformat(explained["not_before"]),
+        not_after=datetime.fromisoformat(explained["not_after"]),
+        key_usage=tuple(explained["key_usage"]),
+        status=explained["status"],
+        revocation=RevocationFacts(
+            status=revocation["status"],
+            source=revocation["source"],
+            checked_at=_time(revocation.get("checked_at")),
+            reason=revocation.get("reason"),
+            revoked_at=_time(revocation.get("revoked_at")),
+        ),
+        chain=(subject, *explained["chain"][1:]),
+        accepted_by=tuple(explained["accepted_by"]),
+    )
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
 
 
 __all__ = [
@@ -611,11 +666,13 @@ __all__ = [
     "OFFICER_CHALLENGE_SCOPE",
     "AccountDetail",
     "AccountHit",
+    "CertificateFacts",
     "OfficerConsole",
     "OfficerLogin",
     "OfficerSessionView",
     "QueueEntry",
     "RegistrationDetail",
+    "RevocationFacts",
     "SearchResult",
     "TrailEntry",
     "TrustOverview",

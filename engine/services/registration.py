@@ -602,6 +602,16 @@ class RegistrationService:
                 if registration.state in ENDINGS or now <= registration.expires_at
             ]
 
+    def state_statuses(self, registration_id: str) -> dict[str, Labels]:
+        """What to show for every state the workflow of a registration may hold it in (its
+        steps and endings), as :attr:`RegistrationView.status` shows the current one: an
+        officer's audit trail words its rows' states with these."""
+        with self._database.unit_of_work() as uow:
+            registration = self._get(uow, registration_id, LOCAL)
+            definition = self._workflows.get(registration.workflow_hash, uow)
+        states = (*(step.id for step in definition.steps), *(end.value for end in ENDINGS))
+        return {state: state_status(definition, state) for state in states}
+
     def awaiting_officers(self, *, limit: int = MAX_LISTED) -> list[RegistrationView]:
         """The officers' queue: registrations waiting at any officer step (a plugin's step
         with ``actor="officer"``, wherever a workflow placed it), longest waiting first."""
@@ -863,13 +873,7 @@ class RegistrationService:
             {} if ended else {k: v for k, v in registration.data.items() if not k.endswith("_hash")}
         )
         awaiting = OFFICER if definition.awaits_officer(state) else None
-        if awaiting is not None:
-            status = AWAITING_OFFICER
-        elif state in Step.__members__.values():
-            status = Step(state).labels
-        else:
-            step = next((s for s in definition.steps if s.id == state), None)
-            status = step.labels if step is not None and step.labels else Labels(state, state)
+        status = state_status(definition, state)
         return RegistrationView(
             id=registration.id,
             state=registration.state,
@@ -886,6 +890,17 @@ class RegistrationService:
             status=status,
             updated_at=registration.updated_at,
         )
+
+
+def state_status(definition: WorkflowDefinition, state: str) -> Labels:
+    """What to show for ``state`` under ``definition``: 待審核 at an officer step, else the
+    step's label (a plugin's step brings its own), the state id itself for an unknown one."""
+    if definition.awaits_officer(state):
+        return AWAITING_OFFICER
+    if state in Step.__members__.values():
+        return Step(state).labels
+    step = next((s for s in definition.steps if s.id == state), None)
+    return step.labels if step is not None and step.labels else Labels(state, state)
 
 
 def _secret_hash(secret: str) -> str:

@@ -28,21 +28,24 @@ gets the error page, 403 ``not_authorized``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Path, Request
+from markupsafe import Markup, escape
 from pydantic import BaseModel
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
 from engine._errors import RefusedError
 from engine.core.declarations import Labels
 from engine.services.customs import COLUMNS
-from engine.services.officer_console import AccountHit, OfficerSessionView
+from engine.services.officer_console import AccountHit, OfficerSessionView, RevocationFacts
 from engine.services.officers import ADMIN, require_admin
 from engine.web._api import CardIn, ChallengeOut
 from engine.web._i18n import Translator
-from engine.web._pages import form_values, render
+from engine.web._pages import form_values, render, taipei_time
 from engine.web._portal import LOGIN_LIMIT, status_for
 from engine.web._security import clear_officer_cookie, officer_cookie_name, set_officer_cookie
 from engine.web._shared import PortalDep, actor, errors_by_field, limited, off_loop, portal_of
@@ -157,10 +160,9 @@ _TEXTS: Final[dict[str, Labels]] = {
     "policy": Labels("廢止檢查政策", "Revocation policy"),
     "audit": Labels("稽核紀錄", "Audit log"),
     "audit_intro": Labels(
-        "驗證稽核紀錄的雜湊鏈，或匯出為 JSON Lines"
-        "（可用 scripts/verify-audit-export.py 獨立驗證）。",
+        "驗證稽核紀錄的雜湊鏈，或匯出為 JSONL 檔（每行一筆 JSON 紀錄，可用 {script} 獨立驗證）。",
         "Verify the audit log's hash chain, or export it as JSON Lines (checkable on its own "
-        "with scripts/verify-audit-export.py).",
+        "with {script}).",
     ),
     "verify": Labels("驗證雜湊鏈", "Verify the chain"),
     "export": Labels("匯出", "Export"),
@@ -171,11 +173,357 @@ _TEXTS: Final[dict[str, Labels]] = {
     "verified_bad": Labels(
         "雜湊鏈有誤：第 {seq} 筆（{reason}）。", "The chain is broken at row {seq} ({reason})."
     ),
+    # a registration's certificate (``cert inspect``'s codes, worded)
+    "validity_range": Labels("{start} 至 {end}", "{start} to {end}"),
+    "ca_named": Labels("{code}（{kind}）", "{code} ({kind})"),
+    "ca_MOICA": Labels("自然人憑證", "citizen certificate"),
+    "ca_MOEACA": Labels("工商憑證", "business certificate"),
+    "ca_XCA": Labels("組織團體憑證", "organisation certificate"),
+    "ca_GCA": Labels("政府憑證", "government certificate"),
+    "ca_TaiCA": Labels("通關專屬憑證", "customs-exclusive certificate"),
+    "ca_unknown": Labels("不明的憑證機構", "Unknown CA"),
+    "ku_digital_signature": Labels("數位簽章", "Digital signature"),
+    "ku_content_commitment": Labels("不可否認", "Non-repudiation"),
+    "ku_key_encipherment": Labels("金鑰加密", "Key encipherment"),
+    "ku_data_encipherment": Labels("資料加密", "Data encipherment"),
+    "ku_key_agreement": Labels("金鑰協議", "Key agreement"),
+    "ku_key_cert_sign": Labels("簽發憑證", "Certificate signing"),
+    "ku_crl_sign": Labels("簽發廢止清冊", "CRL signing"),
+    "ku_encipher_only": Labels("僅限加密", "Encipher only"),
+    "ku_decipher_only": Labels("僅限解密", "Decipher only"),
+    "no_key_usage": Labels("未限定", "Not restricted"),
+    "revocation_source_ocsp": Labels("線上憑證狀態查詢（OCSP）", "OCSP"),
+    "revocation_source_crl": Labels("廢止清冊（CRL）", "CRL"),
+    "revocation_source_none": Labels("無來源回應", "none answered"),
+    "revocation_status_good": Labels("未廢止", "Not revoked"),
+    "revocation_status_revoked": Labels("已廢止", "Revoked"),
+    "revocation_status_unknown": Labels("無法確認", "Unknown"),
+    "revocation_checked": Labels(
+        "{status}，依據：{source}，查詢時間 {at}", "{status} (source: {source}; checked {at})"
+    ),
+    "revocation_unchecked": Labels("{status}，依據：{source}", "{status} (source: {source})"),
+    "revocation_revoked": Labels(
+        "廢止原因：{reason}，廢止時間 {at}", "Reason: {reason}; revoked {at}"
+    ),
+    "reason_unspecified": Labels("未說明", "Unspecified"),
+    "reason_key_compromise": Labels("金鑰洩露", "Key compromise"),
+    "reason_ca_compromise": Labels("憑證機構金鑰洩露", "CA compromise"),
+    "reason_affiliation_changed": Labels("隸屬關係變更", "Affiliation changed"),
+    "reason_superseded": Labels("已被取代", "Superseded"),
+    "reason_cessation_of_operation": Labels("停止運作", "Cessation of operation"),
+    "reason_certificate_hold": Labels("暫時停用", "Certificate hold"),
+    "reason_privilege_withdrawn": Labels("權限撤銷", "Privilege withdrawn"),
+    "reason_aa_compromise": Labels("屬性機構金鑰洩露", "Attribute authority compromise"),
+    "reason_remove_from_crl": Labels("自廢止清冊移除", "Removed from the CRL"),
+    "accepted_types": Labels("註冊申請類別", "Applicant types"),
+    "accepted_usages": Labels("通關憑證使用類型", "Customs certificate usage types"),
+    "accepted_none": Labels("無", "None"),
+    # the audit trail: events, actors, what an officer looked at
+    "event_start": Labels("開始申請", "Started"),
+    "event_next": Labels("完成步驟", "Step completed"),
+    "event_back": Labels("回上一步", "Went back"),
+    "event_cancel": Labels("取消申請", "Cancelled"),
+    "event_expire": Labels("逾時", "Expired"),
+    "event_approve": Labels("核准", "Approved"),
+    "event_reject": Labels("駁回", "Rejected"),
+    "event_officer_viewed": Labels("關員檢視", "Viewed by an officer"),
+    "actor_cli": Labels("命令列", "Command line"),
+    "actor_system": Labels("系統", "System"),
+    "actor_web": Labels("網站", "Web site"),
+    "actor_api": Labels("API", "API"),
+    "actor_officer": Labels("關員 {name}", "Officer {name}"),
+    "actor_client": Labels("{channel}（用戶端 {key}）", "{channel} (client {key})"),
+    "what_registration": Labels("註冊案件", "Registration"),
+    "what_account": Labels("帳號", "Account"),
+    # trust and audit
+    "url": Labels("網址", "URL"),
+    "policy_hard": Labels(
+        "嚴格（無法確認廢止狀態時拒絕）", "Hard (an unknown revocation status is refused)"
+    ),
+    "policy_soft": Labels(
+        "寬鬆（無法確認廢止狀態時仍接受並記錄）",
+        "Soft (an unknown revocation status is accepted and recorded)",
+    ),
+    "audit_missing row": Labels("缺少紀錄", "a row is missing"),
+    "audit_broken link": Labels("雜湊鏈結中斷", "the hash link is broken"),
+    "audit_edited row": Labels("紀錄遭修改", "the row was edited"),
+    "audit_unexpected row": Labels("非預期的紀錄", "an unexpected row"),
+    "audit_row count mismatch": Labels("筆數不符", "the row count does not match"),
 }
 
 
 def _texts(t: Translator) -> dict[str, str]:
     return {key: t.label(labels) for key, labels in _TEXTS.items()}
+
+
+_CJK: Final = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uff00-\uffef]")
+"""Chinese characters and CJK (full-width) punctuation."""
+_WORD: Final = re.compile(r"[A-Za-z]{3,}")
+_RDN: Final = r"(?:C|O|OU|CN|L|ST|SN|DC|UID|serialNumber|emailAddress|givenName)"
+_DN_RUN: Final = re.compile(rf"\b{_RDN}=(?:(?!, (?!{_RDN}=)).)*")
+"""A distinguished name inside a text (``C=TW O=Finance … CN=…`` or ``CN=…,O=…,C=TW``): up to
+a ", " that is not followed by another attribute, or the end."""
+_CLIENT: Final = re.compile(r"(web|api):client=([0-9a-f]+)")
+_NOTHING: Final = "—"
+
+
+class Words:
+    """How the console's pages word what the services return as codes (DESIGN.md §12, issue
+    19: one language per page).
+
+    Every code has its label in :data:`_TEXTS` (or the plugins' :class:`Labels`: applicant
+    and usage types, workflow steps); a code nobody worded (a third party's) is shown as it
+    is, marked ``lang="en"`` on a zh-TW page when it reads as English. Proper names (CA names,
+    certificate subjects and issuers, e-mail addresses, URLs, hex) are shown as they are,
+    marked ``translate="no"``; Chinese inside them, or in what an applicant or officer typed,
+    is marked ``lang="zh-TW"`` on an English page.
+    """
+
+    def __init__(
+        self,
+        t: Translator,
+        x: Mapping[str, str],
+        *,
+        types: Mapping[str, Labels],
+        usages: Mapping[str, Labels],
+        states: Mapping[str, Labels] | None = None,
+    ) -> None:
+        self._t = t
+        self._x = x
+        self._types = types
+        self._usages = usages
+        self._states = states or {}
+        self.separator = t("list_separator")
+
+    @property
+    def _english(self) -> bool:
+        return self._t.language == "en"
+
+    # -- text, names, codes ----------------------------------------------------------------------
+
+    def text(self, value: object) -> Markup | str:
+        """Text as typed or stored (a name, a reason, a company): Chinese on an English page
+        marked as such."""
+        shown = str(value)
+        if self._english and _CJK.search(shown):
+            return Markup('<span lang="zh-TW">{}</span>').format(shown)
+        return shown
+
+    def name(self, value: object) -> Markup:
+        """A proper name or an identifier, never translated."""
+        shown = str(value)
+        if self._english and _CJK.search(shown):
+            return Markup('<span translate="no" lang="zh-TW">{}</span>').format(shown)
+        return Markup('<span translate="no">{}</span>').format(shown)
+
+    def names(self, text: str) -> Markup:
+        """``text`` with the distinguished names in it shown as names."""
+        parts: list[Markup | str] = []
+        end = 0
+        for match in _DN_RUN.finditer(text):
+            parts += [self.text(text[end : match.start()]), self.name(match.group())]
+            end = match.end()
+        parts.append(self.text(text[end:]))
+        return Markup("").join(parts)
+
+    def code(self, code: str) -> Markup | str:
+        """A code nobody worded, as it is (marked English on a zh-TW page when it reads so)."""
+        if not self._english and _WORD.search(code):
+            return Markup('<span lang="en">{}</span>').format(code)
+        return self.text(code)
+
+    def coded(self, prefix: str, code: str | None) -> Markup | str:
+        """The label of ``prefix + code`` in the console's texts, else the code."""
+        if code is None or code == "":
+            return _NOTHING
+        found = self._x.get(prefix + code)
+        return found if found is not None else self.code(code)
+
+    def _labelled(self, labels: Labels | None, code: str) -> Markup | str:
+        return self._t.label(labels) if labels is not None else self.code(code)
+
+    def join(self, items: Sequence[Markup | str]) -> Markup:
+        return Markup(escape(self.separator)).join(items) if items else Markup(_NOTHING)
+
+    # -- what the services return ----------------------------------------------------------------
+
+    def type(self, code: str) -> Markup | str:
+        """An applicant type (申請類別) by its label."""
+        return self._labelled(self._types.get(code), code)
+
+    def usage(self, code: str) -> Markup | str:
+        """A customs certificate usage type (憑證使用類型) by its label."""
+        return self._labelled(self._usages.get(code), code)
+
+    def state(self, code: str | None) -> Markup | str:
+        """A registration's state as its workflow words it (待審核 at an officer step)."""
+        if not code:
+            return ""
+        return self._labelled(self._states.get(code), code)
+
+    def event(self, code: str) -> Markup | str:
+        return self.coded("event_", code)
+
+    def ca(self, code: str) -> Markup | str:
+        """A CA: its name (a proper name) with the kind of certificate it issues."""
+        kind = self._x.get(f"ca_{code}")
+        if code == "unknown" and kind is not None:
+            return kind
+        if kind is None:
+            return self.name(code)
+        return Markup(escape(self._x["ca_named"])).format(code=self.name(code), kind=kind)
+
+    def rank(self, code: str | None) -> Markup | str:
+        """A card rank (主卡, 附卡, 行動自然人憑證)."""
+        return self.coded("cert_role_", code)
+
+    def key_usages(self, codes: Sequence[str]) -> Markup:
+        if not codes:
+            return Markup(escape(self._x["no_key_usage"]))
+        return self.join(
+            [
+                Markup('<span data-key-usage="{}">{}</span>').format(c, self.coded("ku_", c))
+                for c in codes
+            ]
+        )
+
+    def revocation(self, facts: RevocationFacts) -> Markup:
+        """The revocation verdict: status, source and when it was checked (Taiwan time)."""
+        status = self.coded("revocation_status_", facts.status)
+        source = self.coded("revocation_source_", facts.source)
+        if facts.checked_at is not None:
+            at = self.time(facts.checked_at)
+            shown = Markup(escape(self._x["revocation_checked"])).format(
+                status=status, source=source, at=at
+            )
+        else:
+            shown = Markup(escape(self._x["revocation_unchecked"])).format(
+                status=status, source=source
+            )
+        if facts.reason is not None or facts.revoked_at is not None:
+            revoked = Markup(escape(self._x["revocation_revoked"])).format(
+                reason=self.coded("reason_", facts.reason),
+                at=self.time(facts.revoked_at) if facts.revoked_at else _NOTHING,
+            )
+            shown = Markup("{}{}{}").format(shown, self._t("full_stop"), revoked)
+        return shown
+
+    def accepted(self, codes: Sequence[str]) -> list[tuple[str, str, Markup]]:
+        """``accepted_by`` in two groups, each ``(group, title, labels)``: the applicant
+        types a registration with the certificate may choose, and the usage types of 通關憑證
+        that import it (a code neither knows goes with the types, as it is)."""
+        usages = [c for c in codes if c in self._usages and c not in self._types]
+        types = [c for c in codes if c not in usages]
+        return [
+            (
+                group,
+                self._x[title],
+                self.join(
+                    [Markup('<span data-code="{}">{}</span>').format(c, word(c)) for c in found]
+                ),
+            )
+            for group, title, found, word in (
+                ("applicant_types", "accepted_types", types, self.type),
+                ("usage_types", "accepted_usages", usages, self.usage),
+            )
+        ]
+
+    def actor(self, actor: str) -> Markup | str:
+        """Who did it: an officer by name, a web or API client by its keyed hash, the CLI."""
+        if actor.startswith("officer:"):
+            return Markup(escape(self._x["actor_officer"])).format(
+                name=self.text(actor.removeprefix("officer:"))
+            )
+        client = _CLIENT.fullmatch(actor)
+        if client is not None:
+            return Markup(escape(self._x["actor_client"])).format(
+                channel=self._x[f"actor_{client.group(1)}"], key=self.name(client.group(2))
+            )
+        return self.coded("actor_", actor)
+
+    def field(self, key: str) -> Markup | str:
+        """A form field's label (the field vocabulary), else its key."""
+        label = self._t.field(key)
+        return self.code(key) if label == key else label
+
+    def validity(self, start: datetime, end: datetime) -> Markup:
+        return Markup(escape(self._x["validity_range"])).format(
+            start=self.time(start), end=self.time(end)
+        )
+
+    def time(self, value: datetime, format: str = "%Y-%m-%d %H:%M") -> Markup:
+        return Markup('<time datetime="{}">{}</time>').format(
+            value.isoformat(), taipei_time(value, format)
+        )
+
+    def value(self, value: Any) -> Markup | str:
+        """A stored value: nothing → "—", yes/no → ✓/✗, a list → separated; masked values
+        arrive masked already."""
+        if value is None or value == "":
+            return _NOTHING
+        if value is True:
+            return "✓"
+        if value is False:
+            return "✗"
+        if isinstance(value, Mapping):
+            return self.join(
+                [Markup("<code>{}</code>={}").format(k, self.value(v)) for k, v in value.items()]
+            )
+        if isinstance(value, list | tuple):
+            return self.join([self.value(v) for v in value])
+        return self.text(value)
+
+    def identity(self, key: str, value: Any) -> Markup | str:
+        """What the card says of its holder (``card_rank`` worded)."""
+        return self.rank(value) if key == "card_rank" else self.value(value)
+
+    def diff(self, key: str, value: Any) -> Markup | str:
+        """A value of an audit row's diff, worded where its key says what it holds."""
+        if value is None or value == "":
+            return _NOTHING
+        if key == "revocation" and isinstance(value, Mapping):
+            return self.join([self._revocation_part(k, v) for k, v in value.items()])
+        if key in ("applicant_type", "usage_type"):
+            word = self.type if key == "applicant_type" else self.usage
+            if isinstance(value, Mapping) and set(value) == {"from", "to"}:
+                return Markup("{} → {}").format(word(value["from"]), word(value["to"]))
+            if isinstance(value, str):
+                return word(value)
+        if key == "ca" and isinstance(value, str):
+            return self.ca(value)
+        if key == "what" and isinstance(value, str):
+            return self.coded("what_", value)
+        if key == "via" and isinstance(value, str):
+            return self.actor(value)
+        if key in ("certificate", "email", "account") and isinstance(value, str):
+            return self.name(value)
+        return self.value(value)
+
+    def _revocation_part(self, key: str, value: Any) -> Markup:
+        if key in ("status", "source", "policy") and isinstance(value, str):
+            prefix = {"status": "revocation_status_", "source": "revocation_source_"}
+            shown = self.coded(prefix.get(key, "policy_"), value)
+        else:
+            shown = self.value(value)
+        return Markup("<code>{}</code>={}").format(key, shown)
+
+    def policy(self, code: str) -> Markup | str:
+        return self.coded("policy_", code)
+
+    def audit_reason(self, reason: str | None) -> Markup | str:
+        return self.coded("audit_", reason)
+
+
+def _words(request: Request, states: Mapping[str, Labels] | None = None) -> Words:
+    t = translator_of(request)
+    catalog = portal_of(request).catalog
+    return Words(
+        t,
+        _texts(t),
+        types={code: a.labels for code, a in catalog.applicant_types.items()},
+        usages={code: u.labels for code, u in catalog.usage_types.items()},
+        states=states,
+    )
 
 
 def _see_other(url: str) -> RedirectResponse:
@@ -202,6 +550,7 @@ def _page(
     *,
     title: str,
     status_code: int = 200,
+    words: Words | None = None,
     **context: Any,
 ) -> HTMLResponse:
     t = translator_of(request)
@@ -212,6 +561,7 @@ def _page(
         title=f"{title} – {x['console']}",
         status_code=status_code,
         x=x,
+        w=words or _words(request),
         officer=session.officer,
         is_admin=session.officer.role == ADMIN,
         **context,
@@ -253,7 +603,6 @@ async def console_home(request: Request) -> Response:
         session,
         title=_texts(translator_of(request))["queue"],
         registrations=queue,
-        type_label=_type_label(request),
     )
 
 
@@ -300,17 +649,6 @@ async def console_logout(request: Request) -> Response:
 # -- registrations -----------------------------------------------------------------------------
 
 
-def _type_label(request: Request) -> Callable[[str], str]:
-    t = translator_of(request)
-    types = portal_of(request).catalog.applicant_types
-
-    def label(code: str) -> str:
-        found = types.get(code)
-        return t.label(found.labels) if found is not None else code
-
-    return label
-
-
 async def _registration_page(
     request: Request,
     session: OfficerSessionView,
@@ -333,7 +671,7 @@ async def _registration_page(
         title=f"{x['registration']} {detail.registration.id[:8]}",
         status_code=status_code,
         detail=detail,
-        type_label=_type_label(request),
+        words=_words(request, detail.states),
         done=x.get(f"done_{done}") if done in ("approved", "rejected") else None,
         errors=errors or {},
         reason=reason,
@@ -433,7 +771,6 @@ def _search_page(
         query=query,
         hits=hits,
         errors=errors or {},
-        type_label=_type_label(request),
     )
 
 
@@ -458,7 +795,6 @@ async def _account_page(
         status_code=status_code,
         detail=detail,
         columns=[translator_of(request).label(labels) for _, labels in COLUMNS],
-        type_label=_type_label(request),
         done=x.get(f"done_{done}") if done in ("suspended", "reactivated") else None,
         errors=errors or {},
         reason=reason,
