@@ -23,6 +23,9 @@ from engine.store import (
     ActivationToken,
     AuditEntry,
     Certificate,
+    LoginSession,
+    Officer,
+    OfficerSession,
     Registration,
     Reminder,
 )
@@ -184,6 +187,7 @@ def test_purge_after_the_retention_time(world: World, app: App, clock: FixedCloc
         "accounts": 1,
         "links": 0,
         "mobile_tickets": 0,
+        "sessions": 0,
     }
     assert_purged(app, before[world.active], now, "completed")
     assert_purged(app, before[world.pending], now, "completed")
@@ -290,6 +294,47 @@ def test_reminders_of_a_deleted_account_go_with_it(
     assert table(app, Reminder) == [] and table(app, Certificate) == []
 
 
+def test_sessions_that_can_no_longer_be_used_go_at_every_run(
+    app: App, clock: FixedClock, pki: TestPKI
+) -> None:
+    """Ended or expired card-login sessions (with the client they describe) and expired console
+    sessions are deleted whatever the retention; live ones of both kinds stay."""
+    register(app, pki, "王小明")
+    app.officers.add(person(pki, "李小華").der(), name="林關員", role="reviewer")
+    [account], [officer] = table(app, Account), table(app, Officer)
+    now = clock.now()
+    with app.database.unit_of_work() as uow:
+        for token, ended, expires in (
+            ("ended", now - timedelta(minutes=5), now + timedelta(minutes=10)),
+            ("expired", None, now - timedelta(seconds=1)),
+            ("live", None, now + timedelta(minutes=10)),
+        ):
+            uow.session.add(
+                LoginSession(
+                    token_hash=token, account_id=account["id"], created_at=now,
+                    expires_at=expires, last_seen_at=now, ended_at=ended,
+                    client="Firefox on Linux, 203.0.113.*",
+                )
+            )  # fmt: skip
+        for token, expires in (("console-expired", now), ("console-live", now + timedelta(1))):
+            uow.session.add(
+                OfficerSession(
+                    token_hash=token, officer_id=officer["id"], created_at=now,
+                    expires_at=expires, last_seen_at=now,
+                )
+            )  # fmt: skip
+        uow.commit()
+    audit_before = audit_count(app)
+
+    report = app.retention.purge(days=30)
+
+    assert (report.sessions, report.registrations, report.accounts) == (3, 0, 0)
+    assert [row["token_hash"] for row in table(app, LoginSession)] == ["live"]
+    assert [row["token_hash"] for row in table(app, OfficerSession)] == ["console-live"]
+    assert audit_count(app) == audit_before  # dead sessions hold no history worth a row
+    assert app.retention.purge(days=30).sessions == 0
+
+
 def test_waiting_and_open_registrations_are_never_purged(
     app: App, clock: FixedClock, pki: TestPKI
 ) -> None:
@@ -353,7 +398,7 @@ def test_swreg_purge_json(app: App, pki: TestPKI, db_url: str) -> None:
     assert (code, out["ok"], out["registrations"], out["expired"]) == (0, True, 2, 0)
     assert set(out) == {
         "ok", "retention_days", "cutoff", "expired", "registrations", "accounts", "links",
-        "mobile_tickets",
+        "mobile_tickets", "sessions",
     }  # fmt: skip
     assert registration(app, done.id)["data"] == {}
     code, out = purge_command(db_url, "--days", "0")
@@ -372,6 +417,7 @@ def test_swreg_purge_tells_each_step_on_stderr(app: App, pki: TestPKI, db_url: s
         "✓ accounts: 0",
         "✓ links: 0",
         "✓ mobile_tickets: 0",
+        "✓ sessions: 0",
     ]
     assert app.audit.verify().ok
 

@@ -3,7 +3,8 @@
 Removes the personal data of registrations that ended more than ``SWREG_RETENTION_DAYS`` days
 ago (default 30; 0: everything already ended) and deletes the accounts never activated in that
 time, freeing their names. A second run right after the first purges nothing. ``--json``:
-``{ok, retention_days, cutoff, expired, registrations, accounts, links, mobile_tickets}``.
+``{ok, retention_days, cutoff, expired, registrations, accounts, links, mobile_tickets,
+sessions}``.
 Each step is told on stderr as it is done (``✓ registrations: 12``).
 """
 

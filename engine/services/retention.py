@@ -20,7 +20,9 @@ Two things go, both after ``SWREG_RETENTION_DAYS`` (:attr:`Settings.retention_da
 
 Dead mailed links of an account's own changes (``account_tokens``: used, retired or expired)
 go at every run, with the new e-mail addresses they held, and so do mobile ID signings whose
-time ended unanswered (``mobile_id_tickets``, abandoned in the browser).
+time ended unanswered (``mobile_id_tickets``, abandoned in the browser) and sessions that can
+no longer be used: card-login sessions ended or expired (with the masked client address and
+browser they held) and officers' console sessions expired.
 
 Everything of one run but the expiry is one transaction with one audit row (``purge``, counts
 only: the audit log holds no personal data, so nothing in it has to go and the chain stays
@@ -50,6 +52,7 @@ from engine.store import (
     Certificate,
     Database,
     LoginSession,
+    OfficerSession,
     Reminder,
     UnitOfWork,
 )
@@ -73,6 +76,8 @@ class PurgeReport:
     addresses they held (used, retired or expired: no retention time applies)."""
     mobile_tickets: int = 0
     """Mobile ID signings whose time ended unanswered (no retention time applies)."""
+    sessions: int = 0
+    """Card-login and console sessions that can no longer be used (no retention time applies)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -83,6 +88,7 @@ class PurgeReport:
             "accounts": self.accounts,
             "links": self.links,
             "mobile_tickets": self.mobile_tickets,
+            "sessions": self.sessions,
         }
 
 
@@ -111,8 +117,8 @@ class RetentionService:
     ) -> PurgeReport:
         """Purge what ended (or was created) at least ``days`` (default: the configured
         retention) days ago; idempotent. ``progress`` is told each step's name and count as it
-        is done (``expired``, ``registrations``, ``accounts``, ``links``, ``mobile_tickets``;
-        the last four commit together)."""
+        is done (``expired``, ``registrations``, ``accounts``, ``links``, ``mobile_tickets``,
+        ``sessions``; the last five commit together)."""
         told = progress or (lambda step, count: None)
         days = self.retention_days if days is None else days
         if isinstance(days, bool) or not 0 <= days <= MAX_RETENTION_DAYS:
@@ -134,6 +140,8 @@ class RetentionService:
             told("links", links)
             mobile_tickets = uow.mobile_id_tickets.delete_dead(now)
             told("mobile_tickets", mobile_tickets)
+            sessions = uow.sessions.delete_dead(now) + _delete_dead_console_sessions(uow, now)
+            told("sessions", sessions)
             report = PurgeReport(
                 retention_days=days,
                 cutoff=cutoff,
@@ -142,8 +150,9 @@ class RetentionService:
                 accounts=accounts,
                 links=links,
                 mobile_tickets=mobile_tickets,
+                sessions=sessions,
             )
-            if (links or mobile_tickets) and not (registrations or accounts):
+            if (links or mobile_tickets or sessions) and not (registrations or accounts):
                 uow.commit()  # dead links hold no history worth an audit row
             if registrations or accounts:
                 uow.audit.append(
@@ -155,6 +164,12 @@ class RetentionService:
                 )  # fmt: skip
                 uow.commit()
         return report
+
+
+def _delete_dead_console_sessions(uow: UnitOfWork, now: datetime) -> int:
+    stmt = delete(OfficerSession).where(OfficerSession.expires_at <= now)
+    result = cast(CursorResult[Any], uow.session.execute(stmt))
+    return result.rowcount
 
 
 def _delete_unactivated(uow: UnitOfWork, *, created_by: datetime, now: datetime) -> int:

@@ -591,6 +591,14 @@ class SessionRepository(_Repository):
         )
         return _rowcount(self._session, stmt) == 1
 
+    def delete_dead(self, at: datetime) -> int:
+        """Delete the sessions that can no longer be used at ``at`` (ended or expired), with the
+        client descriptions they held; how many."""
+        stmt = delete(LoginSession).where(
+            or_(LoginSession.ended_at.is_not(None), LoginSession.expires_at <= at)
+        )
+        return _rowcount(self._session, stmt.execution_options(synchronize_session=False))
+
     def live_of(self, account_id: int, at: datetime) -> list[LoginSession]:
         """The account's sessions neither ended nor expired at ``at``, newest first (an
         absolute limit is the caller's to apply: it knows ``session_max``)."""
