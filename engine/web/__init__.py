@@ -2,8 +2,8 @@
 
 :func:`create_app` builds the FastAPI application; it holds no state of its own (everything
 lives in the database or in cookies), so any number of uvicorn workers can serve it. Errors
-are turned into HTTP responses here, in one place: ``{"errors": [{field, code, message}]}`` for
-the API, an error page for the wizard, never a stack trace.
+are turned into HTTP responses here, in one place: ``{"errors": [{field, code, message,
+detail?}]}`` for the API, an error page for the wizard, never a stack trace.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ and the service call together) and does the rest (reading the body, building the
 event loop. FastAPI would make three trips for a plain ``def`` endpoint with a plain ``def``
 dependency (the dependency, the endpoint, the response model's validation), each a thread
 handoff and two wake-ups of the event loop. Errors are raised as :class:`engine.SwregError`
-and rendered by the portal's one error mapping (``{"errors": [{field, code, message}]}``).
+and rendered by the portal's one error mapping (``{"errors": [{field, code, message, detail?}]}``).
 """
 
 from __future__ import annotations
