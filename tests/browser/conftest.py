@@ -22,6 +22,10 @@ the real pcscd through its vpcd driver (``readers.vcard``):
   FidO mock (:mod:`engine.testing.twfido`) over real HTTP with 王小明 (``TWFIDO_PERSON``) holding
   a mobile certificate of the test PKI, the portal with ``SWREG_TWFIDO_*`` pointing at it (no
   agent), and a page of it (the mock's failure switches are reset after each test).
+* ``approval_install`` / ``approval_environment`` / ``approval_app``: an officer approval step
+  (待審核) as a third-party plugin in a site folder with a workflow placing it (for whom:
+  ``approval_scope``), the environment that installs it for the served processes (a module's
+  ``portal_environment``), and the engine on the portal's database with the same step.
 
 Every process started here is stopped by PID in its fixture's teardown (with the uvicorn
 workers it forked, found by PID and start time: ``tests/processes.py``).
@@ -45,7 +49,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from engine import Settings, bootstrap
+from engine import App, Settings, bootstrap, make_plugin_manager
+from engine._settings import Argon2Parameters, MailSettings
 from engine.testing.hipki import HiPKIEmulator, HiPKIReader
 from engine.testing.pki import IssuedCard, TestPKI
 from engine.testing.ports import free_port
@@ -56,6 +61,7 @@ from readers.vcard import CardThread, PivApplet, RetryState
 
 from ..conftest import SECRET, TestDatabases
 from ..processes import SWREG, accepts, serve, spawn, stop_process, wait_until
+from ..test_approval import ApprovalPlugin, with_approval
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -315,9 +321,11 @@ def twfido_portal(
     mailbox: Mailbox,
     twfido: TwFidoMock,
     tmp_path_factory: pytest.TempPathFactory,
+    portal_environment: dict[str, str],
 ) -> Iterator[Portal]:
-    """``swreg serve`` as ``portal``, with ``SWREG_TWFIDO_*`` naming the mock; the agent URL
-    names a port nothing listens on."""
+    """``swreg serve`` as ``portal``, with ``SWREG_TWFIDO_*`` naming the mock and
+    ``portal_environment``; the agent URL names a port nothing listens on (unless the module
+    starts ``agent`` for it)."""
     port, agent_port = portal_ports
     origin = f"http://127.0.0.1:{port}"
     agent_url = f"ws://127.0.0.1:{agent_port}/"
@@ -332,6 +340,7 @@ def twfido_portal(
         SWREG_SMTP_HOST=mailbox.host,
         SWREG_SMTP_PORT=str(mailbox.port),
         SWREG_SMTP_TLS="none",
+        **portal_environment,
     )  # fmt: skip
     try:
         yield Portal(origin, portal_database, agent_url, agent_port, log)
@@ -351,6 +360,85 @@ def twfido_page(browser: Browser, twfido_portal: Portal, twfido: TwFidoMock) -> 
         twfido.http_status = None
         twfido.tamper_checksum = None
         twfido.hang = False
+
+
+# -- an officer approval step (待審核), installed as a third-party plugin ------------------------
+
+APPROVAL_PLUGIN = '''"""An officer approval step (待審核), as a third-party package adds one."""
+
+from engine import Labels, StepSpec, hookimpl
+
+APPROVAL = StepSpec("approval", Labels("審核", "Approval"), actor="officer")
+
+
+@hookimpl
+def swreg_workflow_steps():
+    return [APPROVAL]
+'''
+
+
+@dataclass(frozen=True)
+class ApprovalInstall:
+    site: Path
+    """A site folder holding the plugin module and its dist-info (entry point ``swreg``)."""
+    workflow: Path
+    """The default workflow with ``approval`` after 企業資訊 (for ``approval_scope``)."""
+
+
+@pytest.fixture(scope="module")
+def approval_scope() -> str:
+    """Whom the approval step applies to (the workflow's ``applies_to``, TOML); a module
+    overrides it."""
+    return '["enterprise"]'
+
+
+@pytest.fixture(scope="module")
+def approval_install(
+    tmp_path_factory: pytest.TempPathFactory, approval_scope: str
+) -> ApprovalInstall:
+    root = tmp_path_factory.mktemp("approval-plugin")
+    site = root / "site"
+    site.mkdir()
+    (site / "swreg_console_approval.py").write_text(APPROVAL_PLUGIN, encoding="utf-8")
+    info = site / "swreg_console_approval-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: swreg-console-approval\nVersion: 0.1\n", encoding="utf-8"
+    )
+    (info / "entry_points.txt").write_text(
+        "[swreg]\nconsole-approval = swreg_console_approval\n", encoding="utf-8"
+    )
+    workflow = root / "workflow.toml"
+    workflow.write_text(with_approval(approval_scope), encoding="utf-8")
+    return ApprovalInstall(site, workflow)
+
+
+@pytest.fixture(scope="module")
+def approval_environment(approval_install: ApprovalInstall) -> dict[str, str]:
+    """A module's ``portal_environment`` for the console: the approval plugin installed for
+    the served processes and the workflow placing it."""
+    python_path = os.pathsep.join(
+        part for part in (str(approval_install.site), os.environ.get("PYTHONPATH", "")) if part
+    )
+    return {"PYTHONPATH": python_path, "SWREG_WORKFLOW": str(approval_install.workflow)}
+
+
+@pytest.fixture
+def approval_app(
+    portal: Portal, mailbox: Mailbox, approval_install: ApprovalInstall
+) -> Iterator[App]:
+    """The engine on the portal's database, with the same approval step and workflow."""
+    settings = Settings(
+        database_url=portal.database_url,
+        secret_key=SECRET,
+        argon2=Argon2Parameters(time_cost=1, memory_kib=64, parallelism=1),
+        mail=MailSettings(host=mailbox.host, port=mailbox.port, tls="none"),
+        workflow_file=approval_install.workflow,
+        public_origin=portal.origin,
+    )
+    app = bootstrap(settings, plugins=make_plugin_manager(plugins=[ApprovalPlugin()]))
+    yield app
+    app.close()
 
 
 # -- cards -------------------------------------------------------------------------------------

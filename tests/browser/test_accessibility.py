@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page
@@ -64,6 +65,24 @@ def contrast(first: str, second: str) -> float:
     """The WCAG contrast ratio of two CSS colours (``rgb(…)``)."""
     a, b = sorted((_luminance(_rgb(first)), _luminance(_rgb(second))), reverse=True)
     return (a + 0.05) / (b + 0.05)
+
+
+def focused(page: Page) -> dict[str, Any] | None:
+    """What has the focus (``tag``, ``id``, ``text``) and its ring as rendered (outline
+    ``style``, ``width`` in px, ``colour``, and the first opaque colour ``behind`` it); None
+    while the body has it."""
+    stop: dict[str, Any] | None = page.evaluate(_FOCUSED)
+    return stop
+
+
+def ring_is_visible(stop: dict[str, Any]) -> bool:
+    """The focus ring of ``stop`` (:func:`focused`) is drawn, ≥ 2 px wide and ≥ 3:1 against
+    what surrounds it."""
+    return bool(
+        stop["style"] != "none"
+        and stop["width"] >= 2
+        and contrast(stop["colour"], stop["behind"]) >= 3
+    )
 
 
 def test_the_contrast_formula_matches_wcags_examples() -> None:

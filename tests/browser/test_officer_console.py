@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +29,7 @@ from engine import (
     CardResponse,
     ImportKind,
     RegistrationView,
-    Settings,
-    bootstrap,
-    make_plugin_manager,
 )
-from engine._settings import Argon2Parameters, MailSettings
 from engine.core.identifiers import mask_account_name, mask_email, mask_national_id
 from engine.store import (
     Account,
@@ -48,10 +41,10 @@ from engine.store import (
 )
 from engine.testing.pki import IssuedCard, TestPKI
 
-from ..conftest import COMPANY_ANSWERS, PERSON_ANSWERS, SECRET
+from ..conftest import COMPANY_ANSWERS, PERSON_ANSWERS
 from ..helpers import enrol
-from ..test_approval import ApprovalPlugin, walk, with_approval
-from .conftest import CARD_PIN, InsertCard, Mailbox, Portal, SaveScreenshot
+from ..test_approval import walk
+from .conftest import CARD_PIN, InsertCard, Portal, SaveScreenshot
 
 REPO = Path(__file__).resolve().parents[2]
 VERIFY_EXPORT = REPO / "scripts" / "verify-audit-export.py"
@@ -59,18 +52,6 @@ NOT_AUTHORIZED = "無權限執行此操作"
 OFFICER_COOKIE = "swreg_officer"
 """The console's session cookie over plain http (``__Host-swreg_officer`` over https)."""
 CLIENT_VIA = re.compile(r"web:client=[0-9a-f]{16}")
-
-APPROVAL_PLUGIN = '''"""An officer approval step (待審核), as a third-party package adds one."""
-
-from engine import Labels, StepSpec, hookimpl
-
-APPROVAL = StepSpec("approval", Labels("審核", "Approval"), actor="officer")
-
-
-@hookimpl
-def swreg_workflow_steps():
-    return [APPROVAL]
-'''
 
 PERSONAL_VALUES: dict[str, str] = {}
 """Every clear national ID and e-mail address this module registers (for the export scan)."""
@@ -97,57 +78,17 @@ SUBMIT_FORM_JS = """
 # -- the portal with an approval step ----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ApprovalInstall:
-    site: Path
-    """A site folder holding the plugin module and its dist-info (entry point ``swreg``)."""
-    workflow: Path
-    """The default workflow with ``approval`` after 企業資訊 (enterprise types)."""
-
-
 @pytest.fixture(scope="module")
-def approval_install(tmp_path_factory: pytest.TempPathFactory) -> ApprovalInstall:
-    root = tmp_path_factory.mktemp("approval-plugin")
-    site = root / "site"
-    site.mkdir()
-    (site / "swreg_console_approval.py").write_text(APPROVAL_PLUGIN, encoding="utf-8")
-    info = site / "swreg_console_approval-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: swreg-console-approval\nVersion: 0.1\n", encoding="utf-8"
-    )
-    (info / "entry_points.txt").write_text(
-        "[swreg]\nconsole-approval = swreg_console_approval\n", encoding="utf-8"
-    )
-    workflow = root / "workflow.toml"
-    workflow.write_text(with_approval(), encoding="utf-8")
-    return ApprovalInstall(site, workflow)
-
-
-@pytest.fixture(scope="module")
-def portal_environment(approval_install: ApprovalInstall) -> dict[str, str]:
+def portal_environment(approval_environment: dict[str, str]) -> dict[str, str]:
     """conftest's ``portal`` with the approval plugin installed for the served processes and
-    the workflow placing it."""
-    python_path = os.pathsep.join(
-        part for part in (str(approval_install.site), os.environ.get("PYTHONPATH", "")) if part
-    )
-    return {"PYTHONPATH": python_path, "SWREG_WORKFLOW": str(approval_install.workflow)}
+    the workflow placing it (conftest's ``approval_install``)."""
+    return approval_environment
 
 
 @pytest.fixture
-def arranged(portal: Portal, mailbox: Mailbox, approval_install: ApprovalInstall) -> Iterator[App]:
+def arranged(approval_app: App) -> App:
     """The engine on the portal's database, with the same approval step and workflow."""
-    settings = Settings(
-        database_url=portal.database_url,
-        secret_key=SECRET,
-        argon2=Argon2Parameters(time_cost=1, memory_kib=64, parallelism=1),
-        mail=MailSettings(host=mailbox.host, port=mailbox.port, tls="none"),
-        workflow_file=approval_install.workflow,
-        public_origin=portal.origin,
-    )
-    app = bootstrap(settings, plugins=make_plugin_manager(plugins=[ApprovalPlugin()]))
-    yield app
-    app.close()
+    return approval_app
 
 
 # -- arranging ---------------------------------------------------------------------------------
@@ -390,9 +331,17 @@ def test_an_officer_logs_in_with_the_card_and_approves_a_registration(
         assert clear not in html, clear
     assert "None" not in page.locator("#entered").inner_text()  # an empty 附卡 shows as —
     # the certificate explained like `swreg cert inspect`: its CA, status, revocation, chain
-    expect(page.locator("#cert-ca")).to_have_text("MOEACA")
+    expect(page.locator("#cert-ca")).to_have_text("MOEACA（工商憑證）")
     expect(page.locator("#cert-status")).to_have_attribute("data-status", "valid")
-    expect(page.locator("#cert-revocation")).to_contain_text("crl: good")
+    expect(page.locator("#cert-status")).to_have_text("有效")
+    revocation = page.locator("#cert-revocation")
+    expect(revocation).to_have_attribute("data-status", "good")
+    expect(revocation).to_contain_text("未廢止，依據：廢止清冊（CRL），查詢時間 ")
+    expect(page.locator('#card dd[data-identity="card_rank"]')).to_have_text("主卡")
+    expect(page.locator("#cert-key-usage")).to_have_text("數位簽章")
+    expect(page.locator('#cert-accepted-by span[data-code="enterprise.general"]')).to_have_text(
+        "一般企業或組織團體"
+    )
     chain = page.locator("#cert-chain li")
     expect(chain).to_have_count(3)
     expect(chain.nth(1)).to_contain_text("MOEACA")
@@ -403,8 +352,10 @@ def test_an_officer_logs_in_with_the_card_and_approves_a_registration(
     expect(trail.first).to_have_attribute("data-event", "start")
     expect(page.locator('#trail tr[data-event="next"]')).to_have_count(4)
     expect(trail.last).to_have_attribute("data-event", "officer_viewed")
-    expect(trail.last).to_contain_text("officer:林關員")
-    expect(page.locator("#trail")).to_contain_text("enterprise_info → approval")
+    expect(trail.last).to_contain_text("關員 林關員")
+    expect(trail.last).to_contain_text("關員檢視")
+    expect(trail.last.locator("td[data-actor]")).to_have_attribute("data-actor", "officer:林關員")
+    expect(page.locator('#trail td[data-to="approval"]')).to_have_text("企業資訊 → 待審核")
     screenshots(page, "officer-registration.png")
 
     page.locator("#approve").click()
@@ -412,7 +363,9 @@ def test_an_officer_logs_in_with_the_card_and_approves_a_registration(
     expect(page.locator("#done")).to_have_text("已核准。")
     expect(page.locator("#registration-state")).to_have_text("註冊完成")
     expect(page.locator("#decision")).to_have_count(0)
-    expect(page.locator('#trail tr[data-event="approve"]')).to_contain_text("officer:林關員")
+    approved = page.locator('#trail tr[data-event="approve"]')
+    expect(approved).to_contain_text("關員 林關員")
+    expect(approved.locator("td[data-from]")).to_have_text("待審核 → 註冊完成")
 
     assert registration_state(arranged, view.id) == "completed"
     assert stored_account(arranged, "04595257").status == "pending_activation"
@@ -465,6 +418,11 @@ def test_a_rejection_needs_a_reason_shown_next_to_the_field(
     expect(page.locator("#done")).to_have_text("Rejected.")
     expect(page.locator("#registration-state")).to_have_text("Rejected")
     expect(page.locator("#decision")).to_have_count(0)
+    rejected = page.locator('#trail tr[data-event="reject"]')  # the trail in English too
+    expect(rejected.locator("td[data-from]")).to_have_text("Awaiting approval → Rejected")
+    expect(rejected).to_contain_text("Officer 陳審核員")
+    expect(page.locator("#cert-ca")).to_have_text("MOEACA (business certificate)")
+    expect(page.locator("#cert-key-usage")).to_have_text("Digital signature")
     assert registration_state(arranged, view.id) == "rejected"
     [decision] = [r for r in registration_audit(arranged, view.id) if r.event == "reject"]
     assert (decision.actor, decision.to_state) == ("officer:陳審核員", "rejected")

@@ -138,6 +138,9 @@
         function (error) {
           finished(false);
           showError(error);
+          if (!document.activeElement || document.activeElement === document.body) {
+            pin.focus(); /* the busy button let the focus go: back to the PIN, by its error */
+          }
         }
       );
     pinValue = null;

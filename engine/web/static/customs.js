@@ -131,7 +131,7 @@
       return;
     }
     busy = true;
-    readButton.disabled = true;
+    readButton.setAttribute("aria-disabled", "true"); /* busy; disabled would drop the focus */
     setStatus("status_signing");
     bridge
       .signChallenge("/api/customs-certificates/challenge", pinValue, popup)
@@ -148,7 +148,7 @@
       )
       .then(function () {
         busy = false;
-        readButton.disabled = false;
+        readButton.removeAttribute("aria-disabled");
         pin.value = "";
         pinValue = null;
       });
@@ -185,7 +185,7 @@
     signed = null; /* a challenge is single use: a refusal needs 匯入 again */
     swreg.show(loaded, "");
     busy = true;
-    submit.disabled = true;
+    submit.setAttribute("aria-disabled", "true"); /* busy; disabled would drop the focus */
     swreg
       .api("POST", "/api/customs-certificates", request)
       .then(
@@ -202,7 +202,7 @@
       )
       .then(function () {
         busy = false;
-        submit.disabled = false;
+        submit.removeAttribute("aria-disabled");
       });
   }
 

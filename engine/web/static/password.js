@@ -140,6 +140,10 @@
           finished();
           setStatus("");
           showError(error);
+          if (!document.activeElement || document.activeElement === document.body) {
+            /* the busy button let the focus go: to the refused field, else the PIN */
+            (form.querySelector('[aria-invalid="true"]') || pin).focus();
+          }
         }
       );
     pinValue = null;

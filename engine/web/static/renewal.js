@@ -77,7 +77,7 @@
 
   function finished() {
     busy = false;
-    trigger.disabled = false;
+    trigger.removeAttribute("aria-disabled");
     pin.value = "";
   }
 
@@ -103,7 +103,7 @@
       return;
     }
     busy = true;
-    trigger.disabled = true;
+    trigger.setAttribute("aria-disabled", "true"); /* busy; disabled would drop the focus */
     setStatus("status_signing");
     bridge
       .signChallenge("/api/renewal/challenge", pinValue, popup)

@@ -191,8 +191,13 @@
     });
 
     if (button && result) {
+      /* Busy while asking: aria-disabled, not disabled, which would take the focus away. */
+      var checking = false;
       button.addEventListener("click", function (event) {
         event.preventDefault();
+        if (checking) {
+          return;
+        }
         var name = accountName();
         if (!name) {
           if (main) {
@@ -200,7 +205,8 @@
           }
           return;
         }
-        button.disabled = true;
+        checking = true;
+        button.setAttribute("aria-disabled", "true");
         window.swreg
           .api("GET", "/api/accounts/check?name=" + encodeURIComponent(name))
           .then(
@@ -214,7 +220,8 @@
             }
           )
           .then(function () {
-            button.disabled = false;
+            checking = false;
+            button.removeAttribute("aria-disabled");
           });
       });
     }
