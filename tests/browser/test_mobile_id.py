@@ -100,6 +100,7 @@ def start_mobile(page: Page, number: str) -> None:
     expect(page.locator("#mobile-qr")).to_be_visible()
     expect(page.locator("#mobile-status")).to_have_text(WAITING)
     expect(page.locator("#mobile-start")).to_be_disabled()
+    expect(page.locator("#mobile-status")).to_be_focused()  # not lost with the disabled button
 
 
 def ticket_of(twfido: TwFidoMock, number: str) -> TwFidoTicket:
@@ -257,6 +258,7 @@ def test_refused_on_the_phone_then_started_again(
     twfido.reject(refused.sp_ticket_id)
 
     expect_final(page, ErrorCode.MOBILE_ID_REJECTED, "rejected")
+    expect(page.locator("#mobile-restart")).to_be_focused()  # where 開始驗證 kept the focus
     expect(page.locator("#mobile-qr")).to_be_hidden()
     expect_nothing_stored(stored, registration_id, card, before)
 

@@ -137,6 +137,19 @@
     if (trigger) {
       trigger.disabled = on;
     }
+    if (on) {
+      keepFocus(status); /* the button pressed is disabled now: the progress is told here */
+    }
+  }
+
+  /* A keyboard user keeps a place: when the focus was on a control now disabled or hidden (or
+   * on the status that stood in for it), it goes to ``target``. */
+  function keepFocus(target) {
+    var active = document.activeElement;
+    if (!active || active === document.body || active === status || active.disabled ||
+        active.hidden) {
+      target.focus();
+    }
   }
 
   function twoDigits(n) {
@@ -353,6 +366,7 @@
     }
     start.hidden = final;
     restart.hidden = !final;
+    keepFocus(final ? restart : start);
     if (code === "already_registered" && mode === "register") {
       setTimeout(function () {
         window.location.assign("/");
