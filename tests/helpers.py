@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from engine import App, CardError, CardResponse, RegistrationView, register_with_card
-from engine.store import Account, AuditEntry, Certificate
+from engine.store import Account, AuditEntry, Certificate, Registration
 from engine.testing.pki import IssuedCard
 
 PIN = "246810"
@@ -97,3 +97,12 @@ def audit_events(app: App, registration_id: str) -> list[tuple[str, str | None, 
             .order_by(AuditEntry.seq)
         )
         return [(r.event, r.from_state, r.to_state) for r in rows]
+
+
+def registration_row(app: App, registration_id: str) -> Registration:
+    """The stored registration, detached from its session."""
+    with app.database.unit_of_work() as uow:
+        row = uow.session.get(Registration, registration_id)
+        assert row is not None
+        uow.session.expunge(row)
+        return row

@@ -23,11 +23,12 @@ from engine._settings import TwFidoSettings
 from engine.core.identifiers import national_id_check_digit
 from engine.pki.certificate import load_certificate
 from engine.services.hashing import PasswordHasher
-from engine.store import Certificate, MobileIdTicket, Registration
+from engine.store import Certificate, MobileIdTicket
 from engine.testing.pki import IssuedCard, TestPKI
 from engine.testing.twfido import TwFidoHolder, TwFidoMock
 from engine.web import create_app
 from tests.conftest import PERSON_ANSWERS
+from tests.helpers import registration_row
 from tests.test_api import csrf, error, start
 
 KEY = bytes(range(64, 96))
@@ -92,14 +93,6 @@ def poll(client: TestClient, url: str, pending_id: str, **body: Any) -> httpx.Re
 def tickets(app: App) -> int:
     with app.database.unit_of_work() as uow:
         return int(uow.session.scalar(select(func.count()).select_from(MobileIdTicket)) or 0)
-
-
-def registration_row(app: App, registration_id: str) -> Registration:
-    with app.database.unit_of_work() as uow:
-        row = uow.session.get(Registration, registration_id)
-        assert row is not None
-        uow.session.expunge(row)
-        return row
 
 
 def only_ticket(fido: TwFidoMock) -> str:

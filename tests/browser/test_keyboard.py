@@ -27,12 +27,11 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from engine import App
-from engine.store import Registration
 from engine.testing.pki import TestPKI
 from readers.vcard import RetryState
 
 from ..conftest import COMPANY_ANSWERS, ORG_OID, PERSON_ANSWERS
-from ..helpers import enrol
+from ..helpers import enrol, registration_row
 from ..test_approval import walk
 from .conftest import CARD_PIN, InsertCard, Portal
 from .test_accessibility import focused, ring_is_visible
@@ -172,15 +171,15 @@ def card_step_ready(page: Page, reader: str) -> None:
     expect(page.locator("#reader")).to_have_value(f"pcsc:{reader}")
 
 
-# -- reading back ------------------------------------------------------------------------------
-
-
-def registration_row(app: App, registration_id: str) -> Registration:
-    with app.database.unit_of_work() as uow:
-        row = uow.session.get(Registration, registration_id)
-        assert row is not None
-        uow.session.expunge(row)
-        return row
+def log_in_with_the_card(page: Page, reader: str) -> None:
+    """A card login page (憑證登入 or the console's): Tab to the PIN, type it, Tab to 登入 past
+    the page's controls in order, Enter."""
+    card_step_ready(page, reader)
+    path = tab_to(page, "#pin")
+    page.keyboard.type(CARD_PIN)
+    path += tab_to(page, "#login")
+    assert main_stops(path) == ["a[href=/]", "#reader", "#detect-readers", "#pin", "#login"]
+    page.keyboard.press("Enter")
 
 
 # -- 1. the wizard, 步驟1 to 註冊完成, for a company ---------------------------------------------
@@ -308,12 +307,7 @@ def test_card_login_with_the_keyboard_alone(
     reader = insert_card(card)
 
     page.goto(portal.url("/login"))
-    card_step_ready(page, reader)
-    path = tab_to(page, "#pin")
-    page.keyboard.type(CARD_PIN)
-    path += tab_to(page, "#login")
-    assert main_stops(path) == ["a[href=/]", "#reader", "#detect-readers", "#pin", "#login"]
-    page.keyboard.press("Enter")
+    log_in_with_the_card(page, reader)
 
     expect(page).to_have_url(re.compile(re.escape(portal.url("/account")) + r"(\?.*)?$"))
     expect(page.locator("#account-name")).to_have_text(email)
@@ -391,12 +385,7 @@ def test_an_officer_approves_with_the_keyboard_alone(
     reader = insert_card(card)
 
     page.goto(portal.url("/officer"))
-    card_step_ready(page, reader)
-    path = tab_to(page, "#pin")
-    page.keyboard.type(CARD_PIN)
-    path += tab_to(page, "#login")
-    assert main_stops(path) == ["a[href=/]", "#reader", "#detect-readers", "#pin", "#login"]
-    page.keyboard.press("Enter")
+    log_in_with_the_card(page, reader)
     expect(page.locator("#officer-name")).to_have_text("柯關員")
 
     link = f"a[href=/officer/registrations/{waiting.id}]"

@@ -25,12 +25,12 @@ from engine._errors import ErrorCode, message_for
 from engine.core.identifiers import national_id_check_digit
 from engine.services.hashing import PasswordHasher
 from engine.services.mail import PASSWORD_RESET_SUBJECT
-from engine.store import Account, Certificate, MobileIdTicket, Registration
+from engine.store import Account, Certificate, MobileIdTicket
 from engine.testing.pki import IssuedCard, TestPKI
 from engine.testing.twfido import TwFidoHolder, TwFidoMock, TwFidoTicket
 
 from ..conftest import PERSON_ANSWERS
-from ..helpers import enrol
+from ..helpers import enrol, registration_row
 from .conftest import TWFIDO_PERSON, Mailbox, Portal, SaveScreenshot
 from .test_customs_renewal import portal_app
 from .test_wizard import (
@@ -122,14 +122,6 @@ def expect_final(page: Page, code: ErrorCode, state: str) -> None:
 
 
 # -- reading the database ---------------------------------------------------------------------
-
-
-def registration_row(app: App, registration_id: str) -> Registration:
-    with app.database.unit_of_work() as uow:
-        row = uow.session.get(Registration, registration_id)
-        assert row is not None
-        uow.session.expunge(row)
-        return row
 
 
 def password_hash(app: App, name: str) -> str:
