@@ -191,7 +191,7 @@ def test_list_readers_reports_a_reader_failure_as_card_error() -> None:
     answer = with_agent(_config(reader_lister=broken), body)
     assert answer["ok"] is False
     assert answer["error"]["code"] == "card_error"
-    assert "RuntimeError" in answer["error"]["message_en"]
+    assert "RuntimeError" in answer["error"]["detail"]
     assert "private" not in json.dumps(answer)
 
 
@@ -213,7 +213,7 @@ def test_read_certificate_before_the_pin_reports_the_cards_error(
     assert answer["ok"] is False
     error = answer["error"]
     assert error["code"] == "card_error"
-    assert "PIN not verified" in error["message_en"]
+    assert "PIN not verified" in error["detail"]
     assert error["message"].startswith("IC卡讀取錯誤")
     assert after["ok"] is True
 
@@ -286,7 +286,7 @@ def test_a_card_scheme_not_enabled_is_refused(card_spec: Callable[..., tuple[str
     assert answer["ok"] is False
     assert answer["error"]["code"] == "invalid_value"
     assert answer["error"]["field"] == "card"
-    assert "'virtual' is not enabled" in answer["error"]["message_en"]
+    assert "'virtual' is not enabled" in answer["error"]["detail"]
     assert AgentConfig(allowed_origins=frozenset({ORIGIN})).card_schemes == {"pcsc"}
 
 
@@ -517,8 +517,8 @@ def test_malformed_requests_are_answered_and_the_connection_stays_usable(
         assert answer["error"]["message"].startswith("輸入值錯誤"), shown
         assert answer["error"]["message_en"].startswith("Invalid value"), shown
         assert answer["error"].get("field") == expected_field, shown
-    assert "larger than 65536 bytes" in answers[4]["error"]["message_en"]
-    assert f"larger than {MAX_SIGN_DATA} bytes" in answers[-2]["error"]["message_en"]
+    assert "larger than 65536 bytes" in answers[4]["error"]["detail"]
+    assert f"larger than {MAX_SIGN_DATA} bytes" in answers[-2]["error"]["detail"]
     assert answers[-1] == {
         "id": "still",
         "ok": True,
@@ -706,7 +706,7 @@ def test_foreign_card_failures_become_card_error_without_their_text() -> None:
 
     boom, locked = with_agent(_slow_config(_Activity()), body)
     assert boom["error"]["code"] == "card_error"
-    assert "RuntimeError" in boom["error"]["message_en"]
+    assert "RuntimeError" in boom["error"]["detail"]
     assert "must not leak" not in json.dumps(boom)
     assert locked["error"]["code"] == "card_locked"
 
@@ -866,7 +866,7 @@ def test_a_page_cannot_make_the_agent_load_another_module(
     for answer, module in zip(answers, [m for m in shown for _ in range(2)], strict=True):
         assert answer["ok"] is False
         assert (answer["error"]["code"], answer["error"]["field"]) == ("invalid_value", "card")
-        assert answer["error"]["message_en"].endswith(
+        assert answer["error"]["detail"].endswith(
             f"PKCS#11 module {module!r} is not enabled in this agent; the agent's user enables "
             "modules with swreg agent --pkcs11-module PATH"
         )
@@ -885,10 +885,10 @@ def test_pkcs11_specs_need_the_agents_modules(tokens: Tokens) -> None:  # noqa: 
 
     without, _ = with_agent(_config(card_schemes=frozenset({"pcsc"})), body)
     assert (without["error"]["code"], without["error"]["field"]) == ("invalid_value", "card")
-    assert "'pkcs11' is not enabled" in without["error"]["message_en"]
+    assert "'pkcs11' is not enabled" in without["error"]["detail"]
     _, pin_in_uri = with_agent(_token_config(), body)
     assert pin_in_uri["error"]["code"] == "usage"
-    assert "pin-value is refused" in pin_in_uri["error"]["message_en"]
+    assert "pin-value is refused" in pin_in_uri["error"]["detail"]
 
 
 @pytest.mark.parametrize(
