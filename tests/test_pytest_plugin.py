@@ -175,7 +175,10 @@ ON_POSTGRESQL = os.environ.get("SWREG_TEST_DATABASE") == "postgresql"
 def test_each_test_gets_a_database_of_the_pass_that_is_removed_after_it(
     pytester: pytest.Pytester,
 ) -> None:
-    """SQLite pass: a file per test; PostgreSQL pass: a database per test, dropped after it."""
+    """SQLite pass: a file per test; PostgreSQL pass: a database per test, dropped after it
+    (and the run's template with them). The other ``make test`` process creates and drops
+    databases of its own meanwhile: only this run's are judged."""
+    used = pytester.path / "used.txt"
     pytester.makepyfile(
         f"""
         import pytest
@@ -184,6 +187,8 @@ def test_each_test_gets_a_database_of_the_pass_that_is_removed_after_it(
         def test_register(swreg_database_url, swreg_app, swreg_register, i):
             assert swreg_database_url.startswith({"postgresql" if ON_POSTGRESQL else "sqlite"!r})
             assert swreg_register(swreg_app, "person.general") == "applicant@example.com"
+            with open({str(used)!r}, "a") as record:
+                record.write(swreg_database_url.rsplit("/", 1)[-1].split("?")[0] + "\\n")
         """
     )
     if not ON_POSTGRESQL:
@@ -200,7 +205,12 @@ def test_each_test_gets_a_database_of_the_pass_that_is_removed_after_it(
 
     before = databases()
     inner(pytester).assert_outcomes(passed=2)
-    assert databases() == before
+    names = used.read_text().split()
+    assert len(set(names)) == 2 and all(name.startswith("swreg_test_") for name in names)
+    templates = f"swreg_template_{os.getpid()}_"  # the in-process run's, named by this PID
+    left = {n for n in databases() - before if n in names or n.startswith(templates)}
+    assert left == set()
+    assert not set(names) & databases()
     engine.dispose()
 
 
