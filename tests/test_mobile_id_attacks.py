@@ -438,7 +438,9 @@ def test_two_racing_registration_polls_move_it_once(
     moved = [r for r in results if r is not None and not isinstance(r, SwregError)]
     assert len(moved) == 1 and moved[0].state == "basic_data"
     others = [r if r is None else str(r.code) for r in results if r not in moved]
-    assert set(others) <= {None, "challenge_expired"}
+    # a poll that finds the ticket claimed is pending or spent; one that starts after the
+    # winner's commit finds the registration at basic_data already
+    assert set(others) <= {None, "challenge_expired", "invalid_transition"}
     row = registration_row(app, wizard.id)
     assert (row.state, row.certificate_fingerprint) == ("basic_data", fingerprint(mobile))
     assert [e.event for e in audit(app) if e.registration_id == wizard.id].count("next") == 2
