@@ -150,7 +150,11 @@ def challenges_with_plus(page: Page) -> None:
 
 
 def detect_readers(page: Page) -> None:
-    """「開啟偵測多台讀卡機」: the component's GetUserCert popup lists readers and certificates."""
+    """「開啟偵測多台讀卡機」: the component's GetUserCert popup lists readers and certificates.
+
+    The page must have found the component first: a click while it is still looking starts a
+    new look, which opens no window."""
+    expect(page.locator("#card-status")).to_have_text(HIPKI_STATUS)
     with page.expect_popup() as opened:
         page.locator("#detect-readers").click()
     popup = opened.value
