@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from threading import Thread
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from engine import App, FixedClock, RefusedError
 from engine.services.hashing import IdentifierHasher
@@ -113,7 +114,8 @@ def test_the_portal_keys_a_client_by_a_keyed_hash_of_its_address_or_64(app: App)
     portal = Portal(app)
     rule = Limit("start", 5, timedelta(minutes=10))
     for client in ("203.0.113.9", "::ffff:203.0.113.9", "2001:db8:7:8::1", "2001:db8:7:8::2"):
-        portal.limit(rule, client)
+        with portal.limit(rule, client):
+            pass
     keys = IdentifierHasher(SECRET)
     expected = {
         "start:" + keys.hash("client", "203.0.113.9")[:32]: 2,
@@ -121,3 +123,98 @@ def test_the_portal_keys_a_client_by_a_keyed_hash_of_its_address_or_64(app: App)
     }
     assert {key: hits for key, _, hits in stored(app)} == expected
     assert not [key for key, _, _ in stored(app) if "203.0" in key or "2001:" in key]
+
+
+# -- a request's hit counted by its own work's commit (RateLimiter.counting) -----------------------
+
+
+class Commits:
+    """How many transactions the database committed (the engine's ``commit`` event)."""
+
+    def __init__(self, app: App) -> None:
+        self.count = 0
+        event.listen(app.database.engine, "commit", self._seen)
+
+    def _seen(self, connection: object) -> None:
+        self.count += 1
+
+
+def write_marker(app: App, name: str = "work") -> None:
+    """The block's own work: one row (a hit of ``name``) in one committed unit of work."""
+    with app.database.unit_of_work() as uow:
+        uow.rate_limits.hit(name, T0)
+        uow.commit()
+
+
+def test_a_counted_hit_rides_the_work_s_own_commit(app: App, limiter: RateLimiter) -> None:
+    commits = Commits(app)
+    with limiter.counting("start:c", limit=3, window=MINUTE):
+        write_marker(app)
+    assert commits.count == 1  # one transaction: the work's, which counted the hit
+    assert stored(app) == [("start:c", T0, 1), ("work", T0, 1)]
+
+
+def test_work_that_fails_or_commits_nothing_still_counts_its_hit(
+    app: App, limiter: RateLimiter
+) -> None:
+    with pytest.raises(RefusedError) as info, limiter.counting("start:c", limit=3, window=MINUTE):
+        raise RefusedError("field_required", field="name")
+    assert info.value.code == "field_required"  # the work's own refusal
+    with limiter.counting("start:c", limit=3, window=MINUTE):
+        pass  # a read-only step
+    assert stored(app) == [("start:c", T0, 2)]
+
+
+def test_a_client_at_its_limit_is_refused_before_the_work(app: App, limiter: RateLimiter) -> None:
+    refusals: list[str] = []
+    for _ in range(2):
+        with limiter.counting("start:c", limit=2, window=MINUTE):
+            write_marker(app)
+    ran = False
+    with (
+        pytest.raises(RefusedError) as info,
+        limiter.counting(
+            "start:c", limit=2, window=MINUTE, refused=lambda: refusals.append("ours")
+        ),
+    ):
+        ran = True
+    assert info.value.code == "rate_limited" and info.value.details == {"retry_after": 45}
+    assert not ran and refusals == ["ours"]
+    assert stored(app) == [("start:c", T0, 3), ("work", T0, 2)]  # the refused hit counts
+
+
+LIMIT_2 = {"limit": 2, "window": MINUTE}
+
+
+def test_hits_that_pass_the_limit_meanwhile_refuse_the_work_s_commit(
+    app: App, limiter: RateLimiter
+) -> None:
+    """The look before the work found room; a concurrent request took the last place while
+    the work ran: the work's commit is refused and rolled back, and the hit still counts."""
+    refusals: list[str] = []
+    limiter.hit("start:c", limit=2, window=MINUTE)
+    with (
+        pytest.raises(RefusedError) as info,
+        limiter.counting(
+            "start:c", limit=2, window=MINUTE, refused=lambda: refusals.append("ours")
+        ),
+    ):
+        concurrent = Thread(target=limiter.hit, args=("start:c",), kwargs=LIMIT_2)
+        concurrent.start()  # another request, in its own thread (its own context)
+        concurrent.join()
+        write_marker(app)
+    assert info.value.code == "rate_limited" and refusals == ["ours"]
+    assert stored(app) == [("start:c", T0, 3)]  # no "work" row; the refused hit counted
+
+
+def test_the_work_s_own_rate_limit_is_not_this_hit_s_refusal(
+    app: App, limiter: RateLimiter
+) -> None:
+    refusals: list[str] = []
+    with (
+        pytest.raises(RefusedError) as info,
+        limiter.counting("start:c", limit=5, window=MINUTE, refused=lambda: refusals.append("x")),
+    ):
+        raise RefusedError("rate_limited", retry_after=9)  # e.g. a per-account limit
+    assert info.value.details == {"retry_after": 9} and refusals == []
+    assert stored(app) == [("start:c", T0, 1)]

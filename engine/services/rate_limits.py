@@ -9,6 +9,12 @@ Keys are chosen by the caller and stored as given, in plain text: **hash persona
 them first** (an e-mail address or a national ID must not become a key; an IP address is
 personal data under some laws too: use :func:`hashed_key` when in doubt).
 
+A request counts its hit in its own work's transaction (:meth:`RateLimiter.counting`): the
+count is looked at before the work (a key already at its limit is refused, and that hit counted,
+without doing the work), the hit is added by the work's first commit (refused there, and the
+work rolled back, when concurrent hits took the key past its limit meanwhile), and counted on its
+own only when the work committed nothing: one write transaction per request, not two.
+
 Old windows are purged opportunistically: every ``purge_every`` hits, rows whose window started
 more than two ``max_window`` ago are deleted.
 """
@@ -17,12 +23,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from threading import Lock
 
 from engine._clock import Clock
 from engine._errors import ErrorCode, RefusedError
-from engine.store import Database
+from engine.store import Database, UnitOfWork, rate_limit_count
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_KEY_LENGTH = 200
@@ -69,19 +77,67 @@ class RateLimiter:
 
         ``window`` may not exceed ``max_window`` (the purge would cut it short).
         """
+        self._check(key, limit, window)
+        now = self._clock.now()
+        with self._database.unit_of_work() as uow:
+            count = self._add(uow, key, window, now)
+            uow.commit()
+        if count > limit:
+            raise RefusedError(ErrorCode.RATE_LIMITED, retry_after=retry_after(now, window))
+
+    @contextmanager
+    def counting(
+        self,
+        key: str,
+        *,
+        limit: int,
+        window: timedelta,
+        refused: Callable[[], None] | None = None,
+    ) -> Iterator[None]:
+        """One hit of ``key`` for the work of the block, counted by the block's first commit
+        (see the module docstring); ``rate_limited`` before the block when ``key`` is at its
+        limit already, or after it when its commit was refused. ``refused()`` is called when
+        this hit is refused (not for a ``rate_limited`` of the work's own)."""
+        self._check(key, limit, window)
+        now = self._clock.now()
+        if rate_limit_count(self._database, key, window_start(now, window)) >= limit:
+            self._hit_alone(key, limit, window, refused)  # refused, unless the window turned
+            yield
+            return
+
+        def count(uow: UnitOfWork) -> None:
+            if self._add(uow, key, window, now) > limit:  # concurrent hits took it past
+                raise RefusedError(ErrorCode.RATE_LIMITED, retry_after=retry_after(now, window))
+
+        try:
+            with self._database.riding_the_next_commit(count) as rider:
+                yield
+        finally:
+            if not rider.carried:  # nothing committed, or the commit was refused: on its own
+                self._hit_alone(key, limit, window, refused)
+
+    def _hit_alone(
+        self, key: str, limit: int, window: timedelta, refused: Callable[[], None] | None
+    ) -> None:
+        try:
+            self.hit(key, limit=limit, window=window)
+        except RefusedError:
+            if refused is not None:
+                refused()
+            raise
+
+    def _add(self, uow: UnitOfWork, key: str, window: timedelta, now: datetime) -> int:
+        """Add the hit in ``uow`` (purging old windows now and then); the window's count."""
+        count = uow.rate_limits.hit(key, window_start(now, window))
+        if self._purge_due():
+            uow.rate_limits.purge(now - 2 * self._max_window)
+        return count
+
+    def _check(self, key: str, limit: int, window: timedelta) -> None:
         if not key or len(key) > MAX_KEY_LENGTH:
             raise ValueError(f"a rate-limit key has 1 to {MAX_KEY_LENGTH} characters")
         if limit < 1 or not timedelta(0) < window <= self._max_window:
             raise ValueError("limit must be at least 1 and 0 < window <= max_window")
-        now = self._clock.now()
-        start = window_start(now, window)
-        with self._database.unit_of_work() as uow:
-            count = uow.rate_limits.hit(key, start)
-            if self._purge_due():
-                uow.rate_limits.purge(now - 2 * self._max_window)
-            uow.commit()
-        if count > limit:
-            raise RefusedError(ErrorCode.RATE_LIMITED, retry_after=retry_after(now, window))
 
     def _purge_due(self) -> bool:
         with self._lock:

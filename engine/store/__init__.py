@@ -2,7 +2,7 @@
 
 from engine.store._audit import GENESIS_HASH, HASHED_FIELDS, AuditLog, AuditVerification, entry_hash
 from engine.store._customs_lookup import CustomsKey, CustomsLookupRow, customs_lookup
-from engine.store._database import MIGRATIONS_DIR, Database, UnitOfWork
+from engine.store._database import MIGRATIONS_DIR, Database, Rider, UnitOfWork
 from engine.store._models import (
     CRL,
     Account,
@@ -44,6 +44,7 @@ from engine.store._repositories import (
     SessionRepository,
     TrustRepository,
     WorkflowRepository,
+    rate_limit_count,
 )
 from engine.store._revocation import (
     CachedOcsp,
@@ -101,6 +102,7 @@ __all__ = [
     "RegistrationRepository",
     "Reminder",
     "ReminderRepository",
+    "Rider",
     "SecretKeyCheck",
     "SessionRepository",
     "StoredCrl",
@@ -112,4 +114,5 @@ __all__ = [
     "WorkflowRepository",
     "customs_lookup",
     "entry_hash",
+    "rate_limit_count",
 ]

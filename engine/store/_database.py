@@ -24,7 +24,9 @@ whatever the umask, and tightened with a warning when found looser (DESIGN.md §
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
@@ -221,6 +223,24 @@ class Database:
         """A new unit of work; use it as a context manager."""
         return UnitOfWork(self.engine)
 
+    @contextmanager
+    def riding_the_next_commit(self, work: Callable[[UnitOfWork], None]) -> Iterator[Rider]:
+        """``work(uow)`` done in the first unit of work of this database that the block
+        commits, in this thread (or task), as the first step of its :meth:`UnitOfWork.commit`:
+        a statement that belongs to the block's work but needs no transaction of its own (a
+        request's rate-limit hit). ``work`` may raise to refuse the commit (it is rolled back).
+
+        Afterwards :attr:`Rider.carried` says whether a commit carried it; when none did (the
+        block committed nothing, failed, or ``work`` refused), the caller does it on its own.
+        Blocks may nest: the innermost rider rides.
+        """
+        rider = Rider(work, self.engine)
+        token = _RIDER.set(rider)
+        try:
+            yield rider
+        finally:
+            _RIDER.reset(token)
+
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
@@ -366,6 +386,20 @@ def _translated(exc: Exception, dialect: Dialect, sql: str) -> BaseException:
     )
 
 
+class Rider:
+    """Work carried by the next commit (:meth:`Database.riding_the_next_commit`)."""
+
+    def __init__(self, work: Callable[[UnitOfWork], None], engine: Engine) -> None:
+        self.work = work
+        self.engine = engine
+        self.carried = False
+        """Whether a committed unit of work carried the work."""
+
+
+_RIDER: ContextVar[Rider | None] = ContextVar("swreg_commit_rider", default=None)
+"""The rider of the block running in this context (:meth:`Database.riding_the_next_commit`)."""
+
+
 class UnitOfWork:
     """One connection and its transaction, with the repositories bound to it.
 
@@ -463,13 +497,21 @@ class UnitOfWork:
         return self._connection
 
     def commit(self) -> None:
-        """Flush and commit everything done so far; the audit rows are chained last."""
+        """Flush and commit everything done so far: first the work of a rider waiting for
+        this commit (:meth:`Database.riding_the_next_commit`), the audit rows chained last."""
         connection = self._open()
+        rider = _RIDER.get()
+        if rider is not None and (rider.carried or rider.engine is not self._engine):
+            rider = None
+        if rider is not None:
+            rider.work(self)
         with translate_stale():
             self.audit.write_pending()
             if self._session is not None:
                 self._session.commit()  # flushes; the transaction is the connection's
         connection.commit()
+        if rider is not None:
+            rider.carried = True
         connection.begin()
         callbacks, self._after_commit = self._after_commit, []
         for callback in callbacks:

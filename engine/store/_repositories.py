@@ -19,11 +19,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from functools import cache
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from sqlalchemy import (
     Connection,
     CursorResult,
+    String,
     Table,
     and_,
     bindparam,
@@ -54,8 +55,12 @@ from engine.store._models import (
     RateLimitWindow,
     Reminder,
     TrustCertificate,
+    UTCDateTime,
     WorkflowDefinition,
 )
+
+if TYPE_CHECKING:
+    from engine.store._database import Database
 
 ENDING_STATES: tuple[str, ...] = ("completed", "cancelled", "expired")
 """Registration states that never expire (the workflow's endings)."""
@@ -660,6 +665,20 @@ def _rate_limit_hit_statement(dialect: str) -> Any:
         )
         .returning(table.c.count)
     )
+
+
+_RATE_LIMIT_COUNT = select(RateLimitWindow.count).where(
+    RateLimitWindow.key == bindparam("key", type_=String()),
+    RateLimitWindow.window_start == bindparam("window_start", type_=UTCDateTime()),
+)
+
+
+def rate_limit_count(database: Database, key: str, window_start: datetime) -> int:
+    """The hits of ``key`` in the window starting at ``window_start`` (0 when none), read
+    outside any transaction (:meth:`Database.fetch_prebuilt`): the look a request takes
+    before its work, whose own commit then counts its hit."""
+    rows = database.fetch_prebuilt(_RATE_LIMIT_COUNT, {"key": key, "window_start": window_start})
+    return int(rows[0][0]) if rows else 0
 
 
 class RateLimitRepository(_Repository):

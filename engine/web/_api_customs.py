@@ -40,7 +40,7 @@ from engine.services.customs import CustomsImport, CustomsRow, SignedChallenge
 from engine.web._api import ChallengeOut
 from engine.web._i18n import language_of
 from engine.web._portal import IMPORT_LIMIT, QUERY_LIMIT
-from engine.web._security import CSRF_FIELD, client_address
+from engine.web._security import CSRF_FIELD
 from engine.web._shared import (
     MAX_CHALLENGE_ID,
     PortalDep,
@@ -142,13 +142,16 @@ async def customs_challenge(request: Request, portal: PortalDep) -> ChallengeOut
 @router.post("/customs-certificates", status_code=201)
 async def import_customs_certificate(request: Request, portal: PortalDep) -> CustomsImportOut:
     """通關憑證註冊: a ``.cer`` upload (multipart) or a certificate in JSON (base64)."""
-    await off_loop(portal.limit, IMPORT_LIMIT, client_address(request))
     content_type = request.headers.get("content-type", "")
-    if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
-        async with request.form(max_files=1) as form:
-            upload = await _upload(form)
-    else:
-        upload = _json_upload(await _json_body(request))
+    try:
+        if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+            async with request.form(max_files=1) as form:
+                upload = await _upload(form)
+        else:
+            upload = _json_upload(await _json_body(request))
+    except RefusedError:  # a refused body counts too (rate_limited past the limit)
+        await limited(portal, IMPORT_LIMIT, request, lambda: None)
+        raise
     who = actor(request, "api")
 
     def run() -> CustomsImport:
@@ -164,7 +167,9 @@ async def import_customs_certificate(request: Request, portal: PortalDep) -> Cus
             actor=who,
         )  # fmt: skip
 
-    return CustomsImportOut.of(await off_loop(run), language_of(request))
+    return CustomsImportOut.of(
+        await limited(portal, IMPORT_LIMIT, request, run), language_of(request)
+    )
 
 
 @router.get("/customs-certificates")

@@ -42,12 +42,12 @@ from engine.web._portal import (
 from engine.web._registration_secret import registration_secret, set_registration_cookie
 from engine.web._security import (
     clear_session_cookie,
-    client_address,
     csrf_token,
 )
 from engine.web._shared import (
     actor,
     errors_by_field,
+    limited,
     off_loop,
     portal_of,
     session_token,
@@ -367,8 +367,10 @@ async def register_start(request: Request) -> Response:
         category = values.get("category")
         if category and category != applicant.category.value:
             raise RefusedError(ErrorCode.UNKNOWN_TYPE, field="type")
-        await off_loop(portal.limit, START_LIMIT, client_address(request))
-        view = await off_loop(
+        view = await limited(
+            portal,
+            START_LIMIT,
+            request,
             portal.registrations.start,
             applicant.code,
             consent=_checked(values.get("consent")),
@@ -526,9 +528,11 @@ async def register_step(registration_id: str, request: Request) -> Response:
     form = portal.registrations.step_form(view) if view.state not in ENDINGS else None
     if form is None:  # the card check runs in the page's script; anything else: show the step
         return _see_other(f"/register/{registration_id}")
-    await off_loop(portal.limit, STEP_LIMIT, client_address(request))
     try:
-        await off_loop(
+        await limited(
+            portal,
+            STEP_LIMIT,
+            request,
             portal.registrations.submit,
             registration_id,
             values,
@@ -538,7 +542,7 @@ async def register_step(registration_id: str, request: Request) -> Response:
     except SwregError as error:
         if error.code in (ErrorCode.REGISTRATION_EXPIRED, ErrorCode.INVALID_TRANSITION):
             return _see_other(f"/register/{registration_id}")
-        if not isinstance(error, RefusedError):
+        if not isinstance(error, RefusedError) or error.code == ErrorCode.RATE_LIMITED:
             raise
         errors = errors_by_field(error, t.language, list(form.model_fields))
         return _step_page(
@@ -562,8 +566,7 @@ async def register_check_account(registration_id: str, request: Request) -> Resp
     if name is None:
         error = t.error(ErrorCode.FIELD_REQUIRED)
         return _step_page(request, view, values=values, errors={rule.field: error}, status_code=422)
-    await off_loop(portal.limit, CHECK_LIMIT, client_address(request))
-    free = await off_loop(portal.registrations.check_account, name)
+    free = await limited(portal, CHECK_LIMIT, request, portal.registrations.check_account, name)
     message = t("account_available") if free else t.error(ErrorCode.ACCOUNT_EXISTS)
     return _step_page(request, view, values=values, check=(free, message))
 
@@ -608,8 +611,14 @@ async def activate(token: str, request: Request) -> HTMLResponse:
     portal = portal_of(request)
     t = translator(request)
     try:
-        await off_loop(portal.limit, ACTIVATE_LIMIT, client_address(request))
-        account = await off_loop(portal.accounts.activate, token, actor=actor(request, "web"))
+        account = await limited(
+            portal,
+            ACTIVATE_LIMIT,
+            request,
+            portal.accounts.activate,
+            token,
+            actor=actor(request, "web"),
+        )
     except RefusedError as error:
         return render(
             request,

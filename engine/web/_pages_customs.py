@@ -55,11 +55,12 @@ from engine.services.login import SessionView
 from engine.web._i18n import Translator
 from engine.web._pages import FieldView, field_view, render
 from engine.web._portal import IMPORT_LIMIT, QUERY_LIMIT, Portal, status_for
-from engine.web._security import CSRF_FIELD, client_address
+from engine.web._security import CSRF_FIELD
 from engine.web._shared import (
     actor,
     card_session,
     errors_by_field,
+    limited,
     off_loop,
     portal_of,
     signed_challenge,
@@ -342,15 +343,15 @@ async def customs_import(request: Request) -> Response:
             request, usage, values=values, errors=errors, session=session, status_code=422
         )
     if "challenge" in values:  # 取得驗證碼: a challenge for the .cer's key to sign
-        await off_loop(portal.limit, IMPORT_LIMIT, client_address(request))
-        challenge = await off_loop(portal.customs.issue_challenge, origin=portal.origin)
+        challenge = await limited(
+            portal, IMPORT_LIMIT, request, portal.customs.issue_challenge, origin=portal.origin
+        )
         return _import_page(
             request, usage, values=values, session=session, challenge=ChallengeView.of(challenge)
         )
     who = actor(request, "web")
 
     def run() -> CustomsImport:
-        portal.limit(IMPORT_LIMIT, client_address(request))
         return portal.customs.import_certificate(
             values.get("usage_type", ""),  # the service refuses an unknown one
             answers, certificate=data, kind=ImportKind.NON_IC, signed=signed_challenge(values),
@@ -359,7 +360,7 @@ async def customs_import(request: Request) -> Response:
         )  # fmt: skip
 
     try:
-        result = await off_loop(run)
+        result = await limited(portal, IMPORT_LIMIT, request, run)
     except RefusedError as error:
         if error.code == ErrorCode.RATE_LIMITED:
             raise
@@ -433,10 +434,13 @@ async def _query_page(
     error: str | None = None
     session = await _session(request)
     if key is not None:
+
+        def look_up() -> tuple[list[CustomsRow], frozenset[int]]:
+            found = portal.customs.query(key, session=session)
+            return found, _owned(portal, session, found)
+
         try:
-            await off_loop(portal.limit, QUERY_LIMIT, client_address(request))
-            found = await off_loop(portal.customs.query, key, session=session)
-            owned = await off_loop(_owned, portal, session, found)
+            found, owned = await limited(portal, QUERY_LIMIT, request, look_up)
             rows = [_row_view(row, t, owned) for row in found]
         except RefusedError as refused:
             if refused.code == ErrorCode.RATE_LIMITED:

@@ -8,6 +8,8 @@ services only through it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -17,7 +19,6 @@ from engine._errors import (
     EnvironmentProblem,
     ErrorCode,
     Language,
-    RefusedError,
     SwregError,
     UsageError,
 )
@@ -152,15 +153,15 @@ class Portal:
         /64 for IPv6, so that no rate-limit key holds an address."""
         return self.identifiers.hash("client", rate_limit_subject(client))[:32]
 
-    def limit(self, rule: Limit, client: str) -> None:
-        """Count one hit of ``client`` (its address) against ``rule``; raises ``rate_limited``
+    @contextmanager
+    def limit(self, rule: Limit, client: str) -> Iterator[None]:
+        """One hit of ``client`` (its address) against ``rule`` for the work of the block,
+        counted in the block's own transaction (``RateLimiter.counting``); ``rate_limited``
         past it. The key is ``rule:`` and :meth:`client_subject`."""
         key = f"{rule.name}:{self.client_subject(client)}"
-        try:
-            self.app.limits.hit(key, limit=rule.limit, window=rule.window)
-        except RefusedError:  # rate_limited: the one refusal of a hit
-            metrics.rate_limited(rule.name)
-            raise
+        refused = lambda: metrics.rate_limited(rule.name)  # noqa: E731
+        with self.app.limits.counting(key, limit=rule.limit, window=rule.window, refused=refused):
+            yield
 
     def outbox(self) -> OutboxMailer | None:
         """The demo mailer's outbox, when the portal runs in demo mode with one."""

@@ -138,15 +138,14 @@ async def limited(
     *args: _P.args,
     **kwargs: _P.kwargs,
 ) -> _T:
-    """Count the client's hit against ``rule`` (``rate_limited`` past it), then call
-    ``function``: both block on the database, so both run in one trip to the thread pool.
-    The hit is its own transaction, committed even when ``function`` then fails: a refused
-    form or card still counts."""
+    """Call ``function`` with the client's hit against ``rule`` (``rate_limited`` past it),
+    in one trip to the thread pool: the hit is counted by ``function``'s own commit, or on its
+    own when it commits nothing (a refused form or card still counts; ``Portal.limit``)."""
     client = client_address(request)
 
     def run() -> _T:
-        portal.limit(rule, client)
-        return function(*args, **kwargs)
+        with portal.limit(rule, client):
+            return function(*args, **kwargs)
 
     return await run_in_threadpool(run)
 
