@@ -528,6 +528,7 @@ def serve(
     import uvicorn
 
     from engine._logging import log_config
+    from engine.web._http import BoundedHttpToolsProtocol
     from engine.web.asgi import PortalFactory
 
     with command(False):
@@ -540,6 +541,8 @@ def serve(
             host=host,
             port=port,
             workers=workers,
+            http=BoundedHttpToolsProtocol,  # llhttp, its head bounded (engine/web/_http.py)
+            loop="uvloop",
             proxy_headers=False,
             server_header=False,
             log_config=log_config(),  # every line JSON once started (engine/_logging.py)
