@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -100,8 +101,19 @@ class JsonFormatter(logging.Formatter):
 
 
 def _timestamp(created: float) -> str:
-    moment = datetime.fromtimestamp(created, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    """``created`` as ``2026-12-07T14:46:01.123Z``; the text up to the second is kept from
+    the previous line (a worker writes many lines a second)."""
+    global _second_text  # one entry, replaced whole: safe across threads
+    fraction, whole = math.modf(created)  # rounded as datetime.fromtimestamp rounds
+    second, micros = divmod(int(whole) * 1_000_000 + round(fraction * 1e6), 1_000_000)
+    kept = _second_text
+    if kept[0] != second:
+        kept = _second_text = (second, _SECOND.format(datetime.fromtimestamp(second, UTC)))
+    return f"{kept[1]}{micros // 1000:03d}Z"
+
+
+_SECOND: Final = "{:%Y-%m-%dT%H:%M:%S.}"
+_second_text: tuple[int, str] = (-1, "")
 
 
 def log_config(level: str = "INFO") -> dict[str, Any]:

@@ -26,15 +26,18 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
 
 from engine import App, FixedClock, Settings, bootstrap
-from engine._logging import FIRST_FIELDS, JsonFormatter, request_context
+from engine._logging import FIRST_FIELDS, JsonFormatter, _timestamp, request_context
 from engine.services.hashing import IdentifierHasher
 from engine.testing.pki import IssuedCard, TestPKI
 from engine.testing.ports import free_port
@@ -616,3 +619,19 @@ def test_the_documented_request_line_is_the_one_written(app: App, json_log: io.S
     assert list(example) == list(line)
     assert (example["event"], example["path"]) == ("request", "/activate/{token}")
     assert FRESH_ID.fullmatch(example["request_id"]) and TIMESTAMP.fullmatch(example["ts"])
+
+
+@given(
+    st.one_of(
+        st.floats(min_value=0, max_value=4e9, allow_nan=False),
+        st.integers(0, 4 * 10**9).map(lambda second: second + 0.9999996),  # rounds up
+        st.integers(0, 4 * 10**9).map(lambda second: second + 0.0005),
+    )
+)
+def test_the_kept_second_gives_the_timestamp_datetime_gives(created: float) -> None:
+    """``ts`` reuses the text up to the second from the line before; the whole text is still
+    what ``datetime.fromtimestamp`` (with its rounding to microseconds) makes of the time."""
+    moment = datetime.fromtimestamp(created, UTC)
+    expected = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    assert _timestamp(created) == expected
+    assert _timestamp(created) == expected  # the kept second, now
