@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import smtplib
 import ssl
 import tempfile
 from datetime import UTC, datetime
 from email import policy
+from email.base64mime import body_encode
+from email.header import Header
 from email.message import EmailMessage
 from email.parser import BytesParser
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime, formataddr, make_msgid
 from pathlib import Path
 from threading import Lock
 from typing import Literal, Protocol
@@ -423,17 +426,69 @@ def bilingual_message(
     """A plain-text mail in both languages (UTF-8, base64 so any relay carries it).
 
     ``language`` decides which half comes first (zh-TW by default, as on the Single Window's
-    own pages); ``at`` is the ``Date`` header (now when omitted). Pure: no I/O.
+    own pages); ``at`` is the ``Date`` header (now when omitted). Pure: no I/O. A header value
+    with a line break is refused (``ValueError``): no header can be smuggled in.
+
+    The headers are stored already encoded (RFC 2047) and folded, and the body already in
+    base64, so neither building the mail nor sending it parses a header: 40 µs instead of the
+    1 ms an ``EmailMessage`` spends parsing what it was handed (``make bench``). Reading a
+    header back parses it then, as always. An address with characters outside ASCII (an
+    internationalised mailbox) takes the parsing way.
     """
     parts = (zh, en) if language == "zh-TW" else (en, zh)
+    text = PART_SEPARATOR.join(parts)
+    date = format_datetime((at or datetime.now(UTC)).astimezone(UTC))
+    message_id = make_msgid(domain=_domain(sender))
+    if any("\r" in value or "\n" in value for value in (subject, to, sender)):
+        raise ValueError("a header value may not hold a line break")
+    addresses = (_encoded_address(sender), _encoded_address(to))
+    if addresses[0] is None or addresses[1] is None:
+        return _parsed_message(subject, text, to, sender, date, message_id)
+    message = EmailMessage()
+    if subject.isascii():  # as it is (a line over 78 characters is folded when sent)
+        message.set_raw("Subject", subject)
+    else:
+        message.set_raw("Subject", Header(subject, "utf-8", header_name="Subject").encode())
+    message.set_raw("From", addresses[0])
+    message.set_raw("To", addresses[1])
+    message.set_raw("Date", date)
+    message.set_raw("Message-ID", message_id)
+    message.set_raw("Auto-Submitted", "auto-generated")
+    message.set_raw("Content-Type", 'text/plain; charset="utf-8"')
+    message.set_raw("Content-Transfer-Encoding", "base64")
+    message.set_raw("MIME-Version", "1.0")
+    lines = text.encode("utf-8").splitlines()  # CR, LF, CRLF only, as set_content splits
+    message.set_payload(body_encode(b"\n".join(lines) + b"\n"))
+    return message
+
+
+_MAILBOX = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+")
+_NAMED = re.compile(r'([^"<>,;:@\\()\[\]]*?)\s*<(' + _MAILBOX.pattern + r")>")
+
+
+def _encoded_address(value: str) -> str | None:
+    """``value`` (``box@host`` or ``Name <box@host>``, the name without specials) with its
+    display name encoded (RFC 2047) when it is not ASCII; None for anything else (an
+    internationalised mailbox, a quoted name, a list), which takes the parsing way."""
+    if _MAILBOX.fullmatch(value):
+        return value
+    named = _NAMED.fullmatch(value.strip())
+    if named is None:
+        return None
+    return formataddr((named.group(1).strip(), named.group(2)), charset="utf-8")
+
+
+def _parsed_message(
+    subject: str, text: str, to: str, sender: str, date: str, message_id: str
+) -> EmailMessage:
     message = EmailMessage()
     message["Subject"] = subject
     message["From"] = sender
     message["To"] = to
-    message["Date"] = format_datetime((at or datetime.now(UTC)).astimezone(UTC))
-    message["Message-ID"] = make_msgid(domain=_domain(sender))
+    message["Date"] = date
+    message["Message-ID"] = message_id
     message["Auto-Submitted"] = "auto-generated"
-    message.set_content(PART_SEPARATOR.join(parts), charset="utf-8", cte="base64")
+    message.set_content(text, charset="utf-8", cte="base64")
     return message
 
 
