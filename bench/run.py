@@ -41,7 +41,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import common
 from rich.progress import (
@@ -328,6 +328,7 @@ def rows_for(results: dict[str, Any]) -> list[Row]:
                     else "—",
                 )
             )
+        rows.extend(_portal_cpu_rows(portal, results))
         rsa = results.get("registration_rsa")
         if rsa:
             rows.append(
@@ -366,6 +367,41 @@ def rows_for(results: dict[str, Any]) -> list[Row]:
         if key.endswith("_error"):
             rows.append(Row(f"{key.removesuffix('_error')}: FAILED", value["error"][:80],
                             "", "", "", "error"))  # fmt: skip
+    return rows
+
+
+PORTAL_CPU_BUDGET: Final = 1.5
+"""DESIGN.md §10: the portal's server CPU per registration at most this × (the in-process
+registration + the portal's trivial request × the registration's requests)."""
+
+
+def _portal_cpu_rows(portal: dict[str, Any], results: dict[str, Any]) -> list[Row]:
+    """(e) the portal's CPU budget per registration, for each KDF-excluded database measured:
+    the in-process registration with the portal's card key, plus a trivial request's server
+    CPU per request the registration makes."""
+    in_process = results.get(f"registration_{portal.get('card_key', 'ec')}")
+    if not in_process:
+        return []
+    rows = []
+    for key, label in (("kdf_excluded", "SQLite"), ("kdf_excluded_postgresql", "PostgreSQL")):
+        data = portal.get(key)
+        if data is None or "server_cpu_ms_per_registration" not in data:
+            continue
+        trivial = data["server_cpu_ms_per_trivial_request"]
+        floor = in_process["engine"]["cpu_ms"] + portal["requests_per_registration"] * trivial
+        used = data["server_cpu_ms_per_registration"]
+        rows.append(
+            Row(
+                f"(e) portal server CPU per registration, {label}, ms (floor: in-process "
+                f"{in_process['engine']['cpu_ms']:.2f} + {portal['requests_per_registration']} × "
+                f"trivial {trivial:.3f})",
+                f"{used:.2f}",
+                f"{floor:.2f}",
+                f"{used / floor:.2f}×",
+                f"≤ {PORTAL_CPU_BUDGET:.1f}× floor",
+                _verdict(used <= PORTAL_CPU_BUDGET * floor),
+            )
+        )
     return rows
 
 
