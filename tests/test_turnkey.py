@@ -20,13 +20,14 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import event, update
 from typer.testing import CliRunner
 
 from engine import App, CertificateError, ErrorCode, FixedClock, RefusedError, SwregError
 from engine.cli import app as cli_app
 from engine.core.declarations import IssuerCA
-from engine.services.turnkey import TurnkeyResult, TurnkeyVerifier
+from engine.services import turnkey
+from engine.services.turnkey import CANDIDATE_BYTES, ENTRY_BYTES, TurnkeyResult, TurnkeyVerifier
 from engine.store import Certificate
 from engine.testing.pki import IssuedCard, TestPKI
 from engine.web import create_app
@@ -486,6 +487,280 @@ def test_threads_share_one_verifier(app: App, pki: TestPKI, ec_card: IssuedCard)
     assert all(seen == expected for seen in results)
 
 
+# -- a named certificate -------------------------------------------------------------------------
+
+
+def fingerprint(card: IssuedCard) -> str:
+    return hashlib.sha256(card.der()).hexdigest()
+
+
+def serial(card: IssuedCard) -> str:
+    return format(card.certificate.serial_number, "X")
+
+
+@pytest.fixture
+def three(app: App, pki: TestPKI) -> list[IssuedCard]:
+    """Three signing certificates of UBN, registered in this order."""
+    cards = [pki.issue_customs(UBN, f"1{i}", key="ec") for i in range(3)]
+    for card in cards:
+        register(app, card)
+    return cards
+
+
+def test_a_named_certificate_is_the_one_that_verifies(
+    verifier: TurnkeyVerifier, three: list[IssuedCard]
+) -> None:
+    for card in (three[0], three[2], three[1], three[0]):
+        signature = card.sign(MESSAGE)
+        fp = fingerprint(card)
+        colons = ":".join(fp[i : i + 2] for i in range(0, 64, 2)).upper()
+        for name in (
+            fp,
+            fp.upper(),
+            colons,
+            serial(card),
+            serial(card).lower(),
+            "0x0" + serial(card),
+        ):
+            result = verifier.verify(UBN, MESSAGE, signature, certificate=name)
+            assert (result.fingerprint, result.serial) == (fp, serial(card)), name
+        assert verifier.verify(UBN, MESSAGE, cms(card), certificate=fp).fingerprint == fp
+
+
+def test_a_named_certificate_that_did_not_sign_is_never_replaced_by_another(
+    verifier: TurnkeyVerifier, three: list[IssuedCard]
+) -> None:
+    """The signature is three[1]'s, which is registered and valid: naming three[0] still
+    refuses it, since the caller said three[0] signed."""
+    signature = three[1].sign(MESSAGE)
+    assert verifier.verify(UBN, MESSAGE, signature).fingerprint == fingerprint(three[1])
+    for name in (fingerprint(three[0]), serial(three[0])):
+        with pytest.raises(CertificateError) as caught:
+            verifier.verify(UBN, MESSAGE, signature, certificate=name)
+        assert (caught.value.code, caught.value.field) == (ErrorCode.SIGNATURE_INVALID, "signature")
+    assert code_of(verifier, UBN, MESSAGE, cms(three[1]), certificate=serial(three[0])) is (
+        ErrorCode.SIGNATURE_INVALID
+    )
+
+
+def test_a_named_certificate_of_another_sender_is_not_registered(
+    app: App, verifier: TurnkeyVerifier, pki: TestPKI, ec_card: IssuedCard
+) -> None:
+    register(app, ec_card)  # UBN's own, which made the signature
+    other = pki.issue_customs("12345675", "01", key="ec")
+    register(app, other, BROKER, usage="broker_specialist")
+    signature = ec_card.sign(MESSAGE)
+    for name in (fingerprint(other), serial(other)):
+        with pytest.raises(RefusedError) as caught:
+            verifier.verify(UBN, MESSAGE, signature, certificate=name)
+        assert (caught.value.code, caught.value.field) == (ErrorCode.NOT_REGISTERED, "certificate")
+    # the other sender's own signature, named, is refused under UBN too
+    assert code_of(verifier, UBN, MESSAGE, other.sign(MESSAGE), certificate=fingerprint(other)) is (
+        ErrorCode.NOT_REGISTERED
+    )
+    assert verifier.verify(BROKER, MESSAGE, other.sign(MESSAGE), certificate=serial(other)).sender
+    never = pki.issue_customs(UBN, "19", key="ec")  # never registered
+    assert code_of(verifier, UBN, MESSAGE, never.sign(MESSAGE), certificate=serial(never)) is (
+        ErrorCode.NOT_REGISTERED
+    )
+
+
+@pytest.mark.parametrize("status", ["replaced", "deleted"])
+def test_a_named_certificate_no_longer_active_is_not_registered(
+    app: App, verifier: TurnkeyVerifier, three: list[IssuedCard], status: str
+) -> None:
+    with app.database.unit_of_work() as uow:
+        uow.session.execute(
+            update(Certificate)
+            .where(Certificate.fingerprint == fingerprint(three[0]))
+            .values(status=status)
+        )
+        uow.commit()
+    signature = three[0].sign(MESSAGE)
+    with pytest.raises(RefusedError) as caught:
+        verifier.verify(UBN, MESSAGE, signature, certificate=fingerprint(three[0]))
+    assert (caught.value.code, caught.value.field) == (ErrorCode.NOT_REGISTERED, "certificate")
+    assert code_of(verifier, UBN, MESSAGE, signature) is ErrorCode.SIGNATURE_INVALID
+
+
+def test_a_revoked_or_expired_named_certificate_is_refused(
+    app: App, clock: FixedClock, verifier: TurnkeyVerifier, pki: TestPKI, three: list[IssuedCard]
+) -> None:
+    revoke(app, pki, three[0])
+    good = three[1].sign(MESSAGE)
+    for signature in (three[0].sign(MESSAGE), good):  # its own signature, or another's
+        assert code_of(verifier, UBN, MESSAGE, signature, certificate=fingerprint(three[0])) is (
+            ErrorCode.CERTIFICATE_REVOKED
+        )
+    assert verifier.verify(UBN, MESSAGE, good, certificate=serial(three[1])).serial == serial(
+        three[1]
+    )
+    clock.set(three[1].certificate.not_valid_after_utc + timedelta(seconds=1))
+    assert code_of(verifier, UBN, MESSAGE, good, certificate=serial(three[1])) is (
+        ErrorCode.CERTIFICATE_EXPIRED
+    )
+
+
+def test_a_malformed_certificate_name_is_invalid_value(
+    verifier: TurnkeyVerifier, three: list[IssuedCard]
+) -> None:
+    signature = three[0].sign(MESSAGE)
+    for name in ("", "  ", "not hex", "0x", "G1", "a" * 65, "簽章"):
+        with pytest.raises(RefusedError) as caught:
+            verifier.verify(UBN, MESSAGE, signature, certificate=name)
+        assert (caught.value.code, caught.value.field) == (ErrorCode.INVALID_VALUE, "certificate")
+    # an unknown sender is not_registered (sender) before any name is looked at
+    with pytest.raises(RefusedError) as caught:
+        verifier.verify("22099131", MESSAGE, signature, certificate=serial(three[0]))
+    assert (caught.value.code, caught.value.field) == (ErrorCode.NOT_REGISTERED, "sender")
+
+
+# -- many senders: the batched revalidation and the memory bound ----------------------------------
+
+
+def senders(app: App, pki: TestPKI, count: int) -> dict[str, IssuedCard]:
+    """``count`` senders with a signing certificate of their own each."""
+    cards = {
+        f"{50000000 + i:08d}": pki.issue_customs(f"{50000000 + i:08d}", key="ec")
+        for i in range(count)
+    }
+    for sender, card in cards.items():
+        register(app, card, sender)
+    return cards
+
+
+class Statements:
+    """The SQL statements a block runs (the real database, counted)."""
+
+    def __init__(self, app: App) -> None:
+        self.engine = app.database.engine
+        self.seen: list[str] = []
+
+    def __enter__(self) -> list[str]:
+        event.listen(self.engine, "before_cursor_execute", self._record)
+        return self.seen
+
+    def __exit__(self, *exc: object) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._record)
+
+    def _record(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self.seen.append(statement)
+
+
+def test_every_sender_used_lately_is_revalidated_in_a_few_statements(
+    app: App, pki: TestPKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cheap form of 10,000 senders taking turns: 23 senders, 5 per sweep statement. After
+    the interval, one message revalidates all of them at once (the trust version, then
+    ceil(23 / 5) = 5 statements) and the others then need no statement of their own; a change
+    made meanwhile is still seen by that sender's next message."""
+    monkeypatch.setattr(turnkey, "SWEEP_CHUNK", 5)
+    cards = senders(app, pki, 23)
+    slow = TurnkeyVerifier(
+        app.database, app.clock, app.trust, app.revocation_checks, recheck_interval=3600
+    )
+    signatures = {sender: card.sign(MESSAGE) for sender, card in cards.items()}
+    for sender, signature in signatures.items():
+        assert slow.verify(sender, MESSAGE, signature).fingerprint == fingerprint(cards[sender])
+    assert slow.cache_info()["senders"] == 23
+    first, second, *_ = cards
+    with app.database.unit_of_work() as uow:  # a change the cache has not seen yet
+        uow.session.execute(
+            update(Certificate).where(Certificate.query_key == second).values(status="deleted")
+        )
+        uow.commit()
+    with Statements(app) as seen:
+        for sender, signature in signatures.items():  # within the interval: no statement
+            assert slow.verify(sender, MESSAGE, signature).sender == sender
+    assert seen == []
+    slow.recheck_soon()  # as if the interval had passed (rather than sleeping through it)
+    with Statements(app) as seen:
+        assert slow.verify(first, MESSAGE, signatures[first]).sender == first
+    sweeps = [s for s in seen if "IN (" in s]
+    assert len(sweeps) == 5
+    assert len(seen) == 6  # the trust version and the five sweep statements, nothing per sender
+    with Statements(app) as seen:
+        for sender, signature in signatures.items():
+            if sender != second:
+                assert slow.verify(sender, MESSAGE, signature).sender == sender
+    assert seen == []  # all carried into the new epoch by that one sweep
+    assert code_of(slow, second, MESSAGE, signatures[second]) is ErrorCode.NOT_REGISTERED
+
+
+def test_a_sweep_sees_a_revocation_for_every_sender(
+    app: App, pki: TestPKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(turnkey, "SWEEP_CHUNK", 3)
+    cards = senders(app, pki, 7)
+    slow = TurnkeyVerifier(
+        app.database, app.clock, app.trust, app.revocation_checks, recheck_interval=3600
+    )
+    for sender, card in cards.items():
+        slow.verify(sender, MESSAGE, card.sign(MESSAGE))
+    revoked = list(cards.values())[::2]
+    revoke(app, pki, *revoked)
+    slow.recheck_soon()
+    for sender, card in cards.items():
+        signature = card.sign(MESSAGE)
+        if card in revoked:
+            assert code_of(slow, sender, MESSAGE, signature) is ErrorCode.CERTIFICATE_REVOKED
+        else:
+            assert slow.verify(sender, MESSAGE, signature).fingerprint == fingerprint(card)
+
+
+def test_a_sender_quiet_past_the_warm_window_is_revalidated_on_its_own(
+    app: App, pki: TestPKI
+) -> None:
+    cards = senders(app, pki, 2)
+    (quiet, busy), (quiet_card, busy_card) = list(cards), list(cards.values())
+    slow = TurnkeyVerifier(
+        app.database, app.clock, app.trust, app.revocation_checks, recheck_interval=3600
+    )
+    slow.verify(quiet, MESSAGE, quiet_card.sign(MESSAGE))
+    for _ in range(turnkey.WARM_EPOCHS + 1):
+        slow.recheck_soon()
+        slow.verify(busy, MESSAGE, busy_card.sign(MESSAGE))
+    assert slow._entries[quiet].epoch < slow._epoch  # no longer swept: not current
+    with app.database.unit_of_work() as uow:
+        uow.session.execute(
+            update(Certificate).where(Certificate.query_key == quiet).values(status="replaced")
+        )
+        uow.commit()
+    assert code_of(slow, quiet, MESSAGE, quiet_card.sign(MESSAGE)) is ErrorCode.NOT_REGISTERED
+
+
+def test_the_memory_bound_evicts_and_results_stay_correct(app: App, pki: TestPKI) -> None:
+    cards = senders(app, pki, 9)
+    per_sender = ENTRY_BYTES + CANDIDATE_BYTES
+    small = TurnkeyVerifier(
+        app.database,
+        app.clock,
+        app.trust,
+        app.revocation_checks,
+        recheck_interval=0,
+        cache_bytes=4 * per_sender,
+    )
+    order = list(cards) * 3
+    for sender in order:
+        card = cards[sender]
+        result = small.verify(sender, MESSAGE, card.sign(MESSAGE), certificate=serial(card))
+        assert (result.sender, result.fingerprint) == (sender, fingerprint(card))
+        info = small.cache_info()
+        assert info["bytes"] <= info["limit"] == 4 * per_sender
+        assert info["bytes"] == info["senders"] * per_sender
+        assert 1 <= info["senders"] <= 4
+    last = order[-1]
+    assert last in small._entries  # the one just used is never the one evicted
+    other = next(iter(cards))
+    assert code_of(small, other, MESSAGE, cards[last].sign(MESSAGE)) is (
+        ErrorCode.SIGNATURE_INVALID
+    )  # reloaded after eviction: still only its own certificate counts
+    small.forget(last)
+    assert small.cache_info()["bytes"] == small.cache_info()["senders"] * per_sender
+    small.forget()
+    assert small.cache_info() == {"senders": 0, "bytes": 0, "limit": 4 * per_sender}
+
+
 # -- CLI ---------------------------------------------------------------------------------------
 
 
@@ -535,6 +810,30 @@ def test_the_cli_verifies_and_refuses(
     )
     assert result.exit_code == 1
     assert "signature_invalid" in result.output
+
+
+def test_the_cli_takes_a_named_certificate(
+    app: App, cli_env: dict[str, str], tmp_path: Path, pki: TestPKI, rsa_card: IssuedCard
+) -> None:
+    register(app, rsa_card)
+    other = pki.issue_customs(UBN, "05", key="rsa")
+    register(app, other)
+    message = tmp_path / "message.xml"
+    message.write_bytes(MESSAGE)
+    raw = tmp_path / "message.sig"
+    raw.write_bytes(rsa_card.sign(MESSAGE))
+    base = ["--sender", UBN, "--message", str(message), "--signature", str(raw)]
+    code, out = invoke(cli_env, *base, "--certificate", serial(rsa_card))
+    assert (code, out["certificate"]["fingerprint"]) == (0, fingerprint(rsa_card))
+    code, out = invoke(cli_env, *base, "--certificate", fingerprint(other))
+    assert (code, out["errors"][0]["code"]) == (1, "signature_invalid")
+    stranger = pki.issue_customs("22099131", "01", key="rsa")
+    code, out = invoke(cli_env, *base, "--certificate", fingerprint(stranger))
+    assert (code, out["errors"][0]["code"], out["errors"][0]["field"]) == (
+        1,
+        "not_registered",
+        "certificate",
+    )
 
 
 # -- API ---------------------------------------------------------------------------------------
@@ -590,6 +889,15 @@ def test_the_api_verifies_and_maps_refusals(
     assert refused({"sender": UBN}) == (422, "field_required")
     assert post(client, body, with_csrf=False).status_code == 403  # CSRF like the other routes
 
+    named = post(client, {**body, "certificate": serial(ec_card)}).json()
+    assert named["certificate"]["fingerprint"] == fingerprint(ec_card)
+    stranger = pki.issue_customs("22099131", "01", key="ec")
+    assert refused({**body, "certificate": fingerprint(stranger)}) == (422, "not_registered")
+    response = post(client, {**body, "certificate": fingerprint(stranger)})
+    assert response.json()["errors"][0]["field"] == "certificate"
+    assert refused({**body, "certificate": "not hex"}) == (422, "invalid_value")
+
     revoke(app, pki, ec_card)
     app.turnkey.forget()
     assert refused(body) == (422, "certificate_revoked")
+    assert refused({**body, "certificate": fingerprint(ec_card)}) == (422, "certificate_revoked")

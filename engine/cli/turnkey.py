@@ -1,10 +1,12 @@
 """``swreg turnkey``: Turnkey message verification (訊息簽章驗證).
 
-``swreg turnkey verify --sender KEY --message FILE --signature FILE [--json]`` verifies a
-message's detached signature (raw, base64, or CMS SignedData in DER or PEM) against the sender's
-registered signing certificates (DESIGN.md §5), judged at the time of the check (or at the
-genTime of a trusted RFC 3161 time-stamp token in the CMS). Success prints the certificate that
-verified it; a refusal prints its code and exits 1. ``--signed-at`` is still accepted so older
+``swreg turnkey verify --sender KEY --message FILE --signature FILE [--certificate NAME]
+[--json]`` verifies a message's detached signature (raw, base64, or CMS SignedData in DER or
+PEM) against the sender's registered signing certificates (DESIGN.md §5), judged at the time of
+the check (or at the genTime of a trusted RFC 3161 time-stamp token in the CMS). Success prints
+the certificate that verified it; a refusal prints its code and exits 1. ``--certificate`` names
+the certificate that signed (SHA-256 fingerprint or serial, hex): only it is tried, and one that
+is not the sender's is refused (``not_registered``). ``--signed-at`` is still accepted so older
 scripts run, and ignored with a note on stderr: a signing time chosen by the sender never counts.
 """
 
@@ -35,6 +37,14 @@ def turnkey_verify(
         Path,
         typer.Option("--signature", help="Its detached signature: raw, base64, or CMS (DER/PEM)."),
     ],
+    certificate: Annotated[
+        str | None,
+        typer.Option(
+            "--certificate",
+            help="The certificate that signed: SHA-256 fingerprint or serial (hex). Only it "
+            "is tried; one that is not the sender's is refused.",
+        ),
+    ] = None,
     signed_at: Annotated[
         str | None,
         typer.Option("--signed-at", hidden=True, help="Ignored: the time of the check counts."),
@@ -49,7 +59,7 @@ def turnkey_verify(
             )
         body = read_file(message, limit=MAX_MESSAGE_BYTES)
         detached = read_file(signature, limit=MAX_SIGNATURE_BYTES)
-        result = app_for(ctx).turnkey.verify(sender, body, detached)
+        result = app_for(ctx).turnkey.verify(sender, body, detached, certificate=certificate)
         out.result.update(
             sender=result.sender,
             signed_at=result.signed_at.isoformat(),

@@ -8,7 +8,10 @@ limited by the middleware (64 KiB), which bounds the message to about 48 KiB her
 messages go through the CLI or :class:`engine.services.turnkey.TurnkeyVerifier` in-process.
 
 The certificates are judged at the time the message is received (DESIGN.md §5); a ``signed_at``
-in the request is still accepted, so older clients keep working, and ignored.
+in the request is still accepted, so older clients keep working, and ignored. A caller that knows
+which certificate signed (from the envelope it unpacked) names it in ``certificate``
+(fingerprint or serial): one verification instead of trying the sender's certificates in turn;
+a certificate that is not the sender's is refused (``not_registered``), never replaced by another.
 """
 
 from __future__ import annotations
@@ -36,6 +39,14 @@ class TurnkeyVerifyIn(BaseModel):
     sender: str = Field(max_length=64, examples=["04595257"])
     message: str = Field(description="The message, standard base64.")
     signature: str = Field(max_length=350_000, description="The signature, standard base64.")
+    certificate: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Optional: the certificate that signed, by its SHA-256 fingerprint (hex) or "
+        "serial (hex). Only it is tried; one that is not the sender's registered signing "
+        "certificate is refused (not_registered), never replaced by another.",
+        examples=["4ECFCBA3"],
+    )
     signed_at: datetime | None = Field(
         default=None,
         description="Ignored (accepted for older clients): the receipt time counts, or the "
@@ -66,12 +77,16 @@ async def turnkey_verify(
 ) -> TurnkeyVerifyOut:
     """訊息簽章驗證: which registered signing certificate of ``sender`` signed ``message``.
 
-    Refusals (422): ``not_registered``, ``certificate_expired``, ``certificate_not_yet_valid``,
-    ``certificate_revoked``, ``signature_invalid``, ``invalid_value`` (message not base64).
+    Refusals (422): ``not_registered`` (field ``sender``, or ``certificate`` for a named
+    certificate that is not the sender's), ``certificate_expired``,
+    ``certificate_not_yet_valid``, ``certificate_revoked``, ``revocation_unknown``,
+    ``signature_invalid``, ``invalid_value`` (message not base64, certificate name not hex).
     """
     message = decode_base64(body.message, "message", ErrorCode.INVALID_VALUE)
     signature = decode_base64(body.signature, "signature", ErrorCode.SIGNATURE_INVALID)
-    result = await off_loop(portal.turnkey.verify, body.sender, message, signature)
+    result = await off_loop(
+        portal.turnkey.verify, body.sender, message, signature, certificate=body.certificate
+    )
     return TurnkeyVerifyOut(
         sender=result.sender,
         signed_at=result.signed_at,
