@@ -8,9 +8,11 @@ status line.
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -46,6 +48,27 @@ class Wire:
                     received += chunk
             except ConnectionResetError:
                 pass
+        return [int(status) for status in STATUS_LINE.findall(received)]
+
+    def csrf(self) -> bytes:
+        """The headers of a request that passes the CSRF check (a token the portal issued)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as connection:
+            connection.sendall(self.get("/api/csrf") + b"\r\n")
+            received = b""
+            while chunk := connection.recv(65536):
+                received += chunk
+        token = json.loads(received.split(b"\r\n\r\n", 1)[1])["token"].encode("ascii")
+        return b"Cookie: csrf=" + token + b"\r\nX-CSRF-Token: " + token + b"\r\n"
+
+    def exchange_slowly(self, *parts: bytes) -> list[int]:
+        """:meth:`exchange`, each part given time to arrive as a read of its own."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as connection:
+            for part in parts:
+                connection.sendall(part)
+                time.sleep(0.2)
+            received = b""
+            while chunk := connection.recv(65536):
+                received += chunk
         return [int(status) for status in STATUS_LINE.findall(received)]
 
     def get(self, path: str, *headers: bytes, close: bool = True) -> bytes:
@@ -124,3 +147,16 @@ def test_a_head_within_the_bound_passes_and_a_body_does_not_count_as_head(wire: 
         + b"\r\n\r\n"
     )
     assert wire.exchange(post + body) == [403]  # read whole: refused by the CSRF check only
+
+
+def test_a_body_in_reads_larger_than_the_bound_is_never_taken_for_a_head(wire: Wire) -> None:
+    """A 40 KB body whose last 20 KB arrive as a read of their own, after its head: the request
+    is read whole and answered by the application (201), not 431."""
+    body = json.dumps({"type": "person.general", "consent": True, "padding": "a" * 40_000})
+    data = body.encode("ascii")
+    head = (
+        b"POST /api/registrations HTTP/1.1\r\n" + wire.host + wire.csrf()
+        + b"Connection: close\r\nContent-Type: application/json\r\n"
+        + b"Content-Length: " + str(len(data)).encode() + b"\r\n\r\n"
+    )  # fmt: skip
+    assert wire.exchange_slowly(head, data[:20_000], data[20_000:]) == [201]

@@ -44,8 +44,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     Two checks, since llhttp hands over a head only once it is complete: a complete head is
     measured (its target and header lines) before the application is called; and every read
-    of the socket that leaves a head incomplete counts, from the first byte of the request (or
-    of the connection), so an endless head is cut off too.
+    of the socket that begins and ends inside a head counts, from the first byte of the request
+    (or of the connection), so an endless head is cut off too. A read that carries a body's
+    last bytes never counts, however large.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -56,10 +57,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._too_large = False
 
     def data_received(self, data: bytes) -> None:
-        heads = self._heads
+        counting, heads = self._in_head, self._heads
         super().data_received(data)
-        if not self._in_head or self._heads != heads or self.transport.is_closing():
-            return  # a read that completed a head (it may hold bodies, the next request) is free
+        if not (counting and self._in_head) or self._heads != heads or self.transport.is_closing():
+            return  # only a read within one head counts: not a body's, nor one that ends a head
         self._head_bytes += len(data)
         if self._head_bytes > MAX_HEAD_BYTES:
             self._refuse()
