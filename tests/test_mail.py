@@ -210,6 +210,12 @@ def test_header_injection_is_refused() -> None:
     for to in ("ming@example.com\r\nBcc: all@example.com", "ming@example.com\nBcc: a@b.example"):
         with pytest.raises(ValueError):
             sample(to=to)
+    for boundary in ("\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028"):  # splitlines' others
+        for header in ("subject", "to", "sender"):
+            values = {"subject": "s", "to": "a@b.example", "sender": SENDER}
+            values[header] = f"Name{boundary}Bcc: all@example.com <x@y.example>"
+            with pytest.raises(ValueError):
+                bilingual_message(zh="", en="", **values)
     with pytest.raises(ValueError):
         bilingual_message(subject="a\r\nBcc: all@example.com", zh="", en="", to="a@b.example",
                           sender=SENDER)  # fmt: skip

@@ -427,11 +427,12 @@ def bilingual_message(
 
     ``language`` decides which half comes first (zh-TW by default, as on the Single Window's
     own pages); ``at`` is the ``Date`` header (now when omitted). Pure: no I/O. A header value
-    with a line break is refused (``ValueError``): no header can be smuggled in.
+    with a line boundary of any kind (CR, LF, VT, FF, FS… what ``str.splitlines`` splits on,
+    as the mail's serializer does) is refused (``ValueError``): no header can be smuggled in.
 
     The headers are stored already encoded (RFC 2047) and folded, and the body already in
-    base64, so neither building the mail nor sending it parses a header: 40 µs instead of the
-    1 ms an ``EmailMessage`` spends parsing what it was handed (``make bench``). Reading a
+    base64, so neither building the mail nor sending it parses a header: about 50 µs instead
+    of the 1 ms an ``EmailMessage`` spends parsing what it was handed. Reading a
     header back parses it then, as always. An address with characters outside ASCII (an
     internationalised mailbox) takes the parsing way.
     """
@@ -439,8 +440,8 @@ def bilingual_message(
     text = PART_SEPARATOR.join(parts)
     date = format_datetime((at or datetime.now(UTC)).astimezone(UTC))
     message_id = make_msgid(domain=_domain(sender))
-    if any("\r" in value or "\n" in value for value in (subject, to, sender)):
-        raise ValueError("a header value may not hold a line break")
+    if any(value.splitlines() not in ([], [value]) for value in (subject, to, sender)):
+        raise ValueError("a header value may not hold a line break")  # \r, \n, \v, \x1c …
     addresses = (_encoded_address(sender), _encoded_address(to))
     if addresses[0] is None or addresses[1] is None:
         return _parsed_message(subject, text, to, sender, date, message_id)
